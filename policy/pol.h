@@ -1,0 +1,196 @@
+/*
+ * teshim policy: the parameter table, the sources it is read from, and the
+ * decisions taken on plain structs. Pure C on libc: no dlsym, no hooks, so
+ * every decision is unit-tested without preloading anything.
+ */
+#ifndef TESHIM_POL_H
+#define TESHIM_POL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum pol_type { POL_T_BOOL, POL_T_INT, POL_T_SIZE, POL_T_ENUM, POL_T_STR, POL_T_LIST };
+
+enum pol_param {
+#define POL_PARAM(id, key, type, def, min, max, choices, doc) POL_##id,
+#include "pol_params.def"
+#undef POL_PARAM
+    POL_NPARAMS
+};
+
+/* Where the effective value of a parameter came from; later sources win. */
+enum pol_source { POL_SRC_DEFAULT, POL_SRC_PROFILE, POL_SRC_FILE, POL_SRC_ENV };
+
+/* One row of the table, as written in pol_params*.def. */
+struct pol_param_info {
+    const char *key;     /* "rdma.traffic_class" */
+    const char *env;     /* "TESHIM_RDMA_TRAFFIC_CLASS" */
+    enum pol_type type;
+    const char *def;     /* default as text; "" = unset */
+    int64_t min, max;    /* INT and SIZE */
+    const char *choices; /* ENUM: "off|on|auto" */
+    const char *doc;
+};
+
+extern const struct pol_param_info pol_params[POL_NPARAMS];
+
+/* Enumerations with meaning in code; keep in step with the .def choices. */
+enum pol_ro_mode { POL_RO_OFF, POL_RO_ON, POL_RO_AUTO };
+enum pol_mode { POL_MODE_ENFORCE, POL_MODE_OBSERVE };
+enum pol_forced_arm { POL_FORCE_AUTO, POL_FORCE_A, POL_FORCE_B };
+enum pol_log_level { POL_LOG_ERROR, POL_LOG_WARN, POL_LOG_INFO, POL_LOG_DEBUG, POL_LOG_TRACE };
+
+enum pol_arm { POL_ARM_A, POL_ARM_B };
+
+/*
+ * The process-wide gate, decided once at load. Only ENFORCE changes calls;
+ * OBSERVE counts what would have been injected.
+ */
+enum pol_gate {
+    POL_GATE_ENFORCE,
+    POL_GATE_OBSERVE,
+    POL_GATE_ARM_A,        /* rollout put this process in the passthrough arm */
+    POL_GATE_KILLED,       /* TESHIM_DISABLE or the kill-switch file */
+    POL_GATE_OUT_OF_SCOPE, /* program not in scope.programs / in exclude list */
+};
+
+struct pol_value {
+    int64_t i;     /* BOOL, INT, SIZE, ENUM */
+    const char *s; /* STR, LIST (comma-separated, trimmed); points into the arena */
+    bool set;      /* false only for parameters whose default is "" and nobody set */
+    uint8_t src;   /* enum pol_source */
+};
+
+#define POL_ARENA_BYTES 16384
+#define POL_NAME_MAX 128
+
+/* The effective configuration: flat, read-only once loaded, safe to copy. */
+struct pol_config {
+    struct pol_value v[POL_NPARAMS];
+    char program[POL_NAME_MAX];
+    char host[POL_NAME_MAX];
+    char config_path[256]; /* file actually read; "" if none */
+    enum pol_arm arm;
+    enum pol_gate gate;
+    uint32_t rollout_bucket; /* 0..9999, the identity's place on the rollout scale */
+    uint64_t hash;           /* of every effective value: tells two policies apart */
+    unsigned nwarnings;      /* diagnostics reported while loading */
+    size_t arena_used;
+    char arena[POL_ARENA_BYTES];
+};
+
+/* Diagnostic sink: one complete line (no newline) per call. */
+typedef void (*pol_diag_fn)(void *arg, enum pol_log_level level, const char *msg);
+
+/* Everything pol_load reads, made explicit so tests can feed it. */
+struct pol_sources {
+    char *const *environ;    /* NULL-terminated "KEY=VALUE" list; NULL = none */
+    const char *program;     /* program name (basename); NULL = "unknown" */
+    const char *host;        /* host name; NULL = "unknown" */
+    const char *config_path; /* NULL = TESHIM_CONFIG, else /etc/teshim.conf, else
+                                $XDG_CONFIG_HOME/teshim.conf (else ~/.config) */
+    const char *etc_path;    /* NULL = "/etc/teshim.conf"; tests override */
+    pol_diag_fn diag;        /* NULL = silent */
+    void *diag_arg;
+};
+
+/*
+ * Build the effective configuration from defaults < profile < config file
+ * < environment. Never fails: every bad value is reported once through the
+ * diag sink naming the key, the value and the accepted range, and the
+ * default is kept. Returns the number of diagnostics reported.
+ */
+unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src);
+
+/* Typed accessors. */
+static inline int64_t pol_int(const struct pol_config *cfg, enum pol_param p)
+{
+    return cfg->v[p].i;
+}
+static inline bool pol_is_set(const struct pol_config *cfg, enum pol_param p)
+{
+    return cfg->v[p].set;
+}
+static inline const char *pol_str(const struct pol_config *cfg, enum pol_param p)
+{
+    return cfg->v[p].s ? cfg->v[p].s : "";
+}
+
+/* Parse one value for parameter p; 0 or -EINVAL/-ERANGE. Used by pol_load
+ * and by `teshim run --set` to refuse a bad value before starting anything. */
+int pol_parse_value(enum pol_param p, const char *text, int64_t *out);
+
+/* Look a parameter up by key ("rdma.traffic_class") or environment name. */
+int pol_find_key(const char *key);
+int pol_find_env(const char *env_name);
+/* The known key or environment name closest to name; NULL if nothing is close. */
+const char *pol_suggest(const char *name, bool env_form);
+
+/* Text of the effective value of p (enum name, bytes with suffix...). */
+void pol_format_value(const struct pol_config *cfg, enum pol_param p, char *buf, size_t len);
+const char *pol_source_name(enum pol_source s);
+const char *pol_gate_name(enum pol_gate g);
+const char *pol_arm_name(enum pol_arm a);
+
+/* Shipped profiles, embedded at build time from policy/profiles/NAME.conf. */
+struct pol_profile {
+    const char *name;
+    const char *text;
+};
+extern const struct pol_profile pol_profiles[];
+extern const size_t pol_nprofiles;
+
+/* Rollout: the stable bucket 0..9999 of (salt, host, program). */
+uint32_t pol_rollout_bucket(const char *salt, const char *host, const char *program);
+
+/* true if name matches one of the comma-separated globs in list. */
+bool pol_list_match(const char *list, const char *name);
+
+/* ---- decisions -------------------------------------------------------- */
+
+/* What a decision concluded; each maps to one stats counter. */
+enum pol_verdict {
+    POL_INJECT,         /* apply the change */
+    POL_OBSERVED,       /* would apply, mode = observe */
+    POL_SKIP_POLICY,    /* policy off, arm A, killed, out of scope */
+    POL_NOT_APPLICABLE, /* policy on but this call does not qualify */
+};
+
+/* A memory registration about to be made. */
+struct pol_rdma_mr {
+    const char *device; /* ibv_get_device_name of the PD's device; NULL = unknown */
+    size_t length;
+    int access;         /* the caller's access flags */
+    bool dev_ro_capable;   /* auto mode: PCIe RlxdOrd is set for the device */
+    bool iova2_available;  /* auto mode: ibv_reg_mr_iova2 exists in the library */
+    bool dev_ro_failed;    /* an earlier registration with RO failed on this device */
+};
+
+/* Decide the access flags of a registration; *access_out is always set. */
+enum pol_verdict pol_rdma_mr_access(const struct pol_config *cfg, const struct pol_rdma_mr *mr,
+                                    int *access_out);
+
+/* A QP modification. */
+struct pol_rdma_qp {
+    const char *device;
+    int attr_mask;
+    bool is_global;
+    uint8_t traffic_class;
+    uint8_t sl;
+};
+
+struct pol_rdma_qp_dec {
+    enum pol_verdict tc;   /* traffic class */
+    enum pol_verdict sl;   /* service level */
+    uint8_t traffic_class; /* the value to use when tc == POL_INJECT */
+    uint8_t service_level;
+};
+
+void pol_rdma_qp_attrs(const struct pol_config *cfg, const struct pol_rdma_qp *qp,
+                       struct pol_rdma_qp_dec *out);
+
+/* The gate's verdict for any injection: INJECT, OBSERVED or SKIP_POLICY. */
+enum pol_verdict pol_gate_verdict(const struct pol_config *cfg);
+
+#endif

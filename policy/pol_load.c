@@ -1,0 +1,501 @@
+/*
+ * Sources of the effective configuration, later wins: built-in defaults <
+ * profile < config file < environment. No stdio: the shim may load the
+ * configuration from inside a hook before any constructor ran.
+ */
+#include "pol.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define POL_FILE_MAX (64 * 1024)
+
+struct loader {
+    struct pol_config *cfg;
+    const struct pol_sources *src;
+};
+
+static void diag(struct loader *ld, enum pol_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void diag(struct loader *ld, enum pol_log_level lvl, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    ld->cfg->nwarnings++;
+    if (!ld->src->diag)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ld->src->diag(ld->src->diag_arg, lvl, msg);
+}
+
+/* Copy s (len bytes) into the arena; NULL when it is full. */
+static const char *arena_strndup(struct pol_config *cfg, const char *s, size_t len)
+{
+    if (cfg->arena_used + len + 1 > sizeof(cfg->arena))
+        return NULL;
+    char *d = cfg->arena + cfg->arena_used;
+    memcpy(d, s, len);
+    d[len] = '\0';
+    cfg->arena_used += len + 1;
+    return d;
+}
+
+/* LIST values are stored normalised: items trimmed, joined by ','. */
+static const char *store_text(struct pol_config *cfg, enum pol_type type, const char *text)
+{
+    char norm[1024];
+    size_t n = 0;
+
+    if (type != POL_T_LIST)
+        return arena_strndup(cfg, text, strlen(text));
+    for (const char *p = text; *p;) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && isspace((unsigned char)end[-1]))
+            end--;
+        if (end == start)
+            continue;
+        size_t len = (size_t)(end - start);
+        if (n + len + 2 > sizeof(norm))
+            return NULL;
+        if (n)
+            norm[n++] = ',';
+        memcpy(norm + n, start, len);
+        n += len;
+    }
+    return arena_strndup(cfg, norm, n);
+}
+
+static void describe_range(enum pol_param p, char *buf, size_t len)
+{
+    const struct pol_param_info *pi = &pol_params[p];
+
+    switch (pi->type) {
+    case POL_T_BOOL:
+        snprintf(buf, len, "on|off");
+        break;
+    case POL_T_INT:
+        snprintf(buf, len, "an integer %lld..%lld", (long long)pi->min, (long long)pi->max);
+        break;
+    case POL_T_SIZE:
+        snprintf(buf, len, "a byte count %lld..%lld (K, M, G suffixes)", (long long)pi->min,
+                 (long long)pi->max);
+        break;
+    case POL_T_ENUM:
+        snprintf(buf, len, "one of %s", pi->choices);
+        break;
+    default:
+        snprintf(buf, len, "text");
+        break;
+    }
+}
+
+/*
+ * Set p from text on behalf of origin ("environment", "/etc/teshim.conf:12").
+ * A bad value is reported once and the value in force stays.
+ */
+static void set_value(struct loader *ld, enum pol_param p, const char *text, enum pol_source src,
+                      const char *origin)
+{
+    const struct pol_param_info *pi = &pol_params[p];
+    struct pol_value *v = &ld->cfg->v[p];
+    int64_t i = 0;
+    int rc;
+
+    /* "" for a parameter that may be unset means "unset". */
+    if (*text == '\0' && (pi->type == POL_T_INT || pi->type == POL_T_SIZE) && pi->def[0] == '\0') {
+        v->set = false;
+        v->i = 0;
+        v->src = (uint8_t)src;
+        return;
+    }
+    rc = pol_parse_value(p, text, &i);
+    if (rc) {
+        char range[160], cur[96];
+        pol_format_value(ld->cfg, p, cur, sizeof(cur));
+        describe_range(p, range, sizeof(range));
+        diag(ld, POL_LOG_WARN, "%s: %s = '%s' is %s (accepted: %s); keeping %s%s%s", origin,
+             pi->key, text, rc == -ERANGE ? "out of range" : "not valid", range,
+             v->set ? "'" : "", v->set ? cur : "it unset", v->set ? "'" : "");
+        return;
+    }
+    if (pi->type == POL_T_STR || pi->type == POL_T_LIST) {
+        const char *s = store_text(ld->cfg, pi->type, text);
+        if (!s) {
+            diag(ld, POL_LOG_WARN, "%s: %s: value too long, ignored", origin, pi->key);
+            return;
+        }
+        v->s = s;
+    }
+    v->i = i;
+    v->set = true;
+    v->src = (uint8_t)src;
+}
+
+static void set_defaults(struct loader *ld)
+{
+    for (int p = 0; p < POL_NPARAMS; p++) {
+        ld->cfg->v[p].set = false;
+        ld->cfg->v[p].s = "";
+        if (pol_params[p].def[0] == '\0' && pol_params[p].type != POL_T_STR &&
+            pol_params[p].type != POL_T_LIST)
+            continue;
+        set_value(ld, (enum pol_param)p, pol_params[p].def, POL_SRC_DEFAULT, "built-in default");
+    }
+}
+
+static const char *env_lookup(char *const *envp, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (; envp && *envp; envp++)
+        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+            return *envp + n + 1;
+    return NULL;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat st;
+
+    return path && *path && stat(path, &st) == 0;
+}
+
+/* Read a whole small file into buf (NUL-terminated); 0 or -errno. */
+static int read_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t n = 0;
+
+    if (fd < 0)
+        return -errno;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int err = -errno;
+            close(fd);
+            return err;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    if (n + 1 >= cap)
+        return -EFBIG;
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+enum section_kind { SEC_TOP, SEC_PROFILE, SEC_OTHER };
+
+/*
+ * Walk "key = value" lines. Lines at top level are applied when want_profile
+ * is NULL; lines of [profile want_profile] when it is not. Returns whether the
+ * wanted profile section was seen. text is modified in place.
+ */
+static bool apply_text(struct loader *ld, char *text, const char *name, enum pol_source src,
+                       const char *want_profile)
+{
+    enum section_kind sec = SEC_TOP;
+    bool in_wanted = false, seen = false, report = (want_profile == NULL);
+    unsigned lineno = 0;
+    char *save = NULL;
+
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char origin[320];
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *l = trim(line);
+        if (*l == '\0')
+            continue;
+        snprintf(origin, sizeof(origin), "%s:%u", name, lineno);
+        if (*l == '[') {
+            char *close = strchr(l, ']');
+            char pname[POL_NAME_MAX];
+            if (!close) {
+                if (report)
+                    diag(ld, POL_LOG_WARN, "%s: section header without ']'", origin);
+                sec = SEC_OTHER;
+                continue;
+            }
+            *close = '\0';
+            if (sscanf(l + 1, " profile %127s", pname) == 1) {
+                sec = SEC_PROFILE;
+                in_wanted = want_profile && strcmp(pname, want_profile) == 0;
+                seen |= in_wanted;
+            } else {
+                if (report)
+                    diag(ld, POL_LOG_WARN, "%s: unknown section [%s] (expected [profile NAME])",
+                         origin, trim(l + 1));
+                sec = SEC_OTHER;
+            }
+            continue;
+        }
+        bool apply = want_profile ? (sec == SEC_PROFILE && in_wanted) : (sec == SEC_TOP);
+        bool check = want_profile ? apply : (sec != SEC_OTHER);
+        if (!check)
+            continue;
+        char *eq = strchr(l, '=');
+        if (!eq) {
+            diag(ld, POL_LOG_WARN, "%s: expected 'key = value', got '%s'", origin, l);
+            continue;
+        }
+        *eq = '\0';
+        char *key = trim(l), *val = trim(eq + 1);
+        size_t vl = strlen(val);
+        if (vl >= 2 && ((val[0] == '"' && val[vl - 1] == '"') ||
+                        (val[0] == '\'' && val[vl - 1] == '\''))) {
+            val[vl - 1] = '\0';
+            val++;
+        }
+        int p = pol_find_key(key);
+        if (p < 0) {
+            const char *s = pol_suggest(key, false);
+            diag(ld, POL_LOG_WARN, "%s: unknown key '%s'%s%s%s", origin, key,
+                 s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+            continue;
+        }
+        if (p == POL_PROFILE && want_profile) {
+            diag(ld, POL_LOG_WARN, "%s: 'profile' inside a profile is ignored", origin);
+            continue;
+        }
+        if (apply)
+            set_value(ld, (enum pol_param)p, val, src, origin);
+    }
+    return seen;
+}
+
+static const char *find_config_path(struct loader *ld, char *buf, size_t len)
+{
+    const struct pol_sources *src = ld->src;
+    const char *p;
+
+    if (src->config_path)
+        return src->config_path;
+    p = env_lookup(src->environ, "TESHIM_CONFIG");
+    if (p && *p)
+        return p;
+    p = src->etc_path ? src->etc_path : "/etc/teshim.conf";
+    if (file_exists(p))
+        return p;
+    const char *xdg = env_lookup(src->environ, "XDG_CONFIG_HOME");
+    const char *home = env_lookup(src->environ, "HOME");
+    if (xdg && *xdg)
+        snprintf(buf, len, "%s/teshim.conf", xdg);
+    else if (home && *home)
+        snprintf(buf, len, "%s/.config/teshim.conf", home);
+    else
+        return NULL;
+    return file_exists(buf) ? buf : NULL;
+}
+
+static void apply_profile(struct loader *ld, char *file_text, const char *file_name)
+{
+    const char *name = pol_str(ld->cfg, POL_PROFILE);
+    static char copy[POL_FILE_MAX]; /* see pol_load: not reentrant */
+
+    if (!*name)
+        return;
+    /* A [profile NAME] in the config file wins over a shipped one. */
+    if (file_text) {
+        snprintf(copy, sizeof(copy), "%s", file_text);
+        if (apply_text(ld, copy, file_name, POL_SRC_PROFILE, name))
+            return;
+    }
+    for (size_t i = 0; i < pol_nprofiles; i++) {
+        if (strcmp(pol_profiles[i].name, name) == 0) {
+            char origin[POL_NAME_MAX + 16];
+            snprintf(copy, sizeof(copy), "%s", pol_profiles[i].text);
+            snprintf(origin, sizeof(origin), "profile %s", name);
+            apply_text(ld, copy, origin, POL_SRC_PROFILE, NULL);
+            return;
+        }
+    }
+    char known[512] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < pol_nprofiles && n < sizeof(known); i++)
+        n += (size_t)snprintf(known + n, sizeof(known) - n, "%s%s", i ? ", " : "",
+                              pol_profiles[i].name);
+    diag(ld, POL_LOG_WARN, "profile '%s' not found (shipped: %s); using no profile", name, known);
+}
+
+static void apply_env(struct loader *ld)
+{
+    for (char *const *e = ld->src->environ; e && *e; e++) {
+        char name[160];
+        const char *eq;
+
+        if (strncmp(*e, "TESHIM_", 7) != 0 || !(eq = strchr(*e, '=')))
+            continue;
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
+        if (strcmp(name, "TESHIM_CONFIG") == 0)
+            continue; /* consumed when the file was chosen */
+        int p = pol_find_env(name);
+        if (p < 0) {
+            const char *s = pol_suggest(name, true);
+            diag(ld, POL_LOG_WARN, "environment: unknown variable %s%s%s%s", name,
+                 s ? " (did you mean " : "", s ? s : "", s ? "?)" : "");
+            continue;
+        }
+        char origin[200];
+        snprintf(origin, sizeof(origin), "environment %s", name);
+        set_value(ld, (enum pol_param)p, eq + 1, POL_SRC_ENV, origin);
+    }
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static uint64_t policy_hash(const struct pol_config *cfg)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (int p = 0; p < POL_NPARAMS; p++) {
+        char val[512];
+        const char *key = pol_params[p].key;
+        /* Where reports go and how loud they are is not part of the policy. */
+        if (strncmp(key, "log.", 4) == 0 || strncmp(key, "stats.", 6) == 0 || p == POL_PROFILE)
+            continue;
+        pol_format_value(cfg, (enum pol_param)p, val, sizeof(val));
+        h = fnv1a(h, key);
+        h = fnv1a(h, "=");
+        h = fnv1a(h, val);
+        h = fnv1a(h, "\n");
+    }
+    return h;
+}
+
+static void decide_gate(struct pol_config *cfg)
+{
+    int64_t forced = pol_int(cfg, POL_ROLLOUT_ARM);
+
+    cfg->rollout_bucket = pol_rollout_bucket(pol_str(cfg, POL_ROLLOUT_SALT), cfg->host,
+                                             cfg->program);
+    if (forced == POL_FORCE_A)
+        cfg->arm = POL_ARM_A;
+    else if (forced == POL_FORCE_B)
+        cfg->arm = POL_ARM_B;
+    else
+        cfg->arm = cfg->rollout_bucket < (uint32_t)pol_int(cfg, POL_ROLLOUT_PERCENT) * 100
+                       ? POL_ARM_B
+                       : POL_ARM_A;
+
+    const char *incl = pol_str(cfg, POL_SCOPE_PROGRAMS);
+    bool in_scope = (!*incl || pol_list_match(incl, cfg->program)) &&
+                    !pol_list_match(pol_str(cfg, POL_SCOPE_EXCLUDE_PROGRAMS), cfg->program);
+
+    if (pol_int(cfg, POL_DISABLE) || file_exists(pol_str(cfg, POL_KILL_SWITCH_FILE)))
+        cfg->gate = POL_GATE_KILLED;
+    else if (!in_scope)
+        cfg->gate = POL_GATE_OUT_OF_SCOPE;
+    else if (cfg->arm == POL_ARM_A)
+        cfg->gate = POL_GATE_ARM_A;
+    else if (pol_int(cfg, POL_MODE) == POL_MODE_OBSERVE)
+        cfg->gate = POL_GATE_OBSERVE;
+    else
+        cfg->gate = POL_GATE_ENFORCE;
+}
+
+unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
+{
+    /* Static, not on the stack: a hook may load the configuration on a thread
+     * with a small stack. pol_load is therefore not reentrant; callers
+     * serialise it (the shim loads once under pthread_once). */
+    static char file_text[POL_FILE_MAX];
+    static char scratch[POL_FILE_MAX];
+    struct pol_sources none = {0};
+    struct loader ld;
+    char pathbuf[256];
+    const char *path;
+    bool have_file = false;
+
+    if (!src)
+        src = &none;
+    memset(cfg, 0, offsetof(struct pol_config, arena));
+    ld.cfg = cfg;
+    ld.src = src;
+    snprintf(cfg->program, sizeof(cfg->program), "%s", src->program ? src->program : "unknown");
+    snprintf(cfg->host, sizeof(cfg->host), "%s", src->host ? src->host : "unknown");
+
+    set_defaults(&ld);
+
+    /* The file's text is kept: the profile pass reads it before the top level. */
+    path = find_config_path(&ld, pathbuf, sizeof(pathbuf));
+    if (path) {
+        int rc = read_file(path, file_text, sizeof(file_text));
+        if (rc == 0) {
+            have_file = true;
+            snprintf(cfg->config_path, sizeof(cfg->config_path), "%s", path);
+        } else {
+            diag(&ld, POL_LOG_WARN, "config file %s: %s; using defaults and environment", path,
+                 rc == -EFBIG ? "larger than 64 KiB" : strerror(-rc));
+        }
+    }
+
+    /* The profile is named by the environment, else by the file. */
+    const char *env_profile = env_lookup(src->environ, "TESHIM_PROFILE");
+    if (env_profile)
+        set_value(&ld, POL_PROFILE, env_profile, POL_SRC_ENV, "environment TESHIM_PROFILE");
+    else if (have_file) {
+        snprintf(scratch, sizeof(scratch), "%s", file_text);
+        for (char *save = NULL, *l = strtok_r(scratch, "\n", &save); l;
+             l = strtok_r(NULL, "\n", &save)) {
+            char *t = trim(l);
+            if (*t == '[')
+                break;
+            if (strncmp(t, "profile", 7) == 0 && strchr(t, '=')) {
+                char *v = trim(strchr(t, '=') + 1);
+                char *h = strchr(v, '#');
+                if (h)
+                    *h = '\0';
+                set_value(&ld, POL_PROFILE, trim(v), POL_SRC_FILE, path);
+            }
+        }
+    }
+    apply_profile(&ld, have_file ? file_text : NULL, path);
+    if (have_file) {
+        snprintf(scratch, sizeof(scratch), "%s", file_text);
+        apply_text(&ld, scratch, path, POL_SRC_FILE, NULL);
+    }
+    apply_env(&ld);
+
+    decide_gate(cfg);
+    cfg->hash = policy_hash(cfg);
+    return cfg->nwarnings;
+}
