@@ -1,0 +1,138 @@
+/*
+ * A pinned bounce pool and chunked, double-buffered copies between device
+ * memory and pageable host memory. Self-contained: no CUDA headers, no shim
+ * internals; the runtime's entry points come in a table the owner resolves
+ * (the shim with dlvsym, the engine however it loads the runtime), and the
+ * pinned-memory budget is a counter the owner may share between pools.
+ *
+ * A transfer is a small state machine advanced by scc_xfer_poll: with
+ * block = false it never waits (cudaEventQuery), so an I/O thread can drive
+ * many transfers from its event loop; with block = true it waits on events
+ * (cudaEventSynchronize) and scc_xfer_run drives a transfer to its end.
+ *
+ * Pipelining with N buffers of C bytes, chunk k in buffer k mod N:
+ *   device->host: cudaMemcpyAsync chunk k into its buffer and record the
+ *     buffer's event; when the event of chunk j completes, memcpy it out to
+ *     host memory; the buffer then takes chunk j+N. The GPU copies chunk k
+ *     while the CPU moves chunk k-1.
+ *   host->device: wait until the buffer's previous copy completed, memcpy
+ *     chunk k into it, cudaMemcpyAsync it to the device, record the event.
+ * Every copy goes on the stream the caller names, in order, so the stream's
+ * ordering rules (legacy, per-thread, user streams) hold unchanged.
+ *
+ * Errors are the runtime's own codes (cudaError_t values, 0 = success); the
+ * caller decides what to do with them. Not thread-safe: one pool per thread
+ * (or per connection), any number of transfers in sequence.
+ */
+#ifndef TESHIM_SHIM_CUDACOPY_H
+#define TESHIM_SHIM_CUDACOPY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct CUstream_st;
+struct CUevent_st;
+
+/* cudaError_t values the component interprets. */
+#define SCC_SUCCESS 0
+#define SCC_ERR_MEMORY_ALLOCATION 2
+#define SCC_ERR_NOT_READY 600
+/* cudaMemcpyKind values. */
+#define SCC_H2D 1
+#define SCC_D2H 2
+#define SCC_MAX_BUFFERS 16
+/* scc_xfer_poll: the transfer waits for the device (never a cudaError_t). */
+#define SCC_PENDING (-11)
+
+/* The runtime entry points used, with the runtime's prototypes. */
+struct scc_api {
+    int (*malloc_host)(void **p, size_t n);
+    int (*free_host)(void *p);
+    int (*memcpy_async)(void *dst, const void *src, size_t n, int kind, struct CUstream_st *s);
+    int (*event_create_with_flags)(struct CUevent_st **e, unsigned flags);
+    int (*event_destroy)(struct CUevent_st *e);
+    int (*event_record)(struct CUevent_st *e, struct CUstream_st *s);
+    int (*event_query)(struct CUevent_st *e);
+    int (*event_synchronize)(struct CUevent_st *e);
+};
+
+/* Pinned bytes held by every pool sharing it, against a cap. */
+struct scc_budget {
+    _Atomic size_t used;
+    size_t max;
+};
+
+/* Reserve n bytes of the budget: true if they fit. */
+bool scc_budget_take(struct scc_budget *b, size_t n);
+void scc_budget_give(struct scc_budget *b, size_t n);
+
+struct scc_buf {
+    void *p;
+    struct CUevent_st *ev;
+    bool busy; /* an async copy was issued and not yet waited for */
+};
+
+struct scc_pool {
+    const struct scc_api *api;
+    struct scc_budget *budget;
+    size_t chunk;
+    unsigned nbuf;
+    struct scc_buf buf[SCC_MAX_BUFFERS];
+};
+
+/*
+ * Allocate nbuf pinned buffers of chunk bytes and their events. Returns 0,
+ * -ENOSPC when the budget cannot take them, or the runtime's error code of
+ * the allocation that failed (nothing is left allocated or reserved).
+ */
+int scc_pool_init(struct scc_pool *pool, const struct scc_api *api, struct scc_budget *budget,
+                  size_t chunk, unsigned nbuf);
+/* Wait for outstanding copies, free the buffers, give the budget back. */
+void scc_pool_destroy(struct scc_pool *pool);
+/* Forget the buffers without calling the runtime (a forked child: the
+ * parent's runtime state is not ours to use). The budget is not touched. */
+void scc_pool_forget(struct scc_pool *pool);
+/* Wait until no copy issued from the pool is in flight; first error or 0. */
+int scc_pool_drain(struct scc_pool *pool);
+/* True when no buffer has a copy in flight (no waiting, no runtime call). */
+bool scc_pool_idle(const struct scc_pool *pool);
+
+enum scc_dir { SCC_DIR_H2D, SCC_DIR_D2H };
+
+/* One transfer through a pool. Fields are private to the component. */
+struct scc_xfer {
+    struct scc_pool *pool;
+    enum scc_dir dir;
+    char *host;
+    char *dev;
+    size_t n;
+    struct CUstream_st *stream;
+    bool wait_device; /* H2D: done only when the device copy completed */
+    size_t nchunks;
+    size_t issued;  /* chunks whose device-side copy was issued */
+    size_t drained; /* D2H: chunks moved to host memory; H2D: chunks known complete */
+    int err;
+    bool done;
+};
+
+/*
+ * Start a transfer of n bytes between host (pageable) and dev (device
+ * memory) on stream. H2D with wait_device = false is done once every chunk
+ * was handed to the device (the source may then be reused), the semantics
+ * of an asynchronous copy from pageable memory; otherwise, and always for
+ * D2H, done means the data arrived.
+ */
+void scc_xfer_start(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir, void *host,
+                    void *dev, size_t n, struct CUstream_st *stream, bool wait_device);
+/*
+ * Advance a transfer as far as possible. Returns 0 when done, SCC_PENDING
+ * when it must wait for the device (only with block = false), or the
+ * runtime's error code (> 0, never cudaErrorNotReady). After an error,
+ * scc_pool_drain before the pool is used again.
+ */
+int scc_xfer_poll(struct scc_xfer *x, bool block);
+/* Drive a transfer to its end, waiting as needed: 0 or a runtime error. */
+int scc_xfer_run(struct scc_xfer *x);
+
+#endif
