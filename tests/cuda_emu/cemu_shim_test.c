@@ -142,6 +142,32 @@ START_TEST(roundtrip_identical_and_injected)
 }
 END_TEST
 
+START_TEST(runtime_sees_pinned_chunks_only)
+{
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "CEMU_HOST_REPORT=1", NULL};
+    static const char *const plain_env[] = {"CEMU_HOST_REPORT=1", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "roundtrip", NULL, plain_env);
+    ck_assert_int_eq(plain.status, 0);
+    ck_assert_ptr_nonnull(strstr(plain.out, "runtime pageable-copies 10 pinned-copies 0"));
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    /* 10 copies of 1 MiB (two a little shorter) in 64 KiB chunks. */
+    ck_assert_ptr_nonnull(strstr(r.out, "runtime pageable-copies 0 pinned-copies 160"));
+    ck_assert_int_eq(strncmp(plain.out, r.out, 26), 0); /* the checksum line */
+}
+END_TEST
+
+START_TEST(async_copy_on_held_stream_returns)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "asynchold", &r);
+    ck_assert_int_eq(counter(&r, A13, "injected"), 1);
+}
+END_TEST
+
 START_TEST(pinned_managed_d2d_captured_pass_through)
 {
     struct run r;
@@ -306,6 +332,8 @@ int main(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, roundtrip_identical_and_injected);
+    tcase_add_test(tc, runtime_sees_pinned_chunks_only);
+    tcase_add_test(tc, async_copy_on_held_stream_returns);
     tcase_add_test(tc, pinned_managed_d2d_captured_pass_through);
     tcase_add_test(tc, error_state_and_error_returns_unchanged);
     tcase_add_test(tc, ordering_legacy_waits_for_held_blocking_stream);

@@ -1,0 +1,274 @@
+/*
+ * The pinned bounce pool and pipelined copy component (shim/shim_cudacopy.c)
+ * driven directly against the emulated runtime, as the engine would use it:
+ * data at every size shape, non-blocking progress with event polling while
+ * a stream is held, the budget, allocation failure at each buffer (every
+ * cleanup path) and error propagation.
+ */
+#include <check.h>
+#include <cuda_runtime_api.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cemu_test.h"
+#include "shim_cudacopy.h"
+
+/* The runtime's functions through the component's table: the casts only
+ * turn enum and handle types into the ABI-identical ones the table names. */
+static int t_malloc_host(void **p, size_t n)
+{
+    return cudaMallocHost(p, n);
+}
+static int t_free_host(void *p)
+{
+    return cudaFreeHost(p);
+}
+static int t_memcpy_async(void *d, const void *s, size_t n, int kind, struct CUstream_st *st)
+{
+    return cudaMemcpyAsync(d, s, n, (enum cudaMemcpyKind)kind, st);
+}
+static int t_event_create(struct CUevent_st **e, unsigned flags)
+{
+    return cudaEventCreateWithFlags(e, flags);
+}
+static int t_event_destroy(struct CUevent_st *e)
+{
+    return cudaEventDestroy(e);
+}
+static int t_event_record(struct CUevent_st *e, struct CUstream_st *s)
+{
+    return cudaEventRecord(e, s);
+}
+static int t_event_query(struct CUevent_st *e)
+{
+    return cudaEventQuery(e);
+}
+static int t_event_sync(struct CUevent_st *e)
+{
+    return cudaEventSynchronize(e);
+}
+
+static const struct scc_api api = {t_malloc_host,   t_free_host,    t_memcpy_async, t_event_create,
+                                   t_event_destroy, t_event_record, t_event_query,  t_event_sync};
+
+#define CHUNK (64 * 1024)
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 7 + seed);
+}
+
+START_TEST(data_at_every_shape)
+{
+    static const size_t sizes[] = {1,         4095,           CHUNK - 1, CHUNK,
+                                   CHUNK + 1, 3 * CHUNK + 17, 40 * CHUNK};
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    void *dev;
+    unsigned char *src = malloc(40 * CHUNK + 64), *dst = malloc(40 * CHUNK + 64);
+
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 3), 0);
+    ck_assert_uint_eq(b.used, 3 * CHUNK);
+    ck_assert_int_eq(cudaMalloc(&dev, 40 * CHUNK + 64), cudaSuccess);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        size_t n = sizes[i];
+        fill(src, n, (unsigned)i);
+        scc_xfer_start(&x, &pool, SCC_DIR_H2D, src + 1, (char *)dev + 3, n, cudaStreamLegacy,
+                       false);
+        ck_assert_int_eq(scc_xfer_run(&x), 0);
+        memset(dst, 0, n + 2);
+        scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst + 2, (char *)dev + 3, n, cudaStreamLegacy, true);
+        ck_assert_int_eq(scc_xfer_run(&x), 0);
+        ck_assert_int_eq(memcmp(src + 1, dst + 2, n), 0);
+    }
+    ck_assert(scc_pool_idle(&pool));
+    scc_pool_destroy(&pool);
+    ck_assert_uint_eq(b.used, 0);
+    ck_assert_uint_eq(cemu_test_pinned_bytes(), 0);
+}
+END_TEST
+
+START_TEST(nonblocking_progress_with_event_polling)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    cudaStream_t s;
+    void *dev;
+    unsigned char *src = malloc(8 * CHUNK), *dst = malloc(8 * CHUNK);
+
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc(&dev, 8 * CHUNK), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
+    fill(src, 8 * CHUNK, 3);
+    ck_assert_int_eq(cudaMemcpy(dev, src, 8 * CHUNK, cudaMemcpyHostToDevice), cudaSuccess);
+    /* A pageable cudaMemcpy H2D may return before its DMA finished, and a
+     * non-blocking stream does not wait for the legacy one. */
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    cemu_test_hold_stream(s);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, 8 * CHUNK, s, true);
+    /* An I/O thread polls: never blocks while the device is busy. */
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(scc_xfer_poll(&x, false), SCC_PENDING);
+    ck_assert_uint_eq(cemu_test_stream_pending(s), 4); /* 2 copies + 2 event records */
+    /* The poll did not leave an error for the application to find. */
+    ck_assert_int_eq(cudaPeekAtLastError(), cudaSuccess);
+    cemu_test_release_stream(s);
+    int rc;
+    while ((rc = scc_xfer_poll(&x, false)) == SCC_PENDING)
+        ;
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(memcmp(src, dst, 8 * CHUNK), 0);
+    ck_assert_int_eq(scc_xfer_poll(&x, false), 0);
+    scc_pool_destroy(&pool);
+}
+END_TEST
+
+START_TEST(async_h2d_returns_when_source_consumed)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    cudaStream_t s;
+    void *dev;
+    unsigned char *src = malloc(2 * CHUNK), *dst = malloc(2 * CHUNK), *ref = malloc(2 * CHUNK);
+
+    ck_assert_int_eq(cudaStreamCreate(&s), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc(&dev, 2 * CHUNK), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
+    fill(src, 2 * CHUNK, 9);
+    memcpy(ref, src, 2 * CHUNK);
+    cemu_test_hold_stream(s);
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, 2 * CHUNK, s, false);
+    ck_assert_int_eq(scc_xfer_run(&x), 0); /* held stream: still returns */
+    ck_assert(!scc_pool_idle(&pool));
+    memset(src, 0, 2 * CHUNK); /* the source is ours again */
+    cemu_test_release_stream(s);
+    ck_assert_int_eq(cudaMemcpy(dst, dev, 2 * CHUNK, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(memcmp(ref, dst, 2 * CHUNK), 0);
+    ck_assert_int_eq(scc_pool_drain(&pool), 0);
+    ck_assert(scc_pool_idle(&pool));
+    scc_pool_destroy(&pool);
+}
+END_TEST
+
+START_TEST(budget_refuses)
+{
+    struct scc_budget b = {.max = 3 * CHUNK};
+    struct scc_pool p1, p2;
+
+    ck_assert_int_eq(scc_pool_init(&p1, &api, &b, CHUNK, 2), 0);
+    ck_assert_int_eq(scc_pool_init(&p2, &api, &b, CHUNK, 2), -ENOSPC);
+    ck_assert_uint_eq(b.used, 2 * CHUNK);
+    scc_pool_destroy(&p1);
+    ck_assert_int_eq(scc_pool_init(&p2, &api, &b, CHUNK, 2), 0);
+    scc_pool_destroy(&p2);
+    ck_assert_int_eq(scc_pool_init(&p2, &api, &b, CHUNK, 1), -EINVAL);
+    ck_assert_uint_eq(b.used, 0);
+}
+END_TEST
+
+START_TEST(allocation_failure_from_the_runtime)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+
+    cemu_test_fail_host_alloc(1);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), cudaErrorMemoryAllocation);
+    ck_assert_uint_eq(b.used, 0);
+    ck_assert_uint_eq(cemu_test_pinned_bytes(), 0);
+    cemu_test_fail_host_alloc(-1);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), cudaErrorMemoryAllocation);
+    ck_assert_uint_eq(b.used, 0);
+    cemu_test_fail_host_alloc(0);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
+    scc_pool_destroy(&pool);
+}
+END_TEST
+
+/* A runtime whose nth cudaMallocHost fails: drives the cleanup of a pool
+ * whose earlier buffers and events were already made. */
+static int alloc_fail_at = -1, calls;
+static int t_malloc_host_nth(void **p, size_t n)
+{
+    if (calls++ == alloc_fail_at)
+        return cudaErrorMemoryAllocation;
+    return cudaMallocHost(p, n);
+}
+static int events_fail_at = -1, ev_calls;
+static int t_event_create_nth(struct CUevent_st **e, unsigned flags)
+{
+    if (ev_calls++ == events_fail_at)
+        return cudaErrorMemoryAllocation;
+    return cudaEventCreateWithFlags(e, flags);
+}
+
+START_TEST(partial_pool_unwinds)
+{
+    struct scc_api a = api;
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+
+    a.malloc_host = t_malloc_host_nth;
+    a.event_create_with_flags = t_event_create_nth;
+    for (int i = 0; i < 4; i++) {
+        calls = ev_calls = 0;
+        alloc_fail_at = i;
+        events_fail_at = -1;
+        ck_assert_int_eq(scc_pool_init(&pool, &a, &b, CHUNK, 4), cudaErrorMemoryAllocation);
+        ck_assert_uint_eq(b.used, 0);
+        ck_assert_uint_eq(cemu_test_pinned_bytes(), 0);
+        calls = ev_calls = 0;
+        alloc_fail_at = -1;
+        events_fail_at = i;
+        ck_assert_int_eq(scc_pool_init(&pool, &a, &b, CHUNK, 4), cudaErrorMemoryAllocation);
+        ck_assert_uint_eq(b.used, 0);
+        ck_assert_uint_eq(cemu_test_pinned_bytes(), 0);
+    }
+}
+END_TEST
+
+START_TEST(runtime_error_is_returned)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    void *dev;
+    unsigned char *buf = malloc(4 * CHUNK);
+
+    ck_assert_int_eq(cudaMalloc(&dev, 2 * CHUNK), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
+    /* Past the allocation's end: the third chunk fails. */
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, buf, dev, 4 * CHUNK, cudaStreamLegacy, true);
+    ck_assert_int_eq(scc_xfer_run(&x), cudaErrorInvalidValue);
+    ck_assert_int_eq(scc_xfer_poll(&x, true), cudaErrorInvalidValue);
+    ck_assert_int_eq(scc_pool_drain(&pool), 0);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+    scc_pool_destroy(&pool);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cuda_copy");
+    TCase *tc = tcase_create("pool");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(tc, data_at_every_shape);
+    tcase_add_test(tc, nonblocking_progress_with_event_polling);
+    tcase_add_test(tc, async_h2d_returns_when_source_consumed);
+    tcase_add_test(tc, budget_refuses);
+    tcase_add_test(tc, allocation_failure_from_the_runtime);
+    tcase_add_test(tc, partial_pool_unwinds);
+    tcase_add_test(tc, runtime_error_is_returned);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
