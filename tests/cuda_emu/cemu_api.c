@@ -15,8 +15,10 @@
  * cudaErrorInitializationError from every call, as with a real driver.
  */
 #include "cemu.h"
+#include "cemu_stub.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -666,6 +668,15 @@ CEMU_EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent
 {
     ENTER();
     return ret(cemu_event_elapsed(ms, a, b));
+}
+
+/* ---- functions not emulated (cemu_stubs_gen.c) ----------------------------- */
+
+int cemu_not_supported(const char *name)
+{
+    if (getenv("CEMU_TRACE"))
+        fprintf(stderr, "cemu: %s is not emulated: cudaErrorNotSupported\n", name);
+    return ret(cudaErrorNotSupported);
 }
 
 /* ---- test controls ------------------------------------------------------- */
