@@ -289,6 +289,34 @@ START_TEST(threads_have_their_own_pools)
 }
 END_TEST
 
+START_TEST(thread_pools_are_reused_within_the_budget)
+{
+    /* 8 threads x 2 x 64 KiB fill the budget exactly; the second round of 8
+     * new threads only works by reusing the pools of the first. */
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=1M",
+                                      NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "threads", NULL, NULL);
+    run(&r, need("CEMU_HOST"), "threads", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 16 * 6);
+}
+END_TEST
+
+START_TEST(copy_from_a_library_constructor)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_CTOR"), "roundtrip", &r);
+    ck_assert_ptr_nonnull(strstr(r.out, "constructor copy ok"));
+    /* main's 6 plus the constructor's 2. */
+    ck_assert_int_eq(counter(&r, M13, "injected"), 8);
+}
+END_TEST
+
 START_TEST(observe_and_kill_switch_change_nothing)
 {
     static const char *const observe[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_MODE=observe", NULL};
@@ -344,6 +372,8 @@ int main(void)
     tcase_add_test(tc, allocation_failure_falls_back);
     tcase_add_test(tc, fork_and_exec_under_the_shim);
     tcase_add_test(tc, threads_have_their_own_pools);
+    tcase_add_test(tc, thread_pools_are_reused_within_the_budget);
+    tcase_add_test(tc, copy_from_a_library_constructor);
     tcase_add_test(tc, observe_and_kill_switch_change_nothing);
     tcase_add_test(tc, register_cache_opt_in);
     suite_add_tcase(s, tc);
