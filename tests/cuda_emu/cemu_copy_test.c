@@ -88,6 +88,8 @@ START_TEST(data_at_every_shape)
     scc_pool_destroy(&pool);
     ck_assert_uint_eq(b.used, 0);
     ck_assert_uint_eq(cemu_test_pinned_bytes(), 0);
+    free(src);
+    free(dst);
 }
 END_TEST
 
@@ -124,6 +126,8 @@ START_TEST(nonblocking_progress_with_event_polling)
     ck_assert_int_eq(memcmp(src, dst, 8 * CHUNK), 0);
     ck_assert_int_eq(scc_xfer_poll(&x, false), 0);
     scc_pool_destroy(&pool);
+    free(src);
+    free(dst);
 }
 END_TEST
 
@@ -152,6 +156,9 @@ START_TEST(async_h2d_returns_when_source_consumed)
     ck_assert_int_eq(scc_pool_drain(&pool), 0);
     ck_assert(scc_pool_idle(&pool));
     scc_pool_destroy(&pool);
+    free(src);
+    free(dst);
+    free(ref);
 }
 END_TEST
 
@@ -248,6 +255,7 @@ START_TEST(runtime_error_is_returned)
     ck_assert_int_eq(scc_pool_drain(&pool), 0);
     ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
     scc_pool_destroy(&pool);
+    free(buf);
 }
 END_TEST
 

@@ -103,6 +103,7 @@ START_TEST(pointer_kinds)
     ck_assert_int_eq(cudaHostUnregister(reg), cudaSuccess);
     ck_assert_int_eq(cudaPointerGetAttributes(&a, reg), cudaSuccess);
     ck_assert_int_eq(a.type, cudaMemoryTypeUnregistered);
+    free(pageable);
 }
 END_TEST
 
@@ -156,6 +157,7 @@ START_TEST(legacy_waits_for_blocking_streams)
     cemu_test_release_stream(s);
     ck_assert_int_eq(cudaEventSynchronize(e), cudaSuccess);
     ck_assert_int_eq(cudaEventQuery(e), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
 }
 END_TEST
 
@@ -172,6 +174,7 @@ START_TEST(blocking_waits_for_legacy)
     cemu_test_release_stream(cudaStreamLegacy);
     ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
     ck_assert_int_eq(cudaEventQuery(e), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
 }
 END_TEST
 
@@ -216,6 +219,7 @@ START_TEST(per_thread_stream_waits_for_legacy_only)
     ck_assert_int_eq(cudaEventQuery(e), cudaErrorNotReady);
     cemu_test_release_stream(cudaStreamLegacy);
     ck_assert_int_eq(cudaEventSynchronize(e), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
 }
 END_TEST
 
@@ -234,6 +238,8 @@ START_TEST(stream_wait_event)
     ck_assert_int_eq(cudaEventQuery(done), cudaErrorNotReady);
     cemu_test_release_stream(a);
     ck_assert_int_eq(cudaEventSynchronize(done), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(done), cudaSuccess);
 }
 END_TEST
 
@@ -272,6 +278,9 @@ START_TEST(copy_semantics)
     ck_assert_int_eq(cudaMemcpy(dst, (char *)d + 1, N, cudaMemcpyDeviceToHost),
                      cudaErrorInvalidValue);
     ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+    ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
+    free(src);
+    free(dst);
 }
 END_TEST
 
@@ -289,6 +298,7 @@ START_TEST(ptsz_entry_points_use_the_per_thread_stream)
     ck_assert_uint_eq(cemu_test_stream_copies(cudaStreamLegacy), legacy);
     ck_assert_int_eq(cudaMemcpy(buf, d, N, cudaMemcpyDeviceToHost), cudaSuccess);
     ck_assert_uint_eq(cemu_test_stream_copies(cudaStreamLegacy), legacy + 1);
+    free(buf);
 }
 END_TEST
 
