@@ -560,8 +560,14 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     enum pol_verdict v;
     shim_cudaError_t rc;
 
-    if (!c->real)
-        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    if (!c->real) {
+        /* An unversioned lookup (dlsym) binds to our default, .13, version
+         * in a process that has the other runtime: serve it with that one. */
+        c->rt = c->rt == RT_13 ? RT_12 : RT_13;
+        c->real = shim_dlvsym(shim_hooks[c->id].name, rt_versions[c->rt]);
+        if (!c->real)
+            return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    }
     if (!shim_enter(c->id))
         return call_real(c);
     cfg = shim_cfg();

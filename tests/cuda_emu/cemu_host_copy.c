@@ -11,6 +11,7 @@
  * check passed; 3 = the ordering check saw stale data; other = failure.
  */
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -286,6 +287,30 @@ static void asynchold(void)
     expect_clean();
 }
 
+/*
+ * cudaMemcpy found by name at run time, as programs that dlsym the runtime
+ * do: the unversioned lookup takes the default version wherever it is.
+ */
+static void by_dlsym(size_t n)
+{
+    typedef cudaError_t (*memcpy_fn)(void *, const void *, size_t, enum cudaMemcpyKind);
+    memcpy_fn fn;
+    void *sym = dlsym(RTLD_DEFAULT, "cudaMemcpy");
+    unsigned char *src = malloc(n), *dst = malloc(n);
+    void *dev;
+
+    if (!sym)
+        exit(2);
+    memcpy(&fn, &sym, sizeof(fn));
+    fill(src, n, 50);
+    CK(cudaMalloc(&dev, n));
+    CK(fn(dev, src, n, cudaMemcpyHostToDevice));
+    CK(fn(dst, dev, n, cudaMemcpyDeviceToHost));
+    expect_same(src, dst, n, "cudaMemcpy from dlsym");
+    sum(dst, n);
+    expect_clean();
+}
+
 /* ---- threads and fork -------------------------------------------------- */
 
 static size_t thread_n;
@@ -371,6 +396,8 @@ int main(int argc, char **argv)
         threads(n, 8);
     } else if (strcmp(mode, "fork") == 0) {
         rc = forked(argv[0], n);
+    } else if (strcmp(mode, "dlsym") == 0) {
+        by_dlsym(n);
     } else if (strcmp(mode, "asynchold") == 0) {
         asynchold();
     } else if (strcmp(mode, "allocfail") == 0) {

@@ -242,6 +242,20 @@ START_TEST(other_soname_version)
 }
 END_TEST
 
+START_TEST(unversioned_lookup_in_either_runtime)
+{
+    struct run r;
+
+    /* dlsym(RTLD_DEFAULT, "cudaMemcpy") finds teshim's default (.13)
+     * version; with the other runtime loaded it still reaches the real one. */
+    same_output(need("CEMU_HOST"), "dlsym", &r);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 2);
+    same_output(need("CEMU_HOST_OTHER"), "dlsym", &r);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 2);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+}
+END_TEST
+
 START_TEST(budget_exhausted_falls_back)
 {
     static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=64K",
@@ -368,6 +382,7 @@ int main(void)
     tcase_add_test(tc, ordering_broken_shim_is_caught);
     tcase_add_test(tc, per_thread_default_stream_build);
     tcase_add_test(tc, other_soname_version);
+    tcase_add_test(tc, unversioned_lookup_in_either_runtime);
     tcase_add_test(tc, budget_exhausted_falls_back);
     tcase_add_test(tc, allocation_failure_falls_back);
     tcase_add_test(tc, fork_and_exec_under_the_shim);
