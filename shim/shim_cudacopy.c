@@ -1,11 +1,42 @@
 /* Pinned bounce pool and pipelined copies; see shim_cudacopy.h. */
 #include "shim_cudacopy.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 /* cudaEventDisableTiming: the events only order, they never time. */
 #define SCC_EVENT_DISABLE_TIMING 0x02
+
+int scc_api_from_handle(struct scc_api *api, void *handle, const char **missing)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } fns[] = {
+        {"cudaMallocHost", offsetof(struct scc_api, malloc_host)},
+        {"cudaFreeHost", offsetof(struct scc_api, free_host)},
+        {"cudaMemcpyAsync", offsetof(struct scc_api, memcpy_async)},
+        {"cudaEventCreateWithFlags", offsetof(struct scc_api, event_create_with_flags)},
+        {"cudaEventDestroy", offsetof(struct scc_api, event_destroy)},
+        {"cudaEventRecord", offsetof(struct scc_api, event_record)},
+        {"cudaEventQuery", offsetof(struct scc_api, event_query)},
+        {"cudaEventSynchronize", offsetof(struct scc_api, event_synchronize)},
+    };
+
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+        void *p = dlsym(handle, fns[i].name);
+        if (!p) {
+            if (missing)
+                *missing = fns[i].name;
+            return -ENOENT;
+        }
+        /* Every member is a function pointer: store the address as one. */
+        memcpy((char *)api + fns[i].off, &p, sizeof(p));
+    }
+    return 0;
+}
 
 bool scc_budget_take(struct scc_budget *b, size_t n)
 {

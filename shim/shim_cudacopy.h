@@ -57,6 +57,13 @@ struct scc_api {
     int (*event_synchronize)(struct CUevent_st *e);
 };
 
+/*
+ * Fill api from a runtime opened with dlopen (an engine that loads
+ * libcudart.so.13/.12 itself): 0, or -ENOENT when a function is missing
+ * (*missing names it). The shim resolves its own table with dlvsym.
+ */
+int scc_api_from_handle(struct scc_api *api, void *handle, const char **missing);
+
 /* Pinned bytes held by every pool sharing it, against a cap. */
 struct scc_budget {
     _Atomic size_t used;

@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,6 +260,37 @@ START_TEST(runtime_error_is_returned)
 }
 END_TEST
 
+START_TEST(api_from_a_dlopened_runtime)
+{
+    /* As the engine loads it: by soname, RTLD_LOCAL. */
+    void *h = dlopen("libcudart.so." CEMU_SOVER_STR, RTLD_NOW | RTLD_LOCAL);
+    struct scc_api a;
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    const char *missing = NULL;
+    unsigned char src[3 * 4096], dst[3 * 4096];
+    void *dev;
+
+    ck_assert_ptr_nonnull(h);
+    ck_assert_int_eq(scc_api_from_handle(&a, h, &missing), 0);
+    ck_assert_ptr_eq((void *)a.memcpy_async, dlsym(h, "cudaMemcpyAsync"));
+    ck_assert_int_eq(scc_pool_init(&pool, &a, &b, 4096, 2), 0);
+    ck_assert_int_eq(cudaMalloc(&dev, sizeof(src)), cudaSuccess);
+    fill(src, sizeof(src), 77);
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, sizeof(src), cudaStreamLegacy, true);
+    ck_assert_int_eq(scc_xfer_run(&x), 0);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, sizeof(dst), cudaStreamLegacy, true);
+    ck_assert_int_eq(scc_xfer_run(&x), 0);
+    ck_assert_int_eq(memcmp(src, dst, sizeof(src)), 0);
+    scc_pool_destroy(&pool);
+    /* A library without the runtime's functions: refused, the name given. */
+    void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_LOCAL);
+    ck_assert_int_eq(scc_api_from_handle(&a, libc, &missing), -ENOENT);
+    ck_assert_str_eq(missing, "cudaMallocHost");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_copy");
@@ -273,6 +305,7 @@ int main(void)
     tcase_add_test(tc, allocation_failure_from_the_runtime);
     tcase_add_test(tc, partial_pool_unwinds);
     tcase_add_test(tc, runtime_error_is_returned);
+    tcase_add_test(tc, api_from_a_dlopened_runtime);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
