@@ -99,8 +99,9 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--seconds") == 0)
             seconds = atof(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: %s [--host pageable|pinned] [--min B] [--max B] "
-                            "[--seconds S]\n",
+            fprintf(stderr,
+                    "usage: %s [--host pageable|pinned] [--min B] [--max B] "
+                    "[--seconds S]\n",
                     argv[0]);
             return 2;
         }
