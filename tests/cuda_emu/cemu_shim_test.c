@@ -9,6 +9,7 @@
  */
 #include <check.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,24 @@ struct run {
     char out[8192];
     char dir[64];
 };
+
+/* Report directories made by this test process, removed when it exits. */
+static char made[32][64];
+static int nmade;
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_dirs(void)
+{
+    for (int i = 0; i < nmade; i++)
+        nftw(made[i], rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
 
 static const char *need(const char *var)
 {
@@ -48,6 +67,10 @@ static void run(struct run *r, const char *host, const char *mode, const char *p
     memset(r, 0, sizeof(*r));
     snprintf(r->dir, sizeof(r->dir), "/tmp/cemu-shim-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(r->dir));
+    if (nmade == 0)
+        atexit(remove_dirs);
+    if (nmade < 32)
+        snprintf(made[nmade++], sizeof(made[0]), "%s", r->dir);
     snprintf(stats, sizeof(stats), "TESHIM_STATS_DIR=%s", r->dir);
     env[n++] = "TESHIM_CONFIG=/dev/null";
     env[n++] = "TESHIM_KILL_SWITCH_FILE=/nonexistent/teshim-disable";
