@@ -53,6 +53,7 @@ struct cuda_rt {
     int (*get_last_error)(void);
     int (*host_register)(void *p, size_t n, unsigned flags);
     int (*host_unregister)(void *p);
+    int (*get_device)(int *device);
     bool ok;
 };
 
@@ -92,6 +93,7 @@ static void rt_resolve(int i)
     RT_SYM(get_last_error, "cudaGetLastError");
     RT_SYM(host_register, "cudaHostRegister");
     RT_SYM(host_unregister, "cudaHostUnregister");
+    RT_SYM(get_device, "cudaGetDevice");
     rt->ok = missing == NULL;
     if (missing)
         shim_warn("cuda: %s@%s not found; CUDA copies pass through", missing, v);
@@ -115,10 +117,15 @@ static struct cuda_rt *rt_get(int i)
 
 /* ---- pinned budget, per-thread pools, fork -------------------------------- */
 
+/* Events belong to the device current when they were made, so a thread
+ * keeps one pool per device it copies on (up to SHIM_CUDA_MAX_DEVICES). */
+#define SHIM_CUDA_MAX_DEVICES 16
+
 struct tpool {
     struct scc_pool pool;
     unsigned gen; /* fork generation that made it */
     int rt;
+    int device;
     struct tpool *next_free;
 };
 
@@ -128,7 +135,8 @@ static struct tpool *free_pools; /* pools of threads that exited, for reuse */
 static pthread_key_t pool_key;
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static unsigned fork_gen;
-static __thread struct tpool *tls_pool __attribute__((tls_model("initial-exec")));
+static __thread struct tpool *tls_pools[SHIM_CUDA_MAX_DEVICES]
+    __attribute__((tls_model("initial-exec")));
 
 static void regcache_forget_all(void);
 
@@ -143,15 +151,20 @@ static void cuda_atfork_child(void)
     regcache_forget_all();
 }
 
+/* A thread exits: its pools wait for the next thread. */
 static void pool_thread_exit(void *arg)
 {
-    struct tpool *tp = arg;
+    struct tpool **pools = arg;
 
-    if (tp->gen != fork_gen)
-        return;
     pthread_mutex_lock(&pool_lock);
-    tp->next_free = free_pools;
-    free_pools = tp;
+    for (int d = 0; d < SHIM_CUDA_MAX_DEVICES; d++) {
+        struct tpool *tp = pools[d];
+        if (!tp || tp->gen != fork_gen)
+            continue;
+        tp->next_free = free_pools;
+        free_pools = tp;
+        pools[d] = NULL;
+    }
     pthread_mutex_unlock(&pool_lock);
 }
 
@@ -163,27 +176,34 @@ static void pool_init_once(void)
 }
 
 /*
- * This thread's pool for runtime rt, made on first use. NULL when the budget
- * or the runtime refused: the caller passes through and counts a fallback.
- * Any error the runtime recorded for a failed allocation is cleared.
+ * This thread's pool for runtime rt on the current device, made on first
+ * use. NULL when the budget or the runtime refused: the caller passes
+ * through and counts a fallback. Any error the runtime recorded for a failed
+ * call is cleared.
  */
 static struct scc_pool *pool_get(struct cuda_rt *rt, int rti, const struct pol_cuda_copy_dec *dec)
 {
-    struct tpool *tp = tls_pool;
-    int err;
+    struct tpool *tp;
+    int dev = 0, err;
 
     pthread_once(&pool_once, pool_init_once);
-    if (tp && tp->gen != fork_gen) {
-        scc_pool_forget(&tp->pool);
-        tp = tls_pool = NULL;
+    if (rt->get_device(&dev) != SHIM_CUDA_SUCCESS) {
+        rt->get_last_error();
+        return NULL;
     }
-    if (tp && tp->rt == rti)
-        return &tp->pool;
+    if (dev < 0 || dev >= SHIM_CUDA_MAX_DEVICES)
+        return NULL;
+    tp = tls_pools[dev];
+    if (tp && tp->gen != fork_gen) {
+        /* Made by the parent before fork: not ours to use or free. */
+        scc_pool_forget(&tp->pool);
+        tp = tls_pools[dev] = NULL;
+    }
     if (tp)
-        return NULL; /* a process with two runtimes: keep to the first */
+        return tp->rt == rti ? &tp->pool : NULL; /* two runtimes: keep to the first */
     pthread_mutex_lock(&pool_lock);
     for (struct tpool **pp = &free_pools; *pp; pp = &(*pp)->next_free)
-        if ((*pp)->rt == rti) {
+        if ((*pp)->rt == rti && (*pp)->device == dev) {
             tp = *pp;
             *pp = tp->next_free;
             break;
@@ -205,9 +225,10 @@ static struct scc_pool *pool_get(struct cuda_rt *rt, int rti, const struct pol_c
         }
         tp->gen = fork_gen;
         tp->rt = rti;
+        tp->device = dev;
     }
-    tls_pool = tp;
-    pthread_setspecific(pool_key, tp);
+    tls_pools[dev] = tp;
+    pthread_setspecific(pool_key, tls_pools);
     return &tp->pool;
 }
 

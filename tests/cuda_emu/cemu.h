@@ -64,6 +64,11 @@ struct cemu_op;
 /* How a NULL stream handle is read: by the legacy API or the _ptsz one. */
 enum cemu_flavour { CEMU_LEGACY_API, CEMU_PTSZ_API };
 
+#define CEMU_MAX_DEVICES 8
+/* The calling thread's current device (cudaSetDevice). */
+void cemu_set_device(int device);
+int cemu_get_device(void);
+
 struct CUstream_st *cemu_stream_get(cudaStream_t s, enum cemu_flavour fl);
 cudaError_t cemu_stream_create(cudaStream_t *ps, unsigned flags);
 cudaError_t cemu_stream_destroy(cudaStream_t s);

@@ -160,19 +160,32 @@ static cudaError_t do_memset(void *p, int value, size_t n, struct CUstream_st *s
 
 /* ---- device and errors ------------------------------------------------ */
 
+/* CEMU_DEVICES=N (1..CEMU_MAX_DEVICES, default 1) devices share the memory
+ * arena; each has its own legacy stream, per-thread streams and events. */
+static int device_count(void)
+{
+    const char *env = getenv("CEMU_DEVICES");
+    int n = env ? atoi(env) : 1;
+
+    return n < 1 ? 1 : n > CEMU_MAX_DEVICES ? CEMU_MAX_DEVICES : n;
+}
+
 CEMU_EXPORT cudaError_t cudaGetDeviceCount(int *count)
 {
     ENTER();
     if (!count)
         return ret(cudaErrorInvalidValue);
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 
 CEMU_EXPORT cudaError_t cudaSetDevice(int device)
 {
     ENTER();
-    return ret(device == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+    if (device < 0 || device >= device_count())
+        return ret(cudaErrorInvalidDevice);
+    cemu_set_device(device);
+    return cudaSuccess;
 }
 
 CEMU_EXPORT cudaError_t cudaGetDevice(int *device)
@@ -180,7 +193,7 @@ CEMU_EXPORT cudaError_t cudaGetDevice(int *device)
     ENTER();
     if (!device)
         return ret(cudaErrorInvalidValue);
-    *device = 0;
+    *device = cemu_get_device();
     return cudaSuccess;
 }
 
@@ -350,6 +363,7 @@ CEMU_EXPORT cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a
         if (!w.valid)
             return ret(cudaErrorInvalidValue);
         a->type = cudaMemoryTypeDevice;
+        a->device = cemu_get_device();
         a->devicePointer = (void *)p;
         break;
     case CEMU_MEM_PINNED:

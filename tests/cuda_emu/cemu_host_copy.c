@@ -396,6 +396,15 @@ int main(int argc, char **argv)
         threads(n, 8);
     } else if (strcmp(mode, "fork") == 0) {
         rc = forked(argv[0], n);
+    } else if (strcmp(mode, "multidev") == 0) {
+        /* One thread copying on every device in turn. */
+        int count;
+        CK(cudaGetDeviceCount(&count));
+        for (int round = 0; round < 2; round++)
+            for (int d = 0; d < count; d++) {
+                CK(cudaSetDevice(d));
+                roundtrip(n, (unsigned)(60 + d));
+            }
     } else if (strcmp(mode, "dlsym") == 0) {
         by_dlsym(n);
     } else if (strcmp(mode, "asynchold") == 0) {

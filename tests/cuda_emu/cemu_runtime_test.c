@@ -335,6 +335,40 @@ START_TEST(forked_child_gets_initialization_error)
 }
 END_TEST
 
+START_TEST(devices_have_their_own_streams_and_events)
+{
+    cudaEvent_t e0, e1;
+    cudaStream_t s1;
+    int n;
+
+    setenv("CEMU_DEVICES", "2", 1);
+    ck_assert_int_eq(cudaGetDeviceCount(&n), cudaSuccess);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(cudaSetDevice(2), cudaErrorInvalidDevice);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidDevice);
+    ck_assert_int_eq(cudaEventCreateWithFlags(&e0, cudaEventDisableTiming), cudaSuccess);
+    cemu_test_hold_stream(cudaStreamLegacy); /* device 0's */
+    ck_assert_int_eq(cudaSetDevice(1), cudaSuccess);
+    ck_assert_int_eq(cudaGetDevice(&n), cudaSuccess);
+    ck_assert_int_eq(n, 1);
+    /* Device 1's legacy stream does not wait for device 0's. */
+    ck_assert_int_eq(cudaStreamCreate(&s1), cudaSuccess);
+    ck_assert_int_eq(cudaMemsetAsync(dev_alloc(), 1, N, 0), cudaSuccess);
+    ck_assert_int_eq(cudaStreamSynchronize(0), cudaSuccess);
+    /* An event of device 0 cannot be recorded on a stream of device 1. */
+    ck_assert_int_eq(cudaEventRecord(e0, s1), cudaErrorInvalidResourceHandle);
+    ck_assert_int_eq(cudaEventRecord(e0, 0), cudaErrorInvalidResourceHandle);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidResourceHandle);
+    ck_assert_int_eq(cudaEventCreateWithFlags(&e1, cudaEventDisableTiming), cudaSuccess);
+    ck_assert_int_eq(cudaEventRecord(e1, s1), cudaSuccess);
+    ck_assert_int_eq(cudaEventSynchronize(e1), cudaSuccess);
+    ck_assert_int_eq(cudaSetDevice(0), cudaSuccess);
+    cemu_test_release_stream(cudaStreamLegacy);
+    ck_assert_int_eq(cudaEventDestroy(e0), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(e1), cudaSuccess);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_emu");
@@ -356,6 +390,7 @@ int main(void)
     tcase_add_test(tc, ptsz_entry_points_use_the_per_thread_stream);
     tcase_add_test(tc, host_alloc_failure_injection);
     tcase_add_test(tc, forked_child_gets_initialization_error);
+    tcase_add_test(tc, devices_have_their_own_streams_and_events);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

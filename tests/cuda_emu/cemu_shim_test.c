@@ -279,6 +279,24 @@ START_TEST(unversioned_lookup_in_either_runtime)
 }
 END_TEST
 
+START_TEST(one_pool_per_device)
+{
+    /* Events belong to a device: a thread that switches devices needs a
+     * pool on each, else its copies would fall back. */
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "CEMU_DEVICES=2", NULL};
+    static const char *const plain_env[] = {"CEMU_DEVICES=2", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "multidev", NULL, plain_env);
+    ck_assert_int_eq(plain.status, 0);
+    run(&r, need("CEMU_HOST"), "multidev", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 4 * 6);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+}
+END_TEST
+
 START_TEST(budget_exhausted_falls_back)
 {
     static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=64K",
@@ -406,6 +424,7 @@ int main(void)
     tcase_add_test(tc, per_thread_default_stream_build);
     tcase_add_test(tc, other_soname_version);
     tcase_add_test(tc, unversioned_lookup_in_either_runtime);
+    tcase_add_test(tc, one_pool_per_device);
     tcase_add_test(tc, budget_exhausted_falls_back);
     tcase_add_test(tc, allocation_failure_falls_back);
     tcase_add_test(tc, fork_and_exec_under_the_shim);

@@ -49,6 +49,7 @@ struct cemu_op {
 
 struct CUstream_st {
     enum cemu_stream_kind kind;
+    int device;
     unsigned flags;
     struct cemu_op *head, *tail;
     uint64_t submitted, completed, copies;
@@ -58,6 +59,7 @@ struct CUstream_st {
 };
 
 struct CUevent_st {
+    int device;             /* current when it was created */
     struct CUstream_st *st; /* NULL until recorded */
     uint64_t seq;
     unsigned flags;
@@ -73,11 +75,24 @@ struct CUgraphExec_st {
     struct CUgraph_st *g;
 };
 
-static struct CUstream_st legacy_stream = {.kind = CEMU_S_LEGACY};
-static struct CUstream_st *all_streams = &legacy_stream;
+/* One legacy default stream per device; per-thread streams per thread and
+ * device. all_streams lists every stream ever made (legacy ones first). */
+static struct CUstream_st legacy_streams[CEMU_MAX_DEVICES];
+static struct CUstream_st *all_streams;
+static pthread_once_t streams_once = PTHREAD_ONCE_INIT;
 static pthread_key_t ptds_key;
-static pthread_once_t ptds_once = PTHREAD_ONCE_INIT;
-static __thread struct CUstream_st *ptds_stream;
+static __thread struct CUstream_st *ptds_streams[CEMU_MAX_DEVICES];
+static __thread int cur_device;
+
+void cemu_set_device(int device)
+{
+    cur_device = device;
+}
+
+int cemu_get_device(void)
+{
+    return cur_device;
+}
 
 static bool deps_done(const struct cemu_op *op)
 {
@@ -157,18 +172,27 @@ static void start_worker(struct CUstream_st *st)
     pthread_attr_destroy(&a);
 }
 
+/* A thread exits: its per-thread streams finish their work and go. */
 static void ptds_exit(void *arg)
 {
-    struct CUstream_st *st = arg;
+    struct CUstream_st **streams = arg;
 
     pthread_mutex_lock(&cemu_lock);
-    st->dying = true;
+    for (int d = 0; d < CEMU_MAX_DEVICES; d++)
+        if (streams[d])
+            streams[d]->dying = true;
     pthread_cond_broadcast(&cemu_cond);
     pthread_mutex_unlock(&cemu_lock);
 }
 
-static void ptds_key_init(void)
+static void streams_init(void)
 {
+    for (int d = CEMU_MAX_DEVICES - 1; d >= 0; d--) {
+        legacy_streams[d].kind = CEMU_S_LEGACY;
+        legacy_streams[d].device = d;
+        legacy_streams[d].next_all = all_streams;
+        all_streams = &legacy_streams[d];
+    }
     pthread_key_create(&ptds_key, ptds_exit);
 }
 
@@ -180,6 +204,8 @@ static struct CUstream_st *new_stream(enum cemu_stream_kind kind, unsigned flags
         return NULL;
     st->kind = kind;
     st->flags = flags;
+    st->device = cur_device;
+    pthread_once(&streams_once, streams_init);
     pthread_mutex_lock(&cemu_lock);
     st->next_all = all_streams->next_all;
     all_streams->next_all = st;
@@ -189,16 +215,15 @@ static struct CUstream_st *new_stream(enum cemu_stream_kind kind, unsigned flags
 
 struct CUstream_st *cemu_stream_get(cudaStream_t s, enum cemu_flavour fl)
 {
+    pthread_once(&streams_once, streams_init);
     if (s == cudaStreamLegacy || (s == NULL && fl == CEMU_LEGACY_API))
-        return (struct CUstream_st *)&legacy_stream;
+        return &legacy_streams[cur_device];
     if (s == cudaStreamPerThread || s == NULL) {
-        if (!ptds_stream) {
-            pthread_once(&ptds_once, ptds_key_init);
-            ptds_stream = new_stream(CEMU_S_PER_THREAD, 0);
-            if (ptds_stream)
-                pthread_setspecific(ptds_key, ptds_stream);
+        if (!ptds_streams[cur_device]) {
+            ptds_streams[cur_device] = new_stream(CEMU_S_PER_THREAD, 0);
+            pthread_setspecific(ptds_key, ptds_streams);
         }
-        return (struct CUstream_st *)ptds_stream;
+        return ptds_streams[cur_device];
     }
     return s;
 }
@@ -251,14 +276,18 @@ static size_t implicit_deps(struct CUstream_st *st, struct cemu_dep *out, size_t
 {
     size_t n = 0;
 
+    struct CUstream_st *legacy = &legacy_streams[st->device];
+
+    /* The rules hold within one device (one context). */
     if (st->kind == CEMU_S_LEGACY) {
         for (struct CUstream_st *s = all_streams; s; s = s->next_all)
-            if (s != st && (s->kind == CEMU_S_BLOCKING || s->kind == CEMU_S_PER_THREAD) &&
+            if (s != st && s->device == st->device &&
+                (s->kind == CEMU_S_BLOCKING || s->kind == CEMU_S_PER_THREAD) &&
                 s->submitted > s->completed && n < max)
                 out[n++] = (struct cemu_dep){s, s->submitted};
     } else if (st->kind != CEMU_S_NONBLOCKING) {
-        if (legacy_stream.submitted > legacy_stream.completed && n < max)
-            out[n++] = (struct cemu_dep){&legacy_stream, legacy_stream.submitted};
+        if (legacy->submitted > legacy->completed && n < max)
+            out[n++] = (struct cemu_dep){legacy, legacy->submitted};
     }
     return n;
 }
@@ -408,6 +437,7 @@ cudaError_t cemu_event_create(cudaEvent_t *pe, unsigned flags)
     if (!e)
         return cudaErrorMemoryAllocation;
     e->flags = flags;
+    e->device = cur_device;
     *pe = e;
     return cudaSuccess;
 }
@@ -430,6 +460,9 @@ cudaError_t cemu_event_record(cudaEvent_t e, struct CUstream_st *s)
     uint64_t seq;
 
     if (!e)
+        return cudaErrorInvalidResourceHandle;
+    /* An event belongs to the device current at its creation. */
+    if (e->device != st->device)
         return cudaErrorInvalidResourceHandle;
     op = new_op(OP_MARKER);
     op->ev = e;
