@@ -54,6 +54,7 @@ struct cuda_rt {
     int (*host_register)(void *p, size_t n, unsigned flags);
     int (*host_unregister)(void *p);
     int (*get_device)(int *device);
+    int (*stream_synchronize)(struct CUstream_st *s);
     bool ok;
 };
 
@@ -94,6 +95,7 @@ static void rt_resolve(int i)
     RT_SYM(host_register, "cudaHostRegister");
     RT_SYM(host_unregister, "cudaHostUnregister");
     RT_SYM(get_device, "cudaGetDevice");
+    RT_SYM(stream_synchronize, "cudaStreamSynchronize");
     rt->ok = missing == NULL;
     if (missing)
         shim_warn("cuda: %s@%s not found; CUDA copies pass through", missing, v);
@@ -244,7 +246,6 @@ struct rc_entry {
     bool registered;
     bool failed; /* registration refused (e.g. the application registered it) */
     uint64_t tick;
-    struct CUevent_st *ev; /* recorded after each use: unregister waits for it */
     struct cuda_rt *rt;
 };
 
@@ -262,18 +263,19 @@ static void regcache_forget_all(void)
     pthread_mutex_init(&rc_lock, NULL);
 }
 
-/* Unregister e (caller holds rc_lock, e is registered and unused). */
+/*
+ * Unregister e (caller holds rc_lock, e is registered and unused). No copy
+ * of the range is in flight: every copy routed through the cache returned
+ * only after it completed (regcache_release).
+ */
 static void rc_unregister(struct rc_entry *e)
 {
     struct cuda_rt *rt = e->rt;
 
-    rt->scc.event_synchronize(e->ev);
     if (rt->host_unregister(e->base))
         rt->get_last_error();
-    rt->scc.event_destroy(e->ev);
     scc_budget_give(&budget, e->len);
     e->registered = false;
-    e->ev = NULL;
 }
 
 /* Make room for len bytes of budget by unregistering least recently used
@@ -342,16 +344,9 @@ static struct rc_entry *regcache_acquire(struct cuda_rt *rt, void *host, size_t 
     *refused = true; /* from here on, a miss is a refusal: budget or runtime */
     if (!rc_make_room(len))
         goto miss;
-    if (rt->scc.event_create_with_flags(&e->ev, 0x02) != SHIM_CUDA_SUCCESS) {
-        rt->get_last_error();
-        scc_budget_give(&budget, len);
-        goto miss;
-    }
     if (rt->host_register(base, len, SHIM_CUDA_HOST_REGISTER_DEFAULT) != SHIM_CUDA_SUCCESS) {
         /* Typically already registered by the application: leave it be. */
         rt->get_last_error();
-        rt->scc.event_destroy(e->ev);
-        e->ev = NULL;
         e->failed = true;
         scc_budget_give(&budget, len);
         goto miss;
@@ -370,21 +365,33 @@ miss:
 }
 
 /*
- * Done with e after a copy on stream. With wait, return only once that copy
- * completed: an asynchronous copy from pageable memory had consumed its
- * source (H2D) or delivered its data (D2H) when it returned, and a copy
- * from the now-pinned range would not have, so we wait for it.
+ * Done with e after a copy on stream. With wait (an asynchronous call),
+ * return only once that copy completed: from pageable memory it had consumed
+ * its source (H2D) or delivered its data (D2H) when it returned, and a copy
+ * from the now-pinned range would not have. Synchronous calls from pinned
+ * memory complete before they return. So no use of a range outlives its
+ * release, and eviction never waits.
  */
 static void regcache_release(struct rc_entry *e, struct CUstream_st *stream, bool wait)
 {
     struct cuda_rt *rt = e->rt;
+    struct CUevent_st *ev;
 
+    if (wait) {
+        int err = rt->scc.event_create_with_flags(&ev, 0x02 /* cudaEventDisableTiming */);
+        if (err == SHIM_CUDA_SUCCESS) {
+            err = rt->scc.event_record(ev, stream);
+            if (err == SHIM_CUDA_SUCCESS)
+                err = rt->scc.event_synchronize(ev);
+            rt->scc.event_destroy(ev);
+        }
+        /* No event: wait for the whole stream instead (later, never earlier). */
+        if (err != SHIM_CUDA_SUCCESS && rt->stream_synchronize(stream) != SHIM_CUDA_SUCCESS)
+            rt->get_last_error();
+        if (err != SHIM_CUDA_SUCCESS)
+            rt->get_last_error();
+    }
     pthread_mutex_lock(&rc_lock);
-    /* Later eviction waits for this use of the range to finish on the device. */
-    if (rt->scc.event_record(e->ev, stream) != SHIM_CUDA_SUCCESS)
-        rt->get_last_error();
-    else if (wait && rt->scc.event_synchronize(e->ev) != SHIM_CUDA_SUCCESS)
-        rt->get_last_error();
     e->users--;
     pthread_mutex_unlock(&rc_lock);
 }
