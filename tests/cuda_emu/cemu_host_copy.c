@@ -405,6 +405,18 @@ int main(int argc, char **argv)
                 CK(cudaSetDevice(d));
                 roundtrip(n, (unsigned)(60 + d));
             }
+    } else if (strcmp(mode, "appregister") == 0) {
+        /* The application registers a buffer it copied before: the caveat
+         * of cuda.register_cache (the range may already be registered). */
+        unsigned char *buf = malloc(n);
+        void *dev;
+        CK(cudaMalloc(&dev, n));
+        fill(buf, n, 70);
+        for (int i = 0; i < 3; i++)
+            CK(cudaMemcpy(dev, buf, n, cudaMemcpyHostToDevice));
+        cudaError_t e = cudaHostRegister(buf, n, cudaHostRegisterDefault);
+        printf("cudaHostRegister %s\n", cudaGetErrorName(e));
+        cudaGetLastError();
     } else if (strcmp(mode, "dlsym") == 0) {
         by_dlsym(n);
     } else if (strcmp(mode, "asynchold") == 0) {
@@ -425,6 +437,7 @@ int main(int argc, char **argv)
                           cemu_test_copies(CEMU_D2H, CEMU_HOST_PINNED);
         printf("runtime pageable-copies %llu pinned-copies %llu\n", (unsigned long long)pageable,
                (unsigned long long)pinned);
+        printf("runtime pinned-bytes %llu\n", (unsigned long long)cemu_test_pinned_bytes());
     }
     return rc;
 }

@@ -406,6 +406,49 @@ START_TEST(register_cache_opt_in)
 }
 END_TEST
 
+START_TEST(register_cache_evicts_within_the_budget)
+{
+    /* Two 1 MiB buffers, room for one registration: each new one evicts the
+     * least recently used; data stays right, pinned memory within the cap. */
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K",
+                                      "TESHIM_CUDA_REGISTER_MIN_HITS=1",
+                                      "TESHIM_CUDA_PINNED_MAX_BYTES=1100K",
+                                      "CEMU_HOST_REPORT=1",
+                                      NULL};
+    struct run plain, r;
+    const char *p;
+
+    run(&plain, need("CEMU_HOST"), "roundtrip", NULL, NULL);
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(strncmp(plain.out, r.out, 26), 0);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 6);
+    p = strstr(r.out, "runtime pinned-bytes ");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_le(atoll(p + strlen("runtime pinned-bytes ")), 1100 * 1024);
+    ck_assert_int_gt(atoll(p + strlen("runtime pinned-bytes ")), 0);
+}
+END_TEST
+
+START_TEST(register_cache_caveat_is_real)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K", NULL};
+    struct run r;
+
+    run(&r, need("CEMU_HOST"), "appregister", NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(r.out, "cudaHostRegister cudaSuccess"));
+    /* Documented in docs/cuda.md: why the register cache is opt-in. */
+    run(&r, need("CEMU_HOST"), "appregister", need("TESHIM_LIB"), env);
+    ck_assert_ptr_nonnull(strstr(r.out, "cudaHostRegister cudaErrorHostMemoryAlreadyRegistered"));
+    /* The bounce pool leaves the application's view alone. */
+    run(&r, need("CEMU_HOST"), "appregister", need("TESHIM_LIB"), bounce);
+    ck_assert_ptr_nonnull(strstr(r.out, "cudaHostRegister cudaSuccess"));
+    ck_assert_int_eq(counter(&r, M13, "injected"), 3);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_shim");
@@ -433,6 +476,8 @@ int main(void)
     tcase_add_test(tc, copy_from_a_library_constructor);
     tcase_add_test(tc, observe_and_kill_switch_change_nothing);
     tcase_add_test(tc, register_cache_opt_in);
+    tcase_add_test(tc, register_cache_evicts_within_the_budget);
+    tcase_add_test(tc, register_cache_caveat_is_real);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
