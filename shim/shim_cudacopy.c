@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* cudaEventDisableTiming: the events only order, they never time. */
@@ -139,6 +140,67 @@ void scc_pool_destroy(struct scc_pool *pool)
 void scc_pool_forget(struct scc_pool *pool)
 {
     memset(pool, 0, sizeof(*pool));
+}
+
+struct scc_pool_node {
+    struct scc_pool pool; /* first: a pool pointer is its node */
+    struct scc_pool_node *next;
+};
+
+void scc_pools_init(struct scc_pools *ps, const struct scc_api *api, struct scc_budget *budget,
+                    size_t chunk, unsigned nbuf)
+{
+    memset(ps, 0, sizeof(*ps));
+    ps->api = api;
+    ps->budget = budget;
+    ps->chunk = chunk;
+    ps->nbuf = nbuf;
+    pthread_mutex_init(&ps->lock, NULL);
+}
+
+struct scc_pool *scc_pools_get(struct scc_pools *ps, int *err)
+{
+    struct scc_pool_node *n;
+
+    pthread_mutex_lock(&ps->lock);
+    n = ps->free;
+    if (n)
+        ps->free = n->next;
+    pthread_mutex_unlock(&ps->lock);
+    if (n)
+        return &n->pool;
+    n = calloc(1, sizeof(*n));
+    if (!n) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    *err = scc_pool_init(&n->pool, ps->api, ps->budget, ps->chunk, ps->nbuf);
+    if (*err) {
+        free(n);
+        return NULL;
+    }
+    return &n->pool;
+}
+
+void scc_pools_put(struct scc_pools *ps, struct scc_pool *pool)
+{
+    struct scc_pool_node *n = (struct scc_pool_node *)pool;
+
+    pthread_mutex_lock(&ps->lock);
+    n->next = ps->free;
+    ps->free = n;
+    pthread_mutex_unlock(&ps->lock);
+}
+
+void scc_pools_destroy(struct scc_pools *ps)
+{
+    while (ps->free) {
+        struct scc_pool_node *n = ps->free;
+        ps->free = n->next;
+        scc_pool_destroy(&n->pool);
+        free(n);
+    }
+    pthread_mutex_destroy(&ps->lock);
 }
 
 void scc_xfer_start(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir, void *host,

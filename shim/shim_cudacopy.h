@@ -27,6 +27,7 @@
 #ifndef TESHIM_SHIM_CUDACOPY_H
 #define TESHIM_SHIM_CUDACOPY_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -104,6 +105,34 @@ void scc_pool_forget(struct scc_pool *pool);
 int scc_pool_drain(struct scc_pool *pool);
 /* True when no buffer has a copy in flight (no waiting, no runtime call). */
 bool scc_pool_idle(const struct scc_pool *pool);
+
+/*
+ * A thread-safe set of pools for many transfers in flight at once (an
+ * engine I/O thread: one pool per transfer or per connection, taken when
+ * the transfer starts and put back when it is done). Pools are reused;
+ * new ones are made only within the budget.
+ */
+struct scc_pool_node;
+
+struct scc_pools {
+    const struct scc_api *api;
+    struct scc_budget *budget;
+    size_t chunk;
+    unsigned nbuf;
+    pthread_mutex_t lock;
+    struct scc_pool_node *free;
+};
+
+void scc_pools_init(struct scc_pools *ps, const struct scc_api *api, struct scc_budget *budget,
+                    size_t chunk, unsigned nbuf);
+/* A pool for one transfer, or NULL with *err = -ENOSPC (budget: retry when
+ * a pool was put back), -ENOMEM, or the runtime's error code. */
+struct scc_pool *scc_pools_get(struct scc_pools *ps, int *err);
+/* Give a pool back (its copies may still be in flight: the next user
+ * waits for them). */
+void scc_pools_put(struct scc_pools *ps, struct scc_pool *pool);
+/* Destroy every pool put back; pools still taken are the caller's bug. */
+void scc_pools_destroy(struct scc_pools *ps);
 
 enum scc_dir { SCC_DIR_H2D, SCC_DIR_D2H };
 

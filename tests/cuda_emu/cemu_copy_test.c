@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -260,6 +261,83 @@ START_TEST(runtime_error_is_returned)
 }
 END_TEST
 
+START_TEST(many_transfers_in_flight_from_one_thread)
+{
+    /* An engine I/O thread: four transfers at once, each with a pool from
+     * the set, advanced by polling only; the budget allows three pools. */
+    struct scc_budget b = {.max = 3 * 2 * CHUNK};
+    struct scc_pools ps;
+    struct scc_pool *pool[4];
+    struct scc_xfer x[4];
+    cudaStream_t s;
+    unsigned char *host[4], *ref[4];
+    void *dev[4];
+    size_t n = 5 * CHUNK + 123;
+    int err, rc[4];
+
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    scc_pools_init(&ps, &api, &b, CHUNK, 2);
+    for (int i = 0; i < 4; i++) {
+        host[i] = malloc(n);
+        ref[i] = malloc(n);
+        fill(ref[i], n, (unsigned)(90 + i));
+        ck_assert_int_eq(cudaMalloc(&dev[i], n), cudaSuccess);
+        if (i % 2) {
+            /* D2H: the device holds the reference. */
+            ck_assert_int_eq(cudaMemcpy(dev[i], ref[i], n, cudaMemcpyHostToDevice), cudaSuccess);
+            memset(host[i], 0, n);
+        } else {
+            memcpy(host[i], ref[i], n);
+        }
+    }
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    for (int i = 0; i < 3; i++)
+        ck_assert_ptr_nonnull(pool[i] = scc_pools_get(&ps, &err));
+    ck_assert_ptr_null(scc_pools_get(&ps, &err));
+    ck_assert_int_eq(err, -ENOSPC);
+    cemu_test_hold_stream(s);
+    for (int i = 0; i < 3; i++)
+        scc_xfer_start(&x[i], pool[i], i % 2 ? SCC_DIR_D2H : SCC_DIR_H2D, host[i], dev[i], n, s,
+                       true);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(scc_xfer_poll(&x[i], false), SCC_PENDING);
+    cemu_test_release_stream(s);
+    /* The fourth starts when a pool comes back. */
+    bool started = false;
+    int done = 0;
+    for (int i = 0; i < 4; i++)
+        rc[i] = SCC_PENDING;
+    while (done < 4) {
+        for (int i = 0; i < (started ? 4 : 3); i++) {
+            if (rc[i] != SCC_PENDING)
+                continue;
+            rc[i] = scc_xfer_poll(&x[i], false);
+            if (rc[i] == SCC_PENDING)
+                continue;
+            ck_assert_int_eq(rc[i], 0);
+            done++;
+            scc_pools_put(&ps, pool[i]);
+            if (!started) {
+                ck_assert_ptr_nonnull(pool[3] = scc_pools_get(&ps, &err));
+                scc_xfer_start(&x[3], pool[3], SCC_DIR_D2H, host[3], dev[3], n, s, true);
+                started = true;
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        if (i % 2 == 0)
+            ck_assert_int_eq(cudaMemcpy(host[i], dev[i], n, cudaMemcpyDeviceToHost), cudaSuccess);
+        ck_assert_int_eq(memcmp(host[i], ref[i], n), 0);
+        free(host[i]);
+        free(ref[i]);
+    }
+    ck_assert_uint_eq(b.used, 3 * 2 * CHUNK);
+    scc_pools_destroy(&ps);
+    ck_assert_uint_eq(b.used, 0);
+    ck_assert_uint_eq(cemu_test_pinned_bytes(), 0);
+}
+END_TEST
+
 START_TEST(api_from_a_dlopened_runtime)
 {
     /* As the engine loads it: by soname, RTLD_LOCAL. */
@@ -305,6 +383,7 @@ int main(void)
     tcase_add_test(tc, allocation_failure_from_the_runtime);
     tcase_add_test(tc, partial_pool_unwinds);
     tcase_add_test(tc, runtime_error_is_returned);
+    tcase_add_test(tc, many_transfers_in_flight_from_one_thread);
     tcase_add_test(tc, api_from_a_dlopened_runtime);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
