@@ -282,7 +282,8 @@ static int poll_h2d(struct scc_xfer *x, bool block)
     struct scc_pool *pool = x->pool;
     int err;
 
-    while (x->issued < x->nchunks) {
+    /* Chunk mode: the caller fills and issues; here only completion. */
+    while (x->host && x->issued < x->nchunks) {
         struct scc_buf *b = &pool->buf[x->issued % pool->nbuf];
         /* The buffer's previous copy must have read it before it is refilled. */
         err = buf_wait(pool, b, block);
@@ -293,6 +294,8 @@ static int poll_h2d(struct scc_xfer *x, bool block)
             return err;
         x->issued++;
     }
+    if (x->issued < x->nchunks)
+        return SCC_ERR_NOT_READY; /* chunk mode: chunks still to come */
     if (x->wait_device)
         for (unsigned i = 0; i < pool->nbuf; i++) {
             err = buf_wait(pool, &pool->buf[i], block);
@@ -310,6 +313,9 @@ int scc_xfer_poll(struct scc_xfer *x, bool block)
         return x->err;
     if (x->done)
         return 0;
+    /* Chunk mode, device to host: done when the caller took every chunk. */
+    if (!x->host && x->dir == SCC_DIR_D2H)
+        return x->drained == x->nchunks ? 0 : SCC_PENDING;
     /* Buffers still read by an earlier asynchronous transfer (maybe on
      * another stream) are waited for before this one writes into them. */
     if (x->issued == 0 && x->drained == 0)
@@ -335,4 +341,88 @@ int scc_xfer_poll(struct scc_xfer *x, bool block)
 int scc_xfer_run(struct scc_xfer *x)
 {
     return scc_xfer_poll(x, true);
+}
+
+static size_t chunk_len(const struct scc_xfer *x, size_t k)
+{
+    size_t off = k * x->pool->chunk;
+
+    return x->n - off < x->pool->chunk ? x->n - off : x->pool->chunk;
+}
+
+int scc_xfer_next_chunk(struct scc_xfer *x, bool block, void **data, size_t *len)
+{
+    struct scc_pool *pool = x->pool;
+    struct scc_buf *b;
+    int err;
+
+    if (x->err)
+        return x->err;
+    if (x->dir == SCC_DIR_D2H) {
+        if (x->drained == x->nchunks)
+            return SCC_END;
+        /* Keep the device ahead of the caller by up to every free buffer. */
+        if (x->issued == 0) {
+            for (unsigned i = 0; i < pool->nbuf; i++) {
+                err = buf_wait(pool, &pool->buf[i], block);
+                if (err)
+                    goto out;
+            }
+        }
+        while (x->issued < x->nchunks && x->issued - x->drained < pool->nbuf) {
+            err = issue(x, &pool->buf[x->issued % pool->nbuf], x->issued);
+            if (err)
+                goto out;
+            x->issued++;
+        }
+        b = &pool->buf[x->drained % pool->nbuf];
+        err = buf_wait(pool, b, block);
+        if (err)
+            goto out;
+        *data = b->p;
+        *len = chunk_len(x, x->drained);
+        return 0;
+    }
+    if (x->issued == x->nchunks)
+        return SCC_END;
+    b = &pool->buf[x->issued % pool->nbuf];
+    /* Its previous copy to the device must have read it. */
+    err = buf_wait(pool, b, block);
+    if (err)
+        goto out;
+    *data = b->p;
+    *len = chunk_len(x, x->issued);
+    return 0;
+out:
+    if (err == SCC_ERR_NOT_READY)
+        return SCC_PENDING;
+    x->err = err;
+    return err;
+}
+
+int scc_xfer_chunk_done(struct scc_xfer *x)
+{
+    const struct scc_api *api = x->pool->api;
+    struct scc_buf *b;
+    size_t off;
+    int err;
+
+    if (x->err)
+        return x->err;
+    if (x->dir == SCC_DIR_D2H) {
+        x->drained++;
+        return 0;
+    }
+    b = &x->pool->buf[x->issued % x->pool->nbuf];
+    off = x->issued * x->pool->chunk;
+    err = api->memcpy_async(x->dev + off, b->p, chunk_len(x, x->issued), SCC_H2D, x->stream);
+    if (!err)
+        err = api->event_record(b->ev, x->stream);
+    if (err) {
+        x->err = err;
+        return err;
+    }
+    b->busy = true;
+    x->issued++;
+    return 0;
 }

@@ -171,4 +171,26 @@ int scc_xfer_poll(struct scc_xfer *x, bool block);
 /* Drive a transfer to its end, waiting as needed: 0 or a runtime error. */
 int scc_xfer_run(struct scc_xfer *x);
 
+/*
+ * Chunk mode, for a transfer started with host = NULL: the caller moves the
+ * data itself straight from or into the pinned buffers (an engine sends a
+ * device region from them, or receives into them), so no extra host copy.
+ *
+ * scc_xfer_next_chunk: the next chunk's pinned buffer, in order.
+ *   D2H: returns 0 when chunk k arrived from the device (*data, *len hold
+ *        it); the device keeps copying the following chunks meanwhile.
+ *   H2D: returns 0 with a free buffer for chunk k to be filled with *len
+ *        bytes.
+ *   SCC_PENDING (block = false) while the device works, SCC_END after the
+ *   last chunk, or a runtime error.
+ * scc_xfer_chunk_done: the caller is done with that chunk (D2H: its buffer
+ *   may be refilled; H2D: it was filled, issue its copy to the device).
+ *   0 or a runtime error.
+ * An H2D transfer in chunk mode is complete once scc_xfer_poll returns 0
+ * after SCC_END (with wait_device) or at SCC_END (without).
+ */
+#define SCC_END (-61)
+int scc_xfer_next_chunk(struct scc_xfer *x, bool block, void **data, size_t *len);
+int scc_xfer_chunk_done(struct scc_xfer *x);
+
 #endif

@@ -338,6 +338,66 @@ START_TEST(many_transfers_in_flight_from_one_thread)
 }
 END_TEST
 
+START_TEST(chunk_mode_without_a_host_copy)
+{
+    /* As an engine sends a device region: straight from the pinned chunks;
+     * and receives one: straight into them. */
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    cudaStream_t s;
+    size_t n = 7 * CHUNK + 5, got = 0, len;
+    unsigned char *ref = malloc(n), *sink = malloc(n);
+    void *dev, *data;
+    int rc;
+
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc(&dev, n), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 3), 0);
+    fill(ref, n, 33);
+    ck_assert_int_eq(cudaMemcpy(dev, ref, n, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, NULL, dev, n, s, true);
+    cemu_test_hold_stream(s);
+    ck_assert_int_eq(scc_xfer_next_chunk(&x, false, &data, &len), SCC_PENDING);
+    ck_assert_int_eq(scc_xfer_poll(&x, false), SCC_PENDING);
+    cemu_test_release_stream(s);
+    while ((rc = scc_xfer_next_chunk(&x, false, &data, &len)) != SCC_END) {
+        if (rc == SCC_PENDING)
+            continue;
+        ck_assert_int_eq(rc, 0);
+        memcpy(sink + got, data, len); /* "send" */
+        got += len;
+        ck_assert_int_eq(scc_xfer_chunk_done(&x), 0);
+    }
+    ck_assert_uint_eq(got, n);
+    ck_assert_int_eq(memcmp(ref, sink, n), 0);
+    ck_assert_int_eq(scc_xfer_poll(&x, false), 0);
+
+    fill(ref, n, 44);
+    got = 0;
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, NULL, dev, n, s, true);
+    while ((rc = scc_xfer_next_chunk(&x, false, &data, &len)) != SCC_END) {
+        if (rc == SCC_PENDING)
+            continue;
+        ck_assert_int_eq(rc, 0);
+        memcpy(data, ref + got, len); /* "receive" */
+        got += len;
+        ck_assert_int_eq(scc_xfer_chunk_done(&x), 0);
+    }
+    while ((rc = scc_xfer_poll(&x, false)) == SCC_PENDING)
+        ;
+    ck_assert_int_eq(rc, 0);
+    ck_assert(scc_pool_idle(&pool));
+    ck_assert_int_eq(cudaMemcpy(sink, dev, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(memcmp(ref, sink, n), 0);
+    scc_pool_destroy(&pool);
+    free(ref);
+    free(sink);
+}
+END_TEST
+
 START_TEST(api_from_a_dlopened_runtime)
 {
     /* As the engine loads it: by soname, RTLD_LOCAL. */
@@ -384,6 +444,7 @@ int main(void)
     tcase_add_test(tc, partial_pool_unwinds);
     tcase_add_test(tc, runtime_error_is_returned);
     tcase_add_test(tc, many_transfers_in_flight_from_one_thread);
+    tcase_add_test(tc, chunk_mode_without_a_host_copy);
     tcase_add_test(tc, api_from_a_dlopened_runtime);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
