@@ -2,20 +2,20 @@
 # Symbol-level checks, no program run:
 #  - what a host built with the real headers imports: cudaMemcpy and
 #    cudaMemcpyAsync, or with CUDA_API_PER_THREAD_DEFAULT_STREAM the _ptds
-#    and _ptsz names, all @libcudart.so.13;
+#    and _ptsz names, all @libcudart.so.HOST_SOVER;
 #  - libteshim.so exports its hooks under libcudart.so.13 (default) and .12
 #    and has no DT_NEEDED on libcudart;
 #  - where the real runtime is installed: the emulation exports exactly its
 #    CUDA functions, under the same version (stubs fill what is not emulated).
-# usage: cemu_check_symbols.sh EMULATED_LIB REAL_LIB TESHIM_LIB HOST HOST_PTDS
-emu=$1 real=$2 shim=$3 host=$4 host_ptds=$5
+# usage: cemu_check_symbols.sh EMULATED_LIB13 REAL_LIB13 TESHIM_LIB HOST HOST_PTDS HOST_SOVER
+emu=$1 real=$2 shim=$3 host=$4 host_ptds=$5 v=$6
 fail=0
 imports() { readelf --dyn-syms -W "$1" | awk '$7 == "UND" {print $8}'; }
-for s in cudaMemcpy@libcudart.so.13 cudaMemcpyAsync@libcudart.so.13; do
+for s in cudaMemcpy@libcudart.so.$v cudaMemcpyAsync@libcudart.so.$v; do
   imports "$host" | grep -qxF "$s" || { echo "legacy host does not import $s"; fail=1; }
   imports "$host_ptds" | grep -qxF "$s" && { echo "per-thread host imports $s"; fail=1; }
 done
-for s in cudaMemcpy_ptds@libcudart.so.13 cudaMemcpyAsync_ptsz@libcudart.so.13; do
+for s in cudaMemcpy_ptds@libcudart.so.$v cudaMemcpyAsync_ptsz@libcudart.so.$v; do
   imports "$host_ptds" | grep -qxF "$s" || { echo "per-thread host does not import $s"; fail=1; }
 done
 exports() { readelf --dyn-syms -W "$1" | awk '$7 != "UND" {print $8}'; }

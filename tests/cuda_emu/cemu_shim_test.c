@@ -133,10 +133,13 @@ static long long counter(const struct run *r, const char *hook, const char *ctr)
     return atoll(p + strlen(key));
 }
 
-#define M13 "cudaMemcpy@libcudart.so.13"
-#define A13 "cudaMemcpyAsync@libcudart.so.13"
-#define M13P "cudaMemcpy_ptds@libcudart.so.13"
-#define A13P "cudaMemcpyAsync_ptsz@libcudart.so.13"
+/* Hooks of the main soname version (TESHIM_CUDART_SOVERSION), which the
+ * hosts link against; teshim's default version is always .13. */
+#define M13 "cudaMemcpy@libcudart.so." CEMU_MAIN_SOVER
+#define A13 "cudaMemcpyAsync@libcudart.so." CEMU_MAIN_SOVER
+#define M13P "cudaMemcpy_ptds@libcudart.so." CEMU_MAIN_SOVER
+#define A13P "cudaMemcpyAsync_ptsz@libcudart.so." CEMU_MAIN_SOVER
+#define MDEFAULT "cudaMemcpy@libcudart.so.13"
 
 static const char *const bounce[] = {"TESHIM_CUDA_BOUNCE=on", NULL};
 
@@ -272,10 +275,10 @@ START_TEST(unversioned_lookup_in_either_runtime)
     /* dlsym(RTLD_DEFAULT, "cudaMemcpy") finds teshim's default (.13)
      * version; with the other runtime loaded it still reaches the real one. */
     same_output(need("CEMU_HOST"), "dlsym", &r);
-    ck_assert_int_eq(counter(&r, M13, "injected"), 2);
+    ck_assert_int_eq(counter(&r, MDEFAULT, "injected"), 2);
     same_output(need("CEMU_HOST_OTHER"), "dlsym", &r);
-    ck_assert_int_eq(counter(&r, M13, "injected"), 2);
-    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, MDEFAULT, "injected"), 2);
+    ck_assert_int_eq(counter(&r, MDEFAULT, "fallbacks"), 0);
 }
 END_TEST
 
