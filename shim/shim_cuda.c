@@ -566,9 +566,10 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
         return pass(c);
     }
     if (dec->dir == POL_CUDA_H2D)
-        scc_xfer_start(&x, pool, SCC_DIR_H2D, (void *)c->src, c->dst, c->n, stream, !c->async);
+        scc_xfer_start(&x, pool, SCC_DIR_H2D, (void *)c->src, c->dst, c->n, stream,
+                       c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
     else
-        scc_xfer_start(&x, pool, SCC_DIR_D2H, c->dst, (void *)c->src, c->n, stream, true);
+        scc_xfer_start(&x, pool, SCC_DIR_D2H, c->dst, (void *)c->src, c->n, stream, SCC_WAIT_ALL);
     err = scc_xfer_run(&x);
     if (err) {
         shim_log_once(POL_LOG_INFO, "cuda: bounced copy failed (error %d); made unchanged", err);

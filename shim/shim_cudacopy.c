@@ -204,7 +204,7 @@ void scc_pools_destroy(struct scc_pools *ps)
 }
 
 void scc_xfer_start(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir, void *host,
-                    void *dev, size_t n, struct CUstream_st *stream, bool wait_device)
+                    void *dev, size_t n, struct CUstream_st *stream, enum scc_wait wait)
 {
     memset(x, 0, sizeof(*x));
     x->pool = pool;
@@ -213,7 +213,7 @@ void scc_xfer_start(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir,
     x->dev = dev;
     x->n = n;
     x->stream = stream;
-    x->wait_device = wait_device || dir == SCC_DIR_D2H;
+    x->wait = dir == SCC_DIR_D2H ? SCC_WAIT_ALL : wait;
     x->nchunks = (n + pool->chunk - 1) / pool->chunk;
 }
 
@@ -296,12 +296,19 @@ static int poll_h2d(struct scc_xfer *x, bool block)
     }
     if (x->issued < x->nchunks)
         return SCC_ERR_NOT_READY; /* chunk mode: chunks still to come */
-    if (x->wait_device)
+    if (x->wait == SCC_WAIT_ALL)
         for (unsigned i = 0; i < pool->nbuf; i++) {
             err = buf_wait(pool, &pool->buf[i], block);
             if (err)
                 return err;
         }
+    /* Chunk 0 went into buffer 0; with more chunks than buffers it was
+     * already waited for when buffer 0 was refilled. */
+    if (x->wait == SCC_WAIT_STREAM && x->nchunks && x->nchunks <= pool->nbuf) {
+        err = buf_wait(pool, &pool->buf[0], block);
+        if (err)
+            return err;
+    }
     return 0;
 }
 

@@ -144,7 +144,7 @@ struct scc_xfer {
     char *dev;
     size_t n;
     struct CUstream_st *stream;
-    bool wait_device; /* H2D: done only when the device copy completed */
+    int wait; /* enum scc_wait */
     size_t nchunks;
     size_t issued;  /* chunks whose device-side copy was issued */
     size_t drained; /* D2H: chunks moved to host memory; H2D: chunks known complete */
@@ -153,14 +153,22 @@ struct scc_xfer {
 };
 
 /*
- * Start a transfer of n bytes between host (pageable) and dev (device
- * memory) on stream. H2D with wait_device = false is done once every chunk
- * was handed to the device (the source may then be reused), the semantics
- * of an asynchronous copy from pageable memory; otherwise, and always for
- * D2H, done means the data arrived.
+ * When a host-to-device transfer is done (device-to-host: always when the
+ * data arrived), matching the runtime's rules for pageable sources:
+ *   SCC_WAIT_SOURCE  every chunk was handed to the device, the source may be
+ *                    reused (cudaMemcpyAsync from pageable memory);
+ *   SCC_WAIT_STREAM  and the stream's earlier work completed, the first
+ *                    chunk with it (cudaMemcpy: "a stream sync is performed
+ *                    before the copy is initiated"; the last chunks may
+ *                    still be in flight, as the runtime's DMA may be);
+ *   SCC_WAIT_ALL     every byte arrived on the device.
  */
+enum scc_wait { SCC_WAIT_SOURCE, SCC_WAIT_STREAM, SCC_WAIT_ALL };
+
+/* Start a transfer of n bytes between host (pageable) and dev (device
+ * memory) on stream. */
 void scc_xfer_start(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir, void *host,
-                    void *dev, size_t n, struct CUstream_st *stream, bool wait_device);
+                    void *dev, size_t n, struct CUstream_st *stream, enum scc_wait wait);
 /*
  * Advance a transfer as far as possible. Returns 0 when done, SCC_PENDING
  * when it must wait for the device (only with block = false), or the
@@ -187,7 +195,7 @@ int scc_xfer_run(struct scc_xfer *x);
  *   may be refilled; H2D: it was filled, issue its copy to the device).
  *   0 or a runtime error.
  * An H2D transfer in chunk mode is complete once scc_xfer_poll returns 0
- * after SCC_END (with wait_device) or at SCC_END (without).
+ * after SCC_END.
  */
 #define SCC_END (-61)
 int scc_xfer_next_chunk(struct scc_xfer *x, bool block, void **data, size_t *len);

@@ -79,10 +79,11 @@ START_TEST(data_at_every_shape)
         size_t n = sizes[i];
         fill(src, n, (unsigned)i);
         scc_xfer_start(&x, &pool, SCC_DIR_H2D, src + 1, (char *)dev + 3, n, cudaStreamLegacy,
-                       false);
+                       SCC_WAIT_SOURCE);
         ck_assert_int_eq(scc_xfer_run(&x), 0);
         memset(dst, 0, n + 2);
-        scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst + 2, (char *)dev + 3, n, cudaStreamLegacy, true);
+        scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst + 2, (char *)dev + 3, n, cudaStreamLegacy,
+                       SCC_WAIT_ALL);
         ck_assert_int_eq(scc_xfer_run(&x), 0);
         ck_assert_int_eq(memcmp(src + 1, dst + 2, n), 0);
     }
@@ -113,7 +114,7 @@ START_TEST(nonblocking_progress_with_event_polling)
      * non-blocking stream does not wait for the legacy one. */
     ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
     cemu_test_hold_stream(s);
-    scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, 8 * CHUNK, s, true);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, 8 * CHUNK, s, SCC_WAIT_ALL);
     /* An I/O thread polls: never blocks while the device is busy. */
     for (int i = 0; i < 5; i++)
         ck_assert_int_eq(scc_xfer_poll(&x, false), SCC_PENDING);
@@ -148,7 +149,7 @@ START_TEST(async_h2d_returns_when_source_consumed)
     fill(src, 2 * CHUNK, 9);
     memcpy(ref, src, 2 * CHUNK);
     cemu_test_hold_stream(s);
-    scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, 2 * CHUNK, s, false);
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, 2 * CHUNK, s, SCC_WAIT_SOURCE);
     ck_assert_int_eq(scc_xfer_run(&x), 0); /* held stream: still returns */
     ck_assert(!scc_pool_idle(&pool));
     memset(src, 0, 2 * CHUNK); /* the source is ours again */
@@ -161,6 +162,39 @@ START_TEST(async_h2d_returns_when_source_consumed)
     free(src);
     free(dst);
     free(ref);
+}
+END_TEST
+
+START_TEST(h2d_done_rules)
+{
+    /* On a stream still busy with earlier work: an async-style transfer is
+     * done once its source is consumed; a cudaMemcpy-style one only when the
+     * earlier work (and its first chunk) completed. Separate pools, so
+     * neither waits for the other's buffers. */
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool p1, p2;
+    struct scc_xfer x1, x2;
+    cudaStream_t s;
+    void *dev;
+    unsigned char src[CHUNK];
+
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc(&dev, 2 * CHUNK), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&p1, &api, &b, CHUNK, 2), 0);
+    ck_assert_int_eq(scc_pool_init(&p2, &api, &b, CHUNK, 2), 0);
+    fill(src, CHUNK, 5);
+    cemu_test_hold_stream(s);
+    ck_assert_int_eq(cudaMemsetAsync(dev, 0, 2 * CHUNK, s), cudaSuccess);
+    scc_xfer_start(&x1, &p1, SCC_DIR_H2D, src, dev, CHUNK, s, SCC_WAIT_SOURCE);
+    ck_assert_int_eq(scc_xfer_poll(&x1, false), 0);
+    scc_xfer_start(&x2, &p2, SCC_DIR_H2D, src, (char *)dev + CHUNK, CHUNK, s, SCC_WAIT_STREAM);
+    ck_assert_int_eq(scc_xfer_poll(&x2, false), SCC_PENDING);
+    ck_assert_int_eq(scc_xfer_poll(&x2, false), SCC_PENDING);
+    cemu_test_release_stream(s);
+    ck_assert_int_eq(scc_xfer_run(&x2), 0);
+    ck_assert_int_eq(scc_pool_drain(&p1), 0);
+    scc_pool_destroy(&p1);
+    scc_pool_destroy(&p2);
 }
 END_TEST
 
@@ -251,7 +285,7 @@ START_TEST(runtime_error_is_returned)
     ck_assert_int_eq(cudaMalloc(&dev, 2 * CHUNK), cudaSuccess);
     ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
     /* Past the allocation's end: the third chunk fails. */
-    scc_xfer_start(&x, &pool, SCC_DIR_D2H, buf, dev, 4 * CHUNK, cudaStreamLegacy, true);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, buf, dev, 4 * CHUNK, cudaStreamLegacy, SCC_WAIT_ALL);
     ck_assert_int_eq(scc_xfer_run(&x), cudaErrorInvalidValue);
     ck_assert_int_eq(scc_xfer_poll(&x, true), cudaErrorInvalidValue);
     ck_assert_int_eq(scc_pool_drain(&pool), 0);
@@ -298,7 +332,7 @@ START_TEST(many_transfers_in_flight_from_one_thread)
     cemu_test_hold_stream(s);
     for (int i = 0; i < 3; i++)
         scc_xfer_start(&x[i], pool[i], i % 2 ? SCC_DIR_D2H : SCC_DIR_H2D, host[i], dev[i], n, s,
-                       true);
+                       SCC_WAIT_ALL);
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(scc_xfer_poll(&x[i], false), SCC_PENDING);
     cemu_test_release_stream(s);
@@ -319,7 +353,7 @@ START_TEST(many_transfers_in_flight_from_one_thread)
             scc_pools_put(&ps, pool[i]);
             if (!started) {
                 ck_assert_ptr_nonnull(pool[3] = scc_pools_get(&ps, &err));
-                scc_xfer_start(&x[3], pool[3], SCC_DIR_D2H, host[3], dev[3], n, s, true);
+                scc_xfer_start(&x[3], pool[3], SCC_DIR_D2H, host[3], dev[3], n, s, SCC_WAIT_ALL);
                 started = true;
             }
         }
@@ -358,7 +392,7 @@ START_TEST(chunk_mode_without_a_host_copy)
     ck_assert_int_eq(cudaMemcpy(dev, ref, n, cudaMemcpyHostToDevice), cudaSuccess);
     ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
 
-    scc_xfer_start(&x, &pool, SCC_DIR_D2H, NULL, dev, n, s, true);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, NULL, dev, n, s, SCC_WAIT_ALL);
     cemu_test_hold_stream(s);
     ck_assert_int_eq(scc_xfer_next_chunk(&x, false, &data, &len), SCC_PENDING);
     ck_assert_int_eq(scc_xfer_poll(&x, false), SCC_PENDING);
@@ -377,7 +411,7 @@ START_TEST(chunk_mode_without_a_host_copy)
 
     fill(ref, n, 44);
     got = 0;
-    scc_xfer_start(&x, &pool, SCC_DIR_H2D, NULL, dev, n, s, true);
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, NULL, dev, n, s, SCC_WAIT_ALL);
     while ((rc = scc_xfer_next_chunk(&x, false, &data, &len)) != SCC_END) {
         if (rc == SCC_PENDING)
             continue;
@@ -416,9 +450,9 @@ START_TEST(api_from_a_dlopened_runtime)
     ck_assert_int_eq(scc_pool_init(&pool, &a, &b, 4096, 2), 0);
     ck_assert_int_eq(cudaMalloc(&dev, sizeof(src)), cudaSuccess);
     fill(src, sizeof(src), 77);
-    scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, sizeof(src), cudaStreamLegacy, true);
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, sizeof(src), cudaStreamLegacy, SCC_WAIT_ALL);
     ck_assert_int_eq(scc_xfer_run(&x), 0);
-    scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, sizeof(dst), cudaStreamLegacy, true);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, sizeof(dst), cudaStreamLegacy, SCC_WAIT_ALL);
     ck_assert_int_eq(scc_xfer_run(&x), 0);
     ck_assert_int_eq(memcmp(src, dst, sizeof(src)), 0);
     scc_pool_destroy(&pool);
@@ -439,6 +473,7 @@ int main(void)
     tcase_add_test(tc, data_at_every_shape);
     tcase_add_test(tc, nonblocking_progress_with_event_polling);
     tcase_add_test(tc, async_h2d_returns_when_source_consumed);
+    tcase_add_test(tc, h2d_done_rules);
     tcase_add_test(tc, budget_refuses);
     tcase_add_test(tc, allocation_failure_from_the_runtime);
     tcase_add_test(tc, partial_pool_unwinds);
