@@ -376,7 +376,16 @@ static void regcache_release(struct rc_entry *e, struct CUstream_st *stream, boo
 {
     struct cuda_rt *rt = e->rt;
     struct CUevent_st *ev;
+    int status = SHIM_CUDA_CAPTURE_NONE;
 
+    /* A captured copy runs at graph launch, not now; waiting on a capturing
+     * stream would invalidate the application's capture. */
+    if (wait && rt->stream_is_capturing(stream, &status) != SHIM_CUDA_SUCCESS) {
+        rt->get_last_error();
+        wait = false;
+    }
+    if (status != SHIM_CUDA_CAPTURE_NONE)
+        wait = false;
     if (wait) {
         int err = rt->scc.event_create_with_flags(&ev, 0x02 /* cudaEventDisableTiming */);
         if (err == SHIM_CUDA_SUCCESS) {

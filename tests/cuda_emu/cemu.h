@@ -101,6 +101,8 @@ cudaError_t cemu_stream_wait_event(struct CUstream_st *st, cudaEvent_t e);
 
 /* Stream capture: operations are recorded into a graph instead of run. */
 cudaError_t cemu_capture_begin(struct CUstream_st *st);
+/* A call that may not run during capture was made: the capture fails. */
+void cemu_capture_invalidate(struct CUstream_st *st);
 cudaError_t cemu_capture_end(struct CUstream_st *st, cudaGraph_t *g);
 cudaError_t cemu_graph_instantiate(cudaGraphExec_t *ge, cudaGraph_t g);
 cudaError_t cemu_graph_launch(cudaGraphExec_t ge, struct CUstream_st *st);

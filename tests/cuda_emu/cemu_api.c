@@ -248,6 +248,8 @@ CEMU_EXPORT cudaError_t cudaPeekAtLastError(void)
       "pointer does not correspond to a registered memory region")                                 \
     X(cudaErrorIllegalState, "the operation cannot be performed in the present state")             \
     X(cudaErrorStreamCaptureUnsupported, "operation not permitted when stream is capturing")       \
+    X(cudaErrorStreamCaptureInvalidated,                                                           \
+      "operation failed due to a previous error during capture")                                   \
     X(cudaErrorNotSupported, "operation not supported")
 
 CEMU_EXPORT const char *cudaGetErrorString(cudaError_t e)
@@ -461,8 +463,10 @@ static cudaError_t stream_sync(cudaStream_t s, enum cemu_flavour fl)
 {
     struct CUstream_st *st = STREAM(s, fl);
 
-    if (cemu_stream_capturing(st))
+    if (cemu_stream_capturing(st)) {
+        cemu_capture_invalidate(st);
         return cudaErrorStreamCaptureUnsupported;
+    }
     /* A marker carries the implicit dependencies: synchronising the legacy
      * stream also waits for the blocking streams it waits for. */
     cemu_stream_wait_seq(st, cemu_submit_marker(st));

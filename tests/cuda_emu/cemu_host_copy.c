@@ -405,6 +405,29 @@ int main(int argc, char **argv)
                 CK(cudaSetDevice(d));
                 roundtrip(n, (unsigned)(60 + d));
             }
+    } else if (strcmp(mode, "capturereg") == 0) {
+        /* A buffer copied often (so teshim's register cache may pin it),
+         * then copied inside a stream capture: the capture must survive. */
+        unsigned char *buf = malloc(n), *back = malloc(n);
+        void *dev;
+        cudaStream_t s;
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        CK(cudaMalloc(&dev, n));
+        CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        fill(buf, n, 80);
+        for (int i = 0; i < 3; i++)
+            CK(cudaMemcpy(dev, buf, n, cudaMemcpyHostToDevice));
+        CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        CK(cudaMemcpyAsync(back, dev, n, cudaMemcpyDeviceToHost, s));
+        CK(cudaMemcpyAsync(dev, buf, n, cudaMemcpyHostToDevice, s));
+        CK(cudaStreamEndCapture(s, &g));
+        CK(cudaGraphInstantiate(&ge, g, 0));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaStreamSynchronize(s));
+        expect_same(buf, back, n, "captured copies");
+        sum(back, n);
+        expect_clean();
     } else if (strcmp(mode, "appregister") == 0) {
         /* The application registers a buffer it copied before: the caveat
          * of cuda.register_cache (the range may already be registered). */

@@ -369,6 +369,47 @@ START_TEST(devices_have_their_own_streams_and_events)
 }
 END_TEST
 
+START_TEST(capture_records_and_sync_invalidates)
+{
+    cudaStream_t s;
+    cudaGraph_t g, g1;
+    cudaGraphExec_t ge;
+    cudaEvent_t e;
+    enum cudaStreamCaptureStatus st;
+    void *d = dev_alloc();
+    static char host[N];
+
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaEventCreate(&e), cudaSuccess);
+    ck_assert_int_eq(cudaStreamBeginCapture(0, cudaStreamCaptureModeGlobal),
+                     cudaErrorStreamCaptureUnsupported);
+    cudaGetLastError();
+    ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    ck_assert_int_eq(cudaStreamIsCapturing(s, &st), cudaSuccess);
+    ck_assert_int_eq(st, cudaStreamCaptureStatusActive);
+    ck_assert_int_eq(cudaMemsetAsync(d, 9, N, s), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpyAsync(host, d, N, cudaMemcpyDeviceToHost, s), cudaSuccess);
+    ck_assert_int_eq(host[0], 0); /* recorded, not run */
+    ck_assert_int_eq(cudaStreamEndCapture(s, &g1), cudaSuccess);
+    ck_assert_int_eq(cudaGraphInstantiate(&ge, g1, 0), cudaSuccess);
+    ck_assert_int_eq(cudaGraphLaunch(ge, s), cudaSuccess);
+    ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
+    ck_assert_int_eq(host[N - 1], 9);
+    /* Waiting inside a capture invalidates it. */
+    ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    ck_assert_int_eq(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+    ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+    ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    ck_assert_int_eq(cudaEventRecord(e, s), cudaSuccess);
+    ck_assert_int_eq(cudaEventSynchronize(e), cudaErrorStreamCaptureUnsupported);
+    ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorStreamCaptureInvalidated);
+    ck_assert_int_eq(cudaGraphExecDestroy(ge), cudaSuccess);
+    ck_assert_int_eq(cudaGraphDestroy(g1), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_emu");
@@ -391,6 +432,7 @@ int main(void)
     tcase_add_test(tc, host_alloc_failure_injection);
     tcase_add_test(tc, forked_child_gets_initialization_error);
     tcase_add_test(tc, devices_have_their_own_streams_and_events);
+    tcase_add_test(tc, capture_records_and_sync_invalidates);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -434,6 +434,22 @@ START_TEST(register_cache_evicts_within_the_budget)
 }
 END_TEST
 
+START_TEST(register_cache_leaves_captures_alone)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "capturereg", NULL, NULL);
+    ck_assert_int_eq(plain.status, 0);
+    run(&r, need("CEMU_HOST"), "capturereg", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 1);
+    ck_assert_int_eq(counter(&r, A13, "not_applicable"), 2);
+}
+END_TEST
+
 START_TEST(register_cache_caveat_is_real)
 {
     static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
@@ -481,6 +497,7 @@ int main(void)
     tcase_add_test(tc, register_cache_opt_in);
     tcase_add_test(tc, register_cache_evicts_within_the_budget);
     tcase_add_test(tc, register_cache_caveat_is_real);
+    tcase_add_test(tc, register_cache_leaves_captures_alone);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -59,8 +59,9 @@ struct CUstream_st {
 };
 
 struct CUevent_st {
-    int device;             /* current when it was created */
-    struct CUstream_st *st; /* NULL until recorded */
+    int device;                 /* current when it was created */
+    struct CUstream_st *cap_st; /* last recorded while st was capturing */
+    struct CUstream_st *st;     /* NULL until recorded */
     uint64_t seq;
     unsigned flags;
     struct timespec t;
@@ -69,6 +70,7 @@ struct CUevent_st {
 /* A captured graph: the operations recorded, replayed in order at launch. */
 struct CUgraph_st {
     struct cemu_op *head, *tail;
+    bool invalidated; /* a call that cannot be captured ran during capture */
 };
 
 struct CUgraphExec_st {
@@ -467,13 +469,37 @@ cudaError_t cemu_event_record(cudaEvent_t e, struct CUstream_st *s)
     op = new_op(OP_MARKER);
     op->ev = e;
     seq = submit(st, op, NULL);
-    if (seq == 0)
-        return cudaSuccess; /* captured */
+    if (seq == 0) {
+        /* Captured: a node of the graph, not an event the host can wait on. */
+        pthread_mutex_lock(&cemu_lock);
+        e->cap_st = st;
+        pthread_mutex_unlock(&cemu_lock);
+        return cudaSuccess;
+    }
     pthread_mutex_lock(&cemu_lock);
     e->st = st;
     e->seq = seq;
+    e->cap_st = NULL;
     pthread_mutex_unlock(&cemu_lock);
     return cudaSuccess;
+}
+
+/* Waiting on an event recorded in a capture that is still going: not
+ * permitted, and it invalidates that capture. Caller holds cemu_lock. */
+static bool captured_event(cudaEvent_t e)
+{
+    if (!e->cap_st || !e->cap_st->capture)
+        return false;
+    e->cap_st->capture->invalidated = true;
+    return true;
+}
+
+void cemu_capture_invalidate(struct CUstream_st *st)
+{
+    pthread_mutex_lock(&cemu_lock);
+    if (st->capture)
+        st->capture->invalidated = true;
+    pthread_mutex_unlock(&cemu_lock);
 }
 
 cudaError_t cemu_event_query(cudaEvent_t e)
@@ -483,7 +509,9 @@ cudaError_t cemu_event_query(cudaEvent_t e)
     if (!e)
         return cudaErrorInvalidResourceHandle;
     pthread_mutex_lock(&cemu_lock);
-    if (e->st && e->st->completed < e->seq)
+    if (captured_event(e))
+        rc = cudaErrorStreamCaptureUnsupported;
+    else if (e->st && e->st->completed < e->seq)
         rc = cudaErrorNotReady;
     pthread_mutex_unlock(&cemu_lock);
     return rc;
@@ -497,6 +525,10 @@ cudaError_t cemu_event_sync(cudaEvent_t e)
     if (!e)
         return cudaErrorInvalidResourceHandle;
     pthread_mutex_lock(&cemu_lock);
+    if (captured_event(e)) {
+        pthread_mutex_unlock(&cemu_lock);
+        return cudaErrorStreamCaptureUnsupported;
+    }
     st = e->st;
     seq = e->seq;
     pthread_mutex_unlock(&cemu_lock);
@@ -563,13 +595,20 @@ cudaError_t cemu_capture_end(struct CUstream_st *s, cudaGraph_t *pg)
 
     if (!pg)
         return cudaErrorInvalidValue;
+    struct CUgraph_st *g;
+
     pthread_mutex_lock(&cemu_lock);
-    if (!st->capture)
-        rc = cudaErrorIllegalState;
-    else
-        *pg = st->capture;
+    g = st->capture;
     st->capture = NULL;
     pthread_mutex_unlock(&cemu_lock);
+    if (!g)
+        return cudaErrorIllegalState;
+    if (g->invalidated) {
+        *pg = NULL;
+        cemu_graph_destroy(g);
+        return cudaErrorStreamCaptureInvalidated;
+    }
+    *pg = g;
     return rc;
 }
 
