@@ -130,8 +130,8 @@ static void set_value(struct loader *ld, enum pol_param p, const char *text, enu
         pol_format_value(ld->cfg, p, cur, sizeof(cur));
         describe_range(p, range, sizeof(range));
         diag(ld, POL_LOG_WARN, "%s: %s = '%s' is %s (accepted: %s); keeping %s%s%s", origin,
-             pi->key, text, rc == -ERANGE ? "out of range" : "not valid", range,
-             v->set ? "'" : "", v->set ? cur : "it unset", v->set ? "'" : "");
+             pi->key, text, rc == -ERANGE ? "out of range" : "not valid", range, v->set ? "'" : "",
+             v->set ? cur : "it unset", v->set ? "'" : "");
         return;
     }
     if (pi->type == POL_T_STR || pi->type == POL_T_LIST) {
@@ -273,8 +273,8 @@ static bool apply_text(struct loader *ld, char *text, const char *name, enum pol
         *eq = '\0';
         char *key = trim(l), *val = trim(eq + 1);
         size_t vl = strlen(val);
-        if (vl >= 2 && ((val[0] == '"' && val[vl - 1] == '"') ||
-                        (val[0] == '\'' && val[vl - 1] == '\''))) {
+        if (vl >= 2 &&
+            ((val[0] == '"' && val[vl - 1] == '"') || (val[0] == '\'' && val[vl - 1] == '\''))) {
             val[vl - 1] = '\0';
             val++;
         }
@@ -405,8 +405,8 @@ static void decide_gate(struct pol_config *cfg)
 {
     int64_t forced = pol_int(cfg, POL_ROLLOUT_ARM);
 
-    cfg->rollout_bucket = pol_rollout_bucket(pol_str(cfg, POL_ROLLOUT_SALT), cfg->host,
-                                             cfg->program);
+    cfg->rollout_bucket =
+        pol_rollout_bucket(pol_str(cfg, POL_ROLLOUT_SALT), cfg->host, cfg->program);
     if (forced == POL_FORCE_A)
         cfg->arm = POL_ARM_A;
     else if (forced == POL_FORCE_B)
