@@ -111,7 +111,8 @@ struct emu_qp {
     struct emu_swr *batch;
     unsigned int batch_len;
     int batch_err;
-    pid_t remote_pid; /* owner of dest_qp_num, resolved at RTR */
+    pid_t remote_pid;      /* owner of dest_qp_num, resolved at RTR */
+    uint64_t peer_gone_ms; /* when the responder first saw remote_pid gone */
     bool busy;
     struct emu_qp *next;
 };
