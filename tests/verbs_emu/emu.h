@@ -42,6 +42,7 @@ struct emu_device {
 struct emu_context {
     struct verbs_context vctx;
     struct emu_device *edev;
+    int async_wfd; /* write end of async_fd; nothing is ever written */
 };
 
 struct emu_pd {
