@@ -23,6 +23,9 @@ struct ibv_comp_channel *ibv_create_comp_channel(struct ibv_context *ctx)
         free(c);
         return NULL;
     }
+    /* the progress threads never block on a program that stopped reading
+     * its events: a full pipe drops the event (the CQ stays readable) */
+    fcntl(fds[1], F_SETFL, O_NONBLOCK);
     c->ch.context = ctx;
     c->ch.fd = fds[0];
     c->wfd = fds[1];
