@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -170,6 +171,10 @@ int emu_poll_cq(struct ibv_cq *cq, int n, struct ibv_wc *wc)
         c->count--;
     }
     pthread_mutex_unlock(&c->lock);
+    /* programs busy-poll: an empty poll lets the progress threads run, or
+     * on a machine with few cores every hand-off waits for a time slice */
+    if (got == 0)
+        sched_yield();
     return got;
 }
 
