@@ -34,7 +34,8 @@ static const struct tool_case emu_cases[] = {
     {"ibv_devinfo", "-v", false, NULL},
     {"ibv_rc_pingpong", "", true, NULL},
     {"ibv_rc_pingpong", "-e", true, NULL},
-    {"ibv_rc_pingpong", "-s 1048576", true, NULL},
+    {"ibv_rc_pingpong", "-s 1048576 -c", true, NULL}, /* -c: received data checked */
+    {"ibv_rc_pingpong", "-N -c", true, NULL},         /* the ibv_wr_* API */
     {"ib_write_bw", "-n 100", true, NULL},
     {"ib_read_bw", "-n 100", true, NULL},
     {"ib_send_bw", "-n 100", true, NULL},
