@@ -218,19 +218,25 @@ enum section_kind { SEC_TOP, SEC_PROFILE, SEC_OTHER };
 
 /*
  * Walk "key = value" lines. Lines at top level are applied when want_profile
- * is NULL; lines of [profile want_profile] when it is not. Returns whether the
- * wanted profile section was seen. text is modified in place.
+ * is NULL; lines of [profile want_profile] when it is not. The top-level pass
+ * leaves [profile checked_profile] alone: the profile pass already reported
+ * its problems. Returns whether the wanted profile section was seen. text is
+ * modified in place.
  */
 static bool apply_text(struct loader *ld, char *text, const char *name, enum pol_source src,
-                       const char *want_profile)
+                       const char *want_profile, const char *checked_profile)
 {
     enum section_kind sec = SEC_TOP;
-    bool in_wanted = false, seen = false, report = (want_profile == NULL);
+    bool in_wanted = false, in_checked = false, seen = false, report = (want_profile == NULL);
     unsigned lineno = 0;
-    char *save = NULL;
 
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    /* Split by hand: strtok_r would swallow empty lines and shift the line
+     * numbers that diagnostics name. */
+    for (char *line = text, *next; line; line = next) {
         char origin[320];
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
         char *hash = strchr(line, '#');
         if (hash)
@@ -252,6 +258,7 @@ static bool apply_text(struct loader *ld, char *text, const char *name, enum pol
             if (sscanf(l + 1, " profile %127s", pname) == 1) {
                 sec = SEC_PROFILE;
                 in_wanted = want_profile && strcmp(pname, want_profile) == 0;
+                in_checked = checked_profile && strcmp(pname, checked_profile) == 0;
                 seen |= in_wanted;
             } else {
                 if (report)
@@ -262,7 +269,7 @@ static bool apply_text(struct loader *ld, char *text, const char *name, enum pol
             continue;
         }
         bool apply = want_profile ? (sec == SEC_PROFILE && in_wanted) : (sec == SEC_TOP);
-        bool check = want_profile ? apply : (sec != SEC_OTHER);
+        bool check = want_profile ? apply : (sec == SEC_TOP || (sec == SEC_PROFILE && !in_checked));
         if (!check)
             continue;
         char *eq = strchr(l, '=');
@@ -329,7 +336,7 @@ static void apply_profile(struct loader *ld, char *file_text, const char *file_n
     /* A [profile NAME] in the config file wins over a shipped one. */
     if (file_text) {
         snprintf(copy, sizeof(copy), "%s", file_text);
-        if (apply_text(ld, copy, file_name, POL_SRC_PROFILE, name))
+        if (apply_text(ld, copy, file_name, POL_SRC_PROFILE, name, NULL))
             return;
     }
     for (size_t i = 0; i < pol_nprofiles; i++) {
@@ -337,7 +344,7 @@ static void apply_profile(struct loader *ld, char *file_text, const char *file_n
             char origin[POL_NAME_MAX + 16];
             snprintf(copy, sizeof(copy), "%s", pol_profiles[i].text);
             snprintf(origin, sizeof(origin), "profile %s", name);
-            apply_text(ld, copy, origin, POL_SRC_PROFILE, NULL);
+            apply_text(ld, copy, origin, POL_SRC_PROFILE, NULL, NULL);
             return;
         }
     }
@@ -490,8 +497,9 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
     }
     apply_profile(&ld, have_file ? file_text : NULL, path);
     if (have_file) {
+        const char *checked = pol_str(cfg, POL_PROFILE);
         snprintf(scratch, sizeof(scratch), "%s", file_text);
-        apply_text(&ld, scratch, path, POL_SRC_FILE, NULL);
+        apply_text(&ld, scratch, path, POL_SRC_FILE, NULL, *checked ? checked : NULL);
     }
     apply_env(&ld);
 
