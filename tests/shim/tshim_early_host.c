@@ -1,0 +1,13 @@
+/* The executable of the early-constructor test: all the work happened in
+ * libtshim_early.so's constructor before main. */
+#include <stdio.h>
+#include <unistd.h>
+
+extern int tshim_early_ok;
+
+int main(void)
+{
+    printf("pid %d\n", (int)getpid());
+    printf("early registration %s\n", tshim_early_ok ? "ok" : "failed");
+    return tshim_early_ok ? 0 : 1;
+}
