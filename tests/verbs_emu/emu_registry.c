@@ -148,6 +148,8 @@ int emu_reg_open(void)
     }
     emu_reg = reg;
 out_close:
+    /* explicit: the mapping keeps the open file (and its flock) alive */
+    flock(fd, LOCK_UN);
     close(fd);
 out_unlock:
     pthread_mutex_unlock(&emu_reg_open_lock);
