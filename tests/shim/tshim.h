@@ -22,10 +22,10 @@ struct tshim_run {
     char stats[300]; /* TESHIM_STATS_DIR */
     char *env[64];
     unsigned nenv;
-    int status;  /* exit status, or 128 + signal */
-    char *out;   /* the command's stdout and stderr, NUL-terminated */
+    int status; /* exit status, or 128 + signal */
+    char *out;  /* the command's stdout and stderr, NUL-terminated */
     char *err;
-    pid_t pid;   /* from the host's "pid N" line; 0 if none */
+    pid_t pid; /* from the host's "pid N" line; 0 if none */
     /* the record, one parsed object per line */
     struct tsc_json *lines[TSHIM_MAX_REC];
     unsigned nlines;

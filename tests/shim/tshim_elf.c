@@ -5,6 +5,7 @@
  */
 #include "tshim.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,7 @@ static void hook_rows(const char *def, char *list, size_t cap)
 START_TEST(exports_only_versioned_hooks)
 {
     static const char *const defs[] = {"shim/shim_hooks_ibv.def", "shim/shim_hooks_cuda.def",
-                                        "shim/shim_hooks_sock.def"};
+                                       "shim/shim_hooks_sock.def"};
     char rows[16384] = "";
     unsigned nrows = 0;
 
@@ -129,7 +130,7 @@ START_TEST(exports_only_versioned_hooks)
         char num[16], value[32], size[32], type[16], bind[16], vis[16], ndx[16], name[256];
         if (sscanf(line, "%15s %31s %31s %15s %15s %15s %15s %255s", num, value, size, type, bind,
                    vis, ndx, name) != 8 ||
-            strchr(num, ':') == NULL)
+            !isdigit((unsigned char)num[0]) || strchr(num, ':') == NULL)
             continue;
         if (strcmp(ndx, "UND") == 0 || strcmp(bind, "LOCAL") == 0)
             continue;

@@ -99,9 +99,9 @@ static void step_reg(const char *step, const char *kind, char *arg)
         mr = ibv_reg_mr(host.pd, buf, len,
                         IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
     } else if (strcmp(kind, "reg_atomic") == 0) {
-        mr = ibv_reg_mr(host.pd, buf, len,
-                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
-                            IBV_ACCESS_REMOTE_ATOMIC);
+        mr =
+            ibv_reg_mr(host.pd, buf, len,
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC);
     } else if (strcmp(kind, "reg_rt") == 0) {
         char *acc = strchr(arg, ':');
         int access = acc ? (int)strtol(acc + 1, NULL, 0) : IBV_ACCESS_LOCAL_WRITE;
@@ -132,9 +132,9 @@ static void step_rereg(const char *step, char *arg)
 
     if (!mr)
         die("ibv_reg_mr before rereg");
-    int rc = ibv_rereg_mr(mr, IBV_REREG_MR_CHANGE_ACCESS, NULL, NULL, 0,
-                          IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
-                              IBV_ACCESS_REMOTE_READ);
+    int rc =
+        ibv_rereg_mr(mr, IBV_REREG_MR_CHANGE_ACCESS, NULL, NULL, 0,
+                     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
     printf("%s rc=%d\n", step, rc);
     ibv_dereg_mr(mr);
     free(buf);
@@ -182,8 +182,8 @@ static void step_qp(const char *step, bool grh)
     a.pkey_index = 0;
     a.port_num = 1;
     a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-    rc = ibv_modify_qp(qp, &a,
-                       IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+    rc =
+        ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
     if (rc) {
         errno = rc;
         die("modify_qp to INIT");

@@ -13,7 +13,7 @@
 #define REG_DMABUF "ibv_reg_dmabuf_mr@IBVERBS_1.12"
 #define REREG "ibv_rereg_mr@IBVERBS_1.1"
 #define MODIFY_QP "ibv_modify_qp@IBVERBS_1.1"
-#define QPS_RTR 3
+#define QPS_RTR 2   /* IBV_QPS_RTR */
 #define LW_RW_RR 7u /* LOCAL_WRITE | REMOTE_WRITE | REMOTE_READ */
 
 static void policy_on(struct tshim_run *r)
@@ -110,8 +110,7 @@ START_TEST(injected_on_every_entry_point)
     ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "injected"), 2);
     ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "not_applicable"), 2);
     static const char *const zero[] = {"observed", "skipped_by_policy", "fallbacks", "errors"};
-    static const char *const hooks[] = {REG_1_1, REG_IOVA, REG_IOVA2, REG_DMABUF, REREG,
-                                        MODIFY_QP};
+    static const char *const hooks[] = {REG_1_1, REG_IOVA, REG_IOVA2, REG_DMABUF, REREG, MODIFY_QP};
     for (size_t h = 0; h < 6; h++)
         for (size_t c = 0; c < 4; c++)
             ck_assert_msg(tshim_ctr(rep, hooks[h], zero[c]) == 0, "%s %s", hooks[h], zero[c]);

@@ -19,9 +19,23 @@ static void policy_on(struct tshim_run *r)
     tshim_env(r, "TESHIM_RDMA_TRAFFIC_CLASS", "106");
 }
 
+/* The dynamic linker's "calling init: PATH" line for a path ending in
+ * name; NULL if there is none. */
+static const char *init_line(const char *err, const char *name)
+{
+    size_t nl = strlen(name);
+
+    for (const char *p = err; (p = strstr(p, "calling init: ")); p++) {
+        const char *eol = strchr(p, '\n');
+        if (eol && (size_t)(eol - p) > nl && strncmp(eol - nl, name, nl) == 0)
+            return p;
+    }
+    return NULL;
+}
+
 /*
  * libtshim_early.so is a DT_NEEDED library of the executable and registers
- * memory in its constructor. LD_DEBUG=init shows the order the dynamic
+ * memory in its constructor. LD_DEBUG=libs shows the order the dynamic
  * linker ran initialisers in, interleaved on stderr with the library's own
  * line: the registration must come before libteshim.so's initialiser, so
  * the hook really initialised teshim lazily, and still applied the policy.
@@ -33,15 +47,15 @@ START_TEST(hook_before_constructor)
 
     tshim_init(&r, true);
     policy_on(&r);
-    tshim_env(&r, "LD_DEBUG", "init");
+    /* "libs" includes the "calling init: PATH" lines. */
+    tshim_env(&r, "LD_DEBUG", "libs");
     tshim_exec(&r, argv);
     tshim_ck(&r, r.status == 0);
     tshim_ck(&r, strstr(r.out, "early registration ok") != NULL);
-    const char *early_init = strstr(r.err, "calling init: ");
+    const char *own = init_line(r.err, "/libtshim_early.so");
     const char *early = strstr(r.err, "tshim_early: constructor registering");
-    const char *teshim = strstr(r.err, "libteshim.so\n");
-    const char *own = strstr(r.err, "libtshim_early.so");
-    tshim_ck(&r, early && teshim && own && early_init);
+    const char *teshim = init_line(r.err, "/libteshim.so");
+    tshim_ck(&r, early && teshim && own);
     /* libtshim_early.so's initialiser is announced, it registers, and only
      * then does the dynamic linker call libteshim.so's. */
     tshim_ck(&r, own < early);
@@ -86,7 +100,8 @@ START_TEST(fork_child_separate_report)
     ck_assert_int_eq(tshim_ctr(kid, REG_IOVA2, "calls"), 1);
     ck_assert_int_eq(tshim_ctr(kid, REG_IOVA2, "injected"), 1);
     ck_assert_int_eq(tshim_ctr(kid, REG_IOVA2, "bytes"), 1 << 20);
-    ck_assert_str_eq(tsc_json_str(kid, "policy_hash", "a"), tsc_json_str(parent, "policy_hash", "b"));
+    ck_assert_str_eq(tsc_json_str(kid, "policy_hash", "a"),
+                     tsc_json_str(parent, "policy_hash", "b"));
     tsc_json_free(parent);
     tsc_json_free(kid);
 }
@@ -154,7 +169,7 @@ START_TEST(compat_1_0_not_intercepted)
     tshim_exec(&r, argv);
     tshim_ck(&r, r.status == 0);
     /* The same answer as without teshim, from the same function. */
-    tshim_ck(&r, strcmp(r.out, base.out) == 0);
+    tshim_ck(&r, strcmp(strchr(r.out, '\n'), strchr(base.out, '\n')) == 0);
     unsigned n10 = 0;
     for (unsigned i = 0; i < tshim_rec_count(&r, "unsupported", NULL); i++)
         n10 += strcmp(tsc_json_str(tshim_rec(&r, "unsupported", NULL, i), "symbol", ""),
