@@ -365,8 +365,10 @@ static void apply_env(struct loader *ld)
         if (strncmp(*e, "TESHIM_", 7) != 0 || !(eq = strchr(*e, '=')))
             continue;
         snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
-        if (strcmp(name, "TESHIM_CONFIG") == 0)
-            continue; /* consumed when the file was chosen */
+        /* TESHIM_CONFIG was consumed when the file was chosen; TESHIM_LIBRARY
+         * is the teshim command's (which libteshim.so to preload). */
+        if (strcmp(name, "TESHIM_CONFIG") == 0 || strcmp(name, "TESHIM_LIBRARY") == 0)
+            continue;
         int p = pol_find_env(name);
         if (p < 0) {
             const char *s = pol_suggest(name, true);

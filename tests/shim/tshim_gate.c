@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -218,6 +219,39 @@ START_TEST(bad_setting_reported_once)
 }
 END_TEST
 
+/* With log.file set, the configuration's warnings go to the file (once),
+ * not to the application's stderr; log.level filters them like any other. */
+START_TEST(config_warnings_follow_log_settings)
+{
+    struct tshim_run r;
+    char *log = NULL;
+
+    tshim_init(&r, true);
+    tshim_env(&r, "TESHIM_RDMA_TRAFFIC_CLASS", "999");
+    tshim_env(&r, "TESHIM_LOG_FILE", tshim_path(&r, "teshim.log"));
+    tshim_env(&r, "TESHIM_LIBRARY", tshim_build("lib/libteshim.so"));
+    tshim_host(&r, "reg_rt:1M:7", NULL);
+    tshim_ck(&r, strstr(r.err, "teshim[") == NULL);
+    FILE *f = fopen(tshim_path(&r, "teshim.log"), "r");
+    tshim_ck(&r, f != NULL);
+    size_t cap = 0;
+    ck_assert_int_gt(getdelim(&log, &cap, '\0', f), 0);
+    fclose(f);
+    ck_assert_msg(tshim_strcount(log, "rdma.traffic_class = '999'") == 1, "%s", log);
+    ck_assert_msg(tshim_strcount(log, "teshim[") == 1, "%s", log);
+    free(log);
+    struct tsc_json *rep = tshim_report(&r, 0);
+    ck_assert_int_eq((int)tsc_json_num(rep, "config_warnings", -1), 1);
+    tsc_json_free(rep);
+
+    tshim_init(&r, true);
+    tshim_env(&r, "TESHIM_RDMA_TRAFFIC_CLASS", "999");
+    tshim_env(&r, "TESHIM_LOG_LEVEL", "error");
+    tshim_host(&r, "reg_rt:1M:7", NULL);
+    tshim_ck(&r, strstr(r.err, "teshim[") == NULL);
+}
+END_TEST
+
 Suite *tshim_gate_suite(void)
 {
     Suite *s = suite_create("shim_gate");
@@ -231,6 +265,7 @@ Suite *tshim_gate_suite(void)
     tcase_add_test(tc, program_out_of_scope);
     tcase_add_test(tc, device_out_of_scope);
     tcase_add_test(tc, bad_setting_reported_once);
+    tcase_add_test(tc, config_warnings_follow_log_settings);
     suite_add_tcase(s, tc);
     return s;
 }
