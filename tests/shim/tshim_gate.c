@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <unistd.h>
+
+#include "pol.h"
 
 #define REG_1_1 "ibv_reg_mr@IBVERBS_1.1"
 #define REG_IOVA2 "ibv_reg_mr_iova2@IBVERBS_1.8"
@@ -219,6 +222,40 @@ START_TEST(bad_setting_reported_once)
 }
 END_TEST
 
+/* The arm of a (host, program) identity is the same in every run and is
+ * the one pol_rollout_bucket gives; the report names it. */
+START_TEST(rollout_arm_stable)
+{
+    struct utsname un;
+    const char *want_arm = NULL, *hash = NULL;
+
+    ck_assert_int_eq(uname(&un), 0);
+    bool in_b = pol_rollout_bucket("tshim-salt", un.nodename, "tshim_host") < 5000;
+    for (int i = 0; i < 3; i++) {
+        struct tshim_run r;
+        tshim_init(&r, true);
+        policy_on(&r);
+        tshim_env(&r, "TESHIM_ROLLOUT_PERCENT", "50");
+        tshim_env(&r, "TESHIM_ROLLOUT_SALT", "tshim-salt");
+        /* kill_switch.file is part of the hashed policy: the same in every run. */
+        tshim_env(&r, "TESHIM_KILL_SWITCH_FILE", "/nonexistent/tshim-kill-switch");
+        tshim_host(&r, "reg_rt:1M:7", NULL);
+        unsigned access = (unsigned)tshim_num(tshim_rec(&r, "reg_mr", NULL, 0), "access");
+        tshim_ck(&r, ((access & TSHIM_RO) != 0) == in_b);
+        struct tsc_json *rep = tshim_report(&r, 0);
+        ck_assert_str_eq(tsc_json_str(rep, "arm", ""), in_b ? "B" : "A");
+        ck_assert_str_eq(tsc_json_str(rep, "gate", ""), in_b ? "enforce" : "arm-a");
+        if (!want_arm) {
+            want_arm = strdup(tsc_json_str(rep, "arm", ""));
+            hash = strdup(tsc_json_str(rep, "policy_hash", ""));
+        }
+        ck_assert_str_eq(tsc_json_str(rep, "arm", ""), want_arm);
+        ck_assert_str_eq(tsc_json_str(rep, "policy_hash", ""), hash);
+        tsc_json_free(rep);
+    }
+}
+END_TEST
+
 /* With log.file set, the configuration's warnings go to the file (once),
  * not to the application's stderr; log.level filters them like any other. */
 START_TEST(config_warnings_follow_log_settings)
@@ -260,6 +297,7 @@ Suite *tshim_gate_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, observe_mode);
     tcase_add_test(tc, arm_a);
+    tcase_add_test(tc, rollout_arm_stable);
     tcase_add_test(tc, kill_switch_env);
     tcase_add_test(tc, kill_switch_file);
     tcase_add_test(tc, program_out_of_scope);

@@ -5,6 +5,8 @@
 #include "tshim.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define REG_1_1 "ibv_reg_mr@IBVERBS_1.1"
@@ -293,6 +295,51 @@ START_TEST(error_conventions)
 }
 END_TEST
 
+/* A PCIe config space whose Express capability has RlxdOrd set or clear. */
+static void fake_pcie(struct tshim_run *r, const char *dev, bool ro)
+{
+    unsigned char cfg[256] = {0};
+    char cmd[800], path[800];
+
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/sys/class/infiniband/%s/device", r->dir, dev);
+    ck_assert_int_eq(system(cmd), 0);
+    cfg[0x06] = 0x10; /* status: capability list */
+    cfg[0x34] = 0x40;
+    cfg[0x40] = 0x10;             /* PCI Express */
+    cfg[0x48] = ro ? 0x30 : 0x20; /* Device Control, RlxdOrd = bit 4 */
+    snprintf(path, sizeof(path), "%s/sys/class/infiniband/%s/device/config", r->dir, dev);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(cfg, 1, sizeof(cfg), f), sizeof(cfg));
+    fclose(f);
+}
+
+/* auto: only on devices whose PCIe function has relaxed ordering enabled. */
+START_TEST(auto_follows_pcie_state)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, true);
+    fake_pcie(&r, "emu0", true);
+    fake_pcie(&r, "emu1", false);
+    tshim_env(&r, "VERBS_EMU_DEVICES", "3");
+    tshim_env(&r, "TESHIM_RDMA_RELAXED_ORDERING", "auto");
+    tshim_env(&r, "TESHIM_RDMA_SYSFS_ROOT", tshim_path(&r, "sys"));
+    tshim_host(&r, "reg_rt:1M:7", "reg_rt:1M:7", "-d", "1", "reg_rt:1M:7", "-d", "2", "reg_rt:1M:7",
+               NULL);
+    tshim_ck(&r, rec_access(&r, "reg_mr", NULL, 0) == (7u | TSHIM_RO));
+    tshim_ck(&r, rec_access(&r, "reg_mr", NULL, 1) == (7u | TSHIM_RO));
+    /* RlxdOrd clear, and no config space at all (unknown: left off). */
+    tshim_ck(&r, rec_access(&r, "reg_mr", NULL, 2) == 7u);
+    tshim_ck(&r, rec_access(&r, "reg_mr", NULL, 3) == 7u);
+    struct tsc_json *rep = tshim_report(&r, 0);
+    ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "injected"), 2);
+    ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "not_applicable"), 2);
+    tsc_json_free(rep);
+    tshim_ck(&r, r.err[0] == '\0');
+}
+END_TEST
+
 Suite *tshim_inject_suite(void)
 {
     Suite *s = suite_create("shim_inject");
@@ -305,6 +352,7 @@ Suite *tshim_inject_suite(void)
     tcase_add_test(tc, below_size_threshold);
     tcase_add_test(tc, remote_atomics_kept_strict);
     tcase_add_test(tc, application_ro_untouched);
+    tcase_add_test(tc, auto_follows_pcie_state);
     tcase_add_test(tc, fallback_on_einval);
     tcase_add_test(tc, unrelated_einval_is_not_a_fallback);
     tcase_add_test(tc, error_conventions);

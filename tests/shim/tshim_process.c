@@ -4,6 +4,7 @@
  */
 #include "tshim.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,41 @@ START_TEST(fork_child_separate_report)
 }
 END_TEST
 
+/* The same with live statistics on (the default): the child gets a segment
+ * of its own, and every process removes its segment at exit. */
+START_TEST(fork_child_live_stats)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, true);
+    policy_on(&r);
+    tshim_unenv(&r, "TESHIM_STATS_LIVE");
+    tshim_host(&r, "reg_rt:1M:7", "fork", "exec", NULL);
+    pid_t child = (pid_t)tshim_out(&r, "fork", "child");
+    pid_t exec_child = (pid_t)tshim_out(&r, "exec", "child");
+    struct tsc_json *parent = tshim_report(&r, r.pid), *kid = tshim_report(&r, child);
+    ck_assert_int_eq(tshim_ctr(parent, REG_IOVA2, "calls"), 1);
+    ck_assert_int_eq(tshim_ctr(kid, REG_IOVA2, "calls"), 1);
+    tsc_json_free(parent);
+    tsc_json_free(kid);
+    kid = tshim_report(&r, exec_child);
+    ck_assert_int_eq(tshim_ctr(kid, REG_IOVA2, "calls"), 1);
+    tsc_json_free(kid);
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *dash = strrchr(e->d_name, '-');
+        if (strncmp(e->d_name, "teshim-", 7) != 0 || !dash)
+            continue;
+        pid_t p = (pid_t)atoi(dash + 1);
+        ck_assert_msg(p != r.pid && p != child && p != exec_child, "segment %s left behind",
+                      e->d_name);
+    }
+    closedir(d);
+}
+END_TEST
+
 /* fork + exec: the new image loads teshim again (LD_PRELOAD is inherited)
  * and reports under the child's pid. */
 START_TEST(exec_child_under_shim)
@@ -195,6 +231,7 @@ Suite *tshim_process_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, hook_before_constructor);
     tcase_add_test(tc, fork_child_separate_report);
+    tcase_add_test(tc, fork_child_live_stats);
     tcase_add_test(tc, exec_child_under_shim);
     tcase_add_test(tc, threads_count_exactly);
     tcase_add_test(tc, compat_1_0_not_intercepted);
