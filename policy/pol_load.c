@@ -214,6 +214,26 @@ static char *trim(char *s)
     return s;
 }
 
+/* Split a trimmed "key = value" line in place, the value without matching
+ * quotes around it; false if there is no '='. */
+static bool split_kv(char *l, char **key, char **val)
+{
+    char *eq = strchr(l, '=');
+
+    if (!eq)
+        return false;
+    *eq = '\0';
+    *key = trim(l);
+    *val = trim(eq + 1);
+    size_t vl = strlen(*val);
+    char q = vl >= 2 ? (*val)[0] : '\0';
+    if ((q == '"' || q == '\'') && (*val)[vl - 1] == q) {
+        (*val)[vl - 1] = '\0';
+        (*val)++;
+    }
+    return true;
+}
+
 enum section_kind { SEC_TOP, SEC_PROFILE, SEC_OTHER };
 
 /*
@@ -272,18 +292,10 @@ static bool apply_text(struct loader *ld, char *text, const char *name, enum pol
         bool check = want_profile ? apply : (sec == SEC_TOP || (sec == SEC_PROFILE && !in_checked));
         if (!check)
             continue;
-        char *eq = strchr(l, '=');
-        if (!eq) {
+        char *key, *val;
+        if (!split_kv(l, &key, &val)) {
             diag(ld, POL_LOG_WARN, "%s: expected 'key = value', got '%s'", origin, l);
             continue;
-        }
-        *eq = '\0';
-        char *key = trim(l), *val = trim(eq + 1);
-        size_t vl = strlen(val);
-        if (vl >= 2 &&
-            ((val[0] == '"' && val[vl - 1] == '"') || (val[0] == '\'' && val[vl - 1] == '\''))) {
-            val[vl - 1] = '\0';
-            val++;
         }
         int p = pol_find_key(key);
         if (p < 0) {
@@ -485,16 +497,15 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
         snprintf(scratch, sizeof(scratch), "%s", file_text);
         for (char *save = NULL, *l = strtok_r(scratch, "\n", &save); l;
              l = strtok_r(NULL, "\n", &save)) {
+            char *h = strchr(l, '#'), *key, *val;
+            if (h)
+                *h = '\0';
             char *t = trim(l);
             if (*t == '[')
                 break;
-            if (strncmp(t, "profile", 7) == 0 && strchr(t, '=')) {
-                char *v = trim(strchr(t, '=') + 1);
-                char *h = strchr(v, '#');
-                if (h)
-                    *h = '\0';
-                set_value(&ld, POL_PROFILE, trim(v), POL_SRC_FILE, path);
-            }
+            /* Read as the top-level pass will: the whole key, quotes stripped. */
+            if (split_kv(t, &key, &val) && strcmp(key, "profile") == 0)
+                set_value(&ld, POL_PROFILE, val, POL_SRC_FILE, path);
         }
     }
     apply_profile(&ld, have_file ? file_text : NULL, path);

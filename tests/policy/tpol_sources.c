@@ -288,6 +288,53 @@ START_TEST(policy_hash)
 }
 END_TEST
 
+/* The profile line is read like every other line: quotes stripped, the key
+ * matched whole (a typo does not select a profile). */
+START_TEST(file_profile_line_parsed_like_others)
+{
+    struct tpol t;
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG", tpol_write(&t, "a.conf", "profile = \"rdma-ro-tc\"\n"));
+    tpol_eq(&t, tpol_load(&t), 0);
+    ck_assert_str_eq(pol_str(&t.cfg, POL_PROFILE), "rdma-ro-tc");
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_RELAXED_ORDERING), POL_RO_AUTO);
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG", tpol_write(&t, "b.conf", "profiles = rdma-ro-tc\n"));
+    tpol_eq(&t, tpol_load(&t), 1);
+    tpol_eq(&t, tpol_count(&t, "unknown key 'profiles'", "did you mean 'profile'", NULL), 1);
+    ck_assert_str_eq(pol_str(&t.cfg, POL_PROFILE), "");
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_RELAXED_ORDERING), POL_RO_OFF);
+}
+END_TEST
+
+START_TEST(config_file_crlf_and_size)
+{
+    struct tpol t;
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG",
+             tpol_write(&t, "crlf.conf",
+                        "rdma.traffic_class = 5\r\n[profile p]\r\nrdma.service_level = 1\r\n"));
+    tpol_env(&t, "TESHIM_PROFILE", "p");
+    tpol_eq(&t, tpol_load(&t), 0);
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_TRAFFIC_CLASS), 5);
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_SERVICE_LEVEL), 1);
+
+    /* Larger than the loader reads: reported, defaults and environment used. */
+    static char big[70 * 1024];
+    for (size_t i = 0; i + 1 < sizeof(big); i++)
+        big[i] = (i % 64 == 63) ? '\n' : '#';
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG", tpol_write(&t, "big.conf", big));
+    tpol_env(&t, "TESHIM_RDMA_TRAFFIC_CLASS", "9");
+    tpol_eq(&t, tpol_load(&t), 1);
+    tpol_eq(&t, tpol_count(&t, "big.conf", "larger than 64 KiB", NULL), 1);
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_TRAFFIC_CLASS), 9);
+}
+END_TEST
+
 Suite *tpol_sources_suite(void)
 {
     Suite *s = suite_create("policy_sources");
@@ -303,6 +350,8 @@ Suite *tpol_sources_suite(void)
     tcase_add_test(tc, unknown_profile_reported_once);
     tcase_add_test(tc, load_is_repeatable);
     tcase_add_test(tc, policy_hash);
+    tcase_add_test(tc, file_profile_line_parsed_like_others);
+    tcase_add_test(tc, config_file_crlf_and_size);
     suite_add_tcase(s, tc);
     tc = tcase_create("config_path");
     tcase_add_test(tc, config_path_teshim_config_first);
