@@ -42,6 +42,7 @@ struct emu_device {
 struct emu_context {
     struct verbs_context vctx;
     struct emu_device *edev;
+    int async_wfd; /* write end of async_fd; nothing is ever written */
 };
 
 struct emu_pd {
@@ -111,7 +112,8 @@ struct emu_qp {
     struct emu_swr *batch;
     unsigned int batch_len;
     int batch_err;
-    pid_t remote_pid; /* owner of dest_qp_num, resolved at RTR */
+    pid_t remote_pid;      /* owner of dest_qp_num, resolved at RTR */
+    uint64_t peer_gone_ms; /* when the responder first saw remote_pid gone */
     bool busy;
     struct emu_qp *next;
 };

@@ -436,6 +436,7 @@ static struct ibv_context *emu_open(struct emu_device *d)
 {
     struct emu_context *ec = calloc(1, sizeof(*ec));
     struct ibv_context *ctx;
+    int fds[2];
 
     if (ec == NULL) {
         errno = ENOMEM;
@@ -454,8 +455,14 @@ static struct ibv_context *emu_open(struct emu_device *d)
     ctx->ops.post_send = emu_post_send;
     ctx->ops.post_recv = emu_post_recv;
     ctx->num_comp_vectors = 1;
-    /* no asynchronous events are generated; the fd exists for poll() */
-    ctx->async_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    /* no asynchronous events are generated: async_fd is a pipe that never
+     * becomes readable until the context is closed */
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        free(ec);
+        return NULL;
+    }
+    ctx->async_fd = fds[0];
+    ec->async_wfd = fds[1];
     ctx->cmd_fd = -1;
     pthread_mutex_init(&ctx->mutex, NULL);
     return ctx;
@@ -496,16 +503,21 @@ int ibv_close_device(struct ibv_context *ctx)
     emu_rec_begin(&r, "close_device");
     emu_rec_str(&r, "dev", ctx->device->name);
     emu_rec_end(&r);
-    if (ctx->async_fd >= 0)
-        close(ctx->async_fd);
+    close(ec->async_wfd); /* wakes a thread blocked in ibv_get_async_event */
+    close(ctx->async_fd);
     free(ec);
     return 0;
 }
 
 int ibv_get_async_event(struct ibv_context *ctx, struct ibv_async_event *event)
 {
-    /* no asynchronous events: report "nothing" the way a non-blocking fd would */
-    errno = EAGAIN;
+    char c;
+
+    /* no asynchronous events are generated: like the real call this blocks
+     * on async_fd (or fails with EAGAIN if the program made it
+     * non-blocking) and returns -1 once the context is closed */
+    if (read(ctx->async_fd, &c, 1) == 0)
+        errno = ENODEV;
     return -1;
 }
 

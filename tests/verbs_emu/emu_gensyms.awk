@@ -82,6 +82,12 @@ $4 != "FUNC" && $4 != "OBJECT" { next }
         }
         next
     }
+    params = "(void)"
+    eq = index(row, " = ")
+    if (eq > 0) {
+        params = substr(row, eq + 3)
+        split(substr(row, 1, eq - 1), r, " ")
+    }
     conv = r[2]
     rtype = r[3]
     for (i = 4; i in r; i++)
@@ -102,7 +108,9 @@ $4 != "FUNC" && $4 != "OBJECT" { next }
         print "emu_gensyms: unknown convention '" conv "' for " sym > "/dev/stderr"
         exit 1
     }
-    stubs = stubs sprintf("%s %s(void);\n%s %s(void)\n{\n%s}\n", rtype, fn, rtype, fn, body)
+    stubs = stubs sprintf("%s %s%s;\n%s %s%s\n{\n%s}\n", rtype, fn, params, rtype, fn, params, body)
+    if (eq > 0 && isdef)
+        stubs = stubs sprintf("_Static_assert(__builtin_types_compatible_p(__typeof__(&%s), __typeof__(&%s)),\n\t       \"stub type differs from verbs.h: %s\");\n", name, fn, name)
     stubs = stubs sprintf("__asm__(\".symver %s,%s%s%s\");\n\n", fn, name, isdef ? "@@" : "@", ver)
 }
 END {

@@ -179,7 +179,12 @@ static struct emu_qp *emu_find_qp_locked(uint32_t qpn)
     return NULL;
 }
 
-static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct emu_reply *rep)
+/* Handles one request with emu_w_lock held; a successful receive's
+ * completion is returned in *wc / *cq, to be pushed after the reply went
+ * out (hardware sends the ACK whatever the receiving program does next;
+ * a program that exits on its last completion must not lose the ACK). */
+static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct emu_reply *rep,
+                        struct ibv_wc *wcp, struct emu_cq **cqp)
 {
     struct emu_qp *q;
     uint32_t slots;
@@ -189,11 +194,11 @@ static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct 
     int wc_status = IBV_WC_SUCCESS;
 
     memset(rep, 0, sizeof(*rep));
-    pthread_mutex_lock(&emu_w_lock);
+    *cqp = NULL;
     q = emu_find_qp_locked(m->dst_qpn);
     if (q == NULL) {
         rep->status = EMU_R_NOT_READY;
-        goto out_unlock;
+        return;
     }
     pthread_mutex_lock(&q->lock);
     if ((q->attr.qp_state != IBV_QPS_RTR && q->attr.qp_state != IBV_QPS_RTS &&
@@ -253,19 +258,21 @@ static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct 
             wc.wc_flags |= IBV_WC_WITH_IMM;
             wc.imm_data = m->imm;
         }
-        emu_cq_push((struct emu_cq *)q->qpx.qp_base.recv_cq, &wc);
+        *wcp = wc;
+        *cqp = (struct emu_cq *)q->qpx.qp_base.recv_cq;
     }
     rep->status = EMU_R_OK;
 out_qp:
     pthread_mutex_unlock(&q->lock);
-out_unlock:
-    pthread_mutex_unlock(&emu_w_lock);
 }
 
 static int emu_serve(int fd, uint8_t **buf, size_t *cap)
 {
     struct emu_msg m;
     struct emu_reply rep;
+    struct ibv_wc wc;
+    struct emu_cq *cq;
+    int rc;
 
     if (emu_full_io(fd, &m, sizeof(m), false) != 0)
         return -1;
@@ -279,8 +286,13 @@ static int emu_serve(int fd, uint8_t **buf, size_t *cap)
     }
     if (m.op == EMU_MSG_SEND && m.len > 0 && emu_full_io(fd, *buf, m.len, false) != 0)
         return -1;
-    emu_respond(&m, *buf, &rep);
-    return emu_full_io(fd, &rep, sizeof(rep), true);
+    pthread_mutex_lock(&emu_w_lock);
+    emu_respond(&m, *buf, &rep, &wc, &cq);
+    rc = emu_full_io(fd, &rep, sizeof(rep), true);
+    if (cq != NULL)
+        emu_cq_push(cq, &wc);
+    pthread_mutex_unlock(&emu_w_lock);
+    return rc;
 }
 
 static bool emu_pid_gone(pid_t pid)
@@ -288,15 +300,45 @@ static bool emu_pid_gone(pid_t pid)
     return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH;
 }
 
-/* A QP whose peer process died goes to the error state and flushes. */
+static uint64_t emu_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A QP whose peer process died goes to the error state and flushes, after
+ * VERBS_EMU_PEER_GRACE_MS (default 1000; a negative value disables it).
+ * Hardware would notice only when it next sends (retry exhaustion, which
+ * the executor reproduces); the grace lets a program finish polling what
+ * completed before its peer exited, and the flush keeps a program that
+ * only waits for receives from hanging. */
 static void emu_watch_peers(void)
 {
+    static long grace = -2;
+    uint64_t now = emu_now_ms();
+
+    if (grace == -2) {
+        const char *env = getenv("VERBS_EMU_PEER_GRACE_MS");
+
+        grace = env != NULL && *env != '\0' ? strtol(env, NULL, 10) : 1000;
+    }
+    if (grace < 0)
+        return;
     pthread_mutex_lock(&emu_w_lock);
     for (struct emu_qp *q = emu_w_qps; q != NULL; q = q->next) {
+        bool gone;
+
         pthread_mutex_lock(&q->lock);
-        if ((q->attr.qp_state == IBV_QPS_RTR || q->attr.qp_state == IBV_QPS_RTS ||
-             q->attr.qp_state == IBV_QPS_SQD) &&
-            emu_pid_gone(q->remote_pid)) {
+        gone = (q->attr.qp_state == IBV_QPS_RTR || q->attr.qp_state == IBV_QPS_RTS ||
+                q->attr.qp_state == IBV_QPS_SQD) &&
+               emu_pid_gone(q->remote_pid);
+        if (!gone)
+            q->peer_gone_ms = 0;
+        else if (q->peer_gone_ms == 0)
+            q->peer_gone_ms = now;
+        if (gone && now - q->peer_gone_ms >= (uint64_t)grace) {
             emu_log("qp %u: peer process %d is gone, moving to the error state",
                     q->qpx.qp_base.qp_num, (int)q->remote_pid);
             emu_qp_flush_locked(q);
