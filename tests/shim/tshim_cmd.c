@@ -391,6 +391,11 @@ START_TEST(stats_summarises_reports)
     tshim_ck(&s, strstr(s.out, "totals") != NULL);
     tshim_ck(&s, strstr(s.out, "arm B (2 processes)") != NULL);
 
+    /* No report given: a usage error. */
+    teshim(&s, "stats", NULL);
+    tshim_ck(&s, s.status == 2);
+    tshim_ck(&s, strstr(s.err, "no report given") != NULL);
+
     /* Not a report. */
     write_file(tshim_path(&s, "x.json"), "{\"a\": 1}\n");
     teshim(&s, "stats", tshim_path(&s, "x.json"), NULL);
