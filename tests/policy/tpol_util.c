@@ -35,9 +35,28 @@ static int tpol_rm(const char *path, const struct stat *st, int flag, struct FTW
     return 0;
 }
 
-/* Each test runs in a forked child that exits normally: remove its files. */
+/* Environment strings live until the test's process exits. */
+static char **tpol_strings;
+static size_t tpol_nstrings;
+
+static void tpol_keep(char *s)
+{
+    char **n = realloc(tpol_strings, (tpol_nstrings + 1) * sizeof(*n));
+
+    ck_assert_ptr_nonnull(n);
+    tpol_strings = n;
+    tpol_strings[tpol_nstrings++] = s;
+}
+
+/* Each test runs in a forked child that exits normally: remove its files
+ * and free what it kept (leak checkers look after atexit handlers). */
 static void tpol_cleanup(void)
 {
+    for (size_t i = 0; i < tpol_nstrings; i++)
+        free(tpol_strings[i]);
+    free(tpol_strings);
+    tpol_strings = NULL;
+    tpol_nstrings = 0;
     for (unsigned i = 0; i < tpol_ndirs; i++)
         nftw(tpol_dirs[i], tpol_rm, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -73,6 +92,7 @@ void tpol_env(struct tpol *t, const char *name, const char *value)
 
     ck_assert_uint_lt(t->nenv, sizeof(t->env) / sizeof(t->env[0]) - 1);
     ck_assert_int_ge(asprintf(&s, "%s=%s", name, value), 0);
+    tpol_keep(s);
     t->env[t->nenv++] = s;
     t->env[t->nenv] = NULL;
     t->src.environ = t->env;

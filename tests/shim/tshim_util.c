@@ -121,6 +121,11 @@ void tshim_init(struct tshim_run *r, bool preload)
     tshim_env(r, "TESHIM_STATS_LIVE", "off");
     if (preload)
         tshim_env(r, "LD_PRELOAD", tshim_build("lib/libteshim.so"));
+    /* Sanitizer builds: their settings reach the programs too. */
+    static const char *const pass[] = {"ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS"};
+    for (size_t i = 0; i < sizeof(pass) / sizeof(pass[0]); i++)
+        if (getenv(pass[i]))
+            tshim_env(r, pass[i], getenv(pass[i]));
 }
 
 static char *slurp(const char *path)
