@@ -52,9 +52,11 @@ static const char *arena_strndup(struct pol_config *cfg, const char *s, size_t l
 }
 
 /* LIST values are stored normalised: items trimmed, joined by ','. */
+#define POL_LIST_MAX 1024
+
 static const char *store_text(struct pol_config *cfg, enum pol_type type, const char *text)
 {
-    char norm[1024];
+    char norm[POL_LIST_MAX];
     size_t n = 0;
 
     if (type != POL_T_LIST)
@@ -137,7 +139,15 @@ static void set_value(struct loader *ld, enum pol_param p, const char *text, enu
     if (pi->type == POL_T_STR || pi->type == POL_T_LIST) {
         const char *s = store_text(ld->cfg, pi->type, text);
         if (!s) {
-            diag(ld, POL_LOG_WARN, "%s: %s: value too long, ignored", origin, pi->key);
+            /* The value itself is too long to quote: its start and its size. */
+            size_t room = pi->type == POL_T_LIST ? POL_LIST_MAX - 2
+                                                 : sizeof(ld->cfg->arena) - ld->cfg->arena_used - 1;
+            char cur[96];
+            pol_format_value(ld->cfg, p, cur, sizeof(cur));
+            diag(ld, POL_LOG_WARN,
+                 "%s: %s = '%.24s...' is too long (%zu bytes; accepted: at most %zu); "
+                 "keeping '%s'",
+                 origin, pi->key, text, strlen(text), room, cur);
             return;
         }
         v->s = s;

@@ -187,14 +187,17 @@ START_TEST(overlong_value)
         big[i] = (i % 8 == 7) ? ',' : 'a';
     big[n] = '\0';
     load_env_one(&t, "TESHIM_SCOPE_PROGRAMS", big);
-    tpol_eq(&t, tpol_count(&t, "scope.programs", "too long", NULL), 1);
+    tpol_eq(&t,
+            tpol_count(&t, "scope.programs = 'aaaaaaa,", "too long", "20000 bytes", "at most 1022",
+                       "keeping ''", NULL),
+            1);
     ck_assert_str_eq(pol_str(&t.cfg, POL_SCOPE_PROGRAMS), "");
     ck_assert_int_eq(t.cfg.gate, POL_GATE_ENFORCE);
 
     /* A string beyond the configuration's arena. */
     memset(big, 'b', n);
     load_env_one(&t, "TESHIM_LOG_FILE", big);
-    tpol_eq(&t, tpol_count(&t, "log.file", "too long", NULL), 1);
+    tpol_eq(&t, tpol_count(&t, "log.file = 'bbbb", "too long", "20000 bytes", "at most", NULL), 1);
     ck_assert_str_eq(pol_str(&t.cfg, POL_LOG_FILE), "");
     free(big);
 }
