@@ -73,8 +73,9 @@ START_TEST(run_rewrites_unmodified_host)
 
     /* No LD_PRELOAD in the environment: teshim run adds it. */
     tshim_init(&r, false);
-    teshim(&r, "run", "--set", "rdma.relaxed_ordering=on", "--set", "rdma.traffic_class=106", "--",
-           host, "reg_rt:1M:7", "reg_const:1M", "qp:grh", NULL);
+    tshim_unenv(&r, "TESHIM_STATS_DIR");
+    teshim(&r, "run", "--set", "rdma.relaxed_ordering=on", "--set", "rdma.traffic_class=106",
+           "--stats-dir", r.stats, "--", host, "reg_rt:1M:7", "reg_const:1M", "qp:grh", NULL);
     tshim_ck(&r, r.status == 0);
     tshim_ck(&r, tshim_num(tshim_rec(&r, "reg_mr", "ibv_reg_mr_iova2", 0), "access") ==
                      (7u | TSHIM_RO));
@@ -107,6 +108,14 @@ START_TEST(run_keeps_other_preloads_and_status)
     tshim_ck(&r, r.status == 7);
     char want[1200];
     snprintf(want, sizeof(want), "preload=%s:libm.so.6\n", tshim_build("lib/libteshim.so"));
+    tshim_ck(&r, strstr(r.out, want) != NULL);
+
+    /* teshim run inside teshim run: the library is preloaded once. */
+    tshim_init(&r, false);
+    teshim(&r, "run", "--", tshim_build("bin/teshim"), "run", "--", "/bin/sh", "-c",
+           "echo \"preload=$LD_PRELOAD\"", NULL);
+    tshim_ck(&r, r.status == 0);
+    snprintf(want, sizeof(want), "preload=%s\n", tshim_build("lib/libteshim.so"));
     tshim_ck(&r, strstr(r.out, want) != NULL);
 
     /* A command that does not exist. */
@@ -287,6 +296,15 @@ START_TEST(config_sources)
     tshim_ck(&r, strstr(r.out, "gate         observe") != NULL);
     /* Defaults are listed only with --all. */
     tshim_ck(&r, !config_row(&r, "log.level", value, source));
+
+    /* --program: the gate the shim would take for that program. */
+    tshim_env(&r, "TESHIM_SCOPE_PROGRAMS", "vllm*");
+    teshim(&r, "config", "--program", "vllm-worker", NULL);
+    tshim_ck(&r, strstr(r.out, "program      vllm-worker") != NULL);
+    tshim_ck(&r, strstr(r.out, "gate         enforce") != NULL);
+    teshim(&r, "config", "--program", "python3", NULL);
+    tshim_ck(&r, strstr(r.out, "gate         out-of-scope") != NULL);
+    tshim_unenv(&r, "TESHIM_SCOPE_PROGRAMS");
 
     teshim(&r, "config", "--all", NULL);
     tshim_ck(&r, r.status == 0);

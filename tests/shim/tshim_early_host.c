@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 extern int tshim_early_ok;
+extern int tshim_early_threads_ok;
 
 int main(void)
 {
     printf("pid %d\n", (int)getpid());
     printf("early registration %s\n", tshim_early_ok ? "ok" : "failed");
+    printf("early threads registered=%d\n", tshim_early_threads_ok);
     return tshim_early_ok ? 0 : 1;
 }

@@ -74,6 +74,31 @@ START_TEST(hook_before_constructor)
 }
 END_TEST
 
+/* Threads racing into the hooks before the constructor: one initialises,
+ * the others wait for it; every call is counted and rewritten. */
+START_TEST(threads_before_constructor)
+{
+    struct tshim_run r;
+    const char *argv[] = {tshim_build("bin/tshim_early_host"), NULL};
+
+    tshim_init(&r, true);
+    policy_on(&r);
+    tshim_env(&r, "TSHIM_EARLY_THREADS", "8");
+    tshim_exec(&r, argv);
+    tshim_ck(&r, r.status == 0);
+    tshim_ck(&r, tshim_out(&r, "early threads", "registered") == 80);
+    tshim_ck(&r, tshim_rec_count(&r, "reg_mr", "ibv_reg_mr_iova2") == 80);
+    for (unsigned i = 0; i < 80; i++)
+        tshim_ck(&r, tshim_num(tshim_rec(&r, "reg_mr", "ibv_reg_mr_iova2", i), "access") ==
+                         (7u | TSHIM_RO));
+    struct tsc_json *rep = tshim_report(&r, 0);
+    ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "calls"), 80);
+    ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "injected"), 80);
+    ck_assert_int_eq(tshim_ctr(rep, REG_1_1, "injected"), 1);
+    tsc_json_free(rep);
+}
+END_TEST
+
 /* A forked child counts in a report of its own, from zero. */
 START_TEST(fork_child_separate_report)
 {
@@ -230,6 +255,7 @@ Suite *tshim_process_suite(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, hook_before_constructor);
+    tcase_add_test(tc, threads_before_constructor);
     tcase_add_test(tc, fork_child_separate_report);
     tcase_add_test(tc, fork_child_live_stats);
     tcase_add_test(tc, exec_child_under_shim);
