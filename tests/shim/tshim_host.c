@@ -10,6 +10,7 @@
  *   reg_iova:SIZE        ibv_reg_mr_iova, constant flags   -> ibv_reg_mr_iova@IBVERBS_1.7
  *   reg_dmabuf:SIZE      ibv_reg_dmabuf_mr on a memfd      -> ibv_reg_dmabuf_mr@IBVERBS_1.12
  *   rereg:SIZE           register local-only, then ibv_rereg_mr adding remote access
+ *   rereg_atomic:SIZE    register with remote atomics, then rereg without them
  *   reg_bad              a registration the library refuses (length 0): NULL + errno
  *   qp:grh, qp:nogrh     RC QP through INIT to RTR, address with or without GRH
  *   qp_bad               an invalid transition (RESET to RTR): errno as return value
@@ -124,11 +125,15 @@ static void step_reg(const char *step, const char *kind, char *arg)
     free(buf);
 }
 
-static void step_rereg(const char *step, char *arg)
+static void step_rereg(const char *step, const char *kind, char *arg)
 {
     size_t len = parse_size(arg);
     void *buf = calloc(1, len);
-    struct ibv_mr *mr = ibv_reg_mr(host.pd, buf, len, IBV_ACCESS_LOCAL_WRITE);
+    struct ibv_mr *mr = strcmp(kind, "rereg_atomic") == 0
+                            ? ibv_reg_mr(host.pd, buf, len,
+                                         IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                                             IBV_ACCESS_REMOTE_ATOMIC)
+                            : ibv_reg_mr(host.pd, buf, len, IBV_ACCESS_LOCAL_WRITE);
 
     if (!mr)
         die("ibv_reg_mr before rereg");
@@ -327,8 +332,8 @@ int main(int argc, char **argv)
             step_reg(argv[i], step, arg);
         else if (strcmp(step, "reg_bad") == 0)
             step_reg_bad(argv[i]);
-        else if (strcmp(step, "rereg") == 0 && arg)
-            step_rereg(argv[i], arg);
+        else if (strncmp(step, "rereg", 5) == 0 && arg)
+            step_rereg(argv[i], step, arg);
         else if (strcmp(step, "qp") == 0 && arg)
             step_qp(argv[i], strcmp(arg, "grh") == 0);
         else if (strcmp(step, "qp_bad") == 0)

@@ -252,6 +252,34 @@ START_TEST(fallback_on_einval)
 }
 END_TEST
 
+/* The same rule in ibv_rereg_mr: the change of access is retried without
+ * RO (the return value and errno are the verbs ones), and RO stops. */
+START_TEST(fallback_on_einval_rereg)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, true);
+    policy_on(&r);
+    tshim_env(&r, "VERBS_EMU_REJECT_ACCESS", "0x100000");
+    tshim_host(&r, "rereg_atomic:1M", "reg_rt:1M:7", NULL);
+    tshim_ck(&r, tshim_out(&r, "rereg_atomic:1M", "rc") == 0);
+    /* Atomics: the first registration was never a candidate. */
+    tshim_ck(&r, rec_access(&r, "reg_mr", "ibv_reg_mr", 0) == (1u | 2u | 8u));
+    const struct tsc_json *refused = tshim_rec(&r, "rereg_mr", NULL, 0);
+    tshim_ck(&r, tshim_num(refused, "access") == (LW_RW_RR | TSHIM_RO));
+    tshim_ck(&r, tshim_num(refused, "ret") == EINVAL);
+    tshim_ck(&r, rec_access(&r, "rereg_mr", NULL, 1) == LW_RW_RR);
+    tshim_ck(&r, tshim_num(tshim_rec(&r, "rereg_mr", NULL, 1), "ret") == 0);
+    tshim_ck(&r, tshim_rec_count(&r, "rereg_mr", NULL) == 2);
+    tshim_ck(&r, rec_access(&r, "reg_mr", "ibv_reg_mr_iova2", 0) == 7u);
+    struct tsc_json *rep = tshim_report(&r, 0);
+    ck_assert_int_eq(tshim_ctr(rep, REREG, "fallbacks"), 1);
+    ck_assert_int_eq(tshim_ctr(rep, REREG, "errors"), 0);
+    ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "not_applicable"), 1);
+    tsc_json_free(rep);
+}
+END_TEST
+
 /* A registration that fails for a reason of its own (remote write without
  * local write) must not be taken for a refusal of RO. */
 START_TEST(unrelated_einval_is_not_a_fallback)
@@ -354,6 +382,7 @@ Suite *tshim_inject_suite(void)
     tcase_add_test(tc, application_ro_untouched);
     tcase_add_test(tc, auto_follows_pcie_state);
     tcase_add_test(tc, fallback_on_einval);
+    tcase_add_test(tc, fallback_on_einval_rereg);
     tcase_add_test(tc, unrelated_einval_is_not_a_fallback);
     tcase_add_test(tc, error_conventions);
     suite_add_tcase(s, tc);
