@@ -85,6 +85,18 @@ START_TEST(no_pcie_capability)
 }
 END_TEST
 
+/* A function without a capability list (status bit 4 clear) has no PCI
+ * Express capability: not a question of privileges. */
+START_TEST(no_capability_list)
+{
+    struct tpol t;
+
+    tpol_init(&t);
+    write_config(&t, "mlx5_0", 4096, false, true, true);
+    ck_assert_int_eq(pol_pcie_relaxed_ordering(t.dir, "mlx5_0"), -ENOENT);
+}
+END_TEST
+
 START_TEST(missing_device)
 {
     struct tpol t;
@@ -122,6 +134,7 @@ Suite *tpol_sysfs_suite(void)
     tcase_add_test(tc, ro_disabled);
     tcase_add_test(tc, header_only_is_eacces);
     tcase_add_test(tc, no_pcie_capability);
+    tcase_add_test(tc, no_capability_list);
     tcase_add_test(tc, missing_device);
     tcase_add_test(tc, capability_loop_terminates);
     suite_add_tcase(s, tc);
