@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <infiniband/verbs.h>
 #include <poll.h>
@@ -987,6 +988,36 @@ START_TEST(test_record_registrations)
 }
 END_TEST
 
+typedef struct ibv_mr *(*reg_mr_1_0_fn)(void *pd, void *addr, size_t length, int access);
+typedef int (*modify_qp_1_0_fn)(void *qp, struct ibv_qp_attr *attr, int mask);
+
+/* callers of the 1.0 compat versions reach them, recorded as they called */
+START_TEST(test_record_compat_versions)
+{
+    void *h = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_NOLOAD);
+    reg_mr_1_0_fn reg10;
+    modify_qp_1_0_fn mod10;
+    struct ibv_qp_attr a = {.qp_state = IBV_QPS_INIT, .qp_access_flags = 6};
+    static char buf[4096];
+
+    ck_assert_ptr_nonnull(h);
+    *(void **)&reg10 = dlvsym(h, "ibv_reg_mr", "IBVERBS_1.0");
+    *(void **)&mod10 = dlvsym(h, "ibv_modify_qp", "IBVERBS_1.0");
+    ck_assert_ptr_nonnull(reg10);
+    ck_assert_ptr_nonnull(mod10);
+    ck_assert_ptr_ne(*(void **)&reg10, dlvsym(h, "ibv_reg_mr", "IBVERBS_1.1"));
+    errno = 0;
+    ck_assert_ptr_null(reg10(NULL, buf, sizeof(buf), 7));
+    ck_assert_int_eq(errno, EOPNOTSUPP);
+    ck_assert_int_eq(mod10(NULL, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS), EOPNOTSUPP);
+    rec_expect((const char *[]){"\"entry\":\"ibv_reg_mr@IBVERBS_1.0\"", "\"length\":4096",
+                                "\"access\":7,", "\"ret\":95", NULL});
+    rec_expect((const char *[]){"\"entry\":\"ibv_modify_qp@IBVERBS_1.0\"", "\"attr_mask\":9,",
+                                "\"qp_access_flags\":6,", NULL});
+    dlclose(h);
+}
+END_TEST
+
 START_TEST(test_record_modify_qp)
 {
     struct ep_opts o = ep_defaults();
@@ -1072,6 +1103,7 @@ int main(void)
     tcase_add_checked_fixture(rec, rec_setup, rec_teardown);
     tcase_add_test(rec, test_record_registrations);
     tcase_add_test(rec, test_record_modify_qp);
+    tcase_add_test(rec, test_record_compat_versions);
     suite_add_tcase(s, dev);
     suite_add_tcase(s, qp);
     suite_add_tcase(s, rdma);

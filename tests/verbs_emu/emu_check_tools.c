@@ -34,7 +34,8 @@ static const struct tool_case emu_cases[] = {
     {"ibv_devinfo", "-v", false, NULL},
     {"ibv_rc_pingpong", "", true, NULL},
     {"ibv_rc_pingpong", "-e", true, NULL},
-    {"ibv_rc_pingpong", "-s 1048576", true, NULL},
+    {"ibv_rc_pingpong", "-s 1048576 -c", true, NULL}, /* -c: received data checked */
+    {"ibv_rc_pingpong", "-N -c", true, NULL},         /* the ibv_wr_* API */
     {"ib_write_bw", "-n 100", true, NULL},
     {"ib_read_bw", "-n 100", true, NULL},
     {"ib_send_bw", "-n 100", true, NULL},
@@ -114,6 +115,7 @@ static void emu_run_case(const struct tool_case *c, int port, const char *tag,
     unlink(cout);
     if (c->paired) {
         emu_argv(sargv, 32, rec, c->tool, c->args, port, NULL, s1, sizeof(s1));
+        ck_assert_int_gt(port, 0);
         srv = et_spawn(sargv, sout);
         ck_assert_int_gt(srv, 0);
         if (!et_wait_listen(port, 20000)) {
@@ -181,7 +183,7 @@ START_TEST(test_tool)
         c.args = args;
     }
     snprintf(tag, sizeof(tag), "%s-%d", c.tool, _i);
-    emu_run_case(&c, EMU_PORT_BASE + _i, tag,
+    emu_run_case(&c, et_free_port(EMU_PORT_BASE, 100), tag,
                  c.paired                             ? emu_record_paired
                  : strcmp(c.tool, "ibv_devinfo") == 0 ? emu_record_open
                                                       : NULL);
@@ -267,7 +269,7 @@ START_TEST(test_teshim_ro_tc)
     setenv("LD_PRELOAD", lib, 1);
     setenv("TESHIM_RDMA_RELAXED_ORDERING", "on", 1);
     setenv("TESHIM_RDMA_TRAFFIC_CLASS", "106", 1);
-    emu_run_case(&c, EMU_PORT_BASE + 40, "teshim-on", emu_record_teshim_on);
+    emu_run_case(&c, et_free_port(EMU_PORT_BASE, 100), "teshim-on", emu_record_teshim_on);
 }
 END_TEST
 
@@ -282,7 +284,7 @@ START_TEST(test_teshim_kill_switch)
     setenv("TESHIM_RDMA_RELAXED_ORDERING", "on", 1);
     setenv("TESHIM_RDMA_TRAFFIC_CLASS", "106", 1);
     setenv("TESHIM_DISABLE", "1", 1);
-    emu_run_case(&c, EMU_PORT_BASE + 41, "teshim-off", emu_record_teshim_off);
+    emu_run_case(&c, et_free_port(EMU_PORT_BASE, 100), "teshim-off", emu_record_teshim_off);
 }
 END_TEST
 

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +24,9 @@ struct ibv_comp_channel *ibv_create_comp_channel(struct ibv_context *ctx)
         free(c);
         return NULL;
     }
+    /* the progress threads never block on a program that stopped reading
+     * its events: a full pipe drops the event (the CQ stays readable) */
+    fcntl(fds[1], F_SETFL, O_NONBLOCK);
     c->ch.context = ctx;
     c->ch.fd = fds[0];
     c->wfd = fds[1];
@@ -167,6 +171,10 @@ int emu_poll_cq(struct ibv_cq *cq, int n, struct ibv_wc *wc)
         c->count--;
     }
     pthread_mutex_unlock(&c->lock);
+    /* programs busy-poll: an empty poll lets the progress threads run, or
+     * on a machine with few cores every hand-off waits for a time slice */
+    if (got == 0)
+        sched_yield();
     return got;
 }
 

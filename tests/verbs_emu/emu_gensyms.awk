@@ -75,13 +75,10 @@ $4 != "FUNC" && $4 != "OBJECT" { next }
         node[ver] = node[ver] "\t\t" name ";\n"
     }
     split(row, r, " ")
-    if (r[1] == "impl") {
-        if (!isdef) {
-            fn = "emu_compat_" name "_" vtag(ver)
-            stubs = stubs sprintf("__asm__(\".symver %s,%s@%s\");\n", fn, name, ver)
-        }
+    # an emulated non-default version is bound with .symver in the C file
+    # that defines it (emu_compat_NAME_VERSION)
+    if (r[1] == "impl")
         next
-    }
     params = "(void)"
     eq = index(row, " = ")
     if (eq > 0) {

@@ -197,3 +197,23 @@ int ibv_dereg_mr(struct ibv_mr *mr)
     free(mr);
     return 0;
 }
+
+/* ibv_reg_mr@IBVERBS_1.0 takes rdma-core's pre-1.1 structs, which the
+ * emulation does not build: the call is recorded, so that a test can see it
+ * arrived with its arguments untouched, and fails with EOPNOTSUPP. */
+struct ibv_mr *emu_compat_ibv_reg_mr_IBVERBS_1_0(void *pd, void *addr, size_t length, int access);
+struct ibv_mr *emu_compat_ibv_reg_mr_IBVERBS_1_0(void *pd, void *addr, size_t length, int access)
+{
+    struct emu_rec r;
+
+    emu_rec_begin(&r, "reg_mr");
+    emu_rec_str(&r, "entry", "ibv_reg_mr@IBVERBS_1.0");
+    emu_rec_u64(&r, "addr", (uint64_t)(uintptr_t)addr);
+    emu_rec_u64(&r, "length", length);
+    emu_rec_u64(&r, "access", (unsigned int)access);
+    emu_rec_i64(&r, "ret", EOPNOTSUPP);
+    emu_rec_end(&r);
+    errno = EOPNOTSUPP;
+    return NULL;
+}
+__asm__(".symver emu_compat_ibv_reg_mr_IBVERBS_1_0,ibv_reg_mr@IBVERBS_1.0");

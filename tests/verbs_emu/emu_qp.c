@@ -374,6 +374,7 @@ int ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *attr, int mask)
     }
     pthread_mutex_unlock(&q->lock);
     emu_rec_begin(&r, "modify_qp");
+    emu_rec_str(&r, "entry", "ibv_modify_qp");
     emu_rec_u64(&r, "qp_num", qp->qp_num);
     emu_rec_u64(&r, "attr_mask", (unsigned int)mask);
     emu_rec_qp_attr(&r, attr, mask);
@@ -720,3 +721,20 @@ static void emu_wrx_abort(struct ibv_qp_ex *qpx)
     emu_wrx_drop(q);
     pthread_mutex_unlock(&q->lock);
 }
+
+/* ibv_modify_qp@IBVERBS_1.0 takes the pre-1.1 struct ibv_qp (the attribute
+ * struct is unchanged): recorded with its attributes, then EOPNOTSUPP. */
+int emu_compat_ibv_modify_qp_IBVERBS_1_0(void *qp, struct ibv_qp_attr *attr, int mask);
+int emu_compat_ibv_modify_qp_IBVERBS_1_0(void *qp, struct ibv_qp_attr *attr, int mask)
+{
+    struct emu_rec r;
+
+    emu_rec_begin(&r, "modify_qp");
+    emu_rec_str(&r, "entry", "ibv_modify_qp@IBVERBS_1.0");
+    emu_rec_u64(&r, "attr_mask", (unsigned int)mask);
+    emu_rec_qp_attr(&r, attr, mask);
+    emu_rec_i64(&r, "ret", EOPNOTSUPP);
+    emu_rec_end(&r);
+    return EOPNOTSUPP;
+}
+__asm__(".symver emu_compat_ibv_modify_qp_IBVERBS_1_0,ibv_modify_qp@IBVERBS_1.0");

@@ -74,7 +74,7 @@ void et_kill(pid_t pid)
         ;
 }
 
-static bool et_listening_in(const char *file, int port)
+static bool et_port_used_in(const char *file, int port, bool listen_only)
 {
     char line[512];
     FILE *f = fopen(file, "r");
@@ -90,11 +90,29 @@ static bool et_listening_in(const char *file, int port)
         if (sscanf(line, "%*d: %127s %*s %x", local, &st) != 2)
             continue;
         colon = strrchr(local, ':');
-        if (colon != NULL && st == 0x0a && (int)strtol(colon + 1, NULL, 16) == port)
+        if (colon != NULL && (!listen_only || st == 0x0a) &&
+            (int)strtol(colon + 1, NULL, 16) == port)
             found = true;
     }
     fclose(f);
     return found;
+}
+
+int et_free_port(int base, int span)
+{
+    for (int i = 0; i < span; i++) {
+        int port = base + (int)((getpid() + i) % span);
+
+        if (!et_port_used_in("/proc/net/tcp", port, false) &&
+            !et_port_used_in("/proc/net/tcp6", port, false))
+            return port;
+    }
+    return 0;
+}
+
+static bool et_listening_in(const char *file, int port)
+{
+    return et_port_used_in(file, port, true);
 }
 
 bool et_wait_listen(int port, int timeout_ms)

@@ -23,6 +23,11 @@ void et_kill(pid_t pid);
  * returns true if it did within timeout_ms. */
 bool et_wait_listen(int port, int timeout_ms);
 
+/* A TCP port in [base, base+span) that no socket of any state uses (a
+ * port in TIME_WAIT from an earlier run would make some servers fail to
+ * bind); 0 if none. The search starts at a pid-dependent offset. */
+int et_free_port(int base, int span);
+
 /* Number of lines of the file at path that contain every needle (NULL
  * terminated list). -1 if the file cannot be read. */
 int et_count_lines(const char *path, const char *const needles[]);

@@ -700,6 +700,9 @@ static void emu_run_one(struct emu_qp *q)
     pthread_mutex_lock(&q->lock);
     idx = q->sq_exec;
     s = q->sq[idx % slots];
+    /* the executor owns the inline copy now: a flush while it runs must
+     * not free it */
+    q->sq[idx % slots].inl = NULL;
     x.qpn = q->qpx.qp_base.qp_num;
     x.dest_qpn = q->attr.dest_qp_num;
     x.pd = q->qpx.qp_base.pd->handle;
@@ -715,8 +718,6 @@ static void emu_run_one(struct emu_qp *q)
     if (q->sq_exec == idx && q->attr.qp_state != IBV_QPS_ERR && q->attr.qp_state != IBV_QPS_RESET) {
         bool signaled = q->sq_sig_all || (s.flags & IBV_SEND_SIGNALED);
 
-        free(q->sq[idx % slots].inl);
-        q->sq[idx % slots].inl = NULL;
         q->sq_exec++;
         if (st != IBV_WC_SUCCESS || signaled) {
             emu_complete(q, q->qpx.qp_base.send_cq, s.wr_id, emu_wc_opcode(s.opcode), st,
@@ -729,6 +730,7 @@ static void emu_run_one(struct emu_qp *q)
         }
     }
     pthread_mutex_unlock(&q->lock);
+    free(s.inl);
 }
 
 static void *emu_executor(void *arg)
