@@ -122,6 +122,24 @@ START_TEST(injected_on_every_entry_point)
 }
 END_TEST
 
+/* RoCE: every address is global, so the traffic class always applies. */
+START_TEST(roce_traffic_class)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, true);
+    policy_on(&r);
+    tshim_env(&r, "VERBS_EMU_PERSONALITY", "roce");
+    tshim_host(&r, "qp:grh", "reg_rt:1M:7", NULL);
+    const struct tsc_json *j = rtr(&r, 0);
+    tshim_ck(&r, tshim_num(j, "ret") == 0);
+    tshim_ck(&r, tshim_num(j, "ah_attr.grh.traffic_class") == 106);
+    tshim_ck(&r, tshim_num(j, "ah_attr.sl") == 5);
+    tshim_ck(&r, tshim_out(&r, "qp:grh", "attr_unchanged") == 1);
+    tshim_ck(&r, rec_access(&r, "reg_mr", NULL, 0) == (7u | TSHIM_RO));
+}
+END_TEST
+
 /* The same host, no teshim: the baseline the other tests compare with. */
 START_TEST(baseline_without_teshim)
 {
@@ -375,6 +393,7 @@ Suite *tshim_inject_suite(void)
 
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, injected_on_every_entry_point);
+    tcase_add_test(tc, roce_traffic_class);
     tcase_add_test(tc, baseline_without_teshim);
     tcase_add_test(tc, off_by_default);
     tcase_add_test(tc, below_size_threshold);
