@@ -32,10 +32,10 @@ struct tpol {
 void tpol_init(struct tpol *t);
 /* Add "NAME=VALUE" to the environment. */
 void tpol_env(struct tpol *t, const char *name, const char *value);
-/* Write text to DIR/name; returns the full path (static storage per call
- * site is not needed: the string lives in the struct's arena of paths). */
+/* Write text to DIR/name, creating the folders in name; returns the full
+ * path, valid until the test ends (at most 32 paths per test). */
 const char *tpol_write(struct tpol *t, const char *name, const char *text);
-/* Path DIR/name without creating anything. */
+/* Path DIR/name without creating anything (same lifetime). */
 const char *tpol_path(struct tpol *t, const char *name);
 /* pol_load with these sources; returns its result. */
 unsigned tpol_load(struct tpol *t);
