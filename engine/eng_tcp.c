@@ -32,6 +32,7 @@
 
 #define TICK_NS (20 * 1000000ull)
 #define SCRATCH_BYTES (64 * 1024)
+#define DEFER_BYTES (256 * 1024)
 #define LISTEN_PAUSE_NS (100 * 1000000ull)
 
 struct tcp_block;
@@ -73,7 +74,9 @@ struct tcp_conn {
     struct tcp_peer *peer; /* NULL: accepted */
     int fd;
     atomic_int state;
-    bool want_out, counted, dead;
+    bool want_out, dead;
+    bool in_read;      /* answers queued while reading go out together ... */
+    uint64_t deferred; /* ... unless this many payload bytes wait for them */
     pthread_mutex_t lock;
     struct tcp_slice *sq, *sq_tail; /* to send; head may be partly sent */
     struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator) */
@@ -361,7 +364,13 @@ static int send_answer(struct tcp_conn *c, uint8_t type, const struct eng_frame 
     eng_frame_encode(&f, s->hdr);
     pthread_mutex_lock(&c->lock);
     conn_enqueue_locked(c, s);
-    ret = conn_flush(c);
+    c->deferred += req->len;
+    if (!c->in_read || c->deferred >= DEFER_BYTES) {
+        c->deferred = 0;
+        ret = conn_flush(c);
+    } else {
+        ret = 0;
+    }
     pthread_mutex_unlock(&c->lock);
     return ret;
 }
@@ -812,8 +821,17 @@ static void conn_event(struct tcp_conn *c, uint32_t ev)
             conn_connected(c);
         return;
     }
-    if (ev & EPOLLIN)
+    if (ev & EPOLLIN) {
+        c->in_read = !c->peer;
         ret = conn_read(c);
+        c->in_read = false;
+        if (!ret && !c->peer) {
+            pthread_mutex_lock(&c->lock);
+            c->deferred = 0;
+            ret = conn_flush(c);
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
     if (!ret && (ev & EPOLLOUT)) {
         pthread_mutex_lock(&c->lock);
         ret = conn_flush(c);
@@ -1150,6 +1168,12 @@ static const struct eng_transport_ops tcp_ops = {
     .destroy = tcp_destroy,
 };
 
+static uint16_t sa_port(const struct sockaddr_storage *sa)
+{
+    return sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port :
+                                       ((const struct sockaddr_in *)sa)->sin_port;
+}
+
 /* Bind a SO_REUSEPORT listener; 0 and *fd_p, or -errno. */
 static int listen_one(struct teshim_engine *eng, struct sockaddr_storage *sa, socklen_t sl,
                       int *fd_p)
@@ -1196,6 +1220,22 @@ int eng_tcp_create(struct teshim_engine *eng, struct eng_transport **tp_p)
         if (ret) {
             eng_err(eng, "engine_create: listen address '%s' is not HOST:PORT", eng->listen_host);
             goto err_destroy;
+        }
+    }
+    if (sl && sa_port(&sa)) {
+        /* SO_REUSEPORT would let us share a port another engine of the same
+         * user listens on, splitting its peers' connections between two
+         * processes: make sure the port is free first */
+        int one = 1, fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            ret = bind(fd, (struct sockaddr *)&sa, sl) ? -errno : 0;
+            close(fd);
+            if (ret) {
+                eng_err(eng, "engine_create: listen on %s: %s", eng->listen_host,
+                        strerror(-ret));
+                goto err_destroy;
+            }
         }
     }
     for (int i = 0; i < tp->nworkers; i++) {
