@@ -70,18 +70,21 @@ static void pol_diag(void *arg, enum pol_log_level level, const char *msg)
     eng_log(NULL, level <= POL_LOG_WARN ? ENG_LOG_WARN : ENG_LOG_INFO, "config: %s", msg);
 }
 
+static pthread_mutex_t pol_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
 {
     struct pol_config *cfg = calloc(1, sizeof(*cfg));
     struct pol_sources src = {.environ = o->no_policy ? NULL : environ,
                               .program = program_invocation_short_name,
-                              .config_path = o->no_policy ? "/nonexistent" : NULL,
                               .etc_path = o->no_policy ? "/nonexistent" : NULL,
                               .diag = pol_diag};
 
     if (!cfg)
         return -ENOMEM;
+    pthread_mutex_lock(&pol_lock); /* pol_load is not reentrant */
     pol_load(cfg, &src);
+    pthread_mutex_unlock(&pol_lock);
     p->transport = (int)pol_int(cfg, POL_ENGINE_TRANSPORT);
     p->io_threads = (int)pol_int(cfg, POL_ENGINE_TCP_IO_THREADS);
     p->slice_bytes = (uint64_t)pol_int(cfg, POL_ENGINE_TCP_SLICE_BYTES);

@@ -32,7 +32,7 @@ static uint64_t get64(const uint8_t *p)
 }
 
 /* Layout: magic 4, version 1, type 1, reserved 2, status 4, payload_len 4,
- * id 8, addr 8, len 8. */
+ * id 8, addr 8, len 8, req_addr 8, req_len 8. */
 void eng_frame_encode(const struct eng_frame *f, uint8_t *buf)
 {
     put32(buf, ENG_MAGIC);
@@ -45,6 +45,8 @@ void eng_frame_encode(const struct eng_frame *f, uint8_t *buf)
     put64(buf + 16, f->id);
     put64(buf + 24, f->addr);
     put64(buf + 32, f->len);
+    put64(buf + 40, f->req_addr);
+    put64(buf + 48, f->req_len);
 }
 
 int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f)
@@ -61,6 +63,8 @@ int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f)
     f->id = get64(buf + 16);
     f->addr = get64(buf + 24);
     f->len = get64(buf + 32);
+    f->req_addr = get64(buf + 40);
+    f->req_len = get64(buf + 48);
     if (f->status > 0 || f->status < -4095)
         return -EBADMSG;
     switch (f->type) {
@@ -73,11 +77,13 @@ int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f)
             return -EBADMSG;
         break;
     case ENG_F_READ:
-        if (f->payload_len || f->status || !f->len || f->len > ENG_SLICE_MAX)
-            return -EBADMSG;
-        break;
     case ENG_F_WRITE:
-        if (f->status || !f->len || f->len > ENG_SLICE_MAX || f->payload_len != f->len)
+        if (f->status || !f->len || f->len > ENG_SLICE_MAX ||
+            f->payload_len != (f->type == ENG_F_WRITE ? f->len : 0))
+            return -EBADMSG;
+        /* the slice lies inside its request, neither wraps */
+        if (f->addr + f->len < f->addr || f->req_addr + f->req_len < f->req_addr ||
+            f->addr < f->req_addr || f->addr + f->len > f->req_addr + f->req_len)
             return -EBADMSG;
         break;
     case ENG_F_READ_RESP:

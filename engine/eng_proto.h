@@ -1,5 +1,5 @@
 /*
- * Wire protocol of the engine: fixed 40-byte frame headers, little endian,
+ * Wire protocol of the engine: fixed 56-byte frame headers, little endian,
  * followed by payload_len bytes. Every frame carries the magic and the
  * protocol version; a peer speaking another version is refused at HELLO.
  *
@@ -10,6 +10,9 @@
  *   WRITE      payload = len bytes to store at addr
  *   WRITE_ACK  status of a WRITE, no payload
  * Requests are answered in order on a connection; id echoes the request's.
+ * A READ/WRITE slice also names the whole request it is part of, so the
+ * target refuses every slice of a request that is not entirely inside one
+ * remote-accessible registration, not only the slices that stray.
  */
 #ifndef TESHIM_ENG_PROTO_H
 #define TESHIM_ENG_PROTO_H
@@ -19,7 +22,7 @@
 
 #define ENG_MAGIC 0x4d485354u /* "TSHM" */
 #define ENG_VERSION 1
-#define ENG_FRAME_BYTES 40
+#define ENG_FRAME_BYTES 56
 #define ENG_SLICE_MAX (64u << 20) /* largest data payload of one frame */
 #define ENG_MAX_REGIONS 4096      /* regions announced in HELLO_ACK */
 #define ENG_NAME_MAX 64
@@ -45,6 +48,8 @@ struct eng_frame {
     uint64_t id;          /* request id, echoed in the answer */
     uint64_t addr;        /* remote address of READ/WRITE */
     uint64_t len;         /* bytes of READ/WRITE and their answers */
+    uint64_t req_addr;    /* READ/WRITE: the whole request this slice belongs to; */
+    uint64_t req_len;     /* the target checks all of it before moving a byte */
 };
 
 /* The identity block of HELLO and HELLO_ACK. */

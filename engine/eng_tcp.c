@@ -380,7 +380,7 @@ static void reject(struct tcp_conn *c, const char *what)
     struct teshim_engine *eng = conn_eng(c);
     atomic_fetch_add(&eng->st.peer_rejected, 1);
     eng_warn(eng, "peer %s: %s [0x%llx, +%llu) outside remote-accessible registrations: rejected",
-             c->pname, what, (unsigned long long)c->rf.addr, (unsigned long long)c->rf.len);
+             c->pname, what, (unsigned long long)c->rf.req_addr, (unsigned long long)c->rf.req_len);
 }
 
 static int target_header(struct tcp_conn *c)
@@ -400,7 +400,7 @@ static int target_header(struct tcp_conn *c)
         c->rstage = R_CTRL;
         return 0;
     case ENG_F_WRITE:
-        reg = eng_region_get(conn_eng(c), f->addr, f->len);
+        reg = eng_region_get(conn_eng(c), f->req_addr, f->req_len);
         c->rleft = f->len;
         if (!reg) {
             reject(c, "write");
@@ -414,7 +414,7 @@ static int target_header(struct tcp_conn *c)
         c->rstage = R_PAYLOAD;
         return 0;
     case ENG_F_READ:
-        reg = eng_region_get(conn_eng(c), f->addr, f->len);
+        reg = eng_region_get(conn_eng(c), f->req_addr, f->req_len);
         if (!reg)
             reject(c, "read");
         return send_answer(c, ENG_F_READ_RESP, f, reg ? 0 : -EFAULT, reg, NULL, 0);
@@ -1022,7 +1022,9 @@ static void tcp_start(struct eng_transport *base, struct eng_task *t)
         struct tcp_conn *c = pick_conn(p);
         struct eng_frame f = {.type = t->op == TESHIM_OP_READ ? ENG_F_READ : ENG_F_WRITE,
                               .addr = t->raddr + off,
-                              .len = len};
+                              .len = len,
+                              .req_addr = t->raddr,
+                              .req_len = t->len};
         int ret = 0;
 
         memset(s, 0, sizeof(*s));
@@ -1170,8 +1172,8 @@ static const struct eng_transport_ops tcp_ops = {
 
 static uint16_t sa_port(const struct sockaddr_storage *sa)
 {
-    return sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port :
-                                       ((const struct sockaddr_in *)sa)->sin_port;
+    return sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                     : ((const struct sockaddr_in *)sa)->sin_port;
 }
 
 /* Bind a SO_REUSEPORT listener; 0 and *fd_p, or -errno. */
@@ -1232,8 +1234,7 @@ int eng_tcp_create(struct teshim_engine *eng, struct eng_transport **tp_p)
             ret = bind(fd, (struct sockaddr *)&sa, sl) ? -errno : 0;
             close(fd);
             if (ret) {
-                eng_err(eng, "engine_create: listen on %s: %s", eng->listen_host,
-                        strerror(-ret));
+                eng_err(eng, "engine_create: listen on %s: %s", eng->listen_host, strerror(-ret));
                 goto err_destroy;
             }
         }
