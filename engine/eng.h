@@ -109,7 +109,7 @@ struct eng_task {
     int op;
     char *local;
     uint64_t raddr, len;
-    uint64_t t_submit, t_done, deadline;
+    uint64_t t_submit, t_done;
     atomic_int state;
     atomic_int error;
     atomic_uint_fast64_t transferred;

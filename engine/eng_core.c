@@ -684,7 +684,6 @@ int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t id)
 static void task_start(struct teshim_engine *eng, struct eng_task *t)
 {
     atomic_store(&t->state, TESHIM_TASK_PENDING);
-    t->deadline = eng_now_ns() + (uint64_t)eng->p.request_timeout_ms * 1000000ull;
     t->seg->tp->ops.start(t->seg->tp, t);
 }
 

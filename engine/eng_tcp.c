@@ -102,7 +102,10 @@ struct tcp_conn {
 
 struct tcp_peer {
     struct tcp_peer *next;
-    struct eng_segment *seg;
+    /* copied from the segment, which may go before the worker's last look */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    uint32_t pid;
     atomic_uint rr;
     atomic_int refs;
     int n;
@@ -527,9 +530,8 @@ static int initiator_hello_ack(struct tcp_conn *c)
     c->ctrl = NULL;
     if (ret)
         return ret;
-    if (h.pid != c->peer->seg->hello.pid)
-        eng_info(eng, "peer %s: restarted (pid %u, was %u)", c->pname, h.pid,
-                 c->peer->seg->hello.pid);
+    if (h.pid != c->peer->pid)
+        eng_info(eng, "peer %s: restarted (pid %u, was %u)", c->pname, h.pid, c->peer->pid);
     pthread_mutex_lock(&c->lock);
     atomic_store(&c->state, C_READY);
     c->attempts = 0;
@@ -688,7 +690,7 @@ static void connect_failed(struct tcp_conn *c, int err)
 static void conn_connect(struct tcp_conn *c)
 {
     struct teshim_engine *eng = conn_eng(c);
-    struct eng_segment *seg = c->peer->seg;
+    struct tcp_peer *p = c->peer;
     struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
     int fd, err;
 
@@ -697,14 +699,14 @@ static void conn_connect(struct tcp_conn *c)
         connect_failed(c, -EMFILE);
         return;
     }
-    fd = socket(seg->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         connect_failed(c, -errno);
         return;
     }
     atomic_fetch_add(&c->w->tp->nout, 1);
     sock_opts(eng, fd);
-    if (connect(fd, (struct sockaddr *)&seg->sa, seg->salen) && errno != EINPROGRESS) {
+    if (connect(fd, (struct sockaddr *)&p->sa, p->salen) && errno != EINPROGRESS) {
         err = -errno;
         goto err_close;
     }
@@ -1040,19 +1042,23 @@ static void tcp_start(struct eng_transport *base, struct eng_task *t)
         pthread_mutex_lock(&c->lock);
         s->seq = f.id = ++c->seq;
         eng_frame_encode(&f, s->hdr);
+        bool backlog = c->sq != NULL;
         conn_enqueue_locked(c, s);
         int st = atomic_load(&c->state);
         if (st == C_IDLE) {
-            atomic_store(&c->state, C_CONNECTING);
             c->attempts = 0;
             c->t_first = c->t_next = now;
+            atomic_store(&c->state, C_CONNECTING); /* publishes the fields above */
             pthread_mutex_unlock(&c->lock);
             post_cmd(c, CMD_KICK);
             continue;
         }
         if (st == C_READY) {
             atomic_fetch_add(&eng->st.conn_reuse, 1);
-            ret = conn_flush(c);
+            /* send from this thread only when nothing is queued: with a
+             * backlog the worker is already draining it on EPOLLOUT, and
+             * submit returns instead of pushing the whole batch itself */
+            ret = backlog ? 0 : conn_flush(c);
             if (ret)
                 shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
         }
@@ -1069,7 +1075,9 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
 
     if (!p)
         return -ENOMEM;
-    p->seg = seg;
+    memcpy(&p->sa, &seg->sa, sizeof(p->sa));
+    p->salen = seg->salen;
+    p->pid = seg->hello.pid;
     p->n = n;
     atomic_store(&p->refs, n);
     uint64_t now = eng_now_ns();
@@ -1107,7 +1115,9 @@ static void tcp_seg_close(struct eng_transport *base, struct eng_segment *seg)
         }
     }
     pthread_mutex_unlock(&tp->peers_lock);
-    for (int i = 0; i < p->n; i++)
+    /* the worker of the last connection closed frees p: read n first */
+    int n = p->n;
+    for (int i = 0; i < n; i++)
         post_cmd(&p->conns[i], CMD_CLOSE);
 }
 

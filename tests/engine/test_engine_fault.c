@@ -15,34 +15,63 @@
 
 #define TSIZE (64u << 20)
 
-/* Fork a target serving tbuf (allocated before the fork, so every target
- * child has it at the same address) on port (0 = any); returns its pid
- * and writes the port it got. */
-static pid_t spawn_target(char *tbuf, int *port)
+/*
+ * A target process serving tbuf (allocated before the fork, so every
+ * target has it at the same address). Forked while the test is still
+ * single-threaded (ThreadSanitizer cannot follow a fork of a threaded
+ * process); it creates its engine when target_start sends it a port.
+ */
+struct tgt {
+    pid_t pid;
+    int go, res;
+};
+
+static void target_fork(struct tgt *t, char *tbuf)
 {
-    int pfd[2];
-    ck_assert_int_eq(pipe(pfd), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        char addr[64] = "127.0.0.1:0";
+    int go[2], res[2];
+    ck_assert_int_eq(pipe(go), 0);
+    ck_assert_int_eq(pipe(res), 0);
+    t->pid = fork();
+    ck_assert_int_ge(t->pid, 0);
+    if (t->pid == 0) {
+        char addr[64];
         struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
-        struct teshim_engine *t;
-        if (*port)
-            eng_test_name(addr, sizeof(addr), *port);
+        struct teshim_engine *e;
+        int port;
+        close(go[1]);
+        close(res[0]);
+        if (read(go[0], &port, sizeof(port)) != sizeof(port))
+            _exit(0);
+        eng_test_name(addr, sizeof(addr), port);
         o.listen = addr;
-        if (teshim_engine_create(&o, &t) || teshim_register(t, tbuf, TSIZE, "cpu", true))
+        if (teshim_engine_create(&o, &e) || teshim_register(e, tbuf, TSIZE, "cpu", true))
             _exit(3);
-        int p = teshim_engine_port(t);
-        if (write(pfd[1], &p, sizeof(p)) != sizeof(p))
+        port = teshim_engine_port(e);
+        if (write(res[1], &port, sizeof(port)) != sizeof(port))
             _exit(4);
         for (;;)
             pause();
     }
-    close(pfd[1]);
-    ck_assert_int_eq(read(pfd[0], port, sizeof(*port)), (ssize_t)sizeof(*port));
-    close(pfd[0]);
-    return pid;
+    close(go[0]);
+    close(res[1]);
+    t->go = go[1];
+    t->res = res[0];
+}
+
+/* Start the target on port (0 = any); returns the port it listens on. */
+static int target_start(struct tgt *t, int port)
+{
+    ck_assert_int_eq(write(t->go, &port, sizeof(port)), (ssize_t)sizeof(port));
+    ck_assert_int_eq(read(t->res, &port, sizeof(port)), (ssize_t)sizeof(port));
+    return port;
+}
+
+static void target_kill(struct tgt *t)
+{
+    kill(t->pid, SIGKILL);
+    waitpid(t->pid, NULL, 0);
+    close(t->go);
+    close(t->res);
 }
 
 /* Submit n requests of sz bytes and wait; returns how many did not complete. */
@@ -74,22 +103,27 @@ START_TEST(killed_target_fails_tasks_and_restart_reconnects)
     struct teshim_task_status st;
     teshim_batch_t b;
 
+    struct tgt t1, t2;
     memset(tbuf, 1, TSIZE);
-    pid_t pid = spawn_target(tbuf, &port);
+    target_fork(&t1, tbuf);
+    target_fork(&t2, tbuf);
+    port = target_start(&t1, 0);
     o.request_timeout_ms = 3000;
     ini = eng_test_create(&o);
     ck_assert_int_eq(teshim_register(ini, l, TSIZE, "cpu", false), 0);
     teshim_segment_t s = eng_test_open(ini, port);
 
-    /* kill it while 64 MiB of writes are in flight */
+    /* kill it while 64 MiB of writes are in flight (stopped first, so
+     * not all of them can have completed) */
+    kill(t1.pid, SIGSTOP);
+    waitpid(t1.pid, NULL, WUNTRACED); /* returns once it is stopped */
     struct teshim_request *r = calloc((size_t)n, sizeof(*r));
     for (int i = 0; i < n; i++)
         r[i] = (struct teshim_request){TESHIM_OP_WRITE, l + (size_t)i * sz, s,
                                        (uint64_t)(uintptr_t)tbuf + (size_t)i * sz, sz};
     ck_assert_int_eq(teshim_batch_alloc(ini, (size_t)n, &b), 0);
     ck_assert_int_eq(teshim_submit(ini, b, r, (size_t)n), 0);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    target_kill(&t1);
     int failed = teshim_batch_wait(ini, b, 10000);
     ck_assert_int_ge(failed, 1); /* finished (no hang), some failed */
     for (int i = 0; i < n; i++) {
@@ -104,15 +138,14 @@ START_TEST(killed_target_fails_tasks_and_restart_reconnects)
     ck_assert_int_eq(run_batch(ini, s, l, tbuf, 2, 4096, TESHIM_OP_READ), 2);
 
     /* restarted on the same port: the same segment handle works again */
-    pid = spawn_target(tbuf, &port);
+    ck_assert_int_eq(target_start(&t2, port), port);
     ck_assert_int_eq(run_batch(ini, s, l, tbuf, 4, sz, TESHIM_OP_WRITE), 0);
     /* and so does a fresh open */
     teshim_segment_t s2 = eng_test_open(ini, port);
     struct teshim_request rr = {TESHIM_OP_READ, l, s2, (uint64_t)(uintptr_t)tbuf, 4096};
     ck_assert_int_eq(eng_test_one(ini, &rr).state, TESHIM_TASK_COMPLETED);
     teshim_engine_destroy(ini);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    target_kill(&t2);
     free(r);
 }
 END_TEST
@@ -125,18 +158,20 @@ START_TEST(hung_target_times_out)
     struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
     struct teshim_engine *ini;
 
-    pid_t pid = spawn_target(tbuf, &port);
+    struct tgt t1;
+    target_fork(&t1, tbuf);
+    port = target_start(&t1, 0);
     o.request_timeout_ms = 300;
     ini = eng_test_create(&o);
     ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
     teshim_segment_t s = eng_test_open(ini, port);
-    kill(pid, SIGSTOP);
+    kill(t1.pid, SIGSTOP);
+    waitpid(t1.pid, NULL, WUNTRACED); /* returns once it is stopped */
     struct teshim_request r = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
     struct teshim_task_status st = eng_test_one(ini, &r);
     ck_assert_int_eq(st.state, TESHIM_TASK_TIMED_OUT);
     ck_assert_int_eq(st.error, -ETIMEDOUT);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    target_kill(&t1);
     teshim_engine_destroy(ini);
 }
 END_TEST
