@@ -147,6 +147,8 @@ START_TEST(killed_target_fails_tasks_and_restart_reconnects)
     teshim_engine_destroy(ini);
     target_kill(&t2);
     free(r);
+    free(l);
+    free(tbuf);
 }
 END_TEST
 
@@ -173,6 +175,7 @@ START_TEST(hung_target_times_out)
     ck_assert_int_eq(st.error, -ETIMEDOUT);
     target_kill(&t1);
     teshim_engine_destroy(ini);
+    free(tbuf);
 }
 END_TEST
 

@@ -292,6 +292,7 @@ START_TEST(local_falls_back_to_tcp_when_not_permitted)
     teshim_engine_destroy(ini);
     close(ctl[1]);
     waitpid(pid, NULL, 0);
+    free(tbuf);
 }
 END_TEST
 
