@@ -37,6 +37,11 @@ struct eng_transport_ops {
     void (*start)(struct eng_transport *tp, struct eng_task *task);
     /* Stop threads, fail what is queued, free the object. */
     void (*destroy)(struct eng_transport *tp);
+    /* Around the start calls of one teshim_submit on the calling thread:
+     * a transport may hold back sends in begin and issue them together in
+     * end (one sendmsg for many requests). */
+    void (*submit_begin)(struct eng_transport *tp);
+    void (*submit_end)(struct eng_transport *tp);
 };
 
 struct eng_transport {

@@ -582,11 +582,58 @@ static int on_body_done(struct tcp_conn *c)
 }
 
 /* Read what is there; 0 when drained, -errno to reset the connection. */
+/*
+ * Initiator: answers to WRITEs are bare headers, so when k of them lead
+ * the outstanding queue they are read in one call of exactly k headers
+ * (never a byte of a READ answer's payload, which goes to user memory).
+ * Returns 1 when it read, 0 when the head is not such a run (or *done:
+ * nothing to read), -errno to reset the connection.
+ */
+static int read_acks(struct tcp_conn *c, bool *done)
+{
+    uint8_t buf[32 * ENG_FRAME_BYTES];
+    size_t k = 0;
+
+    *done = false;
+    pthread_mutex_lock(&c->lock);
+    for (struct tcp_slice *s = c->iq; s && k < 32 && s->op == TESHIM_OP_WRITE; s = s->next)
+        k++;
+    pthread_mutex_unlock(&c->lock);
+    if (k < 2)
+        return 0;
+    ssize_t n = recv(c->fd, buf, k * ENG_FRAME_BYTES, MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN ? (*done = true, 0) : -errno;
+    if (n == 0)
+        return -ECONNRESET;
+    *done = (size_t)n < k * ENG_FRAME_BYTES;
+    for (size_t off = 0; off < (size_t)n;) {
+        size_t m = (size_t)n - off < ENG_FRAME_BYTES ? (size_t)n - off : ENG_FRAME_BYTES;
+        memcpy(c->rhdr, buf + off, m);
+        c->rgot = m;
+        off += m;
+        if (m == ENG_FRAME_BYTES) {
+            int ret = on_header(c);
+            if (ret)
+                return ret;
+        }
+    }
+    return 1;
+}
+
 static int conn_read(struct tcp_conn *c)
 {
     for (int loops = 0; loops < 32; loops++) {
         struct iovec iov[2];
         int k = 1;
+        if (c->peer && c->rstage == R_HDR && !c->rgot && atomic_load(&c->state) == C_READY) {
+            bool done;
+            int ret = read_acks(c, &done);
+            if (ret < 0 || done)
+                return ret < 0 ? ret : 0;
+            if (ret)
+                continue;
+        }
         switch (c->rstage) {
         case R_HDR:
             iov[0].iov_base = c->rhdr + c->rgot;
@@ -979,6 +1026,48 @@ static void *worker_main(void *arg)
 
 /* ---- transport operations ---------------------------------------------- */
 
+/* Connections a teshim_submit on this thread queued to and will flush
+ * once at its end, so a batch leaves in few sendmsg calls. */
+#define PLUG_MAX 16
+static __thread struct {
+    bool on;
+    int n;
+    struct tcp_conn *c[PLUG_MAX];
+} plug;
+
+static void tcp_submit_begin(struct eng_transport *base)
+{
+    plug.on = true;
+    plug.n = 0;
+}
+
+static void tcp_submit_end(struct eng_transport *base)
+{
+    plug.on = false;
+    for (int i = 0; i < plug.n; i++) {
+        struct tcp_conn *c = plug.c[i];
+        pthread_mutex_lock(&c->lock);
+        if (atomic_load(&c->state) == C_READY && !c->want_out && conn_flush(c))
+            shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+        pthread_mutex_unlock(&c->lock);
+    }
+    plug.n = 0;
+}
+
+/* true if c is (now) in the plug; false if it is off or full */
+static bool plug_add(struct tcp_conn *c)
+{
+    if (!plug.on)
+        return false;
+    for (int i = 0; i < plug.n; i++)
+        if (plug.c[i] == c)
+            return true;
+    if (plug.n == PLUG_MAX)
+        return false;
+    plug.c[plug.n++] = c;
+    return true;
+}
+
 static struct tcp_conn *pick_conn(struct tcp_peer *p)
 {
     unsigned i = atomic_fetch_add(&p->rr, 1);
@@ -1058,7 +1147,7 @@ static void tcp_start(struct eng_transport *base, struct eng_task *t)
             /* send from this thread only when nothing is queued: with a
              * backlog the worker is already draining it on EPOLLOUT, and
              * submit returns instead of pushing the whole batch itself */
-            ret = backlog ? 0 : conn_flush(c);
+            ret = backlog || plug_add(c) ? 0 : conn_flush(c);
             if (ret)
                 shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
         }
@@ -1178,6 +1267,8 @@ static const struct eng_transport_ops tcp_ops = {
     .seg_close = tcp_seg_close,
     .start = tcp_start,
     .destroy = tcp_destroy,
+    .submit_begin = tcp_submit_begin,
+    .submit_end = tcp_submit_end,
 };
 
 static uint16_t sa_port(const struct sockaddr_storage *sa)

@@ -24,6 +24,10 @@ static void stub_destroy(struct eng_transport *tp)
 {
 }
 
+static void stub_submit_mark(struct eng_transport *tp)
+{
+}
+
 static const struct eng_transport_ops stub_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "unsupported",
@@ -31,6 +35,8 @@ static const struct eng_transport_ops stub_ops = {
     .seg_close = stub_seg_close,
     .start = stub_start,
     .destroy = stub_destroy,
+    .submit_begin = stub_submit_mark,
+    .submit_end = stub_submit_mark,
 };
 
 void eng_transport_init(struct eng_transport *tp, struct teshim_engine *eng,
@@ -48,5 +54,7 @@ void eng_transport_init(struct eng_transport *tp, struct teshim_engine *eng,
     TAKE(seg_close);
     TAKE(start);
     TAKE(destroy);
+    TAKE(submit_begin);
+    TAKE(submit_end);
 #undef TAKE
 }
