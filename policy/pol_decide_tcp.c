@@ -326,7 +326,7 @@ static int64_t readback(enum pol_tcp_opt o, int value)
 }
 
 unsigned pol_tcp_to_set(const struct pol_config *cfg, const struct pol_tcp_plan *plan,
-                        const int *cur, const int *deflt, unsigned known)
+                        const int *cur, const int *app, const int *deflt, unsigned known)
 {
     bool override = pol_int(cfg, POL_TCP_OVERRIDE) != 0;
     unsigned set = 0;
@@ -335,9 +335,10 @@ unsigned pol_tcp_to_set(const struct pol_config *cfg, const struct pol_tcp_plan 
         unsigned bit = 1u << o;
         if (!(plan->mask & bit) || !(known & bit))
             continue;
-        if (cur[o] == readback((enum pol_tcp_opt)o, plan->value[o]))
+        int64_t want = readback((enum pol_tcp_opt)o, plan->value[o]);
+        if (cur[o] == want)
             continue; /* already what we want */
-        if (!override && cur[o] != deflt[o])
+        if (!override && app[o] != deflt[o] && app[o] != want)
             continue; /* the application's own value wins */
         set |= bit;
     }

@@ -96,14 +96,16 @@ void pol_tcp_plan(const struct pol_config *cfg, int family, bool v4mapped,
 bool pol_tcp_configured(const struct pol_config *cfg);
 
 /*
- * Which wanted options to set, given what the socket holds now (cur) and
- * what a fresh socket of the family holds (deflt); bits of known say which
- * entries of cur and deflt could be read. An option already at the wanted
- * value is left; one that differs from the kernel default was set by the
- * application and is left unless tcp.override is on; unknown ones are left.
+ * Which wanted options to set on a socket holding cur, when the application
+ * chose app (the socket's own values before connect/listen, or for an
+ * accepted socket those of its listener) and a fresh socket of the family
+ * holds deflt; bits of known say which entries of all three could be read.
+ * An option already at the wanted value is left; one the application set to
+ * something else than the kernel default and ours is left unless
+ * tcp.override is on; unknown ones are left.
  */
 unsigned pol_tcp_to_set(const struct pol_config *cfg, const struct pol_tcp_plan *plan,
-                        const int *cur, const int *deflt, unsigned known);
+                        const int *cur, const int *app, const int *deflt, unsigned known);
 
 /* ---- verdicts --------------------------------------------------------- */
 

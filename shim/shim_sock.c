@@ -257,7 +257,7 @@ static void apply_opts(int fd, int src, int family, bool v4mapped, struct apply_
 {
     const struct pol_config *cfg = shim_cfg();
     struct pol_tcp_plan plan;
-    int cur[POL_TCP_O_COUNT] = {0};
+    int cur[POL_TCP_O_COUNT] = {0}, app[POL_TCP_O_COUNT] = {0};
     unsigned known;
 
     memset(r, 0, sizeof(*r));
@@ -271,8 +271,13 @@ static void apply_opts(int fd, int src, int family, bool v4mapped, struct apply_
                                     "not applied");
         return;
     }
-    read_opts(src, plan.mask, cur, &known);
-    unsigned set = pol_tcp_to_set(cfg, &plan, cur, d->v, known & d->known);
+    read_opts(fd, plan.mask, cur, &known);
+    if (src != fd) {
+        unsigned known_app;
+        read_opts(src, plan.mask, app, &known_app);
+        known &= known_app;
+    }
+    unsigned set = pol_tcp_to_set(cfg, &plan, cur, src != fd ? app : cur, d->v, known & d->known);
     for (int o = 0; o < POL_TCP_O_COUNT; o++) {
         int level, name;
         if (!(set & (1u << o)))
@@ -577,22 +582,25 @@ static void sock_accepted(enum shim_hook_id id, int lfd, int nfd)
         return;
     }
     lst = fd_get(lfd);
-    if (lst & ST_LISTEN_INJECTED) {
-        /* Inherited from the listener teshim configured. */
-        shim_count_verdict(id, POL_INJECT);
+    family = tcp_family(nfd, lst);
+    if (family < 0) {
+        shim_count_verdict(id, POL_NOT_APPLICABLE);
         return;
     }
-    family = tcp_family(nfd, lst);
-    if (family > 0 && getsockname(nfd, (struct sockaddr *)&local, &llen) == 0 &&
-        getpeername(nfd, (struct sockaddr *)&peer, &plen) == 0)
+    if (getpeername(nfd, (struct sockaddr *)&peer, &plen) != 0)
+        peer.ss_family = AF_UNSPEC;
+    if (lst & ST_LISTEN_INJECTED)
+        v = POL_INJECT; /* in scope by its local port, as its listener */
+    else if (getsockname(nfd, (struct sockaddr *)&local, &llen) == 0 && peer.ss_family != AF_UNSPEC)
         v = pol_tcp_verdict(shim_cfg(), &sock_scope, (struct sockaddr *)&local,
                             (struct sockaddr *)&peer);
     if (v == POL_INJECT) {
         struct apply_result ar;
         /* What the application set on the listener is what it chose for
-         * this socket: read it there (buffers may have grown here since). */
+         * this socket: read it there. Most options are inherited from the
+         * listener; SO_PRIORITY is not, and buffers may have grown. */
         apply_opts(nfd, lfd, family, pol_tcp_v4mapped((struct sockaddr *)&peer), &ar);
-        if (!account_apply(id, &ar))
+        if (!account_apply(id, &ar) && !(lst & ST_LISTEN_INJECTED))
             v = POL_NOT_APPLICABLE;
     }
     shim_count_verdict(id, v);
