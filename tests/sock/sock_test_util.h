@@ -62,6 +62,14 @@ static inline int sock_run(char *out, size_t cap, const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The last 2000 characters of out: Check's messages have a size limit. */
+static inline const char *sock_tail(const char *out)
+{
+    size_t n = strlen(out);
+
+    return n > 2000 ? out + n - 2000 : out;
+}
+
 /* The integer after "key " at the start of a line; LONG_MIN when absent. */
 static inline long sock_kv(const char *out, const char *key)
 {

@@ -19,23 +19,23 @@ START_TEST(client_started_before_server_connects)
     const char *b = sock_build_dir();
     int rc = sock_run(out, sizeof(out),
                       "(sleep 0.7; exec timeout 10 socat TCP-LISTEN:28201,reuseaddr "
-                      "SYSTEM:\"echo served\") & "
+                      "SYSTEM:\"echo served; sleep 0.2\") & "
                       "echo x | " PRE "TESHIM_TCP_PORTS=28201 TESHIM_TCP_CONNECT_RETRIES=30 "
                       "TESHIM_TCP_CONNECT_BACKOFF_MS=50 TESHIM_TCP_CONNECT_MAX_MS=8000 "
                       "timeout 15 socat - TCP:127.0.0.1:28201; echo client_rc $?; "
                       "kill $(jobs -p) 2>/dev/null; wait",
                       b);
-    ck_assert_msg(rc == 0, "%s", out);
-    ck_assert_msg(strstr(out, "served"), "%s", out);
-    ck_assert_msg(sock_kv(out, "client_rc") == 0, "%s", out);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out));
+    ck_assert_msg(strstr(out, "served"), "%s", sock_tail(out));
+    ck_assert_msg(sock_kv(out, "client_rc") == 0, "%s", sock_tail(out));
     /* Without the policy the same client fails at once: the test can fail. */
     rc = sock_run(out, sizeof(out),
                   "(sleep 0.7; exec timeout 2 socat TCP-LISTEN:28201,reuseaddr "
-                  "SYSTEM:\"echo served\") & "
+                  "SYSTEM:\"echo served; sleep 0.2\") & "
                   "echo x | " PRE "TESHIM_TCP_PORTS=28201 timeout 15 socat - TCP:127.0.0.1:28201; "
                   "echo client_rc $?; kill $(jobs -p) 2>/dev/null; wait",
                   b);
-    ck_assert_msg(!strstr(out, "served") && sock_kv(out, "client_rc") != 0, "%s", out);
+    ck_assert_msg(!strstr(out, "served") && sock_kv(out, "client_rc") != 0, "%s", sock_tail(out));
 }
 END_TEST
 
@@ -50,13 +50,14 @@ START_TEST(client_gives_up_within_bound)
                  "timeout 15 socat - TCP:127.0.0.1:28202; echo client_rc $?; "
                  "echo elapsed_ms $(( ($(date +%%s%%N) - s) / 1000000 ))",
                  b);
-    ck_assert_msg(rc == 0, "%s", out);
-    ck_assert_msg(sock_kv(out, "client_rc") != 0, "%s", out);
-    ck_assert_msg(strstr(out, "Connection refused"), "socat reports the real error\n%s", out);
-    ck_assert_msg(sock_count_lines(out, ", retry ") >= 2, "%s", out);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out));
+    ck_assert_msg(sock_kv(out, "client_rc") != 0, "%s", sock_tail(out));
+    ck_assert_msg(strstr(out, "Connection refused"), "socat reports the real error\n%s",
+                  sock_tail(out));
+    ck_assert_msg(sock_count_lines(out, ", retry ") >= 2, "%s", sock_tail(out));
     /* 600 ms of retries; generous for a loaded CI machine, far below 100
      * retries of doubling delays. */
-    ck_assert_msg(sock_kv(out, "elapsed_ms") < 5000, "%s", out);
+    ck_assert_msg(sock_kv(out, "elapsed_ms") < 5000, "%s", sock_tail(out));
 }
 END_TEST
 
@@ -71,23 +72,25 @@ START_TEST(ss_shows_buffers_and_keepalive_iperf3)
                       "sleep 1.2; ss -tiem state established \"( dport = :28203 )\"; "
                       "wait $C; echo client_rc $?; wait",
                       b);
-    ck_assert_msg(rc == 0, "%s", out);
-    ck_assert_msg(sock_kv(out, "client_rc") == 0, "%s", out);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out));
+    ck_assert_msg(sock_kv(out, "client_rc") == 0, "%s", sock_tail(out));
     /* Control and data connections are both in scope; the busy data
      * connection shows its retransmission timer, the idle control
      * connection the keepalive timer of 600 s. */
-    ck_assert_msg(sock_count_lines(out, "timer:(keepalive,9min") >= 1, "%s", out);
-    ck_assert_msg(sock_count_lines(out, ",tb196608,") >= 2, "send buffer 2 x 96K\n%s", out);
-    ck_assert_msg(sock_count_lines(out, ",rb163840,") >= 2, "receive buffer 2 x 80K\n%s", out);
+    ck_assert_msg(sock_count_lines(out, "timer:(keepalive,9min") >= 1, "%s", sock_tail(out));
+    ck_assert_msg(sock_count_lines(out, ",tb196608,") >= 2, "send buffer 2 x 96K\n%s",
+                  sock_tail(out));
+    ck_assert_msg(sock_count_lines(out, ",rb163840,") >= 2, "receive buffer 2 x 80K\n%s",
+                  sock_tail(out));
     /* The same without the shim: kernel defaults, autotuned. */
     rc = sock_run(out2, sizeof(out2),
                   "timeout 20 iperf3 -s -1 -p 28204 >/dev/null 2>&1 & sleep 0.5; "
                   "timeout 15 iperf3 -c 127.0.0.1 -p 28204 -t 2 >/dev/null 2>&1 & C=$!; "
                   "sleep 1.2; ss -tiem state established \"( dport = :28204 )\"; "
                   "wait $C; echo client_rc $?; wait");
-    ck_assert_msg(rc == 0, "%s", out2);
-    ck_assert_msg(sock_count_lines(out2, "timer:(keepalive,") == 0, "%s", out2);
-    ck_assert_msg(sock_count_lines(out2, ",tb196608,") == 0, "%s", out2);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out2));
+    ck_assert_msg(sock_count_lines(out2, "timer:(keepalive,") == 0, "%s", sock_tail(out2));
+    ck_assert_msg(sock_count_lines(out2, ",tb196608,") == 0, "%s", sock_tail(out2));
 }
 END_TEST
 
@@ -107,7 +110,7 @@ START_TEST(passthrough_results_unchanged_curl)
                  b, urls[i]);
         ck_assert_int_eq(sock_kv(out, "rc"), 7);
         ck_assert_int_eq(sock_kv(out2, "rc"), 7);
-        ck_assert_msg(strstr(out2, "Couldn't connect to server"), "%s", out2);
+        ck_assert_msg(strstr(out2, "Couldn't connect to server"), "%s", sock_tail(out2));
     }
 }
 END_TEST
@@ -118,16 +121,17 @@ START_TEST(transfer_under_the_shim_ipv4_ipv6)
     static const char *const hosts[] = {"127.0.0.1", "[::1]", NULL};
 
     for (int i = 0; hosts[i]; i++) {
-        int rc = sock_run(out, sizeof(out),
-                          PRE "TESHIM_TCP_PORTS=28206 TESHIM_TCP_DSCP=26 TESHIM_TCP_NODELAY=on "
-                              "TESHIM_TCP_KEEPALIVE_IDLE_S=30 timeout 10 socat "
-                              "TCP6-LISTEN:28206,reuseaddr,ipv6only=0 SYSTEM:\"echo hello\" & "
-                              "sleep 0.3; " PRE "TESHIM_TCP_PORTS=28206 TESHIM_TCP_DSCP=26 "
-                              "TESHIM_TCP_NODELAY=on TESHIM_TCP_KEEPALIVE_IDLE_S=30 timeout 5 "
-                              "curl -sS --http0.9 http://%s:28206/; echo rc $?; wait",
-                          b, b, hosts[i]);
-        ck_assert_msg(rc == 0, "%s", out);
-        ck_assert_msg(strstr(out, "hello") && sock_kv(out, "rc") == 0, "%s", out);
+        int rc = sock_run(
+            out, sizeof(out),
+            PRE "TESHIM_TCP_PORTS=28206 TESHIM_TCP_DSCP=26 TESHIM_TCP_NODELAY=on "
+                "TESHIM_TCP_KEEPALIVE_IDLE_S=30 timeout 10 socat "
+                "TCP6-LISTEN:28206,reuseaddr,ipv6only=0 SYSTEM:\"echo hello; sleep 0.2\" & "
+                "sleep 0.3; " PRE "TESHIM_TCP_PORTS=28206 TESHIM_TCP_DSCP=26 "
+                "TESHIM_TCP_NODELAY=on TESHIM_TCP_KEEPALIVE_IDLE_S=30 timeout 5 "
+                "curl -sS --http0.9 http://%s:28206/; echo rc $?; wait",
+            b, b, hosts[i]);
+        ck_assert_msg(rc == 0, "%s", sock_tail(out));
+        ck_assert_msg(strstr(out, "hello") && sock_kv(out, "rc") == 0, "%s", sock_tail(out));
     }
 }
 END_TEST
@@ -146,11 +150,11 @@ START_TEST(cap_holds_for_parallel_iperf3_streams)
                       "timeout 15 iperf3 -c 127.0.0.1 -p 28207 -t 1 -P 6; echo client_rc $?; "
                       "kill $(jobs -p) 2>/dev/null; wait",
                       b, dir);
-    ck_assert_msg(rc == 0, "%s", out);
-    ck_assert_msg(sock_kv(out, "client_rc") != 0, "%s", out);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out));
+    ck_assert_msg(sock_kv(out, "client_rc") != 0, "%s", sock_tail(out));
     long refused = sock_stat(dir, "iperf3", "connect", "errors");
-    ck_assert_msg(refused >= 1, "%ld\n%s", refused, out);
-    ck_assert_msg(strstr(out, "Resource temporarily unavailable"), "%s", out);
+    ck_assert_msg(refused >= 1, "%ld\n%s", refused, sock_tail(out));
+    ck_assert_msg(strstr(out, "Resource temporarily unavailable"), "%s", sock_tail(out));
     sock_run(out, sizeof(out), "rm -rf %s", dir);
 }
 END_TEST
