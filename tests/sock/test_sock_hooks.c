@@ -292,6 +292,19 @@ START_TEST(fork_and_exec_under_the_shim)
 }
 END_TEST
 
+START_TEST(constructor_before_shim_constructor)
+{
+    const char *b = sock_build_dir();
+    int rc = sock_run(out, sizeof(out),
+                      PRE "TESHIM_TCP_DSCP=26 TESHIM_TCP_PORTS=28117 SOCKCTOR_PORT=28117 "
+                          "%s/bin/sockctor_host",
+                      b, b);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out));
+    ck_assert_msg(sock_kv(out, "ctor_tos") == 104, "%s", sock_tail(out));
+    ck_assert_msg(sock_kv(out, "main_ran") == 1, "%s", sock_tail(out));
+}
+END_TEST
+
 START_TEST(stats_count_each_socket)
 {
     const char *b = sock_build_dir();
@@ -374,6 +387,7 @@ static Suite *sock_hooks_suite(void)
     tcase_add_test(tc, backoff_gives_up_within_bound);
     tcase_add_test(tc, backoff_never_for_nonblocking);
     tcase_add_test(tc, fork_and_exec_under_the_shim);
+    tcase_add_test(tc, constructor_before_shim_constructor);
     tcase_add_test(tc, stats_count_each_socket);
     tcase_add_test(tc, data_path_not_exported);
     suite_add_tcase(s, tc);
