@@ -8,9 +8,12 @@
 
 static char out[SOCK_OUT_MAX];
 
-#define PRE                                                                                        \
-    "env -u TESHIM_BUILD_DIR -u TESHIM_SOURCE_DIR LD_PRELOAD=%s/lib/libteshim.so "                 \
-    "TESHIM_LOG_LEVEL=warn "
+/* Every real program runs under `teshim run`, as a user would. */
+/* A shell function: wait up to 10 s until something listens on port $1. */
+#define WL                                                                                         \
+    "wl() { for i in $(seq 200); do ss -Hltn \"sport = :$1\" | grep -q . && return 0; "            \
+    "sleep 0.05; done; return 1; }; "
+#define PRE "env -u TESHIM_BUILD_DIR -u TESHIM_SOURCE_DIR %s/bin/teshim run --set log.level=warn "
 
 /*
  * Count, in tcpdump -v text, the packets whose line names "> dst" (the
@@ -52,19 +55,20 @@ static void capture(const char *addr, const char *url_host, int in_port, int out
     const char *b = sock_build_dir();
     int rc = sock_run(
         out, sizeof(out),
+        WL
         "D=$(mktemp -d); "
         "timeout 20 tcpdump -i lo -n -v -l \"tcp port %d or tcp port %d\" >$D/cap 2>$D/err & T=$!; "
         "for i in $(seq 100); do grep -q \"listening on\" $D/err && break; sleep 0.05; done; "
-        "for p in %d %d; do " PRE "TESHIM_TCP_PORTS=%d TESHIM_TCP_DSCP=26 timeout 10 "
+        "for p in %d %d; do " PRE "--set tcp.ports=%d --set tcp.dscp=26 -- timeout 10 "
         "socat TCP6-LISTEN:$p,bind=%s,reuseaddr,fork,ipv6only=0 SYSTEM:\"echo hello; sleep 0.2\" & "
         "done; "
-        "sleep 0.3; "
-        "for p in %d %d; do " PRE "TESHIM_TCP_PORTS=%d TESHIM_TCP_DSCP=26 timeout 5 "
+        "wl %d; wl %d; "
+        "for p in %d %d; do " PRE "--set tcp.ports=%d --set tcp.dscp=26 -- timeout 5 "
         "curl -sS --http0.9 --max-time 3 http://%s:$p/; done; "
         "sleep 0.5; kill $T; kill $(jobs -p) 2>/dev/null; wait; "
         "echo ---; cat $D/cap; rm -rf $D",
         in_port, out_port, in_port, out_port, b, in_port, strchr(addr, ':') ? "[::1]" : "[::]",
-        in_port, out_port, b, in_port, url_host);
+        in_port, out_port, in_port, out_port, b, in_port, url_host);
     ck_assert_msg(rc == 0, "%s", sock_tail(out));
     ck_assert_msg(sock_count_lines(out, "hello") == 2, "both transfers completed\n%s",
                   sock_tail(out));

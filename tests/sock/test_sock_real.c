@@ -10,9 +10,12 @@
 static char out[SOCK_OUT_MAX];
 static char out2[SOCK_OUT_MAX];
 
-#define PRE                                                                                        \
-    "env -u TESHIM_BUILD_DIR -u TESHIM_SOURCE_DIR LD_PRELOAD=%s/lib/libteshim.so "                 \
-    "TESHIM_LOG_LEVEL=warn "
+/* Every real program runs under `teshim run`, as a user would. */
+/* A shell function: wait up to 10 s until something listens on port $1. */
+#define WL                                                                                         \
+    "wl() { for i in $(seq 200); do ss -Hltn \"sport = :$1\" | grep -q . && return 0; "            \
+    "sleep 0.05; done; return 1; }; "
+#define PRE "env -u TESHIM_BUILD_DIR -u TESHIM_SOURCE_DIR %s/bin/teshim run --set log.level=warn "
 
 START_TEST(client_started_before_server_connects)
 {
@@ -20,21 +23,22 @@ START_TEST(client_started_before_server_connects)
     int rc = sock_run(out, sizeof(out),
                       "(sleep 0.7; exec timeout 10 socat TCP-LISTEN:28201,reuseaddr "
                       "SYSTEM:\"echo served; sleep 0.2\") & "
-                      "echo x | " PRE "TESHIM_TCP_PORTS=28201 TESHIM_TCP_CONNECT_RETRIES=30 "
-                      "TESHIM_TCP_CONNECT_BACKOFF_MS=50 TESHIM_TCP_CONNECT_MAX_MS=8000 "
-                      "timeout 15 socat - TCP:127.0.0.1:28201; echo client_rc $?; "
+                      "echo x | " PRE "--set tcp.ports=28201 --set tcp.connect_retries=30 "
+                      "--set tcp.connect_backoff_ms=50 --set tcp.connect_max_ms=8000 "
+                      "-- timeout 15 socat - TCP:127.0.0.1:28201; echo client_rc $?; "
                       "kill $(jobs -p) 2>/dev/null; wait",
                       b);
     ck_assert_msg(rc == 0, "%s", sock_tail(out));
     ck_assert_msg(strstr(out, "served"), "%s", sock_tail(out));
     ck_assert_msg(sock_kv(out, "client_rc") == 0, "%s", sock_tail(out));
     /* Without the policy the same client fails at once: the test can fail. */
-    rc = sock_run(out, sizeof(out),
-                  "(sleep 0.7; exec timeout 2 socat TCP-LISTEN:28201,reuseaddr "
-                  "SYSTEM:\"echo served; sleep 0.2\") & "
-                  "echo x | " PRE "TESHIM_TCP_PORTS=28201 timeout 15 socat - TCP:127.0.0.1:28201; "
-                  "echo client_rc $?; kill $(jobs -p) 2>/dev/null; wait",
-                  b);
+    rc =
+        sock_run(out, sizeof(out),
+                 "(sleep 0.7; exec timeout 2 socat TCP-LISTEN:28201,reuseaddr "
+                 "SYSTEM:\"echo served; sleep 0.2\") & "
+                 "echo x | " PRE "--set tcp.ports=28201 -- timeout 15 socat - TCP:127.0.0.1:28201; "
+                 "echo client_rc $?; kill $(jobs -p) 2>/dev/null; wait",
+                 b);
     ck_assert_msg(!strstr(out, "served") && sock_kv(out, "client_rc") != 0, "%s", sock_tail(out));
 }
 END_TEST
@@ -42,14 +46,13 @@ END_TEST
 START_TEST(client_gives_up_within_bound)
 {
     const char *b = sock_build_dir();
-    int rc =
-        sock_run(out, sizeof(out),
-                 "s=$(date +%%s%%N); echo x | " PRE
-                 "TESHIM_LOG_LEVEL=debug TESHIM_TCP_PORTS=28202 TESHIM_TCP_CONNECT_RETRIES=100 "
-                 "TESHIM_TCP_CONNECT_BACKOFF_MS=20 TESHIM_TCP_CONNECT_MAX_MS=600 "
-                 "timeout 15 socat - TCP:127.0.0.1:28202; echo client_rc $?; "
-                 "echo elapsed_ms $(( ($(date +%%s%%N) - s) / 1000000 ))",
-                 b);
+    int rc = sock_run(out, sizeof(out),
+                      "s=$(date +%%s%%N); echo x | " PRE
+                      "--set log.level=debug --set tcp.ports=28202 --set tcp.connect_retries=100 "
+                      "--set tcp.connect_backoff_ms=20 --set tcp.connect_max_ms=600 "
+                      "-- timeout 15 socat - TCP:127.0.0.1:28202; echo client_rc $?; "
+                      "echo elapsed_ms $(( ($(date +%%s%%N) - s) / 1000000 ))",
+                      b);
     ck_assert_msg(rc == 0, "%s", sock_tail(out));
     ck_assert_msg(sock_kv(out, "client_rc") != 0, "%s", sock_tail(out));
     ck_assert_msg(strstr(out, "Connection refused"), "socat reports the real error\n%s",
@@ -65,12 +68,12 @@ START_TEST(ss_shows_buffers_and_keepalive_iperf3)
 {
     const char *b = sock_build_dir();
     int rc = sock_run(out, sizeof(out),
-                      "timeout 20 iperf3 -s -1 -p 28203 >/dev/null 2>&1 & sleep 0.5; " PRE
-                      "TESHIM_TCP_PORTS=28203 TESHIM_TCP_SNDBUF=96K TESHIM_TCP_RCVBUF=80K "
-                      "TESHIM_TCP_KEEPALIVE_IDLE_S=600 TESHIM_TCP_USER_TIMEOUT_MS=7000 "
-                      "timeout 15 iperf3 -c 127.0.0.1 -p 28203 -t 2 >/dev/null 2>&1 & C=$!; "
-                      "sleep 1.2; ss -tiem state established \"( dport = :28203 )\"; "
-                      "wait $C; echo client_rc $?; wait",
+                      WL "timeout 20 iperf3 -s -1 -p 28203 >/dev/null 2>&1 & wl 28203; " PRE
+                         "--set tcp.ports=28203 --set tcp.sndbuf=96K --set tcp.rcvbuf=80K "
+                         "--set tcp.keepalive_idle_s=600 --set tcp.user_timeout_ms=7000 "
+                         "-- timeout 15 iperf3 -c 127.0.0.1 -p 28203 -t 2 >/dev/null 2>&1 & C=$!; "
+                         "sleep 1.2; ss -tiem state established \"( dport = :28203 )\"; "
+                         "wait $C; echo client_rc $?; wait",
                       b);
     ck_assert_msg(rc == 0, "%s", sock_tail(out));
     ck_assert_msg(sock_kv(out, "client_rc") == 0, "%s", sock_tail(out));
@@ -84,10 +87,10 @@ START_TEST(ss_shows_buffers_and_keepalive_iperf3)
                   sock_tail(out));
     /* The same without the shim: kernel defaults, autotuned. */
     rc = sock_run(out2, sizeof(out2),
-                  "timeout 20 iperf3 -s -1 -p 28204 >/dev/null 2>&1 & sleep 0.5; "
-                  "timeout 15 iperf3 -c 127.0.0.1 -p 28204 -t 2 >/dev/null 2>&1 & C=$!; "
-                  "sleep 1.2; ss -tiem state established \"( dport = :28204 )\"; "
-                  "wait $C; echo client_rc $?; wait");
+                  WL "timeout 20 iperf3 -s -1 -p 28204 >/dev/null 2>&1 & wl 28204; "
+                     "timeout 15 iperf3 -c 127.0.0.1 -p 28204 -t 2 >/dev/null 2>&1 & C=$!; "
+                     "sleep 1.2; ss -tiem state established \"( dport = :28204 )\"; "
+                     "wait $C; echo client_rc $?; wait");
     ck_assert_msg(rc == 0, "%s", sock_tail(out2));
     ck_assert_msg(sock_count_lines(out2, "timer:(keepalive,") == 0, "%s", sock_tail(out2));
     ck_assert_msg(sock_count_lines(out2, ",tb196608,") == 0, "%s", sock_tail(out2));
@@ -104,9 +107,9 @@ START_TEST(passthrough_results_unchanged_curl)
          * without every policy on in scope. */
         sock_run(out, sizeof(out), "timeout 10 curl -sS %s; echo rc $?", urls[i]);
         sock_run(out2, sizeof(out2),
-                 PRE "TESHIM_TCP_PORTS=28205 TESHIM_TCP_DSCP=10 TESHIM_TCP_NODELAY=on "
-                     "TESHIM_TCP_MAX_CONNECTIONS=2 TESHIM_TCP_CONNECT_RETRIES=3 "
-                     "timeout 10 curl -sS %s; echo rc $?",
+                 PRE "--set tcp.ports=28205 --set tcp.dscp=10 --set tcp.nodelay=on "
+                     "--set tcp.max_connections=2 --set tcp.connect_retries=3 "
+                     "-- timeout 10 curl -sS %s; echo rc $?",
                  b, urls[i]);
         ck_assert_int_eq(sock_kv(out, "rc"), 7);
         ck_assert_int_eq(sock_kv(out2, "rc"), 7);
@@ -123,12 +126,12 @@ START_TEST(transfer_under_the_shim_ipv4_ipv6)
     for (int i = 0; hosts[i]; i++) {
         int rc = sock_run(
             out, sizeof(out),
-            PRE "TESHIM_TCP_PORTS=28206 TESHIM_TCP_DSCP=26 TESHIM_TCP_NODELAY=on "
-                "TESHIM_TCP_KEEPALIVE_IDLE_S=30 timeout 10 socat "
-                "TCP6-LISTEN:28206,reuseaddr,ipv6only=0 SYSTEM:\"echo hello; sleep 0.2\" & "
-                "sleep 0.3; " PRE "TESHIM_TCP_PORTS=28206 TESHIM_TCP_DSCP=26 "
-                "TESHIM_TCP_NODELAY=on TESHIM_TCP_KEEPALIVE_IDLE_S=30 timeout 5 "
-                "curl -sS --http0.9 http://%s:28206/; echo rc $?; wait",
+            WL PRE "--set tcp.ports=28206 --set tcp.dscp=26 --set tcp.nodelay=on "
+                   "--set tcp.keepalive_idle_s=30 -- timeout 10 socat "
+                   "TCP6-LISTEN:28206,reuseaddr,ipv6only=0 SYSTEM:\"echo hello; sleep 0.2\" & "
+                   "wl 28206; " PRE "--set tcp.ports=28206 --set tcp.dscp=26 "
+                   "--set tcp.nodelay=on --set tcp.keepalive_idle_s=30 -- timeout 5 "
+                   "curl -sS --http0.9 http://%s:28206/; echo rc $?; wait",
             b, b, hosts[i]);
         ck_assert_msg(rc == 0, "%s", sock_tail(out));
         ck_assert_msg(strstr(out, "hello") && sock_kv(out, "rc") == 0, "%s", sock_tail(out));
@@ -145,10 +148,10 @@ START_TEST(cap_holds_for_parallel_iperf3_streams)
      * the streams over it cannot connect (non-blocking connects never wait)
      * and the server never sees more than 3 connections from it. */
     int rc = sock_run(out, sizeof(out),
-                      "timeout 20 iperf3 -s -1 -p 28207 >/dev/null 2>&1 & sleep 0.5; " PRE
-                      "TESHIM_STATS_DIR=%s TESHIM_TCP_PORTS=28207 TESHIM_TCP_MAX_CONNECTIONS=3 "
-                      "timeout 15 iperf3 -c 127.0.0.1 -p 28207 -t 1 -P 6; echo client_rc $?; "
-                      "kill $(jobs -p) 2>/dev/null; wait",
+                      WL "timeout 20 iperf3 -s -1 -p 28207 >/dev/null 2>&1 & wl 28207; " PRE
+                         "--set stats.dir=%s --set tcp.ports=28207 --set tcp.max_connections=3 "
+                         "-- timeout 15 iperf3 -c 127.0.0.1 -p 28207 -t 1 -P 6; echo client_rc $?; "
+                         "kill $(jobs -p) 2>/dev/null; wait",
                       b, dir);
     ck_assert_msg(rc == 0, "%s", sock_tail(out));
     ck_assert_msg(sock_kv(out, "client_rc") != 0, "%s", sock_tail(out));
