@@ -181,6 +181,14 @@ START_TEST(passthrough_errno_unchanged)
                   b, b);
     ck_assert_msg(rc == 0, "%s", sock_tail(out2));
     ck_assert_str_eq(out, out2);
+    /* Preloaded with no TCP policy, and with the port out of scope. */
+    rc = sock_run(out2, sizeof(out2), PRE HOST " errno 127.0.0.1 28109", b, b);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out2));
+    ck_assert_str_eq(out, out2);
+    rc = sock_run(out2, sizeof(out2), PRE ALL "TESHIM_TCP_PORTS=9 " HOST " errno 127.0.0.1 28109",
+                  b, b);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out2));
+    ck_assert_str_eq(out, out2);
     /* And the same over IPv6. */
     rc = sock_run(out, sizeof(out), "timeout 30 " HOST " errno ::1 28109", b);
     ck_assert_msg(rc == 0, "%s", sock_tail(out));
