@@ -79,17 +79,15 @@ static uint32_t fd_get(int fd)
     return e ? atomic_load_explicit(e, memory_order_relaxed) : 0;
 }
 
-static void fd_or(int fd, uint32_t bits)
+/* false when fd has no entry (out of memory, or above the table). */
+static bool fd_or(int fd, uint32_t bits)
 {
     _Atomic(uint32_t) *e = fd_entry(fd, true);
 
-    if (e)
-        atomic_fetch_or_explicit(e, bits, memory_order_relaxed);
-    else
-        shim_log_once(POL_LOG_WARN,
-                      "socket state: descriptor %d not tracked (out of memory or "
-                      "above the table); its slot is not counted",
-                      fd);
+    if (!e)
+        return false;
+    atomic_fetch_or_explicit(e, bits, memory_order_relaxed);
+    return true;
 }
 
 static void slot_release(void);
@@ -466,8 +464,15 @@ static int sock_connect(shim_fn_connect_libc real, int fd, const struct sockaddr
             shim_count_verdict(id, POL_INJECT);
             goto out;
         }
-        took_slot = true;
-        fd_or(fd, ST_SLOT);
+        took_slot = fd_or(fd, ST_SLOT);
+        if (!took_slot) {
+            /* Its close could not return the slot: do not hold one. */
+            slot_release();
+            shim_log_once(POL_LOG_WARN,
+                          "tcp: descriptor %d cannot be tracked; its connection "
+                          "is not counted in tcp.max_connections",
+                          fd);
+        }
     }
 
     int retries = blocking ? (int)pol_int(cfg, POL_TCP_CONNECT_RETRIES) : 0;
@@ -552,10 +557,10 @@ int shim_hook_listen_libc(int fd, int backlog)
         struct apply_result ar;
         /* An IPv6 listener may accept IPv4-mapped peers: IP_TOS as well. */
         apply_opts(fd, fd, family, family == AF_INET6, &ar);
-        if (account_apply(id, &ar))
-            fd_or(fd, ST_LISTEN_INJECTED);
-        else
+        if (!account_apply(id, &ar))
             v = POL_NOT_APPLICABLE;
+        else
+            fd_or(fd, ST_LISTEN_INJECTED); /* without an entry, accepts decide by scope */
     }
     int rc = real(fd, backlog);
     int err = errno;
