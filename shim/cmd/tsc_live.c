@@ -1,7 +1,9 @@
 /*
  * teshim stats --live: the counters every process under libteshim.so
- * publishes in /dev/shm/teshim-<uid>-<pid> (see shim/shim_stats.c), and the
- * clean-up of segments whose process is gone.
+ * publishes in /dev/shm/teshim-<uid>-<pidns>-<pid> (see shim/shim_stats.c),
+ * and the clean-up of segments whose process is gone. Only segments of this
+ * reader's pid namespace can be judged (and removed): containers sharing
+ * /dev/shm see each other's segments under pid numbers that mean nothing here.
  *
  * A segment is read through a read-only mapping, so it stays readable even
  * if its process exits and unlinks it meanwhile. The header is trusted only
@@ -41,8 +43,10 @@ static const char *const live_ctr_heads[SHIM_C_COUNT] = {
 struct live_proc {
     char seg[256];
     unsigned uid;
+    unsigned long long ns;
     int pid;
-    bool layout_ok; /* counters readable: same layout and hook list */
+    bool foreign_ns; /* another pid namespace: shown on request, never reaped */
+    bool layout_ok;  /* counters readable: same layout and hook list */
     char program[128];
     char arm[4];
     char gate[16];
@@ -53,17 +57,24 @@ struct live_proc {
 
 /* Counts of one scan. */
 struct live_scan {
-    unsigned shown, removed, unreadable, stale_foreign, foreign_layout;
+    unsigned shown, removed, unreadable, stale_foreign, foreign_layout, other_ns;
 };
 
-/* "teshim-<uid>-<pid>" exactly; 0 and the parts, or -1. */
-static int parse_seg_name(const char *name, unsigned *uid, int *pid)
+/* "teshim-<uid>-<pidns>-<pid>" exactly; 0 and the parts, or -1. */
+static int parse_seg_name(const char *name, unsigned *uid, unsigned long long *ns, int *pid)
 {
     int n = 0;
 
-    if (sscanf(name, "teshim-%u-%d%n", uid, pid, &n) != 2 || name[n] != '\0' || *pid <= 0)
+    if (sscanf(name, "teshim-%u-%llu-%d%n", uid, ns, pid, &n) != 3 || name[n] != '\0' || *pid <= 0)
         return -1;
     return 0;
+}
+
+static unsigned long long own_pid_namespace(void)
+{
+    struct stat st;
+
+    return stat("/proc/self/ns/pid", &st) == 0 ? (unsigned long long)st.st_ino : 0;
 }
 
 /* Does pid still map this segment? 1 yes, 0 no, -1 cannot tell (no access
@@ -123,8 +134,10 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
     int fd, rc = 0;
 
     memset(p, 0, sizeof(*p));
-    if (parse_seg_name(seg, &p->uid, &p->pid) != 0)
+    if (parse_seg_name(seg, &p->uid, &p->ns, &p->pid) != 0)
         return 0;
+    /* Namespace 0: the process could not tell; nor can we. */
+    p->foreign_ns = p->ns == 0 || p->ns != own_pid_namespace();
     snprintf(p->seg, sizeof(p->seg), "%s", seg);
     snprintf(path, sizeof(path), SHM_DIR "/%s", seg);
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -137,8 +150,8 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
         scan->unreadable++;
         goto out_close;
     }
-    bool mine = st.st_uid == geteuid();
-    bool alive = pid_alive(p->pid);
+    bool mine = st.st_uid == geteuid() && !p->foreign_ns;
+    bool alive = p->foreign_ns || pid_alive(p->pid);
     if ((size_t)st.st_size < hdr) {
         /* Created but not sized yet (the process is starting), or junk. */
         if (!alive && mine)
@@ -155,7 +168,7 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
     bool stale = !alive;
     /* Only an initialised segment can be judged by the maps: the magic is
      * written after the mapping exists. */
-    if (!stale && ready && maps_segment(p->pid, seg) == 0)
+    if (!stale && ready && !p->foreign_ns && maps_segment(p->pid, seg) == 0)
         stale = true;
     if (stale) {
         if (mine)
@@ -203,7 +216,8 @@ static int cmp_proc(const void *x, const void *y)
  * procs is not NULL, live ones (restricted to pid when > 0) are returned in
  * a sorted array the caller frees. 0 or -errno.
  */
-static int live_scan(int pid, struct live_proc **procs, size_t *nprocs, struct live_scan *scan)
+static int live_scan(int pid, bool all_ns, struct live_proc **procs, size_t *nprocs,
+                     struct live_scan *scan)
 {
     DIR *d = opendir(SHM_DIR);
     struct dirent *e;
@@ -215,14 +229,17 @@ static int live_scan(int pid, struct live_proc **procs, size_t *nprocs, struct l
         return -errno;
     while ((e = readdir(d))) {
         unsigned uid;
+        unsigned long long ns;
         int epid;
-        if (parse_seg_name(e->d_name, &uid, &epid) != 0)
-            continue;
-        if (pid > 0 && epid != pid && !procs)
+        if (parse_seg_name(e->d_name, &uid, &ns, &epid) != 0)
             continue;
         if (!read_segment(e->d_name, &one, scan))
             continue;
-        if (!procs || (pid > 0 && one.pid != pid))
+        if (one.foreign_ns && !all_ns) {
+            scan->other_ns++;
+            continue;
+        }
+        if (!procs || (pid > 0 && (one.pid != pid || one.foreign_ns)))
             continue;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
@@ -251,7 +268,7 @@ int tsc_live_reap(void)
 {
     struct live_scan scan;
 
-    if (live_scan(0, NULL, NULL, &scan) != 0)
+    if (live_scan(0, false, NULL, NULL, &scan) != 0)
         return 0;
     return (int)scan.removed;
 }
@@ -261,8 +278,9 @@ static void print_proc(const struct live_proc *p, uint64_t now)
     double up = p->start_ns && now > p->start_ns ? (double)(now - p->start_ns) / 1e9 : 0;
     bool any = false;
 
-    printf("%-8d %-24.24s %-3s %-12s %016llx %8.1fs\n", p->pid, p->program, p->arm, p->gate,
-           (unsigned long long)p->policy_hash, up);
+    printf("%-8d %-24.24s %-3s %-12s %016llx %8.1fs%s\n", p->pid, p->program, p->arm, p->gate,
+           (unsigned long long)p->policy_hash, up,
+           p->foreign_ns ? "  (other pid namespace: pid as seen there)" : "");
     if (!p->layout_ok) {
         printf("  (counters written by a different teshim build: layout or hook list differs)\n");
         return;
@@ -291,18 +309,23 @@ static void print_proc(const struct live_proc *p, uint64_t now)
 
 static void live_usage(FILE *f)
 {
-    fprintf(f, "usage: teshim stats --live [--pid PID] [--interval S] [--count N]\n"
+    fprintf(f, "usage: teshim stats --live [--pid PID] [--interval S] [--count N] "
+               "[--all-namespaces]\n"
                "Shows every process running under libteshim.so on this host (its arm, gate,\n"
                "policy hash and non-zero per-hook counters), read from the shared-memory\n"
-               "segments " SHM_DIR "/teshim-<uid>-<pid> (owner-only: other users' processes\n"
-               "are visible to root only). Refreshes every S seconds (default 1); --count N\n"
-               "stops after N screens (default: until interrupted on a terminal, 1 otherwise).\n"
-               "Segments left by processes that died (SIGKILL) are removed when they are ours.\n");
+               "segments " SHM_DIR "/teshim-<uid>-<pidns>-<pid> (owner-only: other users'\n"
+               "processes are visible to root only). Refreshes every S seconds (default 1);\n"
+               "--count N stops after N screens (default: until interrupted on a terminal,\n"
+               "1 otherwise). Segments left by processes that died (SIGKILL) are removed\n"
+               "when they are ours. Processes of other pid namespaces (containers sharing\n"
+               "/dev/shm) are counted; --all-namespaces lists them too (their liveness\n"
+               "cannot be checked from here, so their segments are never removed).\n");
 }
 
 int tsc_stats_live(int argc, char **argv)
 {
     int pid = 0;
+    bool all_ns = false;
     double interval = 1.0;
     long count = isatty(STDOUT_FILENO) ? 0 : 1;
     bool tty = isatty(STDOUT_FILENO);
@@ -312,6 +335,10 @@ int tsc_stats_live(int argc, char **argv)
         char *end;
         if (strcmp(o, "--live") == 0)
             continue;
+        if (strcmp(o, "--all-namespaces") == 0) {
+            all_ns = true;
+            continue;
+        }
         if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
             live_usage(stdout);
             return 0;
@@ -358,7 +385,7 @@ int tsc_stats_live(int argc, char **argv)
                                  (long)((interval - (double)(time_t)interval) * 1e9)};
             nanosleep(&d, NULL);
         }
-        int rc = live_scan(pid, &procs, &n, &scan);
+        int rc = live_scan(pid, all_ns, &procs, &n, &scan);
         if (rc) {
             tsc_err("stats --live: %s: %s", SHM_DIR, strerror(-rc));
             return 1;
@@ -376,6 +403,8 @@ int tsc_stats_live(int argc, char **argv)
             printf(", %u not readable (other users: run as root)", scan.unreadable);
         if (scan.stale_foreign)
             printf(", %u stale of other users", scan.stale_foreign);
+        if (scan.other_ns)
+            printf(", %u in other pid namespaces", scan.other_ns);
         printf("\n");
         if (n)
             printf("%-8s %-24s %-3s %-12s %-16s %9s\n", "PID", "PROGRAM", "ARM", "GATE", "POLICY",

@@ -17,6 +17,9 @@ int cli_run(char *const argv[], char *const extra_env[], char **out);
 /* A fresh folder under $TMPDIR or /tmp; the path is malloc'd. */
 char *cli_tmpdir(void);
 
+/* Remove a folder made by cli_tmpdir and everything in it; frees dir. */
+void cli_rmtree(char *dir);
+
 /* Read a whole file; malloc'd and NUL-terminated, NULL if unreadable. */
 char *cli_slurp(const char *path);
 
