@@ -360,6 +360,10 @@ static void apply_env(struct loader *ld)
         snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
         if (strcmp(name, "TESHIM_CONFIG") == 0)
             continue; /* consumed when the file was chosen */
+        /* Set by the teshim command for the program, not parameters:
+         * TESHIM_LIBRARY (where libteshim.so is), TESHIM_AB_ARM/_RUN (teshim ab). */
+        if (strcmp(name, "TESHIM_LIBRARY") == 0 || strncmp(name, "TESHIM_AB_", 10) == 0)
+            continue;
         int p = pol_find_env(name);
         if (p < 0) {
             const char *s = pol_suggest(name, true);

@@ -22,7 +22,7 @@ static int ab(const char *const *args, const char *const *host, char **out)
     char *argv[64];
     int n = 0;
 
-    argv[n++] = (char *)cli_path("TESHIM_CMD");
+    argv[n++] = (char *)cli_path("CLI_TESHIM");
     argv[n++] = "ab";
     for (; *args; args++)
         argv[n++] = (char *)*args;
@@ -223,7 +223,7 @@ END_TEST
 START_TEST(command_not_found_is_an_error_not_a_crash)
 {
     char *out;
-    char *argv[] = {(char *)cli_path("TESHIM_CMD"),
+    char *argv[] = {(char *)cli_path("CLI_TESHIM"),
                     "ab",
                     "-n",
                     "2",
@@ -241,7 +241,7 @@ END_TEST
 START_TEST(bad_policy_spec_is_a_usage_error)
 {
     char *out;
-    char *argv[] = {(char *)cli_path("TESHIM_CMD"),
+    char *argv[] = {(char *)cli_path("CLI_TESHIM"),
                     "ab",
                     "--policy-b",
                     "set:rdma.trafic_class=1",

@@ -72,7 +72,7 @@ static void host_start(struct host *h, int calls)
 static char *live(const char *pid_opt)
 {
     char *out;
-    char *argv[] = {(char *)cli_path("TESHIM_CMD"), "stats",         "--live", "--count", "1",
+    char *argv[] = {(char *)cli_path("CLI_TESHIM"), "stats",         "--live", "--count", "1",
                     pid_opt ? "--pid" : NULL,       (char *)pid_opt, NULL};
 
     int st = cli_run(argv, NULL, &out);
