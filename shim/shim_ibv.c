@@ -9,6 +9,7 @@
  */
 #include "shim.h"
 
+#include <dlfcn.h>
 #include <infiniband/verbs.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,6 +24,26 @@
 #define SHIM_PROTO_LIBC SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK
+
+/*
+ * libibverbs calls ibv_reg_mr_iova2 and ibv_modify_qp through its own PLT
+ * (the 1.0 compat entry points convert their old structs and call the
+ * current ones), and with teshim preloaded those calls land here. They are
+ * the library's own business: a caller of ibv_reg_mr@IBVERBS_1.0 must get
+ * exactly what the real library gives it. A hook whose caller lies in the
+ * same object as the real function passes through.
+ */
+static bool called_by_host_library(const void *caller, const void *real)
+{
+    Dl_info ci, ri;
+
+    if (!dladdr(caller, &ci) || !dladdr(real, &ri))
+        return false;
+    return ci.dli_fbase == ri.dli_fbase;
+}
+
+#define SHIM_IBV_INTERNAL(real)                                                                    \
+    called_by_host_library(__builtin_return_address(0), (const void *)(real))
 
 /* Per-device state: PCIe RO capability (read once) and RO failures. */
 #define SHIM_IBV_MAX_DEVS 64
@@ -167,7 +188,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t le
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || !shim_enter(SHIM_HK_ibv_reg_mr_1_1))
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_1_1))
         return real(pd, addr, length, access);
 #define REG(a) real(pd, addr, length, a)
     SHIM_REG_MR(SHIM_HK_ibv_reg_mr_1_1, pd->context, length, access, REG);
@@ -186,7 +207,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || !shim_enter(SHIM_HK_ibv_reg_mr_iova_1_7))
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_iova_1_7))
         return real(pd, addr, length, iova, access);
 #define REG(a) real(pd, addr, length, iova, a)
     SHIM_REG_MR(SHIM_HK_ibv_reg_mr_iova_1_7, pd->context, length, access, REG);
@@ -205,7 +226,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, siz
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || !shim_enter(SHIM_HK_ibv_reg_mr_iova2_1_8))
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_iova2_1_8))
         return real(pd, addr, length, iova, access);
 #define REG(a) real(pd, addr, length, iova, (unsigned int)(a))
     SHIM_REG_MR(SHIM_HK_ibv_reg_mr_iova2_1_8, pd->context, length, access, REG);
@@ -224,7 +245,7 @@ struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offs
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || !shim_enter(SHIM_HK_ibv_reg_dmabuf_mr_1_12))
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_dmabuf_mr_1_12))
         return real(pd, offset, length, iova, fd, access);
 #define REG(a) real(pd, offset, length, iova, fd, a)
     SHIM_REG_MR(SHIM_HK_ibv_reg_dmabuf_mr_1_12, pd->context, length, access, REG);
@@ -241,7 +262,7 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
 
     if (!real)
         return ENOSYS; /* ibv_rereg_mr returns an IBV_REREG_MR_ERR_* or errno value */
-    if (!mr || !shim_enter(id))
+    if (!mr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
         return real(mr, flags, pd, addr, length, access);
 
     /* Only a change of access flags is ours to touch. */
@@ -291,7 +312,7 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
 
     if (!real)
         return ENOSYS;
-    if (!qp || !attr || !shim_enter(id))
+    if (!qp || !attr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
         return real(qp, attr, attr_mask);
 
     struct pol_rdma_qp req = {
