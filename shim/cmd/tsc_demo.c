@@ -1,9 +1,727 @@
-/* teshim demo: placeholder replaced below. */
+/*
+ * teshim demo: on this machine, show what teshim intercepts and injects in
+ * an unmodified program, what `teshim stats --live` sees, and a short A/B
+ * experiment of a real transfer; then say what to run on one's own binary.
+ *
+ * Every step uses what this build and machine have (the emulated libibverbs,
+ * the socket hooks, the engine bench, iperf3) and says why it skips what it
+ * cannot run. Every child runs in its own process group under a time limit,
+ * so a step that hangs is killed and the demo goes on.
+ */
 #include "tsc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define DEMO_MAX_ARGS 64
+
+struct demo {
+    char self[4096];  /* this executable */
+    char build[4096]; /* the build folder: bin/ and lib/ */
+    char src[8192];   /* the source tree, "" if unknown */
+    char tmp[4096];   /* results of this demo, kept */
+    unsigned runs;
+    char emu_script[4200]; /* scripts/emulated-verbs, "" if absent */
+    char bench[4200];      /* build/bin/teshim-bench, "" if absent */
+    char cli_host[4200];   /* the cli tests' host program, "" if absent */
+    bool sock_hooks;       /* this libteshim.so hooks connect() */
+    bool have_iperf3, have_pingpong;
+    unsigned step;
+};
+
+static const char *const demo_hook_names[] = {
+#define HOOK(lib, tag, ver, def, ret, name, params, args) #name,
+#include "shim_hooks.def"
+#undef HOOK
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void heading(struct demo *d, const char *title)
+{
+    printf("\n== %u. %s\n", ++d->step, title);
+    fflush(stdout);
+}
+
+static void show_cmd(char *const argv[], char *const env[])
+{
+    printf("$");
+    for (char *const *e = env; e && *e; e++)
+        printf(" %s", *e);
+    for (char *const *a = argv; *a; a++)
+        printf(strpbrk(*a, " *?()[]|&;'\"") ? " '%s'" : " %s", *a);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Start argv in its own process group, env entries "K=V" added, output to
+ * log (appended) or inherited when log is NULL. -1 on failure (reported). */
+static pid_t spawn(char *const argv[], char *const env[], const char *log)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+
+    if (pid < 0) {
+        tsc_err("demo: fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        if (log) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (fd >= 0) {
+                dup2(fd, STDOUT_FILENO);
+                dup2(fd, STDERR_FILENO);
+            }
+        }
+        for (char *const *e = env; e && *e; e++)
+            putenv(*e);
+        execvp(argv[0], argv);
+        fprintf(stderr, "teshim demo: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    return pid;
+}
+
+/* Wait for pid up to timeout seconds; past it, kill its process group.
+ * Returns the wait status, or -1 when it had to be killed. */
+static int wait_limit(pid_t pid, double timeout)
+{
+    double end = mono() + timeout;
+    int status;
+
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            return status;
+        if (w < 0 && errno != EINTR)
+            return -1;
+        if (mono() > end)
+            break;
+        struct timespec t = {0, 20 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* End a background server: SIGTERM to its group, SIGKILL after 3 s. */
+static void stop(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(-pid, SIGTERM);
+    if (wait_limit(pid, 3) == -1)
+        printf("   (the server did not stop on SIGTERM and was killed)\n");
+}
+
+/* Run in the foreground with output shown; true when it exited 0. */
+static bool run_shown(char *const argv[], char *const env[], double timeout, const char *what)
+{
+    show_cmd(argv, env);
+    pid_t pid = spawn(argv, env, NULL);
+    if (pid < 0)
+        return false;
+    int st = wait_limit(pid, timeout);
+    if (st == -1) {
+        printf("-> %s did not finish within %.0f s and was stopped\n", what, timeout);
+        return false;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        printf("-> %s ended with %s %d\n", what, WIFEXITED(st) ? "exit status" : "signal",
+               WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        return false;
+    }
+    return true;
+}
+
+/* Is something listening on TCP port (IPv4 or IPv6) on this host? */
+static bool listening(int port)
+{
+    const char *files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    char line[512], want[16];
+
+    snprintf(want, sizeof(want), ":%04X ", port);
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(files[i], "re");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof(line), f)) {
+            /* sl local_address rem_address st: LISTEN is 0A */
+            char local[128], remote[128], st[8];
+            if (sscanf(line, "%*s %127s %127s %7s", local, remote, st) == 3 &&
+                strcmp(st, "0A") == 0 && strstr(strcat(local, " "), want)) {
+                fclose(f);
+                return true;
+            }
+        }
+        fclose(f);
+    }
+    return false;
+}
+
+/* Wait until port listens, or the server exits, or timeout. */
+static bool wait_listen(pid_t server, int port, double timeout)
+{
+    double end = mono() + timeout;
+    int status;
+
+    while (mono() < end) {
+        if (listening(port))
+            return true;
+        if (waitpid(server, &status, WNOHANG) == server)
+            return false;
+        struct timespec t = {0, 20 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    return false;
+}
+
+/* A port nobody uses right now (the kernel's choice for port 0). */
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int port = 0, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return 0;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool in_path(const char *prog)
+{
+    const char *p = getenv("PATH");
+    char path[4096];
+
+    while (p && *p) {
+        size_t n = strcspn(p, ":");
+        snprintf(path, sizeof(path), "%.*s/%s", (int)n, p, prog);
+        if (access(path, X_OK) == 0)
+            return true;
+        p += n + (p[n] == ':');
+    }
+    return false;
+}
+
+/* The source tree of this build, from its CMakeCache.txt. */
+static void find_source(struct demo *d)
+{
+    char path[4200], line[8192];
+    const char *env = getenv("TESHIM_SOURCE_DIR");
+
+    d->src[0] = '\0';
+    if (env && *env) {
+        snprintf(d->src, sizeof(d->src), "%s", env);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/CMakeCache.txt", d->build);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        const char *key = "CMAKE_HOME_DIRECTORY:INTERNAL=";
+        if (strncmp(line, key, strlen(key)) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(d->src, sizeof(d->src), "%s", line + strlen(key));
+        }
+    }
+    fclose(f);
+}
+
+static int find_paths(struct demo *d)
+{
+    ssize_t n = readlink("/proc/self/exe", d->self, sizeof(d->self) - 1);
+    char tmp[4096];
+
+    if (n < 0) {
+        tsc_err("demo: cannot find my own executable: %s", strerror(errno));
+        return -1;
+    }
+    d->self[n] = '\0';
+    snprintf(tmp, sizeof(tmp), "%s", d->self);
+    snprintf(d->build, sizeof(d->build), "%s", dirname(dirname(tmp)));
+    find_source(d);
+    if (d->src[0]) {
+        snprintf(d->emu_script, sizeof(d->emu_script), "%s/scripts/emulated-verbs", d->src);
+        if (access(d->emu_script, X_OK) != 0)
+            d->emu_script[0] = '\0';
+    }
+    snprintf(d->bench, sizeof(d->bench), "%s/bin/teshim-bench", d->build);
+    if (access(d->bench, X_OK) != 0)
+        d->bench[0] = '\0';
+    snprintf(d->cli_host, sizeof(d->cli_host), "%s/tests/cli/cli_host", d->build);
+    if (access(d->cli_host, X_OK) != 0)
+        d->cli_host[0] = '\0';
+    for (size_t i = 0; i < sizeof(demo_hook_names) / sizeof(demo_hook_names[0]); i++)
+        d->sock_hooks |= strcmp(demo_hook_names[i], "connect") == 0;
+    d->have_iperf3 = in_path("iperf3");
+    d->have_pingpong = in_path("ibv_rc_pingpong");
+    return 0;
+}
+
+/* argv builder */
+struct args {
+    char *v[DEMO_MAX_ARGS + 1];
+    int n;
+};
+
+static void add(struct args *a, const char *s)
+{
+    if (a->n < DEMO_MAX_ARGS)
+        a->v[a->n++] = (char *)s;
+    a->v[a->n] = NULL;
+}
+
+/* `teshim stats` of every report in dir. */
+static void show_reports(struct demo *d, const char *dir)
+{
+    struct args a = {0};
+    char *paths[DEMO_MAX_ARGS];
+    int np = 0;
+    DIR *dh = opendir(dir);
+    struct dirent *e;
+
+    add(&a, d->self);
+    add(&a, "stats");
+    while (dh && (e = readdir(dh)) && np < DEMO_MAX_ARGS - 4) {
+        size_t n = strlen(e->d_name);
+        if (n > 5 && strcmp(e->d_name + n - 5, ".json") == 0 &&
+            asprintf(&paths[np], "%s/%s", dir, e->d_name) >= 0)
+            add(&a, paths[np++]);
+    }
+    if (dh)
+        closedir(dh);
+    if (!np) {
+        printf("-> no teshim report was written in %s\n", dir);
+        return;
+    }
+    run_shown(a.v, NULL, 20, "teshim stats");
+    for (int i = 0; i < np; i++)
+        free(paths[i]);
+}
+
+/* Print the lines of a JSON-lines record that mention one of the words. */
+static void show_record(const char *path, const char *const words[], unsigned max)
+{
+    FILE *f = fopen(path, "re");
+    char line[4096];
+    unsigned shown = 0;
+
+    if (!f) {
+        printf("-> no record at %s\n", path);
+        return;
+    }
+    printf("what the emulated libibverbs received (from %s):\n", path);
+    while (fgets(line, sizeof(line), f) && shown < max) {
+        for (const char *const *w = words; *w; w++) {
+            if (strstr(line, *w)) {
+                line[strcspn(line, "\n")] = '\0';
+                printf("   %.220s%s\n", line, strlen(line) > 220 ? " ..." : "");
+                shown++;
+                break;
+            }
+        }
+    }
+    fclose(f);
+}
+
+/* Step 1 with the emulated libibverbs: ibv_rc_pingpong, server and client,
+ * under `teshim run` with relaxed ordering and traffic class on. */
+static bool step_emulated_rdma(struct demo *d)
+{
+    char port[16], rec[4200], stats[4200], log[4200], benv[4300];
+    struct args s = {0}, c = {0};
+
+    heading(d, "an unmodified RDMA program on the emulated RDMA device (RoCE)");
+    if (!d->emu_script[0]) {
+        printf("skipped: scripts/emulated-verbs is not in this tree (%s)\n",
+               d->src[0] ? d->src : "source tree unknown");
+        return false;
+    }
+    if (!d->have_pingpong) {
+        printf("skipped: ibv_rc_pingpong (Debian package ibverbs-utils) is not installed\n");
+        return false;
+    }
+    snprintf(port, sizeof(port), "%d", free_port());
+    snprintf(rec, sizeof(rec), "%s/verbs-record.jsonl", d->tmp);
+    snprintf(stats, sizeof(stats), "%s/rdma-stats", d->tmp);
+    snprintf(log, sizeof(log), "%s/rdma-server.log", d->tmp);
+    snprintf(benv, sizeof(benv), "TESHIM_BUILD_DIR=%s", d->build);
+    char *env[] = {benv, NULL};
+    const char *pre[] = {d->emu_script,
+                         "--roce",
+                         "--record",
+                         rec,
+                         "--",
+                         d->self,
+                         "run",
+                         "--set",
+                         "rdma.relaxed_ordering=on",
+                         "--set",
+                         "rdma.traffic_class=106",
+                         "--stats-dir",
+                         stats,
+                         "--",
+                         "ibv_rc_pingpong",
+                         "-g",
+                         "0",
+                         "-s",
+                         "1048576",
+                         "-n",
+                         "20",
+                         "-p",
+                         port};
+    for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++) {
+        add(&s, pre[i]);
+        add(&c, pre[i]);
+    }
+    add(&c, "127.0.0.1");
+    printf("ibv_rc_pingpong (Debian's ibverbs-utils, unmodified) with 1 MiB messages over the\n"
+           "emulated RoCE device; teshim adds relaxed ordering to its registrations and\n"
+           "traffic class 106 to its QP transitions. Server (output in %s):\n",
+           log);
+    show_cmd(s.v, env);
+    pid_t srv = spawn(s.v, env, log);
+    if (srv < 0)
+        return false;
+    if (!wait_listen(srv, atoi(port), 60)) {
+        printf("-> the server did not start listening on port %s (see %s)\n", port, log);
+        stop(srv);
+        return false;
+    }
+    printf("client:\n");
+    bool ok = run_shown(c.v, env, 30, "the ibv_rc_pingpong client");
+    int st = wait_limit(srv, 10);
+    if (st == -1)
+        printf("-> the server did not finish and was stopped\n");
+    printf("\nteshim's reports of both processes:\n");
+    show_reports(d, stats);
+    const char *words[] = {"reg_mr", "modify_qp", NULL};
+    show_record(rec, words, 8);
+    return ok;
+}
+
+/* Step 1 with the socket hooks: iperf3 under the TCP policy. */
+static bool step_tcp(struct demo *d)
+{
+    char port[16], stats[4200], log[4200], ports_set[64];
+    struct args s = {0}, c = {0};
+
+    heading(d, "an unmodified TCP program (iperf3) under the socket policies");
+    if (!d->sock_hooks) {
+        printf("skipped: this build of libteshim.so has no socket hooks (connect, accept...)\n");
+        return false;
+    }
+    if (!d->have_iperf3) {
+        printf("skipped: iperf3 is not installed\n");
+        return false;
+    }
+    snprintf(port, sizeof(port), "%d", free_port());
+    snprintf(stats, sizeof(stats), "%s/tcp-stats", d->tmp);
+    snprintf(log, sizeof(log), "%s/iperf3-server.log", d->tmp);
+    snprintf(ports_set, sizeof(ports_set), "tcp.ports=%s", port);
+    struct args *both[] = {&s, &c};
+    for (int i = 0; i < 2; i++) {
+        struct args *a = both[i];
+        add(a, d->self);
+        add(a, "run");
+        if (pol_find_key("tcp.dscp") >= 0) {
+            add(a, "--set");
+            add(a, "tcp.dscp=26");
+        }
+        if (pol_find_key("tcp.ports") >= 0) {
+            add(a, "--set");
+            add(a, ports_set);
+        }
+        add(a, "--stats-dir");
+        add(a, stats);
+        add(a, "--");
+        add(a, "iperf3");
+    }
+    add(&s, "-s");
+    add(&s, "-1");
+    add(&s, "-p");
+    add(&s, port);
+    add(&c, "-c");
+    add(&c, "127.0.0.1");
+    add(&c, "-p");
+    add(&c, port);
+    add(&c, "-t");
+    add(&c, "1");
+    printf("iperf3 server (output in %s) and client over loopback, DSCP 26 (AF31) on the\n"
+           "connection's sockets:\n",
+           log);
+    show_cmd(s.v, NULL);
+    pid_t srv = spawn(s.v, NULL, log);
+    if (srv < 0)
+        return false;
+    if (!wait_listen(srv, atoi(port), 20)) {
+        printf("-> the iperf3 server did not start listening (see %s)\n", log);
+        stop(srv);
+        return false;
+    }
+    bool ok = run_shown(c.v, NULL, 30, "the iperf3 client");
+    if (wait_limit(srv, 10) == -1)
+        printf("-> the iperf3 server did not finish and was stopped\n");
+    printf("\nteshim's reports of both processes:\n");
+    show_reports(d, stats);
+    return ok;
+}
+
+/* Step 1 fallback: the cli tests' host program against a stand-in libibverbs. */
+static bool step_small_host(struct demo *d)
+{
+    char stats[4200];
+    struct args a = {0};
+
+    heading(d, "a small program calling ibv_modify_qp (no RDMA device, no emulation)");
+    if (!d->cli_host[0]) {
+        printf("skipped: the test program tests/cli/cli_host was not built\n");
+        return false;
+    }
+    snprintf(stats, sizeof(stats), "%s/host-stats", d->tmp);
+    const char *v[] = {d->self,       "run", "--set", "rdma.traffic_class=106",
+                       "--stats-dir", stats, "--",    d->cli_host,
+                       "--modify-qp", "3"};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        add(&a, v[i]);
+    printf("tests/cli/cli_host is built against the real verbs.h like an application and\n"
+           "linked to a two-symbol stand-in for libibverbs; each of its ibv_modify_qp calls\n"
+           "to RTR with a global address gets traffic class 106:\n");
+    bool ok = run_shown(a.v, NULL, 20, "cli_host");
+    show_reports(d, stats);
+    return ok;
+}
+
+/* Steps 2 and 3: a transfer server under the shim (passthrough), the live
+ * view of it, and `teshim ab` of the client side. */
+static void step_ab(struct demo *d)
+{
+    char port[16], slog[4200], json[4200], svg[4200], seg[64], runs[16], listen_at[64],
+        policy_dscp[64], policy_ports[64];
+    struct args s = {0}, ab = {0};
+    const char *metric, *metric_name;
+
+    snprintf(port, sizeof(port), "%d", free_port());
+    snprintf(slog, sizeof(slog), "%s/ab-server.log", d->tmp);
+    snprintf(json, sizeof(json), "%s/ab.json", d->tmp);
+    snprintf(svg, sizeof(svg), "%s/ab.svg", d->tmp);
+    snprintf(runs, sizeof(runs), "%u", d->runs);
+    snprintf(seg, sizeof(seg), "127.0.0.1:%s", port);
+    snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%s", port);
+
+    heading(d, "live statistics of a running process: teshim stats --live");
+    bool bench = d->bench[0] != '\0';
+    if (!bench && !d->have_iperf3) {
+        printf("skipped: neither build/bin/teshim-bench nor iperf3 is available, so there is no\n"
+               "transfer to run; the A/B step is skipped too\n");
+        heading(d, "A/B experiment");
+        printf("skipped: no transfer program (see above)\n");
+        return;
+    }
+    /* The server runs the same in both arms: under the shim in rollout arm A,
+     * so it shows in the live view but applies nothing. */
+    add(&s, d->self);
+    add(&s, "run");
+    add(&s, "--set");
+    add(&s, "rollout.arm=A");
+    add(&s, "--");
+    if (bench) {
+        add(&s, d->bench);
+        add(&s, "--mode");
+        add(&s, "target");
+        add(&s, "--listen");
+        add(&s, listen_at);
+    } else {
+        add(&s, "iperf3");
+        add(&s, "-s");
+        add(&s, "-p");
+        add(&s, port);
+    }
+    printf("a transfer server under teshim (rollout arm A: loaded, applying nothing), output in "
+           "%s:\n",
+           slog);
+    show_cmd(s.v, NULL);
+    pid_t srv = spawn(s.v, NULL, slog);
+    if (srv < 0 || !wait_listen(srv, atoi(port), 20)) {
+        printf("-> the server did not start listening on port %s (see %s); no A/B step\n", port,
+               slog);
+        stop(srv);
+        return;
+    }
+    struct args live = {0};
+    add(&live, d->self);
+    add(&live, "stats");
+    add(&live, "--live");
+    add(&live, "--count");
+    add(&live, "1");
+    run_shown(live.v, NULL, 10, "teshim stats --live");
+
+    heading(d, "A/B experiment of a real transfer: teshim ab");
+    add(&ab, d->self);
+    add(&ab, "ab");
+    add(&ab, "-n");
+    add(&ab, runs);
+    add(&ab, "--warmup");
+    add(&ab, "1");
+    if (bench) {
+        metric = "throughput ([0-9.]+) GB/s";
+        metric_name = "throughput (GB/s)";
+    } else {
+        metric = "([0-9.]+) Gbits/sec.*receiver";
+        metric_name = "iperf3 (Gbit/s)";
+    }
+    add(&ab, "--metric");
+    add(&ab, metric);
+    add(&ab, "--metric-name");
+    add(&ab, metric_name);
+    /* The policy under test: the socket policies when this build has them;
+     * otherwise the RDMA profile, which a TCP transfer never reaches, and
+     * ab flags arm B for injecting nothing. */
+    if (d->sock_hooks && pol_find_key("tcp.dscp") >= 0) {
+        snprintf(policy_dscp, sizeof(policy_dscp), "set:tcp.dscp=26");
+        add(&ab, "--policy-b");
+        add(&ab, policy_dscp);
+        if (pol_find_key("tcp.ports") >= 0) {
+            snprintf(policy_ports, sizeof(policy_ports), "set:tcp.ports=%s", port);
+            add(&ab, "--policy-b");
+            add(&ab, policy_ports);
+        }
+        printf("arm B: DSCP 26 on the transfer's connections; arm A: passthrough.\n");
+    } else {
+        add(&ab, "--policy-b");
+        add(&ab, "profile:rdma-ro-tc");
+        printf("this build has no socket hooks, so a TCP transfer offers no call for a policy to\n"
+               "change: arm B runs the RDMA profile rdma-ro-tc, and teshim ab must FLAG it as\n"
+               "having injected nothing instead of reporting \"no effect\".\n");
+    }
+    add(&ab, "--json");
+    add(&ab, json);
+    add(&ab, "--plot");
+    add(&ab, svg);
+    add(&ab, "--");
+    if (bench) {
+        const char *v[] = {
+            d->bench, "--mode",       "initiator", "--segment",    seg,  "--operation",
+            "write",  "--block-size", "1048576",   "--batch-size", "16", "--threads",
+            "1",      "--duration",   "1",         "--transport",  "tcp"};
+        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+            add(&ab, v[i]);
+        printf("the engine bench (teshim-bench) writes 1 MiB blocks over TCP for 1 s per run:\n");
+    } else {
+        const char *v[] = {"iperf3", "-c", "127.0.0.1", "-p", port, "-t", "1", "-f", "g"};
+        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+            add(&ab, v[i]);
+        printf("teshim-bench is not built here; iperf3 over loopback, 1 s per run:\n");
+    }
+    /* ab's exit status says whether it flagged something: shown, not fatal. */
+    show_cmd(ab.v, NULL);
+    pid_t p = spawn(ab.v, NULL, NULL);
+    if (p > 0) {
+        int st = wait_limit(p, 20.0 + 2.5 * 2 * (d->runs + 1));
+        if (st == -1)
+            printf("-> teshim ab did not finish in time and was stopped\n");
+        else if (WIFEXITED(st) && WEXITSTATUS(st) == 1)
+            printf("-> teshim ab exit status 1: it flagged the experiment (see above)\n");
+    }
+    stop(srv);
+}
+
+static void next_steps(const struct demo *d)
+{
+    printf("\n== What to run next, on your own binary\n"
+           "  %s doctor /path/to/engine             # will LD_PRELOAD reach it? devices, limits\n"
+           "  %s run --profile rdma-ro-tc --stats-dir /tmp/ts -- /path/to/engine ARGS\n"
+           "  %s stats /tmp/ts/*.json               # what was intercepted, injected, fell back\n"
+           "  %s stats --live                       # every process under teshim, while it runs\n"
+           "  %s ab -n 10 --warmup 1 --metric 'YOUR FIGURE ([0-9.]+)' --profile rdma-ro-tc \\\n"
+           "      --json ab.json --plot ab.svg -- /path/to/engine ARGS\n"
+           "Results of this demo (A/B runs as JSON, the SVG picture, reports, logs): %s\n"
+           "Rolling out to a fleet: docs/rollout.md.\n",
+           d->self, d->self, d->self, d->self, d->self, d->tmp);
+}
 
 int tsc_cmd_demo(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return 1;
+    struct demo d = {0};
+    const char *tmpdir = getenv("TMPDIR");
+    double t0 = mono();
+
+    d.runs = 5;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: teshim demo [--runs N]\n"
+                   "Shows on this machine what teshim intercepts and injects in unmodified\n"
+                   "programs (on the emulated RDMA device when this tree has it), the live\n"
+                   "view, and an A/B experiment of a real transfer (N runs per arm, default 5),\n"
+                   "then what to run on your own binary. Steps that cannot run say why.\n");
+            return 0;
+        }
+        if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
+            d.runs = (unsigned)atoi(argv[++i]);
+            if (d.runs < 1 || d.runs > 50) {
+                tsc_err("demo: --runs in 1..50");
+                return TSC_EXIT_USAGE;
+            }
+            continue;
+        }
+        tsc_err("demo: unknown option '%s'", argv[i]);
+        return TSC_EXIT_USAGE;
+    }
+    if (find_paths(&d) != 0)
+        return 1;
+    snprintf(d.tmp, sizeof(d.tmp), "%s/teshim-demo-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    if (!mkdtemp(d.tmp)) {
+        tsc_err("demo: mkdtemp %s: %s", d.tmp, strerror(errno));
+        return 1;
+    }
+    /* Our children must not inherit settings meant for someone else. */
+    unsetenv("TESHIM_STATS_DIR");
+    tsc_live_reap();
+
+    printf("teshim %s demo\n  build: %s\n  source: %s\n", TESHIM_VERSION, d.build,
+           d.src[0] ? d.src : "(unknown)");
+    printf("  libteshim.so hooks %zu calls; socket hooks: %s; emulated libibverbs: %s;\n"
+           "  engine bench: %s; iperf3: %s\n",
+           sizeof(demo_hook_names) / sizeof(demo_hook_names[0]), d.sock_hooks ? "yes" : "no",
+           d.emu_script[0] ? "yes" : "no", d.bench[0] ? "yes" : "no", d.have_iperf3 ? "yes" : "no");
+
+    bool rdma = step_emulated_rdma(&d);
+    step_tcp(&d);
+    if (!rdma)
+        step_small_host(&d);
+    step_ab(&d);
+    next_steps(&d);
+    printf("(demo took %.0f s)\n", mono() - t0);
+    return 0;
 }
