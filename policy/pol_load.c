@@ -360,9 +360,11 @@ static void apply_env(struct loader *ld)
         snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
         if (strcmp(name, "TESHIM_CONFIG") == 0)
             continue; /* consumed when the file was chosen */
-        /* Set by the teshim command for the program, not parameters:
-         * TESHIM_LIBRARY (where libteshim.so is), TESHIM_AB_ARM/_RUN (teshim ab). */
-        if (strcmp(name, "TESHIM_LIBRARY") == 0 || strncmp(name, "TESHIM_AB_", 10) == 0)
+        /* Variables of teshim's own tools, not parameters: TESHIM_LIBRARY (where
+         * libteshim.so is), TESHIM_AB_ARM/_RUN (set by teshim ab for the program),
+         * TESHIM_BUILD_DIR/_SOURCE_DIR (scripts and tests). */
+        if (strcmp(name, "TESHIM_LIBRARY") == 0 || strncmp(name, "TESHIM_AB_", 10) == 0 ||
+            strcmp(name, "TESHIM_BUILD_DIR") == 0 || strcmp(name, "TESHIM_SOURCE_DIR") == 0)
             continue;
         int p = pol_find_env(name);
         if (p < 0) {

@@ -231,8 +231,12 @@ static void arm_describe(struct ab_arm *arm)
     /* Settings shared by both arms come from this process's environment. */
     extern char **environ;
     for (char **e = environ; *e && len < sizeof(arm->desc); e++)
-        if (strncmp(*e, "TESHIM_", 7) == 0 && strncmp(*e, "TESHIM_LIBRARY=", 15) != 0)
-            len += (size_t)snprintf(arm->desc + len, sizeof(arm->desc) - len, ", %s", *e);
+        if (strncmp(*e, "TESHIM_", 7) == 0 && strchr(*e, '=')) {
+            char name[160];
+            snprintf(name, sizeof(name), "%.*s", (int)(strchr(*e, '=') - *e), *e);
+            if (pol_find_env(name) >= 0)
+                len += (size_t)snprintf(arm->desc + len, sizeof(arm->desc) - len, ", %s", *e);
+        }
 }
 
 static double now_s(void)
