@@ -244,6 +244,14 @@ static int free_port(void)
     return port;
 }
 
+static bool shipped(const char *profile)
+{
+    for (size_t k = 0; k < pol_nprofiles; k++)
+        if (pol_profiles[k].name && strcmp(pol_profiles[k].name, profile) == 0)
+            return true;
+    return false;
+}
+
 static bool in_path(const char *prog)
 {
     const char *p = getenv("PATH");
@@ -509,7 +517,10 @@ static bool step_tcp(struct demo *d)
         struct args *a = both[i];
         add(a, d->self);
         add(a, "run");
-        if (pol_find_key("tcp.dscp") >= 0) {
+        if (shipped("tcp-qos")) {
+            add(a, "--profile");
+            add(a, "tcp-qos");
+        } else if (pol_find_key("tcp.dscp") >= 0) {
             add(a, "--set");
             add(a, "tcp.dscp=26");
         }
@@ -532,9 +543,9 @@ static bool step_tcp(struct demo *d)
     add(&c, port);
     add(&c, "-t");
     add(&c, "1");
-    printf("iperf3 server (output in %s) and client over loopback, DSCP 26 (AF31) on the\n"
-           "connection's sockets:\n",
-           log);
+    printf("iperf3 server (output in %s) and client over loopback, with %s (DSCP 26,\n"
+           "AF31) on the sockets of port %s:\n",
+           log, shipped("tcp-qos") ? "the tcp-qos profile" : "tcp.dscp=26", port);
     show_cmd(s.v, NULL);
     pid_t srv = spawn(s.v, NULL, log);
     if (srv < 0)
@@ -784,7 +795,8 @@ static void step_ab(struct demo *d)
      * otherwise the RDMA profile, which a TCP transfer never reaches, and
      * ab flags arm B for injecting nothing. */
     if (d->sock_hooks && pol_find_key("tcp.dscp") >= 0) {
-        snprintf(policy_dscp, sizeof(policy_dscp), "set:tcp.dscp=26");
+        snprintf(policy_dscp, sizeof(policy_dscp), "%s",
+                 shipped("tcp-qos") ? "profile:tcp-qos" : "set:tcp.dscp=26");
         add(&ab, "--policy-b");
         add(&ab, policy_dscp);
         if (pol_find_key("tcp.ports") >= 0) {
@@ -792,7 +804,9 @@ static void step_ab(struct demo *d)
             add(&ab, "--policy-b");
             add(&ab, policy_ports);
         }
-        printf("arm B: DSCP 26 on the transfer's connections; arm A: passthrough.\n");
+        printf("arm B: %s on the transfer's connections (DSCP 26), scoped to port %s; arm A:\n"
+               "passthrough.\n",
+               policy_dscp, port);
     } else {
         add(&ab, "--policy-b");
         add(&ab, "profile:rdma-ro-tc");
