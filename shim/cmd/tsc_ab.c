@@ -693,7 +693,8 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     (void)sb;
     (void)flag;
     (void)ftw;
-    return remove(path) == 0 ? 0 : 0;
+    remove(path); /* best effort: a leftover temporary folder is harmless */
+    return 0;
 }
 
 static int parse_opts(struct ab_opts *o, int argc, char **argv, bool *help)

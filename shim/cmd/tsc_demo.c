@@ -597,23 +597,18 @@ static bool step_small_host(struct demo *d)
  */
 static int demo_pair(int argc, char **argv)
 {
-    int port = argc > 2 ? atoi(argv[2]) : 0, sep = 0;
+    int port = argc > 2 ? atoi(argv[2]) : 0, second = 0;
 
-    for (int i = 3; i < argc; i++)
-        if (strcmp(argv[i], "--") == 0) {
-            if (sep) {
-                argv[i] = NULL;
-                sep = sep * 1000 + i; /* remember both separators */
-                break;
-            }
-            sep = i;
-        }
-    int first = sep / 1000, second = sep % 1000;
-    if (port <= 0 || first != 3 || second <= first + 1 || second + 1 >= argc) {
-        tsc_err("demo --pair PORT -- SERVER... -- CLIENT...");
+    /* argv: demo --pair PORT -- SERVER... -- CLIENT... */
+    for (int i = 5; i < argc && !second; i++)
+        if (strcmp(argv[i], "--") == 0)
+            second = i;
+    if (port <= 0 || argc < 4 || strcmp(argv[3], "--") != 0 || !second || second + 1 >= argc) {
+        tsc_err("usage: teshim demo --pair PORT -- SERVER... -- CLIENT...");
         return TSC_EXIT_USAGE;
     }
-    pid_t srv = spawn(argv + first + 1, NULL, NULL);
+    argv[second] = NULL; /* ends the server's argv */
+    pid_t srv = spawn(argv + 4, NULL, NULL);
     if (srv < 0)
         return 1;
     if (!wait_listen(srv, port, 30)) {
@@ -875,7 +870,11 @@ int tsc_cmd_demo(int argc, char **argv)
                    "Shows on this machine what teshim intercepts and injects in unmodified\n"
                    "programs (on the emulated RDMA device when this tree has it), the live\n"
                    "view, and an A/B experiment of a real transfer (N runs per arm, default 5),\n"
-                   "then what to run on your own binary. Steps that cannot run say why.\n");
+                   "then what to run on your own binary. Steps that cannot run say why.\n"
+                   "\n"
+                   "teshim demo --pair PORT -- SERVER... -- CLIENT... runs a client/server\n"
+                   "program once: the server, then the client once PORT listens; exit status 0\n"
+                   "when both succeed. The A/B step uses it as the command of teshim ab.\n");
             return 0;
         }
         if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
