@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+extern char **environ;
+
 #define AB_MAX_ENV 64
 #define AB_MAX_RUNS 10000
 
@@ -229,7 +231,6 @@ static void arm_describe(struct ab_arm *arm)
     for (size_t i = 0; i < arm->nenv && len < sizeof(arm->desc); i++)
         len += (size_t)snprintf(arm->desc + len, sizeof(arm->desc) - len, ", %s", arm->env[i]);
     /* Settings shared by both arms come from this process's environment. */
-    extern char **environ;
     for (char **e = environ; *e && len < sizeof(arm->desc); e++)
         if (strncmp(*e, "TESHIM_", 7) == 0 && strchr(*e, '=')) {
             char name[160];
