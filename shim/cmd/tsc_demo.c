@@ -618,10 +618,13 @@ static int demo_pair(int argc, char **argv)
     }
     pid_t cli = spawn(argv + second + 1, NULL, NULL);
     int cst = cli > 0 ? wait_limit(cli, 60) : -1;
+    /* A server whose client failed may wait for it forever. */
+    if (cst == -1 || !WIFEXITED(cst) || WEXITSTATUS(cst) != 0) {
+        stop(srv);
+        return 1;
+    }
     int sst = wait_limit(srv, 10);
-    bool ok = cst != -1 && WIFEXITED(cst) && WEXITSTATUS(cst) == 0 && sst != -1 && WIFEXITED(sst) &&
-              WEXITSTATUS(sst) == 0;
-    return ok ? 0 : 1;
+    return sst != -1 && WIFEXITED(sst) && WEXITSTATUS(sst) == 0 ? 0 : 1;
 }
 
 /* The A/B step on the emulated RDMA device: perftest's ib_write_bw. */

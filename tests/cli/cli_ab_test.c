@@ -9,7 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli_util.h"
 #include "tsc_json.h"
@@ -256,6 +260,74 @@ START_TEST(bad_policy_spec_is_a_usage_error)
 }
 END_TEST
 
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* teshim demo --pair, the command the demo's RDMA A/B step gives ab: the
+ * client starts only once the server listens (no sleep), and the status
+ * says whether both succeeded. */
+START_TEST(demo_pair_runs_server_then_client)
+{
+    char port[16], listen_spec[64], connect_spec[64], *out;
+
+    if (system("command -v socat >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "socat not installed: demo --pair not tested\n");
+        return;
+    }
+    snprintf(port, sizeof(port), "%d", free_port());
+    snprintf(listen_spec, sizeof(listen_spec), "TCP-LISTEN:%s,bind=127.0.0.1", port);
+    snprintf(connect_spec, sizeof(connect_spec), "TCP:127.0.0.1:%s", port);
+    char *ok[] = {(char *)cli_path("CLI_TESHIM"),
+                  "demo",
+                  "--pair",
+                  port,
+                  "--",
+                  "socat",
+                  "-u",
+                  listen_spec,
+                  "STDOUT",
+                  "--",
+                  "socat",
+                  "-u",
+                  "EXEC:echo paired",
+                  connect_spec,
+                  NULL};
+    int st = cli_run(ok, NULL, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "paired"), "the server printed what the client sent: %s", out);
+    free(out);
+
+    /* A client that fails makes the pair fail. */
+    snprintf(port, sizeof(port), "%d", free_port());
+    snprintf(listen_spec, sizeof(listen_spec), "TCP-LISTEN:%s,bind=127.0.0.1", port);
+    char *bad[] = {(char *)cli_path("CLI_TESHIM"),
+                   "demo",
+                   "--pair",
+                   port,
+                   "--",
+                   "socat",
+                   "-u",
+                   listen_spec,
+                   "STDOUT",
+                   "--",
+                   "false",
+                   NULL};
+    st = cli_run(bad, NULL, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s", out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_ab");
@@ -271,6 +343,7 @@ int main(void)
     tcase_add_test(tc, missing_metric_and_failures_reported);
     tcase_add_test(tc, command_not_found_is_an_error_not_a_crash);
     tcase_add_test(tc, bad_policy_spec_is_a_usage_error);
+    tcase_add_test(tc, demo_pair_runs_server_then_client);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
