@@ -21,6 +21,7 @@
 #include <math.h>
 #include <poll.h>
 #include <regex.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,26 @@ struct ab_opts {
     char root[4096];          /* per-run report folders live here */
     bool root_is_temp;
 };
+
+/* SIGINT/SIGTERM: finish with the runs done so far. The run in progress
+ * gets the terminal's SIGINT itself; ab waits for it and then stops. */
+static volatile sig_atomic_t ab_interrupted;
+
+static void ab_on_signal(int sig)
+{
+    ab_interrupted = sig;
+}
+
+static void ab_catch_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = ab_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static void ab_usage(FILE *f)
 {
@@ -900,7 +921,8 @@ int tsc_cmd_ab(int argc, char **argv)
     fflush(stdout);
 
     bool tty = isatty(STDERR_FILENO) && !o.verbose;
-    for (unsigned w = 0; w < 2 * o.warmup; w++) {
+    ab_catch_signals();
+    for (unsigned w = 0; w < 2 * o.warmup && !ab_interrupted; w++) {
         struct ab_run scratch;
         char id[32];
         snprintf(id, sizeof(id), "warmup-%u", w / 2 + 1);
@@ -912,7 +934,7 @@ int tsc_cmd_ab(int argc, char **argv)
         }
     }
     size_t nruns = 0;
-    for (unsigned k = 0; k < 2 * o.runs; k++) {
+    for (unsigned k = 0; k < 2 * o.runs && !ab_interrupted; k++) {
         char id[32];
         unsigned idx = k / 2 + 1;
         snprintf(id, sizeof(id), "%u", idx);
@@ -926,6 +948,9 @@ int tsc_cmd_ab(int argc, char **argv)
     }
     if (tty)
         fprintf(stderr, "\r\033[K");
+    if (ab_interrupted)
+        printf("\ninterrupted (signal %d) after %zu recorded run%s: the summary covers them\n",
+               (int)ab_interrupted, nruns, nruns == 1 ? "" : "s");
 
     /* Statistics per measure. */
     struct ab_summary sum[M_COUNT];
@@ -963,7 +988,7 @@ int tsc_cmd_ab(int argc, char **argv)
     /* Failures, missing metrics and whether the policy did anything. */
     unsigned failed = 0, missing = 0;
     double inj[2] = {0}, obs[2] = {0}, calls[2] = {0}, fb[2] = {0};
-    unsigned reports[2] = {0}, with_reports[2] = {0};
+    unsigned reports[2] = {0}, with_reports[2] = {0}, in_arm[2] = {0};
     char gates[2][64] = {"", ""};
     printf("\n");
     for (size_t i = 0; i < nruns; i++) {
@@ -985,6 +1010,7 @@ int tsc_cmd_ab(int argc, char **argv)
         fb[r->arm] += r->fallbacks;
         reports[r->arm] += r->reports;
         with_reports[r->arm] += r->reports > 0;
+        in_arm[r->arm]++;
         if (r->gates[0] && !strstr(gates[r->arm], r->gates)) {
             size_t l = strlen(gates[r->arm]);
             snprintf(gates[r->arm] + l, sizeof(gates[0]) - l, "%s%s", l ? "," : "", r->gates);
@@ -997,10 +1023,10 @@ int tsc_cmd_ab(int argc, char **argv)
     for (int a = 0; a < 2; a++)
         printf("arm %c: %u report%s from %u of %u runs; %.0f hooked calls, %.0f injected, "
                "%.0f observed, %.0f fallbacks; gate %s\n",
-               a ? 'B' : 'A', reports[a], reports[a] == 1 ? "" : "s", with_reports[a], o.runs,
+               a ? 'B' : 'A', reports[a], reports[a] == 1 ? "" : "s", with_reports[a], in_arm[a],
                calls[a], inj[a], obs[a], fb[a], gates[a][0] ? gates[a] : "-");
     bool b_flagged = false;
-    if (o.arm[1].preload && !o.arm[1].passthrough) {
+    if (o.arm[1].preload && !o.arm[1].passthrough && in_arm[1]) {
         if (!reports[1]) {
             add_flag(&flags, "FLAGGED: arm B wrote no teshim report: libteshim.so did not run in "
                              "the command (static or setuid binary?), the comparison says "
@@ -1059,7 +1085,7 @@ int tsc_cmd_ab(int argc, char **argv)
     for (int m = 0; m < M_COUNT; m++)
         for (int a = 0; a < 2; a++)
             free(keep[m][a]);
-    rc = failed || missing || b_flagged ? 1 : 0;
+    rc = failed || missing || b_flagged || ab_interrupted ? 1 : 0;
     goto out;
 
 out_progress:

@@ -76,6 +76,34 @@ static void show_cmd(char *const argv[], char *const env[])
     fflush(stdout);
 }
 
+/* Process groups started by the demo: killed if the demo is interrupted, so
+ * no server outlives it (they are not in the terminal's foreground group). */
+#define DEMO_MAX_CHILDREN 64
+static volatile sig_atomic_t demo_nchildren;
+/* Children get process groups of their own, except under --pair: there they
+ * stay in the group of the ab run, so stopping the run stops them too. */
+static bool demo_own_groups = true;
+static pid_t demo_children[DEMO_MAX_CHILDREN];
+
+static void demo_on_signal(int sig)
+{
+    for (sig_atomic_t i = 0; i < demo_nchildren; i++)
+        kill(demo_own_groups ? -demo_children[i] : demo_children[i], SIGKILL);
+    _exit(128 + sig);
+}
+
+static void demo_catch_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = demo_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 /* Start argv in its own process group, env entries "K=V" added, output to
  * log (appended) or inherited when log is NULL. -1 on failure (reported). */
 static pid_t spawn(char *const argv[], char *const env[], const char *log)
@@ -88,7 +116,8 @@ static pid_t spawn(char *const argv[], char *const env[], const char *log)
         return -1;
     }
     if (pid == 0) {
-        setpgid(0, 0);
+        if (demo_own_groups)
+            setpgid(0, 0);
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0)
             dup2(devnull, STDIN_FILENO);
@@ -105,7 +134,12 @@ static pid_t spawn(char *const argv[], char *const env[], const char *log)
         fprintf(stderr, "teshim demo: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
-    setpgid(pid, pid);
+    if (demo_own_groups)
+        setpgid(pid, pid);
+    if (demo_nchildren < DEMO_MAX_CHILDREN) {
+        demo_children[demo_nchildren] = pid;
+        demo_nchildren = demo_nchildren + 1;
+    }
     return pid;
 }
 
@@ -127,7 +161,7 @@ static int wait_limit(pid_t pid, double timeout)
         struct timespec t = {0, 20 * 1000 * 1000};
         nanosleep(&t, NULL);
     }
-    kill(-pid, SIGKILL);
+    kill(demo_own_groups ? -pid : pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
 }
@@ -137,7 +171,7 @@ static void stop(pid_t pid)
 {
     if (pid <= 0)
         return;
-    kill(-pid, SIGTERM);
+    kill(demo_own_groups ? -pid : pid, SIGTERM);
     if (wait_limit(pid, 3) == -1)
         printf("   (the server did not stop on SIGTERM and was killed)\n");
 }
@@ -608,6 +642,7 @@ static int demo_pair(int argc, char **argv)
         return TSC_EXIT_USAGE;
     }
     argv[second] = NULL; /* ends the server's argv */
+    demo_own_groups = false;
     pid_t srv = spawn(argv + 4, NULL, NULL);
     if (srv < 0)
         return 1;
@@ -865,6 +900,7 @@ int tsc_cmd_demo(int argc, char **argv)
     double t0 = mono();
 
     d.runs = 5;
+    demo_catch_signals();
     if (argc > 1 && strcmp(argv[1], "--pair") == 0)
         return demo_pair(argc, argv);
     for (int i = 1; i < argc; i++) {
