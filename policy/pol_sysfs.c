@@ -30,8 +30,10 @@ int pol_pcie_relaxed_ordering(const char *sysfs_root, const char *device)
     if (n < 0)
         return -errno;
     /* Without CAP_SYS_ADMIN the kernel returns only the 64-byte header. */
-    if (n <= PCI_CAPABILITY_LIST || !(cfg[PCI_STATUS] & PCI_STATUS_CAP_LIST))
+    if (n <= PCI_CAPABILITY_LIST)
         return -EACCES;
+    if (!(cfg[PCI_STATUS] & PCI_STATUS_CAP_LIST))
+        return -ENOENT;
     unsigned pos = cfg[PCI_CAPABILITY_LIST] & ~3u;
     for (int guard = 0; pos >= 0x40 && guard < 48; guard++) {
         if (pos + PCI_EXP_DEVCTL + 2 > (size_t)n)

@@ -59,7 +59,9 @@ static unsigned edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-static const char *const pol_meta_env[] = {"TESHIM_CONFIG", NULL};
+/* Variables of teshim that are not parameters: the config file's name, and
+ * the library `teshim run` preloads. */
+static const char *const pol_meta_env[] = {"TESHIM_CONFIG", "TESHIM_LIBRARY", NULL};
 
 const char *pol_suggest(const char *name, bool env_form)
 {

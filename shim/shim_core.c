@@ -61,10 +61,44 @@ void *shim_resolve(enum shim_hook_id id)
     return fn;
 }
 
+/*
+ * Diagnostics of the load are held here until log.level and log.file are
+ * known (they are configuration too), then written through the log like any
+ * other message. Filled and drained inside shim_do_init, under the once.
+ */
+struct shim_held_diags {
+    char text[8192]; /* level byte, message, NUL; repeated */
+    size_t len;
+    unsigned dropped;
+};
+static struct shim_held_diags shim_held;
+
 static void shim_diag(void *arg, enum pol_log_level level, const char *msg)
 {
-    (void)arg;
-    shim_log_write(level, "%s", msg);
+    struct shim_held_diags *h = arg;
+    size_t n = strlen(msg) + 1;
+
+    if (h->len + 1 + n > sizeof(h->text)) {
+        h->dropped++;
+        return;
+    }
+    h->text[h->len++] = (char)level;
+    memcpy(h->text + h->len, msg, n);
+    h->len += n;
+}
+
+static void shim_flush_diags(struct shim_held_diags *h)
+{
+    for (size_t off = 0; off < h->len;) {
+        enum pol_log_level level = (enum pol_log_level)h->text[off];
+        const char *msg = h->text + off + 1;
+        shim_log(level, "%s", msg);
+        off += 1 + strlen(msg) + 1;
+    }
+    if (h->dropped)
+        shim_warn("%u more configuration problems not shown", h->dropped);
+    h->len = 0;
+    h->dropped = 0;
 }
 
 static void shim_program_name(char *buf, size_t len)
@@ -95,11 +129,11 @@ static void shim_do_init(void)
     src.program = prog;
     src.host = uname(&un) == 0 ? un.nodename : "unknown";
     src.diag = shim_diag;
+    src.diag_arg = &shim_held;
 
-    /* The log level is itself configuration: diagnostics of the load are
-     * warnings, written at the default level before the file is known. */
     pol_load(&shim_config, &src);
     shim_log_init(&shim_config);
+    shim_flush_diags(&shim_held);
     shim_stats_init(&shim_config);
     pthread_atfork(NULL, NULL, shim_atfork_child);
     shim_info("loaded: arm %s, gate %s, policy %016llx%s%s", pol_arm_name(shim_config.arm),

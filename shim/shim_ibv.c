@@ -127,7 +127,9 @@ static enum pol_verdict mr_decide(struct ibv_context *ctx, size_t length, int ac
 /*
  * The retry rule shared by every registration entry point: a registration
  * that carried our RO bit and failed with EINVAL/EOPNOTSUPP is made again as
- * the application asked, and RO stops for that device.
+ * the application asked. Only when that succeeds was the flag the cause, and
+ * RO stops for that device; a registration that fails either way (bad flags,
+ * length 0) is the application's own error and leaves the device alone.
  */
 static bool ro_refused(enum pol_verdict v, int err)
 {
@@ -170,9 +172,12 @@ static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back,
         bool fb_ = false;                                                                          \
         mr = REGISTER(acc_);                                                                       \
         if (!mr && ro_refused(v_, errno)) {                                                        \
-            ro_fallback(id, ctx, errno);                                                           \
-            fb_ = true;                                                                            \
+            int refused_ = errno;                                                                  \
             mr = REGISTER((int)(access));                                                          \
+            if (mr) {                                                                              \
+                ro_fallback(id, ctx, refused_);                                                    \
+                fb_ = true;                                                                        \
+            }                                                                                      \
         }                                                                                          \
         int err_ = errno;                                                                          \
         mr_account(id, v_, fb_, mr, length);                                                       \
@@ -284,9 +289,12 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
     int rc = real(mr, flags, pd, addr, length, acc);
     /* rereg reports failure as a non-zero return, the cause in errno. */
     if (rc && ro_refused(v, errno)) {
-        ro_fallback(id, ctx, errno);
-        fb = true;
+        int refused = errno;
         rc = real(mr, flags, pd, addr, length, access);
+        if (rc == 0) {
+            ro_fallback(id, ctx, refused);
+            fb = true;
+        }
     }
     int err = errno;
     mr_account(id, v, fb, rc == 0 ? mr : NULL, len);
