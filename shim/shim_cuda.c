@@ -1,6 +1,6 @@
 /*
  * CUDA runtime hooks: copies between device memory and pageable host memory
- * through reused pinned bounce buffers (shim_cudacopy.c), and the opt-in
+ * through reused pinned bounce buffers (engine/eng_cudacopy.c), and the opt-in
  * cache of cudaHostRegister'ed application ranges.
  *
  * Contract kept (docs/cuda.md):
@@ -31,7 +31,7 @@
 
 #include "pol_cuda.h"
 #include "shim_cuda_abi.h"
-#include "shim_cudacopy.h"
+#include "eng_cudacopy.h"
 
 #define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
 #define SHIM_PROTO_IBV SHIM_NOTHING

@@ -1,5 +1,5 @@
 /*
- * The pinned bounce pool and pipelined copy component (shim/shim_cudacopy.c)
+ * The pinned bounce pool and pipelined copy component (engine/eng_cudacopy.c)
  * driven directly against the emulated runtime, as the engine would use it:
  * data at every size shape, non-blocking progress with event polling while
  * a stream is held, the budget, allocation failure at each buffer (every
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
-#include "shim_cudacopy.h"
+#include "eng_cudacopy.h"
 
 /* The runtime's functions through the component's table: the casts only
  * turn enum and handle types into the ABI-identical ones the table names. */

@@ -24,8 +24,8 @@
  * caller decides what to do with them. Not thread-safe: one pool per thread
  * (or per connection), any number of transfers in sequence.
  */
-#ifndef TESHIM_SHIM_CUDACOPY_H
-#define TESHIM_SHIM_CUDACOPY_H
+#ifndef TESHIM_ENG_CUDACOPY_H
+#define TESHIM_ENG_CUDACOPY_H
 
 #include <pthread.h>
 #include <stdatomic.h>
