@@ -272,22 +272,28 @@ static void dev_unstage(struct eng_task *t)
     t->local = t->dev_ptr;
 }
 
-/* An op leaves the staging queue (engine destroy waits for none left). */
-static void dev_op_free(struct eng_dev_op *op)
+/*
+ * An op has left the staging queue and everything it did is over: the task
+ * finished (limiter included) or the transport has it. Only then may the
+ * engine be destroyed (eng_dev_quiesce); the task itself may already be
+ * freed with its batch, so eng was read before.
+ */
+static void dev_op_done(struct teshim_engine *eng)
 {
-    atomic_fetch_sub(&task_eng(op->t)->dev_ops, 1);
-    free(op);
+    atomic_fetch_sub(&eng->dev_ops, 1);
 }
 
 static void dev_fail(struct eng_dev_op *op, int err)
 {
     struct eng_task *t = op->t;
+    struct teshim_engine *eng = task_eng(t);
 
-    eng_err(task_eng(t), "cuda:%d staging copy of %llu bytes failed: %s", t->cuda_dev,
+    eng_err(eng, "cuda:%d staging copy of %llu bytes failed: %s", t->cuda_dev,
             (unsigned long long)t->len, strerror(-err));
-    dev_op_free(op);
+    free(op);
     dev_unstage(t);
     eng_task_finish(t, err);
+    dev_op_done(eng);
 }
 
 /*
@@ -326,17 +332,19 @@ static bool dev_advance(struct eng_dev_op *op, bool *progressed)
             dev_fail(op, rc);
             return true;
         }
+        struct teshim_engine *eng = task_eng(t);
         if (op->phase == DEV_OUT) {
             /* the staging holds the device data: the transport sends it */
             struct eng_transport *tp = t->seg->tp;
-            dev_op_free(op);
+            free(op);
             t->local = t->stage;
             tp->ops.start(tp, t);
         } else {
-            dev_op_free(op);
+            free(op);
             dev_unstage(t);
             eng_task_finish(t, 0);
         }
+        dev_op_done(eng);
         return true;
     }
     return true;
@@ -401,10 +409,12 @@ static void dev_enqueue(struct eng_task *t, enum dev_phase phase)
         pthread_attr_destroy(&a);
     }
     if (!dq.started) {
+        struct teshim_engine *eng = task_eng(t);
         pthread_mutex_unlock(&dq.lock);
-        dev_op_free(op);
+        free(op);
         dev_unstage(t);
         eng_task_finish(t, -EAGAIN);
+        dev_op_done(eng);
         return;
     }
     op->next = dq.head;
