@@ -264,10 +264,75 @@ static struct teshim_engine *task_eng(const struct eng_task *t)
     return t->seg->tp->eng;
 }
 
+/*
+ * Host staging buffers are reused, not allocated per transfer: a small cache
+ * of power-of-two buffers (at most STAGE_KEEP of them, STAGE_KEEP_BYTES in
+ * all). A buffer's capacity is stored just before it.
+ */
+#define STAGE_KEEP 32
+#define STAGE_KEEP_BYTES (256ull << 20)
+#define STAGE_HDR 64
+
+static struct {
+    pthread_mutex_t lock;
+    char *buf[STAGE_KEEP];
+    unsigned n;
+    uint64_t bytes;
+} stages = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static uint64_t stage_cap(const char *p)
+{
+    uint64_t cap;
+
+    memcpy(&cap, p - STAGE_HDR, sizeof(cap));
+    return cap;
+}
+
+static void *stage_get(uint64_t len)
+{
+    uint64_t cap = 4096;
+    char *p = NULL;
+
+    while (cap < len)
+        cap <<= 1;
+    pthread_mutex_lock(&stages.lock);
+    for (unsigned i = 0; i < stages.n; i++)
+        if (stage_cap(stages.buf[i]) == cap) {
+            p = stages.buf[i];
+            stages.buf[i] = stages.buf[--stages.n];
+            stages.bytes -= cap;
+            break;
+        }
+    pthread_mutex_unlock(&stages.lock);
+    if (p)
+        return p;
+    p = malloc(STAGE_HDR + cap);
+    if (!p)
+        return NULL;
+    memcpy(p, &cap, sizeof(cap));
+    return p + STAGE_HDR;
+}
+
+static void stage_put(char *p)
+{
+    uint64_t cap = stage_cap(p);
+
+    pthread_mutex_lock(&stages.lock);
+    if (stages.n < STAGE_KEEP && stages.bytes + cap <= STAGE_KEEP_BYTES) {
+        stages.buf[stages.n++] = p;
+        stages.bytes += cap;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&stages.lock);
+    if (p)
+        free(p - STAGE_HDR);
+}
+
 /* Release the staging and give the task back its own address. */
 static void dev_unstage(struct eng_task *t)
 {
-    free(t->stage);
+    if (t->stage)
+        stage_put(t->stage);
     t->stage = NULL;
     t->local = t->dev_ptr;
 }
@@ -426,7 +491,7 @@ static void dev_enqueue(struct eng_task *t, enum dev_phase phase)
 void eng_dev_task_start(struct teshim_engine *eng, struct eng_task *t)
 {
     t->dev_ptr = t->local;
-    t->stage = malloc(t->len);
+    t->stage = stage_get(t->len);
     if (!t->stage) {
         dev_unstage(t);
         eng_task_finish(t, -ENOMEM);
