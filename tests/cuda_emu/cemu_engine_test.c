@@ -176,6 +176,54 @@ START_TEST(application_streams_held)
 }
 END_TEST
 
+START_TEST(a_stalled_device_copy_blocks_no_io_thread)
+{
+    /* The engine's stream is held from its creation: a WRITE from device
+     * memory cannot get its data. Meanwhile a WRITE from host memory on the
+     * same engine and connections completes; then the device one does. */
+    static unsigned char host[65536];
+    struct teshim_request r[1];
+    struct teshim_task_status st;
+    teshim_batch_t bd, bh;
+    unsigned char *ref = malloc(65536);
+
+    fill(ref, 65536, 21);
+    ck_assert_int_eq(cudaMemcpy(dev, ref, 65536, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    fill(host, sizeof(host), 22);
+    ck_assert_int_eq(teshim_register(ini, host, sizeof(host), "cpu", false), 0);
+    memset(remote, 0, 2 * 65536);
+    cemu_test_hold_new_streams(1);
+    r[0] = (struct teshim_request){.opcode = TESHIM_OP_WRITE,
+                                   .local = dev,
+                                   .segment = seg,
+                                   .remote_offset = (uint64_t)(uintptr_t)remote,
+                                   .length = 65536};
+    ck_assert_int_eq(teshim_batch_alloc(ini, 1, &bd), 0);
+    ck_assert_int_eq(teshim_submit(ini, bd, r, 1), 0);
+    r[0].local = host;
+    r[0].remote_offset += 65536;
+    ck_assert_int_eq(teshim_batch_alloc(ini, 1, &bh), 0);
+    ck_assert_int_eq(teshim_submit(ini, bh, r, 1), 0);
+    ck_assert_int_ge(teshim_batch_wait(ini, bh, 10000), 0);
+    ck_assert_int_eq(teshim_task_status(ini, bh, 0, &st), 0);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    ck_assert_int_eq(memcmp(remote + 65536, host, 65536), 0);
+    ck_assert_int_eq(teshim_task_status(ini, bd, 0, &st), 0);
+    ck_assert_int_eq(st.state, TESHIM_TASK_PENDING);
+    cemu_test_hold_new_streams(0);
+    cemu_test_release_all_streams();
+    ck_assert_int_ge(teshim_batch_wait(ini, bd, 10000), 0);
+    ck_assert_int_eq(teshim_task_status(ini, bd, 0, &st), 0);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    ck_assert_int_eq(memcmp(remote, ref, 65536), 0);
+    ck_assert_int_eq(teshim_batch_free(ini, bd), 0);
+    ck_assert_int_eq(teshim_batch_free(ini, bh), 0);
+    ck_assert_int_eq(teshim_unregister(ini, host), 0);
+    free(ref);
+}
+END_TEST
+
 START_TEST(pinned_allocation_failure_fails_the_task)
 {
     int err;
@@ -204,6 +252,7 @@ int main(void)
     tcase_add_test(tc, across_pool_chunks);
     tcase_add_test(tc, many_requests_in_one_batch);
     tcase_add_test(tc, application_streams_held);
+    tcase_add_test(tc, a_stalled_device_copy_blocks_no_io_thread);
     tcase_add_test(tc, pinned_allocation_failure_fails_the_task);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);

@@ -17,6 +17,7 @@
 #include "cemu.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -80,6 +81,7 @@ struct CUgraphExec_st {
 /* One legacy default stream per device; per-thread streams per thread and
  * device. all_streams lists every stream ever made (legacy ones first). */
 static struct CUstream_st legacy_streams[CEMU_MAX_DEVICES];
+static atomic_bool hold_new; /* cemu_test_hold_new_streams */
 static struct CUstream_st *all_streams;
 static pthread_once_t streams_once = PTHREAD_ONCE_INIT;
 static pthread_key_t ptds_key;
@@ -207,6 +209,7 @@ static struct CUstream_st *new_stream(enum cemu_stream_kind kind, unsigned flags
     st->kind = kind;
     st->flags = flags;
     st->device = cur_device;
+    st->held = atomic_load(&hold_new);
     pthread_once(&streams_once, streams_init);
     pthread_mutex_lock(&cemu_lock);
     st->next_all = all_streams->next_all;
@@ -692,6 +695,21 @@ CEMU_EXPORT uint64_t cemu_test_stream_pending(void *s)
     n = st->submitted - st->completed;
     pthread_mutex_unlock(&cemu_lock);
     return n;
+}
+
+CEMU_EXPORT void cemu_test_hold_new_streams(int on)
+{
+    atomic_store(&hold_new, on != 0);
+}
+
+CEMU_EXPORT void cemu_test_release_all_streams(void)
+{
+    pthread_once(&streams_once, streams_init);
+    pthread_mutex_lock(&cemu_lock);
+    for (struct CUstream_st *s = all_streams; s; s = s->next_all)
+        s->held = false;
+    pthread_cond_broadcast(&cemu_cond);
+    pthread_mutex_unlock(&cemu_lock);
 }
 
 CEMU_EXPORT uint64_t cemu_test_blocked_ops(void)

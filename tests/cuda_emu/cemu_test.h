@@ -31,6 +31,14 @@ enum cemu_dir { CEMU_H2H, CEMU_H2D, CEMU_D2H, CEMU_D2D, CEMU_NDIRS };
 int cemu_test_hold_stream(void *stream);
 int cemu_test_release_stream(void *stream);
 
+/*
+ * Streams created from now on start held (on != 0), for streams a library
+ * makes internally (the engine's own stream); cemu_test_release_all_streams
+ * releases every stream.
+ */
+void cemu_test_hold_new_streams(int on);
+void cemu_test_release_all_streams(void);
+
 /* Operations submitted to a stream and not yet completed (0 if unknown). */
 uint64_t cemu_test_stream_pending(void *stream);
 /*
