@@ -81,6 +81,10 @@ struct eng_params {
     int request_timeout_ms;
     bool local_serve;
     int log_level;
+    /* staging of cuda:N memory: the pinned pools' knobs (cuda.* parameters) */
+    uint64_t cuda_chunk;
+    int cuda_buffers;
+    uint64_t cuda_pinned_max;
 };
 
 struct eng_segment {

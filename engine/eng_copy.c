@@ -39,13 +39,11 @@ int eng_location_parse(const char *loc, int *dev)
 /*
  * The provider: copies through the pinned pools of eng_cudacopy.c, issued on
  * a non-blocking stream of the engine's own per device and advanced by
- * polling events, never by waiting. Its knobs are fixed here: 2 MiB chunks,
- * double-buffered, at most 256 MiB of pinned memory in all.
+ * polling events, never by waiting. It is process-wide: the first engine
+ * that opens it sets its knobs (cuda.bounce_chunk_bytes,
+ * cuda.bounce_buffers, cuda.pinned_max_bytes; 2 MiB, 2, 256 MiB by default).
  */
 #define ENG_CUDA_MAX_DEVICES 16
-#define ENG_CUDA_CHUNK (2u << 20)
-#define ENG_CUDA_BUFFERS 2
-#define ENG_CUDA_PINNED_MAX (256ull << 20)
 #define ENG_CUDA_STREAM_NON_BLOCKING 0x01
 
 struct eng_cuda_dev {
@@ -60,9 +58,11 @@ static struct {
     int (*stream_create)(struct CUstream_st **s, unsigned flags);
     int (*get_last_error)(void);
     struct scc_budget budget;
+    size_t chunk;
+    unsigned buffers;
     pthread_mutex_t lock;
     struct eng_cuda_dev dev[ENG_CUDA_MAX_DEVICES];
-} cu = {.lock = PTHREAD_MUTEX_INITIALIZER, .budget = {.max = ENG_CUDA_PINNED_MAX}};
+} cu = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 struct eng_copy_tok {
     struct scc_xfer x;
@@ -83,7 +83,7 @@ static struct eng_cuda_dev *cuda_dev(int device)
     if (!d->ready) {
         if (cu.set_device(device) == 0 &&
             cu.stream_create(&d->stream, ENG_CUDA_STREAM_NON_BLOCKING) == 0) {
-            scc_pools_init(&d->pools, &cu.api, &cu.budget, ENG_CUDA_CHUNK, ENG_CUDA_BUFFERS);
+            scc_pools_init(&d->pools, &cu.api, &cu.budget, cu.chunk, cu.buffers);
             d->ready = true;
         } else {
             cu.get_last_error();
@@ -218,6 +218,9 @@ int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p)
                 continue;
             }
             copy_cudart.cudart = h;
+            cu.chunk = eng->p.cuda_chunk;
+            cu.buffers = (unsigned)eng->p.cuda_buffers;
+            cu.budget.max = eng->p.cuda_pinned_max;
             copy_cudart.ops = (struct eng_copy_ops){
                 .size = sizeof(struct eng_copy_ops),
                 .name = names[i],

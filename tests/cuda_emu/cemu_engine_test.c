@@ -8,6 +8,7 @@
  * dlopen("libcudart.so.13"): the emulation this test is linked against.
  */
 #include <check.h>
+#include <stdbool.h>
 #include <cuda_runtime_api.h>
 #include <errno.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@ static void fill(unsigned char *p, size_t n, unsigned seed)
         p[i] = (unsigned char)(i * 13 + seed + (i >> 11));
 }
 
+static bool with_policy; /* read the cuda.* knobs from the environment */
+
 static void setup(void)
 {
     struct teshim_engine_opts o = {
@@ -41,7 +44,7 @@ static void setup(void)
         .connect_backoff_ms = 10,
         .connect_timeout_ms = 2000,
         .request_timeout_ms = 20000,
-        .no_policy = true,
+        .no_policy = !with_policy,
     };
     char name[64];
 
@@ -56,6 +59,15 @@ static void setup(void)
     ck_assert_int_eq(teshim_register(ini, dev, SPAN, "cuda:0", false), 0);
     snprintf(name, sizeof(name), "127.0.0.1:%d", teshim_engine_port(target));
     ck_assert_int_eq(teshim_segment_open(ini, name, &seg), 0);
+}
+
+/* One pool's worth of pinned memory (2 x 2 MiB) for the whole process. */
+static void setup_small_budget(void)
+{
+    setenv("TESHIM_CONFIG", "/dev/null", 1);
+    setenv("TESHIM_CUDA_PINNED_MAX_BYTES", "4M", 1);
+    with_policy = true;
+    setup();
 }
 
 static void teardown(void)
@@ -239,6 +251,14 @@ START_TEST(pinned_allocation_failure_fails_the_task)
 }
 END_TEST
 
+START_TEST(requests_wait_for_the_pinned_budget)
+{
+    /* 16 device requests, pinned memory for one transfer at a time: each
+     * waits for the pool, none fails. */
+    write_then_read(512 * 1024, 16);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_engine");
@@ -254,6 +274,11 @@ int main(void)
     tcase_add_test(tc, application_streams_held);
     tcase_add_test(tc, a_stalled_device_copy_blocks_no_io_thread);
     tcase_add_test(tc, pinned_allocation_failure_fails_the_task);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("budget");
+    tcase_add_checked_fixture(tc, setup_small_budget, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, requests_wait_for_the_pinned_budget);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
