@@ -344,7 +344,7 @@ static struct rc_entry *regcache_acquire(struct cuda_rt *rt, void *host, size_t 
     *refused = true; /* from here on, a miss is a refusal: budget or runtime */
     if (!rc_make_room(len))
         goto miss;
-    if (rt->host_register(base, len, SHIM_CUDA_HOST_REGISTER_DEFAULT) != SHIM_CUDA_SUCCESS) {
+    if (rt->host_register(base, len, SHIM_CUDA_HOST_REGISTER_PORTABLE) != SHIM_CUDA_SUCCESS) {
         /* Typically already registered by the application: leave it be. */
         rt->get_last_error();
         e->failed = true;

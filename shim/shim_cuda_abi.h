@@ -25,8 +25,10 @@
 /* enum cudaStreamCaptureStatus. */
 #define SHIM_CUDA_CAPTURE_NONE 0
 
-/* cudaHostRegisterDefault. */
+/* cudaHostRegisterDefault, cudaHostRegisterPortable (pinned for every
+ * device's context, not only the current one). */
 #define SHIM_CUDA_HOST_REGISTER_DEFAULT 0
+#define SHIM_CUDA_HOST_REGISTER_PORTABLE 1
 
 /* struct cudaPointerAttributes of CUDA 13 (CUDA 12 has the same first four
  * members and no reserved tail: this is large enough for both). */

@@ -51,6 +51,7 @@ START_TEST(abi_values)
     ck_assert_int_eq(SHIM_CUDA_MEM_MANAGED, cudaMemoryTypeManaged);
     ck_assert_int_eq(SHIM_CUDA_CAPTURE_NONE, cudaStreamCaptureStatusNone);
     ck_assert_int_eq(SHIM_CUDA_HOST_REGISTER_DEFAULT, cudaHostRegisterDefault);
+    ck_assert_int_eq(SHIM_CUDA_HOST_REGISTER_PORTABLE, cudaHostRegisterPortable);
     ck_assert_uint_ge(sizeof(struct shim_cuda_ptr_attrs), sizeof(struct cudaPointerAttributes));
     ck_assert_uint_eq(offsetof(struct shim_cuda_ptr_attrs, type),
                       offsetof(struct cudaPointerAttributes, type));
