@@ -99,6 +99,8 @@ static void tok_free(struct eng_cuda_dev *d, struct eng_copy_tok *tok)
     free(tok);
 }
 
+/* Called from the staging progress thread only: it sets that thread's
+ * current device, never an application thread's. */
 static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int device, void **token)
 {
     struct eng_cuda_dev *d = cuda_dev(device);
