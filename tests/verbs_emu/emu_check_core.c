@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <infiniband/verbs.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -996,6 +997,92 @@ START_TEST(test_record_registrations)
 }
 END_TEST
 
+#define REG_THREADS 16
+#define REG_EACH 40
+
+struct reg_job {
+    struct ibv_pd *pd;
+    int idx;
+    uint32_t keys[REG_EACH];
+};
+
+static void *reg_worker(void *arg)
+{
+    struct reg_job *j = arg;
+    static char buf[REG_THREADS][4096];
+    struct ibv_mr *mr[REG_EACH];
+    int me = j->idx;
+
+    for (int i = 0; i < REG_EACH; i++) {
+        mr[i] = ibv_reg_mr(j->pd, buf[me], 4096, IBV_ACCESS_LOCAL_WRITE);
+        j->keys[i] = mr[i] != NULL ? mr[i]->rkey : 0;
+    }
+    for (int i = 0; i < REG_EACH; i++)
+        if (mr[i] != NULL)
+            ibv_dereg_mr(mr[i]);
+    return NULL;
+}
+
+struct line_check {
+    int lines, bad;
+};
+
+static void check_line(const char *line, void *arg)
+{
+    struct line_check *c = arg;
+    size_t n = strlen(line);
+
+    c->lines++;
+    if (n < 3 || line[0] != '{' || line[n - 2] != '}' || line[n - 1] != '\n' ||
+        strchr(line + 1, '{') != NULL)
+        c->bad++;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* 16 threads in each of two processes register at once: keys stay unique
+ * and every record line stays whole */
+START_TEST(test_concurrent_registrations)
+{
+    static struct reg_job jobs[REG_THREADS];
+    static uint32_t all[REG_THREADS * REG_EACH];
+    pthread_t t[REG_THREADS];
+    struct ibv_context *ctx;
+    struct ibv_pd *pd;
+    struct line_check lc = {0, 0};
+    pid_t other = fork();
+
+    ck_assert_int_ge(other, 0);
+    ctx = open_dev(0);
+    pd = ibv_alloc_pd(ctx);
+    for (int i = 0; i < REG_THREADS; i++) {
+        jobs[i].pd = pd;
+        jobs[i].idx = i;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, reg_worker, &jobs[i]), 0);
+    }
+    for (int i = 0; i < REG_THREADS; i++)
+        pthread_join(t[i], NULL);
+    if (other == 0)
+        _exit(0);
+    ck_assert_int_eq(et_wait(other, 20), 0);
+    for (int i = 0; i < REG_THREADS; i++)
+        memcpy(&all[i * REG_EACH], jobs[i].keys, sizeof(jobs[i].keys));
+    qsort(all, REG_THREADS * REG_EACH, sizeof(all[0]), cmp_u32);
+    ck_assert_uint_ne(all[0], 0);
+    for (int i = 1; i < REG_THREADS * REG_EACH; i++)
+        ck_assert_uint_ne(all[i], all[i - 1]);
+    et_each_line(rec_path, check_line, &lc);
+    /* two processes: open, alloc_pd, and a reg_mr and dereg_mr per call */
+    ck_assert_int_eq(lc.lines, 2 * (2 + 2 * REG_THREADS * REG_EACH));
+    ck_assert_int_eq(lc.bad, 0);
+}
+END_TEST
+
 typedef struct ibv_mr *(*reg_mr_1_0_fn)(void *pd, void *addr, size_t length, int access);
 typedef int (*modify_qp_1_0_fn)(void *qp, struct ibv_qp_attr *attr, int mask);
 
@@ -1112,6 +1199,7 @@ int main(void)
     tcase_add_test(rec, test_record_registrations);
     tcase_add_test(rec, test_record_modify_qp);
     tcase_add_test(rec, test_record_compat_versions);
+    tcase_add_test(rec, test_concurrent_registrations);
     suite_add_tcase(s, dev);
     suite_add_tcase(s, qp);
     suite_add_tcase(s, rdma);
