@@ -124,6 +124,18 @@ static void ep_create(struct ep *e, const struct ep_opts *o)
     ck_assert_ptr_nonnull(e->qp);
 }
 
+static void ep_destroy(struct ep *e)
+{
+    ck_assert_int_eq(ibv_destroy_qp(e->qp), 0);
+    ck_assert_int_eq(ibv_dereg_mr(e->mr), 0);
+    ck_assert_int_eq(ibv_destroy_cq(e->cq), 0);
+    if (e->ch != NULL)
+        ck_assert_int_eq(ibv_destroy_comp_channel(e->ch), 0);
+    ck_assert_int_eq(ibv_dealloc_pd(e->pd), 0);
+    ck_assert_int_eq(ibv_close_device(e->ctx), 0);
+    free(e->buf);
+}
+
 static void ep_info(struct ep *e, const struct ep_opts *o, struct ep_info *i)
 {
     struct ibv_port_attr pa;
@@ -341,6 +353,9 @@ static void pair_stop(struct pair *p)
 {
     pair_cmd(p, CMD_QUIT);
     ck_assert_int_eq(et_wait(p->child, 10), 0);
+    ep_destroy(&p->e);
+    close(p->to_child);
+    close(p->from_child);
 }
 
 static enum ibv_qp_state qp_state(struct ibv_qp *qp)
@@ -442,6 +457,9 @@ START_TEST(test_typed_stubs)
     errno = 0;
     ck_assert_ptr_null(ibv_create_qp(pd, &ud));
     ck_assert_int_eq(errno, EOPNOTSUPP);
+    ibv_destroy_cq(cq);
+    ibv_dealloc_pd(pd);
+    ibv_close_device(ctx);
 }
 END_TEST
 
@@ -499,6 +517,7 @@ START_TEST(test_state_machine)
     a.qp_state = IBV_QPS_RESET;
     ck_assert_int_eq(ibv_modify_qp(e.qp, &a, IBV_QP_STATE), 0);
     ck_assert_int_eq(qp_state(e.qp), IBV_QPS_RESET);
+    ep_destroy(&e);
 }
 END_TEST
 
@@ -830,6 +849,7 @@ START_TEST(test_peer_killed_flushes)
     ck_assert_int_eq(wc.wr_id, 11);
     ck_assert_int_lt(now_ms() - start, 10000);
     ck_assert_int_eq(qp_state(p.e.qp), IBV_QPS_ERR);
+    ep_destroy(&p.e);
 }
 END_TEST
 
@@ -857,6 +877,7 @@ START_TEST(test_peer_killed_mid_run)
     ck_assert_int_ge(i, 50);
     ck_assert_int_gt(errors, 0);
     ck_assert_int_eq(qp_state(p.e.qp), IBV_QPS_ERR);
+    ep_destroy(&p.e);
 }
 END_TEST
 
@@ -994,6 +1015,9 @@ START_TEST(test_record_registrations)
     ibv_dereg_mr(b);
     ibv_dereg_mr(c);
     ibv_dereg_mr(d);
+    close(fd);
+    ibv_dealloc_pd(pd);
+    ibv_close_device(ctx);
 }
 END_TEST
 
@@ -1080,6 +1104,8 @@ START_TEST(test_concurrent_registrations)
     /* two processes: open, alloc_pd, and a reg_mr and dereg_mr per call */
     ck_assert_int_eq(lc.lines, 2 * (2 + 2 * REG_THREADS * REG_EACH));
     ck_assert_int_eq(lc.bad, 0);
+    ibv_dealloc_pd(pd);
+    ibv_close_device(ctx);
 }
 END_TEST
 
@@ -1154,6 +1180,7 @@ START_TEST(test_record_modify_qp)
                                 "\"ah_attr.grh.sgid_index\":3,", NULL});
     rec_expect(
         (const char *[]){"\"call\":\"create_qp\"", "\"qp_num\":", "\"cap.max_send_wr\":16", NULL});
+    ep_destroy(&e);
 }
 END_TEST
 
