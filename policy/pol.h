@@ -124,6 +124,8 @@ int pol_parse_value(enum pol_param p, const char *text, int64_t *out);
 /* Look a parameter up by key ("rdma.traffic_class") or environment name. */
 int pol_find_key(const char *key);
 int pol_find_env(const char *env_name);
+/* TESHIM_* variables of teshim's own tools, which are not parameters. */
+bool pol_is_tool_env(const char *name);
 /* The known key or environment name closest to name; NULL if nothing is close. */
 const char *pol_suggest(const char *name, bool env_form);
 

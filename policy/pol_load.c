@@ -387,9 +387,9 @@ static void apply_env(struct loader *ld)
         if (strncmp(*e, "TESHIM_", 7) != 0 || !(eq = strchr(*e, '=')))
             continue;
         snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
-        /* TESHIM_CONFIG was consumed when the file was chosen; TESHIM_LIBRARY
-         * is the teshim command's (which libteshim.so to preload). */
-        if (strcmp(name, "TESHIM_CONFIG") == 0 || strcmp(name, "TESHIM_LIBRARY") == 0)
+        /* TESHIM_CONFIG was consumed when the file was chosen; the variables of
+         * teshim's own tools are not parameters (pol_is_tool_env). */
+        if (strcmp(name, "TESHIM_CONFIG") == 0 || pol_is_tool_env(name))
             continue;
         int p = pol_find_env(name);
         if (p < 0) {

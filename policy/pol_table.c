@@ -63,6 +63,15 @@ static unsigned edit_distance(const char *a, const char *b)
  * the library `teshim run` preloads. */
 static const char *const pol_meta_env[] = {"TESHIM_CONFIG", "TESHIM_LIBRARY", NULL};
 
+bool pol_is_tool_env(const char *name)
+{
+    /* TESHIM_LIBRARY: which libteshim.so the command preloads; TESHIM_AB_*:
+     * set by teshim ab for the program; TESHIM_BUILD_DIR/_SOURCE_DIR: scripts
+     * and tests. */
+    return strcmp(name, "TESHIM_LIBRARY") == 0 || strncmp(name, "TESHIM_AB_", 10) == 0 ||
+           strcmp(name, "TESHIM_BUILD_DIR") == 0 || strcmp(name, "TESHIM_SOURCE_DIR") == 0;
+}
+
 const char *pol_suggest(const char *name, bool env_form)
 {
     const char *best = NULL;

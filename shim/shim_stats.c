@@ -1,6 +1,7 @@
 /*
  * Per-hook counters. They live in one struct shim_stats_area: in a POSIX
- * shared-memory segment /teshim-<uid>-<pid> (owner-only, removed at exit) when
+ * shared-memory segment /teshim-<uid>-<pidns>-<pid> (owner-only, removed at
+ * exit; segments of processes that died are removed by readers) when
  * stats.live is on, so `teshim stats --live` can read a running process;
  * otherwise in anonymous memory. The JSON report is written from it at exit.
  */
@@ -45,14 +46,28 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * The segment is named after the owner, the pid namespace and the pid:
+ * containers that share /dev/shm (an IPC namespace) but not a pid namespace
+ * reuse each other's pid numbers, and a name without the namespace would let
+ * one process take over, or a reader reap, another's segment. 0 when the
+ * namespace cannot be read (no /proc).
+ */
+static unsigned long long pid_namespace(void)
+{
+    struct stat st;
+
+    return stat("/proc/self/ns/pid", &st) == 0 ? (unsigned long long)st.st_ino : 0;
+}
+
 /* A fresh shared segment for this pid; NULL (logged) if it cannot be made. */
 static struct shim_stats_area *map_live_segment(void)
 {
     struct shim_stats_area *a;
     int fd;
 
-    snprintf(shim_seg_name, sizeof(shim_seg_name), "/teshim-%u-%d", (unsigned)getuid(),
-             (int)getpid());
+    snprintf(shim_seg_name, sizeof(shim_seg_name), "/teshim-%u-%llu-%d", (unsigned)getuid(),
+             pid_namespace(), (int)getpid());
     fd = shm_open(shim_seg_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == EEXIST) {
         /* Left by an earlier process with the same pid: it is dead (we are

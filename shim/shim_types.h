@@ -16,4 +16,11 @@ struct ibv_mr;
 struct ibv_qp;
 struct ibv_qp_attr;
 
+/* CUDA runtime: cudaError_t and enum cudaMemcpyKind are int-sized enums
+ * (passed as int), cudaStream_t is struct CUstream_st *. The values the
+ * shim interprets are in shim_cuda_abi.h. */
+typedef int shim_cudaError_t;
+struct CUstream_st;
+struct CUevent_st;
+
 #endif

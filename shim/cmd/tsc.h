@@ -14,6 +14,15 @@ int tsc_cmd_run(int argc, char **argv);
 int tsc_cmd_config(int argc, char **argv);
 int tsc_cmd_doctor(int argc, char **argv);
 int tsc_cmd_stats(int argc, char **argv);
+int tsc_cmd_ab(int argc, char **argv);
+int tsc_cmd_demo(int argc, char **argv);
+
+/* teshim stats --live (tsc_live.c); argv as given to stats. */
+int tsc_stats_live(int argc, char **argv);
+
+/* Remove the live-statistics segments of this user's processes that are
+ * gone (or no longer map theirs); returns how many were removed. */
+int tsc_live_reap(void);
 
 /* Exit statuses of the command's own failures (run passes the child's on). */
 #define TSC_EXIT_USAGE 2

@@ -17,7 +17,9 @@ static const struct tsc_cmd tsc_cmds[] = {
     {"run", tsc_cmd_run, "run a command with libteshim.so preloaded"},
     {"config", tsc_cmd_config, "show the effective configuration and where each value came from"},
     {"doctor", tsc_cmd_doctor, "check libibverbs, devices, limits and target programs"},
-    {"stats", tsc_cmd_stats, "summarise JSON reports written at exit"},
+    {"stats", tsc_cmd_stats, "summarise JSON reports written at exit, or --live counters"},
+    {"ab", tsc_cmd_ab, "A/B experiment: a command alternately without and with a policy"},
+    {"demo", tsc_cmd_demo, "show on this machine what teshim intercepts, injects and measures"},
 };
 
 void tsc_err(const char *fmt, ...)

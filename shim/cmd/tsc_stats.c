@@ -80,9 +80,13 @@ int tsc_cmd_stats(int argc, char **argv)
     struct arm_total totals[2] = {0};
     int files = 0, bad = 0;
 
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--live") == 0)
+            return tsc_stats_live(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: teshim stats REPORT.json...\n"
+                   "       teshim stats --live [--pid PID] [--interval S] [--count N]\n"
                    "Summarises the reports libteshim.so writes at exit to stats.dir.\n");
             return 0;
         }

@@ -971,6 +971,12 @@ START_TEST(test_record_registrations)
     errno = 0;
     ck_assert_ptr_null(ibv_reg_mr(pd, buf, 4096, IBV_ACCESS_REMOTE_WRITE));
     ck_assert_int_eq(errno, EINVAL); /* remote write needs local write */
+    /* a driver that rejects relaxed ordering, for fallback tests */
+    setenv("VERBS_EMU_REJECT_ACCESS", "0x100000", 1);
+    errno = 0;
+    ck_assert_ptr_null(ibv_reg_mr(pd, buf, 8192, runtime));
+    ck_assert_int_eq(errno, EINVAL);
+    unsetenv("VERBS_EMU_REJECT_ACCESS");
     rec_expect(
         (const char *[]){"\"entry\":\"ibv_reg_mr\"", "\"length\":4096", "\"access\":1,", NULL});
     rec_expect((const char *[]){"\"entry\":\"ibv_reg_mr_iova2\"", "\"length\":131072",
@@ -981,6 +987,8 @@ START_TEST(test_record_registrations)
     rec_expect((const char *[]){"\"entry\":\"ibv_reg_dmabuf_mr\"", want, NULL});
     rec_expect((const char *[]){"\"call\":\"rereg_mr\"", "\"flags\":4", "\"access\":3,", NULL});
     rec_expect((const char *[]){"\"entry\":\"ibv_reg_mr\"", "\"access\":2,", "\"ret\":22", NULL});
+    rec_expect((const char *[]){"\"entry\":\"ibv_reg_mr_iova2\"", "\"length\":8192",
+                                "\"access\":1048577,", "\"ret\":22", NULL});
     ibv_dereg_mr(a);
     ibv_dereg_mr(b);
     ibv_dereg_mr(c);

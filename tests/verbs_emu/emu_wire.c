@@ -253,7 +253,7 @@ static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct 
         wc.qp_num = m->dst_qpn;
         wc.src_qp = m->src_qpn;
         wc.pkey_index = 0;
-        wc.slid = 0;
+        wc.slid = q->attr.ah_attr.dlid; /* the peer's LID (0 on RoCE) */
         if (m->has_imm) {
             wc.wc_flags |= IBV_WC_WITH_IMM;
             wc.imm_data = m->imm;

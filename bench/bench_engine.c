@@ -1,0 +1,445 @@
+/*
+ * teshim-bench: engine bandwidth and latency, in the shape of Mooncake's
+ * transfer_engine_bench.
+ *
+ *   teshim-bench --mode target --listen HOST:PORT [--buffer-size N]
+ *   teshim-bench --mode initiator --segment HOST:PORT --operation read|write
+ *                --block-size N --batch-size N --threads N --duration S
+ *                --transport tcp|local [--json FILE]
+ *   teshim-bench --mode memcpy --block-size N --batch-size N --duration S
+ *
+ * Sizes take K/M/G suffixes (powers of two). The initiator's last line is
+ * "throughput X GB/s" with GB = 10^9 bytes.
+ */
+#include "teshim/engine.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct args {
+    const char *mode, *listen, *segment, *op, *transport, *json;
+    uint64_t block, batch, buffer, slice;
+    int threads, io_threads, conns;
+    double duration;
+};
+
+struct worker {
+    pthread_t th;
+    struct args *a;
+    struct teshim_engine *eng;
+    teshim_segment_t seg;
+    uint64_t remote, remote_len;
+    int idx;
+    uint64_t bytes, requests, failed;
+    uint64_t *lat;
+    size_t nlat, caplat;
+    int err;
+};
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    stop_flag = 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-')
+        return -1;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        v <<= 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        v <<= 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        v <<= 30;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end == 'i' || *end == 'B')
+        end += *end == 'i' && end[1] == 'B' ? 2 : 1;
+    if (*end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: teshim-bench --mode target --listen HOST:PORT [--buffer-size N]\n"
+            "       teshim-bench --mode initiator --segment HOST:PORT --operation read|write\n"
+            "                    --block-size N --batch-size N --threads N --duration S\n"
+            "                    --transport tcp|local [--json FILE]\n"
+            "       teshim-bench --mode memcpy --block-size N --batch-size N --duration S\n"
+            "options: --io-threads N --slice-bytes N --conns-per-peer N (engine overrides)\n");
+    exit(2);
+}
+
+static int run_target(struct args *a)
+{
+    struct teshim_engine_opts o = {
+        .size = sizeof(o), .listen = a->listen, .io_threads = a->io_threads};
+    struct teshim_engine *eng;
+    char *buf;
+    int ret;
+
+    ret = teshim_engine_create(&o, &eng);
+    if (ret) {
+        fprintf(stderr, "teshim-bench: engine: %s\n", strerror(-ret));
+        return 1;
+    }
+    buf = aligned_alloc(4096, a->buffer);
+    if (!buf) {
+        fprintf(stderr, "teshim-bench: no memory for %llu bytes\n", (unsigned long long)a->buffer);
+        teshim_engine_destroy(eng);
+        return 1;
+    }
+    for (uint64_t i = 0; i < a->buffer; i += 4096)
+        buf[i] = (char)i;
+    ret = teshim_register(eng, buf, a->buffer, "cpu", true);
+    if (ret) {
+        fprintf(stderr, "teshim-bench: register: %s\n", strerror(-ret));
+        return 1;
+    }
+    printf("listening port %d buffer %llu\n", teshim_engine_port(eng),
+           (unsigned long long)a->buffer);
+    fflush(stdout);
+    while (!stop_flag)
+        pause();
+    teshim_unregister(eng, buf);
+    teshim_engine_destroy(eng);
+    free(buf);
+    return 0;
+}
+
+static void *initiator_thread(void *arg)
+{
+    struct worker *w = arg;
+    struct args *a = w->a;
+    uint64_t span = a->block * a->batch;
+    char *buf = aligned_alloc(4096, span);
+    struct teshim_request *reqs = calloc(a->batch, sizeof(*reqs));
+    uint64_t base = w->remote + ((uint64_t)w->idx * span) % (w->remote_len - span + 1);
+    double end;
+    int ret;
+
+    if (!buf || !reqs) {
+        w->err = -ENOMEM;
+        goto out;
+    }
+    memset(buf, 0x5a, span);
+    ret = teshim_register(w->eng, buf, span, "cpu", false);
+    if (ret) {
+        w->err = ret;
+        goto out;
+    }
+    for (uint64_t i = 0; i < a->batch; i++) {
+        reqs[i].opcode = !strcmp(a->op, "read") ? TESHIM_OP_READ : TESHIM_OP_WRITE;
+        reqs[i].local = buf + i * a->block;
+        reqs[i].segment = w->seg;
+        reqs[i].remote_offset = base + i * a->block;
+        reqs[i].length = a->block;
+    }
+    end = now_s() + a->duration;
+    while (now_s() < end && !stop_flag) {
+        teshim_batch_t b;
+        ret = teshim_batch_alloc(w->eng, a->batch, &b);
+        if (ret)
+            break;
+        ret = teshim_submit(w->eng, b, reqs, a->batch);
+        if (ret < 0) {
+            w->err = ret;
+            teshim_batch_free(w->eng, b);
+            break;
+        }
+        teshim_batch_wait(w->eng, b, -1);
+        for (uint64_t i = 0; i < a->batch; i++) {
+            struct teshim_task_status st;
+            if (teshim_task_status(w->eng, b, i, &st))
+                continue;
+            w->requests++;
+            if (st.state != TESHIM_TASK_COMPLETED) {
+                w->failed++;
+                continue;
+            }
+            w->bytes += st.transferred;
+            if (w->nlat == w->caplat) {
+                size_t cap = w->caplat ? w->caplat * 2 : 4096;
+                uint64_t *n = realloc(w->lat, cap * sizeof(*n));
+                if (!n)
+                    continue;
+                w->lat = n;
+                w->caplat = cap;
+            }
+            w->lat[w->nlat++] = st.latency_ns;
+        }
+        teshim_batch_free(w->eng, b);
+    }
+    teshim_unregister(w->eng, buf);
+out:
+    free(reqs);
+    free(buf);
+    return NULL;
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static int run_initiator(struct args *a)
+{
+    struct teshim_engine_opts o = {.size = sizeof(o),
+                                   .io_threads = a->io_threads,
+                                   .slice_bytes = a->slice,
+                                   .conns_per_peer = a->conns};
+    struct teshim_engine *eng;
+    struct teshim_region reg;
+    struct worker *w;
+    teshim_segment_t seg;
+    uint64_t bytes = 0, requests = 0, failed = 0, *lat = NULL;
+    size_t nlat = 0;
+    double t0, el;
+    int ret, rc = 1;
+
+    if (!a->segment || !a->op || (strcmp(a->op, "read") && strcmp(a->op, "write")) || !a->block ||
+        !a->batch || a->threads < 1 || a->duration <= 0)
+        usage();
+    if (!strcmp(a->transport, "tcp"))
+        o.transport = TESHIM_TRANSPORT_TCP;
+    else if (!strcmp(a->transport, "local"))
+        o.transport = TESHIM_TRANSPORT_LOCAL;
+    else
+        usage();
+    /* enough in flight for every thread's whole batch */
+    o.max_inflight = (int)(a->batch * (uint64_t)a->threads);
+    ret = teshim_engine_create(&o, &eng);
+    if (ret) {
+        fprintf(stderr, "teshim-bench: engine: %s\n", strerror(-ret));
+        return 1;
+    }
+    ret = teshim_segment_open(eng, a->segment, &seg);
+    if (ret) {
+        fprintf(stderr, "teshim-bench: open %s: %s\n", a->segment, strerror(-ret));
+        goto out_engine;
+    }
+    if (teshim_segment_regions(eng, seg, &reg, 1) < 1 || reg.len < a->block * a->batch) {
+        fprintf(stderr, "teshim-bench: the target's buffer is smaller than block x batch\n");
+        goto out_engine;
+    }
+    w = calloc((size_t)a->threads, sizeof(*w));
+    if (!w)
+        goto out_engine;
+    t0 = now_s();
+    for (int i = 0; i < a->threads; i++) {
+        w[i] = (struct worker){
+            .a = a, .eng = eng, .seg = seg, .remote = reg.addr, .remote_len = reg.len, .idx = i};
+        pthread_create(&w[i].th, NULL, initiator_thread, &w[i]);
+    }
+    for (int i = 0; i < a->threads; i++)
+        pthread_join(w[i].th, NULL);
+    el = now_s() - t0;
+    for (int i = 0; i < a->threads; i++) {
+        if (w[i].err)
+            fprintf(stderr, "teshim-bench: thread %d: %s\n", i, strerror(-w[i].err));
+        bytes += w[i].bytes;
+        requests += w[i].requests;
+        failed += w[i].failed;
+        uint64_t *n = realloc(lat, (nlat + w[i].nlat + 1) * sizeof(*lat));
+        if (n) {
+            lat = n;
+            memcpy(lat + nlat, w[i].lat, w[i].nlat * sizeof(*lat));
+            nlat += w[i].nlat;
+        }
+        free(w[i].lat);
+    }
+    free(w);
+    qsort(lat, nlat, sizeof(*lat), cmp_u64);
+    double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0;
+    double p99 = nlat ? (double)lat[(nlat * 99) / 100] / 1e3 : 0;
+    double gbps = (double)bytes / el / 1e9;
+    printf("transport %s operation %s block_size %llu batch_size %llu threads %d duration %.2f s\n",
+           teshim_segment_transport(eng, seg), a->op, (unsigned long long)a->block,
+           (unsigned long long)a->batch, a->threads, el);
+    printf("requests %llu failed %llu bytes %llu\n", (unsigned long long)requests,
+           (unsigned long long)failed, (unsigned long long)bytes);
+    printf("latency p50 %.1f us p99 %.1f us\n", p50, p99);
+    printf("throughput %.3f GB/s\n", gbps);
+    if (a->json) {
+        FILE *f = fopen(a->json, "w");
+        if (f) {
+            fprintf(f,
+                    "{\"mode\":\"initiator\",\"transport\":\"%s\",\"operation\":\"%s\","
+                    "\"block_size\":%llu,\"batch_size\":%llu,\"threads\":%d,"
+                    "\"duration_s\":%.3f,\"requests\":%llu,\"failed\":%llu,\"bytes\":%llu,"
+                    "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,\"throughput_gbps\":%.4f}\n",
+                    teshim_segment_transport(eng, seg), a->op, (unsigned long long)a->block,
+                    (unsigned long long)a->batch, a->threads, el, (unsigned long long)requests,
+                    (unsigned long long)failed, (unsigned long long)bytes, p50, p99, gbps);
+            fclose(f);
+        }
+    }
+    free(lat);
+    rc = failed || !bytes ? 1 : 0;
+out_engine:
+    teshim_engine_destroy(eng);
+    return rc;
+}
+
+/* Single-thread memcpy of block-size chunks, the same pattern as a
+ * transfer: a batch-sized source into a buffer-size destination. */
+static int run_memcpy(struct args *a)
+{
+    uint64_t span = a->block * a->batch;
+    char *src = aligned_alloc(4096, span), *dst = aligned_alloc(4096, a->buffer);
+    uint64_t bytes = 0, off = 0;
+    double t0, end;
+
+    if (!src || !dst || span > a->buffer) {
+        fprintf(stderr, "teshim-bench: memcpy buffers do not fit\n");
+        return 1;
+    }
+    memset(src, 1, span);
+    memset(dst, 2, a->buffer);
+    t0 = now_s();
+    end = t0 + a->duration;
+    while (now_s() < end) {
+        for (uint64_t i = 0; i < a->batch; i++) {
+            if (off + a->block > a->buffer)
+                off = 0;
+            memcpy(dst + off, src + i * a->block, a->block);
+            off += a->block;
+        }
+        bytes += span;
+    }
+    double el = now_s() - t0;
+    printf("memcpy block_size %llu batch_size %llu duration %.2f s check %d\n",
+           (unsigned long long)a->block, (unsigned long long)a->batch, el, dst[off - 1]);
+    printf("throughput %.3f GB/s\n", (double)bytes / el / 1e9);
+    free(src);
+    free(dst);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"mode", required_argument, NULL, 'm'},
+                                         {"listen", required_argument, NULL, 'l'},
+                                         {"segment", required_argument, NULL, 's'},
+                                         {"operation", required_argument, NULL, 'o'},
+                                         {"block-size", required_argument, NULL, 'b'},
+                                         {"batch-size", required_argument, NULL, 'B'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {"duration", required_argument, NULL, 'd'},
+                                         {"transport", required_argument, NULL, 'T'},
+                                         {"json", required_argument, NULL, 'j'},
+                                         {"buffer-size", required_argument, NULL, 'S'},
+                                         {"io-threads", required_argument, NULL, 'i'},
+                                         {"slice-bytes", required_argument, NULL, 'x'},
+                                         {"conns-per-peer", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    struct args a = {.op = "write",
+                     .transport = "tcp",
+                     .block = 65536,
+                     .batch = 16,
+                     .buffer = 256ull << 20,
+                     .threads = 1,
+                     .duration = 5};
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            a.mode = optarg;
+            break;
+        case 'l':
+            a.listen = optarg;
+            break;
+        case 's':
+            a.segment = optarg;
+            break;
+        case 'o':
+            a.op = optarg;
+            break;
+        case 'b':
+            if (parse_size(optarg, &a.block))
+                usage();
+            break;
+        case 'B':
+            if (parse_size(optarg, &a.batch))
+                usage();
+            break;
+        case 'S':
+            if (parse_size(optarg, &a.buffer))
+                usage();
+            break;
+        case 'x':
+            if (parse_size(optarg, &a.slice))
+                usage();
+            break;
+        case 't':
+            a.threads = atoi(optarg);
+            break;
+        case 'i':
+            a.io_threads = atoi(optarg);
+            break;
+        case 'c':
+            a.conns = atoi(optarg);
+            break;
+        case 'd':
+            a.duration = atof(optarg);
+            break;
+        case 'T':
+            a.transport = optarg;
+            break;
+        case 'j':
+            a.json = optarg;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (!a.mode)
+        usage();
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    if (!strcmp(a.mode, "target") && a.listen)
+        return run_target(&a);
+    if (!strcmp(a.mode, "initiator"))
+        return run_initiator(&a);
+    if (!strcmp(a.mode, "memcpy") && a.block && a.batch)
+        return run_memcpy(&a);
+    usage();
+    return 2;
+}

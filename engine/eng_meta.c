@@ -1,0 +1,197 @@
+/*
+ * Embedded peer-to-peer metadata: a segment is named after its engine's
+ * listen address; opening it connects there, sends HELLO and receives the
+ * peer's identity and remote-accessible regions in HELLO_ACK. Attempts are
+ * retried with exponential backoff and jitter, bounded in number
+ * (engine.connect_attempts) and in time (engine.connect_timeout_ms).
+ */
+#include "eng.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int eng_parse_hostport(const char *s, bool passive, struct sockaddr_storage *sa, socklen_t *len)
+{
+    char host[256];
+    const char *colon, *port;
+    struct addrinfo hints = {0}, *ai;
+    size_t hl;
+    char *end;
+    long pn;
+
+    if (!s)
+        return -EINVAL;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -EINVAL;
+        hl = (size_t)(rb - s - 1);
+        memcpy(host, s + 1, hl < sizeof(host) ? hl : 0);
+        port = rb + 2;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || strchr(s, ':') != colon)
+            return -EINVAL;
+        hl = (size_t)(colon - s);
+        port = colon + 1;
+        if (hl < sizeof(host))
+            memcpy(host, s, hl);
+    }
+    if (!hl || hl >= sizeof(host) || !*port)
+        return -EINVAL;
+    host[hl] = '\0';
+    errno = 0;
+    pn = strtol(port, &end, 10);
+    if (errno || *end || pn < (passive ? 0 : 1) || pn > 65535 || port[0] == '-' || port[0] == '+')
+        return -EINVAL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    if (getaddrinfo(host, port, &hints, &ai))
+        return -EHOSTUNREACH;
+    memcpy(sa, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static int wait_fd(int fd, short ev, uint64_t deadline)
+{
+    struct pollfd p = {.fd = fd, .events = ev};
+    for (;;) {
+        uint64_t now = eng_now_ns();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        int n = poll(&p, 1, (int)((deadline - now) / 1000000 + 1));
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+static int io_all(int fd, void *buf, size_t len, bool out, uint64_t deadline)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = out ? send(fd, (char *)buf + done, len - done, MSG_NOSIGNAL)
+                        : recv(fd, (char *)buf + done, len - done, 0);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        int ret = wait_fd(fd, out ? POLLOUT : POLLIN, deadline);
+        if (ret)
+            return ret;
+    }
+    return 0;
+}
+
+/* One attempt: connect, HELLO, HELLO_ACK. */
+static int meta_once(struct teshim_engine *eng, struct eng_segment *seg, uint64_t deadline)
+{
+    uint8_t hdr[ENG_FRAME_BYTES];
+    uint8_t hello[ENG_HELLO_BYTES];
+    struct eng_hello self;
+    struct eng_frame f = {.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
+    uint8_t *buf = NULL;
+    int fd, ret, err = 0;
+    socklen_t el = sizeof(err);
+
+    fd = socket(seg->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&seg->sa, seg->salen) && errno != EINPROGRESS) {
+        ret = -errno;
+        goto out_close;
+    }
+    ret = wait_fd(fd, POLLOUT, deadline);
+    if (ret)
+        goto out_close;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+        ret = -err;
+        goto out_close;
+    }
+    eng_hello_self(eng, &self);
+    eng_frame_encode(&f, hdr);
+    eng_hello_encode(&self, NULL, 0, hello);
+    ret = io_all(fd, hdr, sizeof(hdr), true, deadline);
+    if (!ret)
+        ret = io_all(fd, hello, sizeof(hello), true, deadline);
+    if (!ret)
+        ret = io_all(fd, hdr, sizeof(hdr), false, deadline);
+    if (ret)
+        goto out_close;
+    ret = eng_frame_parse(hdr, sizeof(hdr), &f);
+    if (ret || f.type != ENG_F_HELLO_ACK || f.status) {
+        eng_err(eng, "segment %s: handshake answered with %s", seg->name,
+                ret == -EPROTO ? "another protocol version"
+                : f.status     ? strerror(-f.status)
+                               : "a malformed frame");
+        ret = ret == -EPROTO ? -EPROTO : f.status ? f.status : -EBADMSG;
+        goto out_close;
+    }
+    buf = malloc(f.payload_len);
+    seg->regions = malloc((f.payload_len / ENG_REGION_BYTES + 1) * sizeof(*seg->regions));
+    if (!buf || !seg->regions) {
+        ret = -ENOMEM;
+        goto out_free;
+    }
+    ret = io_all(fd, buf, f.payload_len, false, deadline);
+    if (ret)
+        goto out_free;
+    ret = eng_hello_parse(buf, f.payload_len, &seg->hello, seg->regions, ENG_MAX_REGIONS);
+    if (ret) {
+        eng_err(eng, "segment %s: malformed handshake from the peer", seg->name);
+        goto out_free;
+    }
+    seg->nregions = seg->hello.nregions;
+    free(buf);
+    close(fd);
+    return 0;
+
+out_free:
+    free(buf);
+    free(seg->regions);
+    seg->regions = NULL;
+out_close:
+    close(fd);
+    return ret;
+}
+
+int eng_meta_fetch(struct teshim_engine *eng, struct eng_segment *seg)
+{
+    uint64_t start = eng_now_ns();
+    uint64_t deadline = start + (uint64_t)eng->p.connect_timeout_ms * 1000000ull;
+    int ret = -ETIMEDOUT;
+
+    for (int attempt = 1; attempt <= eng->p.connect_attempts; attempt++) {
+        ret = meta_once(eng, seg, deadline);
+        if (!ret || ret == -EPROTO || ret == -EBADMSG)
+            break;
+        uint64_t wait = (uint64_t)eng_backoff_ms(&eng->p, attempt) * 1000000ull;
+        if (attempt == eng->p.connect_attempts || eng_now_ns() + wait >= deadline)
+            break;
+        atomic_fetch_add(&eng->st.conn_retries, 1);
+        eng_dbg(eng, "segment %s: attempt %d failed (%s), retrying", seg->name, attempt,
+                strerror(-ret));
+        usleep((useconds_t)(wait / 1000));
+    }
+    if (ret)
+        eng_err(eng, "segment %s: handshake failed: %s", seg->name, strerror(-ret));
+    return ret;
+}

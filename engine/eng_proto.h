@@ -1,0 +1,92 @@
+/*
+ * Wire protocol of the engine: fixed 56-byte frame headers, little endian,
+ * followed by payload_len bytes. Every frame carries the magic and the
+ * protocol version; a peer speaking another version is refused at HELLO.
+ *
+ *   HELLO      initiator -> target, payload = struct eng_hello (no regions)
+ *   HELLO_ACK  target -> initiator, payload = struct eng_hello + regions
+ *   READ       request len bytes at addr, no payload
+ *   READ_RESP  status 0: payload = the len bytes; status < 0: no payload
+ *   WRITE      payload = len bytes to store at addr
+ *   WRITE_ACK  status of a WRITE, no payload
+ * Requests are answered in order on a connection; id echoes the request's.
+ * A READ/WRITE slice also names the whole request it is part of, so the
+ * target refuses every slice of a request that is not entirely inside one
+ * remote-accessible registration, not only the slices that stray.
+ */
+#ifndef TESHIM_ENG_PROTO_H
+#define TESHIM_ENG_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENG_MAGIC 0x4d485354u /* "TSHM" */
+#define ENG_VERSION 1
+#define ENG_FRAME_BYTES 56
+#define ENG_SLICE_MAX (64u << 20) /* largest data payload of one frame */
+#define ENG_MAX_REGIONS 4096      /* regions announced in HELLO_ACK */
+#define ENG_NAME_MAX 64
+#define ENG_HELLO_BYTES (16 + 4 + 4 + 8 + 8 + ENG_NAME_MAX)
+#define ENG_REGION_BYTES 16
+#define ENG_CTRL_MAX (ENG_HELLO_BYTES + ENG_MAX_REGIONS * ENG_REGION_BYTES)
+
+enum eng_frame_type {
+    ENG_F_HELLO = 1,
+    ENG_F_HELLO_ACK,
+    ENG_F_READ,
+    ENG_F_READ_RESP,
+    ENG_F_WRITE,
+    ENG_F_WRITE_ACK,
+    ENG_F_MAX_TYPE = ENG_F_WRITE_ACK,
+};
+
+/* A decoded frame header. */
+struct eng_frame {
+    uint8_t type;
+    int32_t status;       /* 0 or a negative errno, answers only */
+    uint32_t payload_len; /* bytes following the header */
+    uint64_t id;          /* request id, echoed in the answer */
+    uint64_t addr;        /* remote address of READ/WRITE */
+    uint64_t len;         /* bytes of READ/WRITE and their answers */
+    uint64_t req_addr;    /* READ/WRITE: the whole request this slice belongs to; */
+    uint64_t req_len;     /* the target checks all of it before moving a byte */
+};
+
+/* The identity block of HELLO and HELLO_ACK. */
+struct eng_hello {
+    uint8_t boot_id[16]; /* /proc/sys/kernel/random/boot_id: same host test */
+    uint32_t pid;
+    uint32_t nregions;
+    uint64_t probe_addr;     /* address of a word a same-host peer may read ... */
+    uint64_t probe_value;    /* ... and find this value in: process_vm_* works */
+    char name[ENG_NAME_MAX]; /* NUL-terminated */
+};
+
+struct eng_region_desc {
+    uint64_t addr;
+    uint64_t len;
+};
+
+/* Encode f into buf[ENG_FRAME_BYTES]. */
+void eng_frame_encode(const struct eng_frame *f, uint8_t *buf);
+
+/*
+ * Decode and validate a header: magic, version, known type, reserved bits
+ * zero, payload length consistent with the type and within the limits.
+ * 0, -EPROTO (wrong magic or version) or -EBADMSG (anything else).
+ */
+int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f);
+
+/* Encode a hello block plus n regions into buf (ENG_HELLO_BYTES + 16 n). */
+size_t eng_hello_encode(const struct eng_hello *h, const struct eng_region_desc *r, uint32_t n,
+                        uint8_t *buf);
+
+/*
+ * Decode a HELLO/HELLO_ACK payload; regions (up to max) are written to r.
+ * Checks the name is terminated, the region count matches the length, and
+ * every region is non-empty without wrapping. 0 or -EBADMSG.
+ */
+int eng_hello_parse(const uint8_t *buf, size_t len, struct eng_hello *h, struct eng_region_desc *r,
+                    uint32_t max);
+
+#endif

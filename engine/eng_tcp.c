@@ -1,0 +1,1395 @@
+/*
+ * TCP transport. N I/O threads ("workers"), each with its own epoll loop
+ * and its own SO_REUSEPORT listener on the engine's address, so the kernel
+ * spreads incoming connections. Every remote segment ("peer") gets
+ * engine.tcp.conns_per_peer connections assigned to workers round-robin;
+ * a request is cut into slices of engine.tcp.slice_bytes spread over them.
+ *
+ * Data moves between sockets and registered memory with sendmsg/readv
+ * straight from/into the user's buffers. The submitting thread writes a
+ * slice itself when the socket has room (no hand-off); the rest goes out
+ * from the worker on EPOLLOUT. Answers come back in order on each
+ * connection and are matched to the oldest outstanding slice by id.
+ *
+ * Locking: a connection's send side (queues, fd, state) is under c->lock;
+ * its receive side and its life cycle belong to its worker. Task
+ * callbacks are never made with a lock held.
+ */
+#include "eng.h"
+
+#include <errno.h>
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define TICK_NS (20 * 1000000ull)
+#define SCRATCH_BYTES (64 * 1024)
+#define DEFER_BYTES (256 * 1024)
+#define LISTEN_PAUSE_NS (100 * 1000000ull)
+
+struct tcp_block;
+
+/* One frame to send: a request slice (initiator) or an answer (target). */
+struct tcp_slice {
+    struct tcp_slice *next;
+    struct eng_task *task;   /* initiator: the request it belongs to */
+    struct tcp_block *block; /* initiator: allocation shared with its siblings */
+    struct eng_region *reg;  /* target: region an answer reads from */
+    char *data;              /* payload to send, or destination of READ_RESP */
+    void *owned;             /* freed when sent */
+    uint32_t len;            /* payload bytes to send */
+    uint32_t xfer;           /* bytes the slice moves */
+    size_t sent;             /* of header + payload */
+    uint64_t seq, raddr, t_start;
+    uint8_t op;
+    uint8_t hdr[ENG_FRAME_BYTES];
+};
+
+struct tcp_block {
+    atomic_uint left;
+    struct tcp_slice s[];
+};
+
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY };
+enum { R_HDR, R_PAYLOAD, R_DISCARD, R_CTRL };
+enum { CMD_ADD = 1, CMD_KICK = 2, CMD_CLOSE = 4 };
+
+struct tcp_worker;
+struct tcp_peer;
+
+struct tcp_conn {
+    struct tcp_conn *wnext, *wprev; /* worker's list, worker only */
+    struct tcp_conn *cnext;         /* worker's command list, under cmd_lock */
+    int cmds;                       /* pending CMD_*, under cmd_lock */
+    bool queued;
+    struct tcp_worker *w;
+    struct tcp_peer *peer; /* NULL: accepted */
+    int fd;
+    atomic_int state;
+    bool want_out, dead;
+    bool in_read;      /* answers queued while reading go out together ... */
+    uint64_t deferred; /* ... unless this many payload bytes wait for them */
+    pthread_mutex_t lock;
+    struct tcp_slice *sq, *sq_tail; /* to send; head may be partly sent */
+    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator) */
+    uint64_t seq;
+    /* receive side, worker only */
+    int rstage;
+    uint8_t rhdr[ENG_FRAME_BYTES];
+    size_t rgot;
+    struct eng_frame rf;
+    char *rdst;
+    uint64_t rleft;
+    int rstatus;
+    struct tcp_slice *rslice;
+    struct eng_region *rreg;
+    uint8_t *ctrl;
+    size_t ctrl_got;
+    bool hello_done;
+    /* connection establishment, outgoing only */
+    int attempts;
+    uint64_t t_first, t_next, t_used;
+    char pname[64];
+};
+
+struct tcp_peer {
+    struct tcp_peer *next;
+    /* copied from the segment, which may go before the worker's last look */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    uint32_t pid;
+    atomic_uint rr;
+    atomic_int refs;
+    int n;
+    struct tcp_conn conns[];
+};
+
+struct tcp_tp;
+
+struct tcp_worker {
+    struct tcp_tp *tp;
+    pthread_t th;
+    int epfd, evfd, lfd;
+    bool lfd_paused;
+    uint64_t lfd_resume, next_tick;
+    pthread_mutex_t cmd_lock;
+    struct tcp_conn *cmds;
+    struct tcp_conn *conns;     /* every connection of this worker */
+    struct tcp_conn *graveyard; /* freed after the current epoll batch */
+    uint8_t *scratch;
+};
+
+struct tcp_tp {
+    struct eng_transport base;
+    int nworkers;
+    struct tcp_worker *w;
+    atomic_bool stop;
+    atomic_uint rr;
+    atomic_int nout; /* outgoing sockets open */
+    pthread_mutex_t peers_lock;
+    struct tcp_peer *peers;
+};
+
+static struct teshim_engine *conn_eng(struct tcp_conn *c)
+{
+    return c->w->tp->base.eng;
+}
+
+static void worker_wake(struct tcp_worker *w)
+{
+    uint64_t one = 1;
+    if (write(w->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        eng_err(w->tp->base.eng, "tcp: eventfd write: %m");
+}
+
+static void post_cmd(struct tcp_conn *c, int cmd)
+{
+    struct tcp_worker *w = c->w;
+    pthread_mutex_lock(&w->cmd_lock);
+    c->cmds |= cmd;
+    if (!c->queued) {
+        c->queued = true;
+        c->cnext = w->cmds;
+        w->cmds = c;
+    }
+    pthread_mutex_unlock(&w->cmd_lock);
+    worker_wake(w);
+}
+
+static void sock_opts(struct teshim_engine *eng, int fd)
+{
+    int one = 1;
+    if (eng->p.nodelay)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (eng->p.sockbuf) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &eng->p.sockbuf, sizeof(eng->p.sockbuf));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &eng->p.sockbuf, sizeof(eng->p.sockbuf));
+    }
+}
+
+static void epoll_set(struct tcp_conn *c, uint32_t ev)
+{
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
+}
+
+/* ---- completion --------------------------------------------------------- */
+
+static void slice_free(struct tcp_slice *s)
+{
+    if (s->block) {
+        if (atomic_fetch_sub(&s->block->left, 1) == 1)
+            free(s->block);
+    } else {
+        eng_region_put(s->reg);
+        free(s->owned);
+        free(s);
+    }
+}
+
+/* Finish an initiator slice (no lock held) or drop a target answer. */
+static void slice_finish(struct tcp_slice *s, int err)
+{
+    if (s->task)
+        eng_task_slice_done(s->task, err ? 0 : s->xfer, err);
+    slice_free(s);
+}
+
+static void finish_list(struct tcp_slice *s, int err)
+{
+    while (s) {
+        struct tcp_slice *n = s->next;
+        slice_finish(s, err);
+        s = n;
+    }
+}
+
+/*
+ * Close the socket and fail everything queued or outstanding on it. An
+ * outgoing connection goes back to IDLE (reconnected on demand); an
+ * accepted one is freed after the current epoll batch. Worker only.
+ */
+static void conn_reset(struct tcp_conn *c, int err)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    struct tcp_slice *sq, *iq, *rs = c->rslice;
+
+    pthread_mutex_lock(&c->lock);
+    sq = c->sq;
+    iq = c->iq;
+    c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
+    if ((sq || iq || rs) && c->peer)
+        atomic_fetch_add(&eng->st.conn_broken, 1);
+    if (atomic_load(&c->state) == C_READY && c->peer)
+        atomic_fetch_sub(&eng->st.connections, 1);
+    atomic_store(&c->state, C_IDLE);
+    if (c->fd >= 0) {
+        epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        if (c->peer)
+            atomic_fetch_sub(&c->w->tp->nout, 1);
+    }
+    c->fd = -1;
+    c->want_out = false;
+    pthread_mutex_unlock(&c->lock);
+
+    c->rslice = NULL;
+    eng_region_put(c->rreg);
+    c->rreg = NULL;
+    free(c->ctrl);
+    c->ctrl = NULL;
+    c->rstage = R_HDR;
+    c->rgot = 0;
+    c->hello_done = false;
+    if (rs)
+        slice_finish(rs, err);
+    finish_list(iq, err);
+    finish_list(sq, err);
+    if (!c->peer && !c->dead) {
+        c->dead = true;
+        if (c->wprev)
+            c->wprev->wnext = c->wnext;
+        else
+            c->w->conns = c->wnext;
+        if (c->wnext)
+            c->wnext->wprev = c->wprev;
+        c->wnext = c->w->graveyard;
+        c->w->graveyard = c;
+    }
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+/* Send what the socket takes, c->lock held. 0 or -errno. */
+static int conn_flush(struct tcp_conn *c)
+{
+    while (c->sq) {
+        struct iovec iov[64];
+        struct msghdr mh = {.msg_iov = iov};
+        int k = 0;
+        for (struct tcp_slice *s = c->sq; s && k < 62; s = s->next) {
+            size_t off = s->sent;
+            if (off < ENG_FRAME_BYTES) {
+                iov[k].iov_base = s->hdr + off;
+                iov[k++].iov_len = ENG_FRAME_BYTES - off;
+                off = ENG_FRAME_BYTES;
+            }
+            if (s->len)
+                iov[k].iov_base = s->data + (off - ENG_FRAME_BYTES),
+                iov[k++].iov_len = s->len - (off - ENG_FRAME_BYTES);
+        }
+        mh.msg_iovlen = (size_t)k;
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                return -errno;
+            if (!c->want_out) {
+                c->want_out = true;
+                epoll_set(c, EPOLLIN | EPOLLOUT);
+            }
+            return 0;
+        }
+        while (n > 0) {
+            struct tcp_slice *s = c->sq;
+            size_t rem = ENG_FRAME_BYTES + s->len - s->sent;
+            if ((size_t)n < rem) {
+                s->sent += (size_t)n;
+                break;
+            }
+            n -= (ssize_t)rem;
+            c->sq = s->next;
+            if (!c->sq)
+                c->sq_tail = NULL;
+            s->next = NULL;
+            if (s->task) {
+                if (c->iq_tail)
+                    c->iq_tail->next = s;
+                else
+                    c->iq = s;
+                c->iq_tail = s;
+            } else {
+                slice_free(s);
+            }
+        }
+    }
+    if (c->want_out) {
+        c->want_out = false;
+        epoll_set(c, EPOLLIN);
+    }
+    return 0;
+}
+
+static void conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s)
+{
+    s->next = NULL;
+    if (c->sq_tail)
+        c->sq_tail->next = s;
+    else
+        c->sq = s;
+    c->sq_tail = s;
+}
+
+/* ---- target side ------------------------------------------------------- */
+
+static int send_answer(struct tcp_conn *c, uint8_t type, const struct eng_frame *req, int status,
+                       struct eng_region *reg, void *owned, uint32_t owned_len)
+{
+    struct tcp_slice *s = calloc(1, sizeof(*s));
+    struct eng_frame f = {
+        .type = type, .status = status, .id = req->id, .addr = req->addr, .len = req->len};
+    int ret;
+
+    if (!s) {
+        eng_region_put(reg);
+        free(owned);
+        return -ENOMEM;
+    }
+    if (owned) {
+        s->data = owned;
+        s->owned = owned;
+        s->len = owned_len;
+    } else if (type == ENG_F_READ_RESP && !status) {
+        s->data = (char *)(uintptr_t)req->addr;
+        s->len = (uint32_t)req->len;
+    }
+    s->reg = reg;
+    f.payload_len = s->len;
+    eng_frame_encode(&f, s->hdr);
+    pthread_mutex_lock(&c->lock);
+    conn_enqueue_locked(c, s);
+    c->deferred += req->len;
+    if (!c->in_read || c->deferred >= DEFER_BYTES) {
+        c->deferred = 0;
+        ret = conn_flush(c);
+    } else {
+        ret = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+static void reject(struct tcp_conn *c, const char *what)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    atomic_fetch_add(&eng->st.peer_rejected, 1);
+    eng_warn(eng, "peer %s: %s [0x%llx, +%llu) outside remote-accessible registrations: rejected",
+             c->pname, what, (unsigned long long)c->rf.req_addr, (unsigned long long)c->rf.req_len);
+}
+
+static int target_header(struct tcp_conn *c)
+{
+    struct eng_frame *f = &c->rf;
+    struct eng_region *reg;
+
+    if (!c->hello_done && f->type != ENG_F_HELLO)
+        return -EBADMSG;
+    switch (f->type) {
+    case ENG_F_HELLO:
+        c->ctrl = malloc(f->payload_len);
+        if (!c->ctrl)
+            return -ENOMEM;
+        c->ctrl_got = 0;
+        c->rleft = f->payload_len;
+        c->rstage = R_CTRL;
+        return 0;
+    case ENG_F_WRITE:
+        reg = eng_region_get(conn_eng(c), f->req_addr, f->req_len);
+        c->rleft = f->len;
+        if (!reg) {
+            reject(c, "write");
+            c->rstatus = -EFAULT;
+            c->rstage = R_DISCARD;
+            return 0;
+        }
+        c->rreg = reg;
+        c->rdst = (char *)(uintptr_t)f->addr;
+        c->rstatus = 0;
+        c->rstage = R_PAYLOAD;
+        return 0;
+    case ENG_F_READ:
+        reg = eng_region_get(conn_eng(c), f->req_addr, f->req_len);
+        if (!reg)
+            reject(c, "read");
+        return send_answer(c, ENG_F_READ_RESP, f, reg ? 0 : -EFAULT, reg, NULL, 0);
+    default:
+        return -EBADMSG;
+    }
+}
+
+static int target_hello(struct tcp_conn *c)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    struct eng_hello peer, self;
+    struct eng_region_desc *regs;
+    struct eng_frame f = {0};
+    uint32_t n;
+    uint8_t *buf;
+    int ret;
+
+    ret = eng_hello_parse(c->ctrl, c->rf.payload_len, &peer, NULL, 0);
+    free(c->ctrl);
+    c->ctrl = NULL;
+    if (ret || peer.nregions)
+        return -EBADMSG;
+    ret = eng_region_list(eng, &regs, &n);
+    if (ret)
+        return ret;
+    buf = malloc(ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES);
+    if (!buf) {
+        free(regs);
+        return -ENOMEM;
+    }
+    eng_hello_self(eng, &self);
+    size_t len = eng_hello_encode(&self, regs, n, buf);
+    free(regs);
+    c->hello_done = true;
+    eng_dbg(eng, "peer %s: hello from %s", c->pname, peer.name);
+    f.id = c->rf.id;
+    return send_answer(c, ENG_F_HELLO_ACK, &f, 0, NULL, buf, (uint32_t)len);
+}
+
+/* ---- initiator side ---------------------------------------------------- */
+
+static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
+{
+    struct tcp_slice *s;
+    pthread_mutex_lock(&c->lock);
+    s = c->iq;
+    if (s && s->seq == c->rf.id && s->op == op && s->xfer == c->rf.len && s->raddr == c->rf.addr) {
+        c->iq = s->next;
+        if (!c->iq)
+            c->iq_tail = NULL;
+        s->next = NULL;
+    } else {
+        s = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return s;
+}
+
+static int initiator_header(struct tcp_conn *c)
+{
+    struct eng_frame *f = &c->rf;
+    struct tcp_slice *s;
+
+    if (atomic_load(&c->state) == C_HANDSHAKE) {
+        if (f->type != ENG_F_HELLO_ACK || f->status)
+            return -EBADMSG;
+        c->ctrl = malloc(f->payload_len);
+        if (!c->ctrl)
+            return -ENOMEM;
+        c->ctrl_got = 0;
+        c->rleft = f->payload_len;
+        c->rstage = R_CTRL;
+        return 0;
+    }
+    switch (f->type) {
+    case ENG_F_WRITE_ACK:
+        s = pop_answered(c, TESHIM_OP_WRITE);
+        if (!s)
+            return -EBADMSG;
+        c->t_used = eng_now_ns();
+        slice_finish(s, f->status);
+        return 0;
+    case ENG_F_READ_RESP:
+        s = pop_answered(c, TESHIM_OP_READ);
+        if (!s)
+            return -EBADMSG;
+        c->t_used = eng_now_ns();
+        if (f->status) {
+            slice_finish(s, f->status);
+            return 0;
+        }
+        c->rslice = s;
+        c->rdst = s->data;
+        c->rleft = s->xfer;
+        c->rstage = R_PAYLOAD;
+        return 0;
+    default:
+        return -EBADMSG;
+    }
+}
+
+static int initiator_hello_ack(struct tcp_conn *c)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    struct eng_hello h;
+    int ret = eng_hello_parse(c->ctrl, c->rf.payload_len, &h, NULL, 0);
+
+    free(c->ctrl);
+    c->ctrl = NULL;
+    if (ret)
+        return ret;
+    if (h.pid != c->peer->pid)
+        eng_info(eng, "peer %s: restarted (pid %u, was %u)", c->pname, h.pid, c->peer->pid);
+    pthread_mutex_lock(&c->lock);
+    atomic_store(&c->state, C_READY);
+    c->attempts = 0;
+    c->t_used = eng_now_ns();
+    atomic_fetch_add(&eng->st.conn_new, 1);
+    atomic_fetch_add(&eng->st.connections, 1);
+    ret = conn_flush(c);
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+/* ---- receiving --------------------------------------------------------- */
+
+static int on_header(struct tcp_conn *c)
+{
+    int ret = eng_frame_parse(c->rhdr, ENG_FRAME_BYTES, &c->rf);
+    c->rgot = 0;
+    if (ret) {
+        eng_warn(conn_eng(c), "peer %s: %s frame, closing the connection", c->pname,
+                 ret == -EPROTO ? "wrong magic or protocol version in a" : "malformed");
+        atomic_fetch_add(&conn_eng(c)->st.peer_rejected, 1);
+        return ret;
+    }
+    ret = c->peer ? initiator_header(c) : target_header(c);
+    if (ret == -EBADMSG) {
+        eng_warn(conn_eng(c), "peer %s: unexpected frame type %u, closing the connection", c->pname,
+                 c->rf.type);
+        atomic_fetch_add(&conn_eng(c)->st.peer_rejected, 1);
+    }
+    return ret;
+}
+
+static int on_body_done(struct tcp_conn *c)
+{
+    int stage = c->rstage;
+    c->rstage = R_HDR;
+    if (stage == R_CTRL)
+        return c->peer ? initiator_hello_ack(c) : target_hello(c);
+    if (c->peer) {
+        struct tcp_slice *s = c->rslice;
+        c->rslice = NULL;
+        slice_finish(s, 0);
+        return 0;
+    }
+    eng_region_put(c->rreg);
+    c->rreg = NULL;
+    return send_answer(c, ENG_F_WRITE_ACK, &c->rf, c->rstatus, NULL, NULL, 0);
+}
+
+/* Read what is there; 0 when drained, -errno to reset the connection. */
+/*
+ * Initiator: answers to WRITEs are bare headers, so when k of them lead
+ * the outstanding queue they are read in one call of exactly k headers
+ * (never a byte of a READ answer's payload, which goes to user memory).
+ * Returns 1 when it read, 0 when the head is not such a run (or *done:
+ * nothing to read), -errno to reset the connection.
+ */
+static int read_acks(struct tcp_conn *c, bool *done)
+{
+    uint8_t buf[32 * ENG_FRAME_BYTES];
+    size_t k = 0;
+
+    *done = false;
+    pthread_mutex_lock(&c->lock);
+    for (struct tcp_slice *s = c->iq; s && k < 32 && s->op == TESHIM_OP_WRITE; s = s->next)
+        k++;
+    pthread_mutex_unlock(&c->lock);
+    if (k < 2)
+        return 0;
+    ssize_t n = recv(c->fd, buf, k * ENG_FRAME_BYTES, MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN ? (*done = true, 0) : -errno;
+    if (n == 0)
+        return -ECONNRESET;
+    *done = (size_t)n < k * ENG_FRAME_BYTES;
+    for (size_t off = 0; off < (size_t)n;) {
+        size_t m = (size_t)n - off < ENG_FRAME_BYTES ? (size_t)n - off : ENG_FRAME_BYTES;
+        memcpy(c->rhdr, buf + off, m);
+        c->rgot = m;
+        off += m;
+        if (m == ENG_FRAME_BYTES) {
+            int ret = on_header(c);
+            if (ret)
+                return ret;
+        }
+    }
+    return 1;
+}
+
+static int conn_read(struct tcp_conn *c)
+{
+    for (int loops = 0; loops < 32; loops++) {
+        struct iovec iov[2];
+        int k = 1;
+        if (c->peer && c->rstage == R_HDR && !c->rgot && atomic_load(&c->state) == C_READY) {
+            bool done;
+            int ret = read_acks(c, &done);
+            if (ret < 0 || done)
+                return ret < 0 ? ret : 0;
+            if (ret)
+                continue;
+        }
+        switch (c->rstage) {
+        case R_HDR:
+            iov[0].iov_base = c->rhdr + c->rgot;
+            iov[0].iov_len = ENG_FRAME_BYTES - c->rgot;
+            break;
+        case R_PAYLOAD:
+            /* read the next header in the same call */
+            iov[0].iov_base = c->rdst;
+            iov[0].iov_len = c->rleft;
+            iov[1].iov_base = c->rhdr;
+            iov[1].iov_len = ENG_FRAME_BYTES;
+            k = 2;
+            break;
+        case R_DISCARD:
+            iov[0].iov_base = c->w->scratch;
+            iov[0].iov_len = c->rleft < SCRATCH_BYTES ? c->rleft : SCRATCH_BYTES;
+            break;
+        default:
+            iov[0].iov_base = c->ctrl + c->ctrl_got;
+            iov[0].iov_len = c->rleft;
+            break;
+        }
+        size_t want = iov[0].iov_len + (k == 2 ? iov[1].iov_len : 0);
+        ssize_t n = readv(c->fd, iov, k);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN ? 0 : -errno;
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        size_t got = (size_t)n;
+        int ret = 0;
+        switch (c->rstage) {
+        case R_HDR:
+            c->rgot += got;
+            if (c->rgot == ENG_FRAME_BYTES)
+                ret = on_header(c);
+            break;
+        case R_PAYLOAD: {
+            size_t m = got < c->rleft ? got : c->rleft;
+            c->rdst += m;
+            c->rleft -= m;
+            if (!c->rleft) {
+                c->rgot = got - m;
+                ret = on_body_done(c);
+                if (!ret && c->rgot == ENG_FRAME_BYTES)
+                    ret = on_header(c);
+            }
+            break;
+        }
+        case R_DISCARD:
+            c->rleft -= got;
+            if (!c->rleft)
+                ret = on_body_done(c);
+            break;
+        default:
+            c->ctrl_got += got;
+            c->rleft -= got;
+            if (!c->rleft)
+                ret = on_body_done(c);
+            break;
+        }
+        if (ret)
+            return ret;
+        if (got < want)
+            return 0;
+    }
+    return 0;
+}
+
+/* ---- connection establishment ------------------------------------------ */
+
+static void connect_failed(struct tcp_conn *c, int err)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    uint64_t now = eng_now_ns();
+
+    if (c->fd >= 0) {
+        epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        pthread_mutex_lock(&c->lock);
+        close(c->fd);
+        c->fd = -1;
+        pthread_mutex_unlock(&c->lock);
+        atomic_fetch_sub(&c->w->tp->nout, 1);
+    }
+    c->attempts++;
+    uint64_t wait = (uint64_t)eng_backoff_ms(&eng->p, c->attempts) * 1000000ull;
+    if (c->attempts >= eng->p.connect_attempts ||
+        now + wait - c->t_first > (uint64_t)eng->p.connect_timeout_ms * 1000000ull) {
+        eng_err(eng, "peer %s: connection failed after %d attempts: %s", c->pname, c->attempts,
+                strerror(-err));
+        conn_reset(c, err);
+        return;
+    }
+    atomic_fetch_add(&eng->st.conn_retries, 1);
+    eng_dbg(eng, "peer %s: connect attempt %d: %s", c->pname, c->attempts, strerror(-err));
+    c->t_next = now + wait;
+}
+
+static void conn_connect(struct tcp_conn *c)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    struct tcp_peer *p = c->peer;
+    struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+    int fd, err;
+
+    c->t_next = UINT64_MAX;
+    if (atomic_load(&c->w->tp->nout) >= eng->p.max_conns) {
+        connect_failed(c, -EMFILE);
+        return;
+    }
+    fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        connect_failed(c, -errno);
+        return;
+    }
+    atomic_fetch_add(&c->w->tp->nout, 1);
+    sock_opts(eng, fd);
+    if (connect(fd, (struct sockaddr *)&p->sa, p->salen) && errno != EINPROGRESS) {
+        err = -errno;
+        goto err_close;
+    }
+    if (epoll_ctl(c->w->epfd, EPOLL_CTL_ADD, fd, &e)) {
+        err = -errno;
+        goto err_close;
+    }
+    pthread_mutex_lock(&c->lock);
+    c->fd = fd;
+    pthread_mutex_unlock(&c->lock);
+    return;
+
+err_close:
+    close(fd);
+    atomic_fetch_sub(&c->w->tp->nout, 1);
+    connect_failed(c, err);
+}
+
+/* The socket of a CONNECTING connection became writable. */
+static void conn_connected(struct tcp_conn *c)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    uint8_t buf[ENG_FRAME_BYTES + ENG_HELLO_BYTES];
+    struct eng_frame f = {.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
+    struct eng_hello self;
+    int err = 0;
+    socklen_t el = sizeof(err);
+
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+        connect_failed(c, -err);
+        return;
+    }
+    eng_frame_encode(&f, buf);
+    eng_hello_self(eng, &self);
+    eng_hello_encode(&self, NULL, 0, buf + ENG_FRAME_BYTES);
+    /* a fresh socket takes 144 bytes at once */
+    if (send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf)) {
+        connect_failed(c, -errno);
+        return;
+    }
+    atomic_store(&c->state, C_HANDSHAKE);
+    epoll_set(c, EPOLLIN);
+}
+
+/* ---- worker loop ------------------------------------------------------- */
+
+static void accept_all(struct tcp_worker *w)
+{
+    struct teshim_engine *eng = w->tp->base.eng;
+
+    for (int i = 0; i < 16; i++) {
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        int fd = accept4(w->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* level-triggered: leaving it armed would spin; the
+                 * connection waits in the backlog until fds free up */
+                eng_warn(eng, "tcp: accept: %m; pausing the listener for 100 ms");
+                struct epoll_event e = {.events = 0, .data.ptr = &w->lfd};
+                epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &e);
+                w->lfd_paused = true;
+                w->lfd_resume = eng_now_ns() + LISTEN_PAUSE_NS;
+            }
+            return;
+        }
+        struct tcp_conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->fd = fd;
+        c->w = w;
+        pthread_mutex_init(&c->lock, NULL);
+        atomic_store(&c->state, C_READY);
+        char ip[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (sa.ss_family == AF_INET) {
+            struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+            inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+            port = ntohs(s4->sin_port);
+        } else if (sa.ss_family == AF_INET6) {
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
+            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+            port = ntohs(s6->sin6_port);
+        }
+        snprintf(c->pname, sizeof(c->pname), "%s:%d", ip, port);
+        sock_opts(eng, fd);
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &e)) {
+            close(fd);
+            pthread_mutex_destroy(&c->lock);
+            free(c);
+            continue;
+        }
+        c->wnext = w->conns;
+        if (w->conns)
+            w->conns->wprev = c;
+        w->conns = c;
+        atomic_fetch_add(&eng->st.accepted, 1);
+    }
+}
+
+static void conn_event(struct tcp_conn *c, uint32_t ev)
+{
+    int st = atomic_load(&c->state);
+    int ret = 0;
+
+    if (c->fd < 0 || c->dead)
+        return;
+    if (st == C_CONNECTING) {
+        if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            conn_connected(c);
+        return;
+    }
+    if (ev & EPOLLIN) {
+        c->in_read = !c->peer;
+        ret = conn_read(c);
+        c->in_read = false;
+        if (!ret && !c->peer) {
+            pthread_mutex_lock(&c->lock);
+            c->deferred = 0;
+            ret = conn_flush(c);
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
+    if (!ret && (ev & EPOLLOUT)) {
+        pthread_mutex_lock(&c->lock);
+        ret = conn_flush(c);
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (!ret && (ev & (EPOLLERR | EPOLLHUP)) && !(ev & EPOLLIN))
+        ret = -ECONNRESET;
+    if (ret) {
+        if (ret != -ECONNRESET || c->peer)
+            eng_dbg(conn_eng(c), "peer %s: connection closed: %s", c->pname, strerror(-ret));
+        conn_reset(c, ret == -EBADMSG || ret == -EPROTO ? -EPROTO : -ECONNRESET);
+    }
+}
+
+static void peer_unref(struct tcp_peer *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) == 1) {
+        for (int i = 0; i < p->n; i++)
+            pthread_mutex_destroy(&p->conns[i].lock);
+        free(p);
+    }
+}
+
+static void run_cmds(struct tcp_worker *w)
+{
+    struct tcp_conn *list;
+
+    pthread_mutex_lock(&w->cmd_lock);
+    list = w->cmds;
+    w->cmds = NULL;
+    for (struct tcp_conn *c = list; c; c = c->cnext)
+        c->queued = false;
+    pthread_mutex_unlock(&w->cmd_lock);
+    while (list) {
+        struct tcp_conn *c = list;
+        list = c->cnext;
+        pthread_mutex_lock(&w->cmd_lock);
+        int cmds = c->cmds;
+        c->cmds = 0;
+        pthread_mutex_unlock(&w->cmd_lock);
+        if (cmds & CMD_ADD) {
+            c->wnext = w->conns;
+            c->wprev = NULL;
+            if (w->conns)
+                w->conns->wprev = c;
+            w->conns = c;
+        }
+        if ((cmds & CMD_KICK) && atomic_load(&c->state) == C_CONNECTING && c->fd < 0)
+            conn_connect(c);
+        if (cmds & CMD_CLOSE) {
+            conn_reset(c, -ECANCELED);
+            if (c->wprev)
+                c->wprev->wnext = c->wnext;
+            else
+                w->conns = c->wnext;
+            if (c->wnext)
+                c->wnext->wprev = c->wprev;
+            peer_unref(c->peer);
+        }
+    }
+}
+
+static void tick(struct tcp_worker *w, uint64_t now)
+{
+    struct teshim_engine *eng = w->tp->base.eng;
+    uint64_t req_to = (uint64_t)eng->p.request_timeout_ms * 1000000ull;
+    uint64_t conn_to = (uint64_t)eng->p.connect_timeout_ms * 1000000ull;
+    uint64_t idle_to = (uint64_t)eng->p.idle_timeout_ms * 1000000ull;
+
+    if (w->lfd_paused && now >= w->lfd_resume) {
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &w->lfd};
+        epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &e);
+        w->lfd_paused = false;
+    }
+    for (struct tcp_conn *c = w->conns, *next; c; c = next) {
+        next = c->wnext;
+        if (!c->peer)
+            continue;
+        int st = atomic_load(&c->state);
+        if (st == C_CONNECTING && c->fd < 0 && now >= c->t_next) {
+            conn_connect(c);
+        } else if ((st == C_CONNECTING || st == C_HANDSHAKE) && c->fd >= 0 &&
+                   now - c->t_first > conn_to) {
+            connect_failed(c, -ETIMEDOUT);
+        } else if (st == C_READY) {
+            pthread_mutex_lock(&c->lock);
+            struct tcp_slice *head = c->iq ? c->iq : c->sq;
+            bool busy = head || c->rslice;
+            bool late = head && now - head->t_start > req_to;
+            pthread_mutex_unlock(&c->lock);
+            if (late) {
+                eng_err(eng, "peer %s: request unanswered for %d ms, resetting the connection",
+                        c->pname, eng->p.request_timeout_ms);
+                conn_reset(c, -ETIMEDOUT);
+            } else if (!busy && idle_to && now - c->t_used > idle_to) {
+                eng_dbg(eng, "peer %s: idle connection closed", c->pname);
+                atomic_fetch_add(&eng->st.conn_closed_idle, 1);
+                conn_reset(c, 0);
+            }
+        }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct tcp_worker *w = arg;
+    struct epoll_event ev[64];
+
+    while (!atomic_load(&w->tp->stop)) {
+        int n = epoll_wait(w->epfd, ev, 64, 20);
+        bool cmds = false;
+        for (int i = 0; i < n; i++) {
+            void *p = ev[i].data.ptr;
+            if (p == &w->evfd) {
+                uint64_t v;
+                if (read(w->evfd, &v, sizeof(v)) < 0)
+                    v = 0;
+                cmds = true;
+            } else if (p == &w->lfd) {
+                accept_all(w);
+            } else {
+                conn_event(p, ev[i].events);
+            }
+        }
+        /* commands and timers after the batch: they may close sockets
+         * that still have events in it */
+        if (cmds)
+            run_cmds(w);
+        uint64_t now = eng_now_ns();
+        if (now >= w->next_tick) {
+            tick(w, now);
+            w->next_tick = now + TICK_NS;
+        }
+        while (w->graveyard) {
+            struct tcp_conn *c = w->graveyard;
+            w->graveyard = c->wnext;
+            pthread_mutex_destroy(&c->lock);
+            free(c);
+        }
+    }
+    return NULL;
+}
+
+/* ---- transport operations ---------------------------------------------- */
+
+/* Connections a teshim_submit on this thread queued to and will flush
+ * once at its end, so a batch leaves in few sendmsg calls. */
+#define PLUG_MAX 16
+static __thread struct {
+    bool on;
+    int n;
+    struct tcp_conn *c[PLUG_MAX];
+} plug;
+
+static void tcp_submit_begin(struct eng_transport *base)
+{
+    plug.on = true;
+    plug.n = 0;
+}
+
+static void tcp_submit_end(struct eng_transport *base)
+{
+    plug.on = false;
+    for (int i = 0; i < plug.n; i++) {
+        struct tcp_conn *c = plug.c[i];
+        pthread_mutex_lock(&c->lock);
+        if (atomic_load(&c->state) == C_READY && !c->want_out && conn_flush(c))
+            shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+        pthread_mutex_unlock(&c->lock);
+    }
+    plug.n = 0;
+}
+
+/* true if c is (now) in the plug; false if it is off or full */
+static bool plug_add(struct tcp_conn *c)
+{
+    if (!plug.on)
+        return false;
+    for (int i = 0; i < plug.n; i++)
+        if (plug.c[i] == c)
+            return true;
+    if (plug.n == PLUG_MAX)
+        return false;
+    plug.c[plug.n++] = c;
+    return true;
+}
+
+static struct tcp_conn *pick_conn(struct tcp_peer *p)
+{
+    unsigned i = atomic_fetch_add(&p->rr, 1);
+    struct tcp_conn *c = &p->conns[i % (unsigned)p->n];
+    if (atomic_load(&c->state) == C_READY)
+        return c;
+    for (int k = 1; k < p->n; k++) {
+        struct tcp_conn *o = &p->conns[(i + (unsigned)k) % (unsigned)p->n];
+        if (atomic_load(&o->state) == C_READY)
+            return o;
+    }
+    return c;
+}
+
+static void tcp_start(struct eng_transport *base, struct eng_task *t)
+{
+    struct tcp_tp *tp = (struct tcp_tp *)base;
+    struct teshim_engine *eng = base->eng;
+    struct tcp_peer *p = t->seg->tp_priv;
+    uint64_t sl = eng->p.slice_bytes;
+    unsigned n = (unsigned)((t->len + sl - 1) / sl);
+    struct tcp_block *b;
+    uint64_t now = eng_now_ns();
+
+    if (atomic_load(&tp->stop)) {
+        eng_task_set_slices(t, 1);
+        eng_task_slice_done(t, 0, -ECANCELED);
+        return;
+    }
+    b = malloc(sizeof(*b) + n * sizeof(struct tcp_slice));
+    if (!b) {
+        eng_err(eng, "tcp: no memory for %u slices", n);
+        eng_task_set_slices(t, 1);
+        eng_task_slice_done(t, 0, -ENOMEM);
+        return;
+    }
+    atomic_store(&b->left, n);
+    eng_task_set_slices(t, n);
+    for (unsigned i = 0; i < n; i++) {
+        struct tcp_slice *s = &b->s[i];
+        uint64_t off = (uint64_t)i * sl;
+        uint32_t len = (uint32_t)(t->len - off < sl ? t->len - off : sl);
+        struct tcp_conn *c = pick_conn(p);
+        struct eng_frame f = {.type = t->op == TESHIM_OP_READ ? ENG_F_READ : ENG_F_WRITE,
+                              .addr = t->raddr + off,
+                              .len = len,
+                              .req_addr = t->raddr,
+                              .req_len = t->len};
+        int ret = 0;
+
+        memset(s, 0, sizeof(*s));
+        s->task = t;
+        s->block = b;
+        s->data = t->local + off;
+        s->xfer = len;
+        s->raddr = f.addr;
+        s->op = (uint8_t)t->op;
+        s->t_start = now;
+        if (t->op == TESHIM_OP_WRITE)
+            s->len = f.payload_len = len;
+        pthread_mutex_lock(&c->lock);
+        s->seq = f.id = ++c->seq;
+        eng_frame_encode(&f, s->hdr);
+        bool backlog = c->sq != NULL;
+        conn_enqueue_locked(c, s);
+        int st = atomic_load(&c->state);
+        if (st == C_IDLE) {
+            c->attempts = 0;
+            c->t_first = c->t_next = now;
+            atomic_store(&c->state, C_CONNECTING); /* publishes the fields above */
+            pthread_mutex_unlock(&c->lock);
+            post_cmd(c, CMD_KICK);
+            continue;
+        }
+        if (st == C_READY) {
+            atomic_fetch_add(&eng->st.conn_reuse, 1);
+            /* send from this thread only when nothing is queued: with a
+             * backlog the worker is already draining it on EPOLLOUT, and
+             * submit returns instead of pushing the whole batch itself */
+            ret = backlog || plug_add(c) ? 0 : conn_flush(c);
+            if (ret)
+                shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
+static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
+{
+    struct tcp_tp *tp = (struct tcp_tp *)base;
+    struct teshim_engine *eng = base->eng;
+    int n = eng->p.conns_per_peer;
+    struct tcp_peer *p = calloc(1, sizeof(*p) + (size_t)n * sizeof(struct tcp_conn));
+
+    if (!p)
+        return -ENOMEM;
+    memcpy(&p->sa, &seg->sa, sizeof(p->sa));
+    p->salen = seg->salen;
+    p->pid = seg->hello.pid;
+    p->n = n;
+    atomic_store(&p->refs, n);
+    uint64_t now = eng_now_ns();
+    for (int i = 0; i < n; i++) {
+        struct tcp_conn *c = &p->conns[i];
+        c->peer = p;
+        c->fd = -1;
+        c->w = &tp->w[atomic_fetch_add(&tp->rr, 1) % (unsigned)tp->nworkers];
+        pthread_mutex_init(&c->lock, NULL);
+        snprintf(c->pname, sizeof(c->pname), "%.50s#%d", seg->name, i);
+        /* connect eagerly: the first request does not wait for it */
+        atomic_store(&c->state, C_CONNECTING);
+        c->t_first = c->t_next = now;
+    }
+    seg->tp_priv = p;
+    pthread_mutex_lock(&tp->peers_lock);
+    p->next = tp->peers;
+    tp->peers = p;
+    pthread_mutex_unlock(&tp->peers_lock);
+    for (int i = 0; i < n; i++)
+        post_cmd(&p->conns[i], CMD_ADD | CMD_KICK);
+    return 0;
+}
+
+static void tcp_seg_close(struct eng_transport *base, struct eng_segment *seg)
+{
+    struct tcp_tp *tp = (struct tcp_tp *)base;
+    struct tcp_peer *p = seg->tp_priv;
+
+    pthread_mutex_lock(&tp->peers_lock);
+    for (struct tcp_peer **pp = &tp->peers; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tp->peers_lock);
+    /* the worker of the last connection closed frees p: read n first */
+    int n = p->n;
+    for (int i = 0; i < n; i++)
+        post_cmd(&p->conns[i], CMD_CLOSE);
+}
+
+static void tcp_destroy(struct eng_transport *base)
+{
+    struct tcp_tp *tp = (struct tcp_tp *)base;
+
+    atomic_store(&tp->stop, true);
+    for (int i = 0; i < tp->nworkers; i++) {
+        if (tp->w[i].th) {
+            worker_wake(&tp->w[i]);
+            pthread_join(tp->w[i].th, NULL);
+        }
+    }
+    for (int i = 0; i < tp->nworkers; i++) {
+        struct tcp_worker *w = &tp->w[i];
+        if (w->epfd < 0)
+            continue;
+        run_cmds(w);
+        for (struct tcp_conn *c = w->conns, *next; c; c = next) {
+            next = c->wnext;
+            conn_reset(c, -ECANCELED);
+        }
+        while (w->graveyard) {
+            struct tcp_conn *c = w->graveyard;
+            w->graveyard = c->wnext;
+            pthread_mutex_destroy(&c->lock);
+            free(c);
+        }
+    }
+    while (tp->peers) {
+        struct tcp_peer *p = tp->peers;
+        tp->peers = p->next;
+        for (int i = 0; i < p->n; i++)
+            pthread_mutex_destroy(&p->conns[i].lock);
+        free(p);
+    }
+    for (int i = 0; i < tp->nworkers; i++) {
+        struct tcp_worker *w = &tp->w[i];
+        if (w->lfd >= 0)
+            close(w->lfd);
+        if (w->evfd >= 0)
+            close(w->evfd);
+        if (w->epfd >= 0)
+            close(w->epfd);
+        pthread_mutex_destroy(&w->cmd_lock);
+        free(w->scratch);
+    }
+    pthread_mutex_destroy(&tp->peers_lock);
+    free(tp->w);
+    free(tp);
+}
+
+static const struct eng_transport_ops tcp_ops = {
+    .size = sizeof(struct eng_transport_ops),
+    .name = "tcp",
+    .seg_open = tcp_seg_open,
+    .seg_close = tcp_seg_close,
+    .start = tcp_start,
+    .destroy = tcp_destroy,
+    .submit_begin = tcp_submit_begin,
+    .submit_end = tcp_submit_end,
+};
+
+static uint16_t sa_port(const struct sockaddr_storage *sa)
+{
+    return sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                     : ((const struct sockaddr_in *)sa)->sin_port;
+}
+
+/* Bind a SO_REUSEPORT listener; 0 and *fd_p, or -errno. */
+static int listen_one(struct teshim_engine *eng, struct sockaddr_storage *sa, socklen_t sl,
+                      int *fd_p)
+{
+    int one = 1, ret;
+    int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+        bind(fd, (struct sockaddr *)sa, sl) || listen(fd, 1024)) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    *fd_p = fd;
+    return 0;
+}
+
+int eng_tcp_create(struct teshim_engine *eng, struct eng_transport **tp_p)
+{
+    struct tcp_tp *tp = calloc(1, sizeof(*tp));
+    struct sockaddr_storage sa;
+    socklen_t sl = 0;
+    int ret = 0;
+
+    if (!tp)
+        return -ENOMEM;
+    eng_transport_init(&tp->base, eng, &tcp_ops);
+    pthread_mutex_init(&tp->peers_lock, NULL);
+    tp->nworkers = eng->p.io_threads;
+    tp->w = calloc((size_t)tp->nworkers, sizeof(*tp->w));
+    if (!tp->w) {
+        pthread_mutex_destroy(&tp->peers_lock);
+        free(tp);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < tp->nworkers; i++) {
+        tp->w[i].epfd = tp->w[i].evfd = tp->w[i].lfd = -1;
+        pthread_mutex_init(&tp->w[i].cmd_lock, NULL);
+    }
+    if (eng->port == 0) {
+        ret = eng_parse_hostport(eng->listen_host, true, &sa, &sl);
+        if (ret) {
+            eng_err(eng, "engine_create: listen address '%s' is not HOST:PORT", eng->listen_host);
+            goto err_destroy;
+        }
+    }
+    if (sl && sa_port(&sa)) {
+        /* SO_REUSEPORT would let us share a port another engine of the same
+         * user listens on, splitting its peers' connections between two
+         * processes: make sure the port is free first */
+        int one = 1, fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            ret = bind(fd, (struct sockaddr *)&sa, sl) ? -errno : 0;
+            close(fd);
+            if (ret) {
+                eng_err(eng, "engine_create: listen on %s: %s", eng->listen_host, strerror(-ret));
+                goto err_destroy;
+            }
+        }
+    }
+    for (int i = 0; i < tp->nworkers; i++) {
+        struct tcp_worker *w = &tp->w[i];
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &w->evfd};
+        w->tp = tp;
+        w->scratch = malloc(SCRATCH_BYTES);
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (!w->scratch || w->epfd < 0 || w->evfd < 0 ||
+            epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &e)) {
+            ret = w->scratch ? -errno : -ENOMEM;
+            eng_err(eng, "engine_create: I/O thread %d: %s", i, strerror(-ret));
+            goto err_destroy;
+        }
+        if (sl) {
+            ret = listen_one(eng, &sa, sl, &w->lfd);
+            if (ret) {
+                eng_err(eng, "engine_create: listen on %s: %s", eng->listen_host, strerror(-ret));
+                goto err_destroy;
+            }
+            if (i == 0) {
+                /* port 0: every other listener joins the port the first got */
+                struct sockaddr_storage got;
+                socklen_t gl = sizeof(got);
+                getsockname(w->lfd, (struct sockaddr *)&got, &gl);
+                uint16_t port = got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                                          : ((struct sockaddr_in *)&got)->sin_port;
+                if (sa.ss_family == AF_INET6)
+                    ((struct sockaddr_in6 *)&sa)->sin6_port = port;
+                else
+                    ((struct sockaddr_in *)&sa)->sin_port = port;
+                eng->port = ntohs(port);
+            }
+            e.data.ptr = &w->lfd;
+            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &e)) {
+                ret = -errno;
+                goto err_destroy;
+            }
+        }
+    }
+    for (int i = 0; i < tp->nworkers; i++) {
+        ret = -pthread_create(&tp->w[i].th, NULL, worker_main, &tp->w[i]);
+        if (ret) {
+            eng_err(eng, "engine_create: I/O thread: %s", strerror(-ret));
+            goto err_destroy;
+        }
+    }
+    *tp_p = &tp->base;
+    return 0;
+
+err_destroy:
+    tcp_destroy(&tp->base);
+    return ret;
+}

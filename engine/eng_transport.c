@@ -1,0 +1,60 @@
+/* Typed "unsupported" operations under every transport's table. */
+#include "eng.h"
+
+#include <errno.h>
+#include <string.h>
+
+static int stub_seg_open(struct eng_transport *tp, struct eng_segment *seg)
+{
+    return -EOPNOTSUPP;
+}
+
+static void stub_seg_close(struct eng_transport *tp, struct eng_segment *seg)
+{
+}
+
+static void stub_start(struct eng_transport *tp, struct eng_task *task)
+{
+    eng_err(tp->eng, "transport %s cannot start requests", tp->ops.name);
+    eng_task_set_slices(task, 1);
+    eng_task_slice_done(task, 0, -EOPNOTSUPP);
+}
+
+static void stub_destroy(struct eng_transport *tp)
+{
+}
+
+static void stub_submit_mark(struct eng_transport *tp)
+{
+}
+
+static const struct eng_transport_ops stub_ops = {
+    .size = sizeof(struct eng_transport_ops),
+    .name = "unsupported",
+    .seg_open = stub_seg_open,
+    .seg_close = stub_seg_close,
+    .start = stub_start,
+    .destroy = stub_destroy,
+    .submit_begin = stub_submit_mark,
+    .submit_end = stub_submit_mark,
+};
+
+void eng_transport_init(struct eng_transport *tp, struct teshim_engine *eng,
+                        const struct eng_transport_ops *ops)
+{
+    tp->ops = stub_ops;
+    tp->eng = eng;
+    /* a provider built against an older, shorter table leaves the rest stubbed */
+#define TAKE(member)                                                                               \
+    if (ops->size >= offsetof(struct eng_transport_ops, member) + sizeof(ops->member) &&           \
+        ops->member)                                                                               \
+    tp->ops.member = ops->member
+    TAKE(name);
+    TAKE(seg_open);
+    TAKE(seg_close);
+    TAKE(start);
+    TAKE(destroy);
+    TAKE(submit_begin);
+    TAKE(submit_end);
+#undef TAKE
+}

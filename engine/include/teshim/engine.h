@@ -1,0 +1,227 @@
+/*
+ * teshim native transfer engine: a thread-safe batch-transfer C API.
+ *
+ * An engine owns the memory registrations of one process and talks to
+ * remote segments, each named "host:port" after the listen address of the
+ * peer engine. A transfer is a batch of READ/WRITE requests between a
+ * registered local buffer and a peer's remote-accessible registrations;
+ * requests run asynchronously and their state is polled (or waited for).
+ *
+ * Conventions: every function returns 0 (or a non-negative value where
+ * documented) on success and a negative errno on failure; the cause of a
+ * failure is logged once (log.level / log.file of the policy table, or the
+ * engine's own log sink). Output parameters are last and written only on
+ * success. All functions may be called from any thread.
+ */
+#ifndef TESHIM_ENGINE_H
+#define TESHIM_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct teshim_engine;
+
+/* Handle of an open remote segment (>= 0). */
+typedef int64_t teshim_segment_t;
+/* Handle of a batch (> 0). */
+typedef uint64_t teshim_batch_t;
+
+enum teshim_transport {
+    TESHIM_TRANSPORT_DEFAULT = 0, /* engine.transport from the policy table */
+    TESHIM_TRANSPORT_AUTO,        /* local for same-host peers that permit it, else tcp */
+    TESHIM_TRANSPORT_TCP,
+    TESHIM_TRANSPORT_LOCAL, /* same-host process_vm_*; falls back to tcp when not permitted */
+};
+
+/*
+ * Options of teshim_engine_create. Zero / NULL fields take the value of the
+ * policy table (engine.* parameters, read with pol_load from the process
+ * environment and config file), so a caller only sets what it overrides.
+ */
+struct teshim_engine_opts {
+    size_t size;            /* sizeof(struct teshim_engine_opts): lets the struct grow */
+    const char *local_name; /* name announced to peers; NULL = "host:pid" */
+    const char *listen;     /* "HOST:PORT" to serve segments on (port 0 = any);
+                               NULL = do not serve (initiator only) */
+    const char *metadata;   /* "p2p" (embedded handshake) or NULL = "p2p" */
+    enum teshim_transport transport;
+    int io_threads;         /* engine.tcp.io_threads; 0 = policy (0 there = online cores) */
+    size_t slice_bytes;     /* engine.tcp.slice_bytes */
+    int conns_per_peer;     /* engine.tcp.conns_per_peer */
+    int max_conns;          /* engine.tcp.max_conns */
+    int max_inflight;       /* engine.max_inflight */
+    int connect_attempts;   /* engine.connect_attempts */
+    int connect_backoff_ms; /* engine.connect_backoff_ms */
+    int connect_timeout_ms; /* engine.connect_timeout_ms */
+    int idle_timeout_ms;    /* engine.idle_timeout_ms (-1 = never, 0 = policy) */
+    int request_timeout_ms; /* engine.request_timeout_ms */
+    bool no_policy;         /* true: ignore the environment/config file, built-in defaults */
+};
+
+/*
+ * Create an engine. With opts->listen set it starts serving its
+ * remote-accessible registrations on that address (one SO_REUSEPORT
+ * listener per I/O thread). Returns 0 and the engine in *eng_p; -EINVAL for
+ * a bad option, -EADDRINUSE / -EADDRNOTAVAIL when the address cannot be
+ * bound, -ENOMEM, -EMFILE...
+ */
+int teshim_engine_create(const struct teshim_engine_opts *opts, struct teshim_engine **eng_p);
+
+/*
+ * Stop the I/O threads, fail every unfinished request with -ECANCELED,
+ * close connections and free everything. Batches and segment handles
+ * become invalid. NULL is accepted.
+ */
+void teshim_engine_destroy(struct teshim_engine *eng);
+
+/*
+ * The port the engine listens on (useful after listening on port 0);
+ * -ENOTCONN when it does not listen.
+ */
+int teshim_engine_port(const struct teshim_engine *eng);
+
+/*
+ * Register [addr, addr + len) for transfers. location is "cpu" or "cuda:N"
+ * (N a decimal device index). remote_accessible lets peers read and write
+ * the range; local-only registrations can only be the local side of a
+ * request. Ranges may not overlap an existing registration (-EEXIST).
+ * "cuda:N" needs a CUDA runtime that can be dlopen'ed (-ENODEV otherwise).
+ */
+int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const char *location,
+                    bool remote_accessible);
+
+/*
+ * Remove the registration starting at addr (-ENOENT if none). Waits until
+ * no peer request is using it, so the memory may be freed on return.
+ */
+int teshim_unregister(struct teshim_engine *eng, void *addr);
+
+/*
+ * Open the remote segment name ("host:port"): fetch the peer's
+ * registrations through the embedded handshake (retrying with backoff
+ * within engine.connect_timeout_ms) and choose the data path. Returns the
+ * handle in *seg_p. -EINVAL for a malformed name, -ECONNREFUSED /
+ * -ETIMEDOUT / -EHOSTUNREACH when the peer cannot be reached.
+ */
+int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segment_t *seg_p);
+
+/* One remote-accessible region of an open segment. */
+struct teshim_region {
+    uint64_t addr; /* address in the peer's address space */
+    uint64_t len;
+};
+
+/*
+ * Copy up to max regions of an open segment (as announced at open) into
+ * regions; returns the number of regions the segment has (may exceed max).
+ */
+int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t seg,
+                           struct teshim_region *regions, size_t max);
+
+/*
+ * Name of the data path used for a segment: "tcp" or "local"; NULL for an
+ * invalid handle.
+ */
+const char *teshim_segment_transport(struct teshim_engine *eng, teshim_segment_t seg);
+
+/*
+ * Close a segment. -EBUSY while requests to it are unfinished.
+ */
+int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t seg);
+
+/*
+ * Allocate a batch able to hold max_requests requests (1..1048576).
+ */
+int teshim_batch_alloc(struct teshim_engine *eng, size_t max_requests, teshim_batch_t *batch_p);
+
+/*
+ * Free a batch; -EBUSY while any of its requests is unfinished.
+ */
+int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t batch);
+
+enum teshim_opcode { TESHIM_OP_READ = 0, TESHIM_OP_WRITE = 1 };
+
+/* One request: move length bytes between local and the peer's remote_offset. */
+struct teshim_request {
+    enum teshim_opcode opcode; /* READ: remote -> local; WRITE: local -> remote */
+    void *local;               /* inside a local registration */
+    teshim_segment_t segment;
+    uint64_t remote_offset; /* address in the peer's address space, inside one of
+                               its remote-accessible regions (teshim_segment_regions) */
+    uint64_t length;        /* > 0 */
+};
+
+/*
+ * Append n requests to a batch; they get task ids in submission order
+ * (the first request of the batch is task 0). Every request is validated
+ * before any is started: -EINVAL (bad opcode, zero length, bad segment),
+ * -EFAULT (local range not inside one registration), -ENOSPC (batch full).
+ * Requests over engine.max_inflight wait in the engine's queue; they are
+ * started by the I/O threads as others finish, never by polling.
+ * Returns the task id of the first request.
+ */
+int teshim_submit(struct teshim_engine *eng, teshim_batch_t batch,
+                  const struct teshim_request *reqs, size_t n);
+
+enum teshim_task_state {
+    TESHIM_TASK_WAITING = 0, /* queued by the limiter, not started */
+    TESHIM_TASK_PENDING,     /* in flight */
+    TESHIM_TASK_COMPLETED,
+    TESHIM_TASK_FAILED,
+    TESHIM_TASK_TIMED_OUT,
+};
+
+struct teshim_task_status {
+    enum teshim_task_state state;
+    uint64_t transferred; /* bytes moved so far */
+    int error;            /* negative errno when FAILED / TIMED_OUT, else 0 */
+    uint64_t latency_ns;  /* submission to completion, when finished */
+};
+
+/*
+ * The state of task task_id of a batch; -ENOENT for an id not submitted.
+ */
+int teshim_task_status(struct teshim_engine *eng, teshim_batch_t batch, size_t task_id,
+                       struct teshim_task_status *status_p);
+
+/*
+ * Wait until every request submitted to the batch is finished or timeout_ms
+ * passes (-1 = no limit). Returns the number of finished tasks that did not
+ * complete (failed or timed out), -ETIMEDOUT if some are still running.
+ */
+int teshim_batch_wait(struct teshim_engine *eng, teshim_batch_t batch, int timeout_ms);
+
+/* Counters of an engine, monotonic except active/waiting/connections. */
+struct teshim_engine_stats {
+    uint64_t submitted;    /* requests accepted by teshim_submit */
+    uint64_t finished;     /* requests completed, failed or timed out */
+    uint64_t failed;       /* of which not completed */
+    uint64_t active;       /* requests in flight now */
+    uint64_t waiting;      /* requests queued by the limiter now */
+    uint64_t bytes;        /* bytes moved by completed slices */
+    uint64_t conn_new;     /* outgoing connections established */
+    uint64_t conn_reuse;   /* slices sent on an already established connection */
+    uint64_t conn_retries; /* connection attempts that failed and were retried */
+    uint64_t conn_closed_idle;
+    uint64_t conn_broken;     /* connections lost with work on them */
+    uint64_t connections;     /* outgoing connections open now */
+    uint64_t accepted;        /* incoming connections accepted */
+    uint64_t peer_rejected;   /* peer requests refused (bounds, malformed) */
+    uint64_t local_fallbacks; /* segments that asked for local and got tcp */
+};
+
+/* Fill *stats_p with the engine's counters. */
+int teshim_engine_stats(struct teshim_engine *eng, struct teshim_engine_stats *stats_p);
+
+/* Text of a task state ("waiting", "pending", ...). */
+const char *teshim_task_state_name(enum teshim_task_state s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,88 @@
+/* Helpers shared by the engine suites. */
+#ifndef TESHIM_ENG_TEST_H
+#define TESHIM_ENG_TEST_H
+
+#include "teshim/engine.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline struct teshim_engine_opts eng_test_opts(enum teshim_transport tr, bool listen)
+{
+    struct teshim_engine_opts o = {
+        .size = sizeof(o),
+        .listen = listen ? "127.0.0.1:0" : NULL,
+        .transport = tr,
+        .io_threads = 2,
+        .slice_bytes = 64 * 1024,
+        .conns_per_peer = 2,
+        .connect_attempts = 3,
+        .connect_backoff_ms = 10,
+        .connect_timeout_ms = 2000,
+        .request_timeout_ms = 5000,
+        .no_policy = true,
+    };
+    return o;
+}
+
+static inline struct teshim_engine *eng_test_create(const struct teshim_engine_opts *o)
+{
+    struct teshim_engine *e = NULL;
+    int ret = teshim_engine_create(o, &e);
+    ck_assert_int_eq(ret, 0);
+    return e;
+}
+
+static inline void eng_test_name(char *buf, size_t len, int port)
+{
+    snprintf(buf, len, "127.0.0.1:%d", port);
+}
+
+static inline teshim_segment_t eng_test_open(struct teshim_engine *ini, int port)
+{
+    char name[64];
+    teshim_segment_t s = -1;
+    eng_test_name(name, sizeof(name), port);
+    ck_assert_int_eq(teshim_segment_open(ini, name, &s), 0);
+    return s;
+}
+
+/* FNV-1a 64 over a buffer. */
+static inline uint64_t eng_test_sum(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static inline void eng_test_fill(void *p, size_t n, uint32_t seed)
+{
+    unsigned char *c = p;
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        c[i] = (unsigned char)(x >> 16);
+    }
+}
+
+/* Submit one request and wait for it; returns the final status. */
+static inline struct teshim_task_status eng_test_one(struct teshim_engine *e,
+                                                     const struct teshim_request *r)
+{
+    teshim_batch_t b;
+    struct teshim_task_status st;
+    ck_assert_int_eq(teshim_batch_alloc(e, 1, &b), 0);
+    ck_assert_int_eq(teshim_submit(e, b, r, 1), 0);
+    ck_assert_int_ge(teshim_batch_wait(e, b, 20000), 0);
+    ck_assert_int_eq(teshim_task_status(e, b, 0, &st), 0);
+    ck_assert_int_eq(teshim_batch_free(e, b), 0);
+    return st;
+}
+
+#endif

@@ -1,0 +1,449 @@
+/*
+ * Faults: a target killed or hung mid-transfer, a process short of file
+ * descriptors, and peers sending malformed or out-of-bounds frames.
+ */
+#include "eng_test.h"
+#include "eng_proto.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#define TSIZE (64u << 20)
+
+/*
+ * A target process serving tbuf (allocated before the fork, so every
+ * target has it at the same address). Forked while the test is still
+ * single-threaded (ThreadSanitizer cannot follow a fork of a threaded
+ * process); it creates its engine when target_start sends it a port.
+ */
+struct tgt {
+    pid_t pid;
+    int go, res;
+};
+
+static void target_fork(struct tgt *t, char *tbuf)
+{
+    int go[2], res[2];
+    ck_assert_int_eq(pipe(go), 0);
+    ck_assert_int_eq(pipe(res), 0);
+    t->pid = fork();
+    ck_assert_int_ge(t->pid, 0);
+    if (t->pid == 0) {
+        char addr[64];
+        struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+        struct teshim_engine *e;
+        int port;
+        close(go[1]);
+        close(res[0]);
+        if (read(go[0], &port, sizeof(port)) != sizeof(port))
+            _exit(0);
+        eng_test_name(addr, sizeof(addr), port);
+        o.listen = addr;
+        if (teshim_engine_create(&o, &e) || teshim_register(e, tbuf, TSIZE, "cpu", true))
+            _exit(3);
+        port = teshim_engine_port(e);
+        if (write(res[1], &port, sizeof(port)) != sizeof(port))
+            _exit(4);
+        for (;;)
+            pause();
+    }
+    close(go[0]);
+    close(res[1]);
+    t->go = go[1];
+    t->res = res[0];
+}
+
+/* Start the target on port (0 = any); returns the port it listens on. */
+static int target_start(struct tgt *t, int port)
+{
+    ck_assert_int_eq(write(t->go, &port, sizeof(port)), (ssize_t)sizeof(port));
+    ck_assert_int_eq(read(t->res, &port, sizeof(port)), (ssize_t)sizeof(port));
+    return port;
+}
+
+static void target_kill(struct tgt *t)
+{
+    kill(t->pid, SIGKILL);
+    waitpid(t->pid, NULL, 0);
+    close(t->go);
+    close(t->res);
+}
+
+/* Submit n requests of sz bytes and wait; returns how many did not complete. */
+static int run_batch(struct teshim_engine *e, teshim_segment_t s, char *l, char *tbuf, int n,
+                     size_t sz, enum teshim_opcode op)
+{
+    struct teshim_request r[16];
+    teshim_batch_t b;
+    ck_assert_int_le(n, 16);
+    for (int i = 0; i < n; i++)
+        r[i] = (struct teshim_request){op, l + (size_t)i * sz, s,
+                                       (uint64_t)(uintptr_t)tbuf + (size_t)i * sz, sz};
+    ck_assert_int_eq(teshim_batch_alloc(e, (size_t)n, &b), 0);
+    ck_assert_int_eq(teshim_submit(e, b, r, (size_t)n), 0);
+    int failed = teshim_batch_wait(e, b, 15000);
+    ck_assert_int_ge(failed, 0);
+    ck_assert_int_eq(teshim_batch_free(e, b), 0);
+    return failed;
+}
+
+START_TEST(killed_target_fails_tasks_and_restart_reconnects)
+{
+    char *tbuf = aligned_alloc(4096, TSIZE);
+    char *l = aligned_alloc(4096, TSIZE);
+    int port = 0, n = 64;
+    size_t sz = TSIZE / 64;
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct teshim_engine *ini;
+    struct teshim_task_status st;
+    teshim_batch_t b;
+
+    struct tgt t1, t2;
+    memset(tbuf, 1, TSIZE);
+    target_fork(&t1, tbuf);
+    target_fork(&t2, tbuf);
+    port = target_start(&t1, 0);
+    o.request_timeout_ms = 3000;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(ini, l, TSIZE, "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, port);
+
+    /* kill it while 64 MiB of writes are in flight (stopped first, so
+     * not all of them can have completed) */
+    kill(t1.pid, SIGSTOP);
+    waitpid(t1.pid, NULL, WUNTRACED); /* returns once it is stopped */
+    struct teshim_request *r = calloc((size_t)n, sizeof(*r));
+    for (int i = 0; i < n; i++)
+        r[i] = (struct teshim_request){TESHIM_OP_WRITE, l + (size_t)i * sz, s,
+                                       (uint64_t)(uintptr_t)tbuf + (size_t)i * sz, sz};
+    ck_assert_int_eq(teshim_batch_alloc(ini, (size_t)n, &b), 0);
+    ck_assert_int_eq(teshim_submit(ini, b, r, (size_t)n), 0);
+    target_kill(&t1);
+    int failed = teshim_batch_wait(ini, b, 10000);
+    ck_assert_int_ge(failed, 1); /* finished (no hang), some failed */
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(teshim_task_status(ini, b, (size_t)i, &st), 0);
+        ck_assert_int_ge(st.state, TESHIM_TASK_COMPLETED);
+        if (st.state != TESHIM_TASK_COMPLETED)
+            ck_assert_int_lt(st.error, 0);
+    }
+    ck_assert_int_eq(teshim_batch_free(ini, b), 0);
+
+    /* while it is down, new requests fail after the bounded retries */
+    ck_assert_int_eq(run_batch(ini, s, l, tbuf, 2, 4096, TESHIM_OP_READ), 2);
+
+    /* restarted on the same port: the same segment handle works again */
+    ck_assert_int_eq(target_start(&t2, port), port);
+    ck_assert_int_eq(run_batch(ini, s, l, tbuf, 4, sz, TESHIM_OP_WRITE), 0);
+    /* and so does a fresh open */
+    teshim_segment_t s2 = eng_test_open(ini, port);
+    struct teshim_request rr = {TESHIM_OP_READ, l, s2, (uint64_t)(uintptr_t)tbuf, 4096};
+    ck_assert_int_eq(eng_test_one(ini, &rr).state, TESHIM_TASK_COMPLETED);
+    teshim_engine_destroy(ini);
+    target_kill(&t2);
+    free(r);
+    free(l);
+    free(tbuf);
+}
+END_TEST
+
+START_TEST(hung_target_times_out)
+{
+    char *tbuf = aligned_alloc(4096, TSIZE);
+    static char l[65536];
+    int port = 0;
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct teshim_engine *ini;
+
+    struct tgt t1;
+    target_fork(&t1, tbuf);
+    port = target_start(&t1, 0);
+    o.request_timeout_ms = 300;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, port);
+    kill(t1.pid, SIGSTOP);
+    waitpid(t1.pid, NULL, WUNTRACED); /* returns once it is stopped */
+    struct teshim_request r = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
+    struct teshim_task_status st = eng_test_one(ini, &r);
+    ck_assert_int_eq(st.state, TESHIM_TASK_TIMED_OUT);
+    ck_assert_int_eq(st.error, -ETIMEDOUT);
+    target_kill(&t1);
+    teshim_engine_destroy(ini);
+    free(tbuf);
+}
+END_TEST
+
+/*
+ * With 64 file descriptors, 6 targets and an initiator opening 4
+ * connections to each cannot all get theirs: everything must still end in
+ * a final state, cleanly, and the process must survive.
+ */
+START_TEST(fd_limit_fails_cleanly)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlimit rl = {64, 64};
+        enum { NT = 6, SZ = 65536 };
+        struct teshim_engine *t[NT], *ini;
+        teshim_segment_t seg[NT];
+        static char tb[NT][SZ * 4], lb[SZ * 4];
+        int opened = 0;
+
+        if (setrlimit(RLIMIT_NOFILE, &rl))
+            _exit(10);
+        for (int i = 0; i < NT; i++) {
+            struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+            if (teshim_engine_create(&o, &t[i]) ||
+                teshim_register(t[i], tb[i], sizeof(tb[i]), "cpu", true))
+                _exit(11);
+        }
+        struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+        o.conns_per_peer = 4;
+        o.connect_timeout_ms = 1000;
+        o.request_timeout_ms = 2000;
+        o.max_inflight = 8;
+        if (teshim_engine_create(&o, &ini) || teshim_register(ini, lb, sizeof(lb), "cpu", false))
+            _exit(12);
+        for (int i = 0; i < NT; i++)
+            if (!teshim_segment_open(ini, "127.0.0.1:1", &seg[i]))
+                _exit(13); /* nothing listens there */
+        for (int i = 0; i < NT; i++) {
+            char name[64];
+            eng_test_name(name, sizeof(name), teshim_engine_port(t[i]));
+            int ret = teshim_segment_open(ini, name, &seg[opened]);
+            if (!ret)
+                opened++;
+            else if (ret >= 0)
+                _exit(14);
+        }
+        if (!opened)
+            _exit(15);
+        teshim_batch_t b;
+        int n = opened * 16;
+        struct teshim_request *r = calloc((size_t)n, sizeof(*r));
+        for (int i = 0; i < n; i++)
+            r[i] = (struct teshim_request){i % 2 ? TESHIM_OP_READ : TESHIM_OP_WRITE,
+                                           lb + (size_t)(i % 4) * SZ, seg[i % opened],
+                                           (uint64_t)(uintptr_t)tb[0], SZ};
+        if (teshim_batch_alloc(ini, (size_t)n, &b) || teshim_submit(ini, b, r, (size_t)n) < 0)
+            _exit(16);
+        int failed = teshim_batch_wait(ini, b, 20000);
+        if (failed < 0)
+            _exit(17);
+        for (int i = 0; i < n; i++) {
+            struct teshim_task_status st;
+            if (teshim_task_status(ini, b, (size_t)i, &st) || st.state < TESHIM_TASK_COMPLETED)
+                _exit(18);
+        }
+        printf("fd limit: %d segments of %d opened, %d of %d requests failed\n", opened, NT, failed,
+               n);
+        teshim_engine_destroy(ini);
+        for (int i = 0; i < NT; i++)
+            teshim_engine_destroy(t[i]);
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "child killed by signal %d", WTERMSIG(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
+/* ---- raw peers --------------------------------------------------------- */
+
+static int raw_connect(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {5, 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static void raw_send(int fd, const struct eng_frame *f, const void *payload, size_t n)
+{
+    uint8_t h[ENG_FRAME_BYTES];
+    eng_frame_encode(f, h);
+    ck_assert_int_eq(send(fd, h, sizeof(h), MSG_NOSIGNAL), (ssize_t)sizeof(h));
+    if (n)
+        ck_assert_int_eq(send(fd, payload, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+static int raw_recv_frame(int fd, struct eng_frame *f)
+{
+    uint8_t h[ENG_FRAME_BYTES];
+    ssize_t n = recv(fd, h, sizeof(h), MSG_WAITALL);
+    if (n != (ssize_t)sizeof(h))
+        return -1;
+    return eng_frame_parse(h, sizeof(h), f);
+}
+
+static void raw_hello(int fd)
+{
+    uint8_t p[ENG_HELLO_BYTES];
+    struct eng_hello h = {.pid = 1, .name = "raw"};
+    struct eng_frame f = {.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
+    struct eng_frame a;
+    eng_hello_encode(&h, NULL, 0, p);
+    raw_send(fd, &f, p, sizeof(p));
+    ck_assert_int_eq(raw_recv_frame(fd, &a), 0);
+    ck_assert_int_eq(a.type, ENG_F_HELLO_ACK);
+    uint8_t *buf = malloc(a.payload_len);
+    ck_assert_int_eq(recv(fd, buf, a.payload_len, MSG_WAITALL), (ssize_t)a.payload_len);
+    free(buf);
+}
+
+/* The target closes the connection: recv sees EOF. */
+static void assert_closed(int fd)
+{
+    char c;
+    ck_assert_int_le(recv(fd, &c, 1, MSG_WAITALL), 0);
+    close(fd);
+}
+
+START_TEST(malformed_frames_close_only_that_connection)
+{
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+    struct teshim_engine *t = eng_test_create(&o);
+    char *tbuf = aligned_alloc(4096, 1 << 20);
+    static char guard[8192];
+    struct teshim_engine_stats es;
+    struct eng_frame f, a;
+    int port, fd;
+
+    memset(tbuf, 0x11, 1 << 20);
+    ck_assert_int_eq(teshim_register(t, tbuf, 1 << 20, "cpu", true), 0);
+    ck_assert_int_eq(teshim_register(t, guard, sizeof(guard), "cpu", false), 0);
+    port = teshim_engine_port(t);
+    uint64_t base = (uint64_t)(uintptr_t)tbuf;
+
+    /* garbage instead of a header */
+    fd = raw_connect(port);
+    ck_assert_int_eq(send(fd, "GET / HTTP/1.0\r\n\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                          56, MSG_NOSIGNAL),
+                     56);
+    assert_closed(fd);
+
+    /* a request before HELLO */
+    fd = raw_connect(port);
+    f = (struct eng_frame){
+        .type = ENG_F_READ, .addr = base, .len = 64, .req_addr = base, .req_len = 64};
+    raw_send(fd, &f, NULL, 0);
+    assert_closed(fd);
+
+    /* another protocol version */
+    fd = raw_connect(port);
+    uint8_t h[ENG_FRAME_BYTES];
+    f = (struct eng_frame){.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
+    eng_frame_encode(&f, h);
+    h[4] = ENG_VERSION + 1;
+    ck_assert_int_eq(send(fd, h, sizeof(h), MSG_NOSIGNAL), (ssize_t)sizeof(h));
+    assert_closed(fd);
+
+    /* a write announcing more payload than any slice may carry */
+    fd = raw_connect(port);
+    raw_hello(fd);
+    f = (struct eng_frame){.type = ENG_F_WRITE,
+                           .addr = base,
+                           .len = 1ull << 40,
+                           .payload_len = 0,
+                           .req_addr = base,
+                           .req_len = 1ull << 40};
+    raw_send(fd, &f, NULL, 0);
+    assert_closed(fd);
+
+    /* a slice outside its own request */
+    fd = raw_connect(port);
+    raw_hello(fd);
+    f = (struct eng_frame){
+        .type = ENG_F_READ, .addr = base + 4096, .len = 64, .req_addr = base, .req_len = 64};
+    raw_send(fd, &f, NULL, 0);
+    assert_closed(fd);
+
+    /* out of bounds: refused with -EFAULT, the connection stays usable */
+    fd = raw_connect(port);
+    raw_hello(fd);
+    f = (struct eng_frame){.type = ENG_F_READ,
+                           .id = 7,
+                           .addr = (uintptr_t)guard,
+                           .len = 64,
+                           .req_addr = (uintptr_t)guard,
+                           .req_len = 64};
+    raw_send(fd, &f, NULL, 0);
+    ck_assert_int_eq(raw_recv_frame(fd, &a), 0);
+    ck_assert_int_eq(a.type, ENG_F_READ_RESP);
+    ck_assert_int_eq(a.status, -EFAULT);
+    ck_assert_uint_eq(a.id, 7);
+    char payload[4096];
+    memset(payload, 0x77, sizeof(payload));
+    f = (struct eng_frame){.type = ENG_F_WRITE,
+                           .id = 8,
+                           .addr = base + (1 << 20) - 2048,
+                           .len = 4096,
+                           .payload_len = 4096,
+                           .req_addr = base + (1 << 20) - 2048,
+                           .req_len = 4096};
+    raw_send(fd, &f, payload, sizeof(payload));
+    ck_assert_int_eq(raw_recv_frame(fd, &a), 0);
+    ck_assert_int_eq(a.type, ENG_F_WRITE_ACK);
+    ck_assert_int_eq(a.status, -EFAULT);
+    /* a valid write on the same connection */
+    f = (struct eng_frame){.type = ENG_F_WRITE,
+                           .id = 9,
+                           .addr = base,
+                           .len = 4096,
+                           .payload_len = 4096,
+                           .req_addr = base,
+                           .req_len = 4096};
+    raw_send(fd, &f, payload, sizeof(payload));
+    ck_assert_int_eq(raw_recv_frame(fd, &a), 0);
+    ck_assert_int_eq(a.status, 0);
+    ck_assert_int_eq(tbuf[0], 0x77);
+    ck_assert_int_eq(tbuf[(1 << 20) - 1], 0x11);
+    close(fd);
+    for (size_t i = 0; i < sizeof(guard); i++)
+        ck_assert_int_eq(guard[i], 0);
+
+    ck_assert_int_eq(teshim_engine_stats(t, &es), 0);
+    ck_assert_uint_ge(es.peer_rejected, 7);
+
+    /* the target still serves a proper engine */
+    o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct teshim_engine *ini = eng_test_create(&o);
+    static char l[4096];
+    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, port);
+    struct teshim_request r = {TESHIM_OP_READ, l, s, base, sizeof(l)};
+    ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED);
+    ck_assert_int_eq(l[0], 0x77);
+    teshim_engine_destroy(ini);
+    teshim_engine_destroy(t);
+    free(tbuf);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("engine_fault");
+    TCase *tc = tcase_create("faults");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, killed_target_fails_tasks_and_restart_reconnects);
+    tcase_add_test(tc, hung_target_times_out);
+    tcase_add_test(tc, fd_limit_fails_cleanly);
+    tcase_add_test(tc, malformed_frames_close_only_that_connection);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

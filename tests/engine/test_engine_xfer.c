@@ -1,0 +1,316 @@
+/*
+ * Transfers, written once against the engine and run for every transport
+ * (the loop index picks it): integrity by checksum across sizes and both
+ * operations, the limiter, bounds enforcement, concurrent submitters.
+ */
+#include "eng_test.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+static const enum teshim_transport transports[] = {TESHIM_TRANSPORT_TCP, TESHIM_TRANSPORT_LOCAL};
+static const char *const transport_names[] = {"tcp", "local"};
+
+#define TBUF (8u << 20)
+#define GUARD 4096
+
+struct pair {
+    struct teshim_engine *t, *ini;
+    char *tmem; /* GUARD | region (TBUF) | GUARD */
+    char *lmem;
+    teshim_segment_t seg;
+};
+
+static void pair_up(struct pair *p, int idx, int max_inflight)
+{
+    struct teshim_engine_opts o = eng_test_opts(transports[idx], true);
+
+    p->t = eng_test_create(&o);
+    o = eng_test_opts(transports[idx], false);
+    o.max_inflight = max_inflight;
+    p->ini = eng_test_create(&o);
+    p->tmem = aligned_alloc(4096, TBUF + 2 * GUARD);
+    p->lmem = aligned_alloc(4096, TBUF);
+    ck_assert_ptr_nonnull(p->tmem);
+    ck_assert_ptr_nonnull(p->lmem);
+    memset(p->tmem, 0xee, TBUF + 2 * GUARD);
+    ck_assert_int_eq(teshim_register(p->t, p->tmem + GUARD, TBUF, "cpu", true), 0);
+    ck_assert_int_eq(teshim_register(p->ini, p->lmem, TBUF, "cpu", false), 0);
+    p->seg = eng_test_open(p->ini, teshim_engine_port(p->t));
+    ck_assert_str_eq(teshim_segment_transport(p->ini, p->seg), transport_names[idx]);
+}
+
+static void pair_down(struct pair *p)
+{
+    ck_assert_int_eq(teshim_segment_close(p->ini, p->seg), 0);
+    teshim_engine_destroy(p->ini);
+    teshim_engine_destroy(p->t);
+    free(p->tmem);
+    free(p->lmem);
+}
+
+static void guards_intact(struct pair *p)
+{
+    for (size_t i = 0; i < GUARD; i++) {
+        ck_assert_int_eq((unsigned char)p->tmem[i], 0xee);
+        ck_assert_int_eq((unsigned char)p->tmem[GUARD + TBUF + i], 0xee);
+    }
+}
+
+START_TEST(integrity_across_sizes_and_ops)
+{
+    static const size_t sizes[] = {1, 7, 4096, 65536 + 13, (1u << 20) + 5, (3u << 20) + 1};
+    struct pair p;
+
+    pair_up(&p, _i, 256);
+    uint64_t raddr = (uint64_t)(uintptr_t)(p.tmem + GUARD);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t n = sizes[k], off = 3 + k * 17;
+        /* write: local -> remote */
+        eng_test_fill(p.lmem + off, n, (uint32_t)k + 1);
+        struct teshim_request w = {TESHIM_OP_WRITE, p.lmem + off, p.seg, raddr + off + 1, n};
+        struct teshim_task_status st = eng_test_one(p.ini, &w);
+        ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+        ck_assert_uint_eq(st.transferred, n);
+        ck_assert_uint_eq(eng_test_sum(p.tmem + GUARD + off + 1, n), eng_test_sum(p.lmem + off, n));
+        /* read: remote -> local, into a different place */
+        eng_test_fill(p.tmem + GUARD + 4096, n, (uint32_t)k + 100);
+        memset(p.lmem, 0, n + 64);
+        struct teshim_request r = {TESHIM_OP_READ, p.lmem + 1, p.seg, raddr + 4096, n};
+        st = eng_test_one(p.ini, &r);
+        ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+        ck_assert_uint_eq(st.transferred, n);
+        ck_assert_uint_eq(eng_test_sum(p.lmem + 1, n), eng_test_sum(p.tmem + GUARD + 4096, n));
+        ck_assert_int_eq(p.lmem[0], 0);
+        ck_assert_int_eq(p.lmem[n + 1], 0);
+    }
+    guards_intact(&p);
+    pair_down(&p);
+}
+END_TEST
+
+START_TEST(limiter_queues_and_drains)
+{
+    enum { N = 300, SZ = 8192 };
+    struct teshim_engine_stats es;
+    struct teshim_request r[N];
+    teshim_batch_t b;
+    struct pair p;
+
+    pair_up(&p, _i, 4);
+    uint64_t raddr = (uint64_t)(uintptr_t)(p.tmem + GUARD);
+    eng_test_fill(p.lmem, (size_t)N * SZ, 7);
+    for (int i = 0; i < N; i++)
+        r[i] = (struct teshim_request){i % 2 ? TESHIM_OP_WRITE : TESHIM_OP_READ,
+                                       p.lmem + (size_t)i * SZ, p.seg, raddr + (size_t)i * SZ, SZ};
+    eng_test_fill(p.tmem + GUARD, (size_t)N * SZ, 9);
+    ck_assert_int_eq(teshim_batch_alloc(p.ini, N, &b), 0);
+    ck_assert_int_eq(teshim_submit(p.ini, b, r, N), 0);
+    ck_assert_int_eq(teshim_batch_wait(p.ini, b, 20000), 0);
+    for (int i = 0; i < N; i++) {
+        struct teshim_task_status st;
+        ck_assert_int_eq(teshim_task_status(p.ini, b, (size_t)i, &st), 0);
+        ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+        ck_assert_uint_eq(eng_test_sum(p.lmem + (size_t)i * SZ, SZ),
+                          eng_test_sum(p.tmem + GUARD + (size_t)i * SZ, SZ));
+    }
+    ck_assert_int_eq(teshim_batch_free(p.ini, b), 0);
+    ck_assert_int_eq(teshim_engine_stats(p.ini, &es), 0);
+    ck_assert_uint_eq(es.submitted, N);
+    ck_assert_uint_eq(es.finished, N);
+    ck_assert_uint_eq(es.failed, 0);
+    ck_assert_uint_eq(es.active, 0);
+    ck_assert_uint_eq(es.waiting, 0);
+    pair_down(&p);
+}
+END_TEST
+
+START_TEST(out_of_bounds_rejected)
+{
+    struct pair p;
+    static char priv[8192];
+
+    pair_up(&p, _i, 16);
+    /* a registration that is not remote-accessible */
+    ck_assert_int_eq(teshim_register(p.t, priv, sizeof(priv), "cpu", false), 0);
+    uint64_t base = (uint64_t)(uintptr_t)(p.tmem + GUARD);
+    const struct {
+        uint64_t addr, len;
+    } bad[] = {
+        {base - 16, 64},                 /* starts before the region */
+        {base + TBUF - 8, 64},           /* runs past its end */
+        {base + TBUF, 1},                /* just after it */
+        {(uint64_t)(uintptr_t)priv, 64}, /* local-only registration */
+        {0x1000, 4096},                  /* nowhere */
+        {base - GUARD, TBUF},            /* mostly inside: no slice may move */
+    };
+    eng_test_fill(p.lmem, TBUF, 3);
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        for (int op = 0; op < 2; op++) {
+            struct teshim_request r = {op ? TESHIM_OP_WRITE : TESHIM_OP_READ, p.lmem, p.seg,
+                                       bad[k].addr, bad[k].len};
+            struct teshim_task_status st = eng_test_one(p.ini, &r);
+            ck_assert_int_eq(st.state, TESHIM_TASK_FAILED);
+            ck_assert_int_eq(st.error, -EFAULT);
+        }
+    }
+    guards_intact(&p);
+    for (size_t i = 0; i < sizeof(priv); i++)
+        ck_assert_int_eq(priv[i], 0);
+    /* the connection survived the refusals */
+    struct teshim_request ok = {TESHIM_OP_WRITE, p.lmem, p.seg, base, 4096};
+    ck_assert_int_eq(eng_test_one(p.ini, &ok).state, TESHIM_TASK_COMPLETED);
+    if (_i == 0) {
+        struct teshim_engine_stats es;
+        teshim_engine_stats(p.t, &es);
+        ck_assert_uint_ge(es.peer_rejected, 12);
+    }
+    pair_down(&p);
+}
+END_TEST
+
+struct submitter {
+    struct pair *p;
+    int idx;
+    int ok;
+};
+
+static void *submit_thread(void *arg)
+{
+    struct submitter *s = arg;
+    enum { SZ = 256 * 1024, N = 4 };
+    char *l = s->p->lmem + (size_t)s->idx * SZ * N;
+    uint64_t r0 = (uint64_t)(uintptr_t)(s->p->tmem + GUARD) + (uint64_t)s->idx * SZ * N;
+
+    for (int round = 0; round < 8; round++) {
+        struct teshim_request r[N];
+        teshim_batch_t b;
+        for (int i = 0; i < N; i++)
+            r[i] =
+                (struct teshim_request){round % 2 ? TESHIM_OP_READ : TESHIM_OP_WRITE,
+                                        l + (size_t)i * SZ, s->p->seg, r0 + (uint64_t)i * SZ, SZ};
+        if (teshim_batch_alloc(s->p->ini, N, &b))
+            return NULL;
+        if (teshim_submit(s->p->ini, b, r, N) < 0 || teshim_batch_wait(s->p->ini, b, 20000))
+            return NULL;
+        for (int i = 0; i < N; i++) {
+            struct teshim_task_status st;
+            teshim_task_status(s->p->ini, b, (size_t)i, &st);
+            if (st.state == TESHIM_TASK_COMPLETED)
+                s->ok++;
+        }
+        teshim_batch_free(s->p->ini, b);
+    }
+    return NULL;
+}
+
+START_TEST(concurrent_submitters)
+{
+    struct pair p;
+    pthread_t th[4];
+    struct submitter s[4];
+
+    pair_up(&p, _i, 6);
+    for (int i = 0; i < 4; i++) {
+        s[i] = (struct submitter){&p, i, 0};
+        pthread_create(&th[i], NULL, submit_thread, &s[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(s[i].ok, 32);
+    }
+    pair_down(&p);
+}
+END_TEST
+
+/*
+ * A target the initiator may not ptrace (another uid, or not dumpable when
+ * not root): transport local falls back to tcp, counted, and still works.
+ */
+START_TEST(local_falls_back_to_tcp_when_not_permitted)
+{
+    int pfd[2], ctl[2], port = 0;
+    char *tbuf = aligned_alloc(4096, 1 << 20);
+    ck_assert_int_eq(pipe(pfd), 0);
+    ck_assert_int_eq(pipe(ctl), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+        struct teshim_engine *t;
+        if (geteuid() == 0) {
+            if (setgid(65534) || setuid(65534))
+                _exit(3);
+        } else {
+            prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+        int ret = teshim_engine_create(&o, &t);
+        if (ret || teshim_register(t, tbuf, 1 << 20, "cpu", true)) {
+            fprintf(stderr, "target: %s\n", strerror(-ret));
+            _exit(4);
+        }
+        port = teshim_engine_port(t);
+        if (write(pfd[1], &port, sizeof(port)) != sizeof(port))
+            _exit(5);
+        close(ctl[1]);
+        char c;
+        /* the parent cannot signal another uid: it closes the pipe instead */
+        if (read(ctl[0], &c, 1) < 0)
+            _exit(6);
+        _exit(0);
+    }
+    close(ctl[0]);
+    close(pfd[1]);
+    if (read(pfd[0], &port, sizeof(port)) != (ssize_t)sizeof(port)) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        ck_abort_msg("target child failed: exit %d", WEXITSTATUS(status));
+    }
+    if (geteuid() == 0) {
+        /* drop to a different unprivileged user, so ptrace checks apply */
+        ck_assert_int_eq(setgid(65533), 0);
+        ck_assert_int_eq(setuid(65533), 0);
+    }
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_LOCAL, false);
+    struct teshim_engine *ini = eng_test_create(&o);
+    struct teshim_engine_stats es;
+    static char l[65536];
+    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, port);
+    ck_assert_str_eq(teshim_segment_transport(ini, s), "tcp");
+    teshim_engine_stats(ini, &es);
+    ck_assert_uint_eq(es.local_fallbacks, 1);
+    eng_test_fill(l, sizeof(l), 5);
+    struct teshim_request w = {TESHIM_OP_WRITE, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
+    ck_assert_int_eq(eng_test_one(ini, &w).state, TESHIM_TASK_COMPLETED);
+    uint64_t sum = eng_test_sum(l, sizeof(l));
+    memset(l, 0, sizeof(l));
+    struct teshim_request r = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
+    ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED);
+    ck_assert_uint_eq(eng_test_sum(l, sizeof(l)), sum);
+    teshim_engine_destroy(ini);
+    close(ctl[1]);
+    waitpid(pid, NULL, 0);
+    free(tbuf);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("engine_xfer");
+    TCase *tc = tcase_create("transports");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, integrity_across_sizes_and_ops, 0, 2);
+    tcase_add_loop_test(tc, limiter_queues_and_drains, 0, 2);
+    tcase_add_loop_test(tc, out_of_bounds_rejected, 0, 2);
+    tcase_add_loop_test(tc, concurrent_submitters, 0, 2);
+    tcase_add_test(tc, local_falls_back_to_tcp_when_not_permitted);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
