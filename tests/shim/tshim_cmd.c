@@ -279,6 +279,14 @@ START_TEST(run_rewrites_ibv_rc_pingpong)
         ck_assert_int_eq(tshim_ctr(rep, "ibv_modify_qp@IBVERBS_1.1", "injected"), 1);
         tsc_json_free(rep);
     }
+    /* And teshim stats shows both processes in arm B. */
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "%s stats %s/*.json", teshim_bin, r.stats);
+    const char *sh[] = {"/bin/sh", "-c", cmd, NULL};
+    tshim_exec(&r, sh);
+    tshim_ck(&r, r.status == 0);
+    tshim_ck(&r, tshim_strcount(r.out, "ibv_rc_pingpong pid ") == 2);
+    tshim_ck(&r, strstr(r.out, "arm B (2 processes)") != NULL);
 }
 END_TEST
 
