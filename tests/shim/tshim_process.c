@@ -252,6 +252,56 @@ START_TEST(compat_1_0_not_intercepted)
 }
 END_TEST
 
+/* A program that never touches libibverbs runs as without teshim. */
+START_TEST(program_without_verbs)
+{
+    struct tshim_run r;
+    /* The shell leaves with _exit; false, exec'd under the same pid, exits. */
+    const char *argv[] = {"/bin/sh", "-c", "echo pid $$; exec /bin/false", NULL};
+
+    tshim_init(&r, true);
+    policy_on(&r);
+    tshim_exec(&r, argv);
+    tshim_ck(&r, r.status == 1);
+    tshim_ck(&r, r.err[0] == '\0');
+    struct tsc_json *rep = tshim_report(&r, 0);
+    ck_assert_int_eq(tshim_ctr(rep, REG_1_1, "calls"), 0);
+    tsc_json_free(rep);
+}
+END_TEST
+
+/* A report that cannot be written is a warning; the program's own exit
+ * status stands. */
+START_TEST(stats_dir_unwritable)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, true);
+    policy_on(&r);
+    tshim_env(&r, "TESHIM_STATS_DIR", "/proc/teshim-no-such-dir");
+    tshim_host(&r, "reg_rt:1M:7", NULL);
+    tshim_ck(&r, strstr(r.err, "/proc/teshim-no-such-dir") != NULL);
+    tshim_ck(&r, tshim_strcount(r.err, "teshim[") == 1);
+}
+END_TEST
+
+/* log.level = debug: the load is announced with arm, gate and policy hash,
+ * and the PCIe state of a device once (auto mode). */
+START_TEST(debug_log)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, true);
+    tshim_env(&r, "TESHIM_RDMA_RELAXED_ORDERING", "auto");
+    tshim_env(&r, "TESHIM_LOG_LEVEL", "debug");
+    tshim_env(&r, "TESHIM_RDMA_SYSFS_ROOT", tshim_path(&r, "nosys"));
+    tshim_host(&r, "reg_rt:1M:7", "reg_rt:1M:7", NULL);
+    tshim_ck(&r, strstr(r.err, "loaded: arm B, gate enforce, policy ") != NULL);
+    tshim_ck(&r, tshim_strcount(r.err, "emu0: PCIe relaxed-ordering state unknown") == 1);
+    tshim_ck(&r, (tshim_num(tshim_rec(&r, "reg_mr", NULL, 0), "access") & TSHIM_RO) == 0);
+}
+END_TEST
+
 Suite *tshim_process_suite(void)
 {
     Suite *s = suite_create("shim_process");
@@ -265,6 +315,9 @@ Suite *tshim_process_suite(void)
     tcase_add_test(tc, exec_child_under_shim);
     tcase_add_test(tc, threads_count_exactly);
     tcase_add_test(tc, compat_1_0_not_intercepted);
+    tcase_add_test(tc, program_without_verbs);
+    tcase_add_test(tc, stats_dir_unwritable);
+    tcase_add_test(tc, debug_log);
     suite_add_tcase(s, tc);
     return s;
 }
