@@ -420,8 +420,11 @@ static uint64_t policy_hash(const struct pol_config *cfg)
     for (int p = 0; p < POL_NPARAMS; p++) {
         char val[512];
         const char *key = pol_params[p].key;
-        /* Where reports go and how loud they are is not part of the policy. */
-        if (strncmp(key, "log.", 4) == 0 || strncmp(key, "stats.", 6) == 0 || p == POL_PROFILE)
+        /* Where reports go, how loud they are, and where the host keeps its
+         * kill-switch file and sysfs are plumbing, not policy: the same
+         * policy hashes the same on every host. */
+        if (strncmp(key, "log.", 4) == 0 || strncmp(key, "stats.", 6) == 0 || p == POL_PROFILE ||
+            p == POL_KILL_SWITCH_FILE || p == POL_RDMA_SYSFS_ROOT)
             continue;
         pol_format_value(cfg, (enum pol_param)p, val, sizeof(val));
         h = fnv1a(h, key);

@@ -7,9 +7,12 @@
  */
 #include "shim.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -128,8 +131,47 @@ static void fill_header(struct shim_stats_area *a, const struct pol_config *cfg)
     a->magic = SHIM_STATS_MAGIC;
 }
 
+/*
+ * Remove the segments of this user's processes of this pid namespace that
+ * are gone. A process that ends without running destructors (SIGKILL, a
+ * forked child leaving with _exit, as Python's multiprocessing workers do)
+ * leaves its segment behind; each process start under teshim clears them, so
+ * they cannot pile up on a host where nobody runs `teshim stats --live`. Only
+ * at start, bounded, and never in a forked child.
+ */
+static void reap_stale_segments(void)
+{
+    unsigned long long ns = pid_namespace();
+    char prefix[64], name[320];
+    unsigned scanned = 0;
+    struct dirent *e;
+    DIR *d;
+
+    if (!ns)
+        return; /* pids cannot be judged without knowing their namespace */
+    int n = snprintf(prefix, sizeof(prefix), "teshim-%u-%llu-", (unsigned)getuid(), ns);
+    d = opendir("/dev/shm");
+    if (!d)
+        return;
+    while ((e = readdir(d)) && scanned++ < 4096) {
+        char *end;
+        if (strncmp(e->d_name, prefix, (size_t)n) != 0)
+            continue;
+        long pid = strtol(e->d_name + n, &end, 10);
+        if (*end || pid <= 0 || pid > 0x7fffffff || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        snprintf(name, sizeof(name), "/%s", e->d_name);
+        shm_unlink(name); /* fails harmlessly if another process was first */
+    }
+    closedir(d);
+}
+
 void shim_stats_init(const struct pol_config *cfg)
 {
+    if (pol_int(cfg, POL_STATS_LIVE))
+        reap_stale_segments();
     struct shim_stats_area *a = map_area(cfg);
 
     if (a != &shim_stats_boot)

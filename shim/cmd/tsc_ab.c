@@ -859,9 +859,14 @@ static void print_table(const struct ab_opts *o, const struct ab_summary *sum,
         else
             snprintf(label, sizeof(label), "%s (%s)", m_names[m], m_units[m]);
         const struct ab_summary *s = &sum[m];
-        for (int a = 0; a < 2; a++)
-            printf("%-22.22s %-4c %12.5g %12.5g %12.5g %4zu\n", a ? "" : label, a ? 'B' : 'A',
-                   s->med[a], s->min[a], s->max[a], s->n[a]);
+        for (int a = 0; a < 2; a++) {
+            if (s->n[a])
+                printf("%-22.22s %-4c %12.5g %12.5g %12.5g %4zu\n", a ? "" : label, a ? 'B' : 'A',
+                       s->med[a], s->min[a], s->max[a], s->n[a]);
+            else
+                printf("%-22.22s %-4c %12s %12s %12s %4d\n", a ? "" : label, a ? 'B' : 'A', "-",
+                       "-", "-", 0);
+        }
         if (s->ci.defined)
             printf("%-22s B/A  %12.4f  95%% CI [%.4f, %.4f]  %s%s\n", "", s->ci.ratio, s->ci.lo,
                    s->ci.hi, verdict(s),

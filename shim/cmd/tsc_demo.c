@@ -838,7 +838,8 @@ static void step_ab(struct demo *d)
             add(&ab, policy_ports);
         }
         printf("arm B: %s on the transfer's connections (DSCP 26), scoped to port %s; arm A:\n"
-               "passthrough.\n",
+               "passthrough. DSCP only matters to the queues of a real network, so on loopback\n"
+               "expect no difference: the point is the method, and that B's policy applied.\n",
                policy_dscp, port);
     } else {
         add(&ab, "--policy-b");

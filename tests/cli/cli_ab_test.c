@@ -5,6 +5,7 @@
  * of the metric ratio, and the flag for a B arm that injected nothing.
  */
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,45 @@ START_TEST(policy_applied_in_b_only)
     tsc_json_free(j);
     free(out);
     free(json);
+    cli_rmtree(dir);
+}
+END_TEST
+
+/* --reports keeps each run's reports; the variables ab sets for the program
+ * (TESHIM_AB_ARM, TESHIM_AB_RUN) are not taken for unknown parameters. */
+START_TEST(reports_kept_without_configuration_warnings)
+{
+    char *dir = cli_tmpdir(), *rep = path_in(dir, "reports"), *out;
+    const char *args[] = {"-n", "1", "--reports", rep, "--policy-b", "set:rdma.traffic_class=7",
+                          NULL};
+    const char *host[] = {"--modify-qp", "1", NULL};
+
+    int st = ab(args, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+    const char *runs[] = {"A-1", "B-1"};
+    for (int r = 0; r < 2; r++) {
+        char *sub = path_in(rep, runs[r]);
+        DIR *d = opendir(sub);
+        struct dirent *e;
+        int n = 0;
+        ck_assert_ptr_nonnull(d);
+        while ((e = readdir(d))) {
+            if (!strstr(e->d_name, ".json"))
+                continue;
+            char *path = path_in(sub, e->d_name);
+            struct tsc_json *j = load_json(path);
+            ck_assert_str_eq(tsc_json_str(j, "arm", "?"), r ? "B" : "A");
+            ck_assert_int_eq((int)tsc_json_num(j, "config_warnings", -1), 0);
+            tsc_json_free(j);
+            free(path);
+            n++;
+        }
+        closedir(d);
+        ck_assert_int_eq(n, 1);
+        free(sub);
+    }
+    free(out);
+    free(rep);
     cli_rmtree(dir);
 }
 END_TEST
@@ -336,6 +376,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, arms_alternate_after_warmup);
     tcase_add_test(tc, policy_applied_in_b_only);
+    tcase_add_test(tc, reports_kept_without_configuration_warnings);
     tcase_add_test(tc, b_that_injected_nothing_is_flagged);
     tcase_add_test(tc, b_in_observe_mode_is_flagged);
     tcase_add_test(tc, b_without_reports_is_flagged);

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -184,6 +186,8 @@ void tshim_exec(struct tshim_run *r, const char *const *argv)
 
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        /* If the suite dies (a Check timeout), the program goes with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)

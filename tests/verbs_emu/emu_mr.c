@@ -7,6 +7,8 @@
  * contain any bit of mask fail with EINVAL, like drivers that reject
  * IBV_ACCESS_RELAXED_ORDERING (for fallback tests). */
 #include "emu.h"
+
+#include <dlfcn.h>
 #include "emu_registry.h"
 
 #include <errno.h>
@@ -198,22 +200,78 @@ int ibv_dereg_mr(struct ibv_mr *mr)
     return 0;
 }
 
-/* ibv_reg_mr@IBVERBS_1.0 takes rdma-core's pre-1.1 structs, which the
- * emulation does not build: the call is recorded, so that a test can see it
- * arrived with its arguments untouched, and fails with EOPNOTSUPP. */
+/*
+ * ibv_reg_mr@IBVERBS_1.0 takes rdma-core's pre-1.1 structs. Like rdma-core's
+ * compat layer, it unwraps the 1.1 PD, registers through the current entry
+ * point, and wraps the MR. rdma-core makes that inner call through its PLT,
+ * so a preloaded interposer of ibv_reg_mr_iova2 sees it; the lookup in the
+ * global scope below reproduces that, which is what the shim's tests need.
+ */
+struct emu_pd_1_0 {
+    void *context;
+    uint32_t handle;
+    struct ibv_pd *real_pd;
+};
+
+struct emu_mr_1_0 {
+    void *context;
+    struct emu_pd_1_0 *pd;
+    void *addr;
+    size_t length;
+    uint32_t handle;
+    uint32_t lkey;
+    uint32_t rkey;
+    struct ibv_mr *real_mr;
+};
+
+typedef struct ibv_mr *(*emu_iova2_fn)(struct ibv_pd *, void *, size_t, uint64_t, unsigned int);
+
 struct ibv_mr *emu_compat_ibv_reg_mr_IBVERBS_1_0(void *pd, void *addr, size_t length, int access);
 struct ibv_mr *emu_compat_ibv_reg_mr_IBVERBS_1_0(void *pd, void *addr, size_t length, int access)
 {
+    struct emu_pd_1_0 *pd10 = pd;
+    struct emu_mr_1_0 *mr10 = NULL;
+    struct ibv_mr *real = NULL;
+    emu_iova2_fn iova2;
     struct emu_rec r;
+    int err = 0;
 
     emu_rec_begin(&r, "reg_mr");
     emu_rec_str(&r, "entry", "ibv_reg_mr@IBVERBS_1.0");
     emu_rec_u64(&r, "addr", (uint64_t)(uintptr_t)addr);
     emu_rec_u64(&r, "length", length);
     emu_rec_u64(&r, "access", (unsigned int)access);
-    emu_rec_i64(&r, "ret", EOPNOTSUPP);
+    if (!pd10 || !pd10->real_pd) {
+        err = EINVAL;
+        goto out;
+    }
+    *(void **)&iova2 = dlvsym(RTLD_DEFAULT, "ibv_reg_mr_iova2", "IBVERBS_1.8");
+    mr10 = calloc(1, sizeof(*mr10));
+    if (!iova2 || !mr10) {
+        err = iova2 ? ENOMEM : ENOSYS;
+        goto out;
+    }
+    real = iova2(pd10->real_pd, addr, length, (uintptr_t)addr, (unsigned int)access);
+    if (!real) {
+        err = errno;
+        goto out;
+    }
+    mr10->context = pd10->context;
+    mr10->pd = pd10;
+    mr10->addr = addr;
+    mr10->length = length;
+    mr10->handle = real->handle;
+    mr10->lkey = real->lkey;
+    mr10->rkey = real->rkey;
+    mr10->real_mr = real;
+out:
+    emu_rec_i64(&r, "ret", err);
     emu_rec_end(&r);
-    errno = EOPNOTSUPP;
-    return NULL;
+    if (err) {
+        free(mr10);
+        errno = err;
+        return NULL;
+    }
+    return (struct ibv_mr *)mr10;
 }
 __asm__(".symver emu_compat_ibv_reg_mr_IBVERBS_1_0,ibv_reg_mr@IBVERBS_1.0");
