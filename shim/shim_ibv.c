@@ -45,6 +45,16 @@ static bool called_by_host_library(const void *caller, const void *real)
 #define SHIM_IBV_INTERNAL(real)                                                                    \
     called_by_host_library(__builtin_return_address(0), (const void *)(real))
 
+/* The host's libibverbs lacks the entry point the application bound to: the
+ * call fails as ENOSYS (said once; the hook names say which). */
+static void ibv_missing(const char *hook)
+{
+    shim_log_once(POL_LOG_WARN,
+                  "%s: the real function is not in the host's libibverbs; failing "
+                  "with ENOSYS",
+                  hook);
+}
+
 /* Per-device state: PCIe RO capability (read once) and RO failures. */
 #define SHIM_IBV_MAX_DEVS 64
 
@@ -190,6 +200,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t le
     struct ibv_mr *mr;
 
     if (!real) {
+        ibv_missing(__func__);
         errno = ENOSYS;
         return NULL;
     }
@@ -209,6 +220,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size
     struct ibv_mr *mr;
 
     if (!real) {
+        ibv_missing(__func__);
         errno = ENOSYS;
         return NULL;
     }
@@ -228,6 +240,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, siz
     struct ibv_mr *mr;
 
     if (!real) {
+        ibv_missing(__func__);
         errno = ENOSYS;
         return NULL;
     }
@@ -247,6 +260,7 @@ struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offs
     struct ibv_mr *mr;
 
     if (!real) {
+        ibv_missing(__func__);
         errno = ENOSYS;
         return NULL;
     }
@@ -265,8 +279,10 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
     shim_fn_ibv_rereg_mr_1_1 real = SHIM_REAL(ibv_rereg_mr, 1_1);
     enum shim_hook_id id = SHIM_HK_ibv_rereg_mr_1_1;
 
-    if (!real)
-        return ENOSYS; /* ibv_rereg_mr returns an IBV_REREG_MR_ERR_* or errno value */
+    if (!real) {
+        ibv_missing(__func__);
+        return ENOSYS;
+    } /* ibv_rereg_mr returns an IBV_REREG_MR_ERR_* or errno value */
     if (!mr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
         return real(mr, flags, pd, addr, length, access);
 
@@ -318,8 +334,10 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
     shim_fn_ibv_modify_qp_1_1 real = SHIM_REAL(ibv_modify_qp, 1_1);
     enum shim_hook_id id = SHIM_HK_ibv_modify_qp_1_1;
 
-    if (!real)
+    if (!real) {
+        ibv_missing(__func__);
         return ENOSYS;
+    }
     if (!qp || !attr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
         return real(qp, attr, attr_mask);
 
