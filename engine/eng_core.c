@@ -889,11 +889,13 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
     }
     pthread_mutex_unlock(&eng->lim_lock);
     eng->tcp->ops.submit_begin(eng->tcp);
+    eng->local->ops.submit_begin(eng->local);
     while (run) {
         struct eng_task *t = run;
         run = t->next;
         start_admitted(eng, t);
     }
+    eng->local->ops.submit_end(eng->local);
     eng->tcp->ops.submit_end(eng->tcp);
     ret = (int)first;
 out:
