@@ -81,6 +81,10 @@ struct eng_params {
     int request_timeout_ms;
     bool local_serve;
     int log_level;
+    /* staging of cuda:N memory: the pinned pools' knobs (cuda.* parameters) */
+    uint64_t cuda_chunk;
+    int cuda_buffers;
+    uint64_t cuda_pinned_max;
 };
 
 struct eng_segment {
@@ -119,6 +123,10 @@ struct eng_task {
     atomic_int error;
     atomic_uint_fast64_t transferred;
     atomic_uint slices_left;
+    int cuda_dev;  /* local memory on this CUDA device; -1 = host memory */
+    char *dev_ptr; /* device tasks: the caller's device address while local
+                      points at the host staging buffer */
+    void *stage;   /* device tasks: the host staging buffer */
 };
 
 struct teshim_engine {
@@ -145,6 +153,7 @@ struct teshim_engine {
     struct eng_task *wait_head, *wait_tail;
 
     struct eng_transport *tcp, *local;
+    atomic_int dev_ops; /* device tasks queued for a staging copy (eng_copy.c) */
     uint8_t boot_id[16];
     volatile uint64_t probe; /* read by same-host peers */
 
@@ -178,6 +187,8 @@ void eng_hello_self(struct teshim_engine *eng, struct eng_hello *h);
 /* Task progress, called by transports. */
 void eng_task_set_slices(struct eng_task *t, unsigned n);
 void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err);
+/* Finish a task with err (0 = completed): counters, state, waiters, limiter. */
+void eng_task_finish(struct eng_task *t, int err);
 
 /* Embedded p2p metadata: connect to name, exchange HELLO, fill seg. */
 int eng_meta_fetch(struct teshim_engine *eng, struct eng_segment *seg);

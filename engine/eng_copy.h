@@ -11,6 +11,7 @@
 #ifndef TESHIM_ENG_COPY_H
 #define TESHIM_ENG_COPY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct eng_copy;
@@ -45,5 +46,25 @@ int eng_location_parse(const char *loc, int *dev);
  */
 struct teshim_engine;
 int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p);
+
+/*
+ * Tasks whose local memory is on a CUDA device (cuda_dev >= 0) are staged
+ * through host memory around the transport, by the provider's pinned pools,
+ * with every copy advanced by a progress thread that polls events: neither
+ * the submitting thread nor an I/O thread waits for a copy.
+ *   WRITE: device -> staging, then the transport sends the staging.
+ *   READ:  the transport receives into the staging, then staging -> device,
+ *          and only then the task completes.
+ */
+struct eng_task;
+/* Start a device task (instead of the transport's start). */
+void eng_dev_task_start(struct teshim_engine *eng, struct eng_task *t);
+/* The transport finished a device task with err: true if the staging layer
+ * finishes it later (READ: the copy to the device), false if the caller
+ * finishes it now (the staging was released). */
+bool eng_dev_task_transport_done(struct eng_task *t, int err);
+/* Wait until no device task of eng is in a staging copy (engine destroy);
+ * tasks in a transport are not waited for. */
+void eng_dev_quiesce(struct teshim_engine *eng);
 
 #endif

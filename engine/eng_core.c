@@ -101,6 +101,9 @@ static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
     p->request_timeout_ms = (int)pol_int(cfg, POL_ENGINE_REQUEST_TIMEOUT_MS);
     p->local_serve = pol_int(cfg, POL_ENGINE_LOCAL_SERVE) != 0;
     p->log_level = (int)pol_int(cfg, POL_LOG_LEVEL);
+    p->cuda_chunk = (uint64_t)pol_int(cfg, POL_CUDA_BOUNCE_CHUNK_BYTES);
+    p->cuda_buffers = (int)pol_int(cfg, POL_CUDA_BOUNCE_BUFFERS);
+    p->cuda_pinned_max = (uint64_t)pol_int(cfg, POL_CUDA_PINNED_MAX_BYTES);
     if (p->log_level > ENG_LOG_DEBUG)
         p->log_level = ENG_LOG_DEBUG;
     free(cfg);
@@ -247,10 +250,14 @@ void teshim_engine_destroy(struct teshim_engine *eng)
 {
     if (!eng)
         return;
+    /* device tasks in a staging copy finish first: they start transports */
+    eng_dev_quiesce(eng);
     /* the transports fail what is in flight; tasks waiting in the limiter
      * are cancelled here so waiters wake up */
     eng->tcp->ops.destroy(eng->tcp);
     eng->local->ops.destroy(eng->local);
+    /* a READ the transports completed meanwhile copies to its device */
+    eng_dev_quiesce(eng);
     for (struct eng_task *t = eng->wait_head; t; t = t->next) {
         atomic_store(&t->error, -ECANCELED);
         atomic_store(&t->state, TESHIM_TASK_FAILED);
@@ -684,7 +691,10 @@ int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t id)
 static void task_start(struct teshim_engine *eng, struct eng_task *t)
 {
     atomic_store(&t->state, TESHIM_TASK_PENDING);
-    t->seg->tp->ops.start(t->seg->tp, t);
+    if (t->cuda_dev >= 0)
+        eng_dev_task_start(eng, t);
+    else
+        t->seg->tp->ops.start(t->seg->tp, t);
 }
 
 /* Tasks admitted while this thread is already starting one: started by
@@ -736,9 +746,6 @@ void eng_task_set_slices(struct eng_task *t, unsigned n)
 
 void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err)
 {
-    struct eng_batch *b = t->batch;
-    struct teshim_engine *eng = t->seg->tp->eng;
-
     if (bytes)
         atomic_fetch_add(&t->transferred, bytes);
     if (err) {
@@ -748,6 +755,21 @@ void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err)
     if (atomic_fetch_sub(&t->slices_left, 1) != 1)
         return;
     err = atomic_load(&t->error);
+    if (t->cuda_dev >= 0 && eng_dev_task_transport_done(t, err))
+        return;
+    eng_task_finish(t, err);
+}
+
+void eng_task_finish(struct eng_task *t, int err)
+{
+    struct eng_batch *b = t->batch;
+    struct teshim_engine *eng = t->seg->tp->eng;
+
+    if (err) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&t->error, &zero, err);
+        err = atomic_load(&t->error);
+    }
     t->t_done = eng_now_ns();
     atomic_fetch_add(&eng->st.finished, 1);
     atomic_fetch_add(&eng->st.bytes, atomic_load(&t->transferred));
@@ -769,7 +791,7 @@ void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err)
 }
 
 static int check_request(struct teshim_engine *eng, const struct teshim_request *r,
-                         struct eng_segment **seg_p)
+                         struct eng_segment **seg_p, int *dev_p)
 {
     struct eng_segment *s;
     uint64_t a = (uint64_t)(uintptr_t)r->local;
@@ -799,14 +821,8 @@ static int check_request(struct teshim_engine *eng, const struct teshim_request 
                 (unsigned long long)r->length);
         return -EFAULT;
     }
-    if (dev >= 0) {
-        eng_err(eng,
-                "submit: cuda:%d memory needs the device staging copy engine, which this "
-                "build does not have",
-                dev);
-        return -EOPNOTSUPP;
-    }
     *seg_p = s;
+    *dev_p = dev;
     return 0;
 }
 
@@ -815,6 +831,7 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
 {
     struct eng_batch *b;
     struct eng_segment *segs_stack[64], **segs = segs_stack;
+    int devs_stack[64], *devs = devs_stack;
     struct eng_task *run = NULL, **run_tail = &run;
     size_t first;
     int ret = 0;
@@ -825,8 +842,12 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
     }
     if (n > 64 && !(segs = malloc(n * sizeof(*segs))))
         return -ENOMEM;
+    if (n > 64 && !(devs = malloc(n * sizeof(*devs)))) {
+        free(segs);
+        return -ENOMEM;
+    }
     for (size_t i = 0; i < n && !ret; i++)
-        ret = check_request(eng, &reqs[i], &segs[i]);
+        ret = check_request(eng, &reqs[i], &segs[i], &devs[i]);
     if (ret)
         goto out;
 
@@ -863,6 +884,9 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
         t->raddr = reqs[i].remote_offset;
         t->len = reqs[i].length;
         t->t_submit = now;
+        t->cuda_dev = devs[i];
+        t->dev_ptr = NULL;
+        t->stage = NULL;
         t->next = NULL;
         atomic_store(&t->state, TESHIM_TASK_WAITING);
         atomic_fetch_add(&segs[i]->busy, 1);
@@ -901,6 +925,8 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
 out:
     if (segs != segs_stack)
         free(segs);
+    if (devs != devs_stack)
+        free(devs);
     return ret;
 }
 

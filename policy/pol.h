@@ -24,8 +24,8 @@ enum pol_source { POL_SRC_DEFAULT, POL_SRC_PROFILE, POL_SRC_FILE, POL_SRC_ENV };
 
 /* One row of the table, as written in pol_params*.def. */
 struct pol_param_info {
-    const char *key;     /* "rdma.traffic_class" */
-    const char *env;     /* "TESHIM_RDMA_TRAFFIC_CLASS" */
+    const char *key; /* "rdma.traffic_class" */
+    const char *env; /* "TESHIM_RDMA_TRAFFIC_CLASS" */
     enum pol_type type;
     const char *def;     /* default as text; "" = unset */
     int64_t min, max;    /* INT and SIZE */
@@ -124,6 +124,8 @@ int pol_parse_value(enum pol_param p, const char *text, int64_t *out);
 /* Look a parameter up by key ("rdma.traffic_class") or environment name. */
 int pol_find_key(const char *key);
 int pol_find_env(const char *env_name);
+/* TESHIM_* variables of teshim's own tools, which are not parameters. */
+bool pol_is_tool_env(const char *name);
 /* The known key or environment name closest to name; NULL if nothing is close. */
 const char *pol_suggest(const char *name, bool env_form);
 
@@ -161,10 +163,10 @@ enum pol_verdict {
 struct pol_rdma_mr {
     const char *device; /* ibv_get_device_name of the PD's device; NULL = unknown */
     size_t length;
-    int access;         /* the caller's access flags */
-    bool dev_ro_capable;   /* auto mode: PCIe RlxdOrd is set for the device */
-    bool iova2_available;  /* auto mode: ibv_reg_mr_iova2 exists in the library */
-    bool dev_ro_failed;    /* an earlier registration with RO failed on this device */
+    int access;           /* the caller's access flags */
+    bool dev_ro_capable;  /* auto mode: PCIe RlxdOrd is set for the device */
+    bool iova2_available; /* auto mode: ibv_reg_mr_iova2 exists in the library */
+    bool dev_ro_failed;   /* an earlier registration with RO failed on this device */
 };
 
 /* Decide the access flags of a registration; *access_out is always set. */
@@ -189,6 +191,13 @@ struct pol_rdma_qp_dec {
 
 void pol_rdma_qp_attrs(const struct pol_config *cfg, const struct pol_rdma_qp *qp,
                        struct pol_rdma_qp_dec *out);
+
+/*
+ * PCIe relaxed ordering of an RDMA device's function: 1 if the Device Control
+ * register enables it, 0 if not, -errno if unknown (-EACCES: the capability
+ * list is not readable without privileges; -ENOENT: no PCIe capability).
+ */
+int pol_pcie_relaxed_ordering(const char *sysfs_root, const char *device);
 
 /* The gate's verdict for any injection: INJECT, OBSERVED or SKIP_POLICY. */
 enum pol_verdict pol_gate_verdict(const struct pol_config *cfg);

@@ -52,9 +52,11 @@ static const char *arena_strndup(struct pol_config *cfg, const char *s, size_t l
 }
 
 /* LIST values are stored normalised: items trimmed, joined by ','. */
+#define POL_LIST_MAX 1024
+
 static const char *store_text(struct pol_config *cfg, enum pol_type type, const char *text)
 {
-    char norm[1024];
+    char norm[POL_LIST_MAX];
     size_t n = 0;
 
     if (type != POL_T_LIST)
@@ -130,14 +132,22 @@ static void set_value(struct loader *ld, enum pol_param p, const char *text, enu
         pol_format_value(ld->cfg, p, cur, sizeof(cur));
         describe_range(p, range, sizeof(range));
         diag(ld, POL_LOG_WARN, "%s: %s = '%s' is %s (accepted: %s); keeping %s%s%s", origin,
-             pi->key, text, rc == -ERANGE ? "out of range" : "not valid", range,
-             v->set ? "'" : "", v->set ? cur : "it unset", v->set ? "'" : "");
+             pi->key, text, rc == -ERANGE ? "out of range" : "not valid", range, v->set ? "'" : "",
+             v->set ? cur : "it unset", v->set ? "'" : "");
         return;
     }
     if (pi->type == POL_T_STR || pi->type == POL_T_LIST) {
         const char *s = store_text(ld->cfg, pi->type, text);
         if (!s) {
-            diag(ld, POL_LOG_WARN, "%s: %s: value too long, ignored", origin, pi->key);
+            /* The value itself is too long to quote: its start and its size. */
+            size_t room = pi->type == POL_T_LIST ? POL_LIST_MAX - 2
+                                                 : sizeof(ld->cfg->arena) - ld->cfg->arena_used - 1;
+            char cur[96];
+            pol_format_value(ld->cfg, p, cur, sizeof(cur));
+            diag(ld, POL_LOG_WARN,
+                 "%s: %s = '%.24s...' is too long (%zu bytes; accepted: at most %zu); "
+                 "keeping '%s'",
+                 origin, pi->key, text, strlen(text), room, cur);
             return;
         }
         v->s = s;
@@ -214,23 +224,49 @@ static char *trim(char *s)
     return s;
 }
 
+/* Split a trimmed "key = value" line in place, the value without matching
+ * quotes around it; false if there is no '='. */
+static bool split_kv(char *l, char **key, char **val)
+{
+    char *eq = strchr(l, '=');
+
+    if (!eq)
+        return false;
+    *eq = '\0';
+    *key = trim(l);
+    *val = trim(eq + 1);
+    size_t vl = strlen(*val);
+    char q = vl >= 2 ? (*val)[0] : '\0';
+    if ((q == '"' || q == '\'') && (*val)[vl - 1] == q) {
+        (*val)[vl - 1] = '\0';
+        (*val)++;
+    }
+    return true;
+}
+
 enum section_kind { SEC_TOP, SEC_PROFILE, SEC_OTHER };
 
 /*
  * Walk "key = value" lines. Lines at top level are applied when want_profile
- * is NULL; lines of [profile want_profile] when it is not. Returns whether the
- * wanted profile section was seen. text is modified in place.
+ * is NULL; lines of [profile want_profile] when it is not. The top-level pass
+ * leaves [profile checked_profile] alone: the profile pass already reported
+ * its problems. Returns whether the wanted profile section was seen. text is
+ * modified in place.
  */
 static bool apply_text(struct loader *ld, char *text, const char *name, enum pol_source src,
-                       const char *want_profile)
+                       const char *want_profile, const char *checked_profile)
 {
     enum section_kind sec = SEC_TOP;
-    bool in_wanted = false, seen = false, report = (want_profile == NULL);
+    bool in_wanted = false, in_checked = false, seen = false, report = (want_profile == NULL);
     unsigned lineno = 0;
-    char *save = NULL;
 
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    /* Split by hand: strtok_r would swallow empty lines and shift the line
+     * numbers that diagnostics name. */
+    for (char *line = text, *next; line; line = next) {
         char origin[320];
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
         char *hash = strchr(line, '#');
         if (hash)
@@ -252,6 +288,7 @@ static bool apply_text(struct loader *ld, char *text, const char *name, enum pol
             if (sscanf(l + 1, " profile %127s", pname) == 1) {
                 sec = SEC_PROFILE;
                 in_wanted = want_profile && strcmp(pname, want_profile) == 0;
+                in_checked = checked_profile && strcmp(pname, checked_profile) == 0;
                 seen |= in_wanted;
             } else {
                 if (report)
@@ -262,21 +299,13 @@ static bool apply_text(struct loader *ld, char *text, const char *name, enum pol
             continue;
         }
         bool apply = want_profile ? (sec == SEC_PROFILE && in_wanted) : (sec == SEC_TOP);
-        bool check = want_profile ? apply : (sec != SEC_OTHER);
+        bool check = want_profile ? apply : (sec == SEC_TOP || (sec == SEC_PROFILE && !in_checked));
         if (!check)
             continue;
-        char *eq = strchr(l, '=');
-        if (!eq) {
+        char *key, *val;
+        if (!split_kv(l, &key, &val)) {
             diag(ld, POL_LOG_WARN, "%s: expected 'key = value', got '%s'", origin, l);
             continue;
-        }
-        *eq = '\0';
-        char *key = trim(l), *val = trim(eq + 1);
-        size_t vl = strlen(val);
-        if (vl >= 2 && ((val[0] == '"' && val[vl - 1] == '"') ||
-                        (val[0] == '\'' && val[vl - 1] == '\''))) {
-            val[vl - 1] = '\0';
-            val++;
         }
         int p = pol_find_key(key);
         if (p < 0) {
@@ -329,7 +358,7 @@ static void apply_profile(struct loader *ld, char *file_text, const char *file_n
     /* A [profile NAME] in the config file wins over a shipped one. */
     if (file_text) {
         snprintf(copy, sizeof(copy), "%s", file_text);
-        if (apply_text(ld, copy, file_name, POL_SRC_PROFILE, name))
+        if (apply_text(ld, copy, file_name, POL_SRC_PROFILE, name, NULL))
             return;
     }
     for (size_t i = 0; i < pol_nprofiles; i++) {
@@ -337,7 +366,7 @@ static void apply_profile(struct loader *ld, char *file_text, const char *file_n
             char origin[POL_NAME_MAX + 16];
             snprintf(copy, sizeof(copy), "%s", pol_profiles[i].text);
             snprintf(origin, sizeof(origin), "profile %s", name);
-            apply_text(ld, copy, origin, POL_SRC_PROFILE, NULL);
+            apply_text(ld, copy, origin, POL_SRC_PROFILE, NULL, NULL);
             return;
         }
     }
@@ -358,8 +387,10 @@ static void apply_env(struct loader *ld)
         if (strncmp(*e, "TESHIM_", 7) != 0 || !(eq = strchr(*e, '=')))
             continue;
         snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
-        if (strcmp(name, "TESHIM_CONFIG") == 0)
-            continue; /* consumed when the file was chosen */
+        /* TESHIM_CONFIG was consumed when the file was chosen; the variables of
+         * teshim's own tools are not parameters (pol_is_tool_env). */
+        if (strcmp(name, "TESHIM_CONFIG") == 0 || pol_is_tool_env(name))
+            continue;
         int p = pol_find_env(name);
         if (p < 0) {
             const char *s = pol_suggest(name, true);
@@ -389,8 +420,11 @@ static uint64_t policy_hash(const struct pol_config *cfg)
     for (int p = 0; p < POL_NPARAMS; p++) {
         char val[512];
         const char *key = pol_params[p].key;
-        /* Where reports go and how loud they are is not part of the policy. */
-        if (strncmp(key, "log.", 4) == 0 || strncmp(key, "stats.", 6) == 0 || p == POL_PROFILE)
+        /* Where reports go, how loud they are, and where the host keeps its
+         * kill-switch file and sysfs are plumbing, not policy: the same
+         * policy hashes the same on every host. */
+        if (strncmp(key, "log.", 4) == 0 || strncmp(key, "stats.", 6) == 0 || p == POL_PROFILE ||
+            p == POL_KILL_SWITCH_FILE || p == POL_RDMA_SYSFS_ROOT)
             continue;
         pol_format_value(cfg, (enum pol_param)p, val, sizeof(val));
         h = fnv1a(h, key);
@@ -405,8 +439,8 @@ static void decide_gate(struct pol_config *cfg)
 {
     int64_t forced = pol_int(cfg, POL_ROLLOUT_ARM);
 
-    cfg->rollout_bucket = pol_rollout_bucket(pol_str(cfg, POL_ROLLOUT_SALT), cfg->host,
-                                             cfg->program);
+    cfg->rollout_bucket =
+        pol_rollout_bucket(pol_str(cfg, POL_ROLLOUT_SALT), cfg->host, cfg->program);
     if (forced == POL_FORCE_A)
         cfg->arm = POL_ARM_A;
     else if (forced == POL_FORCE_B)
@@ -476,22 +510,22 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
         snprintf(scratch, sizeof(scratch), "%s", file_text);
         for (char *save = NULL, *l = strtok_r(scratch, "\n", &save); l;
              l = strtok_r(NULL, "\n", &save)) {
+            char *h = strchr(l, '#'), *key, *val;
+            if (h)
+                *h = '\0';
             char *t = trim(l);
             if (*t == '[')
                 break;
-            if (strncmp(t, "profile", 7) == 0 && strchr(t, '=')) {
-                char *v = trim(strchr(t, '=') + 1);
-                char *h = strchr(v, '#');
-                if (h)
-                    *h = '\0';
-                set_value(&ld, POL_PROFILE, trim(v), POL_SRC_FILE, path);
-            }
+            /* Read as the top-level pass will: the whole key, quotes stripped. */
+            if (split_kv(t, &key, &val) && strcmp(key, "profile") == 0)
+                set_value(&ld, POL_PROFILE, val, POL_SRC_FILE, path);
         }
     }
     apply_profile(&ld, have_file ? file_text : NULL, path);
     if (have_file) {
+        const char *checked = pol_str(cfg, POL_PROFILE);
         snprintf(scratch, sizeof(scratch), "%s", file_text);
-        apply_text(&ld, scratch, path, POL_SRC_FILE, NULL);
+        apply_text(&ld, scratch, path, POL_SRC_FILE, NULL, *checked ? checked : NULL);
     }
     apply_env(&ld);
 

@@ -59,7 +59,19 @@ static unsigned edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-static const char *const pol_meta_env[] = {"TESHIM_CONFIG", NULL};
+/* Variables of teshim that are not parameters: the config file's name, and
+ * the library `teshim run` preloads. */
+static const char *const pol_meta_env[] = {"TESHIM_CONFIG", "TESHIM_LIBRARY", NULL};
+
+bool pol_is_tool_env(const char *name)
+{
+    /* TESHIM_LIBRARY: which libteshim.so the command preloads; TESHIM_AB_*:
+     * set by teshim ab for the program; TESHIM_BUILD_DIR/_SOURCE_DIR: scripts
+     * and tests; TESHIM_SKIP_SANITIZERS: scripts/test.sh. */
+    return strcmp(name, "TESHIM_LIBRARY") == 0 || strncmp(name, "TESHIM_AB_", 10) == 0 ||
+           strcmp(name, "TESHIM_BUILD_DIR") == 0 || strcmp(name, "TESHIM_SOURCE_DIR") == 0 ||
+           strcmp(name, "TESHIM_SKIP_SANITIZERS") == 0;
+}
 
 const char *pol_suggest(const char *name, bool env_form)
 {

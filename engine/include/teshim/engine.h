@@ -91,6 +91,10 @@ int teshim_engine_port(const struct teshim_engine *eng);
  * the range; local-only registrations can only be the local side of a
  * request. Ranges may not overlap an existing registration (-EEXIST).
  * "cuda:N" needs a CUDA runtime that can be dlopen'ed (-ENODEV otherwise).
+ * Device memory is staged through pinned host buffers by the engine, on a
+ * stream of its own: it must be complete (synchronised) when a request
+ * using it is submitted, and it is never served to peers (a cuda:N
+ * registration is local-only whatever remote_accessible says).
  */
 int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const char *location,
                     bool remote_accessible);

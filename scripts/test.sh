@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds with warnings as errors,
+# checks formatting and the generated docs, runs every Check suite, then the
+# engine suites again under AddressSanitizer and ThreadSanitizer.
+# TESHIM_SKIP_SANITIZERS=1 leaves the sanitizer runs out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=${TESHIM_BUILD_DIR:-build}
+
+scripts/deps.sh test
+scripts/build.sh -DTESHIM_WERROR=ON
+
+# Formatting is part of the build contract (.clang-format).
+if command -v clang-format >/dev/null && [ -d .git ]; then
+    git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
+fi
+
+status=0
+logs=()
+(cd "$build" && ctest --output-on-failure -j "$(nproc)" --timeout 600) || status=$?
+logs+=("$build/Testing/Temporary/LastTest.log")
+
+if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
+    engine_tests=(check_engine_api check_engine_xfer check_engine_fault)
+    for san in address thread; do
+        sb="$root/build-$san"
+        echo "== engine suites under ${san} sanitizer ($sb)"
+        cmake -S . -B "$sb" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESHIM_WERROR=ON \
+            -DTESHIM_SANITIZE="$san" >/dev/null
+        cmake --build "$sb" -j "$(nproc)" --target "${engine_tests[@]}" >/dev/null
+        (cd "$sb" && ctest --output-on-failure -j "$(nproc)" --timeout 600 \
+            -R "^($(IFS='|'; echo "${engine_tests[*]}"))\$") || status=$?
+        logs+=("$sb/Testing/Temporary/LastTest.log")
+    done
+fi
+
+# Check prints one summary line per suite; CTest keeps them in its logs.
+grep -hE '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "${logs[@]}" |
+    sed 's/^/check: /' || true
+cat "${logs[@]}" | awk '/^[0-9]+%: Checks: /{gsub(",","");c+=$3;f+=$5;e+=$7}
+    END{printf "Check totals: %d checks, %d failures, %d errors\n",c,f,e;
+        printf "%d passed, %d failed\n", c-f-e, f+e}'
+exit $status

@@ -1,0 +1,56 @@
+/* The teshim command: one file per subcommand, dispatched from tsc_main.c. */
+#ifndef TESHIM_TSC_H
+#define TESHIM_TSC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "pol.h"
+
+/* A subcommand: returns the process exit status. argv[0] is its name. */
+typedef int (*tsc_cmd_fn)(int argc, char **argv);
+
+int tsc_cmd_run(int argc, char **argv);
+int tsc_cmd_config(int argc, char **argv);
+int tsc_cmd_doctor(int argc, char **argv);
+int tsc_cmd_stats(int argc, char **argv);
+int tsc_cmd_ab(int argc, char **argv);
+int tsc_cmd_demo(int argc, char **argv);
+
+/* teshim stats --live (tsc_live.c); argv as given to stats. */
+int tsc_stats_live(int argc, char **argv);
+
+/* Remove the live-statistics segments of this user's processes that are
+ * gone (or no longer map theirs); returns how many were removed. */
+int tsc_live_reap(void);
+
+/* Exit statuses of the command's own failures (run passes the child's on). */
+#define TSC_EXIT_USAGE 2
+#define TSC_EXIT_NOTFOUND 127
+
+void tsc_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * The settings options shared by run, config and ab: --profile P,
+ * --config F, --set key=value. Returns 1 if argv[*i] was one of them (and
+ * advances *i past its value), 0 if not, -1 after reporting a bad one.
+ * Accepted settings are exported to this process's environment as the
+ * TESHIM_* variables the shim reads.
+ */
+int tsc_settings_option(int argc, char **argv, int *i);
+
+/* Validate "key=value" and export it as TESHIM_KEY=value; 0 or -1 (reported). */
+int tsc_apply_set(const char *kv);
+
+/* Path of libteshim.so: $TESHIM_LIBRARY, else ../lib/libteshim.so beside
+ * this executable. Returns 0 and fills buf, or -1 (reported). */
+int tsc_library_path(char *buf, size_t len);
+
+/* Prepend libteshim.so to LD_PRELOAD in this process's environment. */
+int tsc_preload_env(void);
+
+/* Load the effective policy as the shim would for program, diagnostics to
+ * stderr; returns the number of diagnostics. */
+unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet);
+
+#endif

@@ -1,0 +1,154 @@
+/* Settings options shared by subcommands, and finding libteshim.so. */
+#include "tsc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int tsc_apply_set(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    char key[128];
+    int p;
+
+    if (!eq || eq == kv) {
+        tsc_err("--set %s: expected key=value", kv);
+        return -1;
+    }
+    snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
+    p = pol_find_key(key);
+    if (p < 0) {
+        const char *s = pol_suggest(key, false);
+        tsc_err("--set: unknown key '%s'%s%s%s", key, s ? " (did you mean '" : "", s ? s : "",
+                s ? "'?)" : "");
+        return -1;
+    }
+    int rc = pol_parse_value((enum pol_param)p, eq + 1, NULL);
+    if (rc) {
+        const struct pol_param_info *pi = &pol_params[p];
+        if (pi->type == POL_T_ENUM)
+            tsc_err("--set %s: '%s' is not one of %s", key, eq + 1, pi->choices);
+        else if (pi->type == POL_T_BOOL)
+            tsc_err("--set %s: '%s' is not on or off", key, eq + 1);
+        else
+            tsc_err("--set %s: '%s' is %s (accepted %lld..%lld)", key, eq + 1,
+                    rc == -ERANGE ? "out of range" : "not a number", (long long)pi->min,
+                    (long long)pi->max);
+        return -1;
+    }
+    if (setenv(pol_params[p].env, eq + 1, 1) != 0) {
+        tsc_err("setenv %s: %s", pol_params[p].env, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int tsc_settings_option(int argc, char **argv, int *i)
+{
+    const char *opt = argv[*i];
+    const char *val;
+
+    if (strcmp(opt, "--profile") != 0 && strcmp(opt, "--config") != 0 && strcmp(opt, "--set") != 0)
+        return 0;
+    if (*i + 1 >= argc) {
+        tsc_err("%s needs a value", opt);
+        return -1;
+    }
+    val = argv[++*i];
+    if (strcmp(opt, "--set") == 0)
+        return tsc_apply_set(val) == 0 ? 1 : -1;
+    if (strcmp(opt, "--config") == 0) {
+        if (access(val, R_OK) != 0) {
+            tsc_err("--config %s: %s", val, strerror(errno));
+            return -1;
+        }
+        setenv("TESHIM_CONFIG", val, 1);
+        return 1;
+    }
+    bool known = false;
+    for (size_t k = 0; k < pol_nprofiles; k++)
+        known |= strcmp(pol_profiles[k].name, val) == 0;
+    if (!known)
+        fprintf(stderr,
+                "teshim: note: profile '%s' is not shipped; it must be a [profile %s] "
+                "section of the config file\n",
+                val, val);
+    setenv("TESHIM_PROFILE", val, 1);
+    return 1;
+}
+
+int tsc_library_path(char *buf, size_t len)
+{
+    const char *env = getenv("TESHIM_LIBRARY");
+    char exe[4096];
+    ssize_t n;
+
+    if (env && *env) {
+        snprintf(buf, len, "%s", env);
+    } else {
+        n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n < 0) {
+            tsc_err("cannot find my own executable: %s", strerror(errno));
+            return -1;
+        }
+        exe[n] = '\0';
+        snprintf(buf, len, "%s/../lib/libteshim.so", dirname(exe));
+    }
+    char *real = realpath(buf, NULL);
+    if (!real) {
+        tsc_err("libteshim.so not found at %s (%s); set TESHIM_LIBRARY", buf, strerror(errno));
+        return -1;
+    }
+    snprintf(buf, len, "%s", real);
+    free(real);
+    return 0;
+}
+
+int tsc_preload_env(void)
+{
+    char lib[4096], *val;
+    const char *old = getenv("LD_PRELOAD");
+
+    if (tsc_library_path(lib, sizeof(lib)) != 0)
+        return -1;
+    if (old && strstr(old, lib))
+        return 0; /* already there: a nested teshim run */
+    if (old && *old) {
+        if (asprintf(&val, "%s:%s", lib, old) < 0)
+            return -1;
+    } else {
+        val = strdup(lib);
+        if (!val)
+            return -1;
+    }
+    setenv("LD_PRELOAD", val, 1);
+    free(val);
+    return 0;
+}
+
+static void tsc_diag(void *arg, enum pol_log_level level, const char *msg)
+{
+    (void)level;
+    if (!*(bool *)arg)
+        fprintf(stderr, "teshim: %s\n", msg);
+}
+
+unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet)
+{
+    struct utsname un;
+    struct pol_sources src = {0};
+
+    src.environ = environ;
+    src.program = program;
+    src.host = uname(&un) == 0 ? un.nodename : "unknown";
+    src.diag = tsc_diag;
+    src.diag_arg = &quiet;
+    return pol_load(cfg, &src);
+}

@@ -1,0 +1,120 @@
+/* teshim stats: readable summaries of the JSON reports written at exit. */
+#include "tsc.h"
+#include "tsc_json.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const ctr_keys[] = {
+    "calls",          "injected",  "observed", "skipped_by_policy",
+    "not_applicable", "fallbacks", "errors",   "bytes"};
+static const char *const ctr_heads[] = {"CALLS", "INJECTED", "OBSERVED", "SKIPPED",
+                                        "N/A",   "FALLBACK", "ERRORS",   "BYTES"};
+#define NCTR (sizeof(ctr_keys) / sizeof(ctr_keys[0]))
+
+struct arm_total {
+    unsigned processes;
+    double c[NCTR];
+};
+
+static void print_head(void)
+{
+    printf("  %-36s", "HOOK");
+    for (size_t c = 0; c < NCTR; c++)
+        printf(" %9s", ctr_heads[c]);
+    printf("\n");
+}
+
+static int summarise(const char *path, struct arm_total totals[2])
+{
+    char err[256];
+    struct tsc_json *j = tsc_json_load(path, err, sizeof(err));
+
+    if (!j) {
+        tsc_err("stats: %s: %s", path, err);
+        return -1;
+    }
+    const struct tsc_json *hooks = tsc_json_get(j, "hooks");
+    if (!hooks || hooks->type != TSC_JSON_OBJ || !tsc_json_get(j, "arm")) {
+        tsc_err("stats: %s: not a teshim report (no \"hooks\" or \"arm\")", path);
+        tsc_json_free(j);
+        return -1;
+    }
+    const char *arm = tsc_json_str(j, "arm", "?");
+    double dur = (tsc_json_num(j, "end_ns", 0) - tsc_json_num(j, "start_ns", 0)) / 1e9;
+    printf("%s\n  %s pid %.0f on %s: arm %s, gate %s, policy %s, profile %s, %.2f s, teshim %s\n",
+           path, tsc_json_str(j, "program", "?"), tsc_json_num(j, "pid", 0),
+           tsc_json_str(j, "host", "?"), arm, tsc_json_str(j, "gate", "?"),
+           tsc_json_str(j, "policy_hash", "?"),
+           tsc_json_str(j, "profile", "")[0] ? tsc_json_str(j, "profile", "") : "(none)", dur,
+           tsc_json_str(j, "teshim_version", "?"));
+    struct arm_total *t = &totals[strcmp(arm, "B") == 0];
+    t->processes++;
+    bool any = false;
+    for (const struct tsc_json *h = hooks->child; h; h = h->next) {
+        if (tsc_json_num(h, "calls", 0) == 0)
+            continue;
+        if (!any)
+            print_head();
+        any = true;
+        printf("  %-36s", h->key);
+        for (size_t c = 0; c < NCTR; c++) {
+            double v = tsc_json_num(h, ctr_keys[c], 0);
+            t->c[c] += v;
+            printf(" %9.0f", v);
+        }
+        printf("\n");
+    }
+    if (!any)
+        printf("  (no hooked call was made)\n");
+    double warn = tsc_json_num(j, "config_warnings", 0);
+    if (warn > 0)
+        printf("  %.0f configuration warning%s were reported by the process\n", warn,
+               warn == 1 ? "" : "s");
+    tsc_json_free(j);
+    return 0;
+}
+
+int tsc_cmd_stats(int argc, char **argv)
+{
+    struct arm_total totals[2] = {0};
+    int files = 0, bad = 0;
+
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--live") == 0)
+            return tsc_stats_live(argc, argv);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: teshim stats REPORT.json...\n"
+                   "       teshim stats --live [--pid PID] [--interval S] [--count N]\n"
+                   "Summarises the reports libteshim.so writes at exit to stats.dir.\n");
+            return 0;
+        }
+        if (argv[i][0] == '-') {
+            tsc_err("stats: unknown option '%s'", argv[i]);
+            return TSC_EXIT_USAGE;
+        }
+        files++;
+        bad += summarise(argv[i], totals) != 0;
+    }
+    if (!files) {
+        tsc_err("stats: no report given (they are written to stats.dir, TESHIM_STATS_DIR)");
+        return TSC_EXIT_USAGE;
+    }
+    if (files - bad > 1) {
+        printf("totals\n");
+        print_head();
+        for (int a = 0; a < 2; a++) {
+            if (!totals[a].processes)
+                continue;
+            char label[64];
+            snprintf(label, sizeof(label), "arm %s (%u process%s)", a ? "B" : "A",
+                     totals[a].processes, totals[a].processes == 1 ? "" : "es");
+            printf("  %-36s", label);
+            for (size_t c = 0; c < NCTR; c++)
+                printf(" %9.0f", totals[a].c[c]);
+            printf("\n");
+        }
+    }
+    return bad ? 1 : 0;
+}

@@ -1,0 +1,164 @@
+/*
+ * libteshim.so internals: the hook table generated from shim_hooks.def, lazy
+ * resolution of the real functions, the per-thread re-entry guard, counters
+ * and logging. Every hook body follows the same shape:
+ *
+ *     T shim_hook_NAME_TAG(params)
+ *     {
+ *         __typeof__(&...) real = SHIM_REAL(NAME, TAG);   may be NULL
+ *         if (!shim_enter(SHIM_HK_NAME_TAG))               re-entry or init
+ *             return real ? real(args) : error;            pass through
+ *         ... ask policy/, call real on a copy, count ...
+ *         shim_leave();
+ *     }
+ */
+#ifndef TESHIM_SHIM_H
+#define TESHIM_SHIM_H
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pol.h"
+#include "shim_types.h"
+
+enum shim_lib { SHIM_LIB_IBV, SHIM_LIB_CUDA, SHIM_LIB_LIBC };
+
+enum shim_hook_id {
+#define HOOK(lib, tag, ver, def, ret, name, params, args) SHIM_HK_##name##_##tag,
+#include "shim_hooks.def"
+#undef HOOK
+    SHIM_HK_COUNT
+};
+
+/* Real-function pointer types, one per hook: shim_fn_NAME_TAG. */
+#define HOOK(lib, tag, ver, def, ret, name, params, args)                                          \
+    typedef ret(*shim_fn_##name##_##tag) params;
+#include "shim_hooks.def"
+#undef HOOK
+
+struct shim_hook_info {
+    const char *name;
+    const char *version;
+    enum shim_lib lib;
+};
+extern const struct shim_hook_info shim_hooks[SHIM_HK_COUNT];
+
+/* The real function of a hook, resolved on first use with dlvsym(RTLD_NEXT,
+ * name, version); NULL if the host does not have it (logged once). */
+void *shim_resolve(enum shim_hook_id id);
+#define SHIM_REAL(name, tag) ((shim_fn_##name##_##tag)shim_resolve(SHIM_HK_##name##_##tag))
+
+/* Look up another symbol of a host library by exact version, no hook. */
+void *shim_dlvsym(const char *name, const char *version);
+
+/*
+ * Enter a hook: counts the call and returns true when policy may be applied.
+ * False means pass straight through: a teshim hook is already running on this
+ * thread (re-entry from inside teshim or from the real function). Every true
+ * return is paired with shim_leave().
+ */
+bool shim_enter(enum shim_hook_id id);
+void shim_leave(void);
+
+/* The effective configuration; valid once shim_enter returned true. */
+const struct pol_config *shim_cfg(void);
+
+/* ---- counters --------------------------------------------------------- */
+
+enum shim_ctr {
+    SHIM_C_CALLS,
+    SHIM_C_INJECTED,       /* the call was changed */
+    SHIM_C_OBSERVED,       /* would have been changed (mode = observe) */
+    SHIM_C_SKIPPED,        /* policy off, arm A, killed, out of scope */
+    SHIM_C_NOT_APPLICABLE, /* policy on, but this call does not qualify */
+    SHIM_C_FALLBACKS,      /* policy could not be applied: the real call ran unchanged */
+    SHIM_C_ERRORS,         /* the real function reported an error */
+    SHIM_C_BYTES,          /* bytes covered by injected calls */
+    SHIM_C_COUNT
+};
+
+struct shim_hook_stats {
+    _Atomic uint64_t c[SHIM_C_COUNT];
+};
+
+/* The live counters; shared-memory backed when stats.live is on. */
+struct shim_stats_area {
+    uint32_t magic;   /* SHIM_STATS_MAGIC once fully initialised */
+    uint32_t version; /* layout version */
+    int32_t pid;
+    uint32_t nhooks;
+    char program[128];
+    char arm[4];
+    char gate[16];
+    uint64_t policy_hash;
+    uint64_t start_ns; /* CLOCK_REALTIME */
+    struct shim_hook_stats hooks[SHIM_HK_COUNT];
+};
+#define SHIM_STATS_MAGIC 0x74657368u /* "tesh" */
+#define SHIM_STATS_LAYOUT 1
+
+extern struct shim_stats_area *shim_stats;
+
+static inline void shim_count(enum shim_hook_id id, enum shim_ctr c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&shim_stats->hooks[id].c[c], n, memory_order_relaxed);
+}
+
+/* Count a policy verdict under its counter. */
+void shim_count_verdict(enum shim_hook_id id, enum pol_verdict v);
+
+const char *shim_ctr_name(enum shim_ctr c);
+
+/* Map the counters (shared memory or anonymous) and fill the header. */
+void shim_stats_init(const struct pol_config *cfg);
+/* Forked child: counters start at zero under the child's pid. */
+void shim_stats_atfork_child(const struct pol_config *cfg);
+/* Write the JSON report to stats.dir; called at exit. */
+void shim_stats_report(const struct pol_config *cfg);
+/* Remove the live segment (at exit). */
+void shim_stats_fini(void);
+
+/* ---- logging ---------------------------------------------------------- */
+
+void shim_log_init(const struct pol_config *cfg);
+void shim_log_reinit_after_fork(void);
+bool shim_log_enabled(enum pol_log_level level);
+/* Formats into a stack buffer and write(2)s it; keeps errno. */
+void shim_log_write(enum pol_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define shim_log(level, ...)                                                                       \
+    do {                                                                                           \
+        if (shim_log_enabled(level))                                                               \
+            shim_log_write(level, __VA_ARGS__);                                                    \
+    } while (0)
+#define shim_error(...) shim_log(POL_LOG_ERROR, __VA_ARGS__)
+#define shim_warn(...) shim_log(POL_LOG_WARN, __VA_ARGS__)
+#define shim_info(...) shim_log(POL_LOG_INFO, __VA_ARGS__)
+#define shim_debug(...) shim_log(POL_LOG_DEBUG, __VA_ARGS__)
+/* Hot paths: at most one message per call site per process. */
+#define shim_log_once(level, ...)                                                                  \
+    do {                                                                                           \
+        static atomic_flag shim_once_ = ATOMIC_FLAG_INIT;                                          \
+        if (shim_log_enabled(level) && !atomic_flag_test_and_set(&shim_once_))                     \
+            shim_log_write(level, __VA_ARGS__);                                                    \
+    } while (0)
+
+/* ---- exports ---------------------------------------------------------- */
+
+/*
+ * NAME@VERSION (or @@ for the default) for every row of one library. Placed
+ * in the file that defines that library's hook bodies: .symver only aliases
+ * a symbol defined in the same object.
+ */
+#define SHIM_AT_1 "@@"
+#define SHIM_AT_0 "@"
+#define SHIM_SYMVER(tag, ver, def, ret, name, params, args)                                        \
+    __asm__(".symver shim_hook_" #name "_" #tag ", " #name SHIM_AT_##def ver);
+#define SHIM_PROTO(tag, ver, def, ret, name, params, args)                                         \
+    __attribute__((visibility("default"))) ret shim_hook_##name##_##tag params;
+#define SHIM_NOTHING(...)
+
+#endif

@@ -1,0 +1,379 @@
+/*
+ * libibverbs hooks: relaxed ordering on registrations, traffic class and
+ * service level on QP transitions.
+ *
+ * verbs.h turns ibv_reg_mr into an inline that calls ibv_reg_mr@IBVERBS_1.1
+ * for constant flags and ibv_reg_mr_iova2@IBVERBS_1.8 otherwise, so both are
+ * hooked; the real 1.1 calls iova2 through the PLT and that nested call passes
+ * through on the re-entry guard, uncounted.
+ */
+#include "shim.h"
+
+#include <dlfcn.h>
+#include <infiniband/verbs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#undef ibv_reg_mr
+#undef ibv_reg_mr_iova
+
+#define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
+#define SHIM_PROTO_IBV SHIM_PROTO
+#define SHIM_PROTO_CUDA SHIM_NOTHING
+#define SHIM_PROTO_LIBC SHIM_NOTHING
+#include "shim_hooks.def"
+#undef HOOK
+
+/*
+ * libibverbs calls ibv_reg_mr_iova2 and ibv_modify_qp through its own PLT
+ * (the 1.0 compat entry points convert their old structs and call the
+ * current ones), and with teshim preloaded those calls land here. They are
+ * the library's own business: a caller of ibv_reg_mr@IBVERBS_1.0 must get
+ * exactly what the real library gives it. A hook whose caller lies in the
+ * same object as the real function passes through.
+ */
+static bool called_by_host_library(const void *caller, const void *real)
+{
+    Dl_info ci, ri;
+
+    if (!dladdr(caller, &ci) || !dladdr(real, &ri))
+        return false;
+    return ci.dli_fbase == ri.dli_fbase;
+}
+
+#define SHIM_IBV_INTERNAL(real)                                                                    \
+    called_by_host_library(__builtin_return_address(0), (const void *)(real))
+
+/* The host's libibverbs lacks the entry point the application bound to: the
+ * call fails as ENOSYS (said once; the hook names say which). */
+static void ibv_missing(const char *hook)
+{
+    shim_log_once(POL_LOG_WARN,
+                  "%s: the real function is not in the host's libibverbs; failing "
+                  "with ENOSYS",
+                  hook);
+}
+
+/* Per-device state: PCIe RO capability (read once) and RO failures. */
+#define SHIM_IBV_MAX_DEVS 64
+
+struct shim_ibv_dev {
+    char name[IBV_SYSFS_NAME_MAX];
+    int pcie_ro;    /* 1, 0, or -errno when unknown */
+    bool ro_failed; /* a registration with RO was refused: stop adding it */
+};
+
+static struct shim_ibv_dev shim_ibv_devs[SHIM_IBV_MAX_DEVS];
+static int shim_ibv_ndevs;
+static pthread_mutex_t shim_ibv_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *dev_name(struct ibv_context *ctx)
+{
+    return ctx && ctx->device ? ctx->device->name : NULL;
+}
+
+/* Snapshot of what policy needs to know about a device. */
+static void dev_state(const char *name, bool want_pcie, int *pcie_ro, bool *ro_failed)
+{
+    struct shim_ibv_dev *d = NULL;
+
+    *pcie_ro = -ENODEV;
+    *ro_failed = false;
+    if (!name)
+        return;
+    pthread_mutex_lock(&shim_ibv_lock);
+    for (int i = 0; i < shim_ibv_ndevs; i++)
+        if (strcmp(shim_ibv_devs[i].name, name) == 0)
+            d = &shim_ibv_devs[i];
+    if (!d && shim_ibv_ndevs < SHIM_IBV_MAX_DEVS) {
+        d = &shim_ibv_devs[shim_ibv_ndevs++];
+        snprintf(d->name, sizeof(d->name), "%s", name);
+        d->pcie_ro = 2; /* not read yet */
+    }
+    if (d) {
+        if (want_pcie && d->pcie_ro == 2) {
+            d->pcie_ro = pol_pcie_relaxed_ordering(pol_str(shim_cfg(), POL_RDMA_SYSFS_ROOT), name);
+            if (d->pcie_ro < 0)
+                shim_info("%s: PCIe relaxed-ordering state unknown (%s); auto leaves it off", name,
+                          strerror(-d->pcie_ro));
+            else
+                shim_info("%s: PCIe relaxed ordering %s in Device Control", name,
+                          d->pcie_ro ? "enabled" : "disabled");
+        }
+        *pcie_ro = d->pcie_ro;
+        *ro_failed = d->ro_failed;
+    }
+    pthread_mutex_unlock(&shim_ibv_lock);
+}
+
+static void dev_mark_ro_failed(const char *name)
+{
+    pthread_mutex_lock(&shim_ibv_lock);
+    for (int i = 0; i < shim_ibv_ndevs; i++)
+        if (name && strcmp(shim_ibv_devs[i].name, name) == 0)
+            shim_ibv_devs[i].ro_failed = true;
+    pthread_mutex_unlock(&shim_ibv_lock);
+}
+
+/* Policy's answer for a registration on ctx of length bytes. */
+static enum pol_verdict mr_decide(struct ibv_context *ctx, size_t length, int access,
+                                  int *access_out)
+{
+    const struct pol_config *cfg = shim_cfg();
+    struct pol_rdma_mr req = {0};
+    bool is_auto = pol_int(cfg, POL_RDMA_RELAXED_ORDERING) == POL_RO_AUTO;
+    int pcie;
+
+    req.device = dev_name(ctx);
+    req.length = length;
+    req.access = access;
+    dev_state(req.device, is_auto && cfg->gate <= POL_GATE_OBSERVE, &pcie, &req.dev_ro_failed);
+    req.dev_ro_capable = pcie == 1;
+    req.iova2_available = is_auto && shim_dlvsym("ibv_reg_mr_iova2", "IBVERBS_1.8") != NULL;
+    return pol_rdma_mr_access(cfg, &req, access_out);
+}
+
+/*
+ * The retry rule shared by every registration entry point: a registration
+ * that carried our RO bit and failed with EINVAL/EOPNOTSUPP is made again as
+ * the application asked. Only when that succeeds was the flag the cause, and
+ * RO stops for that device; a registration that fails either way (bad flags,
+ * length 0) is the application's own error and leaves the device alone.
+ */
+static bool ro_refused(enum pol_verdict v, int err)
+{
+    return v == POL_INJECT && (err == EINVAL || err == EOPNOTSUPP);
+}
+
+static void ro_fallback(enum shim_hook_id id, struct ibv_context *ctx, int err)
+{
+    const char *name = dev_name(ctx);
+
+    dev_mark_ro_failed(name);
+    shim_count(id, SHIM_C_FALLBACKS, 1);
+    shim_log_once(POL_LOG_WARN,
+                  "%s: registration with IBV_ACCESS_RELAXED_ORDERING refused (%s); "
+                  "registering without it and no longer adding it on this device",
+                  name ? name : "?", strerror(err));
+}
+
+static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back, const void *mr,
+                       size_t length)
+{
+    if (fell_back)
+        shim_count_verdict(id, POL_NOT_APPLICABLE);
+    else
+        shim_count_verdict(id, v);
+    if (!fell_back && v == POL_INJECT && mr)
+        shim_count(id, SHIM_C_BYTES, length);
+    if (!mr)
+        shim_count(id, SHIM_C_ERRORS, 1);
+}
+
+/*
+ * One body for the four registration entry points: REGISTER(access) makes the
+ * real call with the access flags given.
+ */
+#define SHIM_REG_MR(id, ctx, length, access, REGISTER)                                             \
+    do {                                                                                           \
+        int acc_;                                                                                  \
+        enum pol_verdict v_ = mr_decide(ctx, length, (int)(access), &acc_);                        \
+        bool fb_ = false;                                                                          \
+        mr = REGISTER(acc_);                                                                       \
+        if (!mr && ro_refused(v_, errno)) {                                                        \
+            int refused_ = errno;                                                                  \
+            mr = REGISTER((int)(access));                                                          \
+            if (mr) {                                                                              \
+                ro_fallback(id, ctx, refused_);                                                    \
+                fb_ = true;                                                                        \
+            }                                                                                      \
+        }                                                                                          \
+        int err_ = errno;                                                                          \
+        mr_account(id, v_, fb_, mr, length);                                                       \
+        errno = err_;                                                                              \
+    } while (0)
+
+struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t length, int access)
+{
+    shim_fn_ibv_reg_mr_1_1 real = SHIM_REAL(ibv_reg_mr, 1_1);
+    struct ibv_mr *mr;
+
+    if (!real) {
+        ibv_missing(__func__);
+        errno = ENOSYS;
+        return NULL;
+    }
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_1_1))
+        return real(pd, addr, length, access);
+#define REG(a) real(pd, addr, length, a)
+    SHIM_REG_MR(SHIM_HK_ibv_reg_mr_1_1, pd->context, length, access, REG);
+#undef REG
+    shim_leave();
+    return mr;
+}
+
+struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size_t length,
+                                             uint64_t iova, int access)
+{
+    shim_fn_ibv_reg_mr_iova_1_7 real = SHIM_REAL(ibv_reg_mr_iova, 1_7);
+    struct ibv_mr *mr;
+
+    if (!real) {
+        ibv_missing(__func__);
+        errno = ENOSYS;
+        return NULL;
+    }
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_iova_1_7))
+        return real(pd, addr, length, iova, access);
+#define REG(a) real(pd, addr, length, iova, a)
+    SHIM_REG_MR(SHIM_HK_ibv_reg_mr_iova_1_7, pd->context, length, access, REG);
+#undef REG
+    shim_leave();
+    return mr;
+}
+
+struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, size_t length,
+                                              uint64_t iova, unsigned int access)
+{
+    shim_fn_ibv_reg_mr_iova2_1_8 real = SHIM_REAL(ibv_reg_mr_iova2, 1_8);
+    struct ibv_mr *mr;
+
+    if (!real) {
+        ibv_missing(__func__);
+        errno = ENOSYS;
+        return NULL;
+    }
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_iova2_1_8))
+        return real(pd, addr, length, iova, access);
+#define REG(a) real(pd, addr, length, iova, (unsigned int)(a))
+    SHIM_REG_MR(SHIM_HK_ibv_reg_mr_iova2_1_8, pd->context, length, access, REG);
+#undef REG
+    shim_leave();
+    return mr;
+}
+
+struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offset, size_t length,
+                                                uint64_t iova, int fd, int access)
+{
+    shim_fn_ibv_reg_dmabuf_mr_1_12 real = SHIM_REAL(ibv_reg_dmabuf_mr, 1_12);
+    struct ibv_mr *mr;
+
+    if (!real) {
+        ibv_missing(__func__);
+        errno = ENOSYS;
+        return NULL;
+    }
+    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_dmabuf_mr_1_12))
+        return real(pd, offset, length, iova, fd, access);
+#define REG(a) real(pd, offset, length, iova, fd, a)
+    SHIM_REG_MR(SHIM_HK_ibv_reg_dmabuf_mr_1_12, pd->context, length, access, REG);
+#undef REG
+    shim_leave();
+    return mr;
+}
+
+int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, void *addr,
+                               size_t length, int access)
+{
+    shim_fn_ibv_rereg_mr_1_1 real = SHIM_REAL(ibv_rereg_mr, 1_1);
+    enum shim_hook_id id = SHIM_HK_ibv_rereg_mr_1_1;
+
+    if (!real) {
+        ibv_missing(__func__);
+        return ENOSYS;
+    } /* ibv_rereg_mr returns an IBV_REREG_MR_ERR_* or errno value */
+    if (!mr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
+        return real(mr, flags, pd, addr, length, access);
+
+    /* Only a change of access flags is ours to touch. */
+    if (!(flags & IBV_REREG_MR_CHANGE_ACCESS)) {
+        shim_count_verdict(id, POL_NOT_APPLICABLE);
+        int rc = real(mr, flags, pd, addr, length, access);
+        int err = errno;
+        if (rc)
+            shim_count(id, SHIM_C_ERRORS, 1);
+        shim_leave();
+        errno = err;
+        return rc;
+    }
+    struct ibv_context *ctx = (flags & IBV_REREG_MR_CHANGE_PD) && pd ? pd->context : mr->context;
+    size_t len = (flags & IBV_REREG_MR_CHANGE_TRANSLATION) ? length : mr->length;
+    int acc;
+    enum pol_verdict v = mr_decide(ctx, len, access, &acc);
+    bool fb = false;
+    int rc = real(mr, flags, pd, addr, length, acc);
+    /* rereg reports failure as a non-zero return, the cause in errno. */
+    if (rc && ro_refused(v, errno)) {
+        int refused = errno;
+        rc = real(mr, flags, pd, addr, length, access);
+        if (rc == 0) {
+            ro_fallback(id, ctx, refused);
+            fb = true;
+        }
+    }
+    int err = errno;
+    mr_account(id, v, fb, rc == 0 ? mr : NULL, len);
+    shim_leave();
+    errno = err;
+    return rc;
+}
+
+/* One verdict per call: injected beats observed beats not-applicable beats
+ * skipped, so a traffic class on a non-global address is still reported as
+ * not applicable when no service level is configured. */
+static enum pol_verdict qp_verdict(enum pol_verdict a, enum pol_verdict b)
+{
+    static const int rank[] = {
+        [POL_INJECT] = 3, [POL_OBSERVED] = 2, [POL_NOT_APPLICABLE] = 1, [POL_SKIP_POLICY] = 0};
+    return rank[a] >= rank[b] ? a : b;
+}
+
+int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int attr_mask)
+{
+    shim_fn_ibv_modify_qp_1_1 real = SHIM_REAL(ibv_modify_qp, 1_1);
+    enum shim_hook_id id = SHIM_HK_ibv_modify_qp_1_1;
+
+    if (!real) {
+        ibv_missing(__func__);
+        return ENOSYS;
+    }
+    if (!qp || !attr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
+        return real(qp, attr, attr_mask);
+
+    struct pol_rdma_qp req = {
+        .device = dev_name(qp->context),
+        .attr_mask = attr_mask,
+        .is_global = attr->ah_attr.is_global != 0,
+        .traffic_class = attr->ah_attr.grh.traffic_class,
+        .sl = attr->ah_attr.sl,
+    };
+    struct pol_rdma_qp_dec dec;
+    pol_rdma_qp_attrs(shim_cfg(), &req, &dec);
+
+    int rc;
+    if (dec.tc == POL_INJECT || dec.sl == POL_INJECT) {
+        /* The caller's attr is never written: modify a copy. */
+        struct ibv_qp_attr copy = *attr;
+        copy.ah_attr.grh.traffic_class = dec.traffic_class;
+        copy.ah_attr.sl = dec.service_level;
+        rc = real(qp, &copy, attr_mask);
+    } else {
+        rc = real(qp, attr, attr_mask);
+    }
+    int err = errno;
+
+    shim_count_verdict(id, qp_verdict(dec.tc, dec.sl));
+    if (rc)
+        shim_count(id, SHIM_C_ERRORS, 1);
+    shim_leave();
+    errno = err;
+    return rc;
+}
+
+#define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
+#define SHIM_SYMVER_IBV SHIM_SYMVER
+#define SHIM_SYMVER_CUDA SHIM_NOTHING
+#define SHIM_SYMVER_LIBC SHIM_NOTHING
+#include "shim_hooks.def"
+#undef HOOK

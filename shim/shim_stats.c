@@ -1,0 +1,307 @@
+/*
+ * Per-hook counters. They live in one struct shim_stats_area: in a POSIX
+ * shared-memory segment /teshim-<uid>-<pidns>-<pid> (owner-only, removed at
+ * exit; segments of processes that died are removed by readers) when
+ * stats.live is on, so `teshim stats --live` can read a running process;
+ * otherwise in anonymous memory. The JSON report is written from it at exit.
+ */
+#include "shim.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Counting before initialisation never happens (shim_enter initialises
+ * first), but a valid target costs nothing and removes the question. */
+static struct shim_stats_area shim_stats_boot;
+struct shim_stats_area *shim_stats = &shim_stats_boot;
+static char shim_seg_name[64];
+
+static const char *const ctr_names[SHIM_C_COUNT] = {
+    [SHIM_C_CALLS] = "calls",
+    [SHIM_C_INJECTED] = "injected",
+    [SHIM_C_OBSERVED] = "observed",
+    [SHIM_C_SKIPPED] = "skipped_by_policy",
+    [SHIM_C_NOT_APPLICABLE] = "not_applicable",
+    [SHIM_C_FALLBACKS] = "fallbacks",
+    [SHIM_C_ERRORS] = "errors",
+    [SHIM_C_BYTES] = "bytes",
+};
+
+const char *shim_ctr_name(enum shim_ctr c)
+{
+    return ctr_names[c];
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The segment is named after the owner, the pid namespace and the pid:
+ * containers that share /dev/shm (an IPC namespace) but not a pid namespace
+ * reuse each other's pid numbers, and a name without the namespace would let
+ * one process take over, or a reader reap, another's segment. 0 when the
+ * namespace cannot be read (no /proc).
+ */
+static unsigned long long pid_namespace(void)
+{
+    struct stat st;
+
+    return stat("/proc/self/ns/pid", &st) == 0 ? (unsigned long long)st.st_ino : 0;
+}
+
+/* A fresh shared segment for this pid; NULL (logged) if it cannot be made. */
+static struct shim_stats_area *map_live_segment(void)
+{
+    struct shim_stats_area *a;
+    int fd;
+
+    snprintf(shim_seg_name, sizeof(shim_seg_name), "/teshim-%u-%llu-%d", (unsigned)getuid(),
+             pid_namespace(), (int)getpid());
+    fd = shm_open(shim_seg_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        /* Left by an earlier process with the same pid: it is dead (we are
+         * this pid now), so the segment is stale. */
+        shm_unlink(shim_seg_name);
+        fd = shm_open(shim_seg_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) {
+        shim_log_once(POL_LOG_INFO, "live statistics off: shm_open %s: %m", shim_seg_name);
+        goto err;
+    }
+    if (ftruncate(fd, sizeof(*a)) != 0) {
+        shim_log_once(POL_LOG_INFO, "live statistics off: ftruncate %s: %m", shim_seg_name);
+        goto err_unlink;
+    }
+    a = mmap(NULL, sizeof(*a), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (a == MAP_FAILED) {
+        shim_log_once(POL_LOG_INFO, "live statistics off: mmap %s: %m", shim_seg_name);
+        goto err_unlink;
+    }
+    close(fd);
+    return a;
+
+err_unlink:
+    shm_unlink(shim_seg_name);
+    close(fd);
+err:
+    shim_seg_name[0] = '\0';
+    return NULL;
+}
+
+static struct shim_stats_area *map_area(const struct pol_config *cfg)
+{
+    struct shim_stats_area *a = NULL;
+
+    if (pol_int(cfg, POL_STATS_LIVE))
+        a = map_live_segment();
+    if (!a) {
+        a = mmap(NULL, sizeof(*a), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (a == MAP_FAILED)
+            a = &shim_stats_boot;
+    }
+    return a;
+}
+
+static void fill_header(struct shim_stats_area *a, const struct pol_config *cfg)
+{
+    a->version = SHIM_STATS_LAYOUT;
+    a->pid = (int32_t)getpid();
+    a->nhooks = SHIM_HK_COUNT;
+    snprintf(a->program, sizeof(a->program), "%s", cfg->program);
+    snprintf(a->arm, sizeof(a->arm), "%s", pol_arm_name(cfg->arm));
+    snprintf(a->gate, sizeof(a->gate), "%s", pol_gate_name(cfg->gate));
+    a->policy_hash = cfg->hash;
+    a->start_ns = now_ns();
+    /* Readers trust the area only once the magic is there. */
+    atomic_thread_fence(memory_order_release);
+    a->magic = SHIM_STATS_MAGIC;
+}
+
+/*
+ * Remove the segments of this user's processes of this pid namespace that
+ * are gone. A process that ends without running destructors (SIGKILL, a
+ * forked child leaving with _exit, as Python's multiprocessing workers do)
+ * leaves its segment behind; each process start under teshim clears them, so
+ * they cannot pile up on a host where nobody runs `teshim stats --live`. Only
+ * at start, bounded, and never in a forked child.
+ */
+static void reap_stale_segments(void)
+{
+    unsigned long long ns = pid_namespace();
+    char prefix[64], name[320];
+    unsigned scanned = 0;
+    struct dirent *e;
+    DIR *d;
+
+    if (!ns)
+        return; /* pids cannot be judged without knowing their namespace */
+    int n = snprintf(prefix, sizeof(prefix), "teshim-%u-%llu-", (unsigned)getuid(), ns);
+    d = opendir("/dev/shm");
+    if (!d)
+        return;
+    while ((e = readdir(d)) && scanned++ < 4096) {
+        char *end;
+        if (strncmp(e->d_name, prefix, (size_t)n) != 0)
+            continue;
+        long pid = strtol(e->d_name + n, &end, 10);
+        if (*end || pid <= 0 || pid > 0x7fffffff || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        snprintf(name, sizeof(name), "/%s", e->d_name);
+        shm_unlink(name); /* fails harmlessly if another process was first */
+    }
+    closedir(d);
+}
+
+void shim_stats_init(const struct pol_config *cfg)
+{
+    if (pol_int(cfg, POL_STATS_LIVE))
+        reap_stale_segments();
+    struct shim_stats_area *a = map_area(cfg);
+
+    if (a != &shim_stats_boot)
+        memcpy(a->hooks, shim_stats_boot.hooks, sizeof(a->hooks));
+    fill_header(a, cfg);
+    shim_stats = a;
+}
+
+void shim_stats_atfork_child(const struct pol_config *cfg)
+{
+    /* The parent's segment is shared with us: the child counts in its own,
+     * from zero, under its own pid. Only this thread exists after fork. */
+    struct shim_stats_area *a = map_area(cfg);
+
+    if (a == shim_stats)
+        memset(a->hooks, 0, sizeof(a->hooks));
+    fill_header(a, cfg);
+    shim_stats = a;
+}
+
+void shim_stats_fini(void)
+{
+    if (shim_seg_name[0])
+        shm_unlink(shim_seg_name);
+    shim_seg_name[0] = '\0';
+}
+
+/* Append printf output to a fixed buffer; the length saturates. */
+struct jbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void jput(struct jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void jput(struct jbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (b->len >= b->cap)
+        return;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        b->len += (size_t)n;
+}
+
+static void jstr(struct jbuf *b, const char *s)
+{
+    jput(b, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            jput(b, "\\%c", c);
+        else if (c < 0x20)
+            jput(b, "\\u%04x", c);
+        else
+            jput(b, "%c", c);
+    }
+    jput(b, "\"");
+}
+
+void shim_stats_report(const struct pol_config *cfg)
+{
+    const char *dir = pol_str(cfg, POL_STATS_DIR);
+    static char body[64 * 1024];
+    struct jbuf b = {body, 0, sizeof(body)};
+    char path[512], tmp[560];
+    const struct shim_stats_area *a = shim_stats;
+
+    if (!*dir)
+        return;
+    jput(&b, "{\n  \"teshim_version\": ");
+    jstr(&b, TESHIM_VERSION);
+    jput(&b, ",\n  \"program\": ");
+    jstr(&b, cfg->program);
+    jput(&b, ",\n  \"host\": ");
+    jstr(&b, cfg->host);
+    jput(&b,
+         ",\n  \"pid\": %d,\n  \"arm\": \"%s\",\n  \"gate\": \"%s\",\n  \"policy_hash\": "
+         "\"%016llx\",\n  \"config_file\": ",
+         (int)getpid(), pol_arm_name(cfg->arm), pol_gate_name(cfg->gate),
+         (unsigned long long)cfg->hash);
+    jstr(&b, cfg->config_path);
+    jput(&b, ",\n  \"profile\": ");
+    jstr(&b, pol_str(cfg, POL_PROFILE));
+    jput(&b, ",\n  \"config_warnings\": %u,\n  \"start_ns\": %llu,\n  \"end_ns\": %llu,\n",
+         cfg->nwarnings, (unsigned long long)a->start_ns, (unsigned long long)now_ns());
+    jput(&b, "  \"hooks\": {");
+    for (int h = 0; h < SHIM_HK_COUNT; h++) {
+        jput(&b, "%s\n    \"%s@%s\": {", h ? "," : "", shim_hooks[h].name, shim_hooks[h].version);
+        for (int c = 0; c < SHIM_C_COUNT; c++)
+            jput(&b, "%s\"%s\": %llu", c ? ", " : "", ctr_names[c],
+                 (unsigned long long)atomic_load(&a->hooks[h].c[c]));
+        jput(&b, "}");
+    }
+    jput(&b, "\n  }\n}\n");
+    if (b.len >= b.cap) {
+        shim_warn("stats report larger than %zu bytes; not written", sizeof(body));
+        return;
+    }
+
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        shim_warn("stats.dir %s: %m; no report written", dir);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/teshim-%s-%d.json", dir, cfg->program, (int)getpid());
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        shim_warn("stats report %s: %m", tmp);
+        return;
+    }
+    size_t off = 0;
+    while (off < b.len) {
+        ssize_t w = write(fd, body + off, b.len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            shim_warn("stats report %s: %m", tmp);
+            close(fd);
+            unlink(tmp);
+            return;
+        }
+        off += (size_t)w;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        shim_warn("stats report %s: %m", path);
+        unlink(tmp);
+    }
+}

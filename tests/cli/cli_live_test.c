@@ -1,0 +1,222 @@
+/*
+ * Live statistics: the segment a process under libteshim.so publishes is
+ * owner-only, readable by another process (the test itself and `teshim stats
+ * --live`), removed at exit, and reaped by the reader when its process was
+ * killed. No timing: the host signals readiness on a pipe and waits for EOF.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli_util.h"
+#include "shim.h"
+
+static unsigned long long pidns(void)
+{
+    struct stat st;
+
+    ck_assert_int_eq(stat("/proc/self/ns/pid", &st), 0);
+    return (unsigned long long)st.st_ino;
+}
+
+struct host {
+    pid_t pid;
+    int stdin_w; /* closing it lets the host exit */
+    char seg[96];
+    char path[128];
+};
+
+/* Start cli_host under the shim with traffic class 106 forced in arm B; it
+ * makes `calls` hooked calls, then says it is ready and waits. */
+static void host_start(struct host *h, int calls)
+{
+    int ready[2], in[2];
+    char n[16], lib[4096];
+    char c;
+
+    snprintf(lib, sizeof(lib), "%s/lib/libteshim.so", cli_path("TESHIM_BUILD_DIR"));
+    snprintf(n, sizeof(n), "%d", calls);
+    /* Close-on-exec everywhere: the host keeps only its stdin and fd 9. */
+    ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(in, O_CLOEXEC), 0);
+    h->pid = fork();
+    ck_assert_int_ge(h->pid, 0);
+    if (h->pid == 0) {
+        dup2(in[0], 0);
+        dup2(ready[1], 9);
+        setenv("LD_PRELOAD", lib, 1);
+        setenv("TESHIM_RDMA_TRAFFIC_CLASS", "106", 1);
+        setenv("TESHIM_ROLLOUT_ARM", "B", 1);
+        setenv("TESHIM_STATS_LIVE", "on", 1);
+        unsetenv("TESHIM_STATS_DIR");
+        execl(cli_path("CLI_HOST"), "cli_host", "--modify-qp", n, "--ready-fd", "9", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(ready[1]);
+    h->stdin_w = in[1];
+    ck_assert_msg(read(ready[0], &c, 1) == 1, "cli_host did not start under the shim");
+    close(ready[0]);
+    snprintf(h->seg, sizeof(h->seg), "teshim-%u-%llu-%d", (unsigned)getuid(), pidns(), (int)h->pid);
+    snprintf(h->path, sizeof(h->path), "/dev/shm/%s", h->seg);
+}
+
+static char *live(const char *pid_opt)
+{
+    char *out;
+    char *argv[] = {(char *)cli_path("CLI_TESHIM"), "stats",         "--live", "--count", "1",
+                    pid_opt ? "--pid" : NULL,       (char *)pid_opt, NULL};
+
+    int st = cli_run(argv, NULL, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+    return out;
+}
+
+START_TEST(segment_owner_only_read_live_removed_at_exit)
+{
+    struct host h;
+    struct stat st;
+    char pid[16];
+
+    host_start(&h, 4);
+    ck_assert_int_eq(stat(h.path, &st), 0);
+    ck_assert_int_eq(st.st_mode & 07777, 0600);
+    ck_assert_uint_eq(st.st_uid, getuid());
+
+    /* Read by another process: this one, through the published layout. */
+    int fd = open(h.path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    const struct shim_stats_area *a = mmap(NULL, sizeof(*a), PROT_READ, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(a, MAP_FAILED);
+    close(fd);
+    ck_assert_uint_eq(a->magic, SHIM_STATS_MAGIC);
+    ck_assert_uint_eq(a->version, SHIM_STATS_LAYOUT);
+    ck_assert_int_eq(a->pid, h.pid);
+    ck_assert_str_eq(a->program, "cli_host");
+    ck_assert_str_eq(a->arm, "B");
+    ck_assert_uint_eq(a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[SHIM_C_CALLS], 4);
+    ck_assert_uint_eq(a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[SHIM_C_INJECTED], 4);
+
+    /* And by teshim stats --live. */
+    snprintf(pid, sizeof(pid), "%d", (int)h.pid);
+    char *out = live(pid);
+    ck_assert_msg(strstr(out, "1 process with pid"), "%s", out);
+    ck_assert_msg(strstr(out, "cli_host"), "%s", out);
+    ck_assert_msg(strstr(out, "enforce"), "%s", out);
+    ck_assert_msg(strstr(out, "ibv_modify_qp@IBVERBS_1.1"), "%s", out);
+    ck_assert_msg(strstr(out, "        4         4"), "calls and injected: %s", out);
+    free(out);
+
+    /* Removed at exit; our mapping stays valid after the unlink. */
+    close(h.stdin_w);
+    int status;
+    ck_assert_int_eq(waitpid(h.pid, &status, 0), h.pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_int_eq(access(h.path, F_OK), -1);
+    ck_assert_int_eq(errno, ENOENT);
+    ck_assert_uint_eq(a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[SHIM_C_CALLS], 4);
+    munmap((void *)a, sizeof(*a));
+}
+END_TEST
+
+START_TEST(killed_process_segment_reaped_by_reader)
+{
+    struct host h;
+    char pid[16];
+
+    host_start(&h, 1);
+    ck_assert_int_eq(kill(h.pid, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(h.pid, NULL, 0), h.pid);
+    /* SIGKILL runs no destructor: the segment is left behind until a reader
+     * (or the start of another process under teshim, which may run in
+     * parallel with this suite) sees that its process is gone. */
+    bool left = access(h.path, F_OK) == 0;
+    snprintf(pid, sizeof(pid), "%d", (int)h.pid);
+    char *out = live(pid);
+    if (left)
+        ck_assert_msg(strstr(out, "stale segment"), "%s", out);
+    ck_assert_msg(strstr(out, "(no teshim process with pid"), "%s", out);
+    ck_assert_int_eq(access(h.path, F_OK), -1);
+    close(h.stdin_w);
+    free(out);
+}
+END_TEST
+
+/* The next process started under teshim removes the segment of one that
+ * was killed, without any reader. */
+START_TEST(killed_process_segment_reaped_by_next_process)
+{
+    struct host h, next;
+
+    host_start(&h, 1);
+    ck_assert_int_eq(kill(h.pid, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(h.pid, NULL, 0), h.pid);
+    host_start(&next, 1);
+    ck_assert_int_eq(access(h.path, F_OK), -1);
+    ck_assert_int_eq(access(next.path, F_OK), 0);
+    close(next.stdin_w);
+    ck_assert_int_eq(waitpid(next.pid, NULL, 0), next.pid);
+    close(h.stdin_w);
+}
+END_TEST
+
+/* A segment of a live process written by another teshim build is shown
+ * without its counters, and not removed. */
+START_TEST(other_layout_is_not_misread)
+{
+    char name[96], path[128], pid[16];
+
+    snprintf(name, sizeof(name), "/teshim-%u-%llu-%d", (unsigned)getuid(), pidns(), (int)getpid());
+    snprintf(path, sizeof(path), "/dev/shm%s", name);
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, sizeof(struct shim_stats_area)), 0);
+    struct shim_stats_area *a = mmap(NULL, sizeof(*a), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(a, MAP_FAILED);
+    close(fd);
+    a->version = SHIM_STATS_LAYOUT + 1;
+    a->pid = (int32_t)getpid();
+    a->nhooks = SHIM_HK_COUNT;
+    strcpy(a->program, "future");
+    strcpy(a->arm, "B");
+    strcpy(a->gate, "enforce");
+    a->hooks[0].c[SHIM_C_CALLS] = 99;
+    a->magic = SHIM_STATS_MAGIC;
+
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    char *out = live(pid);
+    ck_assert_msg(strstr(out, "future"), "%s", out);
+    ck_assert_msg(strstr(out, "layout or hook list differs"), "%s", out);
+    ck_assert_ptr_null(strstr(out, "        99"));
+    ck_assert_int_eq(access(path, F_OK), 0); /* alive and mapped: kept */
+    free(out);
+    munmap(a, sizeof(*a));
+    shm_unlink(name);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli_live");
+    TCase *tc = tcase_create("live");
+
+    tcase_add_test(tc, segment_owner_only_read_live_removed_at_exit);
+    tcase_add_test(tc, killed_process_segment_reaped_by_reader);
+    tcase_add_test(tc, killed_process_segment_reaped_by_next_process);
+    tcase_add_test(tc, other_layout_is_not_misread);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,368 @@
+/*
+ * Emulated device memory and host memory tracking.
+ *
+ * Device memory: one sparse memfd of CEMU_DEVICE_BYTES (default 8 GiB,
+ * pages are only allocated when written) mapped PROT_NONE for the
+ * application and read-write for the emulator. Freed blocks are punched out
+ * of the file so their memory returns to the system.
+ *
+ * Host ranges: allocations by cudaMallocHost/cudaHostAlloc, registrations by
+ * cudaHostRegister and managed allocations, kept in one sorted array.
+ */
+#include "cemu.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define CEMU_ALIGN 256u
+
+struct cemu_block {
+    size_t off, len;
+};
+
+enum cemu_range_kind { CEMU_R_ALLOC, CEMU_R_REGISTERED, CEMU_R_MANAGED };
+
+struct cemu_range {
+    char *base;
+    size_t len;
+    enum cemu_range_kind kind;
+};
+
+static pthread_mutex_t mem_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *dev_app; /* PROT_NONE view handed to the application */
+static char *dev_rw;  /* read-write view used by the workers */
+static size_t dev_size;
+static int dev_fd = -1;
+static struct cemu_block *blocks; /* sorted by offset */
+static size_t nblocks, cap_blocks;
+static struct cemu_range *ranges; /* sorted by base */
+static size_t nranges, cap_ranges;
+static int fail_host_alloc; /* <0: all; >0: that many more */
+static uint64_t pinned_bytes;
+
+int cemu_mem_init(void)
+{
+    const char *env = getenv("CEMU_DEVICE_BYTES");
+    size_t size = env ? strtoull(env, NULL, 0) : 8ull << 30;
+    const char *fail = getenv("CEMU_FAIL_HOST_ALLOC");
+
+    if (fail)
+        fail_host_alloc = strcmp(fail, "all") == 0 ? -1 : atoi(fail);
+    dev_fd = memfd_create("cemu-device", MFD_CLOEXEC);
+    if (dev_fd < 0)
+        return -errno;
+    if (ftruncate(dev_fd, (off_t)size) != 0)
+        goto err_close;
+    dev_app = mmap(NULL, size, PROT_NONE, MAP_SHARED | MAP_NORESERVE, dev_fd, 0);
+    if (dev_app == MAP_FAILED)
+        goto err_close;
+    dev_rw = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, dev_fd, 0);
+    if (dev_rw == MAP_FAILED)
+        goto err_unmap_app;
+    dev_size = size;
+    return 0;
+
+err_unmap_app:
+    munmap(dev_app, size);
+err_close:
+    close(dev_fd);
+    dev_fd = -1;
+    return -errno;
+}
+
+static bool grow(void **arr, size_t *cap, size_t n, size_t elem)
+{
+    if (n < *cap)
+        return true;
+    size_t nc = *cap ? *cap * 2 : 64;
+    void *p = realloc(*arr, nc * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = nc;
+    return true;
+}
+
+/* Index of the device block containing offset off, or -1. */
+static long block_at(size_t off)
+{
+    size_t lo = 0, hi = nblocks;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (blocks[mid].off + blocks[mid].len <= off)
+            lo = mid + 1;
+        else if (blocks[mid].off > off)
+            hi = mid;
+        else
+            return (long)mid;
+    }
+    return -1;
+}
+
+/* Index of the host range containing p, or -1. */
+static long range_at(const char *p)
+{
+    size_t lo = 0, hi = nranges;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ranges[mid].base + ranges[mid].len <= p)
+            lo = mid + 1;
+        else if (ranges[mid].base > p)
+            hi = mid;
+        else
+            return (long)mid;
+    }
+    return -1;
+}
+
+void cemu_where(const void *ptr, struct cemu_where *w)
+{
+    const char *p = ptr;
+
+    memset(w, 0, sizeof(*w));
+    w->valid = true;
+    pthread_mutex_lock(&mem_lock);
+    if (dev_app && p >= dev_app && p < dev_app + dev_size) {
+        size_t off = (size_t)(p - dev_app);
+        long i = block_at(off);
+        w->kind = CEMU_MEM_DEVICE;
+        if (i < 0) {
+            w->valid = false;
+        } else {
+            w->rw = dev_rw + off;
+            w->avail = blocks[i].off + blocks[i].len - off;
+            w->base = dev_app + blocks[i].off;
+        }
+    } else {
+        long i = range_at(p);
+        w->rw = (char *)p;
+        w->kind = CEMU_MEM_PAGEABLE;
+        if (i >= 0) {
+            w->kind = ranges[i].kind == CEMU_R_MANAGED ? CEMU_MEM_MANAGED : CEMU_MEM_PINNED;
+            w->base = ranges[i].base;
+            w->avail = (size_t)(ranges[i].base + ranges[i].len - p);
+        }
+    }
+    pthread_mutex_unlock(&mem_lock);
+}
+
+cudaError_t cemu_dev_alloc(void **p, size_t size)
+{
+    size_t len = (size + CEMU_ALIGN - 1) & ~(size_t)(CEMU_ALIGN - 1);
+    size_t off = 0, i;
+    cudaError_t rc = cudaErrorMemoryAllocation;
+
+    if (!p)
+        return cudaErrorInvalidValue;
+    if (size == 0) {
+        *p = NULL;
+        return cudaSuccess;
+    }
+    pthread_mutex_lock(&mem_lock);
+    /* First fit; offset 0 is skipped so no device pointer is page 0 of the view. */
+    off = CEMU_ALIGN;
+    for (i = 0; i < nblocks; i++) {
+        if (blocks[i].off >= off + len)
+            break;
+        off = blocks[i].off + blocks[i].len;
+    }
+    if (off + len > dev_size || !grow((void **)&blocks, &cap_blocks, nblocks, sizeof(*blocks)))
+        goto out;
+    memmove(&blocks[i + 1], &blocks[i], (nblocks - i) * sizeof(*blocks));
+    blocks[i] = (struct cemu_block){off, len};
+    nblocks++;
+    *p = dev_app + off;
+    rc = cudaSuccess;
+out:
+    pthread_mutex_unlock(&mem_lock);
+    return rc;
+}
+
+cudaError_t cemu_dev_free(void *ptr)
+{
+    const char *p = ptr;
+    cudaError_t rc = cudaErrorInvalidValue;
+
+    if (!p)
+        return cudaSuccess;
+    pthread_mutex_lock(&mem_lock);
+    if (dev_app && p >= dev_app && p < dev_app + dev_size) {
+        long i = block_at((size_t)(p - dev_app));
+        if (i >= 0 && dev_app + blocks[i].off == p) {
+            fallocate(dev_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)blocks[i].off,
+                      (off_t)blocks[i].len);
+            memmove(&blocks[i], &blocks[i + 1], (nblocks - (size_t)i - 1) * sizeof(*blocks));
+            nblocks--;
+            rc = cudaSuccess;
+        }
+    }
+    pthread_mutex_unlock(&mem_lock);
+    return rc;
+}
+
+/* Insert [base, base+len) unless it overlaps a range; caller holds mem_lock. */
+static cudaError_t range_insert(char *base, size_t len, enum cemu_range_kind kind)
+{
+    size_t i = 0;
+
+    while (i < nranges && ranges[i].base < base)
+        i++;
+    if ((i > 0 && ranges[i - 1].base + ranges[i - 1].len > base) ||
+        (i < nranges && ranges[i].base < base + len))
+        return cudaErrorHostMemoryAlreadyRegistered;
+    if (!grow((void **)&ranges, &cap_ranges, nranges, sizeof(*ranges)))
+        return cudaErrorMemoryAllocation;
+    memmove(&ranges[i + 1], &ranges[i], (nranges - i) * sizeof(*ranges));
+    ranges[i] = (struct cemu_range){base, len, kind};
+    nranges++;
+    if (kind != CEMU_R_MANAGED)
+        pinned_bytes += len;
+    return cudaSuccess;
+}
+
+/* Remove the range starting exactly at base of the given kinds; caller holds mem_lock. */
+static bool range_remove(const char *base, bool registered)
+{
+    long i = range_at(base);
+
+    if (i < 0 || ranges[i].base != base)
+        return false;
+    if (registered != (ranges[i].kind == CEMU_R_REGISTERED))
+        return false;
+    if (ranges[i].kind != CEMU_R_MANAGED)
+        pinned_bytes -= ranges[i].len;
+    memmove(&ranges[i], &ranges[i + 1], (nranges - (size_t)i - 1) * sizeof(*ranges));
+    nranges--;
+    return true;
+}
+
+static size_t page_round(size_t n)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + pg - 1) & ~(pg - 1);
+}
+
+static cudaError_t host_map(void **p, size_t size, enum cemu_range_kind kind)
+{
+    cudaError_t rc;
+    void *m;
+
+    if (!p)
+        return cudaErrorInvalidValue;
+    if (size == 0) {
+        *p = NULL;
+        return cudaSuccess;
+    }
+    pthread_mutex_lock(&mem_lock);
+    if (kind == CEMU_R_ALLOC && fail_host_alloc != 0) {
+        if (fail_host_alloc > 0)
+            fail_host_alloc--;
+        rc = cudaErrorMemoryAllocation;
+        goto out;
+    }
+    m = mmap(NULL, page_round(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        rc = cudaErrorMemoryAllocation;
+        goto out;
+    }
+    rc = range_insert(m, page_round(size), kind);
+    if (rc != cudaSuccess) {
+        munmap(m, page_round(size));
+        goto out;
+    }
+    *p = m;
+out:
+    pthread_mutex_unlock(&mem_lock);
+    return rc;
+}
+
+cudaError_t cemu_pinned_alloc(void **p, size_t size, unsigned flags)
+{
+    (void)flags;
+    return host_map(p, size, CEMU_R_ALLOC);
+}
+
+cudaError_t cemu_managed_alloc(void **p, size_t size)
+{
+    return host_map(p, size, CEMU_R_MANAGED);
+}
+
+static cudaError_t host_unmap(void *p, bool managed)
+{
+    cudaError_t rc = cudaErrorInvalidValue;
+    long i;
+
+    pthread_mutex_lock(&mem_lock);
+    i = range_at(p);
+    if (i >= 0 && ranges[i].base == p &&
+        ranges[i].kind == (managed ? CEMU_R_MANAGED : CEMU_R_ALLOC)) {
+        size_t len = ranges[i].len;
+        range_remove(p, false);
+        munmap(p, len);
+        rc = cudaSuccess;
+    }
+    pthread_mutex_unlock(&mem_lock);
+    return rc;
+}
+
+cudaError_t cemu_pinned_free(void *p)
+{
+    struct cemu_where w;
+
+    if (!p)
+        return cudaSuccess;
+    cemu_where(p, &w);
+    if (w.kind == CEMU_MEM_MANAGED)
+        return host_unmap(p, true);
+    return host_unmap(p, false);
+}
+
+cudaError_t cemu_pinned_register(void *p, size_t size, unsigned flags)
+{
+    cudaError_t rc;
+
+    (void)flags;
+    if (!p || size == 0)
+        return cudaErrorInvalidValue;
+    pthread_mutex_lock(&mem_lock);
+    if (dev_app && (char *)p < dev_app + dev_size && (char *)p + size > dev_app)
+        rc = cudaErrorInvalidValue;
+    else
+        rc = range_insert(p, size, CEMU_R_REGISTERED);
+    pthread_mutex_unlock(&mem_lock);
+    return rc;
+}
+
+cudaError_t cemu_pinned_unregister(void *p)
+{
+    cudaError_t rc;
+
+    pthread_mutex_lock(&mem_lock);
+    rc = range_remove(p, true) ? cudaSuccess : cudaErrorHostMemoryNotRegistered;
+    pthread_mutex_unlock(&mem_lock);
+    return rc;
+}
+
+CEMU_EXPORT void cemu_test_fail_host_alloc(int n)
+{
+    pthread_mutex_lock(&mem_lock);
+    fail_host_alloc = n;
+    pthread_mutex_unlock(&mem_lock);
+}
+
+CEMU_EXPORT uint64_t cemu_test_pinned_bytes(void)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&mem_lock);
+    n = pinned_bytes;
+    pthread_mutex_unlock(&mem_lock);
+    return n;
+}

@@ -1,0 +1,507 @@
+/*
+ * The shim's CUDA hooks under LD_PRELOAD, on host programs built with the
+ * real CUDA headers and run against the emulated runtime: byte-identical
+ * results with and without teshim, the legacy/per-thread ordering rules
+ * (and proof that the emulation catches a shim that breaks them), budget
+ * exhaustion and allocation failure, fork/exec, the other soname version,
+ * observe mode, the kill switch and the opt-in register cache. Counters come
+ * from the JSON report the shim writes to TESHIM_STATS_DIR.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SIZE "1048576"
+
+struct run {
+    int status; /* exit status, or -1 */
+    pid_t pid;
+    char out[8192];
+    char dir[64];
+};
+
+/* Report directories made by this test process, removed when it exits. */
+static char made[32][64];
+static int nmade;
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_dirs(void)
+{
+    for (int i = 0; i < nmade; i++)
+        nftw(made[i], rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *need(const char *var)
+{
+    const char *v = getenv(var);
+
+    ck_assert_msg(v != NULL, "%s not set (run through ctest)", var);
+    return v;
+}
+
+/*
+ * Run host MODE SIZE with preload (NULL = none) and extra NAME=VALUE
+ * settings; the bounce pool uses 64 KiB chunks so that 1 MiB is 16 chunks.
+ */
+static void run(struct run *r, const char *host, const char *mode, const char *preload,
+                const char *const *extra)
+{
+    char *env[32];
+    char pre[512], stats[96];
+    int n = 0, fd[2];
+    ssize_t got = 0, k;
+
+    memset(r, 0, sizeof(*r));
+    snprintf(r->dir, sizeof(r->dir), "/tmp/cemu-shim-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(r->dir));
+    if (nmade == 0)
+        atexit(remove_dirs);
+    if (nmade < 32)
+        snprintf(made[nmade++], sizeof(made[0]), "%s", r->dir);
+    snprintf(stats, sizeof(stats), "TESHIM_STATS_DIR=%s", r->dir);
+    env[n++] = "TESHIM_CONFIG=/dev/null";
+    env[n++] = "TESHIM_KILL_SWITCH_FILE=/nonexistent/teshim-disable";
+    env[n++] = "TESHIM_STATS_LIVE=off";
+    env[n++] = "TESHIM_CUDA_BOUNCE_CHUNK_BYTES=64K";
+    env[n++] = stats;
+    if (preload) {
+        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", preload);
+        env[n++] = pre;
+    }
+    for (; extra && *extra; extra++)
+        env[n++] = (char *)*extra;
+    env[n] = NULL;
+
+    ck_assert_int_eq(pipe(fd), 0);
+    r->pid = fork();
+    ck_assert_int_ge(r->pid, 0);
+    if (r->pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        execle(host, host, mode, SIZE, (char *)NULL, env);
+        _exit(127);
+    }
+    close(fd[1]);
+    while ((k = read(fd[0], r->out + got, sizeof(r->out) - 1 - (size_t)got)) > 0)
+        got += k;
+    close(fd[0]);
+    r->out[got] = '\0';
+    int st;
+    ck_assert_int_eq(waitpid(r->pid, &st, 0), r->pid);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Counter ctr of hook (NAME@VERSION) in the report of the run's process. */
+static long long counter(const struct run *r, const char *hook, const char *ctr)
+{
+    char path[256], key[128], body[65536];
+    const char *p;
+    FILE *f;
+    size_t len;
+
+    glob_t g;
+
+    /* teshim-PROGRAM-PID.json: one report per process. */
+    snprintf(path, sizeof(path), "%s/teshim-*-%d.json", r->dir, (int)r->pid);
+    ck_assert_msg(glob(path, 0, NULL, &g) == 0 && g.gl_pathc == 1, "no stats report %s", path);
+    snprintf(path, sizeof(path), "%s", g.gl_pathv[0]);
+    globfree(&g);
+    f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no stats report %s", path);
+    len = fread(body, 1, sizeof(body) - 1, f);
+    fclose(f);
+    body[len] = '\0';
+    snprintf(key, sizeof(key), "\"%s\": {", hook);
+    p = strstr(body, key);
+    ck_assert_msg(p != NULL, "hook %s not in report", hook);
+    snprintf(key, sizeof(key), "\"%s\": ", ctr);
+    p = strstr(p, key);
+    ck_assert_ptr_nonnull(p);
+    return atoll(p + strlen(key));
+}
+
+/* Hooks of the main soname version (TESHIM_CUDART_SOVERSION), which the
+ * hosts link against; teshim's default version is always .13. */
+#define M13 "cudaMemcpy@libcudart.so." CEMU_MAIN_SOVER
+#define A13 "cudaMemcpyAsync@libcudart.so." CEMU_MAIN_SOVER
+#define M13P "cudaMemcpy_ptds@libcudart.so." CEMU_MAIN_SOVER
+#define A13P "cudaMemcpyAsync_ptsz@libcudart.so." CEMU_MAIN_SOVER
+#define MDEFAULT "cudaMemcpy@libcudart.so.13"
+
+static const char *const bounce[] = {"TESHIM_CUDA_BOUNCE=on", NULL};
+
+/* Same host, same mode: plain and under the shim give the same output. */
+static void same_output(const char *host, const char *mode, struct run *shim)
+{
+    struct run plain;
+
+    run(&plain, host, mode, NULL, NULL);
+    ck_assert_msg(plain.status == 0, "plain %s %s: status %d", host, mode, plain.status);
+    run(shim, host, mode, need("TESHIM_LIB"), bounce);
+    ck_assert_msg(shim->status == 0, "shim %s %s: status %d", host, mode, shim->status);
+    ck_assert_str_eq(plain.out, shim->out);
+}
+
+START_TEST(roundtrip_identical_and_injected)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "roundtrip", &r);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 6);
+    ck_assert_int_ge(counter(&r, A13, "injected"), 4);
+    ck_assert_int_eq(counter(&r, M13, "bytes"), 6 * (1 << 20) - 2 * 4097);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, M13, "errors"), 0);
+}
+END_TEST
+
+START_TEST(runtime_sees_pinned_chunks_only)
+{
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "CEMU_HOST_REPORT=1", NULL};
+    static const char *const plain_env[] = {"CEMU_HOST_REPORT=1", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "roundtrip", NULL, plain_env);
+    ck_assert_int_eq(plain.status, 0);
+    ck_assert_ptr_nonnull(strstr(plain.out, "runtime pageable-copies 10 pinned-copies 0"));
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    /* 10 copies of 1 MiB (two a little shorter) in 64 KiB chunks. */
+    ck_assert_ptr_nonnull(strstr(r.out, "runtime pageable-copies 0 pinned-copies 160"));
+    ck_assert_int_eq(strncmp(plain.out, r.out, 26), 0); /* the checksum line */
+}
+END_TEST
+
+START_TEST(async_copy_on_held_stream_returns)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "asynchold", &r);
+    ck_assert_int_eq(counter(&r, A13, "injected"), 1);
+}
+END_TEST
+
+START_TEST(pinned_managed_d2d_captured_pass_through)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "passthrough", &r);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 0);
+    ck_assert_int_eq(counter(&r, A13, "injected"), 0);
+    ck_assert_int_ge(counter(&r, M13, "not_applicable"), 3);
+    ck_assert_int_ge(counter(&r, A13, "not_applicable"), 1);
+}
+END_TEST
+
+START_TEST(error_state_and_error_returns_unchanged)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "errors", &r);
+    ck_assert_ptr_nonnull(strstr(r.out, "wrong-kind cudaErrorInvalidValue"));
+    /* Copies made while an error was pending pass through untouched. */
+    ck_assert_int_ge(counter(&r, M13, "not_applicable"), 3);
+    /* The overrun: our chunks failed, the runtime then made the call itself. */
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 1);
+    ck_assert_int_eq(counter(&r, M13, "errors"), 2);
+}
+END_TEST
+
+START_TEST(ordering_legacy_waits_for_held_blocking_stream)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "ordering", &r);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 1);
+}
+END_TEST
+
+START_TEST(ordering_broken_shim_is_caught)
+{
+    struct run r;
+
+    run(&r, need("CEMU_HOST"), "ordering", need("CEMU_BROKEN_SHIM"), NULL);
+    ck_assert_int_eq(r.status, 3);
+    ck_assert_ptr_nonnull(strstr(r.out, "ORDERING VIOLATED"));
+}
+END_TEST
+
+START_TEST(per_thread_default_stream_build)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_PTDS"), "roundtrip", &r);
+    ck_assert_int_ge(counter(&r, M13P, "injected"), 6);
+    ck_assert_int_ge(counter(&r, A13P, "injected"), 4);
+    ck_assert_int_eq(counter(&r, M13, "calls"), 0);
+    same_output(need("CEMU_HOST_PTDS"), "ordering", &r);
+    ck_assert_int_ge(counter(&r, M13P, "injected"), 1);
+    run(&r, need("CEMU_HOST_PTDS"), "ordering", need("CEMU_BROKEN_SHIM"), NULL);
+    ck_assert_int_eq(r.status, 3);
+}
+END_TEST
+
+START_TEST(other_soname_version)
+{
+    struct run r;
+    const char *host = need("CEMU_HOST_OTHER");
+    const char *ver = strstr(host, "_v12") ? "libcudart.so.12" : "libcudart.so.13";
+    char hook[64];
+
+    same_output(host, "roundtrip", &r);
+    snprintf(hook, sizeof(hook), "cudaMemcpy@%s", ver);
+    ck_assert_int_ge(counter(&r, hook, "injected"), 6);
+    ck_assert_int_eq(counter(&r, hook, "fallbacks"), 0);
+}
+END_TEST
+
+START_TEST(unversioned_lookup_in_either_runtime)
+{
+    struct run r;
+
+    /* dlsym(RTLD_DEFAULT, "cudaMemcpy") finds teshim's default (.13)
+     * version; with the other runtime loaded it still reaches the real one. */
+    same_output(need("CEMU_HOST"), "dlsym", &r);
+    ck_assert_int_eq(counter(&r, MDEFAULT, "injected"), 2);
+    same_output(need("CEMU_HOST_OTHER"), "dlsym", &r);
+    ck_assert_int_eq(counter(&r, MDEFAULT, "injected"), 2);
+    ck_assert_int_eq(counter(&r, MDEFAULT, "fallbacks"), 0);
+}
+END_TEST
+
+START_TEST(one_pool_per_device)
+{
+    /* Events belong to a device: a thread that switches devices needs a
+     * pool on each, else its copies would fall back. */
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "CEMU_DEVICES=2", NULL};
+    static const char *const plain_env[] = {"CEMU_DEVICES=2", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "multidev", NULL, plain_env);
+    ck_assert_int_eq(plain.status, 0);
+    run(&r, need("CEMU_HOST"), "multidev", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 4 * 6);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+}
+END_TEST
+
+START_TEST(budget_exhausted_falls_back)
+{
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=64K",
+                                      NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "roundtrip", NULL, NULL);
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 0);
+    ck_assert_int_ge(counter(&r, M13, "fallbacks"), 6);
+}
+END_TEST
+
+START_TEST(allocation_failure_falls_back)
+{
+    struct run r;
+
+    /* The host makes every cudaMallocHost fail, then checks its data and
+     * that no error was left for it to read. */
+    run(&r, need("CEMU_HOST"), "allocfail", need("TESHIM_LIB"), bounce);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 0);
+    ck_assert_int_ge(counter(&r, M13, "fallbacks"), 6);
+    ck_assert_int_ge(counter(&r, A13, "fallbacks"), 4);
+}
+END_TEST
+
+START_TEST(fork_and_exec_under_the_shim)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "fork", &r);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 8);
+}
+END_TEST
+
+START_TEST(threads_have_their_own_pools)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "threads", &r);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 16 * 6);
+}
+END_TEST
+
+START_TEST(thread_pools_are_reused_within_the_budget)
+{
+    /* 8 threads x 2 x 64 KiB fill the budget exactly; the second round of 8
+     * new threads only works by reusing the pools of the first. */
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=1M",
+                                      NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "threads", NULL, NULL);
+    run(&r, need("CEMU_HOST"), "threads", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 16 * 6);
+}
+END_TEST
+
+START_TEST(copy_from_a_library_constructor)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_CTOR"), "roundtrip", &r);
+    ck_assert_ptr_nonnull(strstr(r.out, "constructor copy ok"));
+    /* main's 6 plus the constructor's 2. */
+    ck_assert_int_eq(counter(&r, M13, "injected"), 8);
+}
+END_TEST
+
+START_TEST(observe_and_kill_switch_change_nothing)
+{
+    static const char *const observe[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_MODE=observe", NULL};
+    static const char *const killed[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_DISABLE=1", NULL};
+    struct run r;
+
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), observe);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_ge(counter(&r, M13, "observed"), 6);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 0);
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), killed);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_ge(counter(&r, M13, "skipped_by_policy"), 6);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 0);
+}
+END_TEST
+
+START_TEST(register_cache_opt_in)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "roundtrip", NULL, NULL);
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    /* Each buffer's first copy makes it hot; the next ones use the registration. */
+    ck_assert_int_ge(counter(&r, M13, "injected"), 3);
+    ck_assert_int_ge(counter(&r, M13, "not_applicable"), 1);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+}
+END_TEST
+
+START_TEST(register_cache_evicts_within_the_budget)
+{
+    /* Two 1 MiB buffers, room for one registration: each new one evicts the
+     * least recently used; data stays right, pinned memory within the cap. */
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K",
+                                      "TESHIM_CUDA_REGISTER_MIN_HITS=1",
+                                      "TESHIM_CUDA_PINNED_MAX_BYTES=1100K",
+                                      "CEMU_HOST_REPORT=1",
+                                      NULL};
+    struct run plain, r;
+    const char *p;
+
+    run(&plain, need("CEMU_HOST"), "roundtrip", NULL, NULL);
+    run(&r, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(strncmp(plain.out, r.out, 26), 0);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 6);
+    p = strstr(r.out, "runtime pinned-bytes ");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_le(atoll(p + strlen("runtime pinned-bytes ")), 1100 * 1024);
+    ck_assert_int_gt(atoll(p + strlen("runtime pinned-bytes ")), 0);
+}
+END_TEST
+
+START_TEST(register_cache_leaves_captures_alone)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST"), "capturereg", NULL, NULL);
+    ck_assert_int_eq(plain.status, 0);
+    run(&r, need("CEMU_HOST"), "capturereg", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 1);
+    ck_assert_int_eq(counter(&r, A13, "not_applicable"), 2);
+}
+END_TEST
+
+START_TEST(register_cache_caveat_is_real)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K", NULL};
+    struct run r;
+
+    run(&r, need("CEMU_HOST"), "appregister", NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(r.out, "cudaHostRegister cudaSuccess"));
+    /* Documented in docs/cuda.md: why the register cache is opt-in. */
+    run(&r, need("CEMU_HOST"), "appregister", need("TESHIM_LIB"), env);
+    ck_assert_ptr_nonnull(strstr(r.out, "cudaHostRegister cudaErrorHostMemoryAlreadyRegistered"));
+    /* The bounce pool leaves the application's view alone. */
+    run(&r, need("CEMU_HOST"), "appregister", need("TESHIM_LIB"), bounce);
+    ck_assert_ptr_nonnull(strstr(r.out, "cudaHostRegister cudaSuccess"));
+    ck_assert_int_eq(counter(&r, M13, "injected"), 3);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cuda_shim");
+    TCase *tc = tcase_create("hooks");
+    SRunner *sr;
+    int failed;
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, roundtrip_identical_and_injected);
+    tcase_add_test(tc, runtime_sees_pinned_chunks_only);
+    tcase_add_test(tc, async_copy_on_held_stream_returns);
+    tcase_add_test(tc, pinned_managed_d2d_captured_pass_through);
+    tcase_add_test(tc, error_state_and_error_returns_unchanged);
+    tcase_add_test(tc, ordering_legacy_waits_for_held_blocking_stream);
+    tcase_add_test(tc, ordering_broken_shim_is_caught);
+    tcase_add_test(tc, per_thread_default_stream_build);
+    tcase_add_test(tc, other_soname_version);
+    tcase_add_test(tc, unversioned_lookup_in_either_runtime);
+    tcase_add_test(tc, one_pool_per_device);
+    tcase_add_test(tc, budget_exhausted_falls_back);
+    tcase_add_test(tc, allocation_failure_falls_back);
+    tcase_add_test(tc, fork_and_exec_under_the_shim);
+    tcase_add_test(tc, threads_have_their_own_pools);
+    tcase_add_test(tc, thread_pools_are_reused_within_the_budget);
+    tcase_add_test(tc, copy_from_a_library_constructor);
+    tcase_add_test(tc, observe_and_kill_switch_change_nothing);
+    tcase_add_test(tc, register_cache_opt_in);
+    tcase_add_test(tc, register_cache_evicts_within_the_budget);
+    tcase_add_test(tc, register_cache_caveat_is_real);
+    tcase_add_test(tc, register_cache_leaves_captures_alone);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
