@@ -384,7 +384,7 @@ int main(int argc, char **argv)
                                          {"slice-bytes", required_argument, NULL, 'x'},
                                          {"conns-per-peer", required_argument, NULL, 'c'},
                                          {"hugepages", no_argument, NULL, 'H'},
-        {"help", no_argument, NULL, 'h'},
+                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     struct args a = {.op = "write",
                      .transport = "tcp",
