@@ -196,6 +196,7 @@ START_TEST(submit_validates_every_request_first)
     /* nothing of the refused sets was submitted */
     ck_assert_int_eq(teshim_task_status(ini, b, 0, &st), -ENOENT);
     r[1] = good;
+    r[1].remote_offset += 4096; /* two writes in flight never overlap */
     ck_assert_int_eq(teshim_submit(ini, b, r, 2), 0);
     ck_assert_int_eq(teshim_submit(ini, b, &good, 1), -ENOSPC);
     ck_assert_int_eq(teshim_batch_wait(ini, b, 10000), 0);

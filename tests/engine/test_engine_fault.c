@@ -192,8 +192,9 @@ START_TEST(fd_limit_fails_cleanly)
         enum { NT = 6, SZ = 65536 };
         struct teshim_engine *t[NT], *ini;
         teshim_segment_t seg[NT];
-        static char tb[NT][SZ * 4], lb[SZ * 4];
-        int opened = 0;
+        /* every request has its own local and remote bytes */
+        static char tb[NT][SZ * 16], lb[NT * 16 * SZ];
+        int opened = 0, segt[NT];
 
         if (setrlimit(RLIMIT_NOFILE, &rl))
             _exit(10);
@@ -218,7 +219,7 @@ START_TEST(fd_limit_fails_cleanly)
             eng_test_name(name, sizeof(name), teshim_engine_port(t[i]));
             int ret = teshim_segment_open(ini, name, &seg[opened]);
             if (!ret)
-                opened++;
+                segt[opened++] = i;
             else if (ret >= 0)
                 _exit(14);
         }
@@ -228,9 +229,9 @@ START_TEST(fd_limit_fails_cleanly)
         int n = opened * 16;
         struct teshim_request *r = calloc((size_t)n, sizeof(*r));
         for (int i = 0; i < n; i++)
-            r[i] = (struct teshim_request){i % 2 ? TESHIM_OP_READ : TESHIM_OP_WRITE,
-                                           lb + (size_t)(i % 4) * SZ, seg[i % opened],
-                                           (uint64_t)(uintptr_t)tb[0], SZ};
+            r[i] = (struct teshim_request){
+                i % 2 ? TESHIM_OP_READ : TESHIM_OP_WRITE, lb + (size_t)i * SZ, seg[i % opened],
+                (uint64_t)(uintptr_t)tb[segt[i % opened]] + (size_t)(i / opened) * SZ, SZ};
         if (teshim_batch_alloc(ini, (size_t)n, &b) || teshim_submit(ini, b, r, (size_t)n) < 0)
             _exit(16);
         int failed = teshim_batch_wait(ini, b, 20000);
