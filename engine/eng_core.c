@@ -669,13 +669,14 @@ int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t id)
     b = batch_lookup_locked(eng, id);
     if (!b)
         ret = -EINVAL;
-    else if (atomic_load(&b->unfinished))
+    else if (atomic_load(&b->unfinished) || atomic_load(&b->waiters))
         ret = -EBUSY;
     else
         eng->batches[(id & 0xffffffffu) - 1] = NULL;
     pthread_rwlock_unlock(&eng->batch_lock);
     if (ret) {
-        eng_err(eng, "batch_free: %s", ret == -EBUSY ? "requests unfinished" : "invalid batch");
+        eng_err(eng, "batch_free: %s",
+                ret == -EBUSY ? "requests unfinished or a thread waiting on it" : "invalid batch");
         return ret;
     }
     /* a finishing task may still hold b->lock for its broadcast */
@@ -979,6 +980,10 @@ int teshim_batch_wait(struct teshim_engine *eng, teshim_batch_t id, int timeout_
         eng_err(eng, "batch_wait: invalid batch");
         return -EINVAL;
     }
+    /* sleep without the table lock (a writer, batch_alloc/free from another
+     * thread, would otherwise wait for this batch); the count keeps b */
+    atomic_fetch_add(&b->waiters, 1);
+    pthread_rwlock_unlock(&eng->batch_lock);
     clock_gettime(CLOCK_REALTIME, &dl);
     if (timeout_ms >= 0) {
         dl.tv_sec += timeout_ms / 1000;
@@ -998,7 +1003,7 @@ int teshim_batch_wait(struct teshim_engine *eng, teshim_batch_t id, int timeout_
     if (!atomic_load(&b->unfinished))
         ret = (int)atomic_load(&b->failed);
     pthread_mutex_unlock(&b->lock);
-    pthread_rwlock_unlock(&eng->batch_lock);
+    atomic_fetch_sub(&b->waiters, 1); /* last touch of b */
     return ret;
 }
 

@@ -8,7 +8,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -175,6 +177,57 @@ START_TEST(hung_target_times_out)
     ck_assert_int_eq(st.error, -ETIMEDOUT);
     target_kill(&t1);
     teshim_engine_destroy(ini);
+    free(tbuf);
+}
+END_TEST
+
+struct waiter {
+    struct teshim_engine *e;
+    teshim_batch_t b;
+    atomic_int done;
+};
+
+static void *wait_thread(void *arg)
+{
+    struct waiter *w = arg;
+    teshim_batch_wait(w->e, w->b, -1);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* A thread blocked in teshim_batch_wait does not hold up other threads'
+ * batch_alloc/free (it used to sleep holding the batch table's lock). */
+START_TEST(batch_wait_blocks_nobody_else)
+{
+    char *tbuf = aligned_alloc(4096, TSIZE);
+    static char l[4096];
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct tgt t1;
+    struct waiter w = {0};
+    pthread_t th;
+    teshim_batch_t b2;
+
+    target_fork(&t1, tbuf);
+    int port = target_start(&t1, 0);
+    o.request_timeout_ms = 10000;
+    w.e = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(w.e, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(w.e, port);
+    kill(t1.pid, SIGSTOP);
+    waitpid(t1.pid, NULL, WUNTRACED);
+    struct teshim_request r = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
+    ck_assert_int_eq(teshim_batch_alloc(w.e, 1, &w.b), 0);
+    ck_assert_int_eq(teshim_submit(w.e, w.b, &r, 1), 0);
+    ck_assert_int_eq(pthread_create(&th, NULL, wait_thread, &w), 0);
+    usleep(100000); /* let it block in teshim_batch_wait */
+    ck_assert_int_eq(teshim_batch_alloc(w.e, 4, &b2), 0);
+    ck_assert_int_eq(teshim_batch_free(w.e, b2), 0);
+    ck_assert_int_eq(teshim_batch_free(w.e, w.b), -EBUSY);
+    ck_assert_int_eq(atomic_load(&w.done), 0); /* the request is still stuck */
+    target_kill(&t1);                          /* fails it: the waiter returns */
+    pthread_join(th, NULL);
+    ck_assert_int_eq(teshim_batch_free(w.e, w.b), 0);
+    teshim_engine_destroy(w.e);
     free(tbuf);
 }
 END_TEST
@@ -439,6 +492,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, killed_target_fails_tasks_and_restart_reconnects);
     tcase_add_test(tc, hung_target_times_out);
+    tcase_add_test(tc, batch_wait_blocks_nobody_else);
     tcase_add_test(tc, fd_limit_fails_cleanly);
     tcase_add_test(tc, malformed_frames_close_only_that_connection);
     suite_add_tcase(s, tc);
