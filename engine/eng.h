@@ -107,6 +107,7 @@ struct eng_batch {
     struct eng_task *tasks;
     atomic_size_t unfinished;
     atomic_size_t failed;
+    atomic_int waiters; /* threads in teshim_batch_wait: free refuses meanwhile */
     pthread_mutex_t lock;
     pthread_cond_t cond;
 };

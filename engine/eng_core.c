@@ -669,13 +669,14 @@ int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t id)
     b = batch_lookup_locked(eng, id);
     if (!b)
         ret = -EINVAL;
-    else if (atomic_load(&b->unfinished))
+    else if (atomic_load(&b->unfinished) || atomic_load(&b->waiters))
         ret = -EBUSY;
     else
         eng->batches[(id & 0xffffffffu) - 1] = NULL;
     pthread_rwlock_unlock(&eng->batch_lock);
     if (ret) {
-        eng_err(eng, "batch_free: %s", ret == -EBUSY ? "requests unfinished" : "invalid batch");
+        eng_err(eng, "batch_free: %s",
+                ret == -EBUSY ? "requests unfinished or a thread waiting on it" : "invalid batch");
         return ret;
     }
     /* a finishing task may still hold b->lock for its broadcast */
@@ -913,11 +914,13 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
     }
     pthread_mutex_unlock(&eng->lim_lock);
     eng->tcp->ops.submit_begin(eng->tcp);
+    eng->local->ops.submit_begin(eng->local);
     while (run) {
         struct eng_task *t = run;
         run = t->next;
         start_admitted(eng, t);
     }
+    eng->local->ops.submit_end(eng->local);
     eng->tcp->ops.submit_end(eng->tcp);
     ret = (int)first;
 out:
@@ -977,6 +980,10 @@ int teshim_batch_wait(struct teshim_engine *eng, teshim_batch_t id, int timeout_
         eng_err(eng, "batch_wait: invalid batch");
         return -EINVAL;
     }
+    /* sleep without the table lock (a writer, batch_alloc/free from another
+     * thread, would otherwise wait for this batch); the count keeps b */
+    atomic_fetch_add(&b->waiters, 1);
+    pthread_rwlock_unlock(&eng->batch_lock);
     clock_gettime(CLOCK_REALTIME, &dl);
     if (timeout_ms >= 0) {
         dl.tv_sec += timeout_ms / 1000;
@@ -996,7 +1003,7 @@ int teshim_batch_wait(struct teshim_engine *eng, teshim_batch_t id, int timeout_
     if (!atomic_load(&b->unfinished))
         ret = (int)atomic_load(&b->failed);
     pthread_mutex_unlock(&b->lock);
-    pthread_rwlock_unlock(&eng->batch_lock);
+    atomic_fetch_sub(&b->waiters, 1); /* last touch of b */
     return ret;
 }
 

@@ -33,6 +33,9 @@
 #define TICK_NS (20 * 1000000ull)
 #define SCRATCH_BYTES (64 * 1024)
 #define DEFER_BYTES (256 * 1024)
+#ifndef FLUSH_BYTES
+#define FLUSH_BYTES (1024 * 1024)
+#endif
 #define LISTEN_PAUSE_NS (100 * 1000000ull)
 
 struct tcp_block;
@@ -275,16 +278,24 @@ static int conn_flush(struct tcp_conn *c)
         struct iovec iov[64];
         struct msghdr mh = {.msg_iov = iov};
         int k = 0;
-        for (struct tcp_slice *s = c->sq; s && k < 62; s = s->next) {
+        size_t total = 0;
+        /* at most FLUSH_BYTES a call: the lock is held across the copy */
+        for (struct tcp_slice *s = c->sq; s && k < 62 && total < FLUSH_BYTES; s = s->next) {
             size_t off = s->sent;
             if (off < ENG_FRAME_BYTES) {
                 iov[k].iov_base = s->hdr + off;
                 iov[k++].iov_len = ENG_FRAME_BYTES - off;
+                total += ENG_FRAME_BYTES - off;
                 off = ENG_FRAME_BYTES;
             }
-            if (s->len)
-                iov[k].iov_base = s->data + (off - ENG_FRAME_BYTES),
-                iov[k++].iov_len = s->len - (off - ENG_FRAME_BYTES);
+            if (s->len && total < FLUSH_BYTES) {
+                size_t l = s->len - (off - ENG_FRAME_BYTES);
+                if (l > FLUSH_BYTES - total)
+                    l = FLUSH_BYTES - total;
+                iov[k].iov_base = s->data + (off - ENG_FRAME_BYTES);
+                iov[k++].iov_len = l;
+                total += l;
+            }
         }
         mh.msg_iovlen = (size_t)k;
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -8,7 +8,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -179,6 +181,57 @@ START_TEST(hung_target_times_out)
 }
 END_TEST
 
+struct waiter {
+    struct teshim_engine *e;
+    teshim_batch_t b;
+    atomic_int done;
+};
+
+static void *wait_thread(void *arg)
+{
+    struct waiter *w = arg;
+    teshim_batch_wait(w->e, w->b, -1);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* A thread blocked in teshim_batch_wait does not hold up other threads'
+ * batch_alloc/free (it used to sleep holding the batch table's lock). */
+START_TEST(batch_wait_blocks_nobody_else)
+{
+    char *tbuf = aligned_alloc(4096, TSIZE);
+    static char l[4096];
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct tgt t1;
+    struct waiter w = {0};
+    pthread_t th;
+    teshim_batch_t b2;
+
+    target_fork(&t1, tbuf);
+    int port = target_start(&t1, 0);
+    o.request_timeout_ms = 10000;
+    w.e = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(w.e, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(w.e, port);
+    kill(t1.pid, SIGSTOP);
+    waitpid(t1.pid, NULL, WUNTRACED);
+    struct teshim_request r = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
+    ck_assert_int_eq(teshim_batch_alloc(w.e, 1, &w.b), 0);
+    ck_assert_int_eq(teshim_submit(w.e, w.b, &r, 1), 0);
+    ck_assert_int_eq(pthread_create(&th, NULL, wait_thread, &w), 0);
+    usleep(100000); /* let it block in teshim_batch_wait */
+    ck_assert_int_eq(teshim_batch_alloc(w.e, 4, &b2), 0);
+    ck_assert_int_eq(teshim_batch_free(w.e, b2), 0);
+    ck_assert_int_eq(teshim_batch_free(w.e, w.b), -EBUSY);
+    ck_assert_int_eq(atomic_load(&w.done), 0); /* the request is still stuck */
+    target_kill(&t1);                          /* fails it: the waiter returns */
+    pthread_join(th, NULL);
+    ck_assert_int_eq(teshim_batch_free(w.e, w.b), 0);
+    teshim_engine_destroy(w.e);
+    free(tbuf);
+}
+END_TEST
+
 /*
  * With 64 file descriptors, 6 targets and an initiator opening 4
  * connections to each cannot all get theirs: everything must still end in
@@ -192,8 +245,9 @@ START_TEST(fd_limit_fails_cleanly)
         enum { NT = 6, SZ = 65536 };
         struct teshim_engine *t[NT], *ini;
         teshim_segment_t seg[NT];
-        static char tb[NT][SZ * 4], lb[SZ * 4];
-        int opened = 0;
+        /* every request has its own local and remote bytes */
+        static char tb[NT][SZ * 16], lb[NT * 16 * SZ];
+        int opened = 0, segt[NT];
 
         if (setrlimit(RLIMIT_NOFILE, &rl))
             _exit(10);
@@ -218,7 +272,7 @@ START_TEST(fd_limit_fails_cleanly)
             eng_test_name(name, sizeof(name), teshim_engine_port(t[i]));
             int ret = teshim_segment_open(ini, name, &seg[opened]);
             if (!ret)
-                opened++;
+                segt[opened++] = i;
             else if (ret >= 0)
                 _exit(14);
         }
@@ -228,9 +282,9 @@ START_TEST(fd_limit_fails_cleanly)
         int n = opened * 16;
         struct teshim_request *r = calloc((size_t)n, sizeof(*r));
         for (int i = 0; i < n; i++)
-            r[i] = (struct teshim_request){i % 2 ? TESHIM_OP_READ : TESHIM_OP_WRITE,
-                                           lb + (size_t)(i % 4) * SZ, seg[i % opened],
-                                           (uint64_t)(uintptr_t)tb[0], SZ};
+            r[i] = (struct teshim_request){
+                i % 2 ? TESHIM_OP_READ : TESHIM_OP_WRITE, lb + (size_t)i * SZ, seg[i % opened],
+                (uint64_t)(uintptr_t)tb[segt[i % opened]] + (size_t)(i / opened) * SZ, SZ};
         if (teshim_batch_alloc(ini, (size_t)n, &b) || teshim_submit(ini, b, r, (size_t)n) < 0)
             _exit(16);
         int failed = teshim_batch_wait(ini, b, 20000);
@@ -438,6 +492,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, killed_target_fails_tasks_and_restart_reconnects);
     tcase_add_test(tc, hung_target_times_out);
+    tcase_add_test(tc, batch_wait_blocks_nobody_else);
     tcase_add_test(tc, fd_limit_fails_cleanly);
     tcase_add_test(tc, malformed_frames_close_only_that_connection);
     suite_add_tcase(s, tc);

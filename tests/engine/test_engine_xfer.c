@@ -225,6 +225,42 @@ START_TEST(concurrent_submitters)
 }
 END_TEST
 
+/* The pool: idle connections are closed by the timer, the next request
+ * opens new ones, and reuses are counted. */
+START_TEST(idle_connections_collected_and_reopened)
+{
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+    struct teshim_engine *t = eng_test_create(&o), *ini;
+    struct teshim_engine_stats es;
+    static char tb[65536], lb[65536];
+
+    ck_assert_int_eq(teshim_register(t, tb, sizeof(tb), "cpu", true), 0);
+    o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    o.idle_timeout_ms = 100;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(ini, lb, sizeof(lb), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, teshim_engine_port(t));
+    struct teshim_request r = {TESHIM_OP_WRITE, lb, s, (uint64_t)(uintptr_t)tb, sizeof(lb)};
+    ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED);
+    for (int i = 0; i < 500; i++) {
+        teshim_engine_stats(ini, &es);
+        if (es.conn_closed_idle >= 2)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_ge(es.conn_closed_idle, 2); /* both connections of the peer */
+    ck_assert_uint_eq(es.connections, 0);
+    uint64_t opened = es.conn_new;
+    ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED);
+    ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED);
+    teshim_engine_stats(ini, &es);
+    ck_assert_uint_gt(es.conn_new, opened);
+    ck_assert_uint_ge(es.conn_reuse, 1);
+    teshim_engine_destroy(ini);
+    teshim_engine_destroy(t);
+}
+END_TEST
+
 /*
  * A target the initiator may not ptrace (another uid, or not dumpable when
  * not root): transport local falls back to tcp, counted, and still works.
@@ -306,6 +342,7 @@ int main(void)
     tcase_add_loop_test(tc, limiter_queues_and_drains, 0, 2);
     tcase_add_loop_test(tc, out_of_bounds_rejected, 0, 2);
     tcase_add_loop_test(tc, concurrent_submitters, 0, 2);
+    tcase_add_test(tc, idle_connections_collected_and_reopened);
     tcase_add_test(tc, local_falls_back_to_tcp_when_not_permitted);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -144,7 +144,8 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t seg);
 int teshim_batch_alloc(struct teshim_engine *eng, size_t max_requests, teshim_batch_t *batch_p);
 
 /*
- * Free a batch; -EBUSY while any of its requests is unfinished.
+ * Free a batch; -EBUSY while any of its requests is unfinished or another
+ * thread is inside teshim_batch_wait on it.
  */
 int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t batch);
 
