@@ -33,17 +33,26 @@
  * exactly what the real library gives it. A hook whose caller lies in the
  * same object as the real function passes through.
  */
-static bool called_by_host_library(const void *caller, const void *real)
+static _Atomic(void *) ibv_real_base[SHIM_HK_COUNT];
+
+static bool called_by_host_library(enum shim_hook_id id, const void *caller, const void *real)
 {
+    /* The real function is resolved once and for good (shim_resolve), so
+     * the object it lives in is looked up once per hook. */
+    void *base = atomic_load_explicit(&ibv_real_base[id], memory_order_relaxed);
     Dl_info ci, ri;
 
-    if (!dladdr(caller, &ci) || !dladdr(real, &ri))
-        return false;
-    return ci.dli_fbase == ri.dli_fbase;
+    if (!base) {
+        if (!dladdr(real, &ri))
+            return false;
+        base = ri.dli_fbase;
+        atomic_store_explicit(&ibv_real_base[id], base, memory_order_relaxed);
+    }
+    return dladdr(caller, &ci) && ci.dli_fbase == base;
 }
 
-#define SHIM_IBV_INTERNAL(real)                                                                    \
-    called_by_host_library(__builtin_return_address(0), (const void *)(real))
+#define SHIM_IBV_INTERNAL(id, real)                                                                \
+    called_by_host_library(id, __builtin_return_address(0), (const void *)(real))
 
 /* The host's libibverbs lacks the entry point the application bound to: the
  * call fails as ENOSYS (said once; the hook names say which). */
@@ -130,7 +139,8 @@ static enum pol_verdict mr_decide(struct ibv_context *ctx, size_t length, int ac
     req.access = access;
     dev_state(req.device, is_auto && cfg->gate <= POL_GATE_OBSERVE, &pcie, &req.dev_ro_failed);
     req.dev_ro_capable = pcie == 1;
-    req.iova2_available = is_auto && shim_dlvsym("ibv_reg_mr_iova2", "IBVERBS_1.8") != NULL;
+    /* The same cached lookup the iova2 hook forwards through. */
+    req.iova2_available = is_auto && shim_resolve(SHIM_HK_ibv_reg_mr_iova2_1_8) != NULL;
     return pol_rdma_mr_access(cfg, &req, access_out);
 }
 
@@ -204,7 +214,8 @@ struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t le
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_1_1))
+    if (!pd || SHIM_IBV_INTERNAL(SHIM_HK_ibv_reg_mr_1_1, real) ||
+        !shim_enter(SHIM_HK_ibv_reg_mr_1_1))
         return real(pd, addr, length, access);
 #define REG(a) real(pd, addr, length, a)
     SHIM_REG_MR(SHIM_HK_ibv_reg_mr_1_1, pd->context, length, access, REG);
@@ -224,7 +235,8 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_iova_1_7))
+    if (!pd || SHIM_IBV_INTERNAL(SHIM_HK_ibv_reg_mr_iova_1_7, real) ||
+        !shim_enter(SHIM_HK_ibv_reg_mr_iova_1_7))
         return real(pd, addr, length, iova, access);
 #define REG(a) real(pd, addr, length, iova, a)
     SHIM_REG_MR(SHIM_HK_ibv_reg_mr_iova_1_7, pd->context, length, access, REG);
@@ -244,7 +256,8 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, siz
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_mr_iova2_1_8))
+    if (!pd || SHIM_IBV_INTERNAL(SHIM_HK_ibv_reg_mr_iova2_1_8, real) ||
+        !shim_enter(SHIM_HK_ibv_reg_mr_iova2_1_8))
         return real(pd, addr, length, iova, access);
 #define REG(a) real(pd, addr, length, iova, (unsigned int)(a))
     SHIM_REG_MR(SHIM_HK_ibv_reg_mr_iova2_1_8, pd->context, length, access, REG);
@@ -264,7 +277,8 @@ struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offs
         errno = ENOSYS;
         return NULL;
     }
-    if (!pd || SHIM_IBV_INTERNAL(real) || !shim_enter(SHIM_HK_ibv_reg_dmabuf_mr_1_12))
+    if (!pd || SHIM_IBV_INTERNAL(SHIM_HK_ibv_reg_dmabuf_mr_1_12, real) ||
+        !shim_enter(SHIM_HK_ibv_reg_dmabuf_mr_1_12))
         return real(pd, offset, length, iova, fd, access);
 #define REG(a) real(pd, offset, length, iova, fd, a)
     SHIM_REG_MR(SHIM_HK_ibv_reg_dmabuf_mr_1_12, pd->context, length, access, REG);
@@ -283,7 +297,7 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
         ibv_missing(__func__);
         return ENOSYS;
     } /* ibv_rereg_mr returns an IBV_REREG_MR_ERR_* or errno value */
-    if (!mr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
+    if (!mr || SHIM_IBV_INTERNAL(id, real) || !shim_enter(id))
         return real(mr, flags, pd, addr, length, access);
 
     /* Only a change of access flags is ours to touch. */
@@ -338,7 +352,7 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
         ibv_missing(__func__);
         return ENOSYS;
     }
-    if (!qp || !attr || SHIM_IBV_INTERNAL(real) || !shim_enter(id))
+    if (!qp || !attr || SHIM_IBV_INTERNAL(id, real) || !shim_enter(id))
         return real(qp, attr, attr_mask);
 
     struct pol_rdma_qp req = {
