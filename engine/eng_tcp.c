@@ -397,6 +397,18 @@ static void reject(struct tcp_conn *c, const char *what)
              c->pname, what, (unsigned long long)c->rf.req_addr, (unsigned long long)c->rf.req_len);
 }
 
+/* The next len bytes are a handshake payload, read whole into c->ctrl. */
+static int start_ctrl(struct tcp_conn *c, uint32_t len)
+{
+    c->ctrl = malloc(len);
+    if (!c->ctrl)
+        return -ENOMEM;
+    c->ctrl_got = 0;
+    c->rleft = len;
+    c->rstage = R_CTRL;
+    return 0;
+}
+
 static int target_header(struct tcp_conn *c)
 {
     struct eng_frame *f = &c->rf;
@@ -406,13 +418,7 @@ static int target_header(struct tcp_conn *c)
         return -EBADMSG;
     switch (f->type) {
     case ENG_F_HELLO:
-        c->ctrl = malloc(f->payload_len);
-        if (!c->ctrl)
-            return -ENOMEM;
-        c->ctrl_got = 0;
-        c->rleft = f->payload_len;
-        c->rstage = R_CTRL;
-        return 0;
+        return start_ctrl(c, f->payload_len);
     case ENG_F_WRITE:
         reg = eng_region_get(conn_eng(c), f->req_addr, f->req_len);
         c->rleft = f->len;
@@ -496,13 +502,7 @@ static int initiator_header(struct tcp_conn *c)
     if (atomic_load(&c->state) == C_HANDSHAKE) {
         if (f->type != ENG_F_HELLO_ACK || f->status)
             return -EBADMSG;
-        c->ctrl = malloc(f->payload_len);
-        if (!c->ctrl)
-            return -ENOMEM;
-        c->ctrl_got = 0;
-        c->rleft = f->payload_len;
-        c->rstage = R_CTRL;
-        return 0;
+        return start_ctrl(c, f->payload_len);
     }
     switch (f->type) {
     case ENG_F_WRITE_ACK:
