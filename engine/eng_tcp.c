@@ -13,7 +13,10 @@
  *
  * Locking: a connection's send side (queues, fd, state) is under c->lock;
  * its receive side and its life cycle belong to its worker. Task
- * callbacks are never made with a lock held.
+ * callbacks are never made with a lock held. c->lock is only held for
+ * queue updates, never across sendmsg: one thread at a time sends, the
+ * owner of c->sending, which holds c->send_lock for as long (see
+ * conn_flush). c->iq is under c->send_lock, taken before c->lock.
  */
 #include "eng.h"
 
@@ -81,8 +84,11 @@ struct tcp_conn {
     bool in_read;      /* answers queued while reading go out together ... */
     uint64_t deferred; /* ... unless this many payload bytes wait for them */
     pthread_mutex_t lock;
+    pthread_mutex_t send_lock;      /* held by the sending thread; guards iq */
+    bool sending;                   /* a thread owns the send side, under lock */
+    bool resetting;                 /* conn_reset waits for the sender, under lock */
     struct tcp_slice *sq, *sq_tail; /* to send; head may be partly sent */
-    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator) */
+    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator), send_lock */
     uint64_t seq;
     /* receive side, worker only */
     int rstage;
@@ -144,6 +150,18 @@ struct tcp_tp {
 static struct teshim_engine *conn_eng(struct tcp_conn *c)
 {
     return c->w->tp->base.eng;
+}
+
+static void conn_locks_init(struct tcp_conn *c)
+{
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->send_lock, NULL);
+}
+
+static void conn_locks_destroy(struct tcp_conn *c)
+{
+    pthread_mutex_destroy(&c->send_lock);
+    pthread_mutex_destroy(&c->lock);
 }
 
 static void worker_wake(struct tcp_worker *w)
@@ -225,7 +243,14 @@ static void conn_reset(struct tcp_conn *c, int err)
     struct teshim_engine *eng = conn_eng(c);
     struct tcp_slice *sq, *iq, *rs = c->rslice;
 
+    /* a thread in sendmsg uses the fd and the queued slices: tell it to
+     * stop after this call, and wait for it */
     pthread_mutex_lock(&c->lock);
+    c->resetting = true;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
+    c->resetting = false;
     sq = c->sq;
     iq = c->iq;
     c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
@@ -243,6 +268,7 @@ static void conn_reset(struct tcp_conn *c, int err)
     c->fd = -1;
     c->want_out = false;
     pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->send_lock);
 
     c->rslice = NULL;
     eng_region_put(c->rreg);
@@ -271,15 +297,33 @@ static void conn_reset(struct tcp_conn *c, int err)
 
 /* ---- sending ------------------------------------------------------------ */
 
-/* Send what the socket takes, c->lock held. 0 or -errno. */
+/*
+ * Send what the socket takes; called and returns with c->lock held; 0 or
+ * -errno. A combining send: the caller that finds the send side free
+ * takes it (c->sending, then c->send_lock) and runs sendmsg with c->lock
+ * released, looping until the queue is empty or the socket is full, so
+ * submitting threads never sleep on c->lock across a copy. A caller that
+ * finds it taken has only queued and returns at once: the owner sees its
+ * slices (queued under c->lock) before it lets go. Slices move to iq
+ * under c->send_lock before the worker can look for their answers there.
+ */
 static int conn_flush(struct tcp_conn *c)
 {
-    while (c->sq) {
+    int ret = 0;
+
+    if (c->sending)
+        return 0;
+    c->sending = true;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
+    /* the connection may have been reset while this thread waited */
+    while (c->sq && !c->resetting && atomic_load(&c->state) == C_READY) {
         struct iovec iov[64];
         struct msghdr mh = {.msg_iov = iov};
         int k = 0;
         size_t total = 0;
-        /* at most FLUSH_BYTES a call: the lock is held across the copy */
+        /* at most FLUSH_BYTES a call: the worker may wait for send_lock */
         for (struct tcp_slice *s = c->sq; s && k < 62 && total < FLUSH_BYTES; s = s->next) {
             size_t off = s->sent;
             if (off < ENG_FRAME_BYTES) {
@@ -298,17 +342,25 @@ static int conn_flush(struct tcp_conn *c)
             }
         }
         mh.msg_iovlen = (size_t)k;
-        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* only the owner takes slices off sq, and conn_reset waits for
+         * send_lock: the fd and the slices stay valid without c->lock */
+        int fd = c->fd;
+        pthread_mutex_unlock(&c->lock);
+        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        int err = n < 0 ? errno : 0;
+        pthread_mutex_lock(&c->lock);
         if (n < 0) {
-            if (errno == EINTR)
+            if (err == EINTR)
                 continue;
-            if (errno != EAGAIN)
-                return -errno;
+            if (err != EAGAIN) {
+                ret = -err;
+                break;
+            }
             if (!c->want_out) {
                 c->want_out = true;
                 epoll_set(c, EPOLLIN | EPOLLOUT);
             }
-            return 0;
+            break;
         }
         while (n > 0) {
             struct tcp_slice *s = c->sq;
@@ -333,11 +385,13 @@ static int conn_flush(struct tcp_conn *c)
             }
         }
     }
-    if (c->want_out) {
+    if (!ret && !c->sq && c->want_out) {
         c->want_out = false;
         epoll_set(c, EPOLLIN);
     }
-    return 0;
+    c->sending = false;
+    pthread_mutex_unlock(&c->send_lock);
+    return ret;
 }
 
 static void conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s)
@@ -480,7 +534,7 @@ static int target_hello(struct tcp_conn *c)
 static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
 {
     struct tcp_slice *s;
-    pthread_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->send_lock);
     s = c->iq;
     if (s && s->seq == c->rf.id && s->op == op && s->xfer == c->rf.len && s->raddr == c->rf.addr) {
         c->iq = s->next;
@@ -490,7 +544,7 @@ static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
     } else {
         s = NULL;
     }
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->send_lock);
     return s;
 }
 
@@ -606,10 +660,10 @@ static int read_acks(struct tcp_conn *c, bool *done)
     size_t k = 0;
 
     *done = false;
-    pthread_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->send_lock);
     for (struct tcp_slice *s = c->iq; s && k < 32 && s->op == TESHIM_OP_WRITE; s = s->next)
         k++;
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->send_lock);
     if (k < 2)
         return 0;
     ssize_t n = recv(c->fd, buf, k * ENG_FRAME_BYTES, MSG_DONTWAIT);
@@ -839,7 +893,7 @@ static void accept_all(struct tcp_worker *w)
         }
         c->fd = fd;
         c->w = w;
-        pthread_mutex_init(&c->lock, NULL);
+        conn_locks_init(c);
         atomic_store(&c->state, C_READY);
         char ip[INET6_ADDRSTRLEN] = "?";
         int port = 0;
@@ -857,7 +911,7 @@ static void accept_all(struct tcp_worker *w)
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &e)) {
             close(fd);
-            pthread_mutex_destroy(&c->lock);
+            conn_locks_destroy(c);
             free(c);
             continue;
         }
@@ -910,7 +964,7 @@ static void peer_unref(struct tcp_peer *p)
 {
     if (atomic_fetch_sub(&p->refs, 1) == 1) {
         for (int i = 0; i < p->n; i++)
-            pthread_mutex_destroy(&p->conns[i].lock);
+            conn_locks_destroy(&p->conns[i]);
         free(p);
     }
 }
@@ -977,11 +1031,15 @@ static void tick(struct tcp_worker *w, uint64_t now)
                    now - c->t_first > conn_to) {
             connect_failed(c, -ETIMEDOUT);
         } else if (st == C_READY) {
+            pthread_mutex_lock(&c->send_lock);
             pthread_mutex_lock(&c->lock);
             struct tcp_slice *head = c->iq ? c->iq : c->sq;
             bool busy = head || c->rslice;
-            bool late = head && now - head->t_start > req_to;
+            /* a slice queued while this tick waited for the locks is
+             * younger than now */
+            bool late = head && now > head->t_start && now - head->t_start > req_to;
             pthread_mutex_unlock(&c->lock);
+            pthread_mutex_unlock(&c->send_lock);
             if (late) {
                 eng_err(eng, "peer %s: request unanswered for %d ms, resetting the connection",
                         c->pname, eng->p.request_timeout_ms);
@@ -1028,7 +1086,7 @@ static void *worker_main(void *arg)
         while (w->graveyard) {
             struct tcp_conn *c = w->graveyard;
             w->graveyard = c->wnext;
-            pthread_mutex_destroy(&c->lock);
+            conn_locks_destroy(c);
             free(c);
         }
     }
@@ -1186,7 +1244,7 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
         c->peer = p;
         c->fd = -1;
         c->w = &tp->w[atomic_fetch_add(&tp->rr, 1) % (unsigned)tp->nworkers];
-        pthread_mutex_init(&c->lock, NULL);
+        conn_locks_init(c);
         snprintf(c->pname, sizeof(c->pname), "%.50s#%d", seg->name, i);
         /* connect eagerly: the first request does not wait for it */
         atomic_store(&c->state, C_CONNECTING);
@@ -1244,7 +1302,7 @@ static void tcp_destroy(struct eng_transport *base)
         while (w->graveyard) {
             struct tcp_conn *c = w->graveyard;
             w->graveyard = c->wnext;
-            pthread_mutex_destroy(&c->lock);
+            conn_locks_destroy(c);
             free(c);
         }
     }
@@ -1252,7 +1310,7 @@ static void tcp_destroy(struct eng_transport *base)
         struct tcp_peer *p = tp->peers;
         tp->peers = p->next;
         for (int i = 0; i < p->n; i++)
-            pthread_mutex_destroy(&p->conns[i].lock);
+            conn_locks_destroy(&p->conns[i]);
         free(p);
     }
     for (int i = 0; i < tp->nworkers; i++) {
