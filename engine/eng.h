@@ -191,6 +191,12 @@ void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err);
 /* Finish a task with err (0 = completed): counters, state, waiters, limiter. */
 void eng_task_finish(struct eng_task *t, int err);
 
+/* Fail with -ETIMEDOUT the tasks queued by the limiter for longer than
+ * engine.request_timeout_ms (measured from submission); cheap when nothing
+ * is queued. Driven by submit, by every finish, and by the tcp I/O
+ * threads' timer, so a queue behind stuck requests still expires. */
+void eng_limiter_expire(struct teshim_engine *eng, uint64_t now);
+
 /* Embedded p2p metadata: connect to name, exchange HELLO, fill seg. */
 int eng_meta_fetch(struct teshim_engine *eng, struct eng_segment *seg);
 /* Parse "host:port" ("[v6]:port") into sa; 0 or -EINVAL / -EHOSTUNREACH. */

@@ -719,11 +719,67 @@ static void start_admitted(struct teshim_engine *eng, struct eng_task *t)
     start_depth = 0;
 }
 
-static void limiter_release(struct teshim_engine *eng)
+static void task_complete(struct eng_task *t, int err);
+
+/* Unlink the queued tasks whose request timeout has passed, lim_lock held;
+ * returns them chained by next. The queue is in submission order (up to
+ * the few microseconds between a submit's clock read and its lock), so
+ * the scan stops at the first task still in time: a task a little out of
+ * order expires on the next call. */
+static struct eng_task *limiter_take_expired(struct teshim_engine *eng, uint64_t now)
+{
+    uint64_t to = (uint64_t)eng->p.request_timeout_ms * 1000000ull;
+    struct eng_task *head = eng->wait_head, *t = head, *last = NULL;
+    size_t n = 0;
+
+    while (t && now >= t->t_submit && now - t->t_submit >= to) {
+        last = t;
+        t = t->next;
+        n++;
+    }
+    if (!n)
+        return NULL;
+    eng->wait_head = t;
+    if (!t)
+        eng->wait_tail = NULL;
+    last->next = NULL;
+    atomic_fetch_sub(&eng->st.waiting, n);
+    return head;
+}
+
+/* Fail expired queued tasks (taken by limiter_take_expired), no lock held. */
+static void limiter_fail_expired(struct teshim_engine *eng, struct eng_task *t)
+{
+    while (t) {
+        struct eng_task *next = t->next;
+        eng_err(eng,
+                "segment %s: request queued by the limiter (engine.max_inflight %d) for %d ms, "
+                "timed out before it started",
+                t->seg->name, eng->p.max_inflight, eng->p.request_timeout_ms);
+        task_complete(t, -ETIMEDOUT);
+        t = next;
+    }
+}
+
+void eng_limiter_expire(struct teshim_engine *eng, uint64_t now)
 {
     struct eng_task *t;
 
+    if (!atomic_load(&eng->st.waiting))
+        return;
     pthread_mutex_lock(&eng->lim_lock);
+    t = limiter_take_expired(eng, now);
+    pthread_mutex_unlock(&eng->lim_lock);
+    limiter_fail_expired(eng, t);
+}
+
+static void limiter_release(struct teshim_engine *eng)
+{
+    struct eng_task *t, *expired;
+
+    pthread_mutex_lock(&eng->lim_lock);
+    /* a task whose time ran out in the queue is not started */
+    expired = limiter_take_expired(eng, eng_now_ns());
     eng->active--;
     t = eng->wait_head;
     if (t) {
@@ -736,6 +792,7 @@ static void limiter_release(struct teshim_engine *eng)
         atomic_fetch_sub(&eng->st.active, 1);
     }
     pthread_mutex_unlock(&eng->lim_lock);
+    limiter_fail_expired(eng, expired);
     if (t)
         start_admitted(eng, t);
 }
@@ -763,6 +820,16 @@ void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err)
 
 void eng_task_finish(struct eng_task *t, int err)
 {
+    struct teshim_engine *eng = t->seg->tp->eng;
+
+    task_complete(t, err);
+    limiter_release(eng);
+}
+
+/* Counters, state and waiters of a finished task; its limiter slot, if it
+ * had one, is the caller's. */
+static void task_complete(struct eng_task *t, int err)
+{
     struct eng_batch *b = t->batch;
     struct teshim_engine *eng = t->seg->tp->eng;
 
@@ -788,7 +855,6 @@ void eng_task_finish(struct eng_task *t, int err)
     if (atomic_fetch_sub(&b->unfinished, 1) == 1)
         pthread_cond_broadcast(&b->cond);
     pthread_mutex_unlock(&b->lock);
-    limiter_release(eng);
 }
 
 static int check_request(struct teshim_engine *eng, const struct teshim_request *r,
@@ -895,6 +961,7 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
     atomic_fetch_add(&eng->st.submitted, n);
 
     /* admit what the limiter allows, queue the rest in order */
+    eng_limiter_expire(eng, now);
     pthread_mutex_lock(&eng->lim_lock);
     for (size_t i = 0; i < n; i++) {
         struct eng_task *t = &b->tasks[first + i];

@@ -961,6 +961,7 @@ static void tick(struct tcp_worker *w, uint64_t now)
     uint64_t conn_to = (uint64_t)eng->p.connect_timeout_ms * 1000000ull;
     uint64_t idle_to = (uint64_t)eng->p.idle_timeout_ms * 1000000ull;
 
+    eng_limiter_expire(eng, now);
     if (w->lfd_paused && now >= w->lfd_resume) {
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = &w->lfd};
         epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &e);
