@@ -80,8 +80,10 @@ static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
                               .etc_path = o->no_policy ? "/nonexistent" : NULL,
                               .diag = pol_diag};
 
-    if (!cfg)
+    if (!cfg) {
+        eng_err(NULL, "engine_create: no memory for the policy table");
         return -ENOMEM;
+    }
     pthread_mutex_lock(&pol_lock); /* pol_load is not reentrant */
     pol_load(cfg, &src);
     pthread_mutex_unlock(&pol_lock);
@@ -192,8 +194,10 @@ int teshim_engine_create(const struct teshim_engine_opts *opts, struct teshim_en
         return -EINVAL;
     }
     eng = calloc(1, sizeof(*eng));
-    if (!eng)
+    if (!eng) {
+        eng_err(NULL, "engine_create: no memory for the engine");
         return -ENOMEM;
+    }
     ret = load_params(opts, &eng->p);
     if (ret)
         goto err_free;
@@ -361,8 +365,10 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
             return ret;
     }
     r = calloc(1, sizeof(*r));
-    if (!r)
+    if (!r) {
+        eng_err(eng, "register: no memory for a region");
         return -ENOMEM;
+    }
     r->addr = a;
     r->len = len;
     r->remote = remote_accessible;
@@ -379,6 +385,7 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
         size_t cap = eng->capregs ? eng->capregs * 2 : 16;
         struct eng_region **n = realloc(eng->regs, cap * sizeof(*n));
         if (!n) {
+            eng_err(eng, "register: no memory for %zu regions", cap);
             ret = -ENOMEM;
             goto err_unlock;
         }
@@ -488,8 +495,10 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
         return -EINVAL;
     }
     seg = calloc(1, sizeof(*seg));
-    if (!seg)
+    if (!seg) {
+        eng_err(eng, "segment_open: no memory for a segment");
         return -ENOMEM;
+    }
     strcpy(seg->name, name);
     ret = eng_parse_hostport(name, false, &seg->sa, &seg->salen);
     if (ret) {
@@ -525,6 +534,7 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
         struct eng_segment **n = realloc(eng->segs, cap * sizeof(*n));
         if (!n) {
             pthread_mutex_unlock(&eng->seg_lock);
+            eng_err(eng, "segment_open: no memory for %zu segments", cap);
             ret = -ENOMEM;
             goto err_tp;
         }
@@ -618,10 +628,13 @@ int teshim_batch_alloc(struct teshim_engine *eng, size_t max_requests, teshim_ba
         return -EINVAL;
     }
     b = calloc(1, sizeof(*b));
-    if (!b)
+    if (!b) {
+        eng_err(eng, "batch_alloc: no memory for a batch");
         return -ENOMEM;
+    }
     b->tasks = calloc(max_requests, sizeof(*b->tasks));
     if (!b->tasks) {
+        eng_err(eng, "batch_alloc: no memory for %zu tasks", max_requests);
         ret = -ENOMEM;
         goto err_free;
     }
@@ -636,6 +649,7 @@ int teshim_batch_alloc(struct teshim_engine *eng, size_t max_requests, teshim_ba
         struct eng_batch **n = realloc(eng->batches, cap * sizeof(*n));
         if (!n) {
             pthread_rwlock_unlock(&eng->batch_lock);
+            eng_err(eng, "batch_alloc: no memory for %zu batches", cap);
             ret = -ENOMEM;
             goto err_cond;
         }
@@ -907,9 +921,8 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
         eng_err(eng, "submit: %s", !n ? "no requests" : "NULL argument");
         return -EINVAL;
     }
-    if (n > 64 && !(segs = malloc(n * sizeof(*segs))))
-        return -ENOMEM;
-    if (n > 64 && !(devs = malloc(n * sizeof(*devs)))) {
+    if (n > 64 && (!(segs = malloc(n * sizeof(*segs))) || !(devs = malloc(n * sizeof(*devs))))) {
+        eng_err(eng, "submit: no memory to check %zu requests", n);
         free(segs);
         return -ENOMEM;
     }

@@ -150,9 +150,10 @@ static void local_start_helpers(struct local_tp *lt)
 
     pthread_mutex_lock(&lt->lock);
     for (; lt->nth < want && lt->nth < LOCAL_MAX_HELPERS; lt->nth++) {
-        if (pthread_create(&lt->th[lt->nth], NULL, local_helper_main, lt)) {
+        int err = pthread_create(&lt->th[lt->nth], NULL, local_helper_main, lt);
+        if (err) {
             eng_warn(lt->base.eng, "local: helper thread: %s; copying on fewer threads",
-                     strerror(errno));
+                     strerror(err));
             break;
         }
     }
@@ -191,6 +192,7 @@ static void local_start(struct eng_transport *tp, struct eng_task *t)
     for (unsigned i = 0; i < n; i++) {
         struct local_job *j = malloc(sizeof(*j));
         if (!j) {
+            eng_err(tp->eng, "segment %s: no memory for chunk %u of %u", seg->name, i, n);
             /* the chunks not queued fail; the queued ones still run */
             for (; i < n; i++)
                 eng_task_slice_done(t, 0, -ENOMEM);
@@ -252,8 +254,10 @@ static const struct eng_transport_ops local_ops = {
 int eng_local_create(struct teshim_engine *eng, struct eng_transport **tp_p)
 {
     struct local_tp *lt = calloc(1, sizeof(*lt));
-    if (!lt)
+    if (!lt) {
+        eng_err(eng, "engine_create: no memory for the local transport");
         return -ENOMEM;
+    }
     eng_transport_init(&lt->base, eng, &local_ops);
     pthread_mutex_init(&lt->lock, NULL);
     pthread_cond_init(&lt->cond, NULL);

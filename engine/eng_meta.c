@@ -148,6 +148,8 @@ static int meta_once(struct teshim_engine *eng, struct eng_segment *seg, uint64_
     buf = malloc(f.payload_len);
     seg->regions = malloc((f.payload_len / ENG_REGION_BYTES + 1) * sizeof(*seg->regions));
     if (!buf || !seg->regions) {
+        eng_err(eng, "segment %s: no memory for the peer's %u-byte handshake", seg->name,
+                f.payload_len);
         ret = -ENOMEM;
         goto out_free;
     }

@@ -229,8 +229,11 @@ static void conn_reset(struct tcp_conn *c, int err)
     sq = c->sq;
     iq = c->iq;
     c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
-    if ((sq || iq || rs) && c->peer)
+    if ((sq || iq || rs) && c->peer) {
         atomic_fetch_add(&eng->st.conn_broken, 1);
+        eng_warn(eng, "peer %s: connection lost with requests on it: %s", c->pname,
+                 strerror(err ? -err : ECONNRESET));
+    }
     if (atomic_load(&c->state) == C_READY && c->peer)
         atomic_fetch_sub(&eng->st.connections, 1);
     atomic_store(&c->state, C_IDLE);
@@ -900,7 +903,10 @@ static void conn_event(struct tcp_conn *c, uint32_t ev)
     if (!ret && (ev & (EPOLLERR | EPOLLHUP)) && !(ev & EPOLLIN))
         ret = -ECONNRESET;
     if (ret) {
-        if (ret != -ECONNRESET || c->peer)
+        /* a failure of ours (no memory) is an error; the peer's doing is not */
+        if (ret == -ENOMEM)
+            eng_err(conn_eng(c), "peer %s: closing the connection: %s", c->pname, strerror(-ret));
+        else if (ret != -ECONNRESET || c->peer)
             eng_dbg(conn_eng(c), "peer %s: connection closed: %s", c->pname, strerror(-ret));
         conn_reset(c, ret == -EBADMSG || ret == -EPROTO ? -EPROTO : -ECONNRESET);
     }
@@ -1174,8 +1180,10 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
     int n = eng->p.conns_per_peer;
     struct tcp_peer *p = calloc(1, sizeof(*p) + (size_t)n * sizeof(struct tcp_conn));
 
-    if (!p)
+    if (!p) {
+        eng_err(eng, "segment %s: no memory for %d connections", seg->name, n);
         return -ENOMEM;
+    }
     memcpy(&p->sa, &seg->sa, sizeof(p->sa));
     p->salen = seg->salen;
     p->pid = seg->hello.pid;
@@ -1315,13 +1323,16 @@ int eng_tcp_create(struct teshim_engine *eng, struct eng_transport **tp_p)
     socklen_t sl = 0;
     int ret = 0;
 
-    if (!tp)
+    if (!tp) {
+        eng_err(eng, "engine_create: no memory for the tcp transport");
         return -ENOMEM;
+    }
     eng_transport_init(&tp->base, eng, &tcp_ops);
     pthread_mutex_init(&tp->peers_lock, NULL);
     tp->nworkers = eng->p.io_threads;
     tp->w = calloc((size_t)tp->nworkers, sizeof(*tp->w));
     if (!tp->w) {
+        eng_err(eng, "engine_create: no memory for %d I/O threads", tp->nworkers);
         pthread_mutex_destroy(&tp->peers_lock);
         free(tp);
         return -ENOMEM;

@@ -22,7 +22,7 @@ logs=()
 logs+=("$build/Testing/Temporary/LastTest.log")
 
 if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
-    engine_tests=(check_engine_api check_engine_xfer check_engine_fault)
+    engine_tests=(check_engine_api check_engine_xfer check_engine_fault check_engine_inject)
     for san in address thread; do
         sb="$root/build-$san"
         echo "== engine suites under ${san} sanitizer ($sb)"
