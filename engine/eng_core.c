@@ -63,6 +63,8 @@ int eng_backoff_ms(const struct eng_params *p, int attempt)
     return (int)(d / 2 + r % (d / 2 + 1));
 }
 
+static void seg_free(struct eng_segment *seg);
+
 /* ---- parameters ------------------------------------------------------- */
 
 static void pol_diag(void *arg, enum pol_log_level level, const char *msg)
@@ -210,7 +212,7 @@ int teshim_engine_create(const struct teshim_engine_opts *opts, struct teshim_en
     }
     eng->port = -1;
     read_boot_id(eng->boot_id);
-    eng->probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
+    eng->words.probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
     pthread_rwlock_init(&eng->reg_lock, NULL);
     pthread_mutex_init(&eng->seg_lock, NULL);
     pthread_rwlock_init(&eng->batch_lock, NULL);
@@ -266,12 +268,9 @@ void teshim_engine_destroy(struct teshim_engine *eng)
         atomic_store(&t->error, -ECANCELED);
         atomic_store(&t->state, TESHIM_TASK_FAILED);
     }
-    for (size_t i = 0; i < eng->nsegs; i++) {
-        if (eng->segs[i]) {
-            free(eng->segs[i]->regions);
-            free(eng->segs[i]);
-        }
-    }
+    for (size_t i = 0; i < eng->nsegs; i++)
+        if (eng->segs[i])
+            seg_free(eng->segs[i]);
     free(eng->segs);
     for (size_t i = 0; i < eng->capbatches; i++) {
         struct eng_batch *b = eng->batches[i];
@@ -305,8 +304,8 @@ void eng_hello_self(struct teshim_engine *eng, struct eng_hello *h)
     memset(h, 0, sizeof(*h));
     memcpy(h->boot_id, eng->boot_id, 16);
     h->pid = (uint32_t)getpid();
-    h->probe_addr = eng->p.local_serve ? (uint64_t)(uintptr_t)&eng->probe : 0;
-    h->probe_value = eng->probe;
+    h->probe_addr = eng->p.local_serve ? (uint64_t)(uintptr_t)&eng->words : 0;
+    h->probe_value = eng->words.probe;
     strcpy(h->name, eng->name);
 }
 
@@ -419,6 +418,8 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
         r = eng->regs[i - 1];
         memmove(eng->regs + i - 1, eng->regs + i, (eng->nregs - i) * sizeof(*eng->regs));
         eng->nregs--;
+        /* same-host peers see their cached list is stale (eng_local.c) */
+        atomic_fetch_add(&eng->words.unreg_gen, 1);
     }
     pthread_rwlock_unlock(&eng->reg_lock);
     if (!r) {
@@ -474,6 +475,37 @@ int eng_region_list(struct teshim_engine *eng, struct eng_region_desc **out, uin
 
 /* ---- segments --------------------------------------------------------- */
 
+bool eng_seg_in_regions(struct eng_segment *seg, uint64_t a, uint64_t len, uint64_t gen)
+{
+    bool in = false;
+
+    pthread_rwlock_rdlock(&seg->regions_lock);
+    for (uint32_t i = 0; i < seg->nregions && gen == seg->regions_gen && !in; i++)
+        in = a >= seg->regions[i].addr && a + len >= a &&
+             a + len <= seg->regions[i].addr + seg->regions[i].len;
+    pthread_rwlock_unlock(&seg->regions_lock);
+    return in;
+}
+
+void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,
+                         uint64_t gen)
+{
+    pthread_rwlock_wrlock(&seg->regions_lock);
+    free(seg->regions);
+    seg->regions = regions;
+    seg->nregions = n;
+    seg->regions_gen = gen;
+    pthread_rwlock_unlock(&seg->regions_lock);
+}
+
+static void seg_free(struct eng_segment *seg)
+{
+    pthread_mutex_destroy(&seg->refresh_lock);
+    pthread_rwlock_destroy(&seg->regions_lock);
+    free(seg->regions);
+    free(seg);
+}
+
 static struct eng_segment *seg_lookup(struct teshim_engine *eng, teshim_segment_t id)
 {
     struct eng_segment *s = NULL;
@@ -500,14 +532,17 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
         return -ENOMEM;
     }
     strcpy(seg->name, name);
+    pthread_rwlock_init(&seg->regions_lock, NULL);
+    pthread_mutex_init(&seg->refresh_lock, NULL);
     ret = eng_parse_hostport(name, false, &seg->sa, &seg->salen);
     if (ret) {
         eng_err(eng, "segment_open: '%s' is not a reachable host:port", name);
         goto err_free;
     }
-    ret = eng_meta_fetch(eng, seg);
+    ret = eng_meta_fetch(eng, seg, &seg->hello, &seg->regions);
     if (ret)
         goto err_free;
+    seg->nregions = seg->hello.nregions;
 
     /* data path: local when asked (or auto) and permitted, else tcp */
     ret = -EOPNOTSUPP;
@@ -524,7 +559,7 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
     if (ret) {
         ret = eng->tcp->ops.seg_open(eng->tcp, seg);
         if (ret)
-            goto err_regions;
+            goto err_free;
         seg->tp = eng->tcp;
     }
 
@@ -549,10 +584,8 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
 
 err_tp:
     seg->tp->ops.seg_close(seg->tp, seg);
-err_regions:
-    free(seg->regions);
 err_free:
-    free(seg);
+    seg_free(seg);
     return ret;
 }
 
@@ -564,11 +597,14 @@ int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
         eng_err(eng, "segment_regions: %s", !s ? "invalid segment" : "NULL regions");
         return -EINVAL;
     }
+    pthread_rwlock_rdlock(&s->regions_lock);
+    int n = (int)s->nregions;
     for (size_t i = 0; i < s->nregions && i < max; i++) {
         regions[i].addr = s->regions[i].addr;
         regions[i].len = s->regions[i].len;
     }
-    return (int)s->nregions;
+    pthread_rwlock_unlock(&s->regions_lock);
+    return n;
 }
 
 const char *teshim_segment_transport(struct teshim_engine *eng, teshim_segment_t id)
@@ -600,8 +636,7 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
         return ret;
     }
     s->tp->ops.seg_close(s->tp, s);
-    free(s->regions);
-    free(s);
+    seg_free(s);
     return 0;
 }
 

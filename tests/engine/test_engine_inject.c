@@ -6,7 +6,9 @@
  * transports. Every API call must succeed or return a negative errno with
  * a cause in the log; every task must end in a final state; nothing may
  * crash or hang, and under AddressSanitizer nothing may leak (each N runs
- * in its own forked child, checked by LeakSanitizer at its exit).
+ * in its own forked child, checked by LeakSanitizer at its exit). One
+ * request strays outside the peer's regions, so the local transport's
+ * refresh of its region list runs under injection too.
  */
 #include "eng_test.h"
 #include "fi_inject.h"
@@ -124,6 +126,9 @@ static long run_sequence(int idx, long nth)
     for (int i = 0; i < NREQ; i++)
         r[i] = (struct teshim_request){i % 2 ? TESHIM_OP_WRITE : TESHIM_OP_READ, l + i * RSZ, s,
                                        (uint64_t)(uintptr_t)tbuf + (uint64_t)i * RSZ, RSZ};
+    /* the last one strays outside the peer's regions: the local transport
+     * refreshes its list before failing it */
+    r[NREQ - 1].remote_offset = (uint64_t)(uintptr_t)l;
     off_t mark = log_size();
     if (checked(teshim_submit(ini, b, r, NREQ), mark, "teshim_submit") >= 0) {
         int failed = teshim_batch_wait(ini, b, 20000);
