@@ -219,7 +219,10 @@ int eng_meta_fetch(struct teshim_engine *eng, const struct eng_segment *seg, str
 
 /* The regions of an open segment, under its own lock: the list is
  * replaced when the local transport refreshes it. */
-bool eng_seg_in_regions(struct eng_segment *seg, uint64_t addr, uint64_t len, uint64_t gen);
+/* 0 when [addr, addr+len) is inside one region of a list valid for the
+ * peer's unregistration generation gen; -EFAULT outside; -ESTALE when the
+ * list is older than gen. */
+int eng_seg_check(struct eng_segment *seg, uint64_t addr, uint64_t len, uint64_t gen);
 /* Install a fetched list (taking ownership) valid for the peer's
  * unregistration generation gen; the old list is freed. */
 void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,

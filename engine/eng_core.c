@@ -475,16 +475,19 @@ int eng_region_list(struct teshim_engine *eng, struct eng_region_desc **out, uin
 
 /* ---- segments --------------------------------------------------------- */
 
-bool eng_seg_in_regions(struct eng_segment *seg, uint64_t a, uint64_t len, uint64_t gen)
+int eng_seg_check(struct eng_segment *seg, uint64_t a, uint64_t len, uint64_t gen)
 {
-    bool in = false;
+    int ret = -EFAULT;
 
     pthread_rwlock_rdlock(&seg->regions_lock);
-    for (uint32_t i = 0; i < seg->nregions && gen == seg->regions_gen && !in; i++)
-        in = a >= seg->regions[i].addr && a + len >= a &&
-             a + len <= seg->regions[i].addr + seg->regions[i].len;
+    if (gen != seg->regions_gen)
+        ret = -ESTALE;
+    for (uint32_t i = 0; i < seg->nregions && ret == -EFAULT; i++)
+        if (a >= seg->regions[i].addr && a + len >= a &&
+            a + len <= seg->regions[i].addr + seg->regions[i].len)
+            ret = 0;
     pthread_rwlock_unlock(&seg->regions_lock);
-    return in;
+    return ret;
 }
 
 void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,

@@ -26,6 +26,7 @@
 
 #define LOCAL_MAX_HELPERS 63
 #define LOCAL_REFRESH_NS (20 * 1000000ull)
+#define LOCAL_REFRESH_TRIES 8
 
 _Static_assert(offsetof(struct eng_peer_words, unreg_gen) == 8 && sizeof(atomic_uint_fast64_t) == 8,
                "same-host peers read the generation at probe_addr + 8");
@@ -194,13 +195,15 @@ static void local_queue_chunks(struct local_tp *lt, struct eng_task *t)
         local_queue(lt, first, last);
 }
 
-/* The request is inside the peer's list, and the list is current. */
-static int local_check(struct eng_transport *tp, struct eng_task *t, bool *in)
+/* 0: the request is inside the peer's list and the list is current;
+ * -EFAULT: outside it; -ESTALE: the peer unregistered since it was
+ * fetched; another -errno: the peer cannot be read. */
+static int local_check(struct eng_transport *tp, struct eng_task *t)
 {
     uint64_t gen;
     int ret = local_peer_gen(tp, t->seg, &gen);
     if (!ret)
-        *in = eng_seg_in_regions(t->seg, t->raddr, t->len, gen);
+        ret = eng_seg_check(t->seg, t->raddr, t->len, gen);
     return ret;
 }
 
@@ -214,17 +217,24 @@ static void local_resolve(struct eng_transport *tp, struct local_job *j)
 {
     struct eng_task *t = j->t;
     uint64_t since = j->off;
-    bool in = false;
-    int ret;
+    int ret, tries = 0;
 
     free(j);
-    ret = local_refresh(tp, t->seg, since);
-    if (!ret)
-        ret = local_check(tp, t, &in);
-    if (!ret && !in) {
+    /* the peer may unregister again while we fetch: fetch again, a few
+     * times (each LOCAL_REFRESH_NS apart) */
+    do {
+        ret = local_refresh(tp, t->seg, since);
+        if (!ret)
+            ret = local_check(tp, t);
+        since = eng_now_ns();
+    } while (ret == -ESTALE && ++tries < LOCAL_REFRESH_TRIES);
+    if (ret == -EFAULT)
         eng_err(tp->eng, "segment %s: [0x%llx, +%llu) is outside the peer's regions", t->seg->name,
                 (unsigned long long)t->raddr, (unsigned long long)t->len);
-        ret = -EFAULT;
+    if (ret == -ESTALE) {
+        eng_err(tp->eng, "segment %s: the peer's registrations changed during %d refreshes",
+                t->seg->name, tries);
+        ret = -EAGAIN;
     }
     if (ret)
         local_fail(t, ret);
@@ -337,14 +347,13 @@ static void local_submit_end(struct eng_transport *tp)
 static void local_start(struct eng_transport *tp, struct eng_task *t)
 {
     struct local_tp *lt = (struct local_tp *)tp;
-    bool in = false;
-    int ret = local_check(tp, t, &in);
+    int ret = local_check(tp, t);
 
-    if (ret) {
+    if (ret && ret != -EFAULT && ret != -ESTALE) {
         local_fail(t, ret);
         return;
     }
-    if (in) {
+    if (!ret) {
         local_queue_chunks(lt, t);
     } else {
         /* the list missed or is stale: resolved by a copying thread */

@@ -100,14 +100,20 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
                     bool remote_accessible);
 
 /*
- * Remove the registration starting at addr (-ENOENT if none). Waits until
- * no peer request is using it, so the memory may be freed on return.
+ * Remove the registration starting at addr (-ENOENT if none). Requests
+ * peers submit after it returns fail with -EFAULT, over every transport.
+ * Waits until no tcp peer request is using it; same-host (local) peers
+ * copy without running code here, so one already copying when this is
+ * called may still complete: quiesce those peers before freeing memory
+ * they may still be copying.
  */
 int teshim_unregister(struct teshim_engine *eng, void *addr);
 
 /*
  * Open the remote segment name ("host:port"): fetch the peer's
- * registrations through the embedded handshake (retrying with backoff
+ * registrations through the embedded handshake (the local transport
+ * fetches them again when a request falls outside them, so regions the
+ * peer registers later are usable without reopening) (retrying with backoff
  * within engine.connect_timeout_ms) and choose the data path. Returns the
  * handle in *seg_p. -EINVAL for a malformed name, -ECONNREFUSED /
  * -ETIMEDOUT / -EHOSTUNREACH when the peer cannot be reached.
@@ -121,8 +127,10 @@ struct teshim_region {
 };
 
 /*
- * Copy up to max regions of an open segment (as announced at open) into
- * regions; returns the number of regions the segment has (may exceed max).
+ * Copy up to max regions of an open segment into regions; returns the
+ * number of regions the segment has (may exceed max). The list is the
+ * one announced at open; for a local segment, the one last refreshed
+ * (a request outside it, or after the peer unregistered, fetches it anew).
  */
 int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t seg,
                            struct teshim_region *regions, size_t max);
@@ -168,6 +176,8 @@ struct teshim_request {
  * -EFAULT (local range not inside one registration), -ENOSPC (batch full).
  * Requests over engine.max_inflight wait in the engine's queue; they are
  * started by the I/O threads as others finish, never by polling.
+ * engine.request_timeout_ms counts from here: a request still queued when
+ * it passes fails with -ETIMEDOUT (TESHIM_TASK_TIMED_OUT) without starting.
  * Returns the task id of the first request.
  */
 int teshim_submit(struct teshim_engine *eng, teshim_batch_t batch,
