@@ -64,6 +64,7 @@ int eng_backoff_ms(const struct eng_params *p, int attempt)
 }
 
 static void seg_free(struct eng_segment *seg);
+static void task_complete(struct teshim_engine *eng, struct eng_task *t, int err);
 
 /* ---- parameters ------------------------------------------------------- */
 
@@ -256,18 +257,32 @@ void teshim_engine_destroy(struct teshim_engine *eng)
 {
     if (!eng)
         return;
+    struct eng_task *queued;
+    size_t nqueued = 0;
+
     /* device tasks in a staging copy finish first: they start transports */
     eng_dev_quiesce(eng);
-    /* the transports fail what is in flight; tasks waiting in the limiter
-     * are cancelled here so waiters wake up */
+    /* the limiter's queue is emptied first: a request finished while one
+     * transport is destroyed would otherwise start a queued one on another,
+     * maybe already freed */
+    pthread_mutex_lock(&eng->lim_lock);
+    queued = eng->wait_head;
+    eng->wait_head = eng->wait_tail = NULL;
+    pthread_mutex_unlock(&eng->lim_lock);
+    /* the transports fail what is in flight */
     eng->tcp->ops.destroy(eng->tcp);
     eng->local->ops.destroy(eng->local);
     /* a READ the transports completed meanwhile copies to its device */
     eng_dev_quiesce(eng);
-    for (struct eng_task *t = eng->wait_head; t; t = t->next) {
-        atomic_store(&t->error, -ECANCELED);
-        atomic_store(&t->state, TESHIM_TASK_FAILED);
+    while (queued) {
+        struct eng_task *t = queued;
+        queued = t->next;
+        atomic_fetch_sub(&eng->st.waiting, 1);
+        task_complete(eng, t, -ECANCELED);
+        nqueued++;
     }
+    if (nqueued)
+        eng_info(eng, "engine_destroy: %zu queued requests cancelled", nqueued);
     for (size_t i = 0; i < eng->nsegs; i++)
         if (eng->segs[i])
             seg_free(eng->segs[i]);
@@ -771,8 +786,6 @@ static void start_admitted(struct teshim_engine *eng, struct eng_task *t)
     start_depth = 0;
 }
 
-static void task_complete(struct eng_task *t, int err);
-
 /* Unlink the queued tasks whose request timeout has passed, lim_lock held;
  * returns them chained by next. The queue is in submission order (up to
  * the few microseconds between a submit's clock read and its lock), so
@@ -808,7 +821,7 @@ static void limiter_fail_expired(struct teshim_engine *eng, struct eng_task *t)
                 "segment %s: request queued by the limiter (engine.max_inflight %d) for %d ms, "
                 "timed out before it started",
                 t->seg->name, eng->p.max_inflight, eng->p.request_timeout_ms);
-        task_complete(t, -ETIMEDOUT);
+        task_complete(eng, t, -ETIMEDOUT);
         t = next;
     }
 }
@@ -874,16 +887,15 @@ void eng_task_finish(struct eng_task *t, int err)
 {
     struct teshim_engine *eng = t->seg->tp->eng;
 
-    task_complete(t, err);
+    task_complete(eng, t, err);
     limiter_release(eng);
 }
 
 /* Counters, state and waiters of a finished task; its limiter slot, if it
  * had one, is the caller's. */
-static void task_complete(struct eng_task *t, int err)
+static void task_complete(struct teshim_engine *eng, struct eng_task *t, int err)
 {
     struct eng_batch *b = t->batch;
-    struct teshim_engine *eng = t->seg->tp->eng;
 
     if (err) {
         int zero = 0;

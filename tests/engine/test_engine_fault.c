@@ -586,6 +586,62 @@ START_TEST(queued_requests_time_out_behind_stuck_ones)
 }
 END_TEST
 
+/*
+ * engine_destroy with a request queued by the limiter behind one that a
+ * transport finishes while it is destroyed: the queued request must be
+ * cancelled, not started on a transport already destroyed (AddressSanitizer
+ * saw tcp_start on the freed tcp transport).
+ */
+static struct eng_transport *real_local;
+
+static void finishing_destroy(struct eng_transport *tp)
+{
+    struct stuck_tp *st = (struct stuck_tp *)tp;
+    for (int i = 0; i < atomic_load(&st->n) && i < 4; i++)
+        eng_task_slice_done(st->started[i], 0, -ECANCELED);
+    real_local->ops.destroy(real_local);
+}
+
+static const struct eng_transport_ops finishing_ops = {
+    .size = sizeof(struct eng_transport_ops),
+    .name = "finishing",
+    .start = stuck_start,
+    .destroy = finishing_destroy,
+};
+
+START_TEST(destroy_cancels_queued_requests)
+{
+    static char tbuf[65536], l[65536];
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+    struct teshim_engine *t = eng_test_create(&o), *ini;
+    struct stuck_tp fin = {0};
+    teshim_batch_t b;
+
+    o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    o.max_inflight = 1;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(t, tbuf, sizeof(tbuf), "cpu", true), 0);
+    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s1 = eng_test_open(ini, teshim_engine_port(t));
+    teshim_segment_t s2 = eng_test_open(ini, teshim_engine_port(t));
+    /* s2's requests go to a transport destroyed after tcp, which finishes
+     * them then */
+    eng_transport_init(&fin.base, ini, &finishing_ops);
+    real_local = ini->local;
+    ini->local = &fin.base;
+    ini->segs[s2]->tp = &fin.base;
+    struct teshim_request r[2] = {
+        {TESHIM_OP_READ, l, s2, (uint64_t)(uintptr_t)tbuf, 4096},
+        {TESHIM_OP_READ, l + 4096, s1, (uint64_t)(uintptr_t)tbuf, 4096},
+    };
+    ck_assert_int_eq(teshim_batch_alloc(ini, 2, &b), 0);
+    ck_assert_int_eq(teshim_submit(ini, b, r, 2), 0);
+    ck_assert_int_eq(atomic_load(&fin.n), 1); /* r[1] waits in the queue */
+    teshim_engine_destroy(ini);
+    teshim_engine_destroy(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine_fault");
@@ -598,6 +654,7 @@ int main(void)
     tcase_add_test(tc, fd_limit_fails_cleanly);
     tcase_add_test(tc, malformed_frames_close_only_that_connection);
     tcase_add_test(tc, queued_requests_time_out_behind_stuck_ones);
+    tcase_add_test(tc, destroy_cancels_queued_requests);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
