@@ -98,6 +98,9 @@ struct eng_segment {
     struct eng_transport *tp; /* the data path */
     void *tp_priv;
     atomic_int busy; /* unfinished requests */
+    /* tp local: the tcp path to the peer's device memory, which
+     * process_vm_* cannot reach; made on first use, under seg_lock */
+    struct eng_segment *dev_path;
 };
 
 struct eng_batch {

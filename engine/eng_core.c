@@ -264,6 +264,7 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     }
     for (size_t i = 0; i < eng->nsegs; i++) {
         if (eng->segs[i]) {
+            free(eng->segs[i]->dev_path);
             free(eng->segs[i]->regions);
             free(eng->segs[i]);
         }
@@ -429,7 +430,7 @@ struct eng_region *eng_region_get(struct teshim_engine *eng, uint64_t addr, uint
 {
     pthread_rwlock_rdlock(&eng->reg_lock);
     struct eng_region *r = reg_find(eng, addr, len);
-    if (r && (!r->remote || r->cuda_dev >= 0))
+    if (r && !r->remote)
         r = NULL;
     if (r)
         atomic_fetch_add(&r->users, 1);
@@ -453,10 +454,11 @@ int eng_region_list(struct teshim_engine *eng, struct eng_region_desc **out, uin
         return -ENOMEM;
     }
     for (size_t i = 0; i < eng->nregs && k < ENG_MAX_REGIONS; i++) {
-        if (!eng->regs[i]->remote || eng->regs[i]->cuda_dev >= 0)
+        if (!eng->regs[i]->remote)
             continue;
         d[k].addr = eng->regs[i]->addr;
         d[k].len = eng->regs[i]->len;
+        d[k].flags = eng->regs[i]->cuda_dev >= 0 ? ENG_REGION_DEVICE : 0;
         k++;
     }
     pthread_rwlock_unlock(&eng->reg_lock);
@@ -557,6 +559,7 @@ int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
     for (size_t i = 0; i < s->nregions && i < max; i++) {
         regions[i].addr = s->regions[i].addr;
         regions[i].len = s->regions[i].len;
+        regions[i].flags = s->regions[i].flags & ENG_REGION_DEVICE ? TESHIM_REGION_DEVICE : 0;
     }
     return (int)s->nregions;
 }
@@ -579,7 +582,7 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
         s = eng->segs[id];
     if (!s)
         ret = -EINVAL;
-    else if (atomic_load(&s->busy))
+    else if (atomic_load(&s->busy) || (s->dev_path && atomic_load(&s->dev_path->busy)))
         ret = -EBUSY;
     else
         eng->segs[id] = NULL;
@@ -590,6 +593,10 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
         return ret;
     }
     s->tp->ops.seg_close(s->tp, s);
+    if (s->dev_path) {
+        s->dev_path->tp->ops.seg_close(s->dev_path->tp, s->dev_path);
+        free(s->dev_path);
+    }
     free(s->regions);
     free(s);
     return 0;
@@ -791,6 +798,43 @@ void eng_task_finish(struct eng_task *t, int err)
     limiter_release(eng);
 }
 
+/* True if [a, a + len) lies in a region the peer announced as device memory. */
+static bool seg_in_device(const struct eng_segment *s, uint64_t a, uint64_t len)
+{
+    for (uint32_t i = 0; i < s->nregions; i++) {
+        const struct eng_region_desc *d = &s->regions[i];
+        if ((d->flags & ENG_REGION_DEVICE) && a >= d->addr && a + len <= d->addr + d->len)
+            return true;
+    }
+    return false;
+}
+
+/* The tcp path of a same-host segment, for the peer's device memory. */
+static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_segment *s)
+{
+    struct eng_segment *d;
+
+    pthread_mutex_lock(&eng->seg_lock);
+    d = s->dev_path;
+    if (!d && (d = calloc(1, sizeof(*d)))) {
+        d->id = s->id;
+        memcpy(d->name, s->name, sizeof(d->name));
+        d->sa = s->sa;
+        d->salen = s->salen;
+        d->hello = s->hello;
+        d->tp = eng->tcp;
+        if (eng->tcp->ops.seg_open(eng->tcp, d)) {
+            free(d);
+            d = NULL;
+        } else {
+            s->dev_path = d;
+            eng_info(eng, "segment %s: the peer's device memory goes over tcp", s->name);
+        }
+    }
+    pthread_mutex_unlock(&eng->seg_lock);
+    return d;
+}
+
 static int check_request(struct teshim_engine *eng, const struct teshim_request *r,
                          struct eng_segment **seg_p, int *dev_p)
 {
@@ -812,6 +856,14 @@ static int check_request(struct teshim_engine *eng, const struct teshim_request 
     if (!s) {
         eng_err(eng, "submit: segment %lld is not open", (long long)r->segment);
         return -EINVAL;
+    }
+    if (s->tp == eng->local && seg_in_device(s, r->remote_offset, r->length)) {
+        s = seg_dev_path(eng, s);
+        if (!s) {
+            eng_err(eng, "submit: no tcp path to the device memory of segment %lld",
+                    (long long)r->segment);
+            return -ENOMEM;
+        }
     }
     pthread_rwlock_rdlock(&eng->reg_lock);
     struct eng_region *reg = reg_find(eng, a, r->length);
