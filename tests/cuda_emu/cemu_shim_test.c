@@ -533,6 +533,22 @@ START_TEST(memcpy2d_per_thread_default_stream_build)
 }
 END_TEST
 
+START_TEST(memcpy2d_other_soname_version)
+{
+    struct run r;
+    const char *host = need("CEMU_HOST_2D_OTHER");
+    const char *ver = strstr(host, "_v12") ? "libcudart.so.12" : "libcudart.so.13";
+    char hook[64];
+
+    same_output(host, "roundtrip", &r);
+    snprintf(hook, sizeof(hook), "cudaMemcpy2D@%s", ver);
+    ck_assert_int_eq(counter(&r, hook, "injected"), RT2D_CALLS);
+    snprintf(hook, sizeof(hook), "cudaMemcpy2DAsync@%s", ver);
+    ck_assert_int_eq(counter(&r, hook, "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, hook, "fallbacks"), 0);
+}
+END_TEST
+
 START_TEST(memcpy2d_ordering_legacy_waits_for_held_blocking_stream)
 {
     struct run r;
@@ -647,6 +663,7 @@ int main(void)
     tcase_add_test(tc, memcpy2d_identical_and_injected);
     tcase_add_test(tc, memcpy2d_runtime_sees_pinned_chunks_only);
     tcase_add_test(tc, memcpy2d_per_thread_default_stream_build);
+    tcase_add_test(tc, memcpy2d_other_soname_version);
     tcase_add_test(tc, memcpy2d_ordering_legacy_waits_for_held_blocking_stream);
     tcase_add_test(tc, memcpy2d_async_on_held_stream_returns);
     tcase_add_test(tc, memcpy2d_pinned_d2d_small_pass_through);
