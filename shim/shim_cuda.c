@@ -413,11 +413,12 @@ static void regcache_release(struct rc_entry *e, struct CUstream_st *stream, boo
 }
 
 /*
- * Our registered entry covering [p, p+n), held, or NULL. Once teshim
- * registered a range the runtime reports it as pinned and copies it
+ * A registered entry of ours overlapping [p, p+n), held, or NULL. Once
+ * teshim registered a range the runtime reports it as pinned and copies it
  * asynchronously; the application still believes it pageable, so every
- * copy touching it must keep the pageable return rules (regcache_release
- * with wait).
+ * copy touching it, even in part (a copy starting in one of our ranges and
+ * reaching past it: the runtime classifies by the start), must keep the
+ * pageable return rules (regcache_release with wait).
  */
 static struct rc_entry *regcache_find(const void *p, size_t n)
 {
@@ -428,7 +429,8 @@ static struct rc_entry *regcache_find(const void *p, size_t n)
         return NULL;
     pthread_mutex_lock(&rc_lock);
     for (unsigned i = 0; i < rc_n && !e; i++)
-        if (rc_tab[i].registered && rc_tab[i].base <= c && rc_tab[i].base + rc_tab[i].len >= c + n)
+        if (rc_tab[i].registered && rc_tab[i].base < c + (n ? n : 1) &&
+            rc_tab[i].base + rc_tab[i].len > c)
             e = &rc_tab[i];
     if (e)
         e->users++;
@@ -550,7 +552,8 @@ static shim_cudaError_t owned_pass(const struct cu_call *c)
 }
 
 /* Our own calls failed: wait for what we issued, clear the error we caused,
- * and let the runtime do the original call as if we were not there. */
+ * and let the runtime do the original call as if we were not there (with
+ * the pageable return rules if it touches a range we registered). */
 static shim_cudaError_t fall_back(const struct cu_call *c, struct cuda_rt *rt,
                                   struct scc_pool *pool)
 {
@@ -558,7 +561,7 @@ static shim_cudaError_t fall_back(const struct cu_call *c, struct cuda_rt *rt,
         scc_pool_drain(pool);
     rt->get_last_error();
     shim_count(c->id, SHIM_C_FALLBACKS, 1);
-    return pass(c);
+    return owned_pass(c);
 }
 
 static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *rt,
@@ -590,13 +593,13 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
         if (!dec->bounce) {
             /* Not hot yet is not a failure; a refused registration is. */
             shim_count(c->id, refused ? SHIM_C_FALLBACKS : SHIM_C_NOT_APPLICABLE, 1);
-            return pass(c);
+            return owned_pass(c);
         }
     }
     pool = pool_get(rt, c->rt, dec);
     if (!pool) {
         shim_count(c->id, SHIM_C_FALLBACKS, 1);
-        return pass(c);
+        return owned_pass(c);
     }
     if (c->is2d) {
         if (dec->dir == POL_CUDA_H2D)
@@ -609,7 +612,7 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
         if (err) {
             /* No cudaMemcpy2DAsync in this runtime: nothing was issued. */
             shim_count(c->id, SHIM_C_FALLBACKS, 1);
-            return pass(c);
+            return owned_pass(c);
         }
     } else if (dec->dir == POL_CUDA_H2D) {
         scc_xfer_start(&x, pool, SCC_DIR_H2D, (void *)c->src, c->dst, c->n, stream,

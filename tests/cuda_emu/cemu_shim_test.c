@@ -602,6 +602,29 @@ START_TEST(memcpy2d_errors_unchanged)
 }
 END_TEST
 
+/*
+ * The opt-in register cache with 2D copies: a host buffer is registered
+ * from one copy's extent and later copied with a longer one (another
+ * pitch), starting inside the registered range. The runtime classifies the
+ * copy by its start and takes it as pinned; teshim must still keep the
+ * pageable return rules (an async H2D returns with its source consumed).
+ */
+START_TEST(memcpy2d_register_cache_partial_ranges)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K",
+                                      "TESHIM_CUDA_REGISTER_MIN_HITS=1", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST_2D"), "roundtrip", NULL, NULL);
+    run(&r, need("CEMU_HOST_2D"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_ge(counter(&r, M2D, "injected"), 1);
+    ck_assert_int_ge(counter(&r, A2D, "injected"), 1);
+}
+END_TEST
+
 START_TEST(memcpy2d_budget_exhausted_falls_back)
 {
     static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=64K",
@@ -668,6 +691,7 @@ int main(void)
     tcase_add_test(tc, memcpy2d_async_on_held_stream_returns);
     tcase_add_test(tc, memcpy2d_pinned_d2d_small_pass_through);
     tcase_add_test(tc, memcpy2d_errors_unchanged);
+    tcase_add_test(tc, memcpy2d_register_cache_partial_ranges);
     tcase_add_test(tc, memcpy2d_budget_exhausted_falls_back);
     tcase_add_test(tc, memcpy2d_allocation_failure_falls_back);
     suite_add_tcase(s, tc);
