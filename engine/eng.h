@@ -104,6 +104,9 @@ struct eng_segment {
     struct eng_transport *tp; /* the data path */
     void *tp_priv;
     atomic_int busy; /* unfinished requests */
+    /* tp local: the tcp path to the peer's device memory, which
+     * process_vm_* cannot reach; made on first use, under seg_lock */
+    struct eng_segment *dev_path;
 };
 
 struct eng_batch {
@@ -223,6 +226,9 @@ int eng_meta_fetch(struct teshim_engine *eng, const struct eng_segment *seg, str
  * peer's unregistration generation gen; -EFAULT outside; -ESTALE when the
  * list is older than gen. */
 int eng_seg_check(struct eng_segment *seg, uint64_t addr, uint64_t len, uint64_t gen);
+/* True if [addr, addr+len) lies in a region the peer announced as device
+ * memory (ENG_REGION_DEVICE: reached over tcp, not process_vm_*). */
+bool eng_seg_in_device(struct eng_segment *seg, uint64_t addr, uint64_t len);
 /* Install a fetched list (taking ownership) valid for the peer's
  * unregistration generation gen; the old list is freed. */
 void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,

@@ -452,7 +452,7 @@ struct eng_region *eng_region_get(struct teshim_engine *eng, uint64_t addr, uint
 {
     pthread_rwlock_rdlock(&eng->reg_lock);
     struct eng_region *r = reg_find(eng, addr, len);
-    if (r && (!r->remote || r->cuda_dev >= 0))
+    if (r && !r->remote)
         r = NULL;
     if (r)
         atomic_fetch_add(&r->users, 1);
@@ -476,10 +476,11 @@ int eng_region_list(struct teshim_engine *eng, struct eng_region_desc **out, uin
         return -ENOMEM;
     }
     for (size_t i = 0; i < eng->nregs && k < ENG_MAX_REGIONS; i++) {
-        if (!eng->regs[i]->remote || eng->regs[i]->cuda_dev >= 0)
+        if (!eng->regs[i]->remote)
             continue;
         d[k].addr = eng->regs[i]->addr;
         d[k].len = eng->regs[i]->len;
+        d[k].flags = eng->regs[i]->cuda_dev >= 0 ? ENG_REGION_DEVICE : 0;
         k++;
     }
     pthread_rwlock_unlock(&eng->reg_lock);
@@ -497,12 +498,29 @@ int eng_seg_check(struct eng_segment *seg, uint64_t a, uint64_t len, uint64_t ge
     pthread_rwlock_rdlock(&seg->regions_lock);
     if (gen != seg->regions_gen)
         ret = -ESTALE;
-    for (uint32_t i = 0; i < seg->nregions && ret == -EFAULT; i++)
-        if (a >= seg->regions[i].addr && a + len >= a &&
-            a + len <= seg->regions[i].addr + seg->regions[i].len)
+    for (uint32_t i = 0; i < seg->nregions && ret == -EFAULT; i++) {
+        const struct eng_region_desc *d = &seg->regions[i];
+        /* device memory is not reachable with process_vm_* */
+        if (!(d->flags & ENG_REGION_DEVICE) && a >= d->addr && a + len >= a &&
+            a + len <= d->addr + d->len)
             ret = 0;
+    }
     pthread_rwlock_unlock(&seg->regions_lock);
     return ret;
+}
+
+bool eng_seg_in_device(struct eng_segment *seg, uint64_t a, uint64_t len)
+{
+    bool in = false;
+
+    pthread_rwlock_rdlock(&seg->regions_lock);
+    for (uint32_t i = 0; i < seg->nregions && !in; i++) {
+        const struct eng_region_desc *d = &seg->regions[i];
+        in = (d->flags & ENG_REGION_DEVICE) && a >= d->addr && a + len >= a &&
+             a + len <= d->addr + d->len;
+    }
+    pthread_rwlock_unlock(&seg->regions_lock);
+    return in;
 }
 
 void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,
@@ -516,8 +534,11 @@ void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *region
     pthread_rwlock_unlock(&seg->regions_lock);
 }
 
+/* A segment's memory (its transports' state is theirs to release). The
+ * device path is a bare segment: no list, no locks of its own. */
 static void seg_free(struct eng_segment *seg)
 {
+    free(seg->dev_path);
     pthread_mutex_destroy(&seg->refresh_lock);
     pthread_rwlock_destroy(&seg->regions_lock);
     free(seg->regions);
@@ -620,6 +641,7 @@ int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
     for (size_t i = 0; i < s->nregions && i < max; i++) {
         regions[i].addr = s->regions[i].addr;
         regions[i].len = s->regions[i].len;
+        regions[i].flags = s->regions[i].flags & ENG_REGION_DEVICE ? TESHIM_REGION_DEVICE : 0;
     }
     pthread_rwlock_unlock(&s->regions_lock);
     return n;
@@ -643,7 +665,7 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
         s = eng->segs[id];
     if (!s)
         ret = -EINVAL;
-    else if (atomic_load(&s->busy))
+    else if (atomic_load(&s->busy) || (s->dev_path && atomic_load(&s->dev_path->busy)))
         ret = -EBUSY;
     else
         eng->segs[id] = NULL;
@@ -654,6 +676,8 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
         return ret;
     }
     s->tp->ops.seg_close(s->tp, s);
+    if (s->dev_path)
+        s->dev_path->tp->ops.seg_close(s->dev_path->tp, s->dev_path);
     seg_free(s);
     return 0;
 }
@@ -921,6 +945,32 @@ static void task_complete(struct teshim_engine *eng, struct eng_task *t, int err
     pthread_mutex_unlock(&b->lock);
 }
 
+/* The tcp path of a same-host segment, for the peer's device memory. */
+static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_segment *s)
+{
+    struct eng_segment *d;
+
+    pthread_mutex_lock(&eng->seg_lock);
+    d = s->dev_path;
+    if (!d && (d = calloc(1, sizeof(*d)))) {
+        d->id = s->id;
+        memcpy(d->name, s->name, sizeof(d->name));
+        d->sa = s->sa;
+        d->salen = s->salen;
+        d->hello = s->hello;
+        d->tp = eng->tcp;
+        if (eng->tcp->ops.seg_open(eng->tcp, d)) {
+            free(d);
+            d = NULL;
+        } else {
+            s->dev_path = d;
+            eng_info(eng, "segment %s: the peer's device memory goes over tcp", s->name);
+        }
+    }
+    pthread_mutex_unlock(&eng->seg_lock);
+    return d;
+}
+
 static int check_request(struct teshim_engine *eng, const struct teshim_request *r,
                          struct eng_segment **seg_p, int *dev_p)
 {
@@ -942,6 +992,14 @@ static int check_request(struct teshim_engine *eng, const struct teshim_request 
     if (!s) {
         eng_err(eng, "submit: segment %lld is not open", (long long)r->segment);
         return -EINVAL;
+    }
+    if (s->tp == eng->local && eng_seg_in_device(s, r->remote_offset, r->length)) {
+        s = seg_dev_path(eng, s);
+        if (!s) {
+            eng_err(eng, "submit: no tcp path to the device memory of segment %lld",
+                    (long long)r->segment);
+            return -ENOMEM;
+        }
     }
     pthread_rwlock_rdlock(&eng->reg_lock);
     struct eng_region *reg = reg_find(eng, a, r->length);

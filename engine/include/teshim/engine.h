@@ -93,8 +93,12 @@ int teshim_engine_port(const struct teshim_engine *eng);
  * "cuda:N" needs a CUDA runtime that can be dlopen'ed (-ENODEV otherwise).
  * Device memory is staged through pinned host buffers by the engine, on a
  * stream of its own: it must be complete (synchronised) when a request
- * using it is submitted, and it is never served to peers (a cuda:N
- * registration is local-only whatever remote_accessible says).
+ * using it is submitted, and, when remote_accessible, whenever a peer may
+ * read or write it. A peer's request for device memory is served over tcp
+ * only (never by a same-host peer's process_vm_* access): the I/O thread
+ * starts an asynchronous copy through a pinned staging buffer its
+ * connection reuses and answers when the copy completed, so a WRITE is
+ * acknowledged only once the bytes are on the device.
  */
 int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const char *location,
                     bool remote_accessible);
@@ -121,9 +125,12 @@ int teshim_unregister(struct teshim_engine *eng, void *addr);
 int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segment_t *seg_p);
 
 /* One remote-accessible region of an open segment. */
+#define TESHIM_REGION_DEVICE 0x1u /* the peer registered it as cuda:N memory */
+
 struct teshim_region {
     uint64_t addr; /* address in the peer's address space */
     uint64_t len;
+    uint32_t flags; /* TESHIM_REGION_* */
 };
 
 /*
