@@ -1091,21 +1091,23 @@ static void peer_unref(struct tcp_peer *p)
 
 static void run_cmds(struct tcp_worker *w)
 {
-    struct tcp_conn *list;
-
-    pthread_mutex_lock(&w->cmd_lock);
-    list = w->cmds;
-    w->cmds = NULL;
-    for (struct tcp_conn *c = list; c; c = c->cnext)
-        c->queued = false;
-    pthread_mutex_unlock(&w->cmd_lock);
-    while (list) {
-        struct tcp_conn *c = list;
-        list = c->cnext;
+    /* one connection at a time off the list, under the lock: a connection
+     * posted again meanwhile is linked anew (its cnext rewritten), so a
+     * detached list would be walked into the new one and a connection
+     * closed twice (found by check_engine_inject under TSan) */
+    for (;;) {
         pthread_mutex_lock(&w->cmd_lock);
-        int cmds = c->cmds;
-        c->cmds = 0;
+        struct tcp_conn *c = w->cmds;
+        int cmds = 0;
+        if (c) {
+            w->cmds = c->cnext;
+            c->queued = false;
+            cmds = c->cmds;
+            c->cmds = 0;
+        }
         pthread_mutex_unlock(&w->cmd_lock);
+        if (!c)
+            break;
         if (cmds & CMD_ADD) {
             c->wnext = w->conns;
             c->wprev = NULL;
