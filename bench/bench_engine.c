@@ -8,11 +8,16 @@
  *                --transport tcp|local [--json FILE]
  *   teshim-bench --mode memcpy --block-size N --batch-size N --duration S
  *
+ * --location cuda:N puts the target's buffer, or the initiator's, in device
+ * memory of CUDA device N (the runtime, libcudart.so.13 or .12, is
+ * dlopen'ed: the bench runs without CUDA otherwise).
+ *
  * Sizes take K/M/G suffixes (powers of two). The initiator's last line is
  * "throughput X GB/s" with GB = 10^9 bytes.
  */
 #include "teshim/engine.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -25,7 +30,8 @@
 #include <unistd.h>
 
 struct args {
-    const char *mode, *listen, *segment, *op, *transport, *json;
+    const char *mode, *listen, *segment, *op, *transport, *json, *location;
+    int device; /* -1: host memory */
     uint64_t block, batch, buffer, slice;
     int threads, io_threads, conns;
     double duration;
@@ -108,6 +114,72 @@ static void *bench_alloc(uint64_t len)
     return p;
 }
 
+/* The CUDA runtime's few functions the bench needs, found at run time. */
+static struct {
+    int (*set_device)(int dev);
+    int (*malloc)(void **p, size_t n);
+    int (*free)(void *p);
+    int (*memset)(void *p, int v, size_t n);
+    int (*sync)(void);
+} cuda;
+
+static int cuda_load(void)
+{
+    static const char *const libs[] = {"libcudart.so.13", "libcudart.so.12"};
+    static const char *const names[] = {"cudaSetDevice", "cudaMalloc", "cudaFree", "cudaMemset",
+                                        "cudaDeviceSynchronize"};
+    void *fns[5];
+    void *h = NULL;
+
+    for (size_t i = 0; i < 2 && !h; i++)
+        h = dlopen(libs[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "teshim-bench: --location cuda:N: no CUDA runtime (%s)\n", dlerror());
+        return -1;
+    }
+    for (size_t i = 0; i < 5; i++) {
+        fns[i] = dlsym(h, names[i]);
+        if (!fns[i]) {
+            fprintf(stderr, "teshim-bench: the CUDA runtime lacks %s\n", names[i]);
+            return -1;
+        }
+    }
+    memcpy(&cuda.set_device, &fns[0], sizeof(fns[0]));
+    memcpy(&cuda.malloc, &fns[1], sizeof(fns[1]));
+    memcpy(&cuda.free, &fns[2], sizeof(fns[2]));
+    memcpy(&cuda.memset, &fns[3], sizeof(fns[3]));
+    memcpy(&cuda.sync, &fns[4], sizeof(fns[4]));
+    return 0;
+}
+
+/* len bytes set to v where --location says: host or device memory. */
+static void *buf_alloc(const struct args *a, uint64_t len, int v)
+{
+    void *p = NULL;
+
+    if (a->device < 0) {
+        p = bench_alloc(len);
+        if (p)
+            memset(p, v, len);
+        return p;
+    }
+    if (cuda.set_device(a->device) || cuda.malloc(&p, len))
+        return NULL;
+    if (cuda.memset(p, v, len) || cuda.sync()) {
+        cuda.free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void buf_free(const struct args *a, void *p)
+{
+    if (a->device < 0)
+        free(p);
+    else if (p)
+        cuda.free(p);
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -117,7 +189,8 @@ static void usage(void)
             "                    --transport tcp|local [--json FILE]\n"
             "       teshim-bench --mode memcpy --block-size N --batch-size N --duration S\n"
             "options: --io-threads N --slice-bytes N --conns-per-peer N (engine overrides)\n"
-            "         --buffer-size N (target, default 256M), --hugepages (THP-advised buffers)\n");
+            "         --buffer-size N (target, default 256M), --hugepages (THP-advised buffers)\n"
+            "         --location cpu|cuda:N (target's or initiator's buffer, default cpu)\n");
     exit(2);
 }
 
@@ -134,27 +207,26 @@ static int run_target(struct args *a)
         fprintf(stderr, "teshim-bench: engine: %s\n", strerror(-ret));
         return 1;
     }
-    buf = bench_alloc(a->buffer);
+    buf = buf_alloc(a, a->buffer, 0x11);
     if (!buf) {
-        fprintf(stderr, "teshim-bench: no memory for %llu bytes\n", (unsigned long long)a->buffer);
+        fprintf(stderr, "teshim-bench: no %s memory for %llu bytes\n", a->location,
+                (unsigned long long)a->buffer);
         teshim_engine_destroy(eng);
         return 1;
     }
-    for (uint64_t i = 0; i < a->buffer; i += 4096)
-        buf[i] = (char)i;
-    ret = teshim_register(eng, buf, a->buffer, "cpu", true);
+    ret = teshim_register(eng, buf, a->buffer, a->location, true);
     if (ret) {
         fprintf(stderr, "teshim-bench: register: %s\n", strerror(-ret));
         return 1;
     }
-    printf("listening port %d buffer %llu\n", teshim_engine_port(eng),
-           (unsigned long long)a->buffer);
+    printf("listening port %d buffer %llu location %s\n", teshim_engine_port(eng),
+           (unsigned long long)a->buffer, a->location);
     fflush(stdout);
     while (!stop_flag)
         pause();
     teshim_unregister(eng, buf);
     teshim_engine_destroy(eng);
-    free(buf);
+    buf_free(a, buf);
     return 0;
 }
 
@@ -163,7 +235,7 @@ static void *initiator_thread(void *arg)
     struct worker *w = arg;
     struct args *a = w->a;
     uint64_t span = a->block * a->batch;
-    char *buf = bench_alloc(span);
+    char *buf = buf_alloc(a, span, 0x5a);
     struct teshim_request *reqs = calloc(a->batch, sizeof(*reqs));
     uint64_t base = w->remote + ((uint64_t)w->idx * span) % (w->remote_len - span + 1);
     double end;
@@ -173,8 +245,7 @@ static void *initiator_thread(void *arg)
         w->err = -ENOMEM;
         goto out;
     }
-    memset(buf, 0x5a, span);
-    ret = teshim_register(w->eng, buf, span, "cpu", false);
+    ret = teshim_register(w->eng, buf, span, a->location, false);
     if (ret) {
         w->err = ret;
         goto out;
@@ -224,7 +295,7 @@ static void *initiator_thread(void *arg)
     teshim_unregister(w->eng, buf);
 out:
     free(reqs);
-    free(buf);
+    buf_free(a, buf);
     return NULL;
 }
 
@@ -305,8 +376,9 @@ static int run_initiator(struct args *a)
     double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0;
     double p99 = nlat ? (double)lat[(nlat * 99) / 100] / 1e3 : 0;
     double gbps = (double)bytes / el / 1e9;
-    printf("transport %s operation %s block_size %llu batch_size %llu threads %d duration %.2f s\n",
-           teshim_segment_transport(eng, seg), a->op, (unsigned long long)a->block,
+    printf("transport %s location %s operation %s block_size %llu batch_size %llu threads %d "
+           "duration %.2f s\n",
+           teshim_segment_transport(eng, seg), a->location, a->op, (unsigned long long)a->block,
            (unsigned long long)a->batch, a->threads, el);
     printf("requests %llu failed %llu bytes %llu\n", (unsigned long long)requests,
            (unsigned long long)failed, (unsigned long long)bytes);
@@ -316,13 +388,15 @@ static int run_initiator(struct args *a)
         FILE *f = fopen(a->json, "w");
         if (f) {
             fprintf(f,
-                    "{\"mode\":\"initiator\",\"transport\":\"%s\",\"operation\":\"%s\","
+                    "{\"mode\":\"initiator\",\"transport\":\"%s\",\"location\":\"%s\","
+                    "\"operation\":\"%s\","
                     "\"block_size\":%llu,\"batch_size\":%llu,\"threads\":%d,"
                     "\"duration_s\":%.3f,\"requests\":%llu,\"failed\":%llu,\"bytes\":%llu,"
                     "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,\"throughput_gbps\":%.4f}\n",
-                    teshim_segment_transport(eng, seg), a->op, (unsigned long long)a->block,
-                    (unsigned long long)a->batch, a->threads, el, (unsigned long long)requests,
-                    (unsigned long long)failed, (unsigned long long)bytes, p50, p99, gbps);
+                    teshim_segment_transport(eng, seg), a->location, a->op,
+                    (unsigned long long)a->block, (unsigned long long)a->batch, a->threads, el,
+                    (unsigned long long)requests, (unsigned long long)failed,
+                    (unsigned long long)bytes, p50, p99, gbps);
             fclose(f);
         }
     }
@@ -384,10 +458,13 @@ int main(int argc, char **argv)
                                          {"slice-bytes", required_argument, NULL, 'x'},
                                          {"conns-per-peer", required_argument, NULL, 'c'},
                                          {"hugepages", no_argument, NULL, 'H'},
+                                         {"location", required_argument, NULL, 'L'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     struct args a = {.op = "write",
                      .transport = "tcp",
+                     .location = "cpu",
+                     .device = -1,
                      .block = 65536,
                      .batch = 16,
                      .buffer = 256ull << 20,
@@ -446,12 +523,26 @@ int main(int argc, char **argv)
         case 'H':
             use_hugepages = true;
             break;
+        case 'L': {
+            char *end;
+            a.location = optarg;
+            if (!strcmp(optarg, "cpu"))
+                break;
+            if (strncmp(optarg, "cuda:", 5) || optarg[5] < '0' || optarg[5] > '9')
+                usage();
+            a.device = (int)strtol(optarg + 5, &end, 10);
+            if (*end || a.device > 1023)
+                usage();
+            break;
+        }
         default:
             usage();
         }
     }
     if (!a.mode)
         usage();
+    if (a.device >= 0 && cuda_load())
+        return 1;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);

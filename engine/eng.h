@@ -93,11 +93,20 @@ struct eng_segment {
     struct sockaddr_storage sa;
     socklen_t salen;
     struct eng_hello hello; /* the peer's identity at open */
-    struct eng_region_desc *regions;
+    pthread_rwlock_t regions_lock;
+    struct eng_region_desc *regions; /* under regions_lock */
     uint32_t nregions;
+    uint64_t regions_gen; /* the peer's unreg_gen the list is valid for */
+    /* local transport: one refresh of the list at a time, and when the
+     * last one started (rate limit) */
+    pthread_mutex_t refresh_lock;
+    uint64_t t_refresh;
     struct eng_transport *tp; /* the data path */
     void *tp_priv;
     atomic_int busy; /* unfinished requests */
+    /* tp local: the tcp path to the peer's device memory, which
+     * process_vm_* cannot reach; made on first use, under seg_lock */
+    struct eng_segment *dev_path;
 };
 
 struct eng_batch {
@@ -156,7 +165,15 @@ struct teshim_engine {
     struct eng_transport *tcp, *local;
     atomic_int dev_ops; /* device tasks queued for a staging copy (eng_copy.c) */
     uint8_t boot_id[16];
-    volatile uint64_t probe; /* read by same-host peers */
+    /* Read by same-host peers with process_vm_readv at the address HELLO
+     * announces (probe_addr): the probe value, then the generation of
+     * unregistrations, bumped by every teshim_unregister so a peer's cached
+     * region list is known stale. Both sides speak the same protocol
+     * version, hence the same layout. */
+    struct eng_peer_words {
+        volatile uint64_t probe;
+        atomic_uint_fast64_t unreg_gen;
+    } words;
 
     struct {
         atomic_uint_fast64_t submitted, finished, failed, active, waiting, bytes, conn_new,
@@ -191,8 +208,31 @@ void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err);
 /* Finish a task with err (0 = completed): counters, state, waiters, limiter. */
 void eng_task_finish(struct eng_task *t, int err);
 
-/* Embedded p2p metadata: connect to name, exchange HELLO, fill seg. */
-int eng_meta_fetch(struct teshim_engine *eng, struct eng_segment *seg);
+/* Fail with -ETIMEDOUT the tasks queued by the limiter for longer than
+ * engine.request_timeout_ms (measured from submission); cheap when nothing
+ * is queued. Driven by submit, by every finish, and by the tcp I/O
+ * threads' timer, so a queue behind stuck requests still expires. */
+void eng_limiter_expire(struct teshim_engine *eng, uint64_t now);
+
+/* Embedded p2p metadata: connect to seg's address, exchange HELLO, return
+ * the peer's identity in *h and its regions (h->nregions, malloc'ed) in
+ * *regions_p. seg is not modified. */
+int eng_meta_fetch(struct teshim_engine *eng, const struct eng_segment *seg, struct eng_hello *h,
+                   struct eng_region_desc **regions_p);
+
+/* The regions of an open segment, under its own lock: the list is
+ * replaced when the local transport refreshes it. */
+/* 0 when [addr, addr+len) is inside one region of a list valid for the
+ * peer's unregistration generation gen; -EFAULT outside; -ESTALE when the
+ * list is older than gen. */
+int eng_seg_check(struct eng_segment *seg, uint64_t addr, uint64_t len, uint64_t gen);
+/* True if [addr, addr+len) lies in a region the peer announced as device
+ * memory (ENG_REGION_DEVICE: reached over tcp, not process_vm_*). */
+bool eng_seg_in_device(struct eng_segment *seg, uint64_t addr, uint64_t len);
+/* Install a fetched list (taking ownership) valid for the peer's
+ * unregistration generation gen; the old list is freed. */
+void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,
+                         uint64_t gen);
 /* Parse "host:port" ("[v6]:port") into sa; 0 or -EINVAL / -EHOSTUNREACH. */
 int eng_parse_hostport(const char *s, bool passive, struct sockaddr_storage *sa, socklen_t *len);
 /* Backoff before attempt n (1-based) with jitter, in ms. */

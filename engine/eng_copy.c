@@ -57,18 +57,25 @@ static struct {
     int (*set_device)(int device);
     int (*stream_create)(struct CUstream_st **s, unsigned flags);
     int (*get_last_error)(void);
+    int (*stream_sync)(struct CUstream_st *s);
     struct scc_budget budget;
+    struct scc_budget stage_budget; /* the part staging buffers may hold */
     size_t chunk;
     unsigned buffers;
     pthread_mutex_t lock;
     struct eng_cuda_dev dev[ENG_CUDA_MAX_DEVICES];
 } cu = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+/* A copy in flight: through a pool (pageable host memory) or, for a pinned
+ * staging buffer, one cudaMemcpyAsync straight into it and its event. */
 struct eng_copy_tok {
     struct scc_xfer x;
     struct scc_pool *pool;
+    struct CUevent_st *ev;
     int device;
 };
+
+#define ENG_CUDA_EVENT_DISABLE_TIMING 0x02
 
 /* The device's stream and pools, made on first use; NULL if the runtime
  * refused (its error cleared: the engine's calls leave no state behind). */
@@ -95,13 +102,39 @@ static struct eng_cuda_dev *cuda_dev(int device)
 
 static void tok_free(struct eng_cuda_dev *d, struct eng_copy_tok *tok)
 {
-    scc_pools_put(&d->pools, tok->pool);
+    if (tok->pool)
+        scc_pools_put(&d->pools, tok->pool);
+    if (tok->ev)
+        cu.api.event_destroy(tok->ev);
     free(tok);
 }
 
+/* One asynchronous copy between pinned host memory and the device. */
+static int copy_direct(struct eng_cuda_dev *d, struct eng_copy_tok *tok, enum scc_dir dir,
+                       void *host, void *dev, size_t n)
+{
+    bool d2h = dir == SCC_DIR_D2H;
+
+    if (cu.api.event_create_with_flags(&tok->ev, ENG_CUDA_EVENT_DISABLE_TIMING)) {
+        tok->ev = NULL;
+        return -EIO;
+    }
+    if (cu.api.memcpy_async(d2h ? host : dev, d2h ? dev : host, n, d2h ? SCC_D2H : SCC_H2D,
+                            d->stream))
+        return -EIO;
+    if (cu.api.event_record(tok->ev, d->stream)) {
+        /* the copy may be running: nothing may reuse the buffer before it ends */
+        cu.stream_sync(d->stream);
+        return -EIO;
+    }
+    return 0;
+}
+
 /* Called from the staging progress thread only: it sets that thread's
- * current device, never an application thread's. */
-static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int device, void **token)
+ * current device, never an application thread's. A pinned host buffer
+ * (an engine staging buffer) is copied to or from directly. */
+static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int device, bool pinned,
+                      void **token)
 {
     struct eng_cuda_dev *d = cuda_dev(device);
     struct eng_copy_tok *tok;
@@ -117,6 +150,16 @@ static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int dev
     if (!tok)
         return -ENOMEM;
     tok->device = device;
+    if (pinned) {
+        rc = copy_direct(d, tok, dir, host, dev, n);
+        if (rc) {
+            cu.get_last_error();
+            tok_free(d, tok);
+            return rc;
+        }
+        *token = tok;
+        return 0;
+    }
     tok->pool = scc_pools_get(&d->pools, &err);
     if (!tok->pool) {
         free(tok);
@@ -140,13 +183,13 @@ static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int dev
 static int copy_to_host(struct eng_copy *c, void *host, const void *dev, size_t n, int device,
                         void **token)
 {
-    return copy_start(SCC_DIR_D2H, host, (void *)dev, n, device, token);
+    return copy_start(SCC_DIR_D2H, host, (void *)dev, n, device, false, token);
 }
 
 static int copy_to_device(struct eng_copy *c, void *dev, const void *host, size_t n, int device,
                           void **token)
 {
-    return copy_start(SCC_DIR_H2D, (void *)host, dev, n, device, token);
+    return copy_start(SCC_DIR_H2D, (void *)host, dev, n, device, false, token);
 }
 
 static int copy_poll(struct eng_copy *c, void *token)
@@ -159,6 +202,16 @@ static int copy_poll(struct eng_copy *c, void *token)
     if (cu.set_device(tok->device)) {
         cu.get_last_error();
         rc = -ENODEV;
+        goto out;
+    }
+    if (tok->ev) {
+        rc = cu.api.event_query(tok->ev);
+        if (rc == SCC_ERR_NOT_READY)
+            return -EAGAIN;
+        if (rc) {
+            cu.get_last_error();
+            rc = -EIO;
+        }
         goto out;
     }
     rc = scc_xfer_poll(&tok->x, false);
@@ -182,18 +235,22 @@ static void copy_close(struct eng_copy *c)
 static int cuda_resolve(void *h, const char **missing)
 {
     void *sd = dlsym(h, "cudaSetDevice"), *sc = dlsym(h, "cudaStreamCreateWithFlags"),
-         *gl = dlsym(h, "cudaGetLastError");
+         *gl = dlsym(h, "cudaGetLastError"), *ss = dlsym(h, "cudaStreamSynchronize");
     int ret = scc_api_from_handle(&cu.api, h, missing);
 
     if (ret)
         return ret;
-    if (!sd || !sc || !gl) {
-        *missing = !sd ? "cudaSetDevice" : !sc ? "cudaStreamCreateWithFlags" : "cudaGetLastError";
+    if (!sd || !sc || !gl || !ss) {
+        *missing = !sd   ? "cudaSetDevice"
+                   : !sc ? "cudaStreamCreateWithFlags"
+                   : !gl ? "cudaGetLastError"
+                         : "cudaStreamSynchronize";
         return -ENOENT;
     }
     memcpy(&cu.set_device, &sd, sizeof(sd));
     memcpy(&cu.stream_create, &sc, sizeof(sc));
     memcpy(&cu.get_last_error, &gl, sizeof(gl));
+    memcpy(&cu.stream_sync, &ss, sizeof(ss));
     return 0;
 }
 
@@ -223,6 +280,10 @@ int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p)
             cu.chunk = eng->p.cuda_chunk;
             cu.buffers = (unsigned)eng->p.cuda_buffers;
             cu.budget.max = eng->p.cuda_pinned_max;
+            /* staging buffers may hold what one pool leaves: a copy through a
+             * pool (pageable staging) can always get one eventually */
+            size_t pool_bytes = cu.chunk * cu.buffers;
+            cu.stage_budget.max = cu.budget.max > pool_bytes ? cu.budget.max - pool_bytes : 0;
             copy_cudart.ops = (struct eng_copy_ops){
                 .size = sizeof(struct eng_copy_ops),
                 .name = names[i],
@@ -246,37 +307,25 @@ int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p)
     return 0;
 }
 
-/* ---- device tasks: staging around the transports ------------------------- */
-
-enum dev_phase { DEV_OUT_START, DEV_OUT, DEV_IN_START, DEV_IN };
-
-struct eng_dev_op {
-    struct eng_dev_op *next;
-    struct eng_task *t;
-    enum dev_phase phase;
-    void *tok;
-};
-
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct eng_dev_op *head;
-    bool started;
-} dq = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, false};
-
-static struct teshim_engine *task_eng(const struct eng_task *t)
-{
-    return t->seg->tp->eng;
-}
+/* ---- staging buffers ------------------------------------------------------ */
 
 /*
  * Host staging buffers are reused, not allocated per transfer: a small cache
  * of power-of-two buffers (at most STAGE_KEEP of them, STAGE_KEEP_BYTES in
- * all). A buffer's capacity is stored just before it.
+ * all), and a few more kept by each tcp connection that serves device
+ * memory. A buffer is pinned (cudaMallocHost) while the staging part of the
+ * pinned budget allows, so the device copies straight into it with one
+ * cudaMemcpyAsync; otherwise it is pageable and copies go through a pool.
+ * Its capacity and kind are stored just before it.
  */
 #define STAGE_KEEP 32
 #define STAGE_KEEP_BYTES (256ull << 20)
 #define STAGE_HDR 64
+
+struct stage_hdr {
+    uint64_t cap;
+    bool pinned;
+};
 
 static struct {
     pthread_mutex_t lock;
@@ -285,42 +334,92 @@ static struct {
     uint64_t bytes;
 } stages = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static uint64_t stage_cap(const char *p)
+static const struct stage_hdr *stage_hdr(const void *p)
 {
-    uint64_t cap;
-
-    memcpy(&cap, p - STAGE_HDR, sizeof(cap));
-    return cap;
+    return (const struct stage_hdr *)((const char *)p - STAGE_HDR);
 }
 
-static void *stage_get(uint64_t len)
+uint64_t eng_stage_cap(const void *p)
 {
-    uint64_t cap = 4096;
+    return stage_hdr(p)->cap;
+}
+
+bool eng_stage_pinned(const void *p)
+{
+    return stage_hdr(p)->pinned;
+}
+
+/* A pinned buffer of STAGE_HDR + cap bytes within the staging budget. */
+static void *stage_alloc_pinned(uint64_t cap)
+{
+    size_t n = STAGE_HDR + cap;
+    void *p = NULL;
+    bool loaded;
+
+    pthread_mutex_lock(&copy_lock);
+    loaded = copy_state == 1;
+    pthread_mutex_unlock(&copy_lock);
+    if (!loaded || !scc_budget_take(&cu.stage_budget, n))
+        return NULL;
+    if (!scc_budget_take(&cu.budget, n)) {
+        scc_budget_give(&cu.stage_budget, n);
+        return NULL;
+    }
+    if (cu.api.malloc_host(&p, n)) {
+        cu.get_last_error();
+        scc_budget_give(&cu.budget, n);
+        scc_budget_give(&cu.stage_budget, n);
+        return NULL;
+    }
+    return p;
+}
+
+static void stage_release(char *p)
+{
+    const struct stage_hdr *h = stage_hdr(p);
+    size_t n = STAGE_HDR + h->cap;
+
+    if (h->pinned) {
+        cu.api.free_host(p - STAGE_HDR);
+        scc_budget_give(&cu.budget, n);
+        scc_budget_give(&cu.stage_budget, n);
+    } else {
+        free(p - STAGE_HDR);
+    }
+}
+
+void *eng_stage_get(uint64_t len)
+{
+    struct stage_hdr h = {.cap = 4096};
     char *p = NULL;
 
-    while (cap < len)
-        cap <<= 1;
+    while (h.cap < len)
+        h.cap <<= 1;
     pthread_mutex_lock(&stages.lock);
     for (unsigned i = 0; i < stages.n; i++)
-        if (stage_cap(stages.buf[i]) == cap) {
+        if (eng_stage_cap(stages.buf[i]) == h.cap) {
             p = stages.buf[i];
             stages.buf[i] = stages.buf[--stages.n];
-            stages.bytes -= cap;
+            stages.bytes -= h.cap;
             break;
         }
     pthread_mutex_unlock(&stages.lock);
     if (p)
         return p;
-    p = malloc(STAGE_HDR + cap);
+    p = stage_alloc_pinned(h.cap);
+    h.pinned = p != NULL;
+    if (!p)
+        p = malloc(STAGE_HDR + h.cap);
     if (!p)
         return NULL;
-    memcpy(p, &cap, sizeof(cap));
+    memcpy(p, &h, sizeof(h));
     return p + STAGE_HDR;
 }
 
-static void stage_put(char *p)
+void eng_stage_put(void *buf)
 {
-    uint64_t cap = stage_cap(p);
+    char *p = buf;
+    uint64_t cap = eng_stage_cap(p);
 
     pthread_mutex_lock(&stages.lock);
     if (stages.n < STAGE_KEEP && stages.bytes + cap <= STAGE_KEEP_BYTES) {
@@ -330,23 +429,49 @@ static void stage_put(char *p)
     }
     pthread_mutex_unlock(&stages.lock);
     if (p)
-        free(p - STAGE_HDR);
+        stage_release(p);
 }
+
+/* ---- the progress thread: staging copies of tasks and of served requests -- */
+
+enum dev_phase { DEV_OUT_START, DEV_OUT, DEV_IN_START, DEV_IN, DEV_CB_START, DEV_CB };
+
+struct eng_dev_op {
+    struct eng_dev_op *next;
+    struct teshim_engine *eng;
+    struct eng_task *t; /* a task's staging; NULL: a copy with a callback */
+    enum dev_phase phase;
+    void *tok;
+    /* callback copies (eng_dev_copy) */
+    bool to_device;
+    void *stage, *dev;
+    uint64_t n;
+    int device;
+    void (*done)(void *arg, int err);
+    void *arg;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct eng_dev_op *head;
+    bool started;
+} dq = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, false};
 
 /* Release the staging and give the task back its own address. */
 static void dev_unstage(struct eng_task *t)
 {
     if (t->stage)
-        stage_put(t->stage);
+        eng_stage_put(t->stage);
     t->stage = NULL;
     t->local = t->dev_ptr;
 }
 
 /*
  * An op has left the staging queue and everything it did is over: the task
- * finished (limiter included) or the transport has it. Only then may the
- * engine be destroyed (eng_dev_quiesce); the task itself may already be
- * freed with its batch, so eng was read before.
+ * finished (limiter included), the transport has it, or its callback
+ * returned. Only then may the engine be destroyed (eng_dev_quiesce); the
+ * task itself may already be freed with its batch, so eng was read before.
  */
 static void dev_op_done(struct teshim_engine *eng)
 {
@@ -356,7 +481,7 @@ static void dev_op_done(struct teshim_engine *eng)
 static void dev_fail(struct eng_dev_op *op, int err)
 {
     struct eng_task *t = op->t;
-    struct teshim_engine *eng = task_eng(t);
+    struct teshim_engine *eng = op->eng;
 
     eng_err(eng, "cuda:%d staging copy of %llu bytes failed: %s", t->cuda_dev,
             (unsigned long long)t->len, strerror(-err));
@@ -364,6 +489,44 @@ static void dev_fail(struct eng_dev_op *op, int err)
     dev_unstage(t);
     eng_task_finish(t, err);
     dev_op_done(eng);
+}
+
+static void dev_cb_finish(struct eng_dev_op *op, int err)
+{
+    struct teshim_engine *eng = op->eng;
+
+    if (err)
+        eng_err(eng, "cuda:%d copy of %llu bytes %s the device failed: %s", op->device,
+                (unsigned long long)op->n, op->to_device ? "to" : "from", strerror(-err));
+    op->done(op->arg, err);
+    free(op);
+    dev_op_done(eng);
+}
+
+/* Advance a callback copy; true when op is gone. */
+static bool dev_advance_cb(struct eng_dev_op *op, bool *progressed)
+{
+    int rc;
+
+    if (op->phase == DEV_CB_START) {
+        rc = copy_start(op->to_device ? SCC_DIR_H2D : SCC_DIR_D2H, op->stage, op->dev, op->n,
+                        op->device, eng_stage_pinned(op->stage), &op->tok);
+        if (rc == -ENOSPC)
+            return false; /* pinned budget in use: retry when a pool comes back */
+        *progressed = true;
+        if (rc) {
+            dev_cb_finish(op, rc);
+            return true;
+        }
+        op->phase = DEV_CB;
+        return false;
+    }
+    rc = copy_poll(&copy_cudart, op->tok);
+    if (rc == -EAGAIN)
+        return false;
+    *progressed = true;
+    dev_cb_finish(op, rc);
+    return true;
 }
 
 /*
@@ -375,13 +538,13 @@ static bool dev_advance(struct eng_dev_op *op, bool *progressed)
     struct eng_task *t = op->t;
     int rc;
 
+    if (!t)
+        return dev_advance_cb(op, progressed);
     switch (op->phase) {
     case DEV_OUT_START:
     case DEV_IN_START:
-        rc =
-            op->phase == DEV_OUT_START
-                ? copy_to_host(&copy_cudart, t->stage, t->dev_ptr, t->len, t->cuda_dev, &op->tok)
-                : copy_to_device(&copy_cudart, t->dev_ptr, t->stage, t->len, t->cuda_dev, &op->tok);
+        rc = copy_start(op->phase == DEV_OUT_START ? SCC_DIR_D2H : SCC_DIR_H2D, t->stage,
+                        t->dev_ptr, t->len, t->cuda_dev, eng_stage_pinned(t->stage), &op->tok);
         if (rc == -ENOSPC)
             return false; /* pinned budget in use: retry when a pool comes back */
         if (rc) {
@@ -402,7 +565,7 @@ static bool dev_advance(struct eng_dev_op *op, bool *progressed)
             dev_fail(op, rc);
             return true;
         }
-        struct teshim_engine *eng = task_eng(t);
+        struct teshim_engine *eng = op->eng;
         if (op->phase == DEV_OUT) {
             /* the staging holds the device data: the transport sends it */
             struct eng_transport *tp = t->seg->tp;
@@ -416,8 +579,9 @@ static bool dev_advance(struct eng_dev_op *op, bool *progressed)
         }
         dev_op_done(eng);
         return true;
+    default:
+        return true;
     }
-    return true;
 }
 
 static void *dev_progress(void *arg)
@@ -457,18 +621,10 @@ static void *dev_progress(void *arg)
     return NULL;
 }
 
-static void dev_enqueue(struct eng_task *t, enum dev_phase phase)
+/* Queue op for the progress thread (started on first use): 0 or -EAGAIN. */
+static int dev_queue(struct eng_dev_op *op)
 {
-    struct eng_dev_op *op = calloc(1, sizeof(*op));
-
-    if (!op) {
-        dev_unstage(t);
-        eng_task_finish(t, -ENOMEM);
-        return;
-    }
-    op->t = t;
-    op->phase = phase;
-    atomic_fetch_add(&task_eng(t)->dev_ops, 1);
+    atomic_fetch_add(&op->eng->dev_ops, 1);
     pthread_mutex_lock(&dq.lock);
     if (!dq.started) {
         pthread_t th;
@@ -479,24 +635,63 @@ static void dev_enqueue(struct eng_task *t, enum dev_phase phase)
         pthread_attr_destroy(&a);
     }
     if (!dq.started) {
-        struct teshim_engine *eng = task_eng(t);
         pthread_mutex_unlock(&dq.lock);
-        free(op);
-        dev_unstage(t);
-        eng_task_finish(t, -EAGAIN);
-        dev_op_done(eng);
-        return;
+        eng_err(op->eng, "cuda staging: cannot start the progress thread");
+        dev_op_done(op->eng);
+        return -EAGAIN;
     }
     op->next = dq.head;
     dq.head = op;
     pthread_cond_signal(&dq.cond);
     pthread_mutex_unlock(&dq.lock);
+    return 0;
+}
+
+static void dev_enqueue(struct eng_task *t, enum dev_phase phase)
+{
+    struct eng_dev_op *op = calloc(1, sizeof(*op));
+    int err = -ENOMEM;
+
+    if (op) {
+        op->eng = t->seg->tp->eng;
+        op->t = t;
+        op->phase = phase;
+        err = dev_queue(op);
+        if (!err)
+            return;
+        free(op);
+    }
+    dev_unstage(t);
+    eng_task_finish(t, err);
+}
+
+int eng_dev_copy(struct teshim_engine *eng, bool to_device, void *stage, void *dev, uint64_t n,
+                 int device, void (*done)(void *arg, int err), void *arg)
+{
+    struct eng_dev_op *op = calloc(1, sizeof(*op));
+    int err;
+
+    if (!op)
+        return -ENOMEM;
+    *op = (struct eng_dev_op){.eng = eng,
+                              .phase = DEV_CB_START,
+                              .to_device = to_device,
+                              .stage = stage,
+                              .dev = dev,
+                              .n = n,
+                              .device = device,
+                              .done = done,
+                              .arg = arg};
+    err = dev_queue(op);
+    if (err)
+        free(op);
+    return err;
 }
 
 void eng_dev_task_start(struct teshim_engine *eng, struct eng_task *t)
 {
     t->dev_ptr = t->local;
-    t->stage = stage_get(t->len);
+    t->stage = eng_stage_get(t->len);
     if (!t->stage) {
         dev_unstage(t);
         eng_task_finish(t, -ENOMEM);

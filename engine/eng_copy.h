@@ -1,18 +1,18 @@
 /*
  * Device <-> host staging for registrations of location "cuda:N".
  *
- * The engine never links libcudart: a copy provider is found at run time.
- * This interface is the seam where the pinned-pool copy engine (issue 5)
- * plugs in: an ops table, asynchronous copies polled by the I/O threads.
- * Until that provider exists, eng_copy_open only checks that a CUDA
- * runtime can be dlopen'ed and transfers of device memory fail with
- * -EOPNOTSUPP.
+ * The engine never links libcudart: the runtime is dlopen'ed on the first
+ * cuda:N registration, and copies run on a non-blocking stream of the
+ * engine's own per device, through the pinned pools of eng_cudacopy.c or
+ * straight into pinned staging buffers, advanced by a progress thread that
+ * polls events.
  */
 #ifndef TESHIM_ENG_COPY_H
 #define TESHIM_ENG_COPY_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct eng_copy;
 
@@ -63,8 +63,30 @@ void eng_dev_task_start(struct teshim_engine *eng, struct eng_task *t);
  * finishes it later (READ: the copy to the device), false if the caller
  * finishes it now (the staging was released). */
 bool eng_dev_task_transport_done(struct eng_task *t, int err);
-/* Wait until no device task of eng is in a staging copy (engine destroy);
- * tasks in a transport are not waited for. */
+/* Wait until no device task of eng is in a staging copy and no copy of
+ * eng_dev_copy is unfinished (engine destroy); tasks in a transport are
+ * not waited for. */
 void eng_dev_quiesce(struct teshim_engine *eng);
+
+/*
+ * Staging buffers: at least len bytes of host memory, pinned while the
+ * staging share of cuda.pinned_max_bytes allows (the share one pool of the
+ * pinned pools leaves), else pageable. Reused through a bounded cache:
+ * eng_stage_put keeps or frees. NULL when out of memory.
+ */
+void *eng_stage_get(uint64_t len);
+void eng_stage_put(void *p);
+uint64_t eng_stage_cap(const void *p);
+bool eng_stage_pinned(const void *p);
+
+/*
+ * Copy n bytes between a staging buffer and device memory of CUDA device
+ * `device`, asynchronously, on the progress thread: done(arg, err) is called
+ * once from that thread when the copy completed (err 0) or failed (-EIO,
+ * -ENODEV, -ENOMEM; logged). Returns 0, or -ENOMEM / -EAGAIN without
+ * calling done. eng_dev_quiesce(eng) waits for it.
+ */
+int eng_dev_copy(struct teshim_engine *eng, bool to_device, void *stage, void *dev, uint64_t n,
+                 int device, void (*done)(void *arg, int err), void *arg);
 
 #endif

@@ -63,6 +63,9 @@ int eng_backoff_ms(const struct eng_params *p, int attempt)
     return (int)(d / 2 + r % (d / 2 + 1));
 }
 
+static void seg_free(struct eng_segment *seg);
+static void task_complete(struct teshim_engine *eng, struct eng_task *t, int err);
+
 /* ---- parameters ------------------------------------------------------- */
 
 static void pol_diag(void *arg, enum pol_log_level level, const char *msg)
@@ -80,8 +83,10 @@ static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
                               .etc_path = o->no_policy ? "/nonexistent" : NULL,
                               .diag = pol_diag};
 
-    if (!cfg)
+    if (!cfg) {
+        eng_err(NULL, "engine_create: no memory for the policy table");
         return -ENOMEM;
+    }
     pthread_mutex_lock(&pol_lock); /* pol_load is not reentrant */
     pol_load(cfg, &src);
     pthread_mutex_unlock(&pol_lock);
@@ -192,8 +197,10 @@ int teshim_engine_create(const struct teshim_engine_opts *opts, struct teshim_en
         return -EINVAL;
     }
     eng = calloc(1, sizeof(*eng));
-    if (!eng)
+    if (!eng) {
+        eng_err(NULL, "engine_create: no memory for the engine");
         return -ENOMEM;
+    }
     ret = load_params(opts, &eng->p);
     if (ret)
         goto err_free;
@@ -206,7 +213,7 @@ int teshim_engine_create(const struct teshim_engine_opts *opts, struct teshim_en
     }
     eng->port = -1;
     read_boot_id(eng->boot_id);
-    eng->probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
+    eng->words.probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
     pthread_rwlock_init(&eng->reg_lock, NULL);
     pthread_mutex_init(&eng->seg_lock, NULL);
     pthread_rwlock_init(&eng->batch_lock, NULL);
@@ -250,24 +257,35 @@ void teshim_engine_destroy(struct teshim_engine *eng)
 {
     if (!eng)
         return;
+    struct eng_task *queued;
+    size_t nqueued = 0;
+
     /* device tasks in a staging copy finish first: they start transports */
     eng_dev_quiesce(eng);
-    /* the transports fail what is in flight; tasks waiting in the limiter
-     * are cancelled here so waiters wake up */
+    /* the limiter's queue is emptied first: a request finished while one
+     * transport is destroyed would otherwise start a queued one on another,
+     * maybe already freed */
+    pthread_mutex_lock(&eng->lim_lock);
+    queued = eng->wait_head;
+    eng->wait_head = eng->wait_tail = NULL;
+    pthread_mutex_unlock(&eng->lim_lock);
+    /* the transports fail what is in flight */
     eng->tcp->ops.destroy(eng->tcp);
     eng->local->ops.destroy(eng->local);
     /* a READ the transports completed meanwhile copies to its device */
     eng_dev_quiesce(eng);
-    for (struct eng_task *t = eng->wait_head; t; t = t->next) {
-        atomic_store(&t->error, -ECANCELED);
-        atomic_store(&t->state, TESHIM_TASK_FAILED);
+    while (queued) {
+        struct eng_task *t = queued;
+        queued = t->next;
+        atomic_fetch_sub(&eng->st.waiting, 1);
+        task_complete(eng, t, -ECANCELED);
+        nqueued++;
     }
-    for (size_t i = 0; i < eng->nsegs; i++) {
-        if (eng->segs[i]) {
-            free(eng->segs[i]->regions);
-            free(eng->segs[i]);
-        }
-    }
+    if (nqueued)
+        eng_info(eng, "engine_destroy: %zu queued requests cancelled", nqueued);
+    for (size_t i = 0; i < eng->nsegs; i++)
+        if (eng->segs[i])
+            seg_free(eng->segs[i]);
     free(eng->segs);
     for (size_t i = 0; i < eng->capbatches; i++) {
         struct eng_batch *b = eng->batches[i];
@@ -301,8 +319,8 @@ void eng_hello_self(struct teshim_engine *eng, struct eng_hello *h)
     memset(h, 0, sizeof(*h));
     memcpy(h->boot_id, eng->boot_id, 16);
     h->pid = (uint32_t)getpid();
-    h->probe_addr = eng->p.local_serve ? (uint64_t)(uintptr_t)&eng->probe : 0;
-    h->probe_value = eng->probe;
+    h->probe_addr = eng->p.local_serve ? (uint64_t)(uintptr_t)&eng->words : 0;
+    h->probe_value = eng->words.probe;
     strcpy(h->name, eng->name);
 }
 
@@ -361,8 +379,10 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
             return ret;
     }
     r = calloc(1, sizeof(*r));
-    if (!r)
+    if (!r) {
+        eng_err(eng, "register: no memory for a region");
         return -ENOMEM;
+    }
     r->addr = a;
     r->len = len;
     r->remote = remote_accessible;
@@ -379,6 +399,7 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
         size_t cap = eng->capregs ? eng->capregs * 2 : 16;
         struct eng_region **n = realloc(eng->regs, cap * sizeof(*n));
         if (!n) {
+            eng_err(eng, "register: no memory for %zu regions", cap);
             ret = -ENOMEM;
             goto err_unlock;
         }
@@ -412,6 +433,8 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
         r = eng->regs[i - 1];
         memmove(eng->regs + i - 1, eng->regs + i, (eng->nregs - i) * sizeof(*eng->regs));
         eng->nregs--;
+        /* same-host peers see their cached list is stale (eng_local.c) */
+        atomic_fetch_add(&eng->words.unreg_gen, 1);
     }
     pthread_rwlock_unlock(&eng->reg_lock);
     if (!r) {
@@ -429,7 +452,7 @@ struct eng_region *eng_region_get(struct teshim_engine *eng, uint64_t addr, uint
 {
     pthread_rwlock_rdlock(&eng->reg_lock);
     struct eng_region *r = reg_find(eng, addr, len);
-    if (r && (!r->remote || r->cuda_dev >= 0))
+    if (r && !r->remote)
         r = NULL;
     if (r)
         atomic_fetch_add(&r->users, 1);
@@ -453,10 +476,11 @@ int eng_region_list(struct teshim_engine *eng, struct eng_region_desc **out, uin
         return -ENOMEM;
     }
     for (size_t i = 0; i < eng->nregs && k < ENG_MAX_REGIONS; i++) {
-        if (!eng->regs[i]->remote || eng->regs[i]->cuda_dev >= 0)
+        if (!eng->regs[i]->remote)
             continue;
         d[k].addr = eng->regs[i]->addr;
         d[k].len = eng->regs[i]->len;
+        d[k].flags = eng->regs[i]->cuda_dev >= 0 ? ENG_REGION_DEVICE : 0;
         k++;
     }
     pthread_rwlock_unlock(&eng->reg_lock);
@@ -466,6 +490,60 @@ int eng_region_list(struct teshim_engine *eng, struct eng_region_desc **out, uin
 }
 
 /* ---- segments --------------------------------------------------------- */
+
+int eng_seg_check(struct eng_segment *seg, uint64_t a, uint64_t len, uint64_t gen)
+{
+    int ret = -EFAULT;
+
+    pthread_rwlock_rdlock(&seg->regions_lock);
+    if (gen != seg->regions_gen)
+        ret = -ESTALE;
+    for (uint32_t i = 0; i < seg->nregions && ret == -EFAULT; i++) {
+        const struct eng_region_desc *d = &seg->regions[i];
+        /* device memory is not reachable with process_vm_* */
+        if (!(d->flags & ENG_REGION_DEVICE) && a >= d->addr && a + len >= a &&
+            a + len <= d->addr + d->len)
+            ret = 0;
+    }
+    pthread_rwlock_unlock(&seg->regions_lock);
+    return ret;
+}
+
+bool eng_seg_in_device(struct eng_segment *seg, uint64_t a, uint64_t len)
+{
+    bool in = false;
+
+    pthread_rwlock_rdlock(&seg->regions_lock);
+    for (uint32_t i = 0; i < seg->nregions && !in; i++) {
+        const struct eng_region_desc *d = &seg->regions[i];
+        in = (d->flags & ENG_REGION_DEVICE) && a >= d->addr && a + len >= a &&
+             a + len <= d->addr + d->len;
+    }
+    pthread_rwlock_unlock(&seg->regions_lock);
+    return in;
+}
+
+void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,
+                         uint64_t gen)
+{
+    pthread_rwlock_wrlock(&seg->regions_lock);
+    free(seg->regions);
+    seg->regions = regions;
+    seg->nregions = n;
+    seg->regions_gen = gen;
+    pthread_rwlock_unlock(&seg->regions_lock);
+}
+
+/* A segment's memory (its transports' state is theirs to release). The
+ * device path is a bare segment: no list, no locks of its own. */
+static void seg_free(struct eng_segment *seg)
+{
+    free(seg->dev_path);
+    pthread_mutex_destroy(&seg->refresh_lock);
+    pthread_rwlock_destroy(&seg->regions_lock);
+    free(seg->regions);
+    free(seg);
+}
 
 static struct eng_segment *seg_lookup(struct teshim_engine *eng, teshim_segment_t id)
 {
@@ -488,17 +566,22 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
         return -EINVAL;
     }
     seg = calloc(1, sizeof(*seg));
-    if (!seg)
+    if (!seg) {
+        eng_err(eng, "segment_open: no memory for a segment");
         return -ENOMEM;
+    }
     strcpy(seg->name, name);
+    pthread_rwlock_init(&seg->regions_lock, NULL);
+    pthread_mutex_init(&seg->refresh_lock, NULL);
     ret = eng_parse_hostport(name, false, &seg->sa, &seg->salen);
     if (ret) {
         eng_err(eng, "segment_open: '%s' is not a reachable host:port", name);
         goto err_free;
     }
-    ret = eng_meta_fetch(eng, seg);
+    ret = eng_meta_fetch(eng, seg, &seg->hello, &seg->regions);
     if (ret)
         goto err_free;
+    seg->nregions = seg->hello.nregions;
 
     /* data path: local when asked (or auto) and permitted, else tcp */
     ret = -EOPNOTSUPP;
@@ -515,7 +598,7 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
     if (ret) {
         ret = eng->tcp->ops.seg_open(eng->tcp, seg);
         if (ret)
-            goto err_regions;
+            goto err_free;
         seg->tp = eng->tcp;
     }
 
@@ -525,6 +608,7 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
         struct eng_segment **n = realloc(eng->segs, cap * sizeof(*n));
         if (!n) {
             pthread_mutex_unlock(&eng->seg_lock);
+            eng_err(eng, "segment_open: no memory for %zu segments", cap);
             ret = -ENOMEM;
             goto err_tp;
         }
@@ -539,10 +623,8 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
 
 err_tp:
     seg->tp->ops.seg_close(seg->tp, seg);
-err_regions:
-    free(seg->regions);
 err_free:
-    free(seg);
+    seg_free(seg);
     return ret;
 }
 
@@ -554,11 +636,15 @@ int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
         eng_err(eng, "segment_regions: %s", !s ? "invalid segment" : "NULL regions");
         return -EINVAL;
     }
+    pthread_rwlock_rdlock(&s->regions_lock);
+    int n = (int)s->nregions;
     for (size_t i = 0; i < s->nregions && i < max; i++) {
         regions[i].addr = s->regions[i].addr;
         regions[i].len = s->regions[i].len;
+        regions[i].flags = s->regions[i].flags & ENG_REGION_DEVICE ? TESHIM_REGION_DEVICE : 0;
     }
-    return (int)s->nregions;
+    pthread_rwlock_unlock(&s->regions_lock);
+    return n;
 }
 
 const char *teshim_segment_transport(struct teshim_engine *eng, teshim_segment_t id)
@@ -579,7 +665,7 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
         s = eng->segs[id];
     if (!s)
         ret = -EINVAL;
-    else if (atomic_load(&s->busy))
+    else if (atomic_load(&s->busy) || (s->dev_path && atomic_load(&s->dev_path->busy)))
         ret = -EBUSY;
     else
         eng->segs[id] = NULL;
@@ -590,8 +676,9 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
         return ret;
     }
     s->tp->ops.seg_close(s->tp, s);
-    free(s->regions);
-    free(s);
+    if (s->dev_path)
+        s->dev_path->tp->ops.seg_close(s->dev_path->tp, s->dev_path);
+    seg_free(s);
     return 0;
 }
 
@@ -618,10 +705,13 @@ int teshim_batch_alloc(struct teshim_engine *eng, size_t max_requests, teshim_ba
         return -EINVAL;
     }
     b = calloc(1, sizeof(*b));
-    if (!b)
+    if (!b) {
+        eng_err(eng, "batch_alloc: no memory for a batch");
         return -ENOMEM;
+    }
     b->tasks = calloc(max_requests, sizeof(*b->tasks));
     if (!b->tasks) {
+        eng_err(eng, "batch_alloc: no memory for %zu tasks", max_requests);
         ret = -ENOMEM;
         goto err_free;
     }
@@ -636,6 +726,7 @@ int teshim_batch_alloc(struct teshim_engine *eng, size_t max_requests, teshim_ba
         struct eng_batch **n = realloc(eng->batches, cap * sizeof(*n));
         if (!n) {
             pthread_rwlock_unlock(&eng->batch_lock);
+            eng_err(eng, "batch_alloc: no memory for %zu batches", cap);
             ret = -ENOMEM;
             goto err_cond;
         }
@@ -719,11 +810,65 @@ static void start_admitted(struct teshim_engine *eng, struct eng_task *t)
     start_depth = 0;
 }
 
-static void limiter_release(struct teshim_engine *eng)
+/* Unlink the queued tasks whose request timeout has passed, lim_lock held;
+ * returns them chained by next. The queue is in submission order (up to
+ * the few microseconds between a submit's clock read and its lock), so
+ * the scan stops at the first task still in time: a task a little out of
+ * order expires on the next call. */
+static struct eng_task *limiter_take_expired(struct teshim_engine *eng, uint64_t now)
+{
+    uint64_t to = (uint64_t)eng->p.request_timeout_ms * 1000000ull;
+    struct eng_task *head = eng->wait_head, *t = head, *last = NULL;
+    size_t n = 0;
+
+    while (t && now >= t->t_submit && now - t->t_submit >= to) {
+        last = t;
+        t = t->next;
+        n++;
+    }
+    if (!n)
+        return NULL;
+    eng->wait_head = t;
+    if (!t)
+        eng->wait_tail = NULL;
+    last->next = NULL;
+    atomic_fetch_sub(&eng->st.waiting, n);
+    return head;
+}
+
+/* Fail expired queued tasks (taken by limiter_take_expired), no lock held. */
+static void limiter_fail_expired(struct teshim_engine *eng, struct eng_task *t)
+{
+    while (t) {
+        struct eng_task *next = t->next;
+        eng_err(eng,
+                "segment %s: request queued by the limiter (engine.max_inflight %d) for %d ms, "
+                "timed out before it started",
+                t->seg->name, eng->p.max_inflight, eng->p.request_timeout_ms);
+        task_complete(eng, t, -ETIMEDOUT);
+        t = next;
+    }
+}
+
+void eng_limiter_expire(struct teshim_engine *eng, uint64_t now)
 {
     struct eng_task *t;
 
+    if (!atomic_load(&eng->st.waiting))
+        return;
     pthread_mutex_lock(&eng->lim_lock);
+    t = limiter_take_expired(eng, now);
+    pthread_mutex_unlock(&eng->lim_lock);
+    limiter_fail_expired(eng, t);
+}
+
+static void limiter_release(struct teshim_engine *eng)
+{
+    struct eng_task *t, *expired;
+
+    pthread_mutex_lock(&eng->lim_lock);
+    /* a task whose time ran out in the queue is not started */
+    expired = limiter_take_expired(eng, eng_now_ns());
     eng->active--;
     t = eng->wait_head;
     if (t) {
@@ -736,6 +881,7 @@ static void limiter_release(struct teshim_engine *eng)
         atomic_fetch_sub(&eng->st.active, 1);
     }
     pthread_mutex_unlock(&eng->lim_lock);
+    limiter_fail_expired(eng, expired);
     if (t)
         start_admitted(eng, t);
 }
@@ -763,8 +909,17 @@ void eng_task_slice_done(struct eng_task *t, uint64_t bytes, int err)
 
 void eng_task_finish(struct eng_task *t, int err)
 {
-    struct eng_batch *b = t->batch;
     struct teshim_engine *eng = t->seg->tp->eng;
+
+    task_complete(eng, t, err);
+    limiter_release(eng);
+}
+
+/* Counters, state and waiters of a finished task; its limiter slot, if it
+ * had one, is the caller's. */
+static void task_complete(struct teshim_engine *eng, struct eng_task *t, int err)
+{
+    struct eng_batch *b = t->batch;
 
     if (err) {
         int zero = 0;
@@ -788,7 +943,32 @@ void eng_task_finish(struct eng_task *t, int err)
     if (atomic_fetch_sub(&b->unfinished, 1) == 1)
         pthread_cond_broadcast(&b->cond);
     pthread_mutex_unlock(&b->lock);
-    limiter_release(eng);
+}
+
+/* The tcp path of a same-host segment, for the peer's device memory. */
+static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_segment *s)
+{
+    struct eng_segment *d;
+
+    pthread_mutex_lock(&eng->seg_lock);
+    d = s->dev_path;
+    if (!d && (d = calloc(1, sizeof(*d)))) {
+        d->id = s->id;
+        memcpy(d->name, s->name, sizeof(d->name));
+        d->sa = s->sa;
+        d->salen = s->salen;
+        d->hello = s->hello;
+        d->tp = eng->tcp;
+        if (eng->tcp->ops.seg_open(eng->tcp, d)) {
+            free(d);
+            d = NULL;
+        } else {
+            s->dev_path = d;
+            eng_info(eng, "segment %s: the peer's device memory goes over tcp", s->name);
+        }
+    }
+    pthread_mutex_unlock(&eng->seg_lock);
+    return d;
 }
 
 static int check_request(struct teshim_engine *eng, const struct teshim_request *r,
@@ -812,6 +992,14 @@ static int check_request(struct teshim_engine *eng, const struct teshim_request 
     if (!s) {
         eng_err(eng, "submit: segment %lld is not open", (long long)r->segment);
         return -EINVAL;
+    }
+    if (s->tp == eng->local && eng_seg_in_device(s, r->remote_offset, r->length)) {
+        s = seg_dev_path(eng, s);
+        if (!s) {
+            eng_err(eng, "submit: no tcp path to the device memory of segment %lld",
+                    (long long)r->segment);
+            return -ENOMEM;
+        }
     }
     pthread_rwlock_rdlock(&eng->reg_lock);
     struct eng_region *reg = reg_find(eng, a, r->length);
@@ -841,9 +1029,8 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
         eng_err(eng, "submit: %s", !n ? "no requests" : "NULL argument");
         return -EINVAL;
     }
-    if (n > 64 && !(segs = malloc(n * sizeof(*segs))))
-        return -ENOMEM;
-    if (n > 64 && !(devs = malloc(n * sizeof(*devs)))) {
+    if (n > 64 && (!(segs = malloc(n * sizeof(*segs))) || !(devs = malloc(n * sizeof(*devs))))) {
+        eng_err(eng, "submit: no memory to check %zu requests", n);
         free(segs);
         return -ENOMEM;
     }
@@ -895,6 +1082,7 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
     atomic_fetch_add(&eng->st.submitted, n);
 
     /* admit what the limiter allows, queue the rest in order */
+    eng_limiter_expire(eng, now);
     pthread_mutex_lock(&eng->lim_lock);
     for (size_t i = 0; i < n; i++) {
         struct eng_task *t = &b->tasks[first + i];

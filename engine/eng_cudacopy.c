@@ -36,6 +36,8 @@ int scc_api_from_handle(struct scc_api *api, void *handle, const char **missing)
         /* Every member is a function pointer: store the address as one. */
         memcpy((char *)api + fns[i].off, &p, sizeof(p));
     }
+    void *p2d = dlsym(handle, "cudaMemcpy2DAsync");
+    memcpy(&api->memcpy2d_async, &p2d, sizeof(p2d));
     return 0;
 }
 
@@ -217,6 +219,82 @@ void scc_xfer_start(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir,
     x->nchunks = (n + pool->chunk - 1) / pool->chunk;
 }
 
+int scc_xfer_start_2d(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir, void *host,
+                      size_t hpitch, void *dev, size_t dpitch, size_t width, size_t height,
+                      struct CUstream_st *stream, enum scc_wait wait)
+{
+    size_t n, span;
+
+    if (!host || !width || !height || width > hpitch || width > dpitch ||
+        __builtin_mul_overflow(width, height, &n) ||
+        __builtin_mul_overflow(height - 1, hpitch > dpitch ? hpitch : dpitch, &span) ||
+        __builtin_add_overflow(span, width, &span) ||
+        (width <= pool->chunk && !pool->api->memcpy2d_async))
+        return -EINVAL;
+    scc_xfer_start(x, pool, dir, host, dev, n, stream, wait);
+    x->width = width;
+    x->hpitch = hpitch;
+    x->dpitch = dpitch;
+    if (width <= pool->chunk) {
+        x->rows = pool->chunk / width;
+        x->nchunks = (height + x->rows - 1) / x->rows;
+    } else {
+        x->per_row = (width + pool->chunk - 1) / pool->chunk;
+        x->nchunks = height * x->per_row;
+    }
+    return 0;
+}
+
+/*
+ * Where chunk k lies: *hoff and *doff from the host and device starts, *len
+ * bytes in the pinned buffer, *nrows rows of x->width bytes when they are
+ * rows (strided on both sides), 0 when the chunk is contiguous on both.
+ */
+static void chunk_at(const struct scc_xfer *x, size_t k, size_t *hoff, size_t *doff, size_t *len,
+                     size_t *nrows)
+{
+    size_t c = x->pool->chunk;
+
+    if (x->rows) {
+        size_t r0 = k * x->rows;
+        *nrows = x->n / x->width - r0 < x->rows ? x->n / x->width - r0 : x->rows;
+        *hoff = r0 * x->hpitch;
+        *doff = r0 * x->dpitch;
+        *len = *nrows * x->width;
+    } else if (x->per_row) {
+        size_t row = k / x->per_row, off = (k % x->per_row) * c;
+        *nrows = 0;
+        *hoff = row * x->hpitch + off;
+        *doff = row * x->dpitch + off;
+        *len = x->width - off < c ? x->width - off : c;
+    } else {
+        *nrows = 0;
+        *hoff = *doff = k * c;
+        *len = x->n - *hoff < c ? x->n - *hoff : c;
+    }
+}
+
+/* Move chunk k between host memory and buffer p (to_buf: host -> p). */
+static void host_move(const struct scc_xfer *x, size_t k, char *p, bool to_buf)
+{
+    size_t hoff, doff, len, nrows;
+
+    chunk_at(x, k, &hoff, &doff, &len, &nrows);
+    if (!nrows || x->hpitch == x->width) {
+        if (to_buf)
+            memcpy(p, x->host + hoff, len);
+        else
+            memcpy(x->host + hoff, p, len);
+        return;
+    }
+    for (size_t r = 0; r < nrows; r++) {
+        if (to_buf)
+            memcpy(p + r * x->width, x->host + hoff + r * x->hpitch, x->width);
+        else
+            memcpy(x->host + hoff + r * x->hpitch, p + r * x->width, x->width);
+    }
+}
+
 /* Wait (or check) for b's last copy: 0, SCC_ERR_NOT_READY or an error. */
 static int buf_wait(struct scc_pool *pool, struct scc_buf *b, bool block)
 {
@@ -234,15 +312,21 @@ static int buf_wait(struct scc_pool *pool, struct scc_buf *b, bool block)
 static int issue(struct scc_xfer *x, struct scc_buf *b, size_t k)
 {
     const struct scc_api *api = x->pool->api;
-    size_t off = k * x->pool->chunk;
-    size_t len = x->n - off < x->pool->chunk ? x->n - off : x->pool->chunk;
+    size_t hoff, doff, len, nrows, w = x->width;
     int err;
 
+    chunk_at(x, k, &hoff, &doff, &len, &nrows);
     if (x->dir == SCC_DIR_H2D) {
-        memcpy(b->p, x->host + off, len);
-        err = api->memcpy_async(x->dev + off, b->p, len, SCC_H2D, x->stream);
+        host_move(x, k, b->p, true);
+        if (nrows)
+            err = api->memcpy2d_async(x->dev + doff, x->dpitch, b->p, w, w, nrows, SCC_H2D,
+                                      x->stream);
+        else
+            err = api->memcpy_async(x->dev + doff, b->p, len, SCC_H2D, x->stream);
+    } else if (nrows) {
+        err = api->memcpy2d_async(b->p, w, x->dev + doff, x->dpitch, w, nrows, SCC_D2H, x->stream);
     } else {
-        err = api->memcpy_async(b->p, x->dev + off, len, SCC_D2H, x->stream);
+        err = api->memcpy_async(b->p, x->dev + doff, len, SCC_D2H, x->stream);
     }
     if (!err)
         err = api->event_record(b->ev, x->stream);
@@ -269,9 +353,7 @@ static int poll_d2h(struct scc_xfer *x, bool block)
         err = buf_wait(pool, b, block);
         if (err)
             return err;
-        size_t off = x->drained * pool->chunk;
-        size_t len = x->n - off < pool->chunk ? x->n - off : pool->chunk;
-        memcpy(x->host + off, b->p, len);
+        host_move(x, x->drained, b->p, false);
         x->drained++;
     }
     return 0;

@@ -56,12 +56,17 @@ struct scc_api {
     int (*event_record)(struct CUevent_st *e, struct CUstream_st *s);
     int (*event_query)(struct CUevent_st *e);
     int (*event_synchronize)(struct CUevent_st *e);
+    /* cudaMemcpy2DAsync; optional (NULL: no 2D transfers, scc_xfer_start_2d
+     * refuses those that need it). */
+    int (*memcpy2d_async)(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                          size_t height, int kind, struct CUstream_st *s);
 };
 
 /*
  * Fill api from a runtime opened with dlopen (an engine that loads
  * libcudart.so.13/.12 itself): 0, or -ENOENT when a function is missing
- * (*missing names it). The shim resolves its own table with dlvsym.
+ * (*missing names it); the optional memcpy2d_async is NULL when absent.
+ * The shim resolves its own table with dlvsym.
  */
 int scc_api_from_handle(struct scc_api *api, void *handle, const char **missing);
 
@@ -145,6 +150,10 @@ struct scc_xfer {
     size_t n;
     struct CUstream_st *stream;
     int wait; /* enum scc_wait */
+    /* 2D transfers (scc_xfer_start_2d); rows = 0 for a 1D one. */
+    size_t width, hpitch, dpitch;
+    size_t rows;    /* rows per chunk (width <= chunk), or 0 */
+    size_t per_row; /* chunks per row (width > chunk), or 0 */
     size_t nchunks;
     size_t issued;  /* chunks whose device-side copy was issued */
     size_t drained; /* D2H: chunks moved to host memory; H2D: chunks known complete */
@@ -169,6 +178,21 @@ enum scc_wait { SCC_WAIT_SOURCE, SCC_WAIT_STREAM, SCC_WAIT_ALL };
  * memory) on stream. */
 void scc_xfer_start(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir, void *host,
                     void *dev, size_t n, struct CUstream_st *stream, enum scc_wait wait);
+/*
+ * Start a 2D transfer of height rows of width bytes: host rows hpitch bytes
+ * apart (pageable), device rows dpitch apart. Rows travel packed in the
+ * pinned buffers: a chunk holds chunk / width whole rows, moved to or from
+ * the device with one cudaMemcpy2DAsync; a row wider than a chunk is split
+ * into chunk-sized pieces moved with cudaMemcpyAsync. The transfer is then
+ * driven like a 1D one (scc_xfer_poll, scc_xfer_run; not chunk mode).
+ * Returns 0, or -EINVAL when host is NULL, width or height is 0, width
+ * exceeds a pitch, the geometry overflows, or rows fit a chunk and the
+ * table has no memcpy2d_async (nothing was started).
+ */
+int scc_xfer_start_2d(struct scc_xfer *x, struct scc_pool *pool, enum scc_dir dir, void *host,
+                      size_t hpitch, void *dev, size_t dpitch, size_t width, size_t height,
+                      struct CUstream_st *stream, enum scc_wait wait);
+
 /*
  * Advance a transfer as far as possible. Returns 0 when done, SCC_PENDING
  * when it must wait for the device (only with block = false), or the

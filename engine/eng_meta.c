@@ -100,9 +100,11 @@ static int io_all(int fd, void *buf, size_t len, bool out, uint64_t deadline)
     return 0;
 }
 
-/* One attempt: connect, HELLO, HELLO_ACK. */
-static int meta_once(struct teshim_engine *eng, struct eng_segment *seg, uint64_t deadline)
+/* One attempt: connect, HELLO, HELLO_ACK into *h and *regions_p. */
+static int meta_once(struct teshim_engine *eng, const struct eng_segment *seg, uint64_t deadline,
+                     struct eng_hello *h, struct eng_region_desc **regions_p)
 {
+    struct eng_region_desc *regions = NULL;
     uint8_t hdr[ENG_FRAME_BYTES];
     uint8_t hello[ENG_HELLO_BYTES];
     struct eng_hello self;
@@ -146,41 +148,43 @@ static int meta_once(struct teshim_engine *eng, struct eng_segment *seg, uint64_
         goto out_close;
     }
     buf = malloc(f.payload_len);
-    seg->regions = malloc((f.payload_len / ENG_REGION_BYTES + 1) * sizeof(*seg->regions));
-    if (!buf || !seg->regions) {
+    regions = malloc((f.payload_len / ENG_REGION_BYTES + 1) * sizeof(*regions));
+    if (!buf || !regions) {
+        eng_err(eng, "segment %s: no memory for the peer's %u-byte handshake", seg->name,
+                f.payload_len);
         ret = -ENOMEM;
         goto out_free;
     }
     ret = io_all(fd, buf, f.payload_len, false, deadline);
     if (ret)
         goto out_free;
-    ret = eng_hello_parse(buf, f.payload_len, &seg->hello, seg->regions, ENG_MAX_REGIONS);
+    ret = eng_hello_parse(buf, f.payload_len, h, regions, ENG_MAX_REGIONS);
     if (ret) {
         eng_err(eng, "segment %s: malformed handshake from the peer", seg->name);
         goto out_free;
     }
-    seg->nregions = seg->hello.nregions;
     free(buf);
     close(fd);
+    *regions_p = regions;
     return 0;
 
 out_free:
     free(buf);
-    free(seg->regions);
-    seg->regions = NULL;
+    free(regions);
 out_close:
     close(fd);
     return ret;
 }
 
-int eng_meta_fetch(struct teshim_engine *eng, struct eng_segment *seg)
+int eng_meta_fetch(struct teshim_engine *eng, const struct eng_segment *seg, struct eng_hello *h,
+                   struct eng_region_desc **regions_p)
 {
     uint64_t start = eng_now_ns();
     uint64_t deadline = start + (uint64_t)eng->p.connect_timeout_ms * 1000000ull;
     int ret = -ETIMEDOUT;
 
     for (int attempt = 1; attempt <= eng->p.connect_attempts; attempt++) {
-        ret = meta_once(eng, seg, deadline);
+        ret = meta_once(eng, seg, deadline, h, regions_p);
         if (!ret || ret == -EPROTO || ret == -EBADMSG)
             break;
         uint64_t wait = (uint64_t)eng_backoff_ms(&eng->p, attempt) * 1000000ull;

@@ -110,8 +110,11 @@ size_t eng_hello_encode(const struct eng_hello *h, const struct eng_region_desc 
     size_t nl = strnlen(h->name, ENG_NAME_MAX - 1);
     memcpy(buf + 40, h->name, nl);
     for (uint32_t i = 0; i < n; i++) {
-        put64(buf + ENG_HELLO_BYTES + 16 * i, r[i].addr);
-        put64(buf + ENG_HELLO_BYTES + 16 * i + 8, r[i].len);
+        uint8_t *d = buf + ENG_HELLO_BYTES + (size_t)ENG_REGION_BYTES * i;
+        put64(d, r[i].addr);
+        put64(d + 8, r[i].len);
+        put32(d + 16, r[i].flags);
+        put32(d + 20, 0);
     }
     return ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES;
 }
@@ -133,13 +136,15 @@ int eng_hello_parse(const uint8_t *buf, size_t len, struct eng_hello *h, struct 
         len != ENG_HELLO_BYTES + (size_t)h->nregions * ENG_REGION_BYTES)
         return -EBADMSG;
     for (uint32_t i = 0; i < h->nregions; i++) {
-        uint64_t a = get64(buf + ENG_HELLO_BYTES + 16 * i);
-        uint64_t l = get64(buf + ENG_HELLO_BYTES + 16 * i + 8);
-        if (!l || a + l < a)
+        const uint8_t *d = buf + ENG_HELLO_BYTES + (size_t)ENG_REGION_BYTES * i;
+        uint64_t a = get64(d), l = get64(d + 8);
+        uint32_t fl = get32(d + 16);
+        if (!l || a + l < a || (fl & ~ENG_REGION_FLAGS) || get32(d + 20))
             return -EBADMSG;
         if (i < max) {
             r[i].addr = a;
             r[i].len = l;
+            r[i].flags = fl;
         }
     }
     return 0;

@@ -21,13 +21,13 @@
 #include <stdint.h>
 
 #define ENG_MAGIC 0x4d485354u /* "TSHM" */
-#define ENG_VERSION 1
+#define ENG_VERSION 2         /* 2: region descriptors carry flags */
 #define ENG_FRAME_BYTES 56
 #define ENG_SLICE_MAX (64u << 20) /* largest data payload of one frame */
 #define ENG_MAX_REGIONS 4096      /* regions announced in HELLO_ACK */
 #define ENG_NAME_MAX 64
 #define ENG_HELLO_BYTES (16 + 4 + 4 + 8 + 8 + ENG_NAME_MAX)
-#define ENG_REGION_BYTES 16
+#define ENG_REGION_BYTES 24
 #define ENG_CTRL_MAX (ENG_HELLO_BYTES + ENG_MAX_REGIONS * ENG_REGION_BYTES)
 
 enum eng_frame_type {
@@ -62,9 +62,14 @@ struct eng_hello {
     char name[ENG_NAME_MAX]; /* NUL-terminated */
 };
 
+/* A region in HELLO_ACK: addr, len, flags, 4 reserved bytes (zero). */
+#define ENG_REGION_DEVICE 0x1u /* GPU memory: only the tcp transport reaches it */
+#define ENG_REGION_FLAGS ENG_REGION_DEVICE
+
 struct eng_region_desc {
     uint64_t addr;
     uint64_t len;
+    uint32_t flags;
 };
 
 /* Encode f into buf[ENG_FRAME_BYTES]. */
@@ -77,14 +82,15 @@ void eng_frame_encode(const struct eng_frame *f, uint8_t *buf);
  */
 int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f);
 
-/* Encode a hello block plus n regions into buf (ENG_HELLO_BYTES + 16 n). */
+/* Encode a hello block plus n regions into buf (ENG_HELLO_BYTES + 24 n). */
 size_t eng_hello_encode(const struct eng_hello *h, const struct eng_region_desc *r, uint32_t n,
                         uint8_t *buf);
 
 /*
  * Decode a HELLO/HELLO_ACK payload; regions (up to max) are written to r.
  * Checks the name is terminated, the region count matches the length, and
- * every region is non-empty without wrapping. 0 or -EBADMSG.
+ * every region is non-empty without wrapping, with known flags and zero
+ * reserved bytes. 0 or -EBADMSG.
  */
 int eng_hello_parse(const uint8_t *buf, size_t len, struct eng_hello *h, struct eng_region_desc *r,
                     uint32_t max);

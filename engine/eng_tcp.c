@@ -11,14 +11,25 @@
  * from the worker on EPOLLOUT. Answers come back in order on each
  * connection and are matched to the oldest outstanding slice by id.
  *
+ * Requests for the target's device memory (cuda:N registrations) are
+ * served through host staging buffers each connection keeps for reuse: a
+ * READ's answer, or a WRITE's acknowledgement, is queued in order at once
+ * but marked waiting, and is sent only when the asynchronous copy from or
+ * to the device (eng_dev_copy, polled by the staging progress thread)
+ * completed; the I/O thread never waits for the device, and answers on a
+ * connection stay in request order.
+ *
  * Locking: a connection's send side (queues, fd, state) is under c->lock;
  * its receive side and its life cycle belong to its worker. Task
  * callbacks are never made with a lock held. c->lock is only held for
  * queue updates, never across sendmsg: one thread at a time sends, the
  * owner of c->sending, which holds c->send_lock for as long (see
- * conn_flush). c->iq is under c->send_lock, taken before c->lock.
+ * conn_flush). c->iq is under c->send_lock, taken before c->lock. An
+ * accepted connection with device copies in flight (c->refs) is freed
+ * only after they finished.
  */
 #include "eng.h"
+#include "eng_copy.h"
 
 #include <errno.h>
 #include <arpa/inet.h>
@@ -40,6 +51,7 @@
 #define FLUSH_BYTES (1024 * 1024)
 #endif
 #define LISTEN_PAUSE_NS (100 * 1000000ull)
+#define CONN_STAGES 2 /* staging buffers a connection keeps between requests */
 
 struct tcp_block;
 
@@ -49,6 +61,10 @@ struct tcp_slice {
     struct eng_task *task;   /* initiator: the request it belongs to */
     struct tcp_block *block; /* initiator: allocation shared with its siblings */
     struct eng_region *reg;  /* target: region an answer reads from */
+    struct tcp_conn *conn;   /* target, device memory: the connection ... */
+    void *stage;             /* ... whose staging buffer the copy uses */
+    atomic_int refs;         /* target, device memory: send queue + copy */
+    bool wait;               /* not to be sent yet: the copy runs (c->lock) */
     char *data;              /* payload to send, or destination of READ_RESP */
     void *owned;             /* freed when sent */
     uint32_t len;            /* payload bytes to send */
@@ -107,6 +123,12 @@ struct tcp_conn {
     int attempts;
     uint64_t t_first, t_next, t_used;
     char pname[64];
+    /* device memory served (accepted connections) */
+    atomic_int refs; /* device copies in flight: the worker frees c after */
+    pthread_mutex_t stage_lock;
+    void *stages[CONN_STAGES]; /* kept for the next request */
+    int nstages;
+    void *rstaging; /* a WRITE for device memory is received here */
 };
 
 struct tcp_peer {
@@ -202,6 +224,46 @@ static void epoll_set(struct tcp_conn *c, uint32_t ev)
     epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
 }
 
+/* ---- staging buffers of a connection -------------------------------------- */
+
+static void *conn_stage_take(struct tcp_conn *c, uint64_t len)
+{
+    void *p = NULL;
+
+    pthread_mutex_lock(&c->stage_lock);
+    for (int i = 0; i < c->nstages; i++) {
+        if (eng_stage_cap(c->stages[i]) >= len) {
+            p = c->stages[i];
+            c->stages[i] = c->stages[--c->nstages];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->stage_lock);
+    return p ? p : eng_stage_get(len);
+}
+
+static void conn_stage_give(struct tcp_conn *c, void *p)
+{
+    pthread_mutex_lock(&c->stage_lock);
+    if (c->nstages < CONN_STAGES) {
+        c->stages[c->nstages++] = p;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&c->stage_lock);
+    if (p)
+        eng_stage_put(p);
+}
+
+/* Free an accepted connection no device copy refers to any more. */
+static void conn_free(struct tcp_conn *c)
+{
+    for (int i = 0; i < c->nstages; i++)
+        eng_stage_put(c->stages[i]);
+    pthread_mutex_destroy(&c->stage_lock);
+    conn_locks_destroy(c);
+    free(c);
+}
+
 /* ---- completion --------------------------------------------------------- */
 
 static void slice_free(struct tcp_slice *s)
@@ -210,7 +272,13 @@ static void slice_free(struct tcp_slice *s)
         if (atomic_fetch_sub(&s->block->left, 1) == 1)
             free(s->block);
     } else {
+        /* an answer for device memory goes when it is both sent (or
+         * dropped) and its copy finished */
+        if (s->stage && atomic_fetch_sub(&s->refs, 1) != 1)
+            return;
         eng_region_put(s->reg);
+        if (s->stage)
+            conn_stage_give(s->conn, s->stage);
         free(s->owned);
         free(s);
     }
@@ -254,8 +322,11 @@ static void conn_reset(struct tcp_conn *c, int err)
     sq = c->sq;
     iq = c->iq;
     c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
-    if ((sq || iq || rs) && c->peer)
+    if ((sq || iq || rs) && c->peer) {
         atomic_fetch_add(&eng->st.conn_broken, 1);
+        eng_warn(eng, "peer %s: connection lost with requests on it: %s", c->pname,
+                 strerror(err ? -err : ECONNRESET));
+    }
     if (atomic_load(&c->state) == C_READY && c->peer)
         atomic_fetch_sub(&eng->st.connections, 1);
     atomic_store(&c->state, C_IDLE);
@@ -273,6 +344,10 @@ static void conn_reset(struct tcp_conn *c, int err)
     c->rslice = NULL;
     eng_region_put(c->rreg);
     c->rreg = NULL;
+    if (c->rstaging) {
+        conn_stage_give(c, c->rstaging);
+        c->rstaging = NULL;
+    }
     free(c->ctrl);
     c->ctrl = NULL;
     c->rstage = R_HDR;
@@ -309,6 +384,7 @@ static void conn_reset(struct tcp_conn *c, int err)
  */
 static int conn_flush(struct tcp_conn *c)
 {
+    bool full = false;
     int ret = 0;
 
     if (c->sending)
@@ -323,8 +399,10 @@ static int conn_flush(struct tcp_conn *c)
         struct msghdr mh = {.msg_iov = iov};
         int k = 0;
         size_t total = 0;
-        /* at most FLUSH_BYTES a call: the worker may wait for send_lock */
-        for (struct tcp_slice *s = c->sq; s && k < 62 && total < FLUSH_BYTES; s = s->next) {
+        /* at most FLUSH_BYTES a call: the worker may wait for send_lock;
+         * an answer whose device copy runs holds back those after it */
+        for (struct tcp_slice *s = c->sq; s && !s->wait && k < 62 && total < FLUSH_BYTES;
+             s = s->next) {
             size_t off = s->sent;
             if (off < ENG_FRAME_BYTES) {
                 iov[k].iov_base = s->hdr + off;
@@ -341,6 +419,8 @@ static int conn_flush(struct tcp_conn *c)
                 total += l;
             }
         }
+        if (!k)
+            break;
         mh.msg_iovlen = (size_t)k;
         /* only the owner takes slices off sq, and conn_reset waits for
          * send_lock: the fd and the slices stay valid without c->lock */
@@ -360,6 +440,7 @@ static int conn_flush(struct tcp_conn *c)
                 c->want_out = true;
                 epoll_set(c, EPOLLIN | EPOLLOUT);
             }
+            full = true;
             break;
         }
         while (n > 0) {
@@ -385,7 +466,8 @@ static int conn_flush(struct tcp_conn *c)
             }
         }
     }
-    if (!ret && !c->sq && c->want_out) {
+    /* nothing left, or only what waits for a device copy or a reset */
+    if (!ret && !full && c->want_out) {
         c->want_out = false;
         epoll_set(c, EPOLLIN);
     }
@@ -443,6 +525,79 @@ static int send_answer(struct tcp_conn *c, uint8_t type, const struct eng_frame 
     return ret;
 }
 
+/* The device copy of a served request ended: send its answer. Called once
+ * from the staging progress thread (or the worker when the copy could not
+ * be queued), no lock held. */
+static void device_copied(void *arg, int err)
+{
+    struct tcp_slice *s = arg;
+    struct tcp_conn *c = s->conn;
+    struct eng_frame f = {
+        .type = s->op, .status = err, .id = s->seq, .addr = s->raddr, .len = s->xfer};
+
+    if (err)
+        s->len = 0;
+    f.payload_len = s->len;
+    eng_frame_encode(&f, s->hdr);
+    pthread_mutex_lock(&c->lock);
+    s->wait = false;
+    if (c->fd >= 0 && conn_flush(c))
+        shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+    pthread_mutex_unlock(&c->lock);
+    slice_free(s);
+    atomic_fetch_sub(&c->refs, 1);
+}
+
+/*
+ * Serve a READ (type READ_RESP) or a received WRITE (type WRITE_ACK, its
+ * payload in stage) for device memory in reg: queue the answer, waiting,
+ * and start the copy. Worker only.
+ */
+static int serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame *req,
+                        struct eng_region *reg, void *stage)
+{
+    struct teshim_engine *eng = conn_eng(c);
+    bool to_device = type == ENG_F_WRITE_ACK;
+    struct tcp_slice *s;
+    int ret;
+
+    if (!stage)
+        stage = conn_stage_take(c, req->len);
+    s = stage ? calloc(1, sizeof(*s)) : NULL;
+    if (!s) {
+        if (stage)
+            conn_stage_give(c, stage);
+        eng_err(eng, "peer %s: no memory to stage %llu bytes of cuda:%d", c->pname,
+                (unsigned long long)req->len, reg->cuda_dev);
+        return send_answer(c, type, req, -ENOMEM, reg, NULL, 0);
+    }
+    s->reg = reg;
+    s->conn = c;
+    s->stage = stage;
+    s->wait = true;
+    s->op = type;
+    s->seq = req->id;
+    s->raddr = req->addr;
+    s->xfer = (uint32_t)req->len;
+    if (!to_device) {
+        s->data = stage;
+        s->len = (uint32_t)req->len;
+    }
+    atomic_store(&s->refs, 2);
+    atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_lock(&c->lock);
+    conn_enqueue_locked(c, s);
+    pthread_mutex_unlock(&c->lock);
+    ret = eng_dev_copy(eng, to_device, stage, (void *)(uintptr_t)req->addr, req->len, reg->cuda_dev,
+                       device_copied, s);
+    if (ret) {
+        eng_err(eng, "peer %s: cannot start a cuda:%d copy: %s", c->pname, reg->cuda_dev,
+                strerror(-ret));
+        device_copied(s, ret);
+    }
+    return 0;
+}
+
 static void reject(struct tcp_conn *c, const char *what)
 {
     struct teshim_engine *eng = conn_eng(c);
@@ -486,11 +641,24 @@ static int target_header(struct tcp_conn *c)
         c->rdst = (char *)(uintptr_t)f->addr;
         c->rstatus = 0;
         c->rstage = R_PAYLOAD;
+        if (reg->cuda_dev >= 0) {
+            /* device memory: received into a staging buffer, copied after */
+            c->rstaging = conn_stage_take(c, f->len);
+            c->rdst = c->rstaging;
+            if (!c->rstaging) {
+                eng_err(conn_eng(c), "peer %s: no memory to stage %llu bytes of cuda:%d", c->pname,
+                        (unsigned long long)f->len, reg->cuda_dev);
+                c->rstatus = -ENOMEM;
+                c->rstage = R_DISCARD;
+            }
+        }
         return 0;
     case ENG_F_READ:
         reg = eng_region_get(conn_eng(c), f->req_addr, f->req_len);
         if (!reg)
             reject(c, "read");
+        else if (reg->cuda_dev >= 0)
+            return serve_device(c, ENG_F_READ_RESP, f, reg, NULL);
         return send_answer(c, ENG_F_READ_RESP, f, reg ? 0 : -EFAULT, reg, NULL, 0);
     default:
         return -EBADMSG;
@@ -640,6 +808,13 @@ static int on_body_done(struct tcp_conn *c)
         c->rslice = NULL;
         slice_finish(s, 0);
         return 0;
+    }
+    if (c->rstaging) {
+        struct eng_region *reg = c->rreg;
+        void *buf = c->rstaging;
+        c->rreg = NULL;
+        c->rstaging = NULL;
+        return serve_device(c, ENG_F_WRITE_ACK, &c->rf, reg, buf);
     }
     eng_region_put(c->rreg);
     c->rreg = NULL;
@@ -894,6 +1069,7 @@ static void accept_all(struct tcp_worker *w)
         c->fd = fd;
         c->w = w;
         conn_locks_init(c);
+        pthread_mutex_init(&c->stage_lock, NULL);
         atomic_store(&c->state, C_READY);
         char ip[INET6_ADDRSTRLEN] = "?";
         int port = 0;
@@ -911,8 +1087,7 @@ static void accept_all(struct tcp_worker *w)
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &e)) {
             close(fd);
-            conn_locks_destroy(c);
-            free(c);
+            conn_free(c);
             continue;
         }
         c->wnext = w->conns;
@@ -954,7 +1129,10 @@ static void conn_event(struct tcp_conn *c, uint32_t ev)
     if (!ret && (ev & (EPOLLERR | EPOLLHUP)) && !(ev & EPOLLIN))
         ret = -ECONNRESET;
     if (ret) {
-        if (ret != -ECONNRESET || c->peer)
+        /* a failure of ours (no memory) is an error; the peer's doing is not */
+        if (ret == -ENOMEM)
+            eng_err(conn_eng(c), "peer %s: closing the connection: %s", c->pname, strerror(-ret));
+        else if (ret != -ECONNRESET || c->peer)
             eng_dbg(conn_eng(c), "peer %s: connection closed: %s", c->pname, strerror(-ret));
         conn_reset(c, ret == -EBADMSG || ret == -EPROTO ? -EPROTO : -ECONNRESET);
     }
@@ -971,21 +1149,23 @@ static void peer_unref(struct tcp_peer *p)
 
 static void run_cmds(struct tcp_worker *w)
 {
-    struct tcp_conn *list;
-
-    pthread_mutex_lock(&w->cmd_lock);
-    list = w->cmds;
-    w->cmds = NULL;
-    for (struct tcp_conn *c = list; c; c = c->cnext)
-        c->queued = false;
-    pthread_mutex_unlock(&w->cmd_lock);
-    while (list) {
-        struct tcp_conn *c = list;
-        list = c->cnext;
+    /* one connection at a time off the list, under the lock: a connection
+     * posted again meanwhile is linked anew (its cnext rewritten), so a
+     * detached list would be walked into the new one and a connection
+     * closed twice (found by check_engine_inject under TSan) */
+    for (;;) {
         pthread_mutex_lock(&w->cmd_lock);
-        int cmds = c->cmds;
-        c->cmds = 0;
+        struct tcp_conn *c = w->cmds;
+        int cmds = 0;
+        if (c) {
+            w->cmds = c->cnext;
+            c->queued = false;
+            cmds = c->cmds;
+            c->cmds = 0;
+        }
         pthread_mutex_unlock(&w->cmd_lock);
+        if (!c)
+            break;
         if (cmds & CMD_ADD) {
             c->wnext = w->conns;
             c->wprev = NULL;
@@ -1015,6 +1195,7 @@ static void tick(struct tcp_worker *w, uint64_t now)
     uint64_t conn_to = (uint64_t)eng->p.connect_timeout_ms * 1000000ull;
     uint64_t idle_to = (uint64_t)eng->p.idle_timeout_ms * 1000000ull;
 
+    eng_limiter_expire(eng, now);
     if (w->lfd_paused && now >= w->lfd_resume) {
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = &w->lfd};
         epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &e);
@@ -1053,6 +1234,20 @@ static void tick(struct tcp_worker *w, uint64_t now)
     }
 }
 
+/* Free the dead accepted connections no device copy refers to any more. */
+static void graveyard_sweep(struct tcp_worker *w)
+{
+    for (struct tcp_conn **cp = &w->graveyard; *cp;) {
+        struct tcp_conn *c = *cp;
+        if (atomic_load(&c->refs)) {
+            cp = &c->wnext;
+            continue;
+        }
+        *cp = c->wnext;
+        conn_free(c);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct tcp_worker *w = arg;
@@ -1083,12 +1278,7 @@ static void *worker_main(void *arg)
             tick(w, now);
             w->next_tick = now + TICK_NS;
         }
-        while (w->graveyard) {
-            struct tcp_conn *c = w->graveyard;
-            w->graveyard = c->wnext;
-            conn_locks_destroy(c);
-            free(c);
-        }
+        graveyard_sweep(w);
     }
     return NULL;
 }
@@ -1231,8 +1421,10 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
     int n = eng->p.conns_per_peer;
     struct tcp_peer *p = calloc(1, sizeof(*p) + (size_t)n * sizeof(struct tcp_conn));
 
-    if (!p)
+    if (!p) {
+        eng_err(eng, "segment %s: no memory for %d connections", seg->name, n);
         return -ENOMEM;
+    }
     memcpy(&p->sa, &seg->sa, sizeof(p->sa));
     p->salen = seg->salen;
     p->pid = seg->hello.pid;
@@ -1290,6 +1482,8 @@ static void tcp_destroy(struct eng_transport *base)
             pthread_join(tp->w[i].th, NULL);
         }
     }
+    /* device copies of served requests end before their connections go */
+    eng_dev_quiesce(base->eng);
     for (int i = 0; i < tp->nworkers; i++) {
         struct tcp_worker *w = &tp->w[i];
         if (w->epfd < 0)
@@ -1299,12 +1493,7 @@ static void tcp_destroy(struct eng_transport *base)
             next = c->wnext;
             conn_reset(c, -ECANCELED);
         }
-        while (w->graveyard) {
-            struct tcp_conn *c = w->graveyard;
-            w->graveyard = c->wnext;
-            conn_locks_destroy(c);
-            free(c);
-        }
+        graveyard_sweep(w);
     }
     while (tp->peers) {
         struct tcp_peer *p = tp->peers;
@@ -1372,13 +1561,16 @@ int eng_tcp_create(struct teshim_engine *eng, struct eng_transport **tp_p)
     socklen_t sl = 0;
     int ret = 0;
 
-    if (!tp)
+    if (!tp) {
+        eng_err(eng, "engine_create: no memory for the tcp transport");
         return -ENOMEM;
+    }
     eng_transport_init(&tp->base, eng, &tcp_ops);
     pthread_mutex_init(&tp->peers_lock, NULL);
     tp->nworkers = eng->p.io_threads;
     tp->w = calloc((size_t)tp->nworkers, sizeof(*tp->w));
     if (!tp->w) {
+        eng_err(eng, "engine_create: no memory for %d I/O threads", tp->nworkers);
         pthread_mutex_destroy(&tp->peers_lock);
         free(tp);
         return -ENOMEM;

@@ -1,7 +1,10 @@
 /*
  * CUDA runtime hooks: copies between device memory and pageable host memory
  * through reused pinned bounce buffers (engine/eng_cudacopy.c), and the opt-in
- * cache of cudaHostRegister'ed application ranges.
+ * cache of cudaHostRegister'ed application ranges. The cudaMemcpy2D family
+ * takes the same route, its rows packed into the pinned buffers; a 2D call
+ * whose geometry the runtime would refuse (width above a pitch, ...) passes
+ * through so the application gets the runtime's own error.
  *
  * Contract kept (docs/cuda.md):
  *   - same stream: the copy's chunks go on the stream the original call
@@ -79,6 +82,7 @@ static void rt_resolve(int i)
     struct cuda_rt *rt = &rts[i];
     const char *v = rt_versions[i];
     const char *missing = NULL;
+    void *p2d;
 
     RT_SYM(scc.malloc_host, "cudaMallocHost");
     RT_SYM(scc.free_host, "cudaFreeHost");
@@ -97,6 +101,9 @@ static void rt_resolve(int i)
     RT_SYM(get_device, "cudaGetDevice");
     RT_SYM(stream_synchronize, "cudaStreamSynchronize");
     rt->ok = missing == NULL;
+    /* Optional: without it 2D copies whose rows fit a chunk pass through. */
+    p2d = dlvsym_ver("cudaMemcpy2DAsync", v);
+    memcpy(&rt->scc.memcpy2d_async, &p2d, sizeof(p2d));
     if (missing)
         shim_warn("cuda: %s@%s not found; CUDA copies pass through", missing, v);
 }
@@ -406,11 +413,12 @@ static void regcache_release(struct rc_entry *e, struct CUstream_st *stream, boo
 }
 
 /*
- * Our registered entry covering [p, p+n), held, or NULL. Once teshim
- * registered a range the runtime reports it as pinned and copies it
+ * A registered entry of ours overlapping [p, p+n), held, or NULL. Once
+ * teshim registered a range the runtime reports it as pinned and copies it
  * asynchronously; the application still believes it pageable, so every
- * copy touching it must keep the pageable return rules (regcache_release
- * with wait).
+ * copy touching it, even in part (a copy starting in one of our ranges and
+ * reaching past it: the runtime classifies by the start), must keep the
+ * pageable return rules (regcache_release with wait).
  */
 static struct rc_entry *regcache_find(const void *p, size_t n)
 {
@@ -421,7 +429,8 @@ static struct rc_entry *regcache_find(const void *p, size_t n)
         return NULL;
     pthread_mutex_lock(&rc_lock);
     for (unsigned i = 0; i < rc_n && !e; i++)
-        if (rc_tab[i].registered && rc_tab[i].base <= c && rc_tab[i].base + rc_tab[i].len >= c + n)
+        if (rc_tab[i].registered && rc_tab[i].base < c + (n ? n : 1) &&
+            rc_tab[i].base + rc_tab[i].len > c)
             e = &rc_tab[i];
     if (e)
         e->users++;
@@ -437,15 +446,31 @@ struct cu_call {
     int rt;
     bool async;
     bool ptsz; /* per-thread default stream flavour */
+    bool is2d; /* the cudaMemcpy2D family */
     void *dst;
     const void *src;
-    size_t n;
+    size_t n; /* bytes moved (width * height for 2D, SIZE_MAX if that overflows) */
     int kind;
     struct CUstream_st *stream;
+    /* 2D only: the application's geometry. */
+    size_t dpitch, spitch, width, height;
+    /* Bytes each side spans: n for 1D, (height-1)*pitch + width for 2D
+     * (0 when the geometry is one the runtime refuses, see geom_ok). */
+    size_t dspan, sspan;
 };
 
 static shim_cudaError_t call_real(const struct cu_call *c)
 {
+    if (c->is2d && c->async) {
+        shim_fn_cudaMemcpy2DAsync_13 fn;
+        memcpy(&fn, &c->real, sizeof(fn));
+        return fn(c->dst, c->dpitch, c->src, c->spitch, c->width, c->height, c->kind, c->stream);
+    }
+    if (c->is2d) {
+        shim_fn_cudaMemcpy2D_13 fn;
+        memcpy(&fn, &c->real, sizeof(fn));
+        return fn(c->dst, c->dpitch, c->src, c->spitch, c->width, c->height, c->kind);
+    }
     if (c->async) {
         shim_fn_cudaMemcpyAsync_13 fn;
         memcpy(&fn, &c->real, sizeof(fn));
@@ -516,9 +541,9 @@ static shim_cudaError_t owned_pass(const struct cu_call *c)
     shim_cudaError_t rc;
 
     if (c->async) {
-        e = regcache_find(c->src, c->n);
+        e = regcache_find(c->src, c->sspan);
         if (!e)
-            e = regcache_find(c->dst, c->n);
+            e = regcache_find(c->dst, c->dspan);
     }
     rc = pass(c);
     if (e)
@@ -527,7 +552,8 @@ static shim_cudaError_t owned_pass(const struct cu_call *c)
 }
 
 /* Our own calls failed: wait for what we issued, clear the error we caused,
- * and let the runtime do the original call as if we were not there. */
+ * and let the runtime do the original call as if we were not there (with
+ * the pageable return rules if it touches a range we registered). */
 static shim_cudaError_t fall_back(const struct cu_call *c, struct cuda_rt *rt,
                                   struct scc_pool *pool)
 {
@@ -535,7 +561,7 @@ static shim_cudaError_t fall_back(const struct cu_call *c, struct cuda_rt *rt,
         scc_pool_drain(pool);
     rt->get_last_error();
     shim_count(c->id, SHIM_C_FALLBACKS, 1);
-    return pass(c);
+    return owned_pass(c);
 }
 
 static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *rt,
@@ -549,8 +575,9 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
 
     if (dec->register_) {
         void *host = dec->dir == POL_CUDA_H2D ? (void *)c->src : c->dst;
+        size_t span = dec->dir == POL_CUDA_H2D ? c->sspan : c->dspan;
         bool refused;
-        struct rc_entry *e = regcache_acquire(rt, host, c->n, &refused);
+        struct rc_entry *e = regcache_acquire(rt, host, span, &refused);
         if (e) {
             /* The range is pinned now: the runtime copies it directly. */
             rc = call_real(c);
@@ -566,19 +593,33 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
         if (!dec->bounce) {
             /* Not hot yet is not a failure; a refused registration is. */
             shim_count(c->id, refused ? SHIM_C_FALLBACKS : SHIM_C_NOT_APPLICABLE, 1);
-            return pass(c);
+            return owned_pass(c);
         }
     }
     pool = pool_get(rt, c->rt, dec);
     if (!pool) {
         shim_count(c->id, SHIM_C_FALLBACKS, 1);
-        return pass(c);
+        return owned_pass(c);
     }
-    if (dec->dir == POL_CUDA_H2D)
+    if (c->is2d) {
+        if (dec->dir == POL_CUDA_H2D)
+            err = scc_xfer_start_2d(&x, pool, SCC_DIR_H2D, (void *)c->src, c->spitch, c->dst,
+                                    c->dpitch, c->width, c->height, stream,
+                                    c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
+        else
+            err = scc_xfer_start_2d(&x, pool, SCC_DIR_D2H, c->dst, c->dpitch, (void *)c->src,
+                                    c->spitch, c->width, c->height, stream, SCC_WAIT_ALL);
+        if (err) {
+            /* No cudaMemcpy2DAsync in this runtime: nothing was issued. */
+            shim_count(c->id, SHIM_C_FALLBACKS, 1);
+            return owned_pass(c);
+        }
+    } else if (dec->dir == POL_CUDA_H2D) {
         scc_xfer_start(&x, pool, SCC_DIR_H2D, (void *)c->src, c->dst, c->n, stream,
                        c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
-    else
+    } else {
         scc_xfer_start(&x, pool, SCC_DIR_D2H, c->dst, (void *)c->src, c->n, stream, SCC_WAIT_ALL);
+    }
     err = scc_xfer_run(&x);
     if (err) {
         shim_log_once(POL_LOG_INFO, "cuda: bounced copy failed (error %d); made unchanged", err);
@@ -610,6 +651,8 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
         return call_real(c);
     cfg = shim_cfg();
     v = pol_cuda_copy_quick(cfg, c->n);
+    if (v == POL_INJECT && !c->dspan)
+        v = POL_NOT_APPLICABLE; /* a 2D geometry the runtime refuses: its own error */
     if (v != POL_INJECT) {
         shim_count_verdict(c->id, v);
         rc = owned_pass(c);
@@ -627,8 +670,8 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     req.src = req.dst = POL_CUDA_MEM_UNKNOWN;
     if (!req.error_pending) {
         int status = SHIM_CUDA_CAPTURE_NONE;
-        req.src = mem_kind(rt, c->src, c->n);
-        req.dst = mem_kind(rt, c->dst, c->n);
+        req.src = mem_kind(rt, c->src, c->sspan);
+        req.dst = mem_kind(rt, c->dst, c->dspan);
         if (rt->stream_is_capturing(effective_stream(c), &status) != SHIM_CUDA_SUCCESS) {
             rt->get_last_error();
             status = SHIM_CUDA_CAPTURE_NONE + 1; /* unknown: treat as capturing */
@@ -658,7 +701,9 @@ out:
                             .dst = dst,                                                            \
                             .src = src,                                                            \
                             .n = count,                                                            \
-                            .kind = kind};                                                         \
+                            .kind = kind,                                                          \
+                            .dspan = count,                                                        \
+                            .sspan = count};                                                       \
         return copy_hook(&c);                                                                      \
     }
 
@@ -675,7 +720,76 @@ out:
                             .src = src,                                                            \
                             .n = count,                                                            \
                             .kind = kind,                                                          \
-                            .stream = stream};                                                     \
+                            .stream = stream,                                                      \
+                            .dspan = count,                                                        \
+                            .sspan = count};                                                       \
+        return copy_hook(&c);                                                                      \
+    }
+
+/*
+ * A 2D call's byte count and spans. The spans stay 0 (never bounced, passed
+ * through for the runtime's own error) for what the runtime refuses or
+ * what teshim will not reason about: width above a pitch, a pitch beyond
+ * cudaDevAttrMaxPitch of current GPUs (2^31 - 1), width or height 0, or a
+ * geometry that overflows.
+ */
+static void geom_2d(struct cu_call *c)
+{
+    size_t n, ds, ss;
+
+    c->n = __builtin_mul_overflow(c->width, c->height, &n) ? SIZE_MAX : n;
+    if (!c->width || !c->height || c->width > c->dpitch || c->width > c->spitch ||
+        c->dpitch > (size_t)INT32_MAX || c->spitch > (size_t)INT32_MAX ||
+        __builtin_mul_overflow(c->height - 1, c->dpitch, &ds) ||
+        __builtin_add_overflow(ds, c->width, &ds) ||
+        __builtin_mul_overflow(c->height - 1, c->spitch, &ss) ||
+        __builtin_add_overflow(ss, c->width, &ss))
+        return;
+    c->dspan = ds;
+    c->sspan = ss;
+}
+
+#define CU_SYNC_2D(name, tag, rti, is_ptsz)                                                        \
+    shim_cudaError_t shim_hook_##name##_##tag(void *dst, size_t dpitch, const void *src,           \
+                                              size_t spitch, size_t width, size_t height,          \
+                                              int kind)                                            \
+    {                                                                                              \
+        struct cu_call c = {.id = SHIM_HK_##name##_##tag,                                          \
+                            .real = shim_resolve(SHIM_HK_##name##_##tag),                          \
+                            .rt = rti,                                                             \
+                            .ptsz = is_ptsz,                                                       \
+                            .is2d = true,                                                          \
+                            .dst = dst,                                                            \
+                            .src = src,                                                            \
+                            .kind = kind,                                                          \
+                            .dpitch = dpitch,                                                      \
+                            .spitch = spitch,                                                      \
+                            .width = width,                                                        \
+                            .height = height};                                                     \
+        geom_2d(&c);                                                                               \
+        return copy_hook(&c);                                                                      \
+    }
+
+#define CU_ASYNC_2D(name, tag, rti, is_ptsz)                                                       \
+    shim_cudaError_t shim_hook_##name##_##tag(void *dst, size_t dpitch, const void *src,           \
+                                              size_t spitch, size_t width, size_t height,          \
+                                              int kind, struct CUstream_st *stream)                \
+    {                                                                                              \
+        struct cu_call c = {.id = SHIM_HK_##name##_##tag,                                          \
+                            .real = shim_resolve(SHIM_HK_##name##_##tag),                          \
+                            .rt = rti,                                                             \
+                            .async = true,                                                         \
+                            .ptsz = is_ptsz,                                                       \
+                            .is2d = true,                                                          \
+                            .dst = dst,                                                            \
+                            .src = src,                                                            \
+                            .kind = kind,                                                          \
+                            .stream = stream,                                                      \
+                            .dpitch = dpitch,                                                      \
+                            .spitch = spitch,                                                      \
+                            .width = width,                                                        \
+                            .height = height};                                                     \
+        geom_2d(&c);                                                                               \
         return copy_hook(&c);                                                                      \
     }
 
@@ -687,6 +801,14 @@ CU_SYNC(cudaMemcpy, 12, RT_12, false)
 CU_SYNC(cudaMemcpy_ptds, 12, RT_12, true)
 CU_ASYNC(cudaMemcpyAsync, 12, RT_12, false)
 CU_ASYNC(cudaMemcpyAsync_ptsz, 12, RT_12, true)
+CU_SYNC_2D(cudaMemcpy2D, 13, RT_13, false)
+CU_SYNC_2D(cudaMemcpy2D_ptds, 13, RT_13, true)
+CU_ASYNC_2D(cudaMemcpy2DAsync, 13, RT_13, false)
+CU_ASYNC_2D(cudaMemcpy2DAsync_ptsz, 13, RT_13, true)
+CU_SYNC_2D(cudaMemcpy2D, 12, RT_12, false)
+CU_SYNC_2D(cudaMemcpy2D_ptds, 12, RT_12, true)
+CU_ASYNC_2D(cudaMemcpy2DAsync, 12, RT_12, false)
+CU_ASYNC_2D(cudaMemcpy2DAsync_ptsz, 12, RT_12, true)
 
 #define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
 #define SHIM_SYMVER_IBV SHIM_NOTHING

@@ -83,6 +83,10 @@ bool cemu_stream_capturing(struct CUstream_st *st);
  */
 uint64_t cemu_submit_copy(struct CUstream_st *st, void *dst, const void *src, size_t n, int value,
                           void *free_src);
+/* Submit a 2D copy: height rows of width bytes, rows dpitch and spitch
+ * apart (translated addresses, checked by the caller). */
+uint64_t cemu_submit_copy2d(struct CUstream_st *st, void *dst, size_t dpitch, const void *src,
+                            size_t spitch, size_t width, size_t height, void *free_src);
 uint64_t cemu_submit_marker(struct CUstream_st *st);
 uint64_t cemu_submit_host_fn(struct CUstream_st *st, cudaHostFn_t fn, void *arg);
 void cemu_stream_wait_seq(struct CUstream_st *st, uint64_t seq);

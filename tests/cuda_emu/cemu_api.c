@@ -10,6 +10,11 @@
  *   cudaMemcpyAsync  pageable H2D: stage the source now, return;
  *                    D2H or H2H with pageable memory: return after completion;
  *                    everything else: return at once.
+ *   cudaMemcpy2D[Async] the same rules, for height rows of width bytes;
+ *                    width above either pitch fails with
+ *                    cudaErrorInvalidPitchValue, as does a pitch above
+ *                    cudaDevAttrMaxPitch (CEMU_MAX_PITCH); width or height
+ *                    0 copies nothing.
  *
  * A process forked after the runtime initialised gets
  * cudaErrorInitializationError from every call, as with a real driver.
@@ -28,6 +33,7 @@ static bool forked;
 static __thread cudaError_t last_error;
 static _Atomic uint64_t copies[CEMU_NDIRS][CEMU_HOST_NTYPES];
 static _Atomic uint64_t copy_bytes[CEMU_NDIRS][CEMU_HOST_NTYPES];
+static _Atomic uint64_t copies2d;
 
 static void atfork_child(void)
 {
@@ -139,6 +145,94 @@ static cudaError_t do_memcpy(void *dst, const void *src, size_t n, enum cudaMemc
     return cudaSuccess;
 }
 
+/* cudaDevAttrMaxPitch of current NVIDIA GPUs. */
+#define CEMU_MAX_PITCH ((size_t)INT32_MAX)
+
+/* Bytes a 2D region spans from its start: (height-1)*pitch + width, or
+ * SIZE_MAX when that overflows. */
+static size_t span2d(size_t pitch, size_t width, size_t height)
+{
+    size_t span;
+
+    if (__builtin_mul_overflow(height - 1, pitch, &span) ||
+        __builtin_add_overflow(span, width, &span))
+        return SIZE_MAX;
+    return span;
+}
+
+static cudaError_t do_memcpy2d(void *dst, size_t dpitch, const void *src, size_t spitch,
+                               size_t width, size_t height, enum cudaMemcpyKind kind,
+                               struct CUstream_st *st, bool async)
+{
+    struct cemu_where wd, ws;
+    enum cemu_dir dir;
+    enum cemu_host_type ht;
+    bool dd, sd, wait;
+    size_t dspan, sspan, n;
+    uint64_t seq;
+
+    if ((unsigned)kind > cudaMemcpyDefault)
+        return cudaErrorInvalidMemcpyDirection;
+    if (width > dpitch || width > spitch || dpitch > CEMU_MAX_PITCH || spitch > CEMU_MAX_PITCH)
+        return cudaErrorInvalidPitchValue;
+    if (width == 0 || height == 0)
+        return cudaSuccess;
+    if (!dst || !src || !st)
+        return cudaErrorInvalidValue;
+    dspan = span2d(dpitch, width, height);
+    sspan = span2d(spitch, width, height);
+    cemu_where(dst, &wd);
+    cemu_where(src, &ws);
+    dd = wd.kind == CEMU_MEM_DEVICE;
+    sd = ws.kind == CEMU_MEM_DEVICE;
+    if ((dd && (!wd.valid || wd.avail < dspan)) || (sd && (!ws.valid || ws.avail < sspan)))
+        return cudaErrorInvalidValue;
+    if ((kind == cudaMemcpyHostToHost && (dd || sd)) ||
+        (kind == cudaMemcpyHostToDevice && (!dd || sd)) ||
+        (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||
+        (kind == cudaMemcpyDeviceToDevice && (!dd || !sd)))
+        return cudaErrorInvalidValue;
+    if (__builtin_mul_overflow(width, height, &n))
+        return cudaErrorInvalidValue;
+    dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
+    if (dir == CEMU_H2D)
+        ht = host_type(ws.kind);
+    else if (dir == CEMU_D2H)
+        ht = host_type(wd.kind);
+    else if (dir == CEMU_H2H)
+        ht = ws.kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd.kind);
+    else
+        ht = CEMU_HOST_NONE;
+    atomic_fetch_add(&copies[dir][ht], 1);
+    atomic_fetch_add(&copy_bytes[dir][ht], n);
+    atomic_fetch_add(&copies2d, 1);
+
+    if (cemu_stream_capturing(st)) {
+        cemu_submit_copy2d(st, wd.rw, dpitch, ws.rw, spitch, width, height, NULL);
+        return cudaSuccess;
+    }
+    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
+        /* Staged packed (pitch = width), as the driver stages pageable rows. */
+        char *stage = malloc(n);
+        if (!stage)
+            return cudaErrorMemoryAllocation;
+        if (!async)
+            cemu_stream_wait_seq(st, cemu_submit_marker(st));
+        for (size_t r = 0; r < height; r++)
+            memcpy(stage + r * width, (const char *)src + r * spitch, width);
+        cemu_submit_copy2d(st, wd.rw, dpitch, stage, width, width, height, stage);
+        return cudaSuccess;
+    }
+    seq = cemu_submit_copy2d(st, wd.rw, dpitch, ws.rw, spitch, width, height, NULL);
+    if (async)
+        wait = ht == CEMU_HOST_PAGEABLE;
+    else
+        wait = dir != CEMU_D2D;
+    if (wait)
+        cemu_stream_wait_seq(st, seq);
+    return cudaSuccess;
+}
+
 static cudaError_t do_memset(void *p, int value, size_t n, struct CUstream_st *st, bool async)
 {
     struct cemu_where w;
@@ -239,6 +333,7 @@ CEMU_EXPORT cudaError_t cudaPeekAtLastError(void)
     X(cudaErrorMemoryAllocation, "out of memory")                                                  \
     X(cudaErrorInitializationError, "initialization error")                                        \
     X(cudaErrorInvalidDevice, "invalid device ordinal")                                            \
+    X(cudaErrorInvalidPitchValue, "invalid pitch argument")                                        \
     X(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy")                        \
     X(cudaErrorInvalidResourceHandle, "invalid resource handle")                                   \
     X(cudaErrorNotReady, "device not ready")                                                       \
@@ -413,6 +508,40 @@ CEMU_EXPORT cudaError_t cudaMemcpyAsync_ptsz(void *dst, const void *src, size_t 
 {
     ENTER();
     return ret(do_memcpy(dst, src, n, kind, STREAM(s, CEMU_PTSZ_API), true));
+}
+
+CEMU_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch,
+                                     size_t width, size_t height, enum cudaMemcpyKind kind)
+{
+    ENTER();
+    return ret(do_memcpy2d(dst, dpitch, src, spitch, width, height, kind,
+                           STREAM(NULL, CEMU_LEGACY_API), false));
+}
+
+CEMU_EXPORT cudaError_t cudaMemcpy2D_ptds(void *dst, size_t dpitch, const void *src, size_t spitch,
+                                          size_t width, size_t height, enum cudaMemcpyKind kind)
+{
+    ENTER();
+    return ret(do_memcpy2d(dst, dpitch, src, spitch, width, height, kind,
+                           STREAM(NULL, CEMU_PTSZ_API), false));
+}
+
+CEMU_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
+                                          size_t width, size_t height, enum cudaMemcpyKind kind,
+                                          cudaStream_t s)
+{
+    ENTER();
+    return ret(do_memcpy2d(dst, dpitch, src, spitch, width, height, kind,
+                           STREAM(s, CEMU_LEGACY_API), true));
+}
+
+CEMU_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const void *src,
+                                               size_t spitch, size_t width, size_t height,
+                                               enum cudaMemcpyKind kind, cudaStream_t s)
+{
+    ENTER();
+    return ret(
+        do_memcpy2d(dst, dpitch, src, spitch, width, height, kind, STREAM(s, CEMU_PTSZ_API), true));
 }
 
 CEMU_EXPORT cudaError_t cudaMemset(void *p, int value, size_t n)
@@ -713,8 +842,14 @@ CEMU_EXPORT uint64_t cemu_test_copy_bytes(enum cemu_dir dir, enum cemu_host_type
     return atomic_load(&copy_bytes[dir][host]);
 }
 
+CEMU_EXPORT uint64_t cemu_test_copies_2d(void)
+{
+    return atomic_load(&copies2d);
+}
+
 CEMU_EXPORT void cemu_test_reset_counters(void)
 {
+    atomic_store(&copies2d, 0);
     for (int d = 0; d < CEMU_NDIRS; d++)
         for (int h = 0; h < CEMU_HOST_NTYPES; h++) {
             atomic_store(&copies[d][h], 0);

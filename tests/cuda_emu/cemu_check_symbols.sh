@@ -7,8 +7,10 @@
 #    and has no DT_NEEDED on libcudart;
 #  - where the real runtime is installed: the emulation exports exactly its
 #    CUDA functions, under the same version (stubs fill what is not emulated).
+#  - the same for the 2D family (cudaMemcpy2D, cudaMemcpy2DAsync, _ptds/_ptsz).
 # usage: cemu_check_symbols.sh EMULATED_LIB13 REAL_LIB13 TESHIM_LIB HOST HOST_PTDS HOST_SOVER
-emu=$1 real=$2 shim=$3 host=$4 host_ptds=$5 v=$6
+#        HOST_2D HOST_2D_PTDS
+emu=$1 real=$2 shim=$3 host=$4 host_ptds=$5 v=$6 host2d=$7 host2d_ptds=$8
 fail=0
 imports() { readelf --dyn-syms -W "$1" | awk '$7 == "UND" {print $8}'; }
 for s in cudaMemcpy@libcudart.so.$v cudaMemcpyAsync@libcudart.so.$v; do
@@ -18,8 +20,16 @@ done
 for s in cudaMemcpy_ptds@libcudart.so.$v cudaMemcpyAsync_ptsz@libcudart.so.$v; do
   imports "$host_ptds" | grep -qxF "$s" || { echo "per-thread host does not import $s"; fail=1; }
 done
+for s in cudaMemcpy2D@libcudart.so.$v cudaMemcpy2DAsync@libcudart.so.$v; do
+  imports "$host2d" | grep -qxF "$s" || { echo "legacy 2D host does not import $s"; fail=1; }
+  imports "$host2d_ptds" | grep -qxF "$s" && { echo "per-thread 2D host imports $s"; fail=1; }
+done
+for s in cudaMemcpy2D_ptds@libcudart.so.$v cudaMemcpy2DAsync_ptsz@libcudart.so.$v; do
+  imports "$host2d_ptds" | grep -qxF "$s" || { echo "per-thread 2D host does not import $s"; fail=1; }
+done
+hooks="cudaMemcpy cudaMemcpy_ptds cudaMemcpyAsync cudaMemcpyAsync_ptsz cudaMemcpy2D cudaMemcpy2D_ptds cudaMemcpy2DAsync cudaMemcpy2DAsync_ptsz"
 exports() { readelf --dyn-syms -W "$1" | awk '$7 != "UND" {print $8}'; }
-for h in cudaMemcpy cudaMemcpy_ptds cudaMemcpyAsync cudaMemcpyAsync_ptsz; do
+for h in $hooks; do
   exports "$shim" | grep -qxF "$h@@libcudart.so.13" || { echo "libteshim.so lacks $h@@libcudart.so.13"; fail=1; }
   exports "$shim" | grep -qxF "$h@libcudart.so.12" || { echo "libteshim.so lacks $h@libcudart.so.12"; fail=1; }
 done
@@ -37,7 +47,7 @@ extra=$(comm -13 real.txt emu.txt)
 [ -z "$extra" ] || { echo "not in the real runtime: $extra"; fail=1; }
 missing=$(comm -23 real.txt emu.txt)
 [ -z "$missing" ] || { echo "missing from the emulation: $missing"; fail=1; }
-for h in cudaMemcpy cudaMemcpy_ptds cudaMemcpyAsync cudaMemcpyAsync_ptsz; do
+for h in $hooks; do
   grep -qxF "$h@@libcudart.so.13" real.txt || { echo "real runtime lacks $h@@libcudart.so.13"; fail=1; }
 done
 [ $fail = 0 ] && echo "symbols OK"

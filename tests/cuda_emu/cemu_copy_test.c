@@ -51,8 +51,21 @@ static int t_event_sync(struct CUevent_st *e)
     return cudaEventSynchronize(e);
 }
 
-static const struct scc_api api = {t_malloc_host,   t_free_host,    t_memcpy_async, t_event_create,
-                                   t_event_destroy, t_event_record, t_event_query,  t_event_sync};
+static int t_memcpy2d_async(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t h,
+                            int kind, struct CUstream_st *st)
+{
+    return cudaMemcpy2DAsync(d, dp, s, sp, w, h, (enum cudaMemcpyKind)kind, st);
+}
+
+static const struct scc_api api = {.malloc_host = t_malloc_host,
+                                   .free_host = t_free_host,
+                                   .memcpy_async = t_memcpy_async,
+                                   .event_create_with_flags = t_event_create,
+                                   .event_destroy = t_event_destroy,
+                                   .event_record = t_event_record,
+                                   .event_query = t_event_query,
+                                   .event_synchronize = t_event_sync,
+                                   .memcpy2d_async = t_memcpy2d_async};
 
 #define CHUNK (64 * 1024)
 
@@ -91,6 +104,117 @@ START_TEST(data_at_every_shape)
     scc_pool_destroy(&pool);
     ck_assert_uint_eq(b.used, 0);
     ck_assert_uint_eq(cemu_test_pinned_bytes(), 0);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+/*
+ * 2D transfers: rows packed in the pinned buffers, several rows per chunk
+ * (cudaMemcpy2DAsync) or a row split over chunks (cudaMemcpyAsync), both
+ * directions, pitches equal to the width or not, against the runtime's own
+ * cudaMemcpy2D. The bytes between rows are never touched.
+ */
+START_TEST(data_2d_at_every_shape)
+{
+    static const struct {
+        size_t w, hp, dp, h;
+    } g[] = {
+        {1, 1, 1, 1},
+        {100, 100, 100, 7},
+        {333, 512, 1000, 900},
+        {4096, 4096, 8192, 50},
+        {CHUNK, CHUNK, CHUNK, 3},
+        {CHUNK + 5, CHUNK + 9, 3 * CHUNK, 4},
+        {3 * CHUNK + 1, 3 * CHUNK + 1, 3 * CHUNK + 1, 2},
+        {17, 4096, 17, 300},
+    };
+    size_t cap = 4 << 20;
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    void *dev;
+    unsigned char *src = malloc(cap), *dst = malloc(cap), *ref = malloc(cap);
+
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
+    ck_assert_int_eq(cudaMalloc(&dev, cap), cudaSuccess);
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+        size_t hspan = (g[i].h - 1) * g[i].hp + g[i].w, dspan = (g[i].h - 1) * g[i].dp + g[i].w;
+        ck_assert_uint_le(hspan, cap);
+        ck_assert_uint_le(dspan, cap);
+        fill(src, hspan, (unsigned)i);
+        ck_assert_int_eq(cudaMemset(dev, 0xA5, dspan), cudaSuccess);
+        ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, src, g[i].hp, dev, g[i].dp,
+                                           g[i].w, g[i].h, cudaStreamLegacy, SCC_WAIT_SOURCE),
+                         0);
+        ck_assert_int_eq(scc_xfer_run(&x), 0);
+        /* The device holds what the runtime's own 2D copy would have put there. */
+        memset(ref, 0xA5, dspan);
+        for (size_t r = 0; r < g[i].h; r++)
+            memcpy(ref + r * g[i].dp, src + r * g[i].hp, g[i].w);
+        ck_assert_int_eq(cudaMemcpy(dst, dev, dspan, cudaMemcpyDeviceToHost), cudaSuccess);
+        ck_assert_int_eq(memcmp(ref, dst, dspan), 0);
+        /* And back, into a host area with other bytes between the rows. */
+        memset(dst, 0x5A, hspan);
+        memset(ref, 0x5A, hspan);
+        ck_assert_int_eq(
+            cudaMemcpy2D(ref, g[i].hp, dev, g[i].dp, g[i].w, g[i].h, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+        ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_D2H, dst, g[i].hp, dev, g[i].dp,
+                                           g[i].w, g[i].h, cudaStreamLegacy, SCC_WAIT_ALL),
+                         0);
+        ck_assert_int_eq(scc_xfer_run(&x), 0);
+        ck_assert_int_eq(memcmp(ref, dst, hspan), 0);
+    }
+    /* Geometries the runtime refuses, or with nothing to do, are not started. */
+    ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, src, 10, dev, 100, 11, 2,
+                                       cudaStreamLegacy, SCC_WAIT_ALL),
+                     -EINVAL);
+    ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, src, 100, dev, 10, 11, 2,
+                                       cudaStreamLegacy, SCC_WAIT_ALL),
+                     -EINVAL);
+    ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, src, 100, dev, 100, 10, 0,
+                                       cudaStreamLegacy, SCC_WAIT_ALL),
+                     -EINVAL);
+    ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, NULL, 100, dev, 100, 10, 2,
+                                       cudaStreamLegacy, SCC_WAIT_ALL),
+                     -EINVAL);
+    ck_assert(scc_pool_idle(&pool));
+    scc_pool_destroy(&pool);
+    ck_assert_int_eq(cudaFree(dev), cudaSuccess);
+    free(src);
+    free(dst);
+    free(ref);
+}
+END_TEST
+
+/* Without cudaMemcpy2DAsync in the table, rows that fit a chunk are
+ * refused; rows wider than a chunk need only cudaMemcpyAsync. */
+START_TEST(data_2d_needs_memcpy2d_only_for_packed_rows)
+{
+    struct scc_api a = api;
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    void *dev;
+    size_t w = 2 * CHUNK + 3, h = 3;
+    unsigned char *src = malloc(w * h), *dst = malloc(w * h);
+
+    a.memcpy2d_async = NULL;
+    ck_assert_int_eq(scc_pool_init(&pool, &a, &b, CHUNK, 2), 0);
+    ck_assert_int_eq(cudaMalloc(&dev, w * h), cudaSuccess);
+    ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, src, 100, dev, 100, 100, 2,
+                                       cudaStreamLegacy, SCC_WAIT_ALL),
+                     -EINVAL);
+    fill(src, w * h, 4);
+    ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, src, w, dev, w, w, h,
+                                       cudaStreamLegacy, SCC_WAIT_ALL),
+                     0);
+    ck_assert_int_eq(scc_xfer_run(&x), 0);
+    ck_assert_int_eq(cudaMemcpy(dst, dev, w * h, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(memcmp(src, dst, w * h), 0);
+    scc_pool_destroy(&pool);
+    ck_assert_int_eq(cudaFree(dev), cudaSuccess);
     free(src);
     free(dst);
 }
@@ -447,6 +571,7 @@ START_TEST(api_from_a_dlopened_runtime)
     ck_assert_ptr_nonnull(h);
     ck_assert_int_eq(scc_api_from_handle(&a, h, &missing), 0);
     ck_assert_ptr_eq((void *)a.memcpy_async, dlsym(h, "cudaMemcpyAsync"));
+    ck_assert_ptr_eq((void *)a.memcpy2d_async, dlsym(h, "cudaMemcpy2DAsync"));
     ck_assert_int_eq(scc_pool_init(&pool, &a, &b, 4096, 2), 0);
     ck_assert_int_eq(cudaMalloc(&dev, sizeof(src)), cudaSuccess);
     fill(src, sizeof(src), 77);
@@ -471,6 +596,8 @@ int main(void)
     int failed;
 
     tcase_add_test(tc, data_at_every_shape);
+    tcase_add_test(tc, data_2d_at_every_shape);
+    tcase_add_test(tc, data_2d_needs_memcpy2d_only_for_packed_rows);
     tcase_add_test(tc, nonblocking_progress_with_event_polling);
     tcase_add_test(tc, async_h2d_returns_when_source_consumed);
     tcase_add_test(tc, h2d_done_rules);

@@ -18,6 +18,8 @@
 extern __typeof__(cudaMemcpyAsync) cudaMemcpyAsync_ptsz;
 extern __typeof__(cudaMemcpy) cudaMemcpy_ptds;
 extern __typeof__(cudaMemsetAsync) cudaMemsetAsync_ptsz;
+extern __typeof__(cudaMemcpy2D) cudaMemcpy2D_ptds;
+extern __typeof__(cudaMemcpy2DAsync) cudaMemcpy2DAsync_ptsz;
 
 #define N (256 * 1024)
 
@@ -285,6 +287,139 @@ START_TEST(copy_semantics)
 }
 END_TEST
 
+/* cudaMemcpy2D: rows at their pitches, bytes between rows untouched. */
+START_TEST(copy_2d_rows_and_pitches)
+{
+    enum { W = 100, HP = 128, DP = 256, H = 300 };
+    unsigned char *src = malloc(H * HP), *dst = malloc(H * HP), *pinned;
+    unsigned char *d = dev_alloc(), *d2 = dev_alloc();
+
+    for (size_t i = 0; i < H * HP; i++)
+        src[i] = (unsigned char)(i * 13 + 1);
+    ck_assert_int_eq(cudaMemset(d, 0x11, N), cudaSuccess);
+    cemu_test_reset_counters();
+    ck_assert_int_eq(cudaMemcpy2D(d, DP, src, HP, W, H, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(dst, d, DP * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(memcmp(dst, src, W), 0);
+    ck_assert_int_eq(dst[W], 0x11);
+    ck_assert_int_eq(dst[DP - 1], 0x11);
+    ck_assert_int_eq(memcmp(dst + DP, src + HP, W), 0);
+    /* Back with the pitches swapped around, and D2D, and cudaMemcpyDefault. */
+    ck_assert_int_eq(cudaMemcpy2D(d2, W, d, DP, W, H, cudaMemcpyDeviceToDevice), cudaSuccess);
+    memset(dst, 0x22, H * HP);
+    ck_assert_int_eq(cudaMemcpy2D(dst, HP, d2, W, W, H, cudaMemcpyDefault), cudaSuccess);
+    for (size_t r = 0; r < H; r++) {
+        ck_assert_int_eq(memcmp(dst + r * HP, src + r * HP, W), 0);
+        ck_assert_int_eq(dst[r * HP + W], 0x22);
+    }
+    ck_assert_uint_eq(cemu_test_copies(CEMU_H2D, CEMU_HOST_PAGEABLE), 1);
+    ck_assert_uint_eq(cemu_test_copy_bytes(CEMU_H2D, CEMU_HOST_PAGEABLE), W * H);
+    ck_assert_uint_eq(cemu_test_copies(CEMU_D2D, CEMU_HOST_NONE), 1);
+    ck_assert_uint_eq(cemu_test_copies(CEMU_D2H, CEMU_HOST_PAGEABLE), 2);
+    ck_assert_uint_eq(cemu_test_copies_2d(), 3);
+    /* Pinned host memory counts as pinned. */
+    ck_assert_int_eq(cudaMallocHost((void **)&pinned, H * W), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy2D(pinned, W, d2, W, W, H, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_uint_eq(cemu_test_copies(CEMU_D2H, CEMU_HOST_PINNED), 1);
+    ck_assert_int_eq(memcmp(pinned + W, src + HP, W), 0);
+    ck_assert_int_eq(cudaFreeHost(pinned), cudaSuccess);
+    ck_assert_int_eq(cudaFree(d), cudaSuccess);
+    ck_assert_int_eq(cudaFree(d2), cudaSuccess);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+/* The errors of the 2D family, each also left as the last error. */
+START_TEST(copy_2d_errors)
+{
+    char *buf = malloc(N);
+    char *d = dev_alloc();
+
+    ck_assert_int_eq(cudaMemcpy2D(d, 64, buf, 64, 65, 2, cudaMemcpyHostToDevice),
+                     cudaErrorInvalidPitchValue);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidPitchValue);
+    ck_assert_int_eq(cudaMemcpy2D(d, 128, buf, 64, 65, 1, cudaMemcpyHostToDevice),
+                     cudaErrorInvalidPitchValue);
+    ck_assert_int_eq(cudaMemcpy2DAsync(buf, 64, d, 32, 33, 4, cudaMemcpyDeviceToHost, 0),
+                     cudaErrorInvalidPitchValue);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidPitchValue);
+    ck_assert_int_eq(cudaMemcpy2D(d, (size_t)1 << 32, buf, 64, 64, 1, cudaMemcpyHostToDevice),
+                     cudaErrorInvalidPitchValue);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidPitchValue);
+    /* Nothing to copy: success. */
+    ck_assert_int_eq(cudaMemcpy2D(d, 64, buf, 64, 0, 5, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy2D(d, 64, buf, 64, 64, 0, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaPeekAtLastError(), cudaSuccess);
+    /* The last row past the end of the allocation. */
+    ck_assert_int_eq(cudaMemcpy2D(buf, 64, d, N / 4, 64, 5, cudaMemcpyDeviceToHost),
+                     cudaErrorInvalidValue);
+    ck_assert_int_eq(cudaMemcpy2D(buf, 64, d, N / 4, 64, 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    /* Wrong direction, bad kind. */
+    ck_assert_int_eq(cudaMemcpy2D(buf, 64, d, 64, 64, 4, cudaMemcpyHostToDevice),
+                     cudaErrorInvalidValue);
+    ck_assert_int_eq(cudaMemcpy2D(buf, 64, d, 64, 64, 4, (enum cudaMemcpyKind)7),
+                     cudaErrorInvalidMemcpyDirection);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidMemcpyDirection);
+    ck_assert_str_eq(cudaGetErrorName(cudaErrorInvalidPitchValue), "cudaErrorInvalidPitchValue");
+    ck_assert_int_eq(cudaFree(d), cudaSuccess);
+    free(buf);
+}
+END_TEST
+
+/* The synchronisation rules of cudaMemcpy apply to the 2D family. */
+START_TEST(copy_2d_sync_rules)
+{
+    cudaStream_t s;
+    unsigned char *src = malloc(N), *dst = malloc(N);
+    void *d = dev_alloc();
+    cudaEvent_t e;
+
+    ck_assert_int_eq(cudaStreamCreate(&s), cudaSuccess);
+    memset(src, 7, N);
+    /* Async from pageable: staged at the call, even on a held stream. */
+    cemu_test_hold_stream(s);
+    ck_assert_int_eq(cudaMemcpy2DAsync(d, 512, src, 1024, 512, 256, cudaMemcpyHostToDevice, s),
+                     cudaSuccess);
+    memset(src, 8, N);
+    e = mark(s);
+    ck_assert_int_eq(cudaEventQuery(e), cudaErrorNotReady);
+    cemu_test_release_stream(s);
+    /* Synchronous D2H on the legacy stream waits for the blocking stream. */
+    ck_assert_int_eq(cudaMemcpy2D(dst, 512, d, 512, 512, 256, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(dst[0], 7);
+    ck_assert_int_eq(dst[512 * 256 - 1], 7);
+    ck_assert_int_eq(cudaEventQuery(e), cudaSuccess);
+    ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
+    ck_assert_int_eq(cudaStreamDestroy(s), cudaSuccess);
+    ck_assert_int_eq(cudaFree(d), cudaSuccess);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+START_TEST(ptsz_2d_entry_points_use_the_per_thread_stream)
+{
+    char *buf = malloc(N);
+    void *d = dev_alloc();
+    uint64_t legacy = cemu_test_stream_copies(cudaStreamLegacy);
+    uint64_t mine = cemu_test_stream_copies(cudaStreamPerThread);
+
+    memset(buf, 3, N);
+    ck_assert_int_eq(cudaMemcpy2D_ptds(d, 64, buf, 64, 64, 16, cudaMemcpyHostToDevice),
+                     cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy2DAsync_ptsz(buf, 64, d, 64, 64, 16, cudaMemcpyDeviceToHost, 0),
+                     cudaSuccess);
+    ck_assert_int_eq(cudaStreamSynchronize(cudaStreamPerThread), cudaSuccess);
+    ck_assert_uint_eq(cemu_test_stream_copies(cudaStreamPerThread), mine + 2);
+    ck_assert_uint_eq(cemu_test_stream_copies(cudaStreamLegacy), legacy);
+    ck_assert_int_eq(cudaMemcpy2D_ptds(d, 64, buf, 64, 65, 16, cudaMemcpyHostToDevice),
+                     cudaErrorInvalidPitchValue);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidPitchValue);
+    free(buf);
+}
+END_TEST
+
 START_TEST(ptsz_entry_points_use_the_per_thread_stream)
 {
     char *buf = malloc(N);
@@ -430,6 +565,10 @@ int main(void)
     tcase_add_test(tc, stream_wait_event);
     tcase_add_test(tc, copy_semantics);
     tcase_add_test(tc, ptsz_entry_points_use_the_per_thread_stream);
+    tcase_add_test(tc, copy_2d_rows_and_pitches);
+    tcase_add_test(tc, copy_2d_errors);
+    tcase_add_test(tc, copy_2d_sync_rules);
+    tcase_add_test(tc, ptsz_2d_entry_points_use_the_per_thread_stream);
     tcase_add_test(tc, host_alloc_failure_injection);
     tcase_add_test(tc, forked_child_gets_initialization_error);
     tcase_add_test(tc, devices_have_their_own_streams_and_events);

@@ -140,6 +140,14 @@ static long long counter(const struct run *r, const char *hook, const char *ctr)
 #define M13P "cudaMemcpy_ptds@libcudart.so." CEMU_MAIN_SOVER
 #define A13P "cudaMemcpyAsync_ptsz@libcudart.so." CEMU_MAIN_SOVER
 #define MDEFAULT "cudaMemcpy@libcudart.so.13"
+#define M2D "cudaMemcpy2D@libcudart.so." CEMU_MAIN_SOVER
+#define A2D "cudaMemcpy2DAsync@libcudart.so." CEMU_MAIN_SOVER
+#define M2DP "cudaMemcpy2D_ptds@libcudart.so." CEMU_MAIN_SOVER
+#define A2DP "cudaMemcpy2DAsync_ptsz@libcudart.so." CEMU_MAIN_SOVER
+/* cemu_host_copy2d roundtrip: 6 geometries, 4 calls of each kind per
+ * geometry, sum of width * height over the geometries. */
+#define RT2D_CALLS 24
+#define RT2D_BYTES 5802428LL
 
 static const char *const bounce[] = {"TESHIM_CUDA_BOUNCE=on", NULL};
 
@@ -468,6 +476,183 @@ START_TEST(register_cache_caveat_is_real)
 }
 END_TEST
 
+/* ---- the cudaMemcpy2D family (cemu_host_copy2d) ---------------------------- */
+
+START_TEST(memcpy2d_identical_and_injected)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_2D"), "roundtrip", &r);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, A2D, "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, M2D, "bytes"), 2 * RT2D_BYTES * 2);
+    ck_assert_int_eq(counter(&r, A2D, "bytes"), 2 * RT2D_BYTES * 2);
+    ck_assert_int_eq(counter(&r, M2D, "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, A2D, "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, M2D, "errors"), 0);
+    /* The 1D hooks saw none of it. */
+    ck_assert_int_eq(counter(&r, M13, "calls"), 0);
+}
+END_TEST
+
+START_TEST(memcpy2d_runtime_sees_pinned_chunks_only)
+{
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "CEMU_HOST_REPORT=1", NULL};
+    static const char *const plain_env[] = {"CEMU_HOST_REPORT=1", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST_2D"), "roundtrip", NULL, plain_env);
+    ck_assert_int_eq(plain.status, 0);
+    ck_assert_ptr_nonnull(
+        strstr(plain.out, "runtime pageable-copies 48 pinned-copies 0 2d-copies 48"));
+    run(&r, need("CEMU_HOST_2D"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    /*
+     * Per call, in 64 KiB chunks: 16 + 11 + 16 + 32 packed-row chunks
+     * (cudaMemcpy2DAsync) for the four geometries whose rows fit a chunk,
+     * 5 + 18 row pieces (cudaMemcpyAsync) for the two wider ones; 8 calls
+     * per geometry.
+     */
+    ck_assert_ptr_nonnull(
+        strstr(r.out, "runtime pageable-copies 0 pinned-copies 784 2d-copies 600"));
+    ck_assert_int_eq(strncmp(plain.out, r.out, 26), 0); /* the checksum line */
+}
+END_TEST
+
+START_TEST(memcpy2d_per_thread_default_stream_build)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_2D_PTDS"), "roundtrip", &r);
+    ck_assert_int_eq(counter(&r, M2DP, "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, A2DP, "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, M2D, "calls"), 0);
+    ck_assert_int_eq(counter(&r, A2D, "calls"), 0);
+    same_output(need("CEMU_HOST_2D_PTDS"), "ordering", &r);
+    ck_assert_int_eq(counter(&r, M2DP, "injected"), 1);
+}
+END_TEST
+
+START_TEST(memcpy2d_other_soname_version)
+{
+    struct run r;
+    const char *host = need("CEMU_HOST_2D_OTHER");
+    const char *ver = strstr(host, "_v12") ? "libcudart.so.12" : "libcudart.so.13";
+    char hook[64];
+
+    same_output(host, "roundtrip", &r);
+    snprintf(hook, sizeof(hook), "cudaMemcpy2D@%s", ver);
+    ck_assert_int_eq(counter(&r, hook, "injected"), RT2D_CALLS);
+    snprintf(hook, sizeof(hook), "cudaMemcpy2DAsync@%s", ver);
+    ck_assert_int_eq(counter(&r, hook, "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, hook, "fallbacks"), 0);
+}
+END_TEST
+
+START_TEST(memcpy2d_ordering_legacy_waits_for_held_blocking_stream)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_2D"), "ordering", &r);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), 1);
+}
+END_TEST
+
+START_TEST(memcpy2d_async_on_held_stream_returns)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_2D"), "asynchold", &r);
+    ck_assert_int_eq(counter(&r, A2D, "injected"), 1);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), 1);
+}
+END_TEST
+
+START_TEST(memcpy2d_pinned_d2d_small_pass_through)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_2D"), "passthrough", &r);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), 0);
+    ck_assert_int_eq(counter(&r, A2D, "injected"), 0);
+    /* Pinned H2D, D2D, and a copy below cuda.bounce_min_bytes. */
+    ck_assert_int_eq(counter(&r, M2D, "not_applicable"), 3);
+    ck_assert_int_eq(counter(&r, A2D, "not_applicable"), 1);
+}
+END_TEST
+
+START_TEST(memcpy2d_errors_unchanged)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_2D"), "errors", &r);
+    ck_assert_ptr_nonnull(strstr(r.out, "width-above-spitch cudaErrorInvalidPitchValue"));
+    ck_assert_ptr_nonnull(strstr(r.out, "width-above-dpitch cudaErrorInvalidPitchValue"));
+    ck_assert_ptr_nonnull(strstr(r.out, "wrong-kind cudaErrorInvalidValue"));
+    ck_assert_ptr_nonnull(strstr(r.out, "overrun cudaErrorInvalidValue"));
+    /* Invalid geometry, wrong kind, pending error, nothing to copy: passed
+     * through untouched; the overrun: our chunks failed, the runtime then
+     * made the call itself. */
+    ck_assert_int_eq(counter(&r, M2D, "not_applicable"), 5);
+    ck_assert_int_eq(counter(&r, A2D, "not_applicable"), 1);
+    ck_assert_int_eq(counter(&r, M2D, "fallbacks"), 1);
+    ck_assert_int_eq(counter(&r, M2D, "errors"), 3);
+    ck_assert_int_eq(counter(&r, A2D, "errors"), 1);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), 1);
+}
+END_TEST
+
+/*
+ * The opt-in register cache with 2D copies: a host buffer is registered
+ * from one copy's extent and later copied with a longer one (another
+ * pitch), starting inside the registered range. The runtime classifies the
+ * copy by its start and takes it as pinned; teshim must still keep the
+ * pageable return rules (an async H2D returns with its source consumed).
+ */
+START_TEST(memcpy2d_register_cache_partial_ranges)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on",
+                                      "TESHIM_CUDA_REGISTER_MIN_BYTES=64K",
+                                      "TESHIM_CUDA_REGISTER_MIN_HITS=1", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST_2D"), "roundtrip", NULL, NULL);
+    run(&r, need("CEMU_HOST_2D"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_ge(counter(&r, M2D, "injected"), 1);
+    ck_assert_int_ge(counter(&r, A2D, "injected"), 1);
+}
+END_TEST
+
+START_TEST(memcpy2d_budget_exhausted_falls_back)
+{
+    static const char *const env[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=64K",
+                                      NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST_2D"), "roundtrip", NULL, NULL);
+    run(&r, need("CEMU_HOST_2D"), "roundtrip", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), 0);
+    ck_assert_int_eq(counter(&r, M2D, "fallbacks"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, A2D, "fallbacks"), RT2D_CALLS);
+}
+END_TEST
+
+START_TEST(memcpy2d_allocation_failure_falls_back)
+{
+    struct run r;
+
+    run(&r, need("CEMU_HOST_2D"), "allocfail", need("TESHIM_LIB"), bounce);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), 0);
+    ck_assert_int_eq(counter(&r, M2D, "fallbacks"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, A2D, "fallbacks"), RT2D_CALLS);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_shim");
@@ -498,6 +683,17 @@ int main(void)
     tcase_add_test(tc, register_cache_evicts_within_the_budget);
     tcase_add_test(tc, register_cache_caveat_is_real);
     tcase_add_test(tc, register_cache_leaves_captures_alone);
+    tcase_add_test(tc, memcpy2d_identical_and_injected);
+    tcase_add_test(tc, memcpy2d_runtime_sees_pinned_chunks_only);
+    tcase_add_test(tc, memcpy2d_per_thread_default_stream_build);
+    tcase_add_test(tc, memcpy2d_other_soname_version);
+    tcase_add_test(tc, memcpy2d_ordering_legacy_waits_for_held_blocking_stream);
+    tcase_add_test(tc, memcpy2d_async_on_held_stream_returns);
+    tcase_add_test(tc, memcpy2d_pinned_d2d_small_pass_through);
+    tcase_add_test(tc, memcpy2d_errors_unchanged);
+    tcase_add_test(tc, memcpy2d_register_cache_partial_ranges);
+    tcase_add_test(tc, memcpy2d_budget_exhausted_falls_back);
+    tcase_add_test(tc, memcpy2d_allocation_failure_falls_back);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

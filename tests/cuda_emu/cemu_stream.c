@@ -37,7 +37,10 @@ struct cemu_op {
     enum cemu_op_type type;
     void *dst;
     const void *src; /* NULL with OP_COPY: memset to value */
-    size_t n;
+    size_t n;        /* bytes, or bytes per row when rows > 0 */
+    size_t rows;     /* 2D copy: rows of n bytes, dpitch/spitch apart; 0 = 1D */
+    size_t dpitch;   /* 2D: distance between destination rows */
+    size_t spitch;   /* 2D: distance between source rows */
     int value;
     void *free_src;
     cudaHostFn_t fn;
@@ -110,7 +113,11 @@ static void run_op(struct CUstream_st *st, struct cemu_op *op)
 {
     switch (op->type) {
     case OP_COPY:
-        if (op->src)
+        if (op->src && op->rows)
+            for (size_t r = 0; r < op->rows; r++)
+                memcpy((char *)op->dst + r * op->dpitch, (const char *)op->src + r * op->spitch,
+                       op->n);
+        else if (op->src)
             memcpy(op->dst, op->src, op->n);
         else
             memset(op->dst, op->value, op->n);
@@ -368,6 +375,21 @@ uint64_t cemu_submit_copy(struct CUstream_st *s, void *dst, const void *src, siz
     op->src = src;
     op->n = n;
     op->value = value;
+    op->free_src = free_src;
+    return submit(s, op, NULL);
+}
+
+uint64_t cemu_submit_copy2d(struct CUstream_st *s, void *dst, size_t dpitch, const void *src,
+                            size_t spitch, size_t width, size_t height, void *free_src)
+{
+    struct cemu_op *op = new_op(OP_COPY);
+
+    op->dst = dst;
+    op->dpitch = dpitch;
+    op->src = src;
+    op->spitch = spitch;
+    op->n = width;
+    op->rows = height;
     op->free_src = free_src;
     return submit(s, op, NULL);
 }
@@ -638,6 +660,9 @@ cudaError_t cemu_graph_launch(cudaGraphExec_t ge, struct CUstream_st *s)
         op->dst = o->dst;
         op->src = o->src;
         op->n = o->n;
+        op->rows = o->rows;
+        op->dpitch = o->dpitch;
+        op->spitch = o->spitch;
         op->value = o->value;
         op->fn = o->fn;
         op->arg = o->arg;

@@ -55,6 +55,8 @@ uint64_t cemu_test_stream_copies(void *stream);
 uint64_t cemu_test_copies(enum cemu_dir dir, enum cemu_host_type host);
 /* Bytes copied through the API, by direction and host memory type. */
 uint64_t cemu_test_copy_bytes(enum cemu_dir dir, enum cemu_host_type host);
+/* How many of those were 2D copies (cudaMemcpy2D family). */
+uint64_t cemu_test_copies_2d(void);
 void cemu_test_reset_counters(void);
 
 /*

@@ -3,6 +3,7 @@
  * descriptors, and peers sending malformed or out-of-bounds frames.
  */
 #include "eng_test.h"
+#include "eng.h"
 #include "eng_proto.h"
 
 #include <arpa/inet.h>
@@ -484,6 +485,163 @@ START_TEST(malformed_frames_close_only_that_connection)
 }
 END_TEST
 
+/*
+ * A transport that starts tasks and never finishes them (a peer that stops
+ * answering forever), swapped under an open segment: the requests behind
+ * it in the limiter's queue must still time out, from their submission.
+ */
+struct stuck_tp {
+    struct eng_transport base;
+    struct eng_task *started[4];
+    atomic_int n;
+};
+
+static void stuck_start(struct eng_transport *tp, struct eng_task *t)
+{
+    struct stuck_tp *st = (struct stuck_tp *)tp;
+    int i = atomic_fetch_add(&st->n, 1);
+    if (i < 4)
+        st->started[i] = t;
+    eng_task_set_slices(t, 1);
+}
+
+static const struct eng_transport_ops stuck_ops = {
+    .size = sizeof(struct eng_transport_ops),
+    .name = "stuck",
+    .start = stuck_start,
+};
+
+START_TEST(queued_requests_time_out_behind_stuck_ones)
+{
+    static char tbuf[65536], l[65536];
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+    struct teshim_engine *t = eng_test_create(&o), *ini;
+    struct teshim_engine_stats es;
+    struct teshim_task_status st;
+    struct stuck_tp stuck = {0};
+    struct teshim_request r[3];
+    teshim_batch_t b;
+
+    o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    o.max_inflight = 1;
+    o.request_timeout_ms = 100;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(t, tbuf, sizeof(tbuf), "cpu", true), 0);
+    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, teshim_engine_port(t));
+    struct eng_segment *seg = ini->segs[s];
+    struct eng_transport *real = seg->tp;
+    eng_transport_init(&stuck.base, ini, &stuck_ops);
+    seg->tp = &stuck.base;
+
+    for (int i = 0; i < 3; i++)
+        r[i] = (struct teshim_request){TESHIM_OP_READ, l + i * 4096, s,
+                                       (uint64_t)(uintptr_t)tbuf + (uint64_t)i * 4096, 4096};
+    ck_assert_int_eq(teshim_batch_alloc(ini, 3, &b), 0);
+    ck_assert_int_eq(teshim_submit(ini, b, r, 3), 0);
+    /* task 0 holds the only slot forever; 1 and 2 wait behind it */
+    for (int k = 0; k < 1000; k++) {
+        ck_assert_int_eq(teshim_task_status(ini, b, 2, &st), 0);
+        if (st.state != TESHIM_TASK_WAITING)
+            break;
+        usleep(10000);
+    }
+    for (int i = 1; i < 3; i++) {
+        ck_assert_int_eq(teshim_task_status(ini, b, (size_t)i, &st), 0);
+        ck_assert_int_eq(st.state, TESHIM_TASK_TIMED_OUT);
+        ck_assert_int_eq(st.error, -ETIMEDOUT);
+        ck_assert_uint_eq(st.transferred, 0);
+    }
+    ck_assert_int_eq(teshim_task_status(ini, b, 0, &st), 0);
+    ck_assert_int_eq(st.state, TESHIM_TASK_PENDING); /* in flight: untouched */
+    ck_assert_int_eq(atomic_load(&stuck.n), 1);      /* the expired ones never started */
+    ck_assert_int_eq(teshim_engine_stats(ini, &es), 0);
+    ck_assert_uint_eq(es.active, 1);
+    ck_assert_uint_eq(es.waiting, 0);
+    ck_assert_uint_eq(es.finished, 2);
+    ck_assert_uint_eq(es.failed, 2);
+    ck_assert_int_eq(teshim_batch_free(ini, b), -EBUSY);
+
+    /* the stuck one finishes: the slot returns, and the limiter still admits */
+    eng_task_slice_done(stuck.started[0], 4096, 0);
+    ck_assert_int_eq(teshim_batch_wait(ini, b, 10000), 2);
+    ck_assert_int_eq(teshim_batch_free(ini, b), 0);
+    seg->tp = real;
+    struct teshim_request ok = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, 4096};
+    ck_assert_int_eq(eng_test_one(ini, &ok).state, TESHIM_TASK_COMPLETED);
+    /* the slot returns just after the waiter is woken */
+    for (int k = 0; k < 1000; k++) {
+        ck_assert_int_eq(teshim_engine_stats(ini, &es), 0);
+        if (!es.active)
+            break;
+        usleep(1000);
+    }
+    ck_assert_uint_eq(es.active, 0);
+    ck_assert_uint_eq(es.waiting, 0);
+    ck_assert_uint_eq(es.finished, 4);
+    ck_assert_uint_eq(es.failed, 2);
+    ck_assert_int_eq(teshim_segment_close(ini, s), 0);
+    teshim_engine_destroy(ini);
+    teshim_engine_destroy(t);
+}
+END_TEST
+
+/*
+ * engine_destroy with a request queued by the limiter behind one that a
+ * transport finishes while it is destroyed: the queued request must be
+ * cancelled, not started on a transport already destroyed (AddressSanitizer
+ * saw tcp_start on the freed tcp transport).
+ */
+static struct eng_transport *real_local;
+
+static void finishing_destroy(struct eng_transport *tp)
+{
+    struct stuck_tp *st = (struct stuck_tp *)tp;
+    for (int i = 0; i < atomic_load(&st->n) && i < 4; i++)
+        eng_task_slice_done(st->started[i], 0, -ECANCELED);
+    real_local->ops.destroy(real_local);
+}
+
+static const struct eng_transport_ops finishing_ops = {
+    .size = sizeof(struct eng_transport_ops),
+    .name = "finishing",
+    .start = stuck_start,
+    .destroy = finishing_destroy,
+};
+
+START_TEST(destroy_cancels_queued_requests)
+{
+    static char tbuf[65536], l[65536];
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
+    struct teshim_engine *t = eng_test_create(&o), *ini;
+    struct stuck_tp fin = {0};
+    teshim_batch_t b;
+
+    o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    o.max_inflight = 1;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(t, tbuf, sizeof(tbuf), "cpu", true), 0);
+    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s1 = eng_test_open(ini, teshim_engine_port(t));
+    teshim_segment_t s2 = eng_test_open(ini, teshim_engine_port(t));
+    /* s2's requests go to a transport destroyed after tcp, which finishes
+     * them then */
+    eng_transport_init(&fin.base, ini, &finishing_ops);
+    real_local = ini->local;
+    ini->local = &fin.base;
+    ini->segs[s2]->tp = &fin.base;
+    struct teshim_request r[2] = {
+        {TESHIM_OP_READ, l, s2, (uint64_t)(uintptr_t)tbuf, 4096},
+        {TESHIM_OP_READ, l + 4096, s1, (uint64_t)(uintptr_t)tbuf, 4096},
+    };
+    ck_assert_int_eq(teshim_batch_alloc(ini, 2, &b), 0);
+    ck_assert_int_eq(teshim_submit(ini, b, r, 2), 0);
+    ck_assert_int_eq(atomic_load(&fin.n), 1); /* r[1] waits in the queue */
+    teshim_engine_destroy(ini);
+    teshim_engine_destroy(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine_fault");
@@ -495,6 +653,8 @@ int main(void)
     tcase_add_test(tc, batch_wait_blocks_nobody_else);
     tcase_add_test(tc, fd_limit_fails_cleanly);
     tcase_add_test(tc, malformed_frames_close_only_that_connection);
+    tcase_add_test(tc, queued_requests_time_out_behind_stuck_ones);
+    tcase_add_test(tc, destroy_cancels_queued_requests);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

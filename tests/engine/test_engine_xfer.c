@@ -332,6 +332,166 @@ START_TEST(local_falls_back_to_tcp_when_not_permitted)
 }
 END_TEST
 
+/*
+ * Registrations the peer makes after the segment is opened become usable,
+ * and those it removes stop being accessible, on every transport (the
+ * local one refreshes its cached list of the peer's regions).
+ */
+START_TEST(peer_registrations_followed_after_open)
+{
+    static char nb[65536] __attribute__((aligned(4096)));
+    struct teshim_region regs[4];
+    struct teshim_task_status st;
+    struct pair p;
+
+    pair_up(&p, _i, 16);
+    uint64_t na = (uint64_t)(uintptr_t)nb;
+    eng_test_fill(nb, sizeof(nb), 21);
+    struct teshim_request r = {TESHIM_OP_READ, p.lmem, p.seg, na, sizeof(nb)};
+    st = eng_test_one(p.ini, &r);
+    ck_assert_int_eq(st.state, TESHIM_TASK_FAILED);
+    ck_assert_int_eq(st.error, -EFAULT);
+
+    /* registered by the peer now: reachable without reopening */
+    ck_assert_int_eq(teshim_register(p.t, nb, sizeof(nb), "cpu", true), 0);
+    memset(p.lmem, 0, sizeof(nb));
+    st = eng_test_one(p.ini, &r);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    ck_assert_uint_eq(eng_test_sum(p.lmem, sizeof(nb)), eng_test_sum(nb, sizeof(nb)));
+    if (_i == 1) /* the local transport's refreshed list */
+        ck_assert_int_eq(teshim_segment_regions(p.ini, p.seg, regs, 4), 2);
+
+    /* unregistered by the peer: neither written nor read any more */
+    ck_assert_int_eq(teshim_unregister(p.t, nb), 0);
+    uint64_t before = eng_test_sum(nb, sizeof(nb));
+    eng_test_fill(p.lmem, sizeof(nb), 22);
+    struct teshim_request w = {TESHIM_OP_WRITE, p.lmem, p.seg, na, sizeof(nb)};
+    st = eng_test_one(p.ini, &w);
+    ck_assert_int_eq(st.state, TESHIM_TASK_FAILED);
+    ck_assert_int_eq(st.error, -EFAULT);
+    ck_assert_uint_eq(eng_test_sum(nb, sizeof(nb)), before);
+    st = eng_test_one(p.ini, &r);
+    ck_assert_int_eq(st.state, TESHIM_TASK_FAILED);
+    ck_assert_int_eq(st.error, -EFAULT);
+
+    /* the regions registered all along still work */
+    struct teshim_request ok = {TESHIM_OP_WRITE, p.lmem, p.seg,
+                                (uint64_t)(uintptr_t)(p.tmem + GUARD), 4096};
+    ck_assert_int_eq(eng_test_one(p.ini, &ok).state, TESHIM_TASK_COMPLETED);
+    guards_intact(&p);
+    pair_down(&p);
+}
+END_TEST
+
+/*
+ * Many requests outside the peer's regions in one submit cost one refresh
+ * of the local transport's list (one handshake the peer accepts), not one
+ * each. With one I/O thread there are no helpers: the submitting thread
+ * resolves them all after starting them, so the count is exact.
+ */
+START_TEST(local_stray_requests_share_one_refresh)
+{
+    enum { N = 100 };
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_LOCAL, true);
+    struct teshim_engine *t = eng_test_create(&o), *ini;
+    struct teshim_engine_stats before, after;
+    static char tb[65536], lb[65536];
+    struct teshim_request r[N];
+    teshim_batch_t b;
+
+    ck_assert_int_eq(teshim_register(t, tb, sizeof(tb), "cpu", true), 0);
+    o = eng_test_opts(TESHIM_TRANSPORT_LOCAL, false);
+    o.io_threads = 1;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(ini, lb, sizeof(lb), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, teshim_engine_port(t));
+    ck_assert_str_eq(teshim_segment_transport(ini, s), "local");
+    for (int i = 0; i < N; i++)
+        r[i] = (struct teshim_request){TESHIM_OP_READ, lb, s,
+                                       (uint64_t)(uintptr_t)lb + (uint64_t)i * 64, 64};
+    ck_assert_int_eq(teshim_engine_stats(t, &before), 0);
+    ck_assert_int_eq(teshim_batch_alloc(ini, N, &b), 0);
+    ck_assert_int_eq(teshim_submit(ini, b, r, N), 0);
+    ck_assert_int_eq(teshim_batch_wait(ini, b, 20000), N);
+    for (int i = 0; i < N; i++) {
+        struct teshim_task_status st;
+        ck_assert_int_eq(teshim_task_status(ini, b, (size_t)i, &st), 0);
+        ck_assert_int_eq(st.error, -EFAULT);
+    }
+    ck_assert_int_eq(teshim_batch_free(ini, b), 0);
+    ck_assert_int_eq(teshim_engine_stats(t, &after), 0);
+    ck_assert_uint_eq(after.accepted - before.accepted, 1);
+    ck_assert_int_eq(teshim_segment_close(ini, s), 0);
+    teshim_engine_destroy(ini);
+    teshim_engine_destroy(t);
+}
+END_TEST
+
+/* Submitters missing and hitting while the peer registers and unregisters
+ * and another thread reads the segment's regions (ThreadSanitizer run). */
+struct churn {
+    struct pair *p;
+    char *nb;
+    int slot; /* its own local memory: threads do not race on it */
+    int bad, state, error;
+};
+
+static void *churn_thread(void *arg)
+{
+    struct churn *c = arg;
+    char *l = c->p->lmem + (size_t)c->slot * 65536;
+    for (int k = 0; k < 40; k++) {
+        /* its own slot of nb too */
+        struct teshim_request r = {k % 2 ? TESHIM_OP_WRITE : TESHIM_OP_READ, l, c->p->seg,
+                                   (uint64_t)(uintptr_t)c->nb + (uint64_t)c->slot * 4096, 4096};
+        struct teshim_request ok = {TESHIM_OP_READ, l, c->p->seg,
+                                    (uint64_t)(uintptr_t)(c->p->tmem + GUARD), 4096};
+        struct teshim_task_status st = eng_test_one(c->p->ini, &r);
+        /* -EAGAIN: the registrations changed during every refresh */
+        if (st.state != TESHIM_TASK_COMPLETED && st.error != -EFAULT && st.error != -EAGAIN) {
+            c->bad++;
+            c->state = st.state;
+            c->error = st.error;
+        }
+        st = eng_test_one(c->p->ini, &ok);
+        if (st.state != TESHIM_TASK_COMPLETED) {
+            c->bad++;
+            c->state = st.state;
+            c->error = st.error;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(registrations_change_under_traffic)
+{
+    static char nb[65536] __attribute__((aligned(4096)));
+    struct teshim_region regs[4];
+    struct churn c[3];
+    pthread_t th[3];
+    struct pair p;
+
+    pair_up(&p, _i, 16);
+    for (int i = 0; i < 3; i++) {
+        c[i] = (struct churn){&p, nb, i, 0, 0, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, churn_thread, &c[i]), 0);
+    }
+    for (int k = 0; k < 20; k++) {
+        ck_assert_int_eq(teshim_register(p.t, nb, sizeof(nb), "cpu", true), 0);
+        ck_assert_int_ge(teshim_segment_regions(p.ini, p.seg, regs, 4), 1);
+        usleep(10000);
+        ck_assert_int_eq(teshim_unregister(p.t, nb), 0);
+        usleep(10000);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(c[i].bad == 0, "%d requests ended %s (%d)", c[i].bad,
+                      teshim_task_state_name(c[i].state), c[i].error);
+    }
+    pair_down(&p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine_xfer");
@@ -342,6 +502,9 @@ int main(void)
     tcase_add_loop_test(tc, limiter_queues_and_drains, 0, 2);
     tcase_add_loop_test(tc, out_of_bounds_rejected, 0, 2);
     tcase_add_loop_test(tc, concurrent_submitters, 0, 2);
+    tcase_add_loop_test(tc, peer_registrations_followed_after_open, 0, 2);
+    tcase_add_test(tc, local_stray_requests_share_one_refresh);
+    tcase_add_loop_test(tc, registrations_change_under_traffic, 0, 2);
     tcase_add_test(tc, idle_connections_collected_and_reopened);
     tcase_add_test(tc, local_falls_back_to_tcp_when_not_permitted);
     suite_add_tcase(s, tc);

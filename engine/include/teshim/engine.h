@@ -93,21 +93,31 @@ int teshim_engine_port(const struct teshim_engine *eng);
  * "cuda:N" needs a CUDA runtime that can be dlopen'ed (-ENODEV otherwise).
  * Device memory is staged through pinned host buffers by the engine, on a
  * stream of its own: it must be complete (synchronised) when a request
- * using it is submitted, and it is never served to peers (a cuda:N
- * registration is local-only whatever remote_accessible says).
+ * using it is submitted, and, when remote_accessible, whenever a peer may
+ * read or write it. A peer's request for device memory is served over tcp
+ * only (never by a same-host peer's process_vm_* access): the I/O thread
+ * starts an asynchronous copy through a pinned staging buffer its
+ * connection reuses and answers when the copy completed, so a WRITE is
+ * acknowledged only once the bytes are on the device.
  */
 int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const char *location,
                     bool remote_accessible);
 
 /*
- * Remove the registration starting at addr (-ENOENT if none). Waits until
- * no peer request is using it, so the memory may be freed on return.
+ * Remove the registration starting at addr (-ENOENT if none). Requests
+ * peers submit after it returns fail with -EFAULT, over every transport.
+ * Waits until no tcp peer request is using it; same-host (local) peers
+ * copy without running code here, so one already copying when this is
+ * called may still complete: quiesce those peers before freeing memory
+ * they may still be copying.
  */
 int teshim_unregister(struct teshim_engine *eng, void *addr);
 
 /*
  * Open the remote segment name ("host:port"): fetch the peer's
- * registrations through the embedded handshake (retrying with backoff
+ * registrations through the embedded handshake (the local transport
+ * fetches them again when a request falls outside them, so regions the
+ * peer registers later are usable without reopening) (retrying with backoff
  * within engine.connect_timeout_ms) and choose the data path. Returns the
  * handle in *seg_p. -EINVAL for a malformed name, -ECONNREFUSED /
  * -ETIMEDOUT / -EHOSTUNREACH when the peer cannot be reached.
@@ -115,14 +125,19 @@ int teshim_unregister(struct teshim_engine *eng, void *addr);
 int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segment_t *seg_p);
 
 /* One remote-accessible region of an open segment. */
+#define TESHIM_REGION_DEVICE 0x1u /* the peer registered it as cuda:N memory */
+
 struct teshim_region {
     uint64_t addr; /* address in the peer's address space */
     uint64_t len;
+    uint32_t flags; /* TESHIM_REGION_* */
 };
 
 /*
- * Copy up to max regions of an open segment (as announced at open) into
- * regions; returns the number of regions the segment has (may exceed max).
+ * Copy up to max regions of an open segment into regions; returns the
+ * number of regions the segment has (may exceed max). The list is the
+ * one announced at open; for a local segment, the one last refreshed
+ * (a request outside it, or after the peer unregistered, fetches it anew).
  */
 int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t seg,
                            struct teshim_region *regions, size_t max);
@@ -168,6 +183,8 @@ struct teshim_request {
  * -EFAULT (local range not inside one registration), -ENOSPC (batch full).
  * Requests over engine.max_inflight wait in the engine's queue; they are
  * started by the I/O threads as others finish, never by polling.
+ * engine.request_timeout_ms counts from here: a request still queued when
+ * it passes fails with -ETIMEDOUT (TESHIM_TASK_TIMED_OUT) without starting.
  * Returns the task id of the first request.
  */
 int teshim_submit(struct teshim_engine *eng, teshim_batch_t batch,
