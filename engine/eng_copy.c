@@ -180,19 +180,9 @@ static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int dev
     return 0;
 }
 
-static int copy_to_host(struct eng_copy *c, void *host, const void *dev, size_t n, int device,
-                        void **token)
-{
-    return copy_start(SCC_DIR_D2H, host, (void *)dev, n, device, false, token);
-}
-
-static int copy_to_device(struct eng_copy *c, void *dev, const void *host, size_t n, int device,
-                          void **token)
-{
-    return copy_start(SCC_DIR_H2D, (void *)host, dev, n, device, false, token);
-}
-
-static int copy_poll(struct eng_copy *c, void *token)
+/* 0 when the copy finished (token freed), -EAGAIN while it runs, else its
+ * error (token freed). */
+static int copy_poll(void *token)
 {
     struct eng_copy_tok *tok = token;
     struct eng_cuda_dev *d = &cu.dev[tok->device];
@@ -227,10 +217,6 @@ out:
     return rc;
 }
 
-static void copy_close(struct eng_copy *c)
-{
-}
-
 /* The provider's functions from the runtime opened; -ENOENT if one lacks. */
 static int cuda_resolve(void *h, const char **missing)
 {
@@ -255,10 +241,9 @@ static int cuda_resolve(void *h, const char **missing)
 }
 
 static pthread_mutex_t copy_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct eng_copy copy_cudart;
 static int copy_state; /* 0 untried, 1 loaded, <0 error */
 
-int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p)
+int eng_copy_open(struct teshim_engine *eng)
 {
     static const char *const names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
     int ret;
@@ -276,7 +261,6 @@ int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p)
                 dlclose(h);
                 continue;
             }
-            copy_cudart.cudart = h;
             cu.chunk = eng->p.cuda_chunk;
             cu.buffers = (unsigned)eng->p.cuda_buffers;
             cu.budget.max = eng->p.cuda_pinned_max;
@@ -284,14 +268,6 @@ int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p)
              * pool (pageable staging) can always get one eventually */
             size_t pool_bytes = cu.chunk * cu.buffers;
             cu.stage_budget.max = cu.budget.max > pool_bytes ? cu.budget.max - pool_bytes : 0;
-            copy_cudart.ops = (struct eng_copy_ops){
-                .size = sizeof(struct eng_copy_ops),
-                .name = names[i],
-                .to_host = copy_to_host,
-                .to_device = copy_to_device,
-                .poll = copy_poll,
-                .close = copy_close,
-            };
             copy_state = 1;
             break;
         }
@@ -303,7 +279,6 @@ int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p)
                 "libcudart.so.13/.12 not found");
         return ret;
     }
-    *c_p = &copy_cudart;
     return 0;
 }
 
@@ -521,7 +496,7 @@ static bool dev_advance_cb(struct eng_dev_op *op, bool *progressed)
         op->phase = DEV_CB;
         return false;
     }
-    rc = copy_poll(&copy_cudart, op->tok);
+    rc = copy_poll(op->tok);
     if (rc == -EAGAIN)
         return false;
     *progressed = true;
@@ -557,7 +532,7 @@ static bool dev_advance(struct eng_dev_op *op, bool *progressed)
         return false;
     case DEV_OUT:
     case DEV_IN:
-        rc = copy_poll(&copy_cudart, op->tok);
+        rc = copy_poll(op->tok);
         if (rc == -EAGAIN)
             return false;
         *progressed = true;

@@ -14,38 +14,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct eng_copy;
-
-struct eng_copy_ops {
-    size_t size;
-    const char *name;
-    /* Start copying n bytes device -> host; *token identifies the copy. */
-    int (*to_host)(struct eng_copy *c, void *host, const void *dev, size_t n, int device,
-                   void **token);
-    /* Start copying n bytes host -> device. */
-    int (*to_device)(struct eng_copy *c, void *dev, const void *host, size_t n, int device,
-                     void **token);
-    /* 0 when the copy finished, -EAGAIN while running, else its error. */
-    int (*poll)(struct eng_copy *c, void *token);
-    void (*close)(struct eng_copy *c);
-};
-
-struct eng_copy {
-    struct eng_copy_ops ops;
-    void *cudart; /* dlopen handle */
-};
-
 /*
  * Parse a location: "cpu" -> -1, "cuda:N" -> N (0..1023). -EINVAL otherwise.
  */
 int eng_location_parse(const char *loc, int *dev);
 
 /*
- * The process-wide copy provider for device memory. 0 and *c_p, or -ENODEV
- * (cause logged through log) when no CUDA runtime can be dlopen'ed.
+ * Load the process-wide CUDA runtime (once; the first engine's cuda.* knobs
+ * size the pools). 0, or -ENODEV (cause logged) when no CUDA runtime can be
+ * dlopen'ed.
  */
 struct teshim_engine;
-int eng_copy_open(struct teshim_engine *eng, struct eng_copy **c_p);
+int eng_copy_open(struct teshim_engine *eng);
 
 /*
  * Tasks whose local memory is on a CUDA device (cuda_dev >= 0) are staged

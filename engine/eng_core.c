@@ -373,8 +373,7 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
         return -EINVAL;
     }
     if (dev >= 0) {
-        struct eng_copy *c;
-        ret = eng_copy_open(eng, &c);
+        ret = eng_copy_open(eng);
         if (ret)
             return ret;
     }
