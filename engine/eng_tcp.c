@@ -116,6 +116,9 @@ struct tcp_conn {
     int rstatus;
     struct tcp_slice *rslice;
     struct eng_region *rreg;
+    /* the request last rejected with a message: its other slices only count */
+    uint64_t rej_addr, rej_len, rej_at;
+    uint8_t rej_type;
     uint8_t *ctrl;
     size_t ctrl_got;
     bool hello_done;
@@ -598,10 +601,25 @@ static int serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame
     return 0;
 }
 
+/*
+ * A slice outside the remote-accessible registrations. Counted always;
+ * logged once per request and connection (a request of many slices is
+ * rejected slice by slice), and again after a second for a peer that
+ * repeats the same request.
+ */
 static void reject(struct tcp_conn *c, const char *what)
 {
     struct teshim_engine *eng = conn_eng(c);
+    uint64_t now = eng_now_ns();
+
     atomic_fetch_add(&eng->st.peer_rejected, 1);
+    if (c->rej_type == c->rf.type && c->rej_addr == c->rf.req_addr && c->rej_len == c->rf.req_len &&
+        now - c->rej_at < 1000000000ull)
+        return;
+    c->rej_type = c->rf.type;
+    c->rej_addr = c->rf.req_addr;
+    c->rej_len = c->rf.req_len;
+    c->rej_at = now;
     eng_warn(eng, "peer %s: %s [0x%llx, +%llu) outside remote-accessible registrations: rejected",
              c->pname, what, (unsigned long long)c->rf.req_addr, (unsigned long long)c->rf.req_len);
 }

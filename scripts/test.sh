@@ -18,6 +18,7 @@ fi
 
 status=0
 logs=()
+rm -f "$build/Testing/Temporary/LastTestsFailed.log" # ctest leaves an old one
 (cd "$build" && ctest --output-on-failure -j "$(nproc)" --timeout 600) || status=$?
 logs+=("$build/Testing/Temporary/LastTest.log")
 
@@ -39,6 +40,7 @@ if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
         cmake -S . -B "$sb" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESHIM_WERROR=ON \
             -DTESHIM_SANITIZE="$san" >/dev/null
         cmake --build "$sb" -j "$(nproc)" --target "${tests[@]}" >/dev/null
+        rm -f "$sb/Testing/Temporary/LastTestsFailed.log"
         (cd "$sb" && ctest --output-on-failure -j "$(nproc)" --timeout 600 \
             -R "^($(IFS='|'; echo "${tests[*]}"))\$") || status=$?
         logs+=("$sb/Testing/Temporary/LastTest.log")
@@ -51,4 +53,16 @@ grep -hE '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "${logs[@]
 cat "${logs[@]}" | awk '/^[0-9]+%: Checks: /{gsub(",","");c+=$3;f+=$5;e+=$7}
     END{printf "Check totals: %d checks, %d failures, %d errors\n",c,f,e;
         printf "%d passed, %d failed\n", c-f-e, f+e}'
+# On failure, repeat the failed assertions and tests last, where a CI log's
+# tail shows them (a failing test's own output can be long).
+if [ "$status" != 0 ]; then
+    echo "== failures"
+    grep -hE '^[^ ]+:[0-9]+:[FE]:' "${logs[@]}" | sed 's/^/failed check: /' || true
+    for l in "${logs[@]}"; do
+        f=$(dirname "$l")/LastTestsFailed.log
+        if [ -f "$f" ]; then
+            sed "s|^|failed test in ${l%/Testing/Temporary/LastTest.log}: |" "$f"
+        fi
+    done
+fi
 exit $status
