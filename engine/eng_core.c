@@ -1076,7 +1076,9 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
         t->stage = NULL;
         t->next = NULL;
         atomic_store(&t->state, TESHIM_TASK_WAITING);
-        atomic_fetch_add(&segs[i]->busy, 1);
+        /* one for the task, one until this call has queued it (the task
+         * may finish before the transport's submit_end touched the peer) */
+        atomic_fetch_add(&segs[i]->busy, 2);
     }
     atomic_fetch_add(&eng->st.submitted, n);
 
@@ -1109,6 +1111,8 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
     }
     eng->local->ops.submit_end(eng->local);
     eng->tcp->ops.submit_end(eng->tcp);
+    for (size_t i = 0; i < n; i++)
+        atomic_fetch_sub(&segs[i]->busy, 1);
     ret = (int)first;
 out:
     if (segs != segs_stack)
