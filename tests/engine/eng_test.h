@@ -8,8 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#define ENG_TEST_SLICE (64 * 1024) /* slice_bytes of eng_test_opts */
 
 static inline struct teshim_engine_opts eng_test_opts(enum teshim_transport tr, bool listen)
 {
@@ -18,7 +21,7 @@ static inline struct teshim_engine_opts eng_test_opts(enum teshim_transport tr, 
         .listen = listen ? "127.0.0.1:0" : NULL,
         .transport = tr,
         .io_threads = 2,
-        .slice_bytes = 64 * 1024,
+        .slice_bytes = ENG_TEST_SLICE,
         .conns_per_peer = 2,
         .connect_attempts = 3,
         .connect_backoff_ms = 10,
@@ -83,6 +86,62 @@ static inline struct teshim_task_status eng_test_one(struct teshim_engine *e,
     ck_assert_int_eq(teshim_task_status(e, b, 0, &st), 0);
     ck_assert_int_eq(teshim_batch_free(e, b), 0);
     return st;
+}
+
+/* The engine's log (stderr) sent to an unlinked file while a test runs. */
+struct eng_test_log {
+    int fd, saved;
+};
+
+static inline struct eng_test_log eng_test_log_capture(void)
+{
+    char path[] = "/tmp/teshim-log-XXXXXX";
+    struct eng_test_log l = {mkstemp(path), -1};
+
+    ck_assert_int_ge(l.fd, 0);
+    unlink(path);
+    fflush(stderr);
+    l.saved = dup(2);
+    ck_assert_int_ge(l.saved, 0);
+    ck_assert_int_eq(dup2(l.fd, 2), 2);
+    return l;
+}
+
+/* Back to the real stderr (LeakSanitizer reports there at exit). A
+ * sanitizer's report made meanwhile went to the file: copied out. */
+static inline void eng_test_log_release(struct eng_test_log *l)
+{
+    static char buf[1 << 20];
+    ssize_t n = pread(l->fd, buf, sizeof(buf) - 1, 0);
+
+    buf[n > 0 ? n : 0] = '\0';
+    if (n > 0 && strstr(buf, "Sanitizer") && write(l->saved, buf, (size_t)n) < 0)
+        n = 0;
+    fflush(stderr);
+    dup2(l->saved, 2);
+    close(l->saved);
+    close(l->fd);
+}
+
+static inline off_t eng_test_log_size(const struct eng_test_log *l)
+{
+    struct stat st;
+    return fstat(l->fd, &st) ? -1 : st.st_size;
+}
+
+/* Lines of the captured log that contain what. */
+static inline int eng_test_log_lines(const struct eng_test_log *l, const char *what)
+{
+    char line[600];
+    int n = 0;
+    FILE *f = fdopen(dup(l->fd), "r");
+
+    ck_assert_ptr_nonnull(f);
+    rewind(f);
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, what) != NULL;
+    fclose(f);
+    return n;
 }
 
 #endif

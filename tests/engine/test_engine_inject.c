@@ -25,40 +25,7 @@ static const enum teshim_transport transports[] = {TESHIM_TRANSPORT_TCP, TESHIM_
 #define NREQ 4
 #define RSZ (150u * 1024)
 
-static int logfd = -1, saved_stderr = -1;
-
-/* The engine's log goes to a file while the sequence runs. */
-static void log_capture(void)
-{
-    char path[] = "/tmp/teshim-fi-XXXXXX";
-    logfd = mkstemp(path);
-    ck_assert_int_ge(logfd, 0);
-    unlink(path);
-    saved_stderr = dup(2);
-    ck_assert_int_ge(saved_stderr, 0);
-    ck_assert_int_eq(dup2(logfd, 2), 2);
-}
-
-/* Back to the real stderr (LeakSanitizer reports there at exit). A
- * sanitizer's report made meanwhile went to the file: copied out. */
-static void log_release(void)
-{
-    static char buf[1 << 20];
-    ssize_t n = pread(logfd, buf, sizeof(buf) - 1, 0);
-
-    buf[n > 0 ? n : 0] = '\0';
-    if (n > 0 && strstr(buf, "Sanitizer") && write(saved_stderr, buf, (size_t)n) < 0)
-        n = 0;
-    dup2(saved_stderr, 2);
-    close(saved_stderr);
-    close(logfd);
-}
-
-static off_t log_size(void)
-{
-    struct stat st;
-    return fstat(logfd, &st) ? -1 : st.st_size;
-}
+static struct eng_test_log elog; /* the engine's log while the sequence runs */
 
 /*
  * The first broken expectation of a run. While the injector is armed the
@@ -78,12 +45,12 @@ static int checked(int ret, off_t mark, const char *what)
 {
     if (ret < -4095)
         PROBLEM("%s returned %d, not a negative errno", what, ret);
-    else if (ret < 0 && log_size() <= mark)
+    else if (ret < 0 && eng_test_log_size(&elog) <= mark)
         PROBLEM("%s failed with %d (%s) and logged no cause", what, ret, strerror(-ret));
     return ret;
 }
 
-#define CHECKED(expr) checked((expr), log_size(), #expr)
+#define CHECKED(expr) checked((expr), eng_test_log_size(&elog), #expr)
 #define EXPECT_OK(expr)                                                                            \
     do {                                                                                           \
         int r_ = (expr);                                                                           \
@@ -108,7 +75,7 @@ static long run_sequence(int idx, long nth)
     o.connect_timeout_ms = 1000;
     o.request_timeout_ms = 1000;
     problem[0] = '\0';
-    log_capture();
+    elog = eng_test_log_capture();
     fi_arm(nth);
     if (CHECKED(teshim_engine_create(&o, &t)))
         goto out;
@@ -136,7 +103,7 @@ static long run_sequence(int idx, long nth)
     /* the last one strays outside the peer's regions: the local transport
      * refreshes its list before failing it */
     r[NREQ - 1].remote_offset = (uint64_t)(uintptr_t)l;
-    off_t mark = log_size();
+    off_t mark = eng_test_log_size(&elog);
     if (checked(teshim_submit(ini, b, r, NREQ), mark, "teshim_submit") >= 0) {
         int failed = teshim_batch_wait(ini, b, 20000);
         if (failed < 0)
@@ -151,7 +118,7 @@ static long run_sequence(int idx, long nth)
                 PROBLEM("task %d still %s", i, teshim_task_state_name(st.state));
             else if (st.state != TESHIM_TASK_COMPLETED && st.error >= 0)
                 PROBLEM("task %d %s without an error", i, teshim_task_state_name(st.state));
-            else if (st.state != TESHIM_TASK_COMPLETED && log_size() <= mark)
+            else if (st.state != TESHIM_TASK_COMPLETED && eng_test_log_size(&elog) <= mark)
                 PROBLEM("task %d failed with %d, nothing logged", i, st.error);
         }
     }
@@ -169,7 +136,7 @@ out_t:
 out:
     calls = fi_calls();
     fi_arm(0);
-    log_release();
+    eng_test_log_release(&elog);
     ck_assert_msg(!problem[0], "%s", problem);
     return calls;
 }

@@ -171,17 +171,6 @@ START_TEST(out_of_bounds_rejected)
 }
 END_TEST
 
-/* Count the lines of the engine's log (stderr) that contain what. */
-static int log_lines(FILE *f, const char *what)
-{
-    char line[600];
-    int n = 0;
-    rewind(f);
-    while (fgets(line, sizeof(line), f))
-        n += strstr(line, what) != NULL;
-    return n;
-}
-
 /*
  * A request of many slices outside the registrations is rejected slice by
  * slice (each counted) but logged once per connection it used, so a peer
@@ -192,46 +181,39 @@ START_TEST(rejections_logged_once_per_request)
 {
     struct teshim_engine_stats before, after;
     struct pair p;
-    FILE *log = tmpfile();
-    int saved = dup(2);
 
-    ck_assert_ptr_nonnull(log);
-    ck_assert_int_ge(saved, 0);
     pair_up(&p, 0, 16);
     uint64_t bad = (uint64_t)(uintptr_t)p.tmem; /* the guard page before the region */
     struct teshim_request r = {TESHIM_OP_READ, p.lmem, p.seg, bad, TBUF};
     teshim_engine_stats(p.t, &before);
-    fflush(stderr);
-    ck_assert_int_ge(dup2(fileno(log), 2), 0);
+    struct eng_test_log log = eng_test_log_capture();
     struct teshim_task_status st = eng_test_one(p.ini, &r);
     r.opcode = TESHIM_OP_WRITE;
     struct teshim_task_status st2 = eng_test_one(p.ini, &r);
     /* the last slices are rejected after the task failed: let them arrive */
     for (int i = 0; i < 500; i++) {
         teshim_engine_stats(p.t, &after);
-        if (after.peer_rejected - before.peer_rejected >= 2 * (TBUF / (64 * 1024)))
+        if (after.peer_rejected - before.peer_rejected >= 2 * (TBUF / ENG_TEST_SLICE))
             break;
         usleep(10000);
     }
-    int reads = log_lines(log, "read [0x"), writes = log_lines(log, "write [0x");
+    int reads = eng_test_log_lines(&log, "read [0x");
+    int writes = eng_test_log_lines(&log, "write [0x");
     usleep(1100 * 1000);
     r.opcode = TESHIM_OP_READ;
     struct teshim_task_status st3 = eng_test_one(p.ini, &r);
-    int reads_later = log_lines(log, "read [0x");
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
+    int reads_later = eng_test_log_lines(&log, "read [0x");
+    eng_test_log_release(&log);
     ck_assert_int_eq(st.error, -EFAULT);
     ck_assert_int_eq(st2.error, -EFAULT);
     ck_assert_int_eq(st3.error, -EFAULT);
     /* 128 slices each, over 2 connections */
-    ck_assert_uint_eq(after.peer_rejected - before.peer_rejected, 2 * (TBUF / (64 * 1024)));
+    ck_assert_uint_eq(after.peer_rejected - before.peer_rejected, 2 * (TBUF / ENG_TEST_SLICE));
     ck_assert_int_ge(reads, 1);
     ck_assert_int_le(reads, 2);
     ck_assert_int_ge(writes, 1);
     ck_assert_int_le(writes, 2);
     ck_assert_int_gt(reads_later, reads);
-    fclose(log);
     pair_down(&p);
 }
 END_TEST
