@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
-#include "teshim/engine.h"
+#include "eng_test.h"
 
 static struct teshim_engine *target, *ini;
 static teshim_segment_t seg;
@@ -34,31 +34,22 @@ static bool with_policy; /* read the cuda.* knobs from the environment */
 
 static void setup(void)
 {
-    struct teshim_engine_opts o = {
-        .size = sizeof(o),
-        .transport = TESHIM_TRANSPORT_TCP,
-        .io_threads = 2,
-        .slice_bytes = 256 * 1024,
-        .conns_per_peer = 2,
-        .connect_attempts = 3,
-        .connect_backoff_ms = 10,
-        .connect_timeout_ms = 2000,
-        .request_timeout_ms = 20000,
-        .no_policy = !with_policy,
-    };
-    char name[64];
+    /* the engine suites' settings; slices of 256 KiB cross a 2 MiB pool
+     * chunk in 8, and emulated copies get a generous timeout */
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
 
-    o.listen = "127.0.0.1:0";
-    ck_assert_int_eq(teshim_engine_create(&o, &target), 0);
+    o.slice_bytes = 256 * 1024;
+    o.request_timeout_ms = 20000;
+    o.no_policy = !with_policy;
+    target = eng_test_create(&o);
     o.listen = NULL;
-    ck_assert_int_eq(teshim_engine_create(&o, &ini), 0);
+    ini = eng_test_create(&o);
     remote = malloc(SPAN);
     ck_assert_ptr_nonnull(remote);
     ck_assert_int_eq(teshim_register(target, remote, SPAN, "cpu", true), 0);
     ck_assert_int_eq(cudaMalloc(&dev, SPAN), cudaSuccess);
     ck_assert_int_eq(teshim_register(ini, dev, SPAN, "cuda:0", false), 0);
-    snprintf(name, sizeof(name), "127.0.0.1:%d", teshim_engine_port(target));
-    ck_assert_int_eq(teshim_segment_open(ini, name, &seg), 0);
+    seg = eng_test_open(ini, teshim_engine_port(target));
 }
 
 /* One pool's worth of pinned memory (2 x 2 MiB) for the whole process. */

@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
-#include "teshim/engine.h"
+#include "eng_test.h"
 
 #define SPAN (12u << 20)
 
@@ -39,24 +39,16 @@ static void fill(unsigned char *p, size_t n, unsigned seed)
 
 static void setup(void)
 {
-    struct teshim_engine_opts o = {
-        .size = sizeof(o),
-        .transport = transport,
-        .io_threads = 2,
-        .slice_bytes = 256 * 1024,
-        .conns_per_peer = 2,
-        .connect_attempts = 3,
-        .connect_backoff_ms = 10,
-        .connect_timeout_ms = 2000,
-        .request_timeout_ms = 20000,
-        .no_policy = !with_policy,
-    };
-    char name[64];
+    /* the engine suites' settings; slices of 256 KiB cross a 2 MiB pool
+     * chunk in 8, and emulated copies get a generous timeout */
+    struct teshim_engine_opts o = eng_test_opts(transport, true);
 
-    o.listen = "127.0.0.1:0";
-    ck_assert_int_eq(teshim_engine_create(&o, &target), 0);
+    o.slice_bytes = 256 * 1024;
+    o.request_timeout_ms = 20000;
+    o.no_policy = !with_policy;
+    target = eng_test_create(&o);
     o.listen = NULL;
-    ck_assert_int_eq(teshim_engine_create(&o, &ini), 0);
+    ini = eng_test_create(&o);
     ck_assert_int_eq(cudaMalloc(&tdev, SPAN), cudaSuccess);
     ck_assert_int_eq(teshim_register(target, tdev, SPAN, "cuda:0", true), 0);
     thost = malloc(SPAN);
@@ -67,8 +59,7 @@ static void setup(void)
     ck_assert_int_eq(teshim_register(ini, lhost, SPAN, "cpu", false), 0);
     ck_assert_int_eq(cudaMalloc(&ldev, SPAN), cudaSuccess);
     ck_assert_int_eq(teshim_register(ini, ldev, SPAN, "cuda:0", false), 0);
-    snprintf(name, sizeof(name), "127.0.0.1:%d", teshim_engine_port(target));
-    ck_assert_int_eq(teshim_segment_open(ini, name, &seg), 0);
+    seg = eng_test_open(ini, teshim_engine_port(target));
 }
 
 static void setup_local(void)
