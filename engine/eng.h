@@ -64,11 +64,15 @@ struct eng_region {
     atomic_int users; /* peer requests using the region right now */
 };
 
+/* engine.tcp.same_host_send, in the table's order */
+enum eng_same_host { ENG_SAME_HOST_AUTO, ENG_SAME_HOST_SERIAL, ENG_SAME_HOST_PARALLEL };
+
 struct eng_params {
     int transport; /* 0 auto, 1 tcp, 2 local */
     int io_threads;
     uint64_t slice_bytes;
     int conns_per_peer;
+    int same_host_send; /* enum eng_same_host; auto is resolved at create */
     int max_conns;
     bool nodelay;
     int sockbuf;

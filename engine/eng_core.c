@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,18 @@ static void pol_diag(void *arg, enum pol_log_level level, const char *msg)
     eng_log(NULL, level <= POL_LOG_WARN ? ENG_LOG_WARN : ENG_LOG_INFO, "config: %s", msg);
 }
 
+/* CPUs this process may run on (its affinity mask, as a cpuset or
+ * taskset leaves it), else the online ones. */
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+
+    if (!sched_getaffinity(0, sizeof(set), &set) && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
 static pthread_mutex_t pol_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
@@ -94,6 +107,7 @@ static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
     p->io_threads = (int)pol_int(cfg, POL_ENGINE_TCP_IO_THREADS);
     p->slice_bytes = (uint64_t)pol_int(cfg, POL_ENGINE_TCP_SLICE_BYTES);
     p->conns_per_peer = (int)pol_int(cfg, POL_ENGINE_TCP_CONNS_PER_PEER);
+    p->same_host_send = (int)pol_int(cfg, POL_ENGINE_TCP_SAME_HOST_SEND);
     p->max_conns = (int)pol_int(cfg, POL_ENGINE_TCP_MAX_CONNS);
     p->nodelay = pol_int(cfg, POL_ENGINE_TCP_NODELAY) != 0;
     p->sockbuf = (int)pol_int(cfg, POL_ENGINE_TCP_SOCKBUF_BYTES);
@@ -145,10 +159,18 @@ static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
     }
     if (o->transport)
         p->transport = (int)o->transport - 1;
+    if (o->same_host_send > TESHIM_SAME_HOST_PARALLEL || (int)o->same_host_send < 0) {
+        eng_err(NULL, "engine_create: unknown same_host_send %d", (int)o->same_host_send);
+        return -EINVAL;
+    }
+    if (o->same_host_send)
+        p->same_host_send = (int)o->same_host_send - 1;
     if (!p->io_threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p->io_threads = n < 1 ? 1 : n > 64 ? 64 : (int)n;
     }
+    if (p->same_host_send == ENG_SAME_HOST_AUTO)
+        p->same_host_send = usable_cpus() <= 4 ? ENG_SAME_HOST_SERIAL : ENG_SAME_HOST_PARALLEL;
     return 0;
 }
 
@@ -178,16 +200,19 @@ static void read_boot_id(uint8_t id[16])
 
 /* ---- engine ----------------------------------------------------------- */
 
-int teshim_engine_create(const struct teshim_engine_opts *opts, struct teshim_engine **eng_p)
+int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_engine **eng_p)
 {
+    struct teshim_engine_opts copy = {0}, *opts = &copy;
     struct teshim_engine *eng;
     int ret;
 
-    if (!opts || !eng_p || opts->size < sizeof(struct teshim_engine_opts)) {
+    if (!user || !eng_p || user->size < TESHIM_ENGINE_OPTS_SIZE_V1) {
         eng_err(NULL, "engine_create: %s",
-                !opts || !eng_p ? "NULL argument" : "opts.size too small");
+                !user || !eng_p ? "NULL argument" : "opts.size too small");
         return -EINVAL;
     }
+    /* an older caller's struct ends early: the fields it lacks stay 0 (policy) */
+    memcpy(&copy, user, user->size < sizeof(copy) ? user->size : sizeof(copy));
     if (opts->metadata && strcmp(opts->metadata, "p2p")) {
         eng_err(NULL, "engine_create: metadata '%s' not supported (p2p)", opts->metadata);
         return -EINVAL;

@@ -142,6 +142,8 @@ struct tcp_peer {
     uint32_t pid;
     atomic_uint rr;
     atomic_int refs;
+    bool serial;               /* one sending thread at a time: peer_send */
+    atomic_int sending, again; /* peer_send's owner flag and its doorbell */
     int n;
     struct tcp_conn conns[];
 };
@@ -489,6 +491,47 @@ static void conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s)
     c->sq_tail = s;
 }
 
+/*
+ * Send what is queued to a serial peer from one thread at a time,
+ * submitter or worker alike, connection after connection. Such a peer runs
+ * on this host (engine.tcp.same_host_send): its receiving threads share our
+ * few cores, and two of our threads sending on its two connections at once
+ * leave them less of the CPU than one does (docs/perf.md, threads 1 -> 4).
+ * A thread that finds the peer's send side taken rings p->again and
+ * leaves: the owner goes over every connection again before it lets go,
+ * so nothing queued is left behind. A worker woken by EPOLLOUT on `out`
+ * that finds the owner at work first stops watching out for room (it would
+ * wake again at once, the event is level-triggered): the owner's sendmsg
+ * watches again if the socket is still full.
+ */
+static void peer_send(struct tcp_peer *p, struct tcp_conn *out)
+{
+    if (out && atomic_load(&p->sending)) {
+        pthread_mutex_lock(&out->lock);
+        if (out->want_out) {
+            out->want_out = false;
+            epoll_set(out, EPOLLIN);
+        }
+        pthread_mutex_unlock(&out->lock);
+    }
+    atomic_store(&p->again, 1);
+    while (atomic_load(&p->again)) {
+        int idle = 0;
+        if (!atomic_compare_exchange_strong(&p->sending, &idle, 1))
+            return; /* the owner sees again */
+        while (atomic_exchange(&p->again, 0)) {
+            for (int i = 0; i < p->n; i++) {
+                struct tcp_conn *c = &p->conns[i];
+                pthread_mutex_lock(&c->lock);
+                if (c->sq && atomic_load(&c->state) == C_READY && conn_flush(c))
+                    shutdown(c->fd, SHUT_RDWR); /* its worker sees the hang-up and resets */
+                pthread_mutex_unlock(&c->lock);
+            }
+        }
+        atomic_store(&p->sending, 0);
+    }
+}
+
 /* ---- target side ------------------------------------------------------- */
 
 static int send_answer(struct tcp_conn *c, uint8_t type, const struct eng_frame *req, int status,
@@ -789,6 +832,12 @@ static int initiator_hello_ack(struct tcp_conn *c)
     c->t_used = eng_now_ns();
     atomic_fetch_add(&eng->st.conn_new, 1);
     atomic_fetch_add(&eng->st.connections, 1);
+    if (c->peer->serial) {
+        /* what was queued while connecting goes out with the peer's sender */
+        pthread_mutex_unlock(&c->lock);
+        peer_send(c->peer, NULL);
+        return 0;
+    }
     ret = conn_flush(c);
     pthread_mutex_unlock(&c->lock);
     return ret;
@@ -1140,9 +1189,13 @@ static void conn_event(struct tcp_conn *c, uint32_t ev)
         }
     }
     if (!ret && (ev & EPOLLOUT)) {
-        pthread_mutex_lock(&c->lock);
-        ret = conn_flush(c);
-        pthread_mutex_unlock(&c->lock);
+        if (c->peer && c->peer->serial) {
+            peer_send(c->peer, c);
+        } else {
+            pthread_mutex_lock(&c->lock);
+            ret = conn_flush(c);
+            pthread_mutex_unlock(&c->lock);
+        }
     }
     if (!ret && (ev & (EPOLLERR | EPOLLHUP)) && !(ev & EPOLLIN))
         ret = -ECONNRESET;
@@ -1323,6 +1376,15 @@ static void tcp_submit_end(struct eng_transport *base)
     plug.on = false;
     for (int i = 0; i < plug.n; i++) {
         struct tcp_conn *c = plug.c[i];
+        if (c->peer->serial) {
+            /* once per peer: its later connections in the plug are the same */
+            bool seen = false;
+            for (int k = 0; k < i && !seen; k++)
+                seen = plug.c[k]->peer == c->peer;
+            if (!seen)
+                peer_send(c->peer, NULL);
+            continue;
+        }
         pthread_mutex_lock(&c->lock);
         if (atomic_load(&c->state) == C_READY && !c->want_out && conn_flush(c))
             shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
@@ -1421,6 +1483,13 @@ static void tcp_start(struct eng_transport *base, struct eng_task *t)
         }
         if (st == C_READY) {
             atomic_fetch_add(&eng->st.conn_reuse, 1);
+            if (p->serial) {
+                /* the plug's end, or now, hands it to peer_send */
+                pthread_mutex_unlock(&c->lock);
+                if (!plug_add(c))
+                    peer_send(p, NULL);
+                continue;
+            }
             /* send from this thread only when nothing is queued: with a
              * backlog the worker is already draining it on EPOLLOUT, and
              * submit returns instead of pushing the whole batch itself */
@@ -1446,6 +1515,8 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
     memcpy(&p->sa, &seg->sa, sizeof(p->sa));
     p->salen = seg->salen;
     p->pid = seg->hello.pid;
+    p->serial = eng->p.same_host_send == ENG_SAME_HOST_SERIAL &&
+                !memcmp(seg->hello.boot_id, eng->boot_id, sizeof(eng->boot_id));
     p->n = n;
     atomic_store(&p->refs, n);
     uint64_t now = eng_now_ns();

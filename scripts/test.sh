@@ -23,7 +23,8 @@ rm -f "$build/Testing/Temporary/LastTestsFailed.log" # ctest leaves an old one
 logs+=("$build/Testing/Temporary/LastTest.log")
 
 if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
-    engine_tests=(check_engine_api check_engine_xfer check_engine_fault check_engine_inject)
+    engine_tests=(check_engine_api check_engine_xfer check_engine_send check_engine_fault
+                  check_engine_inject)
     for san in address thread; do
         sb="$root/build-$san"
         tests=("${engine_tests[@]}")

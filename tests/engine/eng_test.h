@@ -28,6 +28,9 @@ static inline struct teshim_engine_opts eng_test_opts(enum teshim_transport tr, 
         .connect_timeout_ms = 2000,
         .request_timeout_ms = 5000,
         .no_policy = true,
+        /* the same on every host (auto depends on its cores); the suites'
+         * peers are all on this host. check_engine_xfer runs both modes. */
+        .same_host_send = TESHIM_SAME_HOST_SERIAL,
     };
     return o;
 }

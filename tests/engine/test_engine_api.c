@@ -28,12 +28,39 @@ START_TEST(create_rejects_bad_options)
     o.transport = (enum teshim_transport)9;
     ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
     o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    o.same_host_send = (enum teshim_same_host_send)9;
+    ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
+    o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    o.size = TESHIM_ENGINE_OPTS_SIZE_V1 - 1;
+    ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
+    o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
     o.local_name = "";
     ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
     o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
     o.listen = "no-port-here";
     ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
     ck_assert_ptr_null(e);
+}
+END_TEST
+
+/* A caller built before same_host_send passes the older, smaller size: its
+ * options are taken, and the field it does not have is not read. */
+START_TEST(create_takes_older_opts)
+{
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    char *old = malloc(TESHIM_ENGINE_OPTS_SIZE_V1); /* ASan: a read past it is reported */
+    struct teshim_engine *e = NULL;
+
+    ck_assert_ptr_nonnull(old);
+    o.size = TESHIM_ENGINE_OPTS_SIZE_V1;
+    memcpy(old, &o, TESHIM_ENGINE_OPTS_SIZE_V1);
+    ck_assert_int_eq(teshim_engine_create((struct teshim_engine_opts *)old, &e), 0);
+    ck_assert_ptr_nonnull(e);
+    teshim_engine_destroy(e);
+    int bad = 65; /* still checked */
+    memcpy(old + offsetof(struct teshim_engine_opts, io_threads), &bad, sizeof(bad));
+    ck_assert_int_eq(teshim_engine_create((struct teshim_engine_opts *)old, &e), -EINVAL);
+    free(old);
 }
 END_TEST
 
@@ -283,6 +310,7 @@ int main(void)
 
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, create_rejects_bad_options);
+    tcase_add_test(tc, create_takes_older_opts);
     tcase_add_test(tc, listen_port_reported_and_exclusive);
     tcase_add_test(tc, register_validates);
     tcase_add_test(tc, cuda_location_needs_a_runtime);

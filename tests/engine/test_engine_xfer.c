@@ -10,8 +10,20 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-static const enum teshim_transport transports[] = {TESHIM_TRANSPORT_TCP, TESHIM_TRANSPORT_LOCAL};
-static const char *const transport_names[] = {"tcp", "local"};
+/* The loop index of the tests: tcp with one sender per connection (as to
+ * a peer on another host), tcp with one sender at a time (a same-host peer
+ * on a small host: engine.tcp.same_host_send), the local transport. */
+static const struct variant {
+    enum teshim_transport transport;
+    enum teshim_same_host_send send;
+    const char *name;
+} variants[] = {
+    {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_PARALLEL, "tcp"},
+    {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_SERIAL, "tcp"},
+    {TESHIM_TRANSPORT_LOCAL, TESHIM_SAME_HOST_DEFAULT, "local"},
+};
+#define NVARIANTS ((int)(sizeof(variants) / sizeof(variants[0])))
+#define IS_TCP(i) (variants[i].transport == TESHIM_TRANSPORT_TCP)
 
 #define TBUF (8u << 20)
 #define GUARD 4096
@@ -25,10 +37,11 @@ struct pair {
 
 static void pair_up(struct pair *p, int idx, int max_inflight)
 {
-    struct teshim_engine_opts o = eng_test_opts(transports[idx], true);
+    struct teshim_engine_opts o = eng_test_opts(variants[idx].transport, true);
 
     p->t = eng_test_create(&o);
-    o = eng_test_opts(transports[idx], false);
+    o = eng_test_opts(variants[idx].transport, false);
+    o.same_host_send = variants[idx].send;
     o.max_inflight = max_inflight;
     p->ini = eng_test_create(&o);
     p->tmem = aligned_alloc(4096, TBUF + 2 * GUARD);
@@ -39,7 +52,7 @@ static void pair_up(struct pair *p, int idx, int max_inflight)
     ck_assert_int_eq(teshim_register(p->t, p->tmem + GUARD, TBUF, "cpu", true), 0);
     ck_assert_int_eq(teshim_register(p->ini, p->lmem, TBUF, "cpu", false), 0);
     p->seg = eng_test_open(p->ini, teshim_engine_port(p->t));
-    ck_assert_str_eq(teshim_segment_transport(p->ini, p->seg), transport_names[idx]);
+    ck_assert_str_eq(teshim_segment_transport(p->ini, p->seg), variants[idx].name);
 }
 
 static void pair_down(struct pair *p)
@@ -162,7 +175,7 @@ START_TEST(out_of_bounds_rejected)
     /* the connection survived the refusals */
     struct teshim_request ok = {TESHIM_OP_WRITE, p.lmem, p.seg, base, 4096};
     ck_assert_int_eq(eng_test_one(p.ini, &ok).state, TESHIM_TASK_COMPLETED);
-    if (_i == 0) {
+    if (IS_TCP(_i)) {
         struct teshim_engine_stats es;
         teshim_engine_stats(p.t, &es);
         ck_assert_uint_ge(es.peer_rejected, 12);
@@ -405,7 +418,7 @@ START_TEST(peer_registrations_followed_after_open)
     st = eng_test_one(p.ini, &r);
     ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
     ck_assert_uint_eq(eng_test_sum(p.lmem, sizeof(nb)), eng_test_sum(nb, sizeof(nb)));
-    if (_i == 1) /* the local transport's refreshed list */
+    if (!IS_TCP(_i)) /* the local transport's refreshed list */
         ck_assert_int_eq(teshim_segment_regions(p.ini, p.seg, regs, 4), 2);
 
     /* unregistered by the peer: neither written nor read any more */
@@ -545,14 +558,14 @@ int main(void)
     TCase *tc = tcase_create("transports");
 
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, integrity_across_sizes_and_ops, 0, 2);
-    tcase_add_loop_test(tc, limiter_queues_and_drains, 0, 2);
-    tcase_add_loop_test(tc, out_of_bounds_rejected, 0, 2);
+    tcase_add_loop_test(tc, integrity_across_sizes_and_ops, 0, NVARIANTS);
+    tcase_add_loop_test(tc, limiter_queues_and_drains, 0, NVARIANTS);
+    tcase_add_loop_test(tc, out_of_bounds_rejected, 0, NVARIANTS);
     tcase_add_test(tc, rejections_logged_once_per_request);
-    tcase_add_loop_test(tc, concurrent_submitters, 0, 2);
-    tcase_add_loop_test(tc, peer_registrations_followed_after_open, 0, 2);
+    tcase_add_loop_test(tc, concurrent_submitters, 0, NVARIANTS);
+    tcase_add_loop_test(tc, peer_registrations_followed_after_open, 0, NVARIANTS);
     tcase_add_test(tc, local_stray_requests_share_one_refresh);
-    tcase_add_loop_test(tc, registrations_change_under_traffic, 0, 2);
+    tcase_add_loop_test(tc, registrations_change_under_traffic, 0, NVARIANTS);
     tcase_add_test(tc, idle_connections_collected_and_reopened);
     tcase_add_test(tc, local_falls_back_to_tcp_when_not_permitted);
     suite_add_tcase(s, tc);

@@ -38,6 +38,14 @@ enum teshim_transport {
     TESHIM_TRANSPORT_LOCAL, /* same-host process_vm_*; falls back to tcp when not permitted */
 };
 
+/* How threads send to a tcp peer on the same host (engine.tcp.same_host_send). */
+enum teshim_same_host_send {
+    TESHIM_SAME_HOST_DEFAULT = 0, /* engine.tcp.same_host_send from the policy table */
+    TESHIM_SAME_HOST_AUTO,        /* serial where the process may run on 4 CPUs or fewer */
+    TESHIM_SAME_HOST_SERIAL,      /* one thread at a time over all the peer's connections */
+    TESHIM_SAME_HOST_PARALLEL,    /* one thread per connection */
+};
+
 /*
  * Options of teshim_engine_create. Zero / NULL fields take the value of the
  * policy table (engine.* parameters, read with pol_load from the process
@@ -61,7 +69,13 @@ struct teshim_engine_opts {
     int idle_timeout_ms;    /* engine.idle_timeout_ms (-1 = never, 0 = policy) */
     int request_timeout_ms; /* engine.request_timeout_ms */
     bool no_policy;         /* true: ignore the environment/config file, built-in defaults */
+    /* fields added later: a caller built before them passes a smaller size
+     * (at least TESHIM_ENGINE_OPTS_SIZE_V1), and they take the policy's value */
+    enum teshim_same_host_send same_host_send; /* engine.tcp.same_host_send */
 };
+
+/* The size of the options before same_host_send: the least opts.size taken. */
+#define TESHIM_ENGINE_OPTS_SIZE_V1 offsetof(struct teshim_engine_opts, same_host_send)
 
 /*
  * Create an engine. With opts->listen set it starts serving its
