@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,6 +75,13 @@ static void pol_diag(void *arg, enum pol_log_level level, const char *msg)
     eng_log(NULL, level <= POL_LOG_WARN ? ENG_LOG_WARN : ENG_LOG_INFO, "config: %s", msg);
 }
 
+/* Online CPUs, at least 1. */
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > INT_MAX ? INT_MAX : (int)n;
+}
+
 /* CPUs this process may run on (its affinity mask, as a cpuset or
  * taskset leaves it), else the online ones. */
 static int usable_cpus(void)
@@ -82,8 +90,7 @@ static int usable_cpus(void)
 
     if (!sched_getaffinity(0, sizeof(set), &set) && CPU_COUNT(&set) > 0)
         return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (int)n;
+    return online_cpus();
 }
 
 static pthread_mutex_t pol_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -166,8 +173,8 @@ static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
     if (o->same_host_send)
         p->same_host_send = (int)o->same_host_send - 1;
     if (!p->io_threads) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        p->io_threads = n < 1 ? 1 : n > 64 ? 64 : (int)n;
+        int n = online_cpus();
+        p->io_threads = n > 64 ? 64 : n;
     }
     if (p->same_host_send == ENG_SAME_HOST_AUTO)
         p->same_host_send = usable_cpus() <= 4 ? ENG_SAME_HOST_SERIAL : ENG_SAME_HOST_PARALLEL;

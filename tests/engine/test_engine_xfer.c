@@ -1,7 +1,8 @@
 /*
- * Transfers, written once against the engine and run for every transport
- * (the loop index picks it): integrity by checksum across sizes and both
- * operations, the limiter, bounds enforcement, concurrent submitters.
+ * Transfers, written once against the engine and run for every variant
+ * (the loop index picks it: tcp sending in parallel, tcp sending serially,
+ * local): integrity by checksum across sizes and both operations, the
+ * limiter, bounds enforcement, concurrent submitters.
  */
 #include "eng_test.h"
 
