@@ -46,6 +46,10 @@ struct cemu_where {
 
 int cemu_mem_init(void);
 void cemu_where(const void *ptr, struct cemu_where *w);
+/* The same for a copy of span bytes from ptr: one that starts in a
+ * registered range and reaches past it goes through the application's view
+ * (the pinned alias covers the registration only). */
+void cemu_where_span(const void *ptr, size_t span, struct cemu_where *w);
 cudaError_t cemu_dev_alloc(void **p, size_t size);
 cudaError_t cemu_dev_free(void *p);
 /* Pinned host ranges: allocate (MallocHost/HostAlloc), register, release. */
@@ -93,6 +97,8 @@ void cemu_stream_wait_seq(struct CUstream_st *st, uint64_t seq);
 /* Wait for everything submitted to st so far (plain stream synchronize). */
 void cemu_stream_sync(struct CUstream_st *st);
 void cemu_device_sync(void);
+/* No stream has work left (no waiting). */
+bool cemu_device_idle(void);
 bool cemu_stream_idle(struct CUstream_st *st);
 
 cudaError_t cemu_event_create(cudaEvent_t *pe, unsigned flags);

@@ -98,8 +98,8 @@ static cudaError_t do_memcpy(void *dst, const void *src, size_t n, enum cudaMemc
         return cudaSuccess;
     if (!dst || !src || !st)
         return cudaErrorInvalidValue;
-    cemu_where(dst, &wd);
-    cemu_where(src, &ws);
+    cemu_where_span(dst, n, &wd);
+    cemu_where_span(src, n, &ws);
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
     if ((dd && (!wd.valid || wd.avail < n)) || (sd && (!ws.valid || ws.avail < n)))
@@ -181,8 +181,8 @@ static cudaError_t do_memcpy2d(void *dst, size_t dpitch, const void *src, size_t
         return cudaErrorInvalidValue;
     dspan = span2d(dpitch, width, height);
     sspan = span2d(spitch, width, height);
-    cemu_where(dst, &wd);
-    cemu_where(src, &ws);
+    cemu_where_span(dst, dspan, &wd);
+    cemu_where_span(src, sspan, &ws);
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
     if ((dd && (!wd.valid || wd.avail < dspan)) || (sd && (!ws.valid || ws.avail < sspan)))

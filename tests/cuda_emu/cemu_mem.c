@@ -8,6 +8,15 @@
  *
  * Host ranges: allocations by cudaMallocHost/cudaHostAlloc, registrations by
  * cudaHostRegister and managed allocations, kept in one sorted array.
+ *
+ * Registration pins pages, as the driver does: the registered pages move
+ * onto a memfd that is mapped a second time (the alias), and the workers
+ * copy through the alias. While the application keeps its mapping, both
+ * views are the same pages. Once it unmaps or replaces them (munmap + mmap
+ * at the same address, free + malloc, madvise(MADV_DONTNEED), brk shrink),
+ * copies of the still-registered range read and write the OLD pages, as DMA
+ * into pinned pages does on a GPU: the hazard a registration cache must
+ * invalidate before, and which copying by address alone could never show.
  */
 #include "cemu.h"
 
@@ -17,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define CEMU_ALIGN 256u
@@ -31,6 +41,11 @@ struct cemu_range {
     char *base;
     size_t len;
     enum cemu_range_kind kind;
+    /* Registered ranges: the pinned pages [pbase, pbase + plen) as the
+     * workers reach them (NULL: copies go through the application's view). */
+    char *alias;
+    char *pbase;
+    size_t plen;
 };
 
 static pthread_mutex_t mem_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -148,9 +163,18 @@ void cemu_where(const void *ptr, struct cemu_where *w)
             w->kind = ranges[i].kind == CEMU_R_MANAGED ? CEMU_MEM_MANAGED : CEMU_MEM_PINNED;
             w->base = ranges[i].base;
             w->avail = (size_t)(ranges[i].base + ranges[i].len - p);
+            if (ranges[i].alias)
+                w->rw = ranges[i].alias + (p - ranges[i].pbase);
         }
     }
     pthread_mutex_unlock(&mem_lock);
+}
+
+void cemu_where_span(const void *ptr, size_t span, struct cemu_where *w)
+{
+    cemu_where(ptr, w);
+    if (w->kind == CEMU_MEM_PINNED && w->avail < span)
+        w->rw = (char *)ptr;
 }
 
 cudaError_t cemu_dev_alloc(void **p, size_t size)
@@ -207,8 +231,9 @@ cudaError_t cemu_dev_free(void *ptr)
     return rc;
 }
 
-/* Insert [base, base+len) unless it overlaps a range; caller holds mem_lock. */
-static cudaError_t range_insert(char *base, size_t len, enum cemu_range_kind kind)
+/* Insert [base, base+len) unless it overlaps a range; caller holds mem_lock.
+ * On success *at is its index. */
+static cudaError_t range_insert(char *base, size_t len, enum cemu_range_kind kind, size_t *at)
 {
     size_t i = 0;
 
@@ -220,8 +245,10 @@ static cudaError_t range_insert(char *base, size_t len, enum cemu_range_kind kin
     if (!grow((void **)&ranges, &cap_ranges, nranges, sizeof(*ranges)))
         return cudaErrorMemoryAllocation;
     memmove(&ranges[i + 1], &ranges[i], (nranges - i) * sizeof(*ranges));
-    ranges[i] = (struct cemu_range){base, len, kind};
+    ranges[i] = (struct cemu_range){.base = base, .len = len, .kind = kind};
     nranges++;
+    if (at)
+        *at = i;
     if (kind != CEMU_R_MANAGED)
         pinned_bytes += len;
     return cudaSuccess;
@@ -272,7 +299,7 @@ static cudaError_t host_map(void **p, size_t size, enum cemu_range_kind kind)
         rc = cudaErrorMemoryAllocation;
         goto out;
     }
-    rc = range_insert(m, page_round(size), kind);
+    rc = range_insert(m, page_round(size), kind, NULL);
     if (rc != cudaSuccess) {
         munmap(m, page_round(size));
         goto out;
@@ -324,28 +351,151 @@ cudaError_t cemu_pinned_free(void *p)
     return host_unmap(p, false);
 }
 
+/*
+ * Aliases of unregistered ranges that copies issued before the unregister
+ * may still use: unmapped once no stream has work left (checked without
+ * waiting, at the next register or unregister), so that unregistering
+ * never waits for a stream the application holds.
+ */
+struct cemu_grave {
+    char *alias;
+    size_t len;
+};
+static struct cemu_grave *graves;
+static size_t ngraves, cap_graves;
+
+/* Caller holds mem_lock. */
+static void graves_reap(void)
+{
+    if (!ngraves || !cemu_device_idle())
+        return;
+    for (size_t i = 0; i < ngraves; i++)
+        munmap(graves[i].alias, graves[i].len);
+    ngraves = 0;
+}
+
+/* Copy len bytes from src without faulting on what is not readable:
+ * false when some of it is not (unmapped, PROT_NONE). */
+static bool read_checked(void *dst, const void *src, size_t len)
+{
+    struct iovec local = {dst, len}, remote = {(void *)src, len};
+    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+
+    if (n == (ssize_t)len)
+        return true;
+    if (n < 0 && (errno == ENOSYS || errno == EPERM)) {
+        /* Not allowed here (seccomp): the page table must do. */
+        if (madvise((void *)src, len, MADV_NORMAL) != 0)
+            return false;
+        memcpy(dst, src, len);
+        return true;
+    }
+    return false;
+}
+
+/*
+ * Pin [pbase, pbase + plen): move its pages onto a memfd mapped at the same
+ * address and keep a second mapping (*alias) for the workers. Pages the
+ * calling thread is running on stay where they are (the copy and remap
+ * would race with its own frames): *alias stays NULL and copies go through
+ * the application's view, as before.
+ */
+static cudaError_t pin_pages(char *pbase, size_t plen, char **alias)
+{
+    char here;
+    int fd;
+    char *a;
+
+    *alias = NULL;
+    if (&here >= pbase && &here < pbase + plen)
+        return cudaSuccess;
+    fd = memfd_create("cemu-pinned", MFD_CLOEXEC);
+    if (fd < 0)
+        return cudaErrorMemoryAllocation;
+    if (ftruncate(fd, (off_t)plen) != 0)
+        goto err_close;
+    a = mmap(NULL, plen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (a == MAP_FAILED)
+        goto err_close;
+    /* The alias landing on the range proves the range was not mapped. */
+    if ((a < pbase + plen && a + plen > pbase) || !read_checked(a, pbase, plen)) {
+        munmap(a, plen);
+        close(fd);
+        return cudaErrorInvalidValue;
+    }
+    if (mmap(pbase, plen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+        goto err_unmap;
+    close(fd);
+    *alias = a;
+    return cudaSuccess;
+
+err_unmap:
+    munmap(a, plen);
+err_close:
+    close(fd);
+    return cudaErrorMemoryAllocation;
+}
+
 cudaError_t cemu_pinned_register(void *p, size_t size, unsigned flags)
 {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), at;
+    char *pbase = (char *)((uintptr_t)p & ~(uintptr_t)(pg - 1));
+    size_t plen;
     cudaError_t rc;
 
     (void)flags;
-    if (!p || size == 0)
+    if (!p || size == 0 || (char *)p + size < (char *)p)
         return cudaErrorInvalidValue;
+    plen = page_round((size_t)((char *)p + size - pbase));
     pthread_mutex_lock(&mem_lock);
-    if (dev_app && (char *)p < dev_app + dev_size && (char *)p + size > dev_app)
+    if (dev_app && (char *)p < dev_app + dev_size && (char *)p + size > dev_app) {
         rc = cudaErrorInvalidValue;
-    else
-        rc = range_insert(p, size, CEMU_R_REGISTERED);
+        goto out;
+    }
+    /* The driver pins whole pages: two registrations cannot share one. */
+    for (size_t i = 0; i < nranges; i++)
+        if (ranges[i].kind == CEMU_R_REGISTERED && ranges[i].pbase < pbase + plen &&
+            ranges[i].pbase + ranges[i].plen > pbase) {
+            rc = cudaErrorHostMemoryAlreadyRegistered;
+            goto out;
+        }
+    graves_reap();
+    rc = range_insert(p, size, CEMU_R_REGISTERED, &at);
+    if (rc != cudaSuccess)
+        goto out;
+    rc = pin_pages(pbase, plen, &ranges[at].alias);
+    if (rc != cudaSuccess) {
+        range_remove(p, true);
+        goto out;
+    }
+    ranges[at].pbase = pbase;
+    ranges[at].plen = plen;
+out:
     pthread_mutex_unlock(&mem_lock);
     return rc;
 }
 
 cudaError_t cemu_pinned_unregister(void *p)
 {
-    cudaError_t rc;
+    long i;
+    cudaError_t rc = cudaErrorHostMemoryNotRegistered;
 
     pthread_mutex_lock(&mem_lock);
-    rc = range_remove(p, true) ? cudaSuccess : cudaErrorHostMemoryNotRegistered;
+    i = range_at(p);
+    if (i >= 0 && ranges[i].base == p && ranges[i].kind == CEMU_R_REGISTERED) {
+        /* The application's mapping, if it still has it, keeps the pages. */
+        if (ranges[i].alias) {
+            if (!grow((void **)&graves, &cap_graves, ngraves, sizeof(*graves))) {
+                rc = cudaErrorMemoryAllocation;
+                goto out;
+            }
+            graves[ngraves++] = (struct cemu_grave){ranges[i].alias, ranges[i].plen};
+        }
+        range_remove(p, true);
+        rc = cudaSuccess;
+    }
+    graves_reap();
+out:
     pthread_mutex_unlock(&mem_lock);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -126,6 +127,67 @@ START_TEST(pinned_range_errors)
     ck_assert_int_eq(cudaHostUnregister(reg), cudaSuccess);
     ck_assert_int_eq(cudaHostUnregister(reg), cudaErrorHostMemoryNotRegistered);
     ck_assert_int_eq(cudaFreeHost(ph), cudaSuccess);
+}
+END_TEST
+
+/*
+ * Registration pins pages: while the application keeps its mapping, copies
+ * of a registered range see what it writes; once it unmaps the range and
+ * maps new memory at the same address, copies of the still-registered range
+ * read and write the old pages (as the H200 did), and after unregistering
+ * they reach the new ones.
+ */
+START_TEST(registered_pages_stay_with_the_registration)
+{
+    const size_t n = 1 << 20;
+    void *d = NULL;
+    unsigned char *buf, *again, *back = malloc(n);
+
+    ck_assert_int_eq(cudaMalloc(&d, n), cudaSuccess);
+    buf = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(buf, MAP_FAILED);
+    memset(buf, 0xA1, n);
+    ck_assert_int_eq(cudaHostRegister(buf, n, 0), cudaSuccess);
+    ck_assert_uint_eq(buf[n - 1], 0xA1); /* registering keeps the contents */
+    memset(buf, 0xA2, n);                /* the same pages: copies see it */
+    ck_assert_int_eq(cudaMemcpy(d, buf, n, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(back, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_uint_eq(back[0], 0xA2);
+
+    ck_assert_int_eq(munmap(buf, n), 0);
+    again = mmap(buf, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                 -1, 0);
+    ck_assert_ptr_eq(again, buf);
+    memset(again, 0xB1, n);
+    /* Still registered: the copy reads the old pages, and writes them. */
+    ck_assert_int_eq(cudaMemcpy(d, again, n, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(back, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_uint_eq(back[0], 0xA2);
+    ck_assert_uint_eq(back[n - 1], 0xA2);
+    ck_assert_int_eq(cudaMemset(d, 0xC1, n), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(again, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_uint_eq(again[0], 0xB1);
+
+    ck_assert_int_eq(cudaHostUnregister(buf), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(d, again, n, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(back, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_uint_eq(back[0], 0xB1);
+    munmap(again, n);
+    free(back);
+    cudaFree(d);
+}
+END_TEST
+
+START_TEST(registering_unmapped_memory_fails)
+{
+    const size_t n = 1 << 16;
+    char *p = mmap(NULL, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    ck_assert_int_eq(cudaHostRegister(p, n, 0), cudaErrorInvalidValue);
+    ck_assert_int_eq(munmap(p, n), 0);
+    ck_assert_int_eq(cudaHostRegister(p, n, 0), cudaErrorInvalidValue);
+    cudaGetLastError();
 }
 END_TEST
 
@@ -556,6 +618,8 @@ int main(void)
     tcase_add_test(tc, abi_values);
     tcase_add_test_raise_signal(tc, device_memory_faults_on_host_access, SIGSEGV);
     tcase_add_test(tc, pointer_kinds);
+    tcase_add_test(tc, registered_pages_stay_with_the_registration);
+    tcase_add_test(tc, registering_unmapped_memory_fails);
     tcase_add_test(tc, pinned_range_errors);
     tcase_add_test(tc, last_error_state);
     tcase_add_test(tc, legacy_waits_for_blocking_streams);

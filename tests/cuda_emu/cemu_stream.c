@@ -440,6 +440,17 @@ bool cemu_stream_idle(struct CUstream_st *s)
     return idle;
 }
 
+bool cemu_device_idle(void)
+{
+    bool busy = false;
+
+    pthread_mutex_lock(&cemu_lock);
+    for (struct CUstream_st *s = all_streams; s; s = s->next_all)
+        busy |= s->completed < s->submitted;
+    pthread_mutex_unlock(&cemu_lock);
+    return !busy;
+}
+
 void cemu_device_sync(void)
 {
     pthread_mutex_lock(&cemu_lock);
