@@ -394,21 +394,80 @@ static bool read_checked(void *dst, const void *src, size_t len)
 }
 
 /*
- * Pin [pbase, pbase + plen): move its pages onto a memfd mapped at the same
- * address and keep a second mapping (*alias) for the workers. Pages the
- * calling thread is running on stay where they are (the copy and remap
- * would race with its own frames): *alias stays NULL and copies go through
- * the application's view, as before.
+ * How [pbase, pbase + plen) is mapped, from /proc/self/maps: 'p' when every
+ * page is in a private mapping, 's' when one shared mapping (a file, SysV
+ * shm, memfd) holds it all (*path names its /proc/self/map_files entry and
+ * *off the range's offset in that object), '?' otherwise or unreadable.
+ */
+static char mapping_of(const char *pbase, size_t plen, char *path, size_t pathlen, off_t *off)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    char line[512], perms[8];
+    unsigned long lo, hi;
+    unsigned long long o;
+    char kind = 0;
+
+    if (!f)
+        return '?';
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%lx-%lx %7s %llx", &lo, &hi, perms, &o) != 4)
+            continue;
+        if ((char *)hi <= pbase || (char *)lo >= pbase + plen)
+            continue;
+        if (perms[3] == 'p' && (kind == 0 || kind == 'p')) {
+            kind = 'p';
+        } else if (perms[3] == 's' && kind == 0 && (char *)lo <= pbase &&
+                   (char *)hi >= pbase + plen) {
+            kind = 's';
+            snprintf(path, pathlen, "/proc/self/map_files/%lx-%lx", lo, hi);
+            *off = (off_t)(o + (unsigned long long)(pbase - (char *)lo));
+        } else {
+            kind = '?';
+        }
+    }
+    fclose(f);
+    return kind ? kind : '?';
+}
+
+/*
+ * Pin [pbase, pbase + plen) and give the workers their own view of the
+ * pinned pages (*alias), so that the pages stay with the registration when
+ * the application lets go of them:
+ *   - private memory (anonymous, heap, brk, stacks, private file pages):
+ *     the pages move onto a memfd mapped at the same address, and a second
+ *     mapping of it is the alias;
+ *   - one shared mapping (SysV shm, a shared file): the alias maps the same
+ *     object again; the application's mapping stays as it is (shmdt works).
+ * Pages the calling thread is running on, or a mix of mappings, stay where
+ * they are: *alias stays NULL and copies go through the application's view.
  */
 static cudaError_t pin_pages(char *pbase, size_t plen, char **alias)
 {
-    char here;
+    char here, path[64];
+    off_t off = 0;
     int fd;
     char *a;
 
     *alias = NULL;
     if (&here >= pbase && &here < pbase + plen)
         return cudaSuccess;
+    switch (mapping_of(pbase, plen, path, sizeof(path), &off)) {
+    case 'p':
+        break;
+    case 's':
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return cudaSuccess; /* map_files needs privileges: no alias */
+        a = mmap(NULL, plen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+        close(fd);
+        if (a != MAP_FAILED)
+            *alias = a;
+        return cudaSuccess;
+    default:
+        if (madvise(pbase, plen, MADV_NORMAL) != 0)
+            return cudaErrorInvalidValue; /* not all mapped */
+        return cudaSuccess;
+    }
     fd = memfd_create("cemu-pinned", MFD_CLOEXEC);
     if (fd < 0)
         return cudaErrorMemoryAllocation;
@@ -417,8 +476,7 @@ static cudaError_t pin_pages(char *pbase, size_t plen, char **alias)
     a = mmap(NULL, plen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (a == MAP_FAILED)
         goto err_close;
-    /* The alias landing on the range proves the range was not mapped. */
-    if ((a < pbase + plen && a + plen > pbase) || !read_checked(a, pbase, plen)) {
+    if (!read_checked(a, pbase, plen)) {
         munmap(a, plen);
         close(fd);
         return cudaErrorInvalidValue;
