@@ -23,7 +23,7 @@
 #include "pol.h"
 #include "shim_types.h"
 
-enum shim_lib { SHIM_LIB_IBV, SHIM_LIB_CUDA, SHIM_LIB_LIBC };
+enum shim_lib { SHIM_LIB_IBV, SHIM_LIB_CUDA, SHIM_LIB_LIBC, SHIM_LIB_MEM };
 
 enum shim_hook_id {
 #define HOOK(lib, tag, ver, def, ret, name, params, args) SHIM_HK_##name##_##tag,
@@ -61,6 +61,10 @@ void *shim_dlvsym(const char *name, const char *version);
  */
 bool shim_enter(enum shim_hook_id id);
 void shim_leave(void);
+/* Mark this thread as running teshim code without entering a hook (no
+ * count, no initialisation): false if it already is. Paired with
+ * shim_leave(). The memory hooks use it around their bookkeeping. */
+bool shim_enter_internal(void);
 
 /* The effective configuration; valid once shim_enter returned true. */
 const struct pol_config *shim_cfg(void);
@@ -119,6 +123,29 @@ void shim_stats_atfork_child(const struct pol_config *cfg);
 void shim_stats_report(const struct pol_config *cfg);
 /* Remove the live segment (at exit). */
 void shim_stats_fini(void);
+
+/* ---- memory the CUDA register cache may pin (shim_mem.c) -------------- */
+
+/* Watch allocations and mappings when cuda.register_cache is on. */
+void shim_mem_init(const struct pol_config *cfg);
+void shim_mem_atfork_child(void);
+/* True when [p, p + n) lies in memory whose release teshim sees. */
+bool shim_mem_watched(const void *p, size_t n);
+/* Ranges left unwatched because the table was full. */
+uint64_t shim_mem_unwatched_full(void);
+/* [p, p + n) is about to lose its pages: drop every cached registration
+ * over it (shim_cuda.c). Returns how many were dropped. */
+unsigned shim_cuda_release(const void *p, size_t n);
+
+/* The register cache's figures for the report. */
+struct shim_rc_stats {
+    uint64_t registered;   /* ranges registered */
+    uint64_t released;     /* registrations dropped because their memory went */
+    uint64_t evicted;      /* registrations dropped for the budget */
+    uint64_t unwatched;    /* hot copies not cached: memory teshim cannot watch */
+    uint64_t app_register; /* the application registered a range the cache held */
+};
+void shim_cuda_rc_stats(struct shim_rc_stats *s);
 
 /* ---- logging ---------------------------------------------------------- */
 

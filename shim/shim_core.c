@@ -116,6 +116,7 @@ static void shim_program_name(char *buf, size_t len)
 
 static void shim_atfork_child(void)
 {
+    shim_mem_atfork_child();
     shim_log_reinit_after_fork();
     shim_stats_atfork_child(&shim_config);
 }
@@ -137,6 +138,7 @@ static void shim_do_init(void)
     shim_log_init(&shim_config);
     shim_flush_diags(&shim_held);
     shim_stats_init(&shim_config);
+    shim_mem_init(&shim_config);
     pthread_atfork(NULL, NULL, shim_atfork_child);
     shim_info("loaded: arm %s, gate %s, policy %016llx%s%s", pol_arm_name(shim_config.arm),
               pol_gate_name(shim_config.gate), (unsigned long long)shim_config.hash,
@@ -162,6 +164,14 @@ bool shim_enter(enum shim_hook_id id)
         shim_init();
     shim_depth++;
     shim_count(id, SHIM_C_CALLS, 1);
+    return true;
+}
+
+bool shim_enter_internal(void)
+{
+    if (shim_depth > 0)
+        return false;
+    shim_depth++;
     return true;
 }
 

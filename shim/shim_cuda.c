@@ -40,6 +40,7 @@
 #define SHIM_PROTO_IBV SHIM_NOTHING
 #define SHIM_PROTO_CUDA SHIM_PROTO
 #define SHIM_PROTO_LIBC SHIM_NOTHING
+#define SHIM_PROTO_MEM SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK
 
@@ -252,6 +253,7 @@ struct rc_entry {
     unsigned users;
     bool registered;
     bool failed; /* registration refused (e.g. the application registered it) */
+    bool dead;   /* its memory went while a copy held it: unregistered on release */
     uint64_t tick;
     struct cuda_rt *rt;
 };
@@ -260,7 +262,18 @@ static struct rc_entry rc_tab[RC_MAX];
 static unsigned rc_n;
 static uint64_t rc_tick;
 static pthread_mutex_t rc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t rc_idle = PTHREAD_COND_INITIALIZER; /* an entry's users fell to 0 */
 static atomic_bool rc_live; /* some range was ever registered: lookups needed */
+static _Atomic uint64_t rc_registered, rc_released, rc_evicted, rc_unwatched, rc_app_register;
+
+void shim_cuda_rc_stats(struct shim_rc_stats *st)
+{
+    st->registered = atomic_load(&rc_registered);
+    st->released = atomic_load(&rc_released);
+    st->evicted = atomic_load(&rc_evicted);
+    st->unwatched = atomic_load(&rc_unwatched) + shim_mem_unwatched_full();
+    st->app_register = atomic_load(&rc_app_register);
+}
 
 static void regcache_forget_all(void)
 {
@@ -268,6 +281,7 @@ static void regcache_forget_all(void)
     rc_n = 0;
     atomic_store(&rc_live, false);
     pthread_mutex_init(&rc_lock, NULL);
+    pthread_cond_init(&rc_idle, NULL);
 }
 
 /*
@@ -285,6 +299,52 @@ static void rc_unregister(struct rc_entry *e)
     e->registered = false;
 }
 
+/* Forget e's range entirely (hits, refusals): its memory is new. */
+static void rc_clear(struct rc_entry *e)
+{
+    *e = (struct rc_entry){0};
+}
+
+/* Page bounds of [p, p + n). */
+static void page_span(const void *p, size_t n, char **base, char **end)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+
+    *base = (char *)((uintptr_t)p & ~(uintptr_t)(pg - 1));
+    *end = (char *)(((uintptr_t)p + (n ? n : 1) + pg - 1) & ~(uintptr_t)(pg - 1));
+}
+
+unsigned shim_cuda_release(const void *p, size_t n)
+{
+    char *base, *end;
+    unsigned dropped = 0;
+
+    if (!atomic_load_explicit(&rc_live, memory_order_acquire))
+        return 0;
+    page_span(p, n, &base, &end);
+    pthread_mutex_lock(&rc_lock);
+    for (unsigned i = 0; i < rc_n; i++) {
+        struct rc_entry *e = &rc_tab[i];
+        if (!e->base || e->base >= end || e->base + e->len <= base)
+            continue;
+        if (e->registered && !e->dead) {
+            dropped++;
+            atomic_fetch_add(&rc_released, 1);
+        }
+        if (e->registered && e->users) {
+            /* A copy of freed memory is still running (the application's
+             * bug): no new use; the copy's release unregisters. */
+            e->dead = true;
+            continue;
+        }
+        if (e->registered)
+            rc_unregister(e);
+        rc_clear(e);
+    }
+    pthread_mutex_unlock(&rc_lock);
+    return dropped;
+}
+
 /* Make room for len bytes of budget by unregistering least recently used
  * idle entries; true if the budget now took them. */
 static bool rc_make_room(size_t len)
@@ -297,6 +357,7 @@ static bool rc_make_room(size_t len)
         if (!lru)
             return false;
         rc_unregister(lru);
+        atomic_fetch_add(&rc_evicted, 1);
     }
     return true;
 }
@@ -330,24 +391,35 @@ static struct rc_entry *rc_slot(char *base, size_t len)
  */
 static struct rc_entry *regcache_acquire(struct cuda_rt *rt, void *host, size_t n, bool *refused)
 {
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    char *base = (char *)((uintptr_t)host & ~(uintptr_t)(pg - 1));
-    char *end = (char *)(((uintptr_t)host + n + pg - 1) & ~(uintptr_t)(pg - 1));
-    size_t len = (size_t)(end - base);
+    char *base, *end;
+    size_t len;
     struct rc_entry *e = NULL;
 
+    page_span(host, n, &base, &end);
+    len = (size_t)(end - base);
     *refused = false;
     pthread_once(&pool_once, pool_init_once);
     pthread_mutex_lock(&rc_lock);
     for (unsigned i = 0; i < rc_n; i++)
-        if (rc_tab[i].registered && rc_tab[i].rt == rt && rc_tab[i].base <= base &&
-            rc_tab[i].base + rc_tab[i].len >= end) {
+        if (rc_tab[i].registered && !rc_tab[i].dead && rc_tab[i].rt == rt &&
+            rc_tab[i].base <= base && rc_tab[i].base + rc_tab[i].len >= end) {
             e = &rc_tab[i];
             goto hit;
         }
     e = rc_slot(base, len);
     if (!e || e->failed || ++e->hits < (unsigned)pol_int(shim_cfg(), POL_CUDA_REGISTER_MIN_HITS))
         goto miss;
+    /* Only memory whose release teshim sees (shim_mem.c) may stay pinned;
+     * checked under rc_lock, which a release takes after it stopped
+     * watching the range. */
+    if (!shim_mem_watched(host, n)) {
+        atomic_fetch_add(&rc_unwatched, 1);
+        shim_log_once(POL_LOG_INFO,
+                      "cuda: register cache: %p is in memory teshim cannot watch (static data, "
+                      "a stack, or allocated before teshim loaded); such copies are not cached",
+                      host);
+        goto miss;
+    }
     *refused = true; /* from here on, a miss is a refusal: budget or runtime */
     if (!rc_make_room(len))
         goto miss;
@@ -360,6 +432,7 @@ static struct rc_entry *regcache_acquire(struct cuda_rt *rt, void *host, size_t 
     }
     e->registered = true;
     e->rt = rt;
+    atomic_fetch_add(&rc_registered, 1);
     atomic_store(&rc_live, true);
 hit:
     e->users++;
@@ -369,6 +442,21 @@ hit:
 miss:
     pthread_mutex_unlock(&rc_lock);
     return NULL;
+}
+
+/* Drop a hold on e; the last user of an entry whose memory went
+ * unregisters it. */
+static void rc_unhold(struct rc_entry *e)
+{
+    pthread_mutex_lock(&rc_lock);
+    if (--e->users == 0) {
+        if (e->dead) {
+            rc_unregister(e);
+            rc_clear(e);
+        }
+        pthread_cond_broadcast(&rc_idle);
+    }
+    pthread_mutex_unlock(&rc_lock);
 }
 
 /*
@@ -407,9 +495,7 @@ static void regcache_release(struct rc_entry *e, struct CUstream_st *stream, boo
         if (err != SHIM_CUDA_SUCCESS)
             rt->get_last_error();
     }
-    pthread_mutex_lock(&rc_lock);
-    e->users--;
-    pthread_mutex_unlock(&rc_lock);
+    rc_unhold(e);
 }
 
 /*
@@ -507,9 +593,7 @@ static enum pol_cuda_mem mem_kind(struct cuda_rt *rt, const void *p, size_t n)
         /* Pinned by our register cache: pageable as far as the app knows. */
         e = regcache_find(p, n);
         if (e) {
-            pthread_mutex_lock(&rc_lock);
-            e->users--;
-            pthread_mutex_unlock(&rc_lock);
+            rc_unhold(e);
             return POL_CUDA_MEM_PAGEABLE;
         }
         return POL_CUDA_MEM_PINNED;
@@ -630,6 +714,15 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
     return SHIM_CUDA_SUCCESS;
 }
 
+/* An unversioned lookup (dlsym) binds to our default, .13, version in a
+ * process that has the other runtime: serve it with that one (*rti
+ * changes to it). NULL when neither is there. */
+static void *other_runtime(enum shim_hook_id id, int *rti)
+{
+    *rti = *rti == RT_13 ? RT_12 : RT_13;
+    return shim_dlvsym(shim_hooks[id].name, rt_versions[*rti]);
+}
+
 static shim_cudaError_t copy_hook(struct cu_call *c)
 {
     const struct pol_config *cfg;
@@ -640,10 +733,7 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     shim_cudaError_t rc;
 
     if (!c->real) {
-        /* An unversioned lookup (dlsym) binds to our default, .13, version
-         * in a process that has the other runtime: serve it with that one. */
-        c->rt = c->rt == RT_13 ? RT_12 : RT_13;
-        c->real = shim_dlvsym(shim_hooks[c->id].name, rt_versions[c->rt]);
+        c->real = other_runtime(c->id, &c->rt);
         if (!c->real)
             return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
     }
@@ -810,9 +900,162 @@ CU_SYNC_2D(cudaMemcpy2D_ptds, 12, RT_12, true)
 CU_ASYNC_2D(cudaMemcpy2DAsync, 12, RT_12, false)
 CU_ASYNC_2D(cudaMemcpy2DAsync_ptsz, 12, RT_12, true)
 
+/* ---- the application's own registrations and attributes ------------------ */
+
+/*
+ * With the register cache on, teshim's registrations must stay invisible:
+ * the application's cudaHostRegister of a range the cache pinned succeeds
+ * (the cache lets go first), its cudaHostUnregister of such a range fails
+ * as for memory it never registered, and cudaPointerGetAttributes reports
+ * it unregistered. Where an answer is made up, the runtime gives it for an
+ * address surely unregistered (on this stack), so the values and the
+ * last-error state are the runtime's own.
+ */
+
+/* Our registered entry overlapping the pages of [p, p + n), or NULL; held
+ * under rc_lock by the caller. */
+static struct rc_entry *rc_overlap(const void *p, size_t n, bool dead_too)
+{
+    char *base, *end;
+
+    page_span(p, n, &base, &end);
+    for (unsigned i = 0; i < rc_n; i++) {
+        struct rc_entry *e = &rc_tab[i];
+        if (e->registered && (dead_too || !e->dead) && e->base < end && e->base + e->len > base)
+            return e;
+    }
+    return NULL;
+}
+
+/* Let go of every cached registration over [p, p + n), waiting for copies
+ * that use one; true if there was any. */
+static bool rc_yield_range(const void *p, size_t n)
+{
+    struct rc_entry *e;
+    bool any = false;
+
+    pthread_mutex_lock(&rc_lock);
+    while ((e = rc_overlap(p, n, true))) {
+        any = true;
+        if (e->users) {
+            pthread_cond_wait(&rc_idle, &rc_lock);
+            continue;
+        }
+        rc_unregister(e);
+        rc_clear(e);
+    }
+    pthread_mutex_unlock(&rc_lock);
+    return any;
+}
+
+static bool rc_holds(const void *p)
+{
+    bool held;
+
+    if (!atomic_load_explicit(&rc_live, memory_order_acquire))
+        return false;
+    pthread_mutex_lock(&rc_lock);
+    held = rc_overlap(p, 1, true) != NULL;
+    pthread_mutex_unlock(&rc_lock);
+    return held;
+}
+
+static void count_result(enum shim_hook_id id, bool changed, shim_cudaError_t rc)
+{
+    shim_count(id, changed ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, 1);
+    if (rc != SHIM_CUDA_SUCCESS)
+        shim_count(id, SHIM_C_ERRORS, 1);
+}
+
+static shim_cudaError_t host_register(enum shim_hook_id id, int rti, void *p, size_t n,
+                                      unsigned flags)
+{
+    void *real = shim_resolve(id);
+    shim_fn_cudaHostRegister_13 fn;
+    shim_cudaError_t rc;
+    bool yielded = false;
+
+    if (!real && !(real = other_runtime(id, &rti)))
+        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    memcpy(&fn, &real, sizeof(fn));
+    if (!shim_enter(id))
+        return fn(p, n, flags);
+    if (atomic_load_explicit(&rc_live, memory_order_acquire) && p && n) {
+        yielded = rc_yield_range(p, n);
+        if (yielded)
+            atomic_fetch_add(&rc_app_register, 1);
+    }
+    rc = fn(p, n, flags);
+    count_result(id, yielded, rc);
+    shim_leave();
+    return rc;
+}
+
+static shim_cudaError_t host_unregister(enum shim_hook_id id, int rti, void *p)
+{
+    void *real = shim_resolve(id);
+    shim_fn_cudaHostUnregister_13 fn;
+    shim_cudaError_t rc;
+    bool ours;
+    char unregistered;
+
+    if (!real && !(real = other_runtime(id, &rti)))
+        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    memcpy(&fn, &real, sizeof(fn));
+    if (!shim_enter(id))
+        return fn(p);
+    /* The application cannot have registered what the cache holds: its
+     * cudaHostRegister would have made the cache let go. */
+    ours = p && rc_holds(p);
+    rc = fn(ours ? (void *)&unregistered : p);
+    count_result(id, ours, rc);
+    shim_leave();
+    return rc;
+}
+
+static shim_cudaError_t pointer_attributes(enum shim_hook_id id, int rti,
+                                           struct shim_cuda_ptr_attrs *a, const void *p)
+{
+    void *real = shim_resolve(id);
+    shim_fn_cudaPointerGetAttributes_13 fn;
+    shim_cudaError_t rc;
+    bool ours;
+    char pageable;
+
+    if (!real && !(real = other_runtime(id, &rti)))
+        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    memcpy(&fn, &real, sizeof(fn));
+    if (!shim_enter(id))
+        return fn(a, p);
+    ours = p && rc_holds(p);
+    rc = fn(a, ours ? &pageable : p);
+    count_result(id, ours, rc);
+    shim_leave();
+    return rc;
+}
+
+#define CU_REGISTER_HOOKS(tag, rti)                                                                \
+    shim_cudaError_t shim_hook_cudaHostRegister_##tag(void *p, size_t n, unsigned flags)           \
+    {                                                                                              \
+        return host_register(SHIM_HK_cudaHostRegister_##tag, rti, p, n, flags);                    \
+    }                                                                                              \
+    shim_cudaError_t shim_hook_cudaHostUnregister_##tag(void *p)                                   \
+    {                                                                                              \
+        return host_unregister(SHIM_HK_cudaHostUnregister_##tag, rti, p);                          \
+    }                                                                                              \
+    shim_cudaError_t shim_hook_cudaPointerGetAttributes_##tag(struct shim_cuda_ptr_attrs *a,       \
+                                                              const void *p)                       \
+    {                                                                                              \
+        return pointer_attributes(SHIM_HK_cudaPointerGetAttributes_##tag, rti, a, p);              \
+    }
+
+CU_REGISTER_HOOKS(13, RT_13)
+CU_REGISTER_HOOKS(12, RT_12)
+
 #define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
 #define SHIM_SYMVER_IBV SHIM_NOTHING
 #define SHIM_SYMVER_CUDA SHIM_SYMVER
 #define SHIM_SYMVER_LIBC SHIM_NOTHING
+#define SHIM_SYMVER_MEM SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK

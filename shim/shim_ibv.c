@@ -22,6 +22,7 @@
 #define SHIM_PROTO_IBV SHIM_PROTO
 #define SHIM_PROTO_CUDA SHIM_NOTHING
 #define SHIM_PROTO_LIBC SHIM_NOTHING
+#define SHIM_PROTO_MEM SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK
 
@@ -389,5 +390,6 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
 #define SHIM_SYMVER_IBV SHIM_SYMVER
 #define SHIM_SYMVER_CUDA SHIM_NOTHING
 #define SHIM_SYMVER_LIBC SHIM_NOTHING
+#define SHIM_SYMVER_MEM SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK

@@ -29,6 +29,7 @@
 #define SHIM_PROTO_IBV SHIM_NOTHING
 #define SHIM_PROTO_CUDA SHIM_NOTHING
 #define SHIM_PROTO_LIBC SHIM_PROTO
+#define SHIM_PROTO_MEM SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK
 
@@ -700,5 +701,6 @@ __attribute__((constructor)) static void sock_resolve_early(void)
 #define SHIM_SYMVER_IBV SHIM_NOTHING
 #define SHIM_SYMVER_CUDA SHIM_NOTHING
 #define SHIM_SYMVER_LIBC SHIM_SYMVER
+#define SHIM_SYMVER_MEM SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK

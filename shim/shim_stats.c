@@ -269,7 +269,18 @@ void shim_stats_report(const struct pol_config *cfg)
                  (unsigned long long)atomic_load(&a->hooks[h].c[c]));
         jput(&b, "}");
     }
-    jput(&b, "\n  }\n}\n");
+    jput(&b, "\n  }");
+    if (pol_int(cfg, POL_CUDA_REGISTER_CACHE)) {
+        struct shim_rc_stats rc;
+        shim_cuda_rc_stats(&rc);
+        jput(&b,
+             ",\n  \"cuda_register_cache\": {\"registered\": %llu, \"released\": %llu, "
+             "\"evicted\": %llu, \"unwatched\": %llu, \"app_register\": %llu}",
+             (unsigned long long)rc.registered, (unsigned long long)rc.released,
+             (unsigned long long)rc.evicted, (unsigned long long)rc.unwatched,
+             (unsigned long long)rc.app_register);
+    }
+    jput(&b, "\n}\n");
     if (b.len >= b.cap) {
         shim_warn("stats report larger than %zu bytes; not written", sizeof(body));
         return;

@@ -22,5 +22,6 @@ struct ibv_qp_attr;
 typedef int shim_cudaError_t;
 struct CUstream_st;
 struct CUevent_st;
+struct shim_cuda_ptr_attrs;
 
 #endif
