@@ -78,8 +78,12 @@ static void *boot_alloc(size_t n)
     return at + need <= sizeof(boot_arena) ? boot_arena + at : NULL;
 }
 
-/* The real function of a memory hook; NULL while this thread resolves one. */
-static void *mem_real(enum shim_hook_id id)
+/* The real functions, once known: the hot path is one relaxed load. */
+static _Atomic(void *) mem_fns[SHIM_HK_COUNT];
+
+/* The real function of a memory hook; NULL while this thread resolves one
+ * (dlvsym may allocate: that allocation comes from the arena). */
+static void *mem_real_slow(enum shim_hook_id id)
 {
     void *fn;
 
@@ -88,7 +92,16 @@ static void *mem_real(enum shim_hook_id id)
     mw_resolving = true;
     fn = shim_resolve(id);
     mw_resolving = false;
+    if (fn)
+        atomic_store_explicit(&mem_fns[id], fn, memory_order_relaxed);
     return fn;
+}
+
+static inline void *mem_real(enum shim_hook_id id)
+{
+    void *fn = atomic_load_explicit(&mem_fns[id], memory_order_relaxed);
+
+    return __builtin_expect(fn != NULL, 1) ? fn : mem_real_slow(id);
 }
 
 #define REAL(name) ((shim_fn_##name##_libc)mem_real(SHIM_HK_##name##_libc))
