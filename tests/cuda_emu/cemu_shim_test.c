@@ -234,6 +234,24 @@ START_TEST(error_state_and_error_returns_unchanged)
 }
 END_TEST
 
+/*
+ * The same failing copies with the copy policy off: still two errors, and
+ * only the two good copies are skipped. A CUDA copy has no benign codes, so
+ * the rule is the one of the other hooks: an error whatever was decided.
+ */
+START_TEST(error_rule_cuda_policy_off)
+{
+    struct run r;
+
+    run(&r, need("CEMU_HOST"), "errors", need("TESHIM_LIB"), NULL);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(counter(&r, M13, "calls"), 4);
+    ck_assert_int_eq(counter(&r, M13, "errors"), 2);
+    ck_assert_int_eq(counter(&r, M13, "skipped_by_policy"), 2);
+    ck_assert_int_eq(counter(&r, M13, "would_block"), 0);
+}
+END_TEST
+
 START_TEST(ordering_legacy_waits_for_held_blocking_stream)
 {
     struct run r;
@@ -674,6 +692,7 @@ int main(void)
     tcase_add_test(tc, async_copy_on_held_stream_returns);
     tcase_add_test(tc, pinned_managed_d2d_captured_pass_through);
     tcase_add_test(tc, error_state_and_error_returns_unchanged);
+    tcase_add_test(tc, error_rule_cuda_policy_off);
     tcase_add_test(tc, ordering_legacy_waits_for_held_blocking_stream);
     tcase_add_test(tc, ordering_broken_shim_is_caught);
     tcase_add_test(tc, per_thread_default_stream_build);
