@@ -126,14 +126,14 @@ int tsc_cmd_stats(int argc, char **argv)
             tsc_err("stats: unknown option '%s'", argv[i]);
             return TSC_EXIT_USAGE;
         }
-        files++;
+        if (files++ == 0)
+            printf("legend: %s\n", tsc_ctr_legend);
         bad += summarise(argv[i], totals) != 0;
     }
     if (!files) {
         tsc_err("stats: no report given (they are written to stats.dir, TESHIM_STATS_DIR)");
         return TSC_EXIT_USAGE;
     }
-    printf("legend: %s\n", tsc_ctr_legend);
     if (files - bad > 1) {
         printf("totals\n");
         print_head();
