@@ -26,22 +26,40 @@
 enum shim_lib { SHIM_LIB_IBV, SHIM_LIB_CUDA, SHIM_LIB_LIBC, SHIM_LIB_MEM };
 
 enum shim_hook_id {
-#define HOOK(lib, tag, ver, def, ret, name, params, args) SHIM_HK_##name##_##tag,
+#define HOOK(lib, tag, ver, def, ret, name, params, args, ...) SHIM_HK_##name##_##tag,
 #include "shim_hooks.def"
 #undef HOOK
     SHIM_HK_COUNT
 };
 
 /* Real-function pointer types, one per hook: shim_fn_NAME_TAG. */
-#define HOOK(lib, tag, ver, def, ret, name, params, args)                                          \
+#define HOOK(lib, tag, ver, def, ret, name, params, args, ...)                                     \
     typedef ret(*shim_fn_##name##_##tag) params;
 #include "shim_hooks.def"
 #undef HOOK
+
+/*
+ * How a call reports failure (the RESULT column of the hook list), read from
+ * its return value rv and errno: see shim_count_result().
+ */
+enum shim_result {
+    SHIM_RESULT_NEG1_ERRNO,    /* -1 (or MAP_FAILED), the code in errno: libc */
+    SHIM_RESULT_NULL_ERRNO,    /* NULL, the code in errno: ibv_reg_mr* */
+    SHIM_RESULT_NONZERO_ERRNO, /* non-zero, the code in errno: ibv_rereg_mr */
+    SHIM_RESULT_RETURNED,      /* non-zero is the code: ibv_modify_qp, cudaError_t */
+};
+
+/* At most this many benign codes per row (the BENIGN column). */
+#define SHIM_BENIGN_MAX 8
 
 struct shim_hook_info {
     const char *name;
     const char *version;
     enum shim_lib lib;
+    enum shim_result result;
+    /* Failure codes the host does not treat as errors; unused slots are 0,
+     * which is never a failure code. */
+    int benign[SHIM_BENIGN_MAX];
 };
 extern const struct shim_hook_info shim_hooks[SHIM_HK_COUNT];
 
@@ -71,6 +89,11 @@ const struct pol_config *shim_cfg(void);
 
 /* ---- counters --------------------------------------------------------- */
 
+/*
+ * Every call a hook counts in CALLS lands in exactly one outcome, INJECTED
+ * to ERRORS, so the outcomes of a hook sum to its CALLS; BYTES is a measure,
+ * not an outcome. Outcomes are counted only through shim_count_result().
+ */
 enum shim_ctr {
     SHIM_C_CALLS,
     SHIM_C_INJECTED,       /* the call was changed */
@@ -78,9 +101,13 @@ enum shim_ctr {
     SHIM_C_SKIPPED,        /* policy off, arm A, killed, out of scope */
     SHIM_C_NOT_APPLICABLE, /* policy on, but this call does not qualify */
     SHIM_C_FALLBACKS,      /* policy could not be applied: the real call ran unchanged */
-    SHIM_C_ERRORS,         /* the real function reported an error */
+    SHIM_C_WOULD_BLOCK,    /* a benign code before anything was decided (accept: EAGAIN) */
+    SHIM_C_ERRORS,         /* a failure the host treats as one */
     SHIM_C_BYTES,          /* bytes covered by injected calls */
-    SHIM_C_COUNT
+    SHIM_C_COUNT,
+    /* What a hook passes when the call returned before there was anything
+     * to decide (accept with no connection): see shim_count_result(). */
+    SHIM_C_UNDECIDED = SHIM_C_CALLS,
 };
 
 struct shim_hook_stats {
@@ -101,17 +128,36 @@ struct shim_stats_area {
     struct shim_hook_stats hooks[SHIM_HK_COUNT];
 };
 #define SHIM_STATS_MAGIC 0x74657368u /* "tesh" */
-#define SHIM_STATS_LAYOUT 1
+#define SHIM_STATS_LAYOUT 2          /* 2: would_block */
 
 extern struct shim_stats_area *shim_stats;
 
-static inline void shim_count(enum shim_hook_id id, enum shim_ctr c, uint64_t n)
-{
-    atomic_fetch_add_explicit(&shim_stats->hooks[id].c[c], n, memory_order_relaxed);
-}
+/*
+ * Count the one outcome of a call, by one rule for every hook. The call
+ * failed when its return value says so in the row's RESULT convention (rv
+ * is the return value as an integer: a pointer through intptr_t, errno the
+ * errno after the real call). Then:
+ *   - a code outside the row's BENIGN list is an error, whatever the hook
+ *     decided: the host sees a failure;
+ *   - a benign code (EINPROGRESS of connect, EAGAIN of accept) is not: the
+ *     call counts under the outcome the hook reached (the options a connect
+ *     set before EINPROGRESS were set), or under WOULD_BLOCK when the hook
+ *     had reached none (SHIM_C_UNDECIDED: nothing was accepted);
+ *   - a success counts under the hook's outcome (NOT_APPLICABLE for
+ *     SHIM_C_UNDECIDED).
+ * outcome is INJECTED..FALLBACKS or SHIM_C_UNDECIDED. Keeps errno.
+ */
+void shim_count_result(enum shim_hook_id id, enum shim_ctr outcome, intptr_t rv, int err);
 
-/* Count a policy verdict under its counter. */
-void shim_count_verdict(enum shim_hook_id id, enum pol_verdict v);
+/* Count a call of a hook that does not enter through shim_enter() (the
+ * memory hooks count only the calls that did something). */
+void shim_count_call(enum shim_hook_id id);
+
+/* Add n to the BYTES of hook id (a measure of injected calls, not an outcome). */
+void shim_count_bytes(enum shim_hook_id id, uint64_t n);
+
+/* The outcome counter of a policy verdict. */
+enum shim_ctr shim_verdict_ctr(enum pol_verdict v);
 
 const char *shim_ctr_name(enum shim_ctr c);
 
@@ -182,9 +228,9 @@ void shim_log_write(enum pol_log_level level, const char *fmt, ...)
  */
 #define SHIM_AT_1 "@@"
 #define SHIM_AT_0 "@"
-#define SHIM_SYMVER(tag, ver, def, ret, name, params, args)                                        \
+#define SHIM_SYMVER(tag, ver, def, ret, name, params, args, ...)                                   \
     __asm__(".symver shim_hook_" #name "_" #tag ", " #name SHIM_AT_##def ver);
-#define SHIM_PROTO(tag, ver, def, ret, name, params, args)                                         \
+#define SHIM_PROTO(tag, ver, def, ret, name, params, args, ...)                                    \
     __attribute__((visibility("default"))) ret shim_hook_##name##_##tag params;
 #define SHIM_NOTHING(...)
 

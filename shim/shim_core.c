@@ -19,14 +19,27 @@
 
 extern char **environ;
 
+/* The RESULT and BENIGN columns are named here, without "...": a row that
+ * lacks them does not compile. BENIGN is a parenthesised list, possibly
+ * empty; the leading 0 keeps "()" a valid initializer and matches no code. */
+#define SHIM_UNPAREN(...) __VA_ARGS__
 const struct shim_hook_info shim_hooks[SHIM_HK_COUNT] = {
-#define HOOK(lib, tag, ver, def, ret, name, params, args)                                          \
-    [SHIM_HK_##name##_##tag] = {#name, ver, SHIM_LIB_##lib},
+#define HOOK(l, tag, ver, def, ret, fn, params, args, res, codes)                                  \
+    [SHIM_HK_##fn##_##tag] = {.name = #fn,                                                         \
+                              .version = ver,                                                      \
+                              .lib = SHIM_LIB_##l,                                                 \
+                              .result = SHIM_RESULT_##res,                                         \
+                              .benign = {0, SHIM_UNPAREN codes}},
 #include "shim_hooks.def"
 #undef HOOK
 };
 
 static _Atomic(void *) shim_real_fns[SHIM_HK_COUNT];
+
+static void ctr_add(enum shim_hook_id id, enum shim_ctr c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&shim_stats->hooks[id].c[c], n, memory_order_relaxed);
+}
 
 static __thread int shim_depth __attribute__((tls_model("initial-exec")));
 
@@ -163,7 +176,7 @@ bool shim_enter(enum shim_hook_id id)
     if (!atomic_load_explicit(&shim_ready, memory_order_acquire))
         shim_init();
     shim_depth++;
-    shim_count(id, SHIM_C_CALLS, 1);
+    ctr_add(id, SHIM_C_CALLS, 1);
     return true;
 }
 
@@ -185,22 +198,74 @@ const struct pol_config *shim_cfg(void)
     return &shim_config;
 }
 
-void shim_count_verdict(enum shim_hook_id id, enum pol_verdict v)
+enum shim_ctr shim_verdict_ctr(enum pol_verdict v)
 {
     switch (v) {
     case POL_INJECT:
-        shim_count(id, SHIM_C_INJECTED, 1);
-        break;
+        return SHIM_C_INJECTED;
     case POL_OBSERVED:
-        shim_count(id, SHIM_C_OBSERVED, 1);
-        break;
+        return SHIM_C_OBSERVED;
     case POL_SKIP_POLICY:
-        shim_count(id, SHIM_C_SKIPPED, 1);
-        break;
+        return SHIM_C_SKIPPED;
     case POL_NOT_APPLICABLE:
-        shim_count(id, SHIM_C_NOT_APPLICABLE, 1);
         break;
     }
+    return SHIM_C_NOT_APPLICABLE;
+}
+
+/* The failure code of a call by its row's convention; 0 on success. A
+ * failure whose errno is 0 (a library that forgot to set it) is still a
+ * failure: -1 stands for the unknown code. */
+static int result_code(enum shim_result conv, intptr_t rv, int err)
+{
+    bool failed = false;
+
+    switch (conv) {
+    case SHIM_RESULT_NEG1_ERRNO:
+        failed = rv == -1;
+        break;
+    case SHIM_RESULT_NULL_ERRNO:
+        failed = rv == 0;
+        break;
+    case SHIM_RESULT_NONZERO_ERRNO:
+        failed = rv != 0;
+        break;
+    case SHIM_RESULT_RETURNED:
+        return rv == 0 ? 0 : rv == (int)rv ? (int)rv : -1;
+    }
+    if (!failed)
+        return 0;
+    return err ? err : -1;
+}
+
+static bool is_benign(enum shim_hook_id id, int code)
+{
+    for (int i = 0; i < SHIM_BENIGN_MAX; i++)
+        if (shim_hooks[id].benign[i] == code)
+            return true;
+    return false;
+}
+
+void shim_count_result(enum shim_hook_id id, enum shim_ctr outcome, intptr_t rv, int err)
+{
+    int code = result_code(shim_hooks[id].result, rv, err);
+    enum shim_ctr c = outcome;
+
+    if (code != 0 && !is_benign(id, code))
+        c = SHIM_C_ERRORS;
+    else if (outcome == SHIM_C_UNDECIDED)
+        c = code != 0 ? SHIM_C_WOULD_BLOCK : SHIM_C_NOT_APPLICABLE;
+    ctr_add(id, c, 1);
+}
+
+void shim_count_call(enum shim_hook_id id)
+{
+    ctr_add(id, SHIM_C_CALLS, 1);
+}
+
+void shim_count_bytes(enum shim_hook_id id, uint64_t n)
+{
+    ctr_add(id, SHIM_C_BYTES, n);
 }
 
 __attribute__((constructor)) static void shim_constructor(void)

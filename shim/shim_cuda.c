@@ -567,15 +567,6 @@ static shim_cudaError_t call_real(const struct cu_call *c)
     return fn(c->dst, c->src, c->n, c->kind);
 }
 
-static shim_cudaError_t pass(const struct cu_call *c)
-{
-    shim_cudaError_t rc = call_real(c);
-
-    if (rc != SHIM_CUDA_SUCCESS)
-        shim_count(c->id, SHIM_C_ERRORS, 1);
-    return rc;
-}
-
 static enum pol_cuda_mem mem_kind(struct cuda_rt *rt, const void *p, size_t n)
 {
     struct shim_cuda_ptr_attrs a;
@@ -629,7 +620,7 @@ static shim_cudaError_t owned_pass(const struct cu_call *c)
         if (!e)
             e = regcache_find(c->dst, c->dspan);
     }
-    rc = pass(c);
+    rc = call_real(c);
     if (e)
         regcache_release(e, effective_stream(c), rc == SHIM_CUDA_SUCCESS);
     return rc;
@@ -639,17 +630,19 @@ static shim_cudaError_t owned_pass(const struct cu_call *c)
  * and let the runtime do the original call as if we were not there (with
  * the pageable return rules if it touches a range we registered). */
 static shim_cudaError_t fall_back(const struct cu_call *c, struct cuda_rt *rt,
-                                  struct scc_pool *pool)
+                                  struct scc_pool *pool, enum shim_ctr *o)
 {
     if (pool)
         scc_pool_drain(pool);
     rt->get_last_error();
-    shim_count(c->id, SHIM_C_FALLBACKS, 1);
+    *o = SHIM_C_FALLBACKS;
     return owned_pass(c);
 }
 
+/* A copy policy wants changed; *o is set to its outcome (injected, or a
+ * fallback / not applicable when it could not be). */
 static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *rt,
-                                      const struct pol_cuda_copy_dec *dec)
+                                      const struct pol_cuda_copy_dec *dec, enum shim_ctr *o)
 {
     struct CUstream_st *stream = effective_stream(c);
     struct scc_pool *pool;
@@ -666,23 +659,20 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
             /* The range is pinned now: the runtime copies it directly. */
             rc = call_real(c);
             regcache_release(e, stream, c->async);
-            if (rc != SHIM_CUDA_SUCCESS) {
-                shim_count(c->id, SHIM_C_ERRORS, 1);
-            } else {
-                shim_count(c->id, SHIM_C_INJECTED, 1);
-                shim_count(c->id, SHIM_C_BYTES, c->n);
-            }
+            *o = SHIM_C_INJECTED;
+            if (rc == SHIM_CUDA_SUCCESS)
+                shim_count_bytes(c->id, c->n);
             return rc;
         }
         if (!dec->bounce) {
             /* Not hot yet is not a failure; a refused registration is. */
-            shim_count(c->id, refused ? SHIM_C_FALLBACKS : SHIM_C_NOT_APPLICABLE, 1);
+            *o = refused ? SHIM_C_FALLBACKS : SHIM_C_NOT_APPLICABLE;
             return owned_pass(c);
         }
     }
     pool = pool_get(rt, c->rt, dec);
     if (!pool) {
-        shim_count(c->id, SHIM_C_FALLBACKS, 1);
+        *o = SHIM_C_FALLBACKS;
         return owned_pass(c);
     }
     if (c->is2d) {
@@ -695,7 +685,7 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
                                     c->spitch, c->width, c->height, stream, SCC_WAIT_ALL);
         if (err) {
             /* No cudaMemcpy2DAsync in this runtime: nothing was issued. */
-            shim_count(c->id, SHIM_C_FALLBACKS, 1);
+            *o = SHIM_C_FALLBACKS;
             return owned_pass(c);
         }
     } else if (dec->dir == POL_CUDA_H2D) {
@@ -707,10 +697,10 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
     err = scc_xfer_run(&x);
     if (err) {
         shim_log_once(POL_LOG_INFO, "cuda: bounced copy failed (error %d); made unchanged", err);
-        return fall_back(c, rt, pool);
+        return fall_back(c, rt, pool, o);
     }
-    shim_count(c->id, SHIM_C_INJECTED, 1);
-    shim_count(c->id, SHIM_C_BYTES, c->n);
+    *o = SHIM_C_INJECTED;
+    shim_count_bytes(c->id, c->n);
     return SHIM_CUDA_SUCCESS;
 }
 
@@ -730,6 +720,7 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     struct pol_cuda_copy_dec dec;
     struct cuda_rt *rt;
     enum pol_verdict v;
+    enum shim_ctr o;
     shim_cudaError_t rc;
 
     if (!c->real) {
@@ -744,14 +735,14 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     if (v == POL_INJECT && !c->dspan)
         v = POL_NOT_APPLICABLE; /* a 2D geometry the runtime refuses: its own error */
     if (v != POL_INJECT) {
-        shim_count_verdict(c->id, v);
+        o = shim_verdict_ctr(v);
         rc = owned_pass(c);
         goto out;
     }
     rt = rt_get(c->rt);
     if (!rt) {
-        shim_count(c->id, SHIM_C_FALLBACKS, 1);
-        rc = pass(c);
+        o = SHIM_C_FALLBACKS;
+        rc = call_real(c);
         goto out;
     }
     req.bytes = c->n;
@@ -770,13 +761,14 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     }
     v = pol_cuda_copy(cfg, &req, &dec);
     if (v != POL_INJECT) {
-        shim_count_verdict(c->id, v);
+        o = shim_verdict_ctr(v);
         rc = owned_pass(c);
         goto out;
     }
-    /* copy_injected counts it: injected, or a fallback when it could not be. */
-    rc = copy_injected(c, rt, &dec);
+    rc = copy_injected(c, rt, &dec, &o);
 out:
+    /* A failing copy is an error whatever was decided: the host sees it. */
+    shim_count_result(c->id, o, rc, 0);
     shim_leave();
     return rc;
 }
@@ -962,9 +954,7 @@ static bool rc_holds(const void *p)
 
 static void count_result(enum shim_hook_id id, bool changed, shim_cudaError_t rc)
 {
-    shim_count(id, changed ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, 1);
-    if (rc != SHIM_CUDA_SUCCESS)
-        shim_count(id, SHIM_C_ERRORS, 1);
+    shim_count_result(id, changed ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, rc, 0);
 }
 
 static shim_cudaError_t host_register(enum shim_hook_id id, int rti, void *p, size_t n,

@@ -162,24 +162,21 @@ static void ro_fallback(enum shim_hook_id id, struct ibv_context *ctx, int err)
     const char *name = dev_name(ctx);
 
     dev_mark_ro_failed(name);
-    shim_count(id, SHIM_C_FALLBACKS, 1);
     shim_log_once(POL_LOG_WARN,
                   "%s: registration with IBV_ACCESS_RELAXED_ORDERING refused (%s); "
                   "registering without it and no longer adding it on this device",
                   name ? name : "?", strerror(err));
 }
 
-static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back, const void *mr,
-                       size_t length)
+/* One outcome per registration: a fallback when it was made again without
+ * our flag (ro_fallback), else the verdict; an error when it failed. rv is
+ * the registration's return value, err its errno. */
+static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back, intptr_t rv,
+                       int err, bool ok, size_t length)
 {
-    if (fell_back)
-        shim_count_verdict(id, POL_NOT_APPLICABLE);
-    else
-        shim_count_verdict(id, v);
-    if (!fell_back && v == POL_INJECT && mr)
-        shim_count(id, SHIM_C_BYTES, length);
-    if (!mr)
-        shim_count(id, SHIM_C_ERRORS, 1);
+    shim_count_result(id, fell_back ? SHIM_C_FALLBACKS : shim_verdict_ctr(v), rv, err);
+    if (!fell_back && v == POL_INJECT && ok)
+        shim_count_bytes(id, length);
 }
 
 /*
@@ -201,7 +198,7 @@ static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back,
             }                                                                                      \
         }                                                                                          \
         int err_ = errno;                                                                          \
-        mr_account(id, v_, fb_, mr, length);                                                       \
+        mr_account(id, v_, fb_, (intptr_t)mr, err_, mr != NULL, length);                           \
         errno = err_;                                                                              \
     } while (0)
 
@@ -303,11 +300,9 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
 
     /* Only a change of access flags is ours to touch. */
     if (!(flags & IBV_REREG_MR_CHANGE_ACCESS)) {
-        shim_count_verdict(id, POL_NOT_APPLICABLE);
         int rc = real(mr, flags, pd, addr, length, access);
         int err = errno;
-        if (rc)
-            shim_count(id, SHIM_C_ERRORS, 1);
+        shim_count_result(id, SHIM_C_NOT_APPLICABLE, rc, err);
         shim_leave();
         errno = err;
         return rc;
@@ -328,7 +323,7 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
         }
     }
     int err = errno;
-    mr_account(id, v, fb, rc == 0 ? mr : NULL, len);
+    mr_account(id, v, fb, rc, err, rc == 0, len);
     shim_leave();
     errno = err;
     return rc;
@@ -378,9 +373,7 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
     }
     int err = errno;
 
-    shim_count_verdict(id, qp_verdict(dec.tc, dec.sl));
-    if (rc)
-        shim_count(id, SHIM_C_ERRORS, 1);
+    shim_count_result(id, shim_verdict_ctr(qp_verdict(dec.tc, dec.sl)), rc, err);
     shim_leave();
     errno = err;
     return rc;

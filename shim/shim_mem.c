@@ -154,16 +154,26 @@ static bool mw_active(void)
     return atomic_load_explicit(&mw_on, memory_order_acquire);
 }
 
-/* A call that made teshim drop cached registrations first is counted (as
- * injected: the call was preceded by an unregister); every other call of
- * these hooks passes uncounted, so an allocation costs no shared write. */
-static void mw_count(enum shim_hook_id id, unsigned dropped, size_t len)
+/* The registrations one hook call dropped before its real call. */
+struct mw_drop {
+    enum shim_hook_id id;
+    unsigned n;
+    size_t bytes;
+};
+
+/*
+ * A call that made teshim drop cached registrations first is counted, once
+ * its real call returned (rv, err), as injected (it was preceded by an
+ * unregister) or by the error rule; every other call of these hooks passes
+ * uncounted, so an allocation costs no shared write.
+ */
+static void mw_count(const struct mw_drop *d, intptr_t rv, int err)
 {
-    if (!dropped)
+    if (!d->n)
         return;
-    shim_count(id, SHIM_C_CALLS, 1);
-    shim_count(id, SHIM_C_INJECTED, 1);
-    shim_count(id, SHIM_C_BYTES, len);
+    shim_count_call(d->id);
+    shim_count_result(d->id, SHIM_C_INJECTED, rv, err);
+    shim_count_bytes(d->id, d->bytes);
 }
 
 /* Enter a memory hook's bookkeeping: false when it must pass straight
@@ -228,31 +238,41 @@ static uintptr_t mw_forget_locked(uintptr_t lo, uintptr_t hi, bool block)
  * checks the watched set and registers under the cache's lock, so either
  * it saw the range gone, or its registration is there to be dropped.
  */
-static void mw_release(enum shim_hook_id id, uintptr_t lo, uintptr_t hi, bool forget)
+static void mw_drop_range(struct mw_drop *d, uintptr_t lo, uintptr_t hi)
+{
+    unsigned n = shim_cuda_release((const void *)lo, hi - lo);
+
+    d->n += n;
+    d->bytes += n ? hi - lo : 0;
+}
+
+static void mw_release(struct mw_drop *d, uintptr_t lo, uintptr_t hi, bool forget)
 {
     if (forget) {
         pthread_mutex_lock(&mw_lock);
         mw_forget_locked(lo, hi, false);
         pthread_mutex_unlock(&mw_lock);
     }
-    mw_count(id, shim_cuda_release((const void *)lo, hi - lo), hi - lo);
+    mw_drop_range(d, lo, hi);
 }
 
-/* A block is freed or reallocated: forget it and drop what covers it. */
-static void mw_release_block(enum shim_hook_id id, void *p)
+/* A block is about to be freed or reallocated: forget it and drop what
+ * covers it. False when there was nothing to do (d untouched). */
+static bool mw_release_block(struct mw_drop *d, void *p)
 {
     uintptr_t end;
 
     if (!p || in_boot(p) || !mw_active() || !usable_size)
-        return;
+        return false;
     if (usable_size(p) < mw_min || !shim_enter_internal())
-        return;
+        return false;
     pthread_mutex_lock(&mw_lock);
     end = mw_forget_locked((uintptr_t)p, 0, true);
     pthread_mutex_unlock(&mw_lock);
     if (end)
-        mw_count(id, shim_cuda_release(p, end - (uintptr_t)p), end - (uintptr_t)p);
+        mw_drop_range(d, (uintptr_t)p, end);
     shim_leave();
+    return d->n != 0;
 }
 
 static void mw_track_block(void *p, size_t n)
@@ -310,9 +330,11 @@ void shim_hook_free_libc(void *p)
     if (!p || in_boot(p))
         return;
     real = REAL(free);
-    mw_release_block(SHIM_HK_free_libc, p);
+    struct mw_drop d = {SHIM_HK_free_libc, 0, 0};
+    mw_release_block(&d, p);
     if (real)
         real(p);
+    mw_count(&d, 0, 0);
 }
 
 void *shim_hook_realloc_libc(void *p, size_t n)
@@ -331,8 +353,10 @@ void *shim_hook_realloc_libc(void *p, size_t n)
         return q;
     }
     /* realloc may unmap, move or shrink the block inside libc. */
-    mw_release_block(SHIM_HK_realloc_libc, p);
+    struct mw_drop d = {SHIM_HK_realloc_libc, 0, 0};
+    mw_release_block(&d, p);
     q = real(p, n);
+    mw_count(&d, (intptr_t)q, errno);
     mw_track_block(q, n);
     return q;
 }
@@ -347,8 +371,10 @@ void *shim_hook_reallocarray_libc(void *p, size_t nmemb, size_t size)
         return NULL;
     if (__builtin_mul_overflow(nmemb, size, &n))
         return real(p, nmemb, size); /* its own ENOMEM; p untouched */
-    mw_release_block(SHIM_HK_reallocarray_libc, p);
+    struct mw_drop d = {SHIM_HK_reallocarray_libc, 0, 0};
+    mw_release_block(&d, p);
     q = real(p, nmemb, size);
+    mw_count(&d, (intptr_t)q, errno);
     mw_track_block(q, n);
     return q;
 }
@@ -414,14 +440,16 @@ PAGE_HOOK(pvalloc)
 static void *mmap_common(enum shim_hook_id id, void *(*real)(void *, size_t, int, int, int, off_t),
                          void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+    struct mw_drop d = {id, 0, 0};
     void *p;
 
     if (!mw_enter(len))
         return real(addr, len, prot, flags, fd, off);
     /* MAP_FIXED replaces whatever was mapped there. */
     if (flags & MAP_FIXED)
-        mw_release(id, (uintptr_t)addr, (uintptr_t)addr + len, true);
+        mw_release(&d, (uintptr_t)addr, (uintptr_t)addr + len, true);
     p = real(addr, len, prot, flags, fd, off);
+    mw_count(&d, (intptr_t)p, errno);
     if (p != MAP_FAILED)
         mw_add(p, len, MW_MAP);
     shim_leave();
@@ -449,6 +477,7 @@ void *shim_hook_mmap64_libc(void *addr, size_t len, int prot, int flags, int fd,
 int shim_hook_munmap_libc(void *addr, size_t len)
 {
     shim_fn_munmap_libc real = REAL(munmap);
+    struct mw_drop d = {SHIM_HK_munmap_libc, 0, 0};
     int rc;
 
     if (!real)
@@ -456,8 +485,9 @@ int shim_hook_munmap_libc(void *addr, size_t len)
     /* Any size: a small munmap can cut into a large mapping. */
     if (!mw_active() || !shim_enter_internal())
         return real(addr, len);
-    mw_release(SHIM_HK_munmap_libc, (uintptr_t)addr, (uintptr_t)addr + len, true);
+    mw_release(&d, (uintptr_t)addr, (uintptr_t)addr + len, true);
     rc = real(addr, len);
+    mw_count(&d, rc, errno);
     shim_leave();
     return rc;
 }
@@ -465,6 +495,7 @@ int shim_hook_munmap_libc(void *addr, size_t len)
 void *shim_hook_mremap_libc(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
     shim_fn_mremap_libc real = REAL(mremap);
+    struct mw_drop d = {SHIM_HK_mremap_libc, 0, 0};
     void *want = NULL, *p;
     va_list ap;
 
@@ -478,10 +509,11 @@ void *shim_hook_mremap_libc(void *old, size_t old_len, size_t new_len, int flags
     if (!mw_active() || !shim_enter_internal())
         return real(old, old_len, new_len, flags, want);
     /* The old range loses its pages (moved, or cut), the target is replaced. */
-    mw_release(SHIM_HK_mremap_libc, (uintptr_t)old, (uintptr_t)old + old_len, true);
+    mw_release(&d, (uintptr_t)old, (uintptr_t)old + old_len, true);
     if (flags & MREMAP_FIXED)
-        mw_release(SHIM_HK_mremap_libc, (uintptr_t)want, (uintptr_t)want + new_len, true);
+        mw_release(&d, (uintptr_t)want, (uintptr_t)want + new_len, true);
     p = real(old, old_len, new_len, flags, want);
+    mw_count(&d, (intptr_t)p, errno);
     if (p != MAP_FAILED && new_len >= mw_min)
         mw_add(p, new_len, MW_MAP);
     shim_leave();
@@ -491,6 +523,7 @@ void *shim_hook_mremap_libc(void *old, size_t old_len, size_t new_len, int flags
 int shim_hook_madvise_libc(void *addr, size_t len, int advice)
 {
     shim_fn_madvise_libc real = REAL(madvise);
+    struct mw_drop d = {SHIM_HK_madvise_libc, 0, 0};
     int rc;
 
     if (!real)
@@ -499,18 +532,19 @@ int shim_hook_madvise_libc(void *addr, size_t len, int advice)
          advice != MADV_DONTNEED_LOCKED) ||
         !mw_active() || !shim_enter_internal())
         return real(addr, len, advice);
-    mw_release(SHIM_HK_madvise_libc, (uintptr_t)addr, (uintptr_t)addr + len, false);
+    mw_release(&d, (uintptr_t)addr, (uintptr_t)addr + len, false);
     rc = real(addr, len, advice);
+    mw_count(&d, rc, errno);
     shim_leave();
     return rc;
 }
 
 /* The program break moves from cur to want: a shrink releases what lies
  * above want, a large growth is watched. */
-static void brk_move(enum shim_hook_id id, uintptr_t cur, uintptr_t want, bool before)
+static void brk_move(struct mw_drop *d, uintptr_t cur, uintptr_t want, bool before)
 {
     if (before && want < cur)
-        mw_release(id, want, cur, true);
+        mw_release(d, want, cur, true);
     if (!before && want > cur && want - cur >= mw_min)
         mw_add((void *)cur, want - cur, MW_MAP);
 }
@@ -519,6 +553,7 @@ int shim_hook_brk_libc(void *addr)
 {
     shim_fn_brk_libc real = REAL(brk);
     shim_fn_sbrk_libc cur_fn = REAL(sbrk);
+    struct mw_drop d = {SHIM_HK_brk_libc, 0, 0};
     uintptr_t cur;
     int rc;
 
@@ -527,10 +562,11 @@ int shim_hook_brk_libc(void *addr)
     if (!mw_active() || !shim_enter_internal())
         return real(addr);
     cur = (uintptr_t)cur_fn(0);
-    brk_move(SHIM_HK_brk_libc, cur, (uintptr_t)addr, true);
+    brk_move(&d, cur, (uintptr_t)addr, true);
     rc = real(addr);
+    mw_count(&d, rc, errno);
     if (rc == 0)
-        brk_move(SHIM_HK_brk_libc, cur, (uintptr_t)addr, false);
+        brk_move(&d, cur, (uintptr_t)addr, false);
     shim_leave();
     return rc;
 }
@@ -538,6 +574,7 @@ int shim_hook_brk_libc(void *addr)
 void *shim_hook_sbrk_libc(intptr_t inc)
 {
     shim_fn_sbrk_libc real = REAL(sbrk);
+    struct mw_drop d = {SHIM_HK_sbrk_libc, 0, 0};
     uintptr_t cur;
     void *p;
 
@@ -546,10 +583,11 @@ void *shim_hook_sbrk_libc(intptr_t inc)
     if (inc == 0 || !mw_active() || !shim_enter_internal())
         return real(inc);
     cur = (uintptr_t)real(0);
-    brk_move(SHIM_HK_sbrk_libc, cur, cur + (uintptr_t)inc, true);
+    brk_move(&d, cur, cur + (uintptr_t)inc, true);
     p = real(inc);
+    mw_count(&d, (intptr_t)p, errno);
     if (p != (void *)-1)
-        brk_move(SHIM_HK_sbrk_libc, cur, cur + (uintptr_t)inc, false);
+        brk_move(&d, cur, cur + (uintptr_t)inc, false);
     shim_leave();
     return p;
 }
@@ -557,6 +595,7 @@ void *shim_hook_sbrk_libc(intptr_t inc)
 void *shim_hook_shmat_libc(int id, const void *addr, int flags)
 {
     shim_fn_shmat_libc real = REAL(shmat);
+    struct mw_drop d = {SHIM_HK_shmat_libc, 0, 0};
     struct shmid_ds ds;
     void *p;
 
@@ -566,8 +605,9 @@ void *shim_hook_shmat_libc(int id, const void *addr, int flags)
         return real(id, addr, flags);
     /* SHM_REMAP replaces what was mapped there. */
     if (addr && (flags & SHM_REMAP))
-        mw_release(SHIM_HK_shmat_libc, (uintptr_t)addr, (uintptr_t)addr + ds.shm_segsz, true);
+        mw_release(&d, (uintptr_t)addr, (uintptr_t)addr + ds.shm_segsz, true);
     p = real(id, addr, flags);
+    mw_count(&d, (intptr_t)p, errno);
     if (p != (void *)-1 && ds.shm_segsz >= mw_min)
         mw_add(p, ds.shm_segsz, MW_SHM);
     shim_leave();
@@ -577,6 +617,7 @@ void *shim_hook_shmat_libc(int id, const void *addr, int flags)
 int shim_hook_shmdt_libc(const void *addr)
 {
     shim_fn_shmdt_libc real = REAL(shmdt);
+    struct mw_drop d = {SHIM_HK_shmdt_libc, 0, 0};
     uintptr_t end = 0;
     int rc;
 
@@ -593,9 +634,9 @@ int shim_hook_shmdt_libc(const void *addr)
         mw_forget_locked((uintptr_t)addr, end, false);
     pthread_mutex_unlock(&mw_lock);
     if (end)
-        mw_count(SHIM_HK_shmdt_libc, shim_cuda_release(addr, end - (uintptr_t)addr),
-                 end - (uintptr_t)addr);
+        mw_drop_range(&d, (uintptr_t)addr, end);
     rc = real(addr);
+    mw_count(&d, rc, errno);
     shim_leave();
     return rc;
 }

@@ -292,12 +292,17 @@ static void apply_opts(int fd, int src, int family, bool v4mapped, struct apply_
     }
 }
 
-/* Count the outcome of apply_opts under hook id; true when it changed something. */
-static bool account_apply(enum shim_hook_id id, const struct apply_result *r)
+/*
+ * The outcome of apply_opts: injected when an option was set (a partial
+ * application still changed the socket), a fallback when nothing was set
+ * because a set failed or the kernel defaults are unknown, otherwise not
+ * applicable (everything already as wanted).
+ */
+static enum shim_ctr apply_outcome(const struct apply_result *r)
 {
-    if (r->failed || r->unknown)
-        shim_count(id, SHIM_C_FALLBACKS, 1);
-    return r->set != 0;
+    if (r->set)
+        return SHIM_C_INJECTED;
+    return r->failed || r->unknown ? SHIM_C_FALLBACKS : SHIM_C_NOT_APPLICABLE;
 }
 
 static int64_t mono_ms(void)
@@ -388,20 +393,22 @@ int shim_hook_socket_libc(int domain, int type, int protocol)
         return real(domain, type, protocol);
     int fd = real(domain, type, protocol);
     int err = errno;
+    enum shim_ctr o = SHIM_C_NOT_APPLICABLE;
     if (fd < 0) {
-        shim_count(id, SHIM_C_ERRORS, 1);
+        /* counted as the error it is */
     } else if (!is_tcp_args(domain, type, protocol)) {
         fd_reset(fd, 0);
-        shim_count_verdict(id, POL_NOT_APPLICABLE);
     } else if (!sock_policy_active()) {
         fd_reset(fd, 0);
-        shim_count_verdict(id, POL_SKIP_POLICY);
+        o = SHIM_C_SKIPPED;
     } else {
-        /* Nothing is changed here (the scope needs the peer); the fresh
-         * socket tells the kernel defaults the later decisions compare to. */
+        /* Nothing is changed here (the scope needs the peer), so the call
+         * is not applicable; the fresh socket tells the kernel defaults the
+         * later decisions compare to. */
         capture_defaults(fd, domain);
         fd_reset(fd, ST_TCP | (domain == AF_INET6 ? ST_INET6 : 0));
     }
+    shim_count_result(id, o, fd, err);
     shim_leave();
     errno = err;
     return fd;
@@ -422,6 +429,7 @@ static int sock_connect(shim_fn_connect_libc real, int fd, const struct sockaddr
     socklen_t llen = sizeof(local);
     const struct sockaddr *lp = NULL;
     bool changed = false, took_slot = false;
+    enum shim_ctr o;
     int rc, err;
 
     size_t need = !addr || len < sizeof(sa_family_t) ? SIZE_MAX
@@ -442,13 +450,14 @@ static int sock_connect(shim_fn_connect_libc real, int fd, const struct sockaddr
     if (v != POL_INJECT) {
         rc = real(fd, addr, len);
         err = errno;
-        shim_count_verdict(id, v);
+        o = shim_verdict_ctr(v);
         goto out;
     }
 
     struct apply_result ar;
     apply_opts(fd, fd, family, pol_tcp_v4mapped(addr), &ar);
-    changed = account_apply(id, &ar);
+    enum shim_ctr applied = apply_outcome(&ar);
+    changed = applied == SHIM_C_INJECTED;
 
     int fl = fcntl(fd, F_GETFL);
     bool blocking = fl >= 0 && !(fl & O_NONBLOCK);
@@ -460,9 +469,10 @@ static int sock_connect(shim_fn_connect_libc real, int fd, const struct sockaddr
                           "tcp: connect over tcp.max_connections = %lld fails with "
                           "EAGAIN",
                           (long long)cap);
+            /* The host sees a failure: counted as an error. */
             rc = -1;
             err = EAGAIN;
-            shim_count_verdict(id, POL_INJECT);
+            o = SHIM_C_INJECTED;
             goto out;
         }
         took_slot = fd_or(fd, ST_SLOT);
@@ -503,11 +513,10 @@ static int sock_connect(shim_fn_connect_libc real, int fd, const struct sockaddr
             atomic_fetch_and_explicit(e, ~(uint32_t)ST_SLOT, memory_order_relaxed);
         slot_release();
     }
-    shim_count_verdict(id, changed ? POL_INJECT : POL_NOT_APPLICABLE);
+    o = changed ? SHIM_C_INJECTED : applied;
 
 out:
-    if (rc < 0 && err != EINPROGRESS)
-        shim_count(id, SHIM_C_ERRORS, 1);
+    shim_count_result(id, o, rc, err);
     errno = err;
     return rc;
 }
@@ -542,6 +551,7 @@ int shim_hook_listen_libc(int fd, int backlog)
         return real(fd, backlog);
 
     enum pol_verdict v = POL_SKIP_POLICY;
+    enum shim_ctr o;
     int family = -1;
     struct sockaddr_storage local;
     socklen_t llen = sizeof(local);
@@ -554,27 +564,25 @@ int shim_hook_listen_libc(int fd, int backlog)
         else
             v = POL_NOT_APPLICABLE;
     }
+    o = shim_verdict_ctr(v);
     if (v == POL_INJECT) {
         struct apply_result ar;
         /* An IPv6 listener may accept IPv4-mapped peers: IP_TOS as well. */
         apply_opts(fd, fd, family, family == AF_INET6, &ar);
-        if (!account_apply(id, &ar))
-            v = POL_NOT_APPLICABLE;
-        else
+        o = apply_outcome(&ar);
+        if (o == SHIM_C_INJECTED)
             fd_or(fd, ST_LISTEN_INJECTED); /* without an entry, accepts decide by scope */
     }
     int rc = real(fd, backlog);
     int err = errno;
-    shim_count_verdict(id, v);
-    if (rc < 0)
-        shim_count(id, SHIM_C_ERRORS, 1);
+    shim_count_result(id, o, rc, err);
     shim_leave();
     errno = err;
     return rc;
 }
 
-/* Policy for a socket accept() returned from listener lfd. */
-static void sock_accepted(enum shim_hook_id id, int lfd, int nfd)
+/* Policy for a socket accept() returned from listener lfd; its outcome. */
+static enum shim_ctr sock_accepted(int lfd, int nfd)
 {
     struct sockaddr_storage local, peer;
     socklen_t llen = sizeof(local), plen = sizeof(peer);
@@ -583,16 +591,12 @@ static void sock_accepted(enum shim_hook_id id, int lfd, int nfd)
     int family;
 
     fd_reset(nfd, 0);
-    if (!sock_policy_active()) {
-        shim_count_verdict(id, POL_SKIP_POLICY);
-        return;
-    }
+    if (!sock_policy_active())
+        return SHIM_C_SKIPPED;
     lst = fd_get(lfd);
     family = tcp_family(nfd, lst);
-    if (family < 0) {
-        shim_count_verdict(id, POL_NOT_APPLICABLE);
-        return;
-    }
+    if (family < 0)
+        return SHIM_C_NOT_APPLICABLE;
     if (getpeername(nfd, (struct sockaddr *)&peer, &plen) != 0)
         peer.ss_family = AF_UNSPEC;
     if (lst & ST_LISTEN_INJECTED)
@@ -606,10 +610,12 @@ static void sock_accepted(enum shim_hook_id id, int lfd, int nfd)
          * this socket: read it there. Most options are inherited from the
          * listener; SO_PRIORITY is not, and buffers may have grown. */
         apply_opts(nfd, lfd, family, pol_tcp_v4mapped((struct sockaddr *)&peer), &ar);
-        if (!account_apply(id, &ar) && !(lst & ST_LISTEN_INJECTED))
-            v = POL_NOT_APPLICABLE;
+        /* A socket of a listener teshim configured inherited its options:
+         * injected even when nothing more was set here. */
+        if (!(lst & ST_LISTEN_INJECTED))
+            return apply_outcome(&ar);
     }
-    shim_count_verdict(id, v);
+    return shim_verdict_ctr(v);
 }
 
 int shim_hook_accept_libc(int fd, struct sockaddr *addr, socklen_t *len)
@@ -625,10 +631,9 @@ int shim_hook_accept_libc(int fd, struct sockaddr *addr, socklen_t *len)
         return real(fd, addr, len);
     int nfd = real(fd, addr, len);
     int err = errno;
-    if (nfd >= 0)
-        sock_accepted(id, fd, nfd);
-    else
-        shim_count(id, SHIM_C_ERRORS, 1);
+    /* Nothing accepted, nothing decided: an empty queue of a non-blocking
+     * listener counts as would_block, a real failure as an error. */
+    shim_count_result(id, nfd >= 0 ? sock_accepted(fd, nfd) : SHIM_C_UNDECIDED, nfd, err);
     shim_leave();
     errno = err;
     return nfd;
@@ -647,10 +652,9 @@ int shim_hook_accept4_libc(int fd, struct sockaddr *addr, socklen_t *len, int fl
         return real(fd, addr, len, flags);
     int nfd = real(fd, addr, len, flags);
     int err = errno;
-    if (nfd >= 0)
-        sock_accepted(id, fd, nfd);
-    else
-        shim_count(id, SHIM_C_ERRORS, 1);
+    /* Nothing accepted, nothing decided: an empty queue of a non-blocking
+     * listener counts as would_block, a real failure as an error. */
+    shim_count_result(id, nfd >= 0 ? sock_accepted(fd, nfd) : SHIM_C_UNDECIDED, nfd, err);
     shim_leave();
     errno = err;
     return nfd;
@@ -677,9 +681,7 @@ int shim_hook_close_libc(int fd)
         return real(fd);
     int rc = real(fd);
     int err = errno;
-    shim_count_verdict(id, st & ST_SLOT ? POL_INJECT : POL_NOT_APPLICABLE);
-    if (rc < 0)
-        shim_count(id, SHIM_C_ERRORS, 1);
+    shim_count_result(id, st & ST_SLOT ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, rc, err);
     shim_leave();
     errno = err;
     return rc;

@@ -32,6 +32,7 @@ static const char *const ctr_names[SHIM_C_COUNT] = {
     [SHIM_C_SKIPPED] = "skipped_by_policy",
     [SHIM_C_NOT_APPLICABLE] = "not_applicable",
     [SHIM_C_FALLBACKS] = "fallbacks",
+    [SHIM_C_WOULD_BLOCK] = "would_block",
     [SHIM_C_ERRORS] = "errors",
     [SHIM_C_BYTES] = "bytes",
 };

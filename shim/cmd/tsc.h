@@ -20,6 +20,11 @@ int tsc_cmd_demo(int argc, char **argv);
 /* teshim stats --live (tsc_live.c); argv as given to stats. */
 int tsc_stats_live(int argc, char **argv);
 
+/* Column heads of the per-hook counters, indexed by enum shim_ctr, and the
+ * one-line legend that explains them (tsc_stats.c). */
+extern const char *const tsc_ctr_heads[];
+extern const char tsc_ctr_legend[];
+
 /* Remove the live-statistics segments of this user's processes that are
  * gone (or no longer map theirs); returns how many were removed. */
 int tsc_live_reap(void);

@@ -46,7 +46,7 @@ struct demo {
 };
 
 static const char *const demo_hook_names[] = {
-#define HOOK(lib, tag, ver, def, ret, name, params, args) #name,
+#define HOOK(lib, tag, ver, def, ret, name, params, args, ...) #name,
 #include "shim_hooks.def"
 #undef HOOK
 };

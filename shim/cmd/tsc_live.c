@@ -28,15 +28,10 @@
 #define SHM_DIR "/dev/shm"
 
 static const char *const live_hook_names[SHIM_HK_COUNT] = {
-#define HOOK(lib, tag, ver, def, ret, name, params, args) [SHIM_HK_##name##_##tag] = #name "@" ver,
+#define HOOK(lib, tag, ver, def, ret, name, params, args, ...)                                     \
+    [SHIM_HK_##name##_##tag] = #name "@" ver,
 #include "shim_hooks.def"
 #undef HOOK
-};
-
-static const char *const live_ctr_heads[SHIM_C_COUNT] = {
-    [SHIM_C_CALLS] = "CALLS",     [SHIM_C_INJECTED] = "INJECTED",  [SHIM_C_OBSERVED] = "OBSERVED",
-    [SHIM_C_SKIPPED] = "SKIPPED", [SHIM_C_NOT_APPLICABLE] = "N/A", [SHIM_C_FALLBACKS] = "FALLBACK",
-    [SHIM_C_ERRORS] = "ERRORS",   [SHIM_C_BYTES] = "BYTES",
 };
 
 /* What one segment holds, copied out of the mapping. */
@@ -294,7 +289,7 @@ static void print_proc(const struct live_proc *p, uint64_t now)
         if (!any) {
             printf("    %-34s", "HOOK");
             for (int c = 0; c < SHIM_C_COUNT; c++)
-                printf(" %9s", live_ctr_heads[c]);
+                printf(" %9s", tsc_ctr_heads[c]);
             printf("\n");
         }
         any = true;
@@ -407,8 +402,8 @@ int tsc_stats_live(int argc, char **argv)
             printf(", %u in other pid namespaces", scan.other_ns);
         printf("\n");
         if (n)
-            printf("%-8s %-24s %-3s %-12s %-16s %9s\n", "PID", "PROGRAM", "ARM", "GATE", "POLICY",
-                   "UPTIME");
+            printf("legend: %s\n%-8s %-24s %-3s %-12s %-16s %9s\n", tsc_ctr_legend, "PID",
+                   "PROGRAM", "ARM", "GATE", "POLICY", "UPTIME");
         uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
         for (size_t k = 0; k < n; k++)
             print_proc(&procs[k], now);

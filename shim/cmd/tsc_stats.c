@@ -1,16 +1,37 @@
 /* teshim stats: readable summaries of the JSON reports written at exit. */
 #include "tsc.h"
 #include "tsc_json.h"
+#include "shim.h"
 
 #include <stdio.h>
 #include <string.h>
 
-static const char *const ctr_keys[] = {
-    "calls",          "injected",  "observed", "skipped_by_policy",
-    "not_applicable", "fallbacks", "errors",   "bytes"};
-static const char *const ctr_heads[] = {"CALLS", "INJECTED", "OBSERVED", "SKIPPED",
-                                        "N/A",   "FALLBACK", "ERRORS",   "BYTES"};
-#define NCTR (sizeof(ctr_keys) / sizeof(ctr_keys[0]))
+/* The report's keys and the columns, in the order of the shim's counters. */
+static const char *const ctr_keys[SHIM_C_COUNT] = {
+    [SHIM_C_CALLS] = "calls",
+    [SHIM_C_INJECTED] = "injected",
+    [SHIM_C_OBSERVED] = "observed",
+    [SHIM_C_SKIPPED] = "skipped_by_policy",
+    [SHIM_C_NOT_APPLICABLE] = "not_applicable",
+    [SHIM_C_FALLBACKS] = "fallbacks",
+    [SHIM_C_WOULD_BLOCK] = "would_block",
+    [SHIM_C_ERRORS] = "errors",
+    [SHIM_C_BYTES] = "bytes",
+};
+const char *const tsc_ctr_heads[SHIM_C_COUNT] = {
+    [SHIM_C_CALLS] = "CALLS",          [SHIM_C_INJECTED] = "INJECTED",
+    [SHIM_C_OBSERVED] = "OBSERVED",    [SHIM_C_SKIPPED] = "SKIPPED",
+    [SHIM_C_NOT_APPLICABLE] = "N/A",   [SHIM_C_FALLBACKS] = "FALLBACK",
+    [SHIM_C_WOULD_BLOCK] = "WOULDBLK", [SHIM_C_ERRORS] = "ERRORS",
+    [SHIM_C_BYTES] = "BYTES",
+};
+#define NCTR SHIM_C_COUNT
+
+const char tsc_ctr_legend[] =
+    "CALLS = INJECTED changed + OBSERVED would change (observe mode) + SKIPPED policy off, "
+    "arm A, kill switch or out of scope + N/A policy on, call not eligible + FALLBACK ran "
+    "unchanged, policy could not apply + WOULDBLK EAGAIN/EINTR-like retry, nothing done + "
+    "ERRORS failures the host sees; BYTES: bytes of injected calls";
 
 struct arm_total {
     unsigned processes;
@@ -21,7 +42,7 @@ static void print_head(void)
 {
     printf("  %-36s", "HOOK");
     for (size_t c = 0; c < NCTR; c++)
-        printf(" %9s", ctr_heads[c]);
+        printf(" %9s", tsc_ctr_heads[c]);
     printf("\n");
 }
 
@@ -51,6 +72,7 @@ static int summarise(const char *path, struct arm_total totals[2])
     struct arm_total *t = &totals[strcmp(arm, "B") == 0];
     t->processes++;
     bool any = false;
+    unsigned unbalanced = 0;
     for (const struct tsc_json *h = hooks->child; h; h = h->next) {
         if (tsc_json_num(h, "calls", 0) == 0)
             continue;
@@ -58,15 +80,25 @@ static int summarise(const char *path, struct arm_total totals[2])
             print_head();
         any = true;
         printf("  %-36s", h->key);
+        double outcomes = 0;
         for (size_t c = 0; c < NCTR; c++) {
             double v = tsc_json_num(h, ctr_keys[c], 0);
             t->c[c] += v;
+            if (c != SHIM_C_CALLS && c != SHIM_C_BYTES)
+                outcomes += v;
             printf(" %9.0f", v);
         }
         printf("\n");
+        unbalanced += outcomes != tsc_json_num(h, "calls", 0);
     }
     if (!any)
         printf("  (no hooked call was made)\n");
+    /* Reports of teshim before would_block counted errors and fallbacks on
+     * top of a verdict: say so rather than let the columns mislead. */
+    if (unbalanced)
+        printf("  %u hook%s whose outcomes do not add up to CALLS (a report of an older "
+               "teshim?)\n",
+               unbalanced, unbalanced == 1 ? "" : "s");
     double warn = tsc_json_num(j, "config_warnings", 0);
     if (warn > 0)
         printf("  %.0f configuration warning%s were reported by the process\n", warn,
@@ -94,7 +126,8 @@ int tsc_cmd_stats(int argc, char **argv)
             tsc_err("stats: unknown option '%s'", argv[i]);
             return TSC_EXIT_USAGE;
         }
-        files++;
+        if (files++ == 0)
+            printf("legend: %s\n", tsc_ctr_legend);
         bad += summarise(argv[i], totals) != 0;
     }
     if (!files) {

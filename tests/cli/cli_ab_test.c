@@ -18,6 +18,7 @@
 
 #include "cli_util.h"
 #include "tsc_json.h"
+#include "../report_sum.h"
 
 #define METRIC_RE "throughput ([0-9.]+) GB/s"
 
@@ -135,6 +136,8 @@ START_TEST(reports_kept_without_configuration_warnings)
             if (!strstr(e->d_name, ".json"))
                 continue;
             char *path = path_in(sub, e->d_name);
+            char why[1024];
+            ck_assert_msg(report_file_balances(path, why, sizeof(why)) == 0, "%s: %s", path, why);
             struct tsc_json *j = load_json(path);
             ck_assert_str_eq(tsc_json_str(j, "arm", "?"), r ? "B" : "A");
             ck_assert_int_eq((int)tsc_json_num(j, "config_warnings", -1), 0);

@@ -105,6 +105,10 @@ START_TEST(segment_owner_only_read_live_removed_at_exit)
     ck_assert_str_eq(a->arm, "B");
     ck_assert_uint_eq(a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[SHIM_C_CALLS], 4);
     ck_assert_uint_eq(a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[SHIM_C_INJECTED], 4);
+    uint64_t outcomes = 0;
+    for (int c = SHIM_C_INJECTED; c <= SHIM_C_ERRORS; c++)
+        outcomes += a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[c];
+    ck_assert_uint_eq(outcomes, 4);
 
     /* And by teshim stats --live. */
     snprintf(pid, sizeof(pid), "%d", (int)h.pid);
@@ -114,6 +118,9 @@ START_TEST(segment_owner_only_read_live_removed_at_exit)
     ck_assert_msg(strstr(out, "enforce"), "%s", out);
     ck_assert_msg(strstr(out, "ibv_modify_qp@IBVERBS_1.1"), "%s", out);
     ck_assert_msg(strstr(out, "        4         4"), "calls and injected: %s", out);
+    /* The columns are explained on the screen, would-blocks among them. */
+    ck_assert_msg(strstr(out, "legend: CALLS = INJECTED"), "%s", out);
+    ck_assert_msg(strstr(out, "WOULDBLK"), "%s", out);
     free(out);
 
     /* Removed at exit; our mapping stays valid after the unlink. */

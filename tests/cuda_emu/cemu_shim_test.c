@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "../report_sum.h"
 
 #define SIZE "1048576"
 
@@ -124,6 +125,8 @@ static long long counter(const struct run *r, const char *hook, const char *ctr)
     len = fread(body, 1, sizeof(body) - 1, f);
     fclose(f);
     body[len] = '\0';
+    char why[512];
+    ck_assert_msg(report_outcomes_balance(body, why, sizeof(why)) == 0, "%s: %s", path, why);
     snprintf(key, sizeof(key), "\"%s\": {", hook);
     p = strstr(body, key);
     ck_assert_msg(p != NULL, "hook %s not in report", hook);
@@ -251,11 +254,32 @@ START_TEST(error_state_and_error_returns_unchanged)
 
     same_output(need("CEMU_HOST"), "errors", &r);
     ck_assert_ptr_nonnull(strstr(r.out, "wrong-kind cudaErrorInvalidValue"));
-    /* Copies made while an error was pending pass through untouched. */
-    ck_assert_int_ge(counter(&r, M13, "not_applicable"), 3);
-    /* The overrun: our chunks failed, the runtime then made the call itself. */
-    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 1);
+    /* Two copies made while an error was pending pass through untouched;
+     * the wrong kind and the overrun (our chunks failed, the runtime then
+     * made the call itself and failed too) are the host's errors, one
+     * outcome each: not also not-applicable or a fallback. */
+    ck_assert_int_eq(counter(&r, M13, "calls"), 4);
+    ck_assert_int_eq(counter(&r, M13, "not_applicable"), 2);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
     ck_assert_int_eq(counter(&r, M13, "errors"), 2);
+}
+END_TEST
+
+/*
+ * The same failing copies with the copy policy off: still two errors, and
+ * only the two good copies are skipped. A CUDA copy has no benign codes, so
+ * the rule is the one of the other hooks: an error whatever was decided.
+ */
+START_TEST(error_rule_cuda_policy_off)
+{
+    struct run r;
+
+    run(&r, need("CEMU_HOST"), "errors", need("TESHIM_LIB"), NULL);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(counter(&r, M13, "calls"), 4);
+    ck_assert_int_eq(counter(&r, M13, "errors"), 2);
+    ck_assert_int_eq(counter(&r, M13, "skipped_by_policy"), 2);
+    ck_assert_int_eq(counter(&r, M13, "would_block"), 0);
 }
 END_TEST
 
@@ -700,12 +724,14 @@ START_TEST(memcpy2d_errors_unchanged)
     ck_assert_ptr_nonnull(strstr(r.out, "width-above-dpitch cudaErrorInvalidPitchValue"));
     ck_assert_ptr_nonnull(strstr(r.out, "wrong-kind cudaErrorInvalidValue"));
     ck_assert_ptr_nonnull(strstr(r.out, "overrun cudaErrorInvalidValue"));
-    /* Invalid geometry, wrong kind, pending error, nothing to copy: passed
-     * through untouched; the overrun: our chunks failed, the runtime then
-     * made the call itself. */
-    ck_assert_int_eq(counter(&r, M2D, "not_applicable"), 5);
-    ck_assert_int_eq(counter(&r, A2D, "not_applicable"), 1);
-    ck_assert_int_eq(counter(&r, M2D, "fallbacks"), 1);
+    /* Pending error and the two with nothing to copy: passed through
+     * untouched. Invalid geometry and wrong kind (passed through) and the
+     * overrun (our chunks failed, the runtime then made the call itself)
+     * fail: errors, and nothing else. */
+    ck_assert_int_eq(counter(&r, M2D, "calls"), 7);
+    ck_assert_int_eq(counter(&r, M2D, "not_applicable"), 3);
+    ck_assert_int_eq(counter(&r, A2D, "not_applicable"), 0);
+    ck_assert_int_eq(counter(&r, M2D, "fallbacks"), 0);
     ck_assert_int_eq(counter(&r, M2D, "errors"), 3);
     ck_assert_int_eq(counter(&r, A2D, "errors"), 1);
     ck_assert_int_eq(counter(&r, M2D, "injected"), 1);
@@ -776,6 +802,7 @@ int main(void)
     tcase_add_test(tc, async_copy_on_held_stream_returns);
     tcase_add_test(tc, pinned_managed_d2d_captured_pass_through);
     tcase_add_test(tc, error_state_and_error_returns_unchanged);
+    tcase_add_test(tc, error_rule_cuda_policy_off);
     tcase_add_test(tc, ordering_legacy_waits_for_held_blocking_stream);
     tcase_add_test(tc, ordering_broken_shim_is_caught);
     tcase_add_test(tc, per_thread_default_stream_build);

@@ -412,14 +412,19 @@ START_TEST(stats_summarises_reports)
     tshim_ck(&s, strstr(s.out, pidtext) != NULL);
     tshim_ck(&s, strstr(s.out, "arm B, gate enforce") != NULL);
     tshim_ck(&s, strstr(s.out, "teshim " TESHIM_VERSION) != NULL);
-    /* The hook's row: calls 3, injected 2, observed 0, skipped 0, n/a 1. */
+    /* The columns are explained, and the outcomes add up to CALLS. */
+    tshim_ck(&s, strstr(s.out, "legend: CALLS = INJECTED") != NULL);
+    tshim_ck(&s, strstr(s.out, "WOULDBLK") != NULL);
+    tshim_ck(&s, strstr(s.out, "do not add up") == NULL);
+    /* The hook's row: calls 3, injected 2, observed 0, skipped 0, n/a 1,
+     * fallback 0, would-block 0, errors 0, bytes 2 MiB. */
     const char *row = strstr(s.out, "ibv_reg_mr_iova2@IBVERBS_1.8");
     tshim_ck(&s, row != NULL);
-    long long c[8] = {0};
-    tshim_ck(&s, sscanf(row, "%*s %lld %lld %lld %lld %lld %lld %lld %lld", &c[0], &c[1], &c[2],
-                        &c[3], &c[4], &c[5], &c[6], &c[7]) == 8);
+    long long c[9] = {0};
+    tshim_ck(&s, sscanf(row, "%*s %lld %lld %lld %lld %lld %lld %lld %lld %lld", &c[0], &c[1],
+                        &c[2], &c[3], &c[4], &c[5], &c[6], &c[7], &c[8]) == 9);
     tshim_ck(&s, c[0] == 3 && c[1] == 2 && c[2] == 0 && c[3] == 0 && c[4] == 1 && c[5] == 0 &&
-                     c[6] == 0 && c[7] == 2 << 20);
+                     c[6] == 0 && c[7] == 0 && c[8] == 2 << 20);
     /* Hooks that were never called are left out. */
     tshim_ck(&s, strstr(s.out, "ibv_modify_qp@IBVERBS_1.1") == NULL);
 
@@ -439,6 +444,15 @@ START_TEST(stats_summarises_reports)
     teshim(&s, "stats", tshim_path(&s, "x.json"), NULL);
     tshim_ck(&s, s.status != 0);
     tshim_ck(&s, strstr(s.err, "not a teshim report") != NULL);
+
+    /* A report whose errors overlap a verdict (teshim before would_block):
+     * the reader is told the columns do not add up. */
+    write_file(tshim_path(&s, "old.json"),
+               "{\"arm\": \"B\", \"hooks\": {\"accept@GLIBC_2.2.5\": {\"calls\": 2, "
+               "\"skipped_by_policy\": 2, \"errors\": 2}}}\n");
+    teshim(&s, "stats", tshim_path(&s, "old.json"), NULL);
+    tshim_ck(&s, s.status == 0);
+    tshim_ck(&s, strstr(s.out, "1 hook whose outcomes do not add up to CALLS") != NULL);
 }
 END_TEST
 

@@ -81,7 +81,7 @@ static const struct {
     const char *name, *version;
     int is_default;
 } hook_rows[] = {
-#define HOOK(lib, tag, ver, def, ret, name, params, args) {#name, ver, def},
+#define HOOK(lib, tag, ver, def, ret, name, params, args, ...) {#name, ver, def},
 #include "shim_hooks.def"
 #undef HOOK
 };

@@ -341,6 +341,45 @@ START_TEST(error_conventions)
 }
 END_TEST
 
+/*
+ * One rule for errors, whatever the policy decided: a registration or QP
+ * transition that fails is an error and nothing else (not also injected,
+ * skipped or not applicable), with the policy on and off alike, so each
+ * hook's outcomes add up to its calls (tshim_report checks the sums).
+ */
+START_TEST(error_rule_verbs)
+{
+    for (int on = 0; on < 2; on++) {
+        struct tshim_run r;
+
+        tshim_init(&r, true);
+        if (on)
+            policy_on(&r);
+        /* iova2: one refused for its own flags, one good; 1.1: length 0;
+         * modify_qp: INIT, RTR with a GRH, and an invalid RESET to RTR. */
+        tshim_host(&r, "reg_rt:1M:2", "reg_rt:1M:7", "reg_bad", "qp:grh", "qp_bad", NULL);
+        struct tsc_json *rep = tshim_report(&r, 0);
+        ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "calls"), 2);
+        ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "errors"), 1);
+        ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, on ? "injected" : "skipped_by_policy"), 1);
+        ck_assert_int_eq(tshim_ctr(rep, REG_1_1, "calls"), 1);
+        ck_assert_int_eq(tshim_ctr(rep, REG_1_1, "errors"), 1);
+        ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "calls"), 3);
+        ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "errors"), 1);
+        if (on) {
+            ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "injected"), 1);
+            ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "not_applicable"), 1);
+        } else {
+            ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "skipped_by_policy"), 2);
+        }
+        /* Verbs calls have no benign codes: nothing is a would-block. */
+        ck_assert_int_eq(tshim_ctr(rep, REG_IOVA2, "would_block"), 0);
+        ck_assert_int_eq(tshim_ctr(rep, MODIFY_QP, "would_block"), 0);
+        tsc_json_free(rep);
+    }
+}
+END_TEST
+
 /* A PCIe config space whose Express capability has RlxdOrd set or clear. */
 static void fake_pcie(struct tshim_run *r, const char *dev, bool ro)
 {
@@ -404,6 +443,7 @@ Suite *tshim_inject_suite(void)
     tcase_add_test(tc, fallback_on_einval_rereg);
     tcase_add_test(tc, unrelated_einval_is_not_a_fallback);
     tcase_add_test(tc, error_conventions);
+    tcase_add_test(tc, error_rule_verbs);
     suite_add_tcase(s, tc);
     return s;
 }

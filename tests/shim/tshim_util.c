@@ -1,5 +1,6 @@
 /* Helpers of the shim suites. */
 #include "tshim.h"
+#include "../report_sum.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -298,6 +299,7 @@ struct tsc_json *tshim_report(const struct tshim_run *r, pid_t pid)
     closedir(d);
     ck_assert_msg(path[0], "no report of pid %d in %s\n--- stderr ---\n%s", (int)pid, r->stats,
                   r->err);
+    ck_assert_msg(report_file_balances(path, err, sizeof(err)) == 0, "%s: %s", path, err);
     struct tsc_json *j = tsc_json_load(path, err, sizeof(err));
     ck_assert_msg(j != NULL, "report %s: %s", path, err);
     ck_assert_int_eq((int)tsc_json_num(j, "pid", -1), (int)pid);

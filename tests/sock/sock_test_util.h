@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include "../report_sum.h"
 
 #define SOCK_OUT_MAX (256 * 1024)
 
@@ -120,6 +121,9 @@ static inline long sock_stat(const char *dir, const char *program, const char *h
         size_t n = fread(buf, 1, sizeof(buf) - 1, f);
         buf[n] = '\0';
         fclose(f);
+        char why[512];
+        ck_assert_msg(report_outcomes_balance(buf, why, sizeof(why)) == 0, "%s: %s", g.gl_pathv[i],
+                      why);
         const char *h = strstr(buf, key);
         const char *end = h ? strchr(h, '}') : NULL;
         const char *c = h ? strstr(h, ck) : NULL;

@@ -11,12 +11,16 @@
  *   sockhost burst ADDR PORT N HOLD_MS N threads connect at once, hold, close
  *   sockhost fork ADDR PORT            options in a forked and an exec'd child
  *   sockhost connect ADDR PORT         one blocking connect, its result
+ *   sockhost acceptloop ADDR PORT N    a non-blocking listener polled by an accept
+ *                                      loop, as Mooncake's: N empty polls, then a
+ *                                      non-blocking connect is accepted
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -333,6 +337,45 @@ static int cmd_connect(int with_listener)
     return 0;
 }
 
+/*
+ * The accept loop of an event-driven server: the listener is non-blocking
+ * and polled with accept and accept4 in turn; an empty queue answers EAGAIN
+ * (printed as would_block). Then a non-blocking connect (EINPROGRESS on
+ * loopback, or 0) is accepted by the loop.
+ */
+static int cmd_acceptloop(int n)
+{
+    int lfd = make_listener(), wb = 0, got = -1;
+
+    if (fcntl(lfd, F_SETFL, O_NONBLOCK) != 0)
+        die("fcntl");
+    for (int i = 0; i < n; i++) {
+        int fd = i % 2 ? accept4(lfd, NULL, NULL, SOCK_CLOEXEC) : accept(lfd, NULL, NULL);
+        if (fd >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            die("accept on an empty queue");
+        wb++;
+    }
+    int c = socket(family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int rc = connect(c, (struct sockaddr *)&target, target_len);
+    if (rc != 0 && errno != EINPROGRESS)
+        die("non-blocking connect");
+    printf("connect_in_progress %d\n", rc != 0);
+    for (int i = 0; got < 0 && i < 5000; i++) {
+        struct pollfd p = {.fd = lfd, .events = POLLIN};
+        poll(&p, 1, 1);
+        got = accept(lfd, NULL, NULL);
+        if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            die("accept");
+        if (got < 0)
+            wb++;
+    }
+    printf("would_block %d\naccepted %d\n", wb, got >= 0);
+    close(got);
+    close(c);
+    close(lfd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -357,6 +400,8 @@ int main(int argc, char **argv)
         return cmd_fork(argv[0], argv[2], argv[3]);
     if (strcmp(argv[1], "connect") == 0)
         return cmd_connect(argc > 4);
+    if (strcmp(argv[1], "acceptloop") == 0 && argc > 4)
+        return cmd_acceptloop(atoi(argv[4]));
     fprintf(stderr, "sockhost: unknown command %s\n", argv[1]);
     return 2;
 }

@@ -352,6 +352,79 @@ START_TEST(stats_count_each_socket)
 }
 END_TEST
 
+/*
+ * The Mooncake case: an event-driven target polls its non-blocking listener
+ * with accept/accept4 and gets EAGAIN thousands of times a run. Those are
+ * would-blocks, never errors, with a policy in scope and without one; the
+ * non-blocking connect's EINPROGRESS is no error either.
+ */
+START_TEST(accept_loop_counts_would_block_not_errors)
+{
+    const char *b = sock_build_dir();
+    static const char *const env[] = {ALL "TESHIM_TCP_PORTS=28118 ", ""};
+    char dir[] = "/tmp/teshim-sock-wb-XXXXXX";
+
+    ck_assert(mkdtemp(dir) != NULL);
+    for (int k = 0; k < 2; k++) {
+        int rc = sock_run(out, sizeof(out),
+                          PRE "%sTESHIM_STATS_DIR=%s " HOST " acceptloop 127.0.0.1 28118 300", b,
+                          env[k], dir, b);
+        ck_assert_msg(rc == 0, "%s", sock_tail(out));
+        long wb = sock_kv(out, "would_block");
+        ck_assert_msg(wb >= 300 && sock_kv(out, "accepted") == 1, "%s", sock_tail(out));
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "accept", "errors"), 0);
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "accept4", "errors"), 0);
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "accept4", "would_block"), 150);
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "accept", "would_block"), wb - 150);
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "accept", "calls"), wb - 150 + 1);
+        /* The accepted connection: injected in scope, skipped without policy. */
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "accept", k ? "skipped_by_policy" : "injected"),
+                         1);
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "connect", "calls"), 1);
+        ck_assert_int_eq(sock_stat(dir, "sockhost", "connect", "errors"), 0);
+        ck_assert_int_eq(
+            sock_stat(dir, "sockhost", "connect", k ? "skipped_by_policy" : "injected"), 1);
+        sock_run(out, sizeof(out), "rm -f %s/*.json", dir);
+    }
+    sock_run(out, sizeof(out), "rm -rf %s", dir);
+}
+END_TEST
+
+/*
+ * The real failures of every socket hook are errors, the benign codes are
+ * not: sockhost errno makes 7 failing connects (refused twice, bad fd, not a
+ * socket, NULL, short address, missing Unix path) beside a UDP connect and a
+ * non-blocking one (EINPROGRESS), 2 failing socket and listen calls, accept
+ * and accept4 on a bad descriptor and a non-listening socket, and one
+ * accept on an empty non-blocking listener.
+ */
+START_TEST(error_rule_sockets)
+{
+    const char *b = sock_build_dir();
+    char dir[] = "/tmp/teshim-sock-err-XXXXXX";
+
+    ck_assert(mkdtemp(dir) != NULL);
+    int rc = sock_run(out, sizeof(out),
+                      PRE ALL "TESHIM_TCP_PORTS=28119 TESHIM_STATS_DIR=%s " HOST
+                              " errno 127.0.0.1 28119",
+                      b, dir, b);
+    ck_assert_msg(rc == 0, "%s", sock_tail(out));
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "connect", "calls"), 9);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "connect", "errors"), 7);
+    /* EINPROGRESS after the options were set: injected, not an error. */
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "connect", "injected"), 1);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "connect", "not_applicable"), 1); /* UDP */
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "socket", "errors"), 2);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "listen", "errors"), 2);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "accept", "calls"), 3);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "accept", "errors"), 2);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "accept", "would_block"), 1);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "accept4", "errors"), 2);
+    ck_assert_int_eq(sock_stat(dir, "sockhost", "accept4", "would_block"), 0);
+    sock_run(out, sizeof(out), "rm -rf %s", dir);
+}
+END_TEST
+
 START_TEST(data_path_not_exported)
 {
     const char *b = sock_build_dir();
@@ -397,6 +470,8 @@ static Suite *sock_hooks_suite(void)
     tcase_add_test(tc, fork_and_exec_under_the_shim);
     tcase_add_test(tc, constructor_before_shim_constructor);
     tcase_add_test(tc, stats_count_each_socket);
+    tcase_add_test(tc, accept_loop_counts_would_block_not_errors);
+    tcase_add_test(tc, error_rule_sockets);
     tcase_add_test(tc, data_path_not_exported);
     suite_add_tcase(s, tc);
     return s;
