@@ -120,6 +120,23 @@ void shim_stats_report(const struct pol_config *cfg);
 /* Remove the live segment (at exit). */
 void shim_stats_fini(void);
 
+/* ---- files ------------------------------------------------------------ */
+
+/*
+ * Open directory dir (mkdir'ed first if create) for writing teshim's files
+ * into: O_DIRECTORY|O_NOFOLLOW, refused when owned by another user than
+ * root or this euid, or writable by every user without the sticky bit. A
+ * descriptor or -errno; every refusal is logged naming what ("stats.dir").
+ * *shared_p (may be NULL): every user may create files in it (sticky).
+ */
+int shim_dir_open(const char *what, const char *dir, bool create, bool *shared_p);
+/* An opened file teshim writes to is a regular file with one link; in a
+ * shared directory, owned by this euid. 0 or -errno (logged). */
+int shim_file_check(const char *what, const char *path, int fd, bool shared);
+/* log.file: appended to, never followed through a symlink, never a FIFO or
+ * device, created 0600 if missing. A descriptor or -errno (logged). */
+int shim_log_file_open(const char *path);
+
 /* ---- logging ---------------------------------------------------------- */
 
 void shim_log_init(const struct pol_config *cfg);
