@@ -217,7 +217,9 @@ START_TEST(segment_truncated_while_read)
     int stop[2];
     uid_t uid = geteuid() == 0 ? 48233 : geteuid();
 
-    ck_assert_int_eq(pipe(stop), 0);
+    /* Close-on-exec: only the owner and this suite hold it, so the owner
+     * sees EOF as soon as the suite is done or gone. */
+    ck_assert_int_eq(pipe2(stop, O_CLOEXEC), 0);
     pid_t owner = fork();
     ck_assert_int_ge(owner, 0);
     if (owner == 0) {
@@ -245,8 +247,10 @@ START_TEST(segment_truncated_while_read)
             char c;
             if (i % 1024 == 0 && read(stop[0], &c, 1) == 0)
                 break; /* the suite closed the pipe */
-            if (ftruncate(fd, 0) != 0 || pwrite(fd, &a, sizeof(a), 0) != (ssize_t)sizeof(a))
+            if (ftruncate(fd, 0) != 0 || pwrite(fd, &a, sizeof(a), 0) != (ssize_t)sizeof(a)) {
+                shm_unlink(name);
                 _exit(5);
+            }
         }
         shm_unlink(name);
         _exit(0);
