@@ -48,6 +48,7 @@ struct worker {
     uint64_t *lat;
     size_t nlat, caplat;
     int err;
+    bool no_thread; /* pthread_create failed: nothing to join */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -261,8 +262,10 @@ static void *initiator_thread(void *arg)
     while (now_s() < end && !stop_flag) {
         teshim_batch_t b;
         ret = teshim_batch_alloc(w->eng, a->batch, &b);
-        if (ret)
+        if (ret) {
+            w->err = ret;
             break;
+        }
         ret = teshim_submit(w->eng, b, reqs, a->batch);
         if (ret < 0) {
             w->err = ret;
@@ -316,6 +319,7 @@ static int run_initiator(struct args *a)
     struct worker *w;
     teshim_segment_t seg;
     uint64_t bytes = 0, requests = 0, failed = 0, *lat = NULL;
+    bool worker_failed = false;
     size_t nlat = 0;
     double t0, el;
     int ret, rc = 1;
@@ -352,14 +356,23 @@ static int run_initiator(struct args *a)
     for (int i = 0; i < a->threads; i++) {
         w[i] = (struct worker){
             .a = a, .eng = eng, .seg = seg, .remote = reg.addr, .remote_len = reg.len, .idx = i};
-        pthread_create(&w[i].th, NULL, initiator_thread, &w[i]);
+        ret = pthread_create(&w[i].th, NULL, initiator_thread, &w[i]);
+        if (ret) {
+            w[i].err = -ret;
+            w[i].no_thread = true;
+        }
     }
     for (int i = 0; i < a->threads; i++)
-        pthread_join(w[i].th, NULL);
+        if (!w[i].no_thread)
+            pthread_join(w[i].th, NULL);
     el = now_s() - t0;
     for (int i = 0; i < a->threads; i++) {
-        if (w[i].err)
+        /* A worker that could not run (no memory, no thread, no batch) makes
+         * the whole measurement wrong: the exit status says so. */
+        if (w[i].err) {
             fprintf(stderr, "teshim-bench: thread %d: %s\n", i, strerror(-w[i].err));
+            worker_failed = true;
+        }
         bytes += w[i].bytes;
         requests += w[i].requests;
         failed += w[i].failed;
@@ -401,7 +414,7 @@ static int run_initiator(struct args *a)
         }
     }
     free(lat);
-    rc = failed || !bytes ? 1 : 0;
+    rc = failed || !bytes || worker_failed ? 1 : 0;
 out_engine:
     teshim_engine_destroy(eng);
     return rc;

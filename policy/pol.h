@@ -6,6 +6,7 @@
 #ifndef TESHIM_POL_H
 #define TESHIM_POL_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,7 +71,7 @@ struct pol_config {
     struct pol_value v[POL_NPARAMS];
     char program[POL_NAME_MAX];
     char host[POL_NAME_MAX];
-    char config_path[256]; /* file actually read; "" if none */
+    char config_path[PATH_MAX]; /* file actually read (whole: open() takes no longer); "" if none */
     enum pol_arm arm;
     enum pol_gate gate;
     uint32_t rollout_bucket; /* 0..9999, the identity's place on the rollout scale */
@@ -93,6 +94,11 @@ struct pol_sources {
     const char *etc_path;    /* NULL = "/etc/teshim.conf"; tests override */
     pol_diag_fn diag;        /* NULL = silent */
     void *diag_arg;
+    /* A setuid/setgid program (AT_SECURE): its environment is the caller's,
+     * another user's. environ is not read at all (no TESHIM_*, no
+     * TESHIM_CONFIG, HOME or XDG_CONFIG_HOME): only config_path/etc_path
+     * and the built-in defaults apply. */
+    bool secure;
 };
 
 /*

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 struct loader {
     struct pol_config *cfg;
     const struct pol_sources *src;
+    char *const *environ; /* src->environ, or NULL for a secure program */
 };
 
 static void diag(struct loader *ld, enum pol_log_level lvl, const char *fmt, ...)
@@ -186,32 +188,73 @@ static bool file_exists(const char *path)
     return path && *path && stat(path, &st) == 0;
 }
 
-/* Read a whole small file into buf (NUL-terminated); 0 or -errno. */
-static int read_file(const char *path, char *buf, size_t cap)
+/*
+ * Read a whole small file into buf (NUL-terminated); its length, or -errno
+ * (-EINVAL: not a regular file; -EFBIG: too large). Only a regular file is read:
+ * a FIFO would block the program's start, /dev/stdin would eat its input.
+ * Non-blocking open, so a FIFO is refused instead of waited on; symlinks
+ * are followed (a path the user named may well be one).
+ */
+static ssize_t read_file(const char *path, char *buf, size_t cap)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
     size_t n = 0;
+    ssize_t rc;
+    int fd;
 
+    /* Checked before opening too: opening some devices has effects. */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return -EINVAL;
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto out_close;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        goto out_close;
+    }
     while (n + 1 < cap) {
         ssize_t r = read(fd, buf + n, cap - 1 - n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            int err = -errno;
-            close(fd);
-            return err;
+            rc = -errno;
+            goto out_close;
         }
         if (r == 0)
             break;
         n += (size_t)r;
     }
-    close(fd);
     buf[n] = '\0';
-    if (n + 1 >= cap)
-        return -EFBIG;
-    return 0;
+    rc = n + 1 >= cap ? -EFBIG : (ssize_t)n;
+out_close:
+    close(fd);
+    return rc;
+}
+
+/*
+ * A NUL byte would end the text where C strings see it and drop the rest
+ * of the file without a word: each line holding one is reported, naming the
+ * file and line, and ignored.
+ */
+static void drop_nul_lines(struct loader *ld, const char *path, char *text, size_t len)
+{
+    unsigned lineno = 1;
+    size_t start = 0;
+
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && text[i] != '\n')
+            continue;
+        if (memchr(text + start, '\0', i - start)) {
+            diag(ld, POL_LOG_WARN, "%s:%u: NUL byte in the line; line ignored", path, lineno);
+            memset(text + start, ' ', i - start);
+        }
+        start = i + 1;
+        lineno++;
+    }
 }
 
 static char *trim(char *s)
@@ -331,20 +374,27 @@ static const char *find_config_path(struct loader *ld, char *buf, size_t len)
 
     if (src->config_path)
         return src->config_path;
-    p = env_lookup(src->environ, "TESHIM_CONFIG");
+    p = env_lookup(ld->environ, "TESHIM_CONFIG");
     if (p && *p)
         return p;
     p = src->etc_path ? src->etc_path : "/etc/teshim.conf";
     if (file_exists(p))
         return p;
-    const char *xdg = env_lookup(src->environ, "XDG_CONFIG_HOME");
-    const char *home = env_lookup(src->environ, "HOME");
+    const char *xdg = env_lookup(ld->environ, "XDG_CONFIG_HOME");
+    const char *home = env_lookup(ld->environ, "HOME");
+    int n;
     if (xdg && *xdg)
-        snprintf(buf, len, "%s/teshim.conf", xdg);
+        n = snprintf(buf, len, "%s/teshim.conf", xdg);
     else if (home && *home)
-        snprintf(buf, len, "%s/.config/teshim.conf", home);
+        n = snprintf(buf, len, "%s/.config/teshim.conf", home);
     else
         return NULL;
+    if (n < 0 || (size_t)n >= len) {
+        /* A cut path names another file: refuse it. */
+        diag(ld, POL_LOG_WARN, "config file under %s: path longer than %zu bytes; not read",
+             xdg && *xdg ? "XDG_CONFIG_HOME" : "HOME", len - 1);
+        return NULL;
+    }
     return file_exists(buf) ? buf : NULL;
 }
 
@@ -380,7 +430,7 @@ static void apply_profile(struct loader *ld, char *file_text, const char *file_n
 
 static void apply_env(struct loader *ld)
 {
-    for (char *const *e = ld->src->environ; e && *e; e++) {
+    for (char *const *e = ld->environ; e && *e; e++) {
         char name[160];
         const char *eq;
 
@@ -475,7 +525,7 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
     static char scratch[POL_FILE_MAX];
     struct pol_sources none = {0};
     struct loader ld;
-    char pathbuf[256];
+    static char pathbuf[PATH_MAX];
     const char *path;
     bool have_file = false;
 
@@ -484,6 +534,7 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
     memset(cfg, 0, offsetof(struct pol_config, arena));
     ld.cfg = cfg;
     ld.src = src;
+    ld.environ = src->secure ? NULL : src->environ;
     snprintf(cfg->program, sizeof(cfg->program), "%s", src->program ? src->program : "unknown");
     snprintf(cfg->host, sizeof(cfg->host), "%s", src->host ? src->host : "unknown");
 
@@ -492,18 +543,22 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
     /* The file's text is kept: the profile pass reads it before the top level. */
     path = find_config_path(&ld, pathbuf, sizeof(pathbuf));
     if (path) {
-        int rc = read_file(path, file_text, sizeof(file_text));
-        if (rc == 0) {
+        ssize_t rc = read_file(path, file_text, sizeof(file_text));
+        if (rc >= 0) {
             have_file = true;
+            drop_nul_lines(&ld, path, file_text, (size_t)rc);
             snprintf(cfg->config_path, sizeof(cfg->config_path), "%s", path);
         } else {
-            diag(&ld, POL_LOG_WARN, "config file %s: %s; using defaults and environment", path,
-                 rc == -EFBIG ? "larger than 64 KiB" : strerror(-rc));
+            diag(&ld, POL_LOG_WARN, "config file %s: %s; using defaults%s", path,
+                 rc == -EFBIG    ? "larger than 64 KiB"
+                 : rc == -EINVAL ? "not a regular file"
+                                 : strerror((int)-rc),
+                 ld.environ ? " and environment" : "");
         }
     }
 
     /* The profile is named by the environment, else by the file. */
-    const char *env_profile = env_lookup(src->environ, "TESHIM_PROFILE");
+    const char *env_profile = env_lookup(ld.environ, "TESHIM_PROFILE");
     if (env_profile)
         set_value(&ld, POL_PROFILE, env_profile, POL_SRC_ENV, "environment TESHIM_PROFILE");
     else if (have_file) {

@@ -153,6 +153,11 @@ void shim_count_result(enum shim_hook_id id, enum shim_ctr outcome, intptr_t rv,
  * memory hooks count only the calls that did something). */
 void shim_count_call(enum shim_hook_id id);
 
+/* A call already counted under outcome was returned rv/err after all:
+ * take it out of was and count it again by the rule (exec, counted before
+ * the report it writes, may fail after it). */
+void shim_count_redo(enum shim_hook_id id, enum shim_ctr was, intptr_t rv, int err);
+
 /* Add n to the BYTES of hook id (a measure of injected calls, not an outcome). */
 void shim_count_bytes(enum shim_hook_id id, uint64_t n);
 
@@ -192,6 +197,23 @@ struct shim_rc_stats {
     uint64_t app_register; /* the application registered a range the cache held */
 };
 void shim_cuda_rc_stats(struct shim_rc_stats *s);
+
+/* ---- files ------------------------------------------------------------ */
+
+/*
+ * Open directory dir (mkdir'ed first if create) for writing teshim's files
+ * into: O_DIRECTORY|O_NOFOLLOW, refused when owned by another user than
+ * root or this euid, or writable by every user without the sticky bit. A
+ * descriptor or -errno; every refusal is logged naming what ("stats.dir").
+ * *shared_p (may be NULL): every user may create files in it (sticky).
+ */
+int shim_dir_open(const char *what, const char *dir, bool create, bool *shared_p);
+/* An opened file teshim writes to is a regular file with one link; in a
+ * shared directory, owned by this euid. 0 or -errno (logged). */
+int shim_file_check(const char *what, const char *path, int fd, bool shared);
+/* log.file: appended to, never followed through a symlink, never a FIFO or
+ * device, created 0600 if missing. A descriptor or -errno (logged). */
+int shim_log_file_open(const char *path);
 
 /* ---- logging ---------------------------------------------------------- */
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -141,6 +142,11 @@ static void shim_do_init(void)
     struct pol_sources src = {0};
 
     shim_program_name(prog, sizeof(prog));
+    /* A setuid/setgid program (or one with file capabilities) runs with its
+     * caller's environment, the caller being another user: under a
+     * system-wide preload (/etc/ld.so.preload) none of it may choose files
+     * this process writes as its owner. The dynamic linker's own test. */
+    src.secure = getauxval(AT_SECURE) != 0;
     src.environ = environ;
     src.program = prog;
     src.host = uname(&un) == 0 ? un.nodename : "unknown";
@@ -153,6 +159,8 @@ static void shim_do_init(void)
     shim_stats_init(&shim_config);
     shim_mem_init(&shim_config);
     pthread_atfork(NULL, NULL, shim_atfork_child);
+    if (src.secure)
+        shim_info("setuid/setgid program: environment and user config files not read");
     shim_info("loaded: arm %s, gate %s, policy %016llx%s%s", pol_arm_name(shim_config.arm),
               pol_gate_name(shim_config.gate), (unsigned long long)shim_config.hash,
               shim_config.config_path[0] ? ", config " : "", shim_config.config_path);
@@ -256,6 +264,12 @@ void shim_count_result(enum shim_hook_id id, enum shim_ctr outcome, intptr_t rv,
     else if (outcome == SHIM_C_UNDECIDED)
         c = code != 0 ? SHIM_C_WOULD_BLOCK : SHIM_C_NOT_APPLICABLE;
     ctr_add(id, c, 1);
+}
+
+void shim_count_redo(enum shim_hook_id id, enum shim_ctr was, intptr_t rv, int err)
+{
+    ctr_add(id, was, (uint64_t)-1); /* unsigned wrap: one less */
+    shim_count_result(id, was, rv, err);
 }
 
 void shim_count_call(enum shim_hook_id id)

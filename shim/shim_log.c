@@ -21,11 +21,11 @@ void shim_log_init(const struct pol_config *cfg)
     shim_log_level = (enum pol_log_level)pol_int(cfg, POL_LOG_LEVEL);
     snprintf(shim_log_prog, sizeof(shim_log_prog), "%s", cfg->program);
     if (*file) {
-        int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        int fd = shim_log_file_open(file);
         if (fd >= 0)
             shim_log_fd = fd;
         else
-            shim_log_write(POL_LOG_WARN, "log.file %s: %m; logging to standard error", file);
+            shim_warn("log.file not used; logging to standard error");
     }
 }
 
@@ -39,10 +39,45 @@ bool shim_log_enabled(enum pol_log_level level)
     return level <= shim_log_level;
 }
 
+/*
+ * Names and values from the environment and config files are echoed in
+ * messages: a control character (a newline above all) would let them forge
+ * lines of their own in a log another program parses. Escaped as \n, \r,
+ * \t or \xNN; the line is cut at a whole escape when the buffer is full.
+ */
+static size_t escape_line(char *out, size_t cap, const char *in, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        char esc[4];
+        size_t n = 0;
+        if (c >= 0x20 && c != 0x7f) {
+            esc[n++] = (char)c;
+        } else {
+            esc[n++] = '\\';
+            if (c == '\n' || c == '\r' || c == '\t') {
+                esc[n++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            } else {
+                esc[n++] = 'x';
+                esc[n++] = hex[c >> 4];
+                esc[n++] = hex[c & 15];
+            }
+        }
+        if (o + n > cap)
+            break;
+        memcpy(out + o, esc, n);
+        o += n;
+    }
+    return o;
+}
+
 void shim_log_write(enum pol_log_level level, const char *fmt, ...)
 {
     int saved = errno;
-    char buf[1024];
+    char buf[1024], line[1536];
     va_list ap;
     int n;
 
@@ -50,18 +85,19 @@ void shim_log_write(enum pol_log_level level, const char *fmt, ...)
                  level_names[level]);
     va_start(ap, fmt);
     errno = saved; /* %m names the caller's errno */
-    n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+    n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
     va_end(ap);
-    if (n > (int)sizeof(buf) - 2)
-        n = (int)sizeof(buf) - 2;
-    buf[n++] = '\n';
-    for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(shim_log_fd, buf + off, (size_t)(n - off));
+    if (n > (int)sizeof(buf) - 1)
+        n = (int)sizeof(buf) - 1;
+    size_t len = escape_line(line, sizeof(line) - 1, buf, (size_t)n);
+    line[len++] = '\n';
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(shim_log_fd, line + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
             break;
-        off += w;
+        off += (size_t)w;
     }
     errno = saved;
 }

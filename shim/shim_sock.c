@@ -699,10 +699,7 @@ __attribute__((constructor)) static void sock_resolve_early(void)
     errno = saved;
 }
 
-#define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
-#define SHIM_SYMVER_IBV SHIM_NOTHING
-#define SHIM_SYMVER_CUDA SHIM_NOTHING
-#define SHIM_SYMVER_LIBC SHIM_SYMVER
-#define SHIM_SYMVER_MEM SHIM_NOTHING
-#include "shim_hooks.def"
+/* Only this file's rows: other libc hooks (exec) are defined elsewhere. */
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_sock.def"
 #undef HOOK

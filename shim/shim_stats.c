@@ -9,12 +9,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +26,11 @@
 static struct shim_stats_area shim_stats_boot;
 struct shim_stats_area *shim_stats = &shim_stats_boot;
 static char shim_seg_name[64];
+/* Serialises shim_stats_report; cleared in a forked child. */
+static atomic_flag shim_report_busy = ATOMIC_FLAG_INIT;
+/* The name this image's report was written under; "" until it was. A later
+ * report of the same image (at exit after an exec that failed) replaces it. */
+static char shim_report_name[NAME_MAX + 1];
 
 static const char *const ctr_names[SHIM_C_COUNT] = {
     [SHIM_C_CALLS] = "calls",
@@ -191,6 +198,10 @@ void shim_stats_atfork_child(const struct pol_config *cfg)
         memset(a->hooks, 0, sizeof(a->hooks));
     fill_header(a, cfg);
     shim_stats = a;
+    /* A report of the parent is not ours to replace, and a writer busy in
+     * another thread at fork time does not exist here. */
+    shim_report_name[0] = '\0';
+    atomic_flag_clear(&shim_report_busy);
 }
 
 void shim_stats_fini(void)
@@ -236,15 +247,146 @@ static void jstr(struct jbuf *b, const char *s)
     jput(b, "\"");
 }
 
+/* The program name as it goes into a file name: argv[0] is the caller's to
+ * choose (in a setuid program, another user's), so only [A-Za-z0-9._+-]. */
+static void file_safe(char *out, size_t cap, const char *in)
+{
+    size_t n = 0;
+
+    for (; *in && n + 1 < cap; in++, n++) {
+        char c = *in;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '+' || c == '-';
+        out[n] = ok ? c : '_';
+    }
+    out[n] = '\0';
+    if (n == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+        snprintf(out, cap, "unknown");
+}
+
+/* 64 unpredictable bits for a temporary name; clock and pid mixed in when
+ * the kernel has no entropy yet (O_EXCL keeps even that safe: a guessed
+ * name fails the create, it is never followed). */
+static uint64_t tmp_random(void)
+{
+    static _Atomic uint64_t seq;
+    uint64_t r = 0;
+
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+        r = now_ns() ^ ((uint64_t)getpid() << 32) ^ atomic_fetch_add(&seq, 1);
+        r *= 0x9e3779b97f4a7c15ull;
+    }
+    return r;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, p + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -EIO;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/*
+ * Give the written temporary file its report name without replacing anyone
+ * else's file: teshim-PROG-PID.json, or teshim-PROG.N-PID.json when that is
+ * taken (the same pid after an exec of the same program, or a name planted
+ * by another user). The image's own earlier report is replaced. 0 or -errno.
+ */
+static int report_place(int dfd, const char *tmp, const char *prog, char *name, size_t cap)
+{
+    int pid = (int)getpid();
+
+    if (shim_report_name[0]) {
+        snprintf(name, cap, "%s", shim_report_name);
+        return renameat(dfd, tmp, dfd, name) == 0 ? 0 : -errno;
+    }
+    for (int k = 0; k < 100; k++) {
+        int n = k ? snprintf(name, cap, "teshim-%s.%d-%d.json", prog, k, pid)
+                  : snprintf(name, cap, "teshim-%s-%d.json", prog, pid);
+        if (n < 0 || (size_t)n >= cap)
+            return -ENAMETOOLONG;
+        if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
+            return 0;
+        if (errno == EINVAL || errno == ENOSYS) {
+            /* A file system without RENAME_NOREPLACE: link() fails on an
+             * existing name too. */
+            if (linkat(dfd, tmp, dfd, name, 0) == 0) {
+                unlinkat(dfd, tmp, 0);
+                return 0;
+            }
+        }
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
+/* Write body as a report into dir; every failure is logged once here. */
+static void report_write(const char *dir, const char *program, const char *body, size_t len)
+{
+    char prog[POL_NAME_MAX], tmp[NAME_MAX + 1], name[NAME_MAX + 1];
+    int dfd, fd = -1, rc;
+
+    dfd = shim_dir_open("stats.dir", dir, true, NULL);
+    if (dfd < 0)
+        return; /* logged, naming the cause */
+    file_safe(prog, sizeof(prog), program);
+    for (int tries = 0; fd < 0 && tries < 8; tries++) {
+        snprintf(tmp, sizeof(tmp), ".teshim-%s-%d.%016llx.tmp", prog, (int)getpid(),
+                 (unsigned long long)tmp_random());
+        fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                    0644);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        shim_warn("stats report %s/%s: %m", dir, tmp);
+        goto out_close_dir;
+    }
+    rc = shim_file_check("stats report", tmp, fd, false);
+    if (rc == 0) {
+        rc = write_all(fd, body, len);
+        if (rc)
+            shim_warn("stats report %s/%s: %s", dir, tmp, strerror(-rc));
+    }
+    close(fd);
+    if (rc == 0) {
+        rc = report_place(dfd, tmp, prog, name, sizeof(name));
+        if (rc)
+            shim_warn("stats report %s/%s: %s", dir, name, strerror(-rc));
+        else
+            snprintf(shim_report_name, sizeof(shim_report_name), "%s", name);
+    }
+    if (rc)
+        unlinkat(dfd, tmp, 0);
+out_close_dir:
+    close(dfd);
+}
+
 void shim_stats_report(const struct pol_config *cfg)
 {
     const char *dir = pol_str(cfg, POL_STATS_DIR);
     static char body[64 * 1024];
     struct jbuf b = {body, 0, sizeof(body)};
-    char path[512], tmp[560];
     const struct shim_stats_area *a = shim_stats;
 
     if (!*dir)
+        return;
+    /* Not this process's counters: a vfork child (about to exec) shares the
+     * parent's memory, and a child made by a raw clone never refilled them. */
+    if (a->pid != (int32_t)getpid())
+        return;
+    /* One writer at a time of the one body buffer (exit racing an exec on
+     * another thread); the loser's report would say the same. */
+    if (atomic_flag_test_and_set(&shim_report_busy))
         return;
     jput(&b, "{\n  \"teshim_version\": ");
     jstr(&b, TESHIM_VERSION);
@@ -282,38 +424,9 @@ void shim_stats_report(const struct pol_config *cfg)
              (unsigned long long)rc.app_register);
     }
     jput(&b, "\n}\n");
-    if (b.len >= b.cap) {
+    if (b.len >= b.cap)
         shim_warn("stats report larger than %zu bytes; not written", sizeof(body));
-        return;
-    }
-
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        shim_warn("stats.dir %s: %m; no report written", dir);
-        return;
-    }
-    snprintf(path, sizeof(path), "%s/teshim-%s-%d.json", dir, cfg->program, (int)getpid());
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        shim_warn("stats report %s: %m", tmp);
-        return;
-    }
-    size_t off = 0;
-    while (off < b.len) {
-        ssize_t w = write(fd, body + off, b.len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            shim_warn("stats report %s: %m", tmp);
-            close(fd);
-            unlink(tmp);
-            return;
-        }
-        off += (size_t)w;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        shim_warn("stats report %s: %m", path);
-        unlink(tmp);
-    }
+    else
+        report_write(dir, cfg->program, body, b.len);
+    atomic_flag_clear(&shim_report_busy);
 }

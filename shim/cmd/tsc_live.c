@@ -5,9 +5,12 @@
  * reader's pid namespace can be judged (and removed): containers sharing
  * /dev/shm see each other's segments under pid numbers that mean nothing here.
  *
- * A segment is read through a read-only mapping, so it stays readable even
- * if its process exits and unlinks it meanwhile. The header is trusted only
- * after the magic (written last, with release order) and the layout checks.
+ * A segment is copied with pread, never mapped: its owner may shrink it at
+ * any time (ftruncate), and a mapping would then fault with SIGBUS on the
+ * pages past the new end. A copy shorter than the layout is "starting" or
+ * junk; the header is trusted only after the magic (written last, with
+ * release order) and the layout checks. An open descriptor keeps the
+ * segment readable even if its process exits and unlinks it meanwhile.
  */
 #include "tsc.h"
 
@@ -18,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,6 +118,26 @@ static bool remove_segment(const char *seg, const struct stat *seen)
     return unlink(path) == 0;
 }
 
+/* Copy up to cap bytes from the start of fd; the count, or -errno. A copy
+ * of a segment being written is a snapshot of its counters, each one read
+ * whole (aligned 8-byte words); the magic at offset 0 is read first. */
+static ssize_t read_copy(int fd, void *buf, size_t cap)
+{
+    size_t n = 0;
+
+    while (n < cap) {
+        ssize_t r = pread(fd, (char *)buf + n, cap - n, (off_t)n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    return (ssize_t)n;
+}
+
 /*
  * Examine one segment: 1 and *p filled for a live process, 0 when skipped
  * (stale and removed, unreadable, foreign), counted in *scan.
@@ -124,7 +146,8 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
 {
     char path[300];
     struct stat st;
-    const struct shim_stats_area *a;
+    static struct shim_stats_area copy;
+    const struct shim_stats_area *a = &copy;
     size_t hdr = offsetof(struct shim_stats_area, hooks);
     int fd, rc = 0;
 
@@ -153,13 +176,14 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
             scan->removed += remove_segment(seg, &st);
         goto out_close;
     }
-    size_t len = (size_t)st.st_size < sizeof(*a) ? (size_t)st.st_size : sizeof(*a);
-    a = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-    if (a == MAP_FAILED) {
+    ssize_t got = read_copy(fd, &copy, sizeof(copy));
+    if (got < 0) {
         scan->unreadable++;
         goto out_close;
     }
-    bool ready = __atomic_load_n(&a->magic, __ATOMIC_ACQUIRE) == SHIM_STATS_MAGIC;
+    size_t len = (size_t)got;
+    /* Shrunk since fstat: as if not sized yet (shown on the next screen). */
+    bool ready = len >= hdr && a->magic == SHIM_STATS_MAGIC;
     bool stale = !alive;
     /* Only an initialised segment can be judged by the maps: the magic is
      * written after the mapping exists. */
@@ -170,10 +194,10 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
             scan->removed += remove_segment(seg, &st);
         else
             scan->stale_foreign++;
-        goto out_unmap;
+        goto out_close;
     }
     if (!ready)
-        goto out_unmap; /* still starting: shown on the next screen */
+        goto out_close; /* still starting: shown on the next screen */
     memcpy(p->program, a->program, sizeof(p->program));
     p->program[sizeof(p->program) - 1] = '\0';
     memcpy(p->arm, a->arm, sizeof(p->arm));
@@ -192,8 +216,6 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
         scan->foreign_layout++;
     }
     rc = 1;
-out_unmap:
-    munmap((void *)a, len);
 out_close:
     close(fd);
     return rc;

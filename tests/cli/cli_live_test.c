@@ -7,6 +7,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -211,6 +212,82 @@ START_TEST(other_layout_is_not_misread)
 }
 END_TEST
 
+/*
+ * Issue 14, finding 8: a segment is another user's file, and its owner may
+ * shrink it at any time; a reader that mapped it died with SIGBUS on the
+ * pages past the new end. The owner (a second uid when the suite is root)
+ * keeps truncating and rewriting its live segment while `teshim stats
+ * --live` scans: a bounded number of scans, every one must exit normally.
+ */
+START_TEST(segment_truncated_while_read)
+{
+    int stop[2];
+    uid_t uid = geteuid() == 0 ? 48233 : geteuid();
+
+    /* Close-on-exec: only the owner and this suite hold it, so the owner
+     * sees EOF as soon as the suite is done or gone. */
+    ck_assert_int_eq(pipe2(stop, O_CLOEXEC), 0);
+    pid_t owner = fork();
+    ck_assert_int_ge(owner, 0);
+    if (owner == 0) {
+        static struct shim_stats_area a;
+        char name[96];
+        close(stop[1]);
+        if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0 ||
+                               setresuid(uid, uid, uid) != 0))
+            _exit(2);
+        snprintf(name, sizeof(name), "/teshim-%u-%llu-%d", (unsigned)uid, pidns(), (int)getpid());
+        int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0644);
+        if (fd < 0 || ftruncate(fd, sizeof(a)) != 0)
+            _exit(3);
+        /* Mapped, as the shim's is: the reader finds it in our maps. */
+        void *m = mmap(NULL, sizeof(a), PROT_READ, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED)
+            _exit(4);
+        a.version = SHIM_STATS_LAYOUT;
+        a.pid = (int32_t)getpid();
+        a.nhooks = SHIM_HK_COUNT;
+        strcpy(a.program, "shrinking");
+        a.magic = SHIM_STATS_MAGIC;
+        fcntl(stop[0], F_SETFL, O_NONBLOCK);
+        for (unsigned i = 0; i < 50000000; i++) {
+            char c;
+            if (i % 1024 == 0 && read(stop[0], &c, 1) == 0)
+                break; /* the suite closed the pipe */
+            if (ftruncate(fd, 0) != 0 || pwrite(fd, &a, sizeof(a), 0) != (ssize_t)sizeof(a)) {
+                shm_unlink(name);
+                _exit(5);
+            }
+        }
+        shm_unlink(name);
+        _exit(0);
+    }
+    close(stop[0]);
+    usleep(20000);
+    char *argv[] = {(char *)cli_path("CLI_TESHIM"),
+                    "stats",
+                    "--live",
+                    "--all-namespaces",
+                    "--count",
+                    "200",
+                    "--interval",
+                    "0.001",
+                    NULL};
+    int st = 0;
+    for (int run = 0; run < 10; run++) {
+        char *out = NULL;
+        st = cli_run(argv, NULL, &out);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "run %d: %s %d\n%.400s", run,
+                      WIFSIGNALED(st) ? "killed by signal" : "exit status",
+                      WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), out ? out : "");
+        free(out);
+    }
+    close(stop[1]);
+    ck_assert_int_eq(waitpid(owner, &st, 0), owner);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "segment owner failed: %d", st);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_live");
@@ -220,6 +297,7 @@ int main(void)
     tcase_add_test(tc, killed_process_segment_reaped_by_reader);
     tcase_add_test(tc, killed_process_segment_reaped_by_next_process);
     tcase_add_test(tc, other_layout_is_not_misread);
+    tcase_add_test(tc, segment_truncated_while_read);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

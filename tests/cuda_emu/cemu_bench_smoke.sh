@@ -25,3 +25,16 @@ for loc in cpu cuda:0; do
         echo "$loc $op: $(tail -n 1 "$tmp/out")"
     done
 done
+# A worker that cannot allocate its buffer fails the run even when the
+# others moved data: device memory for one 2 MiB buffer (256K x 8), two
+# threads. The bench must exit non-zero and say which thread failed.
+if CEMU_DEVICE_BYTES=3145728 "$bench" --mode initiator --segment "127.0.0.1:$port" \
+    --operation write --block-size 256K --batch-size 8 --threads 2 --duration 0.3 \
+    --location cuda:0 >"$tmp/out" 2>&1; then
+    echo "teshim-bench exited 0 though a worker could not allocate:" >&2
+    cat "$tmp/out" >&2
+    exit 1
+fi
+grep -q "^teshim-bench: thread [01]: Cannot allocate memory" "$tmp/out" || { cat "$tmp/out" >&2; exit 1; }
+grep -q "^requests [1-9][0-9]* failed 0 " "$tmp/out" || { cat "$tmp/out" >&2; exit 1; }
+echo "one worker without memory: exit non-zero"

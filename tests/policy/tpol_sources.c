@@ -1,7 +1,9 @@
 /* Sources and their precedence: default < profile < config file < environment. */
 #include "tpol.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SRC_OF(t, p) ((enum pol_source)(t)->cfg.v[POL_##p].src)
 
@@ -237,6 +239,65 @@ START_TEST(config_path_explicit_source)
 }
 END_TEST
 
+/* Issue 14: a NUL byte ended the text where C strings see it, dropping the
+ * rest of the file silently. The line holding it is reported and ignored;
+ * the lines after it apply. */
+START_TEST(config_file_nul_byte)
+{
+    static const char text[] = "rdma.traffic_class = 20\nrdma.service_level\0 = 7\n"
+                               "rdma.service_level = 3\n";
+    struct tpol t;
+
+    tpol_init(&t);
+    const char *f = tpol_path(&t, "nul.conf");
+    tpol_write(&t, "nul.conf", "");
+    int fd = open(f, O_WRONLY | O_TRUNC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+    close(fd);
+    tpol_env(&t, "TESHIM_CONFIG", f);
+    tpol_eq(&t, tpol_load(&t), 1);
+    tpol_eq(&t, tpol_count(&t, f, ":2: NUL byte", NULL), 1);
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_TRAFFIC_CLASS), 20);
+    ck_assert(pol_is_set(&t.cfg, POL_RDMA_SERVICE_LEVEL));
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_SERVICE_LEVEL), 3);
+}
+END_TEST
+
+/* Issue 14: a setuid program's environment is its caller's. Secure
+ * sources read none of it: not TESHIM_*, not TESHIM_CONFIG, not the user
+ * files through HOME or XDG_CONFIG_HOME; the system file and defaults do. */
+START_TEST(secure_reads_no_environment)
+{
+    struct tpol t;
+
+    tpol_init(&t);
+    const char *user = tpol_write(&t, "user.conf", "stats.dir = /tmp/user\n");
+    tpol_write(&t, "xdg/teshim.conf", "stats.dir = /tmp/xdg\n");
+    tpol_write(&t, ".config/teshim.conf", "stats.dir = /tmp/home\n");
+    tpol_env(&t, "TESHIM_CONFIG", user);
+    tpol_env(&t, "XDG_CONFIG_HOME", tpol_path(&t, "xdg"));
+    tpol_env(&t, "TESHIM_STATS_DIR", "/tmp/env");
+    tpol_env(&t, "TESHIM_LOG_FILE", "/tmp/env.log");
+    tpol_env(&t, "TESHIM_PROFILE", "rdma-ro-tc");
+    tpol_env(&t, "TESHIM_NO_SUCH_THING", "1");
+    t.src.secure = true;
+    tpol_eq(&t, tpol_load(&t), 0);
+    ck_assert_str_eq(t.cfg.config_path, "");
+    ck_assert_str_eq(pol_str(&t.cfg, POL_STATS_DIR), "");
+    ck_assert_str_eq(pol_str(&t.cfg, POL_LOG_FILE), "");
+    ck_assert_str_eq(pol_str(&t.cfg, POL_PROFILE), "");
+
+    /* The system file still applies (HOME is never looked at either). */
+    const char *etc = tpol_write(&t, "etc-teshim.conf", "stats.dir = /var/log/teshim\n");
+    tpol_eq(&t, tpol_load(&t), 0);
+    ck_assert_str_eq(t.cfg.config_path, etc);
+    ck_assert_str_eq(pol_str(&t.cfg, POL_STATS_DIR), "/var/log/teshim");
+    for (int p = 0; p < POL_NPARAMS; p++)
+        ck_assert_msg(t.cfg.v[p].src != POL_SRC_ENV, "%s from the environment", pol_params[p].key);
+}
+END_TEST
+
 START_TEST(config_file_missing)
 {
     struct tpol t;
@@ -352,6 +413,8 @@ Suite *tpol_sources_suite(void)
     tcase_add_test(tc, policy_hash);
     tcase_add_test(tc, file_profile_line_parsed_like_others);
     tcase_add_test(tc, config_file_crlf_and_size);
+    tcase_add_test(tc, config_file_nul_byte);
+    tcase_add_test(tc, secure_reads_no_environment);
     suite_add_tcase(s, tc);
     tc = tcase_create("config_path");
     tcase_add_test(tc, config_path_teshim_config_first);

@@ -26,6 +26,15 @@ struct tshim_run {
     char *out;  /* the command's stdout and stderr, NUL-terminated */
     char *err;
     pid_t pid; /* from the host's "pid N" line; 0 if none */
+    /* Optional, set after tshim_init: */
+    const char *input;  /* the program's stdin (through a pipe); NULL: the suite's */
+    unsigned timeout_s; /* kill the program after this long: status -1 ("hung") */
+    /* Called in the suite with the program's pid before it execs (it waits),
+     * and in the child just before execve (root: namespaces, uid changes;
+     * _exit on failure). */
+    void (*on_fork)(struct tshim_run *r, pid_t pid);
+    void (*child_setup)(struct tshim_run *r);
+    void *arg;
     /* the record, one parsed object per line */
     struct tsc_json *lines[TSHIM_MAX_REC];
     unsigned nlines;
@@ -76,5 +85,6 @@ Suite *tshim_inject_suite(void);
 Suite *tshim_gate_suite(void);
 Suite *tshim_process_suite(void);
 Suite *tshim_elf_suite(void);
+Suite *tshim_security_suite(void);
 
 #endif

@@ -17,9 +17,13 @@
  *   threads:T:N:SIZE     T threads each registering (run-time flags) N times
  *   fork                 fork; the child registers 1 MiB and exits
  *   exec                 fork and exec this program with "reg_rt:1M:7"
+ *   execself:FN          replace this process (no fork) by this program with
+ *                        "reg_rt:1M:7" through FN: execve, execv, execvp,
+ *                        execvpe, execl, execlp, execle or fexecve
  *   -d INDEX             later steps use device INDEX (default 0)
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <infiniband/verbs.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -309,6 +313,38 @@ static void step_fork(const char *step, bool do_exec)
     printf("%s child=%d status=%d\n", step, (int)pid, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+extern char **environ;
+
+static void step_execself(const char *step, const char *fn)
+{
+    char *argv[] = {(char *)"tshim_host", (char *)"reg_rt:1M:7", NULL};
+    const char *p = self_path;
+
+    fflush(stdout);
+    if (strcmp(fn, "execve") == 0)
+        execve(p, argv, environ);
+    else if (strcmp(fn, "execv") == 0)
+        execv(p, argv);
+    else if (strcmp(fn, "execvp") == 0)
+        execvp(p, argv);
+    else if (strcmp(fn, "execvpe") == 0)
+        execvpe(p, argv, environ);
+    else if (strcmp(fn, "execl") == 0)
+        execl(p, argv[0], argv[1], (char *)NULL);
+    else if (strcmp(fn, "execlp") == 0)
+        execlp(p, argv[0], argv[1], (char *)NULL);
+    else if (strcmp(fn, "execle") == 0)
+        execle(p, argv[0], argv[1], (char *)NULL, environ);
+    else if (strcmp(fn, "fexecve") == 0) {
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0)
+            fexecve(fd, argv, environ);
+    } else {
+        errno = EINVAL;
+    }
+    printf("%s failed errno=%d\n", step, errno);
+}
+
 int main(int argc, char **argv)
 {
     static char self[4096];
@@ -344,6 +380,8 @@ int main(int argc, char **argv)
             step_fork(argv[i], false);
         else if (strcmp(step, "exec") == 0)
             step_fork(argv[i], true);
+        else if (strcmp(step, "execself") == 0 && arg)
+            step_execself(argv[i], arg);
         else {
             fprintf(stderr, "tshim_host: unknown step %s\n", argv[i]);
             return 2;

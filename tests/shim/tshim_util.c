@@ -180,9 +180,34 @@ static void load_record(struct tshim_run *r)
     free(text);
 }
 
+/* Wait for pid; after timeout_s seconds (0: none) kill it and return -1. */
+static int wait_bounded(pid_t pid, unsigned timeout_s)
+{
+    int st;
+
+    for (unsigned ms = 0;; ms += 10) {
+        pid_t w = waitpid(pid, &st, timeout_s ? WNOHANG : 0);
+        ck_assert_int_ge(w, 0);
+        if (w == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (ms >= timeout_s * 1000u) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(10000);
+    }
+}
+
 void tshim_exec(struct tshim_run *r, const char *const *argv)
 {
     const char *out = tshim_path(r, "stdout"), *err = tshim_path(r, "stderr");
+    int in[2] = {-1, -1}, go[2] = {-1, -1};
+
+    if (r->input)
+        ck_assert_int_eq(pipe(in), 0);
+    if (r->on_fork)
+        ck_assert_int_eq(pipe(go), 0);
     pid_t pid = fork();
 
     ck_assert_int_ge(pid, 0);
@@ -193,12 +218,32 @@ void tshim_exec(struct tshim_run *r, const char *const *argv)
         int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
             _exit(126);
+        if (r->input && (dup2(in[0], 0) < 0 || close(in[1]) != 0))
+            _exit(126);
+        if (r->on_fork) {
+            char c;
+            close(go[1]);
+            if (read(go[0], &c, 1) != 1)
+                _exit(126);
+        }
+        if (r->child_setup)
+            r->child_setup(r);
         execve(argv[0], (char *const *)argv, r->env);
         _exit(127);
     }
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (r->on_fork) {
+        close(go[0]);
+        r->on_fork(r, pid);
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+        close(go[1]);
+    }
+    if (r->input) {
+        close(in[0]);
+        size_t len = strlen(r->input);
+        ck_assert_int_eq(write(in[1], r->input, len), (ssize_t)len);
+        close(in[1]);
+    }
+    r->status = wait_bounded(pid, r->timeout_s);
     free(r->out);
     free(r->err);
     r->out = slurp(out);

@@ -1,0 +1,220 @@
+/*
+ * The exec family. A successful exec replaces the image without running
+ * its destructors, so the report the image would write at exit is written
+ * here, before the real call (the new image, under teshim again, reports
+ * its own counters under the same pid). The call itself is never changed.
+ *
+ * An image that counted nothing but its exec (the usual child between fork
+ * and exec) writes no report: it would only repeat the pid the new image
+ * reports under. A vfork child shares its parent's memory and counters: it
+ * reports nothing and counts nothing (shim_stats_report checks the pid).
+ *
+ * execl, execlp and execle are variadic: their arguments are gathered into
+ * an array and passed to the real execv, execvp and execve, which is what
+ * glibc's own implementations do.
+ */
+#include "shim.h"
+
+#include <stdarg.h>
+#include <unistd.h>
+
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_exec.def"
+#undef HOOK
+
+static const bool exec_hook[SHIM_HK_COUNT] = {
+#define HOOK(lib, tag, ver, def, ret, name, params, args, ...) [SHIM_HK_##name##_##tag] = true,
+#include "shim_hooks_exec.def"
+#undef HOOK
+};
+
+static bool counted_besides_exec(void)
+{
+    for (int h = 0; h < SHIM_HK_COUNT; h++) {
+        if (exec_hook[h])
+            continue;
+        for (int c = 0; c < SHIM_C_COUNT; c++)
+            if (atomic_load_explicit(&shim_stats->hooks[h].c[c], memory_order_relaxed))
+                return true;
+    }
+    return false;
+}
+
+/* Count the call and write the report; true if counted. */
+static bool before_exec(enum shim_hook_id id)
+{
+    int saved = errno;
+
+    /* Counters that are not this process's (a vfork child, or teshim not
+     * initialised yet: the boot area has no pid): nothing of ours to write. */
+    if (shim_stats->pid != (int32_t)getpid())
+        return false;
+    if (!shim_enter_internal())
+        return false;
+    /* Counted as it will most likely end (the call is not changed), so
+     * that the report written now includes it; exec_failed recounts. */
+    shim_count_call(id);
+    shim_count_result(id, SHIM_C_NOT_APPLICABLE, 0, 0);
+    if (counted_besides_exec())
+        shim_stats_report(shim_cfg());
+    shim_leave();
+    errno = saved;
+    return true;
+}
+
+/* The exec returned: it failed, and counts by the error rule. */
+static int exec_failed(enum shim_hook_id id, bool counted, int rc)
+{
+    int saved = errno;
+
+    if (counted)
+        shim_count_redo(id, SHIM_C_NOT_APPLICABLE, rc, saved);
+    errno = saved;
+    return rc;
+}
+
+int shim_hook_execve_libc(const char *path, char *const argv[], char *const envp[])
+{
+    shim_fn_execve_libc real = SHIM_REAL(execve, libc);
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    bool counted = before_exec(SHIM_HK_execve_libc);
+    return exec_failed(SHIM_HK_execve_libc, counted, real(path, argv, envp));
+}
+
+int shim_hook_execv_libc(const char *path, char *const argv[])
+{
+    shim_fn_execv_libc real = SHIM_REAL(execv, libc);
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    bool counted = before_exec(SHIM_HK_execv_libc);
+    return exec_failed(SHIM_HK_execv_libc, counted, real(path, argv));
+}
+
+int shim_hook_execvp_libc(const char *file, char *const argv[])
+{
+    shim_fn_execvp_libc real = SHIM_REAL(execvp, libc);
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    bool counted = before_exec(SHIM_HK_execvp_libc);
+    return exec_failed(SHIM_HK_execvp_libc, counted, real(file, argv));
+}
+
+int shim_hook_execvpe_libc(const char *file, char *const argv[], char *const envp[])
+{
+    shim_fn_execvpe_libc real = SHIM_REAL(execvpe, libc);
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    bool counted = before_exec(SHIM_HK_execvpe_libc);
+    return exec_failed(SHIM_HK_execvpe_libc, counted, real(file, argv, envp));
+}
+
+int shim_hook_fexecve_libc(int fd, char *const argv[], char *const envp[])
+{
+    shim_fn_fexecve_libc real = SHIM_REAL(fexecve, libc);
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    bool counted = before_exec(SHIM_HK_fexecve_libc);
+    return exec_failed(SHIM_HK_fexecve_libc, counted, real(fd, argv, envp));
+}
+
+/*
+ * The variadic forms, counted and gathered exactly as glibc does: arg is
+ * argv[0] and the list runs to the first NULL after it (execle's
+ * environment follows that NULL). argc is the count including argv[0].
+ */
+static size_t count_args(va_list ap)
+{
+    size_t argc = 1;
+
+    while (va_arg(ap, const char *))
+        argc++;
+    return argc;
+}
+
+static void gather_args(char **argv, size_t argc, const char *arg, va_list ap)
+{
+    argv[0] = (char *)arg;
+    for (size_t i = 1; i <= argc; i++)
+        argv[i] = va_arg(ap, char *); /* argv[argc] is the terminating NULL */
+}
+
+int shim_hook_execl_libc(const char *path, const char *arg, ...)
+{
+    shim_fn_execv_libc real = SHIM_REAL(execv, libc);
+    va_list ap;
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    va_start(ap, arg);
+    size_t argc = count_args(ap);
+    va_end(ap);
+    char *argv[argc + 1];
+    va_start(ap, arg);
+    gather_args(argv, argc, arg, ap);
+    va_end(ap);
+    bool counted = before_exec(SHIM_HK_execl_libc);
+    return exec_failed(SHIM_HK_execl_libc, counted, real(path, argv));
+}
+
+int shim_hook_execlp_libc(const char *file, const char *arg, ...)
+{
+    shim_fn_execvp_libc real = SHIM_REAL(execvp, libc);
+    va_list ap;
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    va_start(ap, arg);
+    size_t argc = count_args(ap);
+    va_end(ap);
+    char *argv[argc + 1];
+    va_start(ap, arg);
+    gather_args(argv, argc, arg, ap);
+    va_end(ap);
+    bool counted = before_exec(SHIM_HK_execlp_libc);
+    return exec_failed(SHIM_HK_execlp_libc, counted, real(file, argv));
+}
+
+int shim_hook_execle_libc(const char *path, const char *arg, ...)
+{
+    shim_fn_execve_libc real = SHIM_REAL(execve, libc);
+    va_list ap;
+
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    va_start(ap, arg);
+    size_t argc = count_args(ap);
+    va_end(ap);
+    char *argv[argc + 1];
+    va_start(ap, arg);
+    gather_args(argv, argc, arg, ap);
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    bool counted = before_exec(SHIM_HK_execle_libc);
+    return exec_failed(SHIM_HK_execle_libc, counted, real(path, argv, envp));
+}
+
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_exec.def"
+#undef HOOK
