@@ -561,8 +561,8 @@ static void job_start(struct scc_xfer *x, struct scc_buf *b, size_t k, bool to_b
     j->buf = b->p;
     j->to_buf = to_buf;
     j->next = 0;
-    if (!nrows || x->hpitch == x->width) {
-        /* Contiguous on both sides: cut at cache-line multiples. */
+    if (nrows <= 1 || x->hpitch == x->width) {
+        /* Contiguous on the host side: cut at cache-line multiples. */
         size_t per = (len + t - 1) / t;
         per = per < pool->min_piece ? pool->min_piece : (per + 63) & ~(size_t)63;
         j->rows = 1;
