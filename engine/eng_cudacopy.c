@@ -646,6 +646,24 @@ static int issue(struct scc_xfer *x, struct scc_buf *b, size_t k)
     return err;
 }
 
+/* Start the host copies of chunks x->staged .. limit - 1 whose buffers'
+ * device-side copies completed, in order, without waiting: 0 or a runtime
+ * error. */
+static int stage_ready(struct scc_xfer *x, size_t limit, bool to_buf)
+{
+    while (x->staged < limit) {
+        struct scc_buf *b = &x->pool->buf[x->staged % x->pool->nbuf];
+        int err = buf_wait(x->pool, b, false);
+        if (err == SCC_ERR_NOT_READY)
+            return 0;
+        if (err)
+            return err;
+        job_start(x, b, x->staged, to_buf);
+        x->staged++;
+    }
+    return 0;
+}
+
 /*
  * Device to host. Chunks are issued in order into free buffers; a chunk
  * that arrived is moved out by a host job while later ones are copied; its
@@ -666,16 +684,9 @@ static int poll_d2h(struct scc_xfer *x, bool block)
             x->issued++;
         }
         /* Chunks that arrived are moved out, in order. */
-        while (x->staged < x->issued) {
-            struct scc_buf *b = &pool->buf[x->staged % pool->nbuf];
-            err = buf_wait(pool, b, false);
-            if (err == SCC_ERR_NOT_READY)
-                break;
-            if (err)
-                return err;
-            job_start(x, b, x->staged, false);
-            x->staged++;
-        }
+        err = stage_ready(x, x->issued, false);
+        if (err)
+            return err;
         /* Moved chunks free their buffers for the next ones. */
         size_t before = x->drained;
         while (x->drained < x->staged && job_done(&pool->buf[x->drained % pool->nbuf].job))
@@ -708,17 +719,11 @@ static int poll_h2d(struct scc_xfer *x, bool block)
 
     /* Chunk mode: the caller fills and issues; here only completion. */
     while (x->host && x->issued < x->nchunks) {
-        while (x->staged < x->nchunks && x->staged - x->issued < pool->nbuf) {
-            struct scc_buf *b = &pool->buf[x->staged % pool->nbuf];
-            /* The buffer's previous copy must have read it before it is refilled. */
-            err = buf_wait(pool, b, false);
-            if (err == SCC_ERR_NOT_READY)
-                break;
-            if (err)
-                return err;
-            job_start(x, b, x->staged, true);
-            x->staged++;
-        }
+        /* A buffer's previous copy must have read it before it is refilled. */
+        size_t ahead = x->issued + pool->nbuf;
+        err = stage_ready(x, ahead < x->nchunks ? ahead : x->nchunks, true);
+        if (err)
+            return err;
         struct scc_buf *b = &pool->buf[x->issued % pool->nbuf];
         if (x->staged == x->issued) {
             /* The next chunk's buffer is still read by the device. */
