@@ -8,8 +8,9 @@ if(EXISTS ${TESHIM_CUDA_INCLUDE}/cuda_runtime_api.h)
   target_include_directories(bench_gpu_copy PRIVATE ${TESHIM_CUDA_INCLUDE})
   target_link_libraries(bench_gpu_copy PRIVATE cemu_cudart${TESHIM_CUDART_SOVERSION})
   # A smoke run (tiny sizes, no timing asserted): the script and the
-  # correctness checks work, plain, under teshim and pinned.
+  # correctness checks work, plain, under teshim (bounce, register cache,
+  # fresh destinations, two thread counts) and pinned.
   add_test(NAME bench_gpu_copy_smoke COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/gpu-copy
-    --build ${CMAKE_BINARY_DIR} --max 1M --seconds 0.01)
+    --build ${CMAKE_BINARY_DIR} --min 512K --max 2M --seconds 0.01 --threads 1,2)
   set_tests_properties(bench_gpu_copy_smoke PROPERTIES TIMEOUT 120)
 endif()

@@ -88,6 +88,7 @@ struct eng_params {
     /* staging of cuda:N memory: the pinned pools' knobs (cuda.* parameters) */
     uint64_t cuda_chunk;
     int cuda_buffers;
+    int cuda_threads; /* host copy threads of a bounced copy; 0 = auto */
     uint64_t cuda_pinned_max;
 };
 

@@ -41,7 +41,10 @@ int eng_location_parse(const char *loc, int *dev)
  * a non-blocking stream of the engine's own per device and advanced by
  * polling events, never by waiting. It is process-wide: the first engine
  * that opens it sets its knobs (cuda.bounce_chunk_bytes,
- * cuda.bounce_buffers, cuda.pinned_max_bytes; 2 MiB, 2, 256 MiB by default).
+ * cuda.bounce_buffers, cuda.copy_threads, cuda.pinned_max_bytes; 2 MiB, 8,
+ * auto, 256 MiB by default). The host memcpy between pageable staging and
+ * the pools is shared with the component's copy threads, as in the shim;
+ * the progress thread helps and never waits for them.
  */
 #define ENG_CUDA_MAX_DEVICES 16
 #define ENG_CUDA_STREAM_NON_BLOCKING 0x01
@@ -62,6 +65,7 @@ static struct {
     struct scc_budget stage_budget; /* the part staging buffers may hold */
     size_t chunk;
     unsigned buffers;
+    unsigned threads;
     pthread_mutex_t lock;
     struct eng_cuda_dev dev[ENG_CUDA_MAX_DEVICES];
 } cu = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -91,6 +95,7 @@ static struct eng_cuda_dev *cuda_dev(int device)
         if (cu.set_device(device) == 0 &&
             cu.stream_create(&d->stream, ENG_CUDA_STREAM_NON_BLOCKING) == 0) {
             scc_pools_init(&d->pools, &cu.api, &cu.budget, cu.chunk, cu.buffers);
+            scc_pools_set_threads(&d->pools, cu.threads, 0);
             d->ready = true;
         } else {
             cu.get_last_error();
@@ -263,6 +268,7 @@ int eng_copy_open(struct teshim_engine *eng)
             }
             cu.chunk = eng->p.cuda_chunk;
             cu.buffers = (unsigned)eng->p.cuda_buffers;
+            cu.threads = (unsigned)eng->p.cuda_threads;
             cu.budget.max = eng->p.cuda_pinned_max;
             /* staging buffers may hold what one pool leaves: a copy through a
              * pool (pageable staging) can always get one eventually */

@@ -5,6 +5,7 @@
 #include "eng.h"
 #include "eng_copy.h"
 #include "pol.h"
+#include "pol_cuda.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -128,7 +129,8 @@ static int load_params(const struct teshim_engine_opts *o, struct eng_params *p)
     p->local_serve = pol_int(cfg, POL_ENGINE_LOCAL_SERVE) != 0;
     p->log_level = (int)pol_int(cfg, POL_LOG_LEVEL);
     p->cuda_chunk = (uint64_t)pol_int(cfg, POL_CUDA_BOUNCE_CHUNK_BYTES);
-    p->cuda_buffers = (int)pol_int(cfg, POL_CUDA_BOUNCE_BUFFERS);
+    p->cuda_buffers = (int)pol_cuda_buffers(cfg);
+    p->cuda_threads = (int)pol_int(cfg, POL_CUDA_COPY_THREADS);
     p->cuda_pinned_max = (uint64_t)pol_int(cfg, POL_CUDA_PINNED_MAX_BYTES);
     if (p->log_level > ENG_LOG_DEBUG)
         p->log_level = ENG_LOG_DEBUG;

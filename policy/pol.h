@@ -30,7 +30,7 @@ struct pol_param_info {
     enum pol_type type;
     const char *def;     /* default as text; "" = unset */
     int64_t min, max;    /* INT and SIZE */
-    const char *choices; /* ENUM: "off|on|auto" */
+    const char *choices; /* ENUM: "off|on|auto"; INT: "" or one word meaning 0 ("auto") */
     const char *doc;
 };
 

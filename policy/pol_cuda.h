@@ -45,6 +45,7 @@ struct pol_cuda_copy_dec {
     bool register_;   /* try a cached cudaHostRegister of the host range first */
     size_t chunk;     /* bounce buffer size */
     unsigned buffers; /* bounce buffers per thread */
+    unsigned threads; /* host copy threads, the caller included; 0 = auto */
 };
 
 /*
@@ -63,6 +64,10 @@ enum pol_verdict pol_cuda_copy(const struct pol_config *cfg, const struct pol_cu
  * skip the runtime queries for copies that can never qualify.
  */
 enum pol_verdict pol_cuda_copy_quick(const struct pol_config *cfg, size_t bytes);
+
+/* Bounce buffers per pool: cuda.bounce_buffers, fewer (at least 2) when
+ * that many chunks exceed cuda.pinned_max_bytes. */
+unsigned pol_cuda_buffers(const struct pol_config *cfg);
 
 /* Bytes of pinned memory one thread's bounce pool holds. */
 size_t pol_cuda_pool_bytes(const struct pol_config *cfg);

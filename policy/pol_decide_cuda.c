@@ -15,10 +15,22 @@ static enum pol_cuda_dir direction(const struct pol_cuda_copy *c)
     return POL_CUDA_OTHER;
 }
 
+unsigned pol_cuda_buffers(const struct pol_config *cfg)
+{
+    int64_t chunk = pol_int(cfg, POL_CUDA_BOUNCE_CHUNK_BYTES);
+    int64_t max = pol_int(cfg, POL_CUDA_PINNED_MAX_BYTES);
+    int64_t n = pol_int(cfg, POL_CUDA_BOUNCE_BUFFERS);
+
+    /* A pool larger than the whole budget could never be made: a budget
+     * set for fewer buffers keeps working with fewer, down to two. */
+    while (n > 2 && chunk * n > max)
+        n--;
+    return (unsigned)n;
+}
+
 size_t pol_cuda_pool_bytes(const struct pol_config *cfg)
 {
-    return (size_t)pol_int(cfg, POL_CUDA_BOUNCE_CHUNK_BYTES) *
-           (size_t)pol_int(cfg, POL_CUDA_BOUNCE_BUFFERS);
+    return (size_t)pol_int(cfg, POL_CUDA_BOUNCE_CHUNK_BYTES) * pol_cuda_buffers(cfg);
 }
 
 enum pol_verdict pol_cuda_copy_quick(const struct pol_config *cfg, size_t bytes)
@@ -43,7 +55,8 @@ enum pol_verdict pol_cuda_copy(const struct pol_config *cfg, const struct pol_cu
     dec->bounce = false;
     dec->register_ = false;
     dec->chunk = (size_t)pol_int(cfg, POL_CUDA_BOUNCE_CHUNK_BYTES);
-    dec->buffers = (unsigned)pol_int(cfg, POL_CUDA_BOUNCE_BUFFERS);
+    dec->buffers = pol_cuda_buffers(cfg);
+    dec->threads = (unsigned)pol_int(cfg, POL_CUDA_COPY_THREADS);
 
     if (gate == POL_SKIP_POLICY || (!bounce && !reg))
         return POL_SKIP_POLICY;

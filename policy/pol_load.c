@@ -94,7 +94,8 @@ static void describe_range(enum pol_param p, char *buf, size_t len)
         snprintf(buf, len, "on|off");
         break;
     case POL_T_INT:
-        snprintf(buf, len, "an integer %lld..%lld", (long long)pi->min, (long long)pi->max);
+        snprintf(buf, len, "an integer %lld..%lld%s%s", (long long)pi->min, (long long)pi->max,
+                 pi->choices[0] ? " or " : "", pi->choices);
         break;
     case POL_T_SIZE:
         snprintf(buf, len, "a byte count %lld..%lld (K, M, G suffixes)", (long long)pi->min,

@@ -193,6 +193,10 @@ int pol_parse_value(enum pol_param p, const char *text, int64_t *out)
     case POL_T_BOOL:
         return parse_bool(text, out);
     case POL_T_INT:
+        if (pi->choices[0] && strcasecmp(text, pi->choices) == 0) {
+            *out = 0;
+            return 0;
+        }
         return parse_int(text, pi->min, pi->max, false, out);
     case POL_T_SIZE:
         return parse_int(text, pi->min, pi->max, true, out);
@@ -252,7 +256,10 @@ void pol_format_value(const struct pol_config *cfg, enum pol_param p, char *buf,
         snprintf(buf, len, "%s", v->i ? "on" : "off");
         break;
     case POL_T_INT:
-        snprintf(buf, len, "%" PRId64, v->i);
+        if (v->i == 0 && pi->choices[0])
+            snprintf(buf, len, "%s", pi->choices);
+        else
+            snprintf(buf, len, "%" PRId64, v->i);
         break;
     case POL_T_SIZE:
         format_size(v->i, buf, len);

@@ -28,13 +28,13 @@ if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
     for san in address thread; do
         sb="$root/build-$san"
         tests=("${engine_tests[@]}")
-        # the engine's device paths, on the emulated CUDA runtime (built when
-        # the CUDA headers are there); cuda_engine is kept out of TSan, see
-        # docs/testing.md
+        # the engine's device paths and the copy component with its copy
+        # threads, on the emulated CUDA runtime (built when the CUDA headers
+        # are there); cuda_engine is kept out of TSan, see docs/testing.md
         if [ -f /usr/local/cuda/include/cuda_runtime_api.h ]; then
             case $san in
-            address) tests+=(cuda_engine cuda_serve) ;;
-            thread) tests+=(cuda_serve) ;;
+            address) tests+=(cuda_engine cuda_serve cuda_copy) ;;
+            thread) tests+=(cuda_serve cuda_copy) ;;
             esac
         fi
         echo "== engine suites under ${san} sanitizer ($sb)"

@@ -233,6 +233,8 @@ static struct scc_pool *pool_get(struct cuda_rt *rt, int rti, const struct pol_c
             free(tp);
             return NULL;
         }
+        /* Its host memcpy shared with the process's copy threads. */
+        scc_pool_set_threads(&tp->pool, dec->threads, 0);
         tp->gen = fork_gen;
         tp->rt = rti;
         tp->device = dev;

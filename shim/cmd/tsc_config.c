@@ -27,7 +27,10 @@ static void range_text(const struct pol_param_info *pi, char *buf, size_t len)
         break;
     case POL_T_INT:
     case POL_T_SIZE:
-        if (pi->max == INT64_MAX)
+        if (pi->choices[0])
+            snprintf(buf, len, "%s, %lld..%lld", pi->choices, (long long)pi->min,
+                     (long long)pi->max);
+        else if (pi->max == INT64_MAX)
             snprintf(buf, len, "%lld and up", (long long)pi->min);
         else
             snprintf(buf, len, "%lld..%lld", (long long)pi->min, (long long)pi->max);

@@ -38,9 +38,9 @@ int tsc_apply_set(const char *kv)
         else if (pi->type == POL_T_BOOL)
             tsc_err("--set %s: '%s' is not on or off", key, eq + 1);
         else
-            tsc_err("--set %s: '%s' is %s (accepted %lld..%lld)", key, eq + 1,
+            tsc_err("--set %s: '%s' is %s (accepted %lld..%lld%s%s)", key, eq + 1,
                     rc == -ERANGE ? "out of range" : "not a number", (long long)pi->min,
-                    (long long)pi->max);
+                    (long long)pi->max, pi->choices[0] ? " or " : "", pi->choices);
         return -1;
     }
     if (setenv(pol_params[p].env, eq + 1, 1) != 0) {

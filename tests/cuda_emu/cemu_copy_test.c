@@ -3,15 +3,26 @@
  * driven directly against the emulated runtime, as the engine would use it:
  * data at every size shape, non-blocking progress with event polling while
  * a stream is held, the budget, allocation failure at each buffer (every
- * cleanup path) and error propagation.
+ * cleanup path) and error propagation; then the same with the host-side
+ * copies shared with the component's copy threads: data at many sizes and
+ * thread counts, device copies still issued in order from the caller, the
+ * pool bounded and lazy, thread creation failing, fork and exit.
  */
 #include <check.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cemu_test.h"
 #include "eng_cudacopy.h"
@@ -588,6 +599,557 @@ START_TEST(api_from_a_dlopened_runtime)
 }
 END_TEST
 
+/* ---- host-side staging shared with copy threads --------------------------- */
+
+/* Pieces this small make every chunk of these tests split over threads. */
+#define PIECE 4096
+
+static void set_threads(struct scc_pool *pool, unsigned threads)
+{
+    scc_pool_set_threads(pool, threads, PIECE);
+    ck_assert_uint_eq(pool->threads, threads);
+}
+
+/* A round trip of n bytes from src + 1 through dev + 3 into dst + 2. */
+static void round_trip(struct scc_pool *pool, unsigned char *src, unsigned char *dst, void *dev,
+                       size_t n, unsigned seed)
+{
+    struct scc_xfer x;
+
+    fill(src + 1, n, seed);
+    scc_xfer_start(&x, pool, SCC_DIR_H2D, src + 1, (char *)dev + 3, n, cudaStreamLegacy,
+                   SCC_WAIT_SOURCE);
+    ck_assert_int_eq(scc_xfer_run(&x), 0);
+    memset(dst, 0, n + 3);
+    scc_xfer_start(&x, pool, SCC_DIR_D2H, dst + 2, (char *)dev + 3, n, cudaStreamLegacy,
+                   SCC_WAIT_ALL);
+    ck_assert_int_eq(scc_xfer_run(&x), 0);
+    ck_assert_msg(memcmp(src + 1, dst + 2, n) == 0, "%zu bytes, %u threads, %u buffers: differ", n,
+                  pool->threads, pool->nbuf);
+    /* nothing written around it */
+    ck_assert_int_eq(dst[0] | dst[1] | dst[n + 2], 0);
+}
+
+START_TEST(parallel_data_at_many_sizes_and_threads)
+{
+    static const size_t sizes[] = {
+        1,         PIECE - 1,      PIECE + 1,      CHUNK - 1,        CHUNK,
+        CHUNK + 1, 3 * CHUNK + 17, 9 * CHUNK - 65, 40 * CHUNK + 4093};
+    static const unsigned threads[] = {1, 2, 3, 4, 7};
+    static const unsigned nbufs[] = {2, 3, 8};
+    struct scc_budget b = {.max = 8 << 20};
+    size_t cap = 41 * CHUNK;
+    unsigned char *src = malloc(cap), *dst = malloc(cap);
+    void *dev;
+
+    ck_assert_uint_eq(scc_threads_running(), 0);
+    ck_assert_int_eq(cudaMalloc(&dev, cap), cudaSuccess);
+    for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++)
+        for (size_t nb = 0; nb < sizeof(nbufs) / sizeof(nbufs[0]); nb++) {
+            struct scc_pool pool;
+            ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, nbufs[nb]), 0);
+            set_threads(&pool, threads[t]);
+            for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+                round_trip(&pool, src, dst, dev, sizes[i], (unsigned)(t * 31 + i));
+            ck_assert(scc_pool_idle(&pool));
+            scc_pool_destroy(&pool);
+            /* Threads are made on first need, never more than asked for. */
+            ck_assert_uint_eq(scc_threads_running(), threads[t] - 1);
+        }
+    /* Default pieces (SCC_MIN_PIECE) on chunks of 2 MiB: cut in 4. */
+    struct scc_pool pool;
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, 2 << 20, 2), 0);
+    scc_pool_set_threads(&pool, 4, 0);
+    ck_assert_uint_eq(pool.min_piece, SCC_MIN_PIECE);
+    round_trip(&pool, src, dst, dev, cap - 8, 5);
+    scc_pool_destroy(&pool);
+    ck_assert_uint_eq(b.used, 0);
+    ck_assert_int_eq(cudaFree(dev), cudaSuccess);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+/* Device to host into freshly mapped memory, as PyTorch's .cpu() does: the
+ * copy threads take the first-touch faults. */
+START_TEST(parallel_into_fresh_mappings)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    size_t n = 37 * CHUNK + 11;
+    unsigned char *ref = malloc(n);
+    void *dev;
+
+    ck_assert_int_eq(cudaMalloc(&dev, n), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 4), 0);
+    set_threads(&pool, 4);
+    fill(ref, n, 61);
+    ck_assert_int_eq(cudaMemcpy(dev, ref, n, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    for (int i = 0; i < 3; i++) {
+        unsigned char *fresh =
+            mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ck_assert_ptr_ne(fresh, MAP_FAILED);
+        scc_xfer_start(&x, &pool, SCC_DIR_D2H, fresh, dev, n, cudaStreamLegacy, SCC_WAIT_ALL);
+        ck_assert_int_eq(scc_xfer_run(&x), 0);
+        ck_assert_int_eq(memcmp(fresh, ref, n), 0);
+        ck_assert_int_eq(munmap(fresh, n), 0);
+    }
+    scc_pool_destroy(&pool);
+    free(ref);
+}
+END_TEST
+
+/* 2D transfers with rows shared between threads (pieces of whole rows) and
+ * rows wider than a chunk split over them, against the runtime's own copy. */
+START_TEST(parallel_2d_at_every_shape)
+{
+    static const struct {
+        size_t w, hp, dp, h;
+    } g[] = {
+        {1, 1, 1, 1},           {100, 100, 100, 700},   {333, 512, 1000, 900},
+        {4096, 4096, 8192, 50}, {5000, 6000, 5000, 40}, {CHUNK + 5, CHUNK + 9, 3 * CHUNK, 4},
+        {17, 4096, 17, 300},
+    };
+    size_t cap = 4 << 20;
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    void *dev;
+    unsigned char *src = malloc(cap), *dst = malloc(cap), *ref = malloc(cap);
+
+    ck_assert_int_eq(cudaMalloc(&dev, cap), cudaSuccess);
+    for (unsigned t = 1; t <= 5; t += 2) {
+        ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 3), 0);
+        set_threads(&pool, t);
+        for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+            size_t hspan = (g[i].h - 1) * g[i].hp + g[i].w, dspan = (g[i].h - 1) * g[i].dp + g[i].w;
+            fill(src, hspan, (unsigned)(i + t));
+            ck_assert_int_eq(cudaMemset(dev, 0xA5, dspan), cudaSuccess);
+            ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_H2D, src, g[i].hp, dev, g[i].dp,
+                                               g[i].w, g[i].h, cudaStreamLegacy, SCC_WAIT_SOURCE),
+                             0);
+            ck_assert_int_eq(scc_xfer_run(&x), 0);
+            memset(ref, 0xA5, dspan);
+            for (size_t r = 0; r < g[i].h; r++)
+                memcpy(ref + r * g[i].dp, src + r * g[i].hp, g[i].w);
+            ck_assert_int_eq(cudaMemcpy(dst, dev, dspan, cudaMemcpyDeviceToHost), cudaSuccess);
+            ck_assert_msg(memcmp(ref, dst, dspan) == 0, "shape %zu, %u threads: device differs", i,
+                          t);
+            memset(dst, 0x5A, hspan);
+            memset(ref, 0x5A, hspan);
+            ck_assert_int_eq(
+                cudaMemcpy2D(ref, g[i].hp, dev, g[i].dp, g[i].w, g[i].h, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+            ck_assert_int_eq(scc_xfer_start_2d(&x, &pool, SCC_DIR_D2H, dst, g[i].hp, dev, g[i].dp,
+                                               g[i].w, g[i].h, cudaStreamLegacy, SCC_WAIT_ALL),
+                             0);
+            ck_assert_int_eq(scc_xfer_run(&x), 0);
+            ck_assert_int_eq(memcmp(ref, dst, hspan), 0);
+        }
+        scc_pool_destroy(&pool);
+    }
+    ck_assert_int_eq(cudaFree(dev), cudaSuccess);
+    free(src);
+    free(dst);
+    free(ref);
+}
+END_TEST
+
+/* Every runtime call a transfer makes, in order, and from which thread. */
+#define REC_MAX 4096
+struct rec {
+    char op; /* 'c' copy, 'r' event record */
+    const char *dev;
+    pthread_t th;
+};
+static struct rec rec[REC_MAX];
+static unsigned nrec;
+static int rec_memcpy_async(void *d, const void *s, size_t n, int kind, struct CUstream_st *st)
+{
+    if (nrec < REC_MAX)
+        rec[nrec++] = (struct rec){'c', kind == cudaMemcpyHostToDevice ? d : s, pthread_self()};
+    return t_memcpy_async(d, s, n, kind, st);
+}
+static int rec_event_record(struct CUevent_st *e, struct CUstream_st *s)
+{
+    if (nrec < REC_MAX)
+        rec[nrec++] = (struct rec){'r', NULL, pthread_self()};
+    return t_event_record(e, s);
+}
+
+/*
+ * Whatever the threads do on the host side, the device-side copies are
+ * issued by the calling thread, in chunk order, each followed by its event
+ * record, on the caller's stream: the same sequence of runtime calls as
+ * with one thread.
+ */
+START_TEST(device_copies_in_order_from_the_caller)
+{
+    struct scc_api a = api;
+    struct scc_budget b = {.max = 1 << 20};
+    size_t n = 23 * CHUNK + 99, nchunks = 24;
+    unsigned char *src = malloc(n), *dst = malloc(n);
+    char *dev;
+    pthread_t me = pthread_self();
+
+    a.memcpy_async = rec_memcpy_async;
+    a.event_record = rec_event_record;
+    ck_assert_int_eq(cudaMalloc((void **)&dev, n), cudaSuccess);
+    fill(src, n, 8);
+    for (unsigned t = 1; t <= 4; t += 3)
+        for (int dir = 0; dir < 2; dir++) {
+            struct scc_pool pool;
+            struct scc_xfer x;
+            ck_assert_int_eq(scc_pool_init(&pool, &a, &b, CHUNK, 4), 0);
+            set_threads(&pool, t);
+            nrec = 0;
+            scc_xfer_start(&x, &pool, dir ? SCC_DIR_D2H : SCC_DIR_H2D, dir ? dst : src, dev, n,
+                           cudaStreamLegacy, SCC_WAIT_ALL);
+            ck_assert_int_eq(scc_xfer_run(&x), 0);
+            ck_assert_uint_eq(nrec, 2 * nchunks);
+            for (unsigned i = 0; i < nrec; i++) {
+                ck_assert(pthread_equal(rec[i].th, me));
+                ck_assert_int_eq(rec[i].op, i % 2 ? 'r' : 'c');
+                if (!(i % 2))
+                    ck_assert_ptr_eq(rec[i].dev, dev + (i / 2) * CHUNK);
+            }
+            scc_pool_destroy(&pool);
+        }
+    ck_assert_int_eq(memcmp(src, dst, n), 0);
+    ck_assert_int_eq(cudaFree(dev), cudaSuccess);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+/* An I/O thread polling with copy threads: it never waits for them, the
+ * device-side work is what it was with one thread. */
+START_TEST(parallel_nonblocking_progress)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    cudaStream_t s;
+    void *dev;
+    size_t n = 8 * CHUNK + 5;
+    unsigned char *src = malloc(n), *dst = malloc(n);
+    int rc;
+
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc(&dev, n), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
+    set_threads(&pool, 4);
+    fill(src, n, 13);
+    /* H2D on a held stream: two chunks staged and issued, then it waits
+     * for their buffers without blocking. */
+    cemu_test_hold_stream(s);
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, n, s, SCC_WAIT_ALL);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(scc_xfer_poll(&x, false), SCC_PENDING);
+    ck_assert_uint_eq(cemu_test_stream_pending(s), 4); /* 2 copies + 2 event records */
+    ck_assert_int_eq(cudaPeekAtLastError(), cudaSuccess);
+    cemu_test_release_stream(s);
+    while ((rc = scc_xfer_poll(&x, false)) == SCC_PENDING)
+        ;
+    ck_assert_int_eq(rc, 0);
+    /* D2H the same way. */
+    cemu_test_hold_stream(s);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, n, s, SCC_WAIT_ALL);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(scc_xfer_poll(&x, false), SCC_PENDING);
+    ck_assert_uint_eq(cemu_test_stream_pending(s), 4);
+    cemu_test_release_stream(s);
+    while ((rc = scc_xfer_poll(&x, false)) == SCC_PENDING)
+        ;
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(memcmp(src, dst, n), 0);
+    ck_assert(scc_pool_idle(&pool));
+    scc_pool_destroy(&pool);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+/* A chunk failing on the device while earlier chunks are still moved out by
+ * the threads: the error comes back, drain waits for the host copies too. */
+START_TEST(parallel_runtime_error_drains_host_copies)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    void *dev;
+    unsigned char *buf = malloc(6 * CHUNK);
+
+    ck_assert_int_eq(cudaMalloc(&dev, 4 * CHUNK), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 4), 0);
+    set_threads(&pool, 4);
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, buf, dev, 6 * CHUNK, cudaStreamLegacy, SCC_WAIT_ALL);
+    ck_assert_int_eq(scc_xfer_run(&x), cudaErrorInvalidValue);
+    ck_assert_int_eq(scc_pool_drain(&pool), 0);
+    ck_assert(scc_pool_idle(&pool));
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+    scc_pool_destroy(&pool);
+    free(buf);
+}
+END_TEST
+
+START_TEST(chunk_mode_with_copy_threads)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    size_t n = 5 * CHUNK + 7, got = 0, len;
+    unsigned char *ref = malloc(n), *sink = malloc(n);
+    void *dev, *data;
+    int rc;
+
+    ck_assert_int_eq(cudaMalloc(&dev, n), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 3), 0);
+    set_threads(&pool, 4);
+    fill(ref, n, 71);
+    scc_xfer_start(&x, &pool, SCC_DIR_H2D, NULL, dev, n, cudaStreamLegacy, SCC_WAIT_ALL);
+    while ((rc = scc_xfer_next_chunk(&x, true, &data, &len)) != SCC_END) {
+        ck_assert_int_eq(rc, 0);
+        memcpy(data, ref + got, len);
+        got += len;
+        ck_assert_int_eq(scc_xfer_chunk_done(&x), 0);
+    }
+    ck_assert_int_eq(scc_xfer_run(&x), 0);
+    got = 0;
+    scc_xfer_start(&x, &pool, SCC_DIR_D2H, NULL, dev, n, cudaStreamLegacy, SCC_WAIT_ALL);
+    while ((rc = scc_xfer_next_chunk(&x, true, &data, &len)) != SCC_END) {
+        ck_assert_int_eq(rc, 0);
+        memcpy(sink + got, data, len);
+        got += len;
+        ck_assert_int_eq(scc_xfer_chunk_done(&x), 0);
+    }
+    ck_assert_uint_eq(got, n);
+    ck_assert_int_eq(memcmp(ref, sink, n), 0);
+    /* chunk mode copies nothing on the host: no thread was needed */
+    ck_assert_uint_eq(scc_threads_running(), 0);
+    scc_pool_destroy(&pool);
+    free(ref);
+    free(sink);
+}
+END_TEST
+
+START_TEST(thread_count_bounds)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    cpu_set_t set;
+    unsigned want = 1;
+
+    if (!sched_getaffinity(0, sizeof(set), &set) && CPU_COUNT(&set) > 0)
+        want = (unsigned)CPU_COUNT(&set);
+    if (want > SCC_THREADS_AUTO_MAX)
+        want = SCC_THREADS_AUTO_MAX;
+    ck_assert_uint_eq(scc_threads_auto(), want);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 2), 0);
+    ck_assert_uint_eq(pool.threads, 1); /* the caller alone until told otherwise */
+    scc_pool_set_threads(&pool, 0, 0);
+    ck_assert_uint_eq(pool.threads, want);
+    scc_pool_set_threads(&pool, 1000, 0);
+    ck_assert_uint_eq(pool.threads, SCC_THREADS_MAX);
+    scc_pool_destroy(&pool);
+    /* One CPU allowed: auto is the caller alone. */
+    CPU_ZERO(&set);
+    CPU_SET(sched_getcpu() < 0 ? 0 : sched_getcpu(), &set);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof(set), &set), 0);
+    ck_assert_uint_eq(scc_threads_auto(), 1);
+}
+END_TEST
+
+/* Thread creation fails: the caller copies alone, nothing fails. */
+static int creations, creations_allowed;
+static int create_limited(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    if (creations++ >= creations_allowed)
+        return EAGAIN;
+    return pthread_create(th, attr, fn, arg);
+}
+
+static void creation_fails_after(int allowed)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    size_t n = 17 * CHUNK + 3;
+    unsigned char *src = malloc(n + 8), *dst = malloc(n + 8);
+    void *dev;
+
+    creations = 0;
+    creations_allowed = allowed;
+    scc_thread_create = create_limited;
+    ck_assert_int_eq(cudaMalloc(&dev, n + 8), cudaSuccess);
+    ck_assert_int_eq(scc_pool_init(&pool, &api, &b, CHUNK, 4), 0);
+    set_threads(&pool, 4);
+    for (int i = 0; i < 3; i++)
+        round_trip(&pool, src, dst, dev, n - (size_t)i * 999, (unsigned)i);
+    ck_assert_uint_eq(scc_threads_running(), (unsigned)allowed);
+    /* not retried at every chunk: one more attempt at most in this second */
+    ck_assert_int_le(creations, allowed + 1);
+    scc_pool_destroy(&pool);
+    free(src);
+    free(dst);
+}
+
+START_TEST(thread_creation_failure_falls_back)
+{
+    creation_fails_after(0);
+}
+END_TEST
+
+START_TEST(thread_creation_partial_failure)
+{
+    creation_fails_after(1);
+}
+END_TEST
+
+/* A runtime that copies at once (for processes where the emulation cannot
+ * run: a forked child, or one being torn down). */
+static int f_malloc_host(void **p, size_t n)
+{
+    *p = malloc(n);
+    return *p ? 0 : cudaErrorMemoryAllocation;
+}
+static int f_free_host(void *p)
+{
+    free(p);
+    return 0;
+}
+static int f_memcpy_async(void *d, const void *s, size_t n, int kind, struct CUstream_st *st)
+{
+    (void)kind;
+    (void)st;
+    memcpy(d, s, n);
+    return 0;
+}
+static int f_event_create(struct CUevent_st **e, unsigned flags)
+{
+    (void)flags;
+    *e = malloc(1);
+    return *e ? 0 : cudaErrorMemoryAllocation;
+}
+static int f_event_destroy(struct CUevent_st *e)
+{
+    free(e);
+    return 0;
+}
+static int f_event_done(struct CUevent_st *e)
+{
+    (void)e;
+    return 0;
+}
+static int f_event_record(struct CUevent_st *e, struct CUstream_st *s)
+{
+    (void)e;
+    (void)s;
+    return 0;
+}
+static const struct scc_api fake = {.malloc_host = f_malloc_host,
+                                    .free_host = f_free_host,
+                                    .memcpy_async = f_memcpy_async,
+                                    .event_create_with_flags = f_event_create,
+                                    .event_destroy = f_event_destroy,
+                                    .event_record = f_event_record,
+                                    .event_query = f_event_done,
+                                    .event_synchronize = f_event_done};
+
+/* Round trips through plain memory standing for the device; 0 if right. */
+static int fake_round_trips(unsigned threads, int rounds)
+{
+    struct scc_budget b = {.max = 1 << 20};
+    struct scc_pool pool;
+    struct scc_xfer x;
+    size_t n = 13 * CHUNK + 5;
+    unsigned char *src = malloc(n), *dev = malloc(n), *dst = malloc(n);
+    int bad = 0;
+
+    if (!src || !dev || !dst || scc_pool_init(&pool, &fake, &b, CHUNK, 4))
+        return -1;
+    scc_pool_set_threads(&pool, threads, PIECE);
+    for (int r = 0; r < rounds || rounds < 0; r++) {
+        fill(src, n, (unsigned)r);
+        memset(dst, 0, n);
+        scc_xfer_start(&x, &pool, SCC_DIR_H2D, src, dev, n, NULL, SCC_WAIT_ALL);
+        bad |= scc_xfer_run(&x);
+        scc_xfer_start(&x, &pool, SCC_DIR_D2H, dst, dev, n, NULL, SCC_WAIT_ALL);
+        bad |= scc_xfer_run(&x);
+        bad |= memcmp(src, dst, n) != 0;
+    }
+    scc_pool_destroy(&pool);
+    free(src);
+    free(dev);
+    free(dst);
+    return bad;
+}
+
+/*
+ * The parent's copy threads do not exist in a forked child: the child
+ * starts with none and makes its own on first need. (Under ThreadSanitizer,
+ * which cannot start threads after a multi-threaded fork, the child copies
+ * alone.)
+ */
+START_TEST(forked_child_makes_its_own_threads)
+{
+    unsigned child_threads = 4;
+    int st;
+
+#if defined(__SANITIZE_THREAD__)
+    child_threads = 1;
+#endif
+    ck_assert_int_eq(fake_round_trips(4, 2), 0);
+    ck_assert_uint_eq(scc_threads_running(), 3);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (scc_threads_running() != 0)
+            _exit(10);
+        if (fake_round_trips(child_threads, 3))
+            _exit(11);
+        _exit(scc_threads_running() == child_threads - 1 ? 0 : 12);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    /* the parent's threads go on serving it */
+    ck_assert_int_eq(fake_round_trips(4, 2), 0);
+    ck_assert_uint_eq(scc_threads_running(), 3);
+}
+END_TEST
+
+static void *copy_forever(void *arg)
+{
+    (void)arg;
+    fake_round_trips(4, -1);
+    return NULL;
+}
+
+/* exit() while another thread copies with the copy threads busy: the
+ * process ends, neither hanging in the threads' shutdown nor crashing. */
+START_TEST(exit_while_copying)
+{
+    int st;
+    pid_t pid = fork();
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        pthread_t th;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        alarm(20); /* a hang ends as SIGALRM, not as a stuck test */
+        if (pthread_create(&th, NULL, copy_forever, NULL))
+            _exit(3);
+        nanosleep(&ts, NULL);
+        exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st), "child ended by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_copy");
@@ -608,6 +1170,20 @@ int main(void)
     tcase_add_test(tc, many_transfers_in_flight_from_one_thread);
     tcase_add_test(tc, chunk_mode_without_a_host_copy);
     tcase_add_test(tc, api_from_a_dlopened_runtime);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("parallel");
+    tcase_add_test(tc, parallel_data_at_many_sizes_and_threads);
+    tcase_add_test(tc, parallel_into_fresh_mappings);
+    tcase_add_test(tc, parallel_2d_at_every_shape);
+    tcase_add_test(tc, device_copies_in_order_from_the_caller);
+    tcase_add_test(tc, parallel_nonblocking_progress);
+    tcase_add_test(tc, parallel_runtime_error_drains_host_copies);
+    tcase_add_test(tc, chunk_mode_with_copy_threads);
+    tcase_add_test(tc, thread_count_bounds);
+    tcase_add_test(tc, thread_creation_failure_falls_back);
+    tcase_add_test(tc, thread_creation_partial_failure);
+    tcase_add_test(tc, forked_child_makes_its_own_threads);
+    tcase_add_test(tc, exit_while_copying);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

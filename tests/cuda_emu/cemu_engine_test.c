@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
+#include "eng_cudacopy.h"
 #include "eng_test.h"
 
 static struct teshim_engine *target, *ini;
@@ -57,6 +58,8 @@ static void setup_small_budget(void)
 {
     setenv("TESHIM_CONFIG", "/dev/null", 1);
     setenv("TESHIM_CUDA_PINNED_MAX_BYTES", "4M", 1);
+    /* the pool's host memcpy shared with 3 copy threads, whatever the CPUs */
+    setenv("TESHIM_CUDA_COPY_THREADS", "4", 1);
     with_policy = true;
     setup();
 }
@@ -247,6 +250,8 @@ START_TEST(requests_wait_for_the_pinned_budget)
     /* 16 device requests, pinned memory for one transfer at a time: each
      * waits for the pool, none fails. */
     write_then_read(512 * 1024, 16);
+    /* pageable staging, bounced through a pool: cuda.copy_threads reached it */
+    ck_assert_uint_eq(scc_threads_running(), 3);
 }
 END_TEST
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
+#include "eng_cudacopy.h"
 #include "eng_test.h"
 
 #define SPAN (12u << 20)
@@ -74,6 +75,8 @@ static void setup_small_budget(void)
 {
     setenv("TESHIM_CONFIG", "/dev/null", 1);
     setenv("TESHIM_CUDA_PINNED_MAX_BYTES", "4M", 1);
+    /* the pool's host memcpy shared with 3 copy threads, whatever the CPUs */
+    setenv("TESHIM_CUDA_COPY_THREADS", "4", 1);
     with_policy = true;
     setup();
 }
@@ -404,6 +407,8 @@ START_TEST(small_budget_goes_through_the_pool)
     /* pageable staging, bounced through the pool's pinned chunks */
     ck_assert_uint_ge(cemu_test_copies(CEMU_H2D, CEMU_HOST_PINNED), 6);
     ck_assert_uint_le(cemu_test_pinned_bytes(), 4u << 20);
+    /* the pool's host memcpy went to the copy threads cuda.copy_threads set */
+    ck_assert_uint_eq(scc_threads_running(), 3);
 }
 END_TEST
 

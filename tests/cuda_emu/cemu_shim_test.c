@@ -77,6 +77,12 @@ static void run(struct run *r, const char *host, const char *mode, const char *p
     env[n++] = "TESHIM_KILL_SWITCH_FILE=/nonexistent/teshim-disable";
     env[n++] = "TESHIM_STATS_LIVE=off";
     env[n++] = "TESHIM_CUDA_BOUNCE_CHUNK_BYTES=64K";
+    /* Copies from one chunk up are routed, pools are two chunks (budgets
+     * below are counted in them), and every host copy is shared with copy
+     * threads whatever the CPUs here. */
+    env[n++] = "TESHIM_CUDA_BOUNCE_MIN_BYTES=64K";
+    env[n++] = "TESHIM_CUDA_BOUNCE_BUFFERS=2";
+    env[n++] = "TESHIM_CUDA_COPY_THREADS=4";
     env[n++] = stats;
     if (preload) {
         snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", preload);
