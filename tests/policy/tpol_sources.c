@@ -313,6 +313,24 @@ START_TEST(config_file_missing)
 }
 END_TEST
 
+/* TESHIM_CONFIG=/dev/null, the usual "no file", is an empty file: no
+ * warning, while other devices and FIFOs stay refused. */
+START_TEST(config_file_dev_null_is_empty)
+{
+    struct tpol t;
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG", "/dev/null");
+    tpol_env(&t, "TESHIM_RDMA_TRAFFIC_CLASS", "8");
+    ck_assert_uint_eq(tpol_load(&t), 0);
+    ck_assert_int_eq(pol_int(&t.cfg, POL_RDMA_TRAFFIC_CLASS), 8);
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG", "/dev/zero");
+    ck_assert_uint_eq(tpol_load(&t), 1);
+    ck_assert_uint_eq(tpol_count(&t, "/dev/zero", "not a regular file", NULL), 1);
+}
+END_TEST
+
 START_TEST(load_is_repeatable)
 {
     struct tpol t;
@@ -422,6 +440,7 @@ Suite *tpol_sources_suite(void)
     tcase_add_test(tc, config_path_xdg_then_home);
     tcase_add_test(tc, config_path_explicit_source);
     tcase_add_test(tc, config_file_missing);
+    tcase_add_test(tc, config_file_dev_null_is_empty);
     suite_add_tcase(s, tc);
     return s;
 }
