@@ -1,7 +1,8 @@
 /*
  * CUDA runtime hooks: copies between device memory and pageable host memory
- * through reused pinned bounce buffers (engine/eng_cudacopy.c), and the opt-in
- * cache of cudaHostRegister'ed application ranges. The cudaMemcpy2D family
+ * through reused pinned bounce buffers (engine/eng_cudacopy.c), or through
+ * the opt-in cache of cudaHostRegister'ed application ranges (shim_cuda_rc.c).
+ * The cudaMemcpy2D family
  * takes the same route, its rows packed into the pinned buffers; a 2D call
  * whose geometry the runtime would refuse (width above a pitch, ...) passes
  * through so the application gets the runtime's own error.
@@ -33,8 +34,7 @@
 #include <unistd.h>
 
 #include "pol_cuda.h"
-#include "shim_cuda_abi.h"
-#include "eng_cudacopy.h"
+#include "shim_cuda.h"
 
 #define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
 #define SHIM_PROTO_IBV SHIM_NOTHING
@@ -46,21 +46,7 @@
 
 /* ---- the runtime's entry points, per symbol version --------------------- */
 
-enum { RT_12, RT_13, RT_N };
-static const char *const rt_versions[RT_N] = {"libcudart.so.12", "libcudart.so.13"};
-
-struct cuda_rt {
-    struct scc_api scc;
-    int (*pointer_get_attributes)(struct shim_cuda_ptr_attrs *a, const void *p);
-    int (*stream_is_capturing)(struct CUstream_st *s, int *status);
-    int (*peek_at_last_error)(void);
-    int (*get_last_error)(void);
-    int (*host_register)(void *p, size_t n, unsigned flags);
-    int (*host_unregister)(void *p);
-    int (*get_device)(int *device);
-    int (*stream_synchronize)(struct CUstream_st *s);
-    bool ok;
-};
+const char *const shim_cuda_rt_versions[RT_N] = {"libcudart.so.12", "libcudart.so.13"};
 
 static struct cuda_rt rts[RT_N];
 static pthread_once_t rt_once[RT_N] = {PTHREAD_ONCE_INIT, PTHREAD_ONCE_INIT};
@@ -81,7 +67,7 @@ static void *dlvsym_ver(const char *name, const char *version)
 static void rt_resolve(int i)
 {
     struct cuda_rt *rt = &rts[i];
-    const char *v = rt_versions[i];
+    const char *v = shim_cuda_rt_versions[i];
     const char *missing = NULL;
     void *p2d;
 
@@ -119,7 +105,7 @@ static void rt_resolve_13(void)
     rt_resolve(RT_13);
 }
 
-static struct cuda_rt *rt_get(int i)
+struct cuda_rt *shim_cuda_rt_get(int i)
 {
     pthread_once(&rt_once[i], i == RT_12 ? rt_resolve_12 : rt_resolve_13);
     return rts[i].ok ? &rts[i] : NULL;
@@ -139,7 +125,7 @@ struct tpool {
     struct tpool *next_free;
 };
 
-static struct scc_budget budget;
+struct scc_budget shim_cuda_budget;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tpool *free_pools; /* pools of threads that exited, for reuse */
 static pthread_key_t pool_key;
@@ -148,17 +134,15 @@ static unsigned fork_gen;
 static __thread struct tpool *tls_pools[SHIM_CUDA_MAX_DEVICES]
     __attribute__((tls_model("initial-exec")));
 
-static void regcache_forget_all(void);
-
 /* A forked child may not use the parent's runtime state: forget every pool
  * and registration without calling the runtime, and start the budget anew. */
 static void cuda_atfork_child(void)
 {
     fork_gen++;
     free_pools = NULL;
-    atomic_store(&budget.used, 0);
+    atomic_store(&shim_cuda_budget.used, 0);
     pthread_mutex_init(&pool_lock, NULL);
-    regcache_forget_all();
+    shim_rc_forget_all();
 }
 
 /* A thread exits: its pools wait for the next thread. */
@@ -180,9 +164,14 @@ static void pool_thread_exit(void *arg)
 
 static void pool_init_once(void)
 {
-    budget.max = (size_t)pol_int(shim_cfg(), POL_CUDA_PINNED_MAX_BYTES);
+    shim_cuda_budget.max = (size_t)pol_int(shim_cfg(), POL_CUDA_PINNED_MAX_BYTES);
     pthread_key_create(&pool_key, pool_thread_exit);
     pthread_atfork(NULL, NULL, cuda_atfork_child);
+}
+
+void shim_cuda_once(void)
+{
+    pthread_once(&pool_once, pool_init_once);
 }
 
 /*
@@ -196,7 +185,7 @@ static struct scc_pool *pool_get(struct cuda_rt *rt, int rti, const struct pol_c
     struct tpool *tp;
     int dev = 0, err;
 
-    pthread_once(&pool_once, pool_init_once);
+    shim_cuda_once();
     if (rt->get_device(&dev) != SHIM_CUDA_SUCCESS) {
         rt->get_last_error();
         return NULL;
@@ -223,7 +212,7 @@ static struct scc_pool *pool_get(struct cuda_rt *rt, int rti, const struct pol_c
         tp = calloc(1, sizeof(*tp));
         if (!tp)
             return NULL;
-        err = scc_pool_init(&tp->pool, &rt->scc, &budget, dec->chunk, dec->buffers);
+        err = scc_pool_init(&tp->pool, &rt->scc, &shim_cuda_budget, dec->chunk, dec->buffers);
         if (err) {
             if (err > 0)
                 rt->get_last_error();
@@ -242,288 +231,6 @@ static struct scc_pool *pool_get(struct cuda_rt *rt, int rti, const struct pol_c
     tls_pools[dev] = tp;
     pthread_setspecific(pool_key, tls_pools);
     return &tp->pool;
-}
-
-/* ---- register cache (opt-in) ---------------------------------------------- */
-
-#define RC_MAX 64
-
-struct rc_entry {
-    char *base;
-    size_t len;
-    unsigned hits;
-    unsigned users;
-    bool registered;
-    bool failed; /* registration refused (e.g. the application registered it) */
-    bool dead;   /* its memory went while a copy held it: unregistered on release */
-    uint64_t tick;
-    struct cuda_rt *rt;
-};
-
-static struct rc_entry rc_tab[RC_MAX];
-static unsigned rc_n;
-static uint64_t rc_tick;
-static pthread_mutex_t rc_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t rc_idle = PTHREAD_COND_INITIALIZER; /* an entry's users fell to 0 */
-static atomic_bool rc_live; /* some range was ever registered: lookups needed */
-static _Atomic uint64_t rc_registered, rc_released, rc_evicted, rc_unwatched, rc_app_register;
-
-void shim_cuda_rc_stats(struct shim_rc_stats *st)
-{
-    st->registered = atomic_load(&rc_registered);
-    st->released = atomic_load(&rc_released);
-    st->evicted = atomic_load(&rc_evicted);
-    st->unwatched = atomic_load(&rc_unwatched) + shim_mem_unwatched_full();
-    st->app_register = atomic_load(&rc_app_register);
-}
-
-static void regcache_forget_all(void)
-{
-    memset(rc_tab, 0, sizeof(rc_tab));
-    rc_n = 0;
-    atomic_store(&rc_live, false);
-    pthread_mutex_init(&rc_lock, NULL);
-    pthread_cond_init(&rc_idle, NULL);
-}
-
-/*
- * Unregister e (caller holds rc_lock, e is registered and unused). No copy
- * of the range is in flight: every copy routed through the cache returned
- * only after it completed (regcache_release).
- */
-static void rc_unregister(struct rc_entry *e)
-{
-    struct cuda_rt *rt = e->rt;
-
-    if (rt->host_unregister(e->base))
-        rt->get_last_error();
-    scc_budget_give(&budget, e->len);
-    e->registered = false;
-}
-
-/* Forget e's range entirely (hits, refusals): its memory is new. */
-static void rc_clear(struct rc_entry *e)
-{
-    *e = (struct rc_entry){0};
-}
-
-/* Page bounds of [p, p + n). */
-static void page_span(const void *p, size_t n, char **base, char **end)
-{
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-
-    *base = (char *)((uintptr_t)p & ~(uintptr_t)(pg - 1));
-    *end = (char *)(((uintptr_t)p + (n ? n : 1) + pg - 1) & ~(uintptr_t)(pg - 1));
-}
-
-unsigned shim_cuda_release(const void *p, size_t n)
-{
-    char *base, *end;
-    unsigned dropped = 0;
-
-    if (!atomic_load_explicit(&rc_live, memory_order_acquire))
-        return 0;
-    page_span(p, n, &base, &end);
-    pthread_mutex_lock(&rc_lock);
-    for (unsigned i = 0; i < rc_n; i++) {
-        struct rc_entry *e = &rc_tab[i];
-        if (!e->base || e->base >= end || e->base + e->len <= base)
-            continue;
-        if (e->registered && !e->dead) {
-            dropped++;
-            atomic_fetch_add(&rc_released, 1);
-        }
-        if (e->registered && e->users) {
-            /* A copy of freed memory is still running (the application's
-             * bug): no new use; the copy's release unregisters. */
-            e->dead = true;
-            continue;
-        }
-        if (e->registered)
-            rc_unregister(e);
-        rc_clear(e);
-    }
-    pthread_mutex_unlock(&rc_lock);
-    return dropped;
-}
-
-/* Make room for len bytes of budget by unregistering least recently used
- * idle entries; true if the budget now took them. */
-static bool rc_make_room(size_t len)
-{
-    while (!scc_budget_take(&budget, len)) {
-        struct rc_entry *lru = NULL;
-        for (unsigned i = 0; i < rc_n; i++)
-            if (rc_tab[i].registered && !rc_tab[i].users && (!lru || rc_tab[i].tick < lru->tick))
-                lru = &rc_tab[i];
-        if (!lru)
-            return false;
-        rc_unregister(lru);
-        atomic_fetch_add(&rc_evicted, 1);
-    }
-    return true;
-}
-
-/* The entry for exactly [base, base+len), created if needed (evicting an
- * unregistered one when the table is full); NULL if none can be had. */
-static struct rc_entry *rc_slot(char *base, size_t len)
-{
-    struct rc_entry *victim = NULL;
-
-    for (unsigned i = 0; i < rc_n; i++)
-        if (rc_tab[i].base == base && rc_tab[i].len == len)
-            return &rc_tab[i];
-    if (rc_n < RC_MAX) {
-        victim = &rc_tab[rc_n++];
-    } else {
-        for (unsigned i = 0; i < rc_n; i++)
-            if (!rc_tab[i].registered && (!victim || rc_tab[i].tick < victim->tick))
-                victim = &rc_tab[i];
-        if (!victim)
-            return NULL;
-    }
-    *victim = (struct rc_entry){.base = base, .len = len};
-    return victim;
-}
-
-/*
- * A registered range covering [host, host+n), registering it when it is hot
- * enough; NULL when the copy should take another route. The entry is held
- * (users) until regcache_release.
- */
-static struct rc_entry *regcache_acquire(struct cuda_rt *rt, void *host, size_t n, bool *refused)
-{
-    char *base, *end;
-    size_t len;
-    struct rc_entry *e = NULL;
-
-    page_span(host, n, &base, &end);
-    len = (size_t)(end - base);
-    *refused = false;
-    pthread_once(&pool_once, pool_init_once);
-    pthread_mutex_lock(&rc_lock);
-    for (unsigned i = 0; i < rc_n; i++)
-        if (rc_tab[i].registered && !rc_tab[i].dead && rc_tab[i].rt == rt &&
-            rc_tab[i].base <= base && rc_tab[i].base + rc_tab[i].len >= end) {
-            e = &rc_tab[i];
-            goto hit;
-        }
-    e = rc_slot(base, len);
-    if (!e || e->failed || ++e->hits < (unsigned)pol_int(shim_cfg(), POL_CUDA_REGISTER_MIN_HITS))
-        goto miss;
-    /* Only memory whose release teshim sees (shim_mem.c) may stay pinned;
-     * checked under rc_lock, which a release takes after it stopped
-     * watching the range. */
-    if (!shim_mem_watched(host, n)) {
-        atomic_fetch_add(&rc_unwatched, 1);
-        shim_log_once(POL_LOG_INFO,
-                      "cuda: register cache: %p is in memory teshim cannot watch (static data, "
-                      "a stack, or allocated before teshim loaded); such copies are not cached",
-                      host);
-        goto miss;
-    }
-    *refused = true; /* from here on, a miss is a refusal: budget or runtime */
-    if (!rc_make_room(len))
-        goto miss;
-    if (rt->host_register(base, len, SHIM_CUDA_HOST_REGISTER_PORTABLE) != SHIM_CUDA_SUCCESS) {
-        /* Typically already registered by the application: leave it be. */
-        rt->get_last_error();
-        e->failed = true;
-        scc_budget_give(&budget, len);
-        goto miss;
-    }
-    e->registered = true;
-    e->rt = rt;
-    atomic_fetch_add(&rc_registered, 1);
-    atomic_store(&rc_live, true);
-hit:
-    e->users++;
-    e->tick = ++rc_tick;
-    pthread_mutex_unlock(&rc_lock);
-    return e;
-miss:
-    pthread_mutex_unlock(&rc_lock);
-    return NULL;
-}
-
-/* Drop a hold on e; the last user of an entry whose memory went
- * unregisters it. */
-static void rc_unhold(struct rc_entry *e)
-{
-    pthread_mutex_lock(&rc_lock);
-    if (--e->users == 0) {
-        if (e->dead) {
-            rc_unregister(e);
-            rc_clear(e);
-        }
-        pthread_cond_broadcast(&rc_idle);
-    }
-    pthread_mutex_unlock(&rc_lock);
-}
-
-/*
- * Done with e after a copy on stream. With wait (an asynchronous call),
- * return only once that copy completed: from pageable memory it had consumed
- * its source (H2D) or delivered its data (D2H) when it returned, and a copy
- * from the now-pinned range would not have. Synchronous calls from pinned
- * memory complete before they return. So no use of a range outlives its
- * release, and eviction never waits.
- */
-static void regcache_release(struct rc_entry *e, struct CUstream_st *stream, bool wait)
-{
-    struct cuda_rt *rt = e->rt;
-    struct CUevent_st *ev;
-    int status = SHIM_CUDA_CAPTURE_NONE;
-
-    /* A captured copy runs at graph launch, not now; waiting on a capturing
-     * stream would invalidate the application's capture. */
-    if (wait && rt->stream_is_capturing(stream, &status) != SHIM_CUDA_SUCCESS) {
-        rt->get_last_error();
-        wait = false;
-    }
-    if (status != SHIM_CUDA_CAPTURE_NONE)
-        wait = false;
-    if (wait) {
-        int err = rt->scc.event_create_with_flags(&ev, 0x02 /* cudaEventDisableTiming */);
-        if (err == SHIM_CUDA_SUCCESS) {
-            err = rt->scc.event_record(ev, stream);
-            if (err == SHIM_CUDA_SUCCESS)
-                err = rt->scc.event_synchronize(ev);
-            rt->scc.event_destroy(ev);
-        }
-        /* No event: wait for the whole stream instead (later, never earlier). */
-        if (err != SHIM_CUDA_SUCCESS && rt->stream_synchronize(stream) != SHIM_CUDA_SUCCESS)
-            rt->get_last_error();
-        if (err != SHIM_CUDA_SUCCESS)
-            rt->get_last_error();
-    }
-    rc_unhold(e);
-}
-
-/*
- * A registered entry of ours overlapping [p, p+n), held, or NULL. Once
- * teshim registered a range the runtime reports it as pinned and copies it
- * asynchronously; the application still believes it pageable, so every
- * copy touching it, even in part (a copy starting in one of our ranges and
- * reaching past it: the runtime classifies by the start), must keep the
- * pageable return rules (regcache_release with wait).
- */
-static struct rc_entry *regcache_find(const void *p, size_t n)
-{
-    const char *c = p;
-    struct rc_entry *e = NULL;
-
-    if (!atomic_load_explicit(&rc_live, memory_order_relaxed))
-        return NULL;
-    pthread_mutex_lock(&rc_lock);
-    for (unsigned i = 0; i < rc_n && !e; i++)
-        if (rc_tab[i].registered && rc_tab[i].base < c + (n ? n : 1) &&
-            rc_tab[i].base + rc_tab[i].len > c)
-            e = &rc_tab[i];
-    if (e)
-        e->users++;
-    pthread_mutex_unlock(&rc_lock);
-    return e;
 }
 
 /* ---- the hooks -------------------------------------------------------------- */
@@ -584,9 +291,9 @@ static enum pol_cuda_mem mem_kind(struct cuda_rt *rt, const void *p, size_t n)
         return POL_CUDA_MEM_PAGEABLE;
     case SHIM_CUDA_MEM_HOST:
         /* Pinned by our register cache: pageable as far as the app knows. */
-        e = regcache_find(p, n);
+        e = shim_rc_find(p, n);
         if (e) {
-            rc_unhold(e);
+            shim_rc_unhold(e);
             return POL_CUDA_MEM_PAGEABLE;
         }
         return POL_CUDA_MEM_PINNED;
@@ -618,13 +325,13 @@ static shim_cudaError_t owned_pass(const struct cu_call *c)
     shim_cudaError_t rc;
 
     if (c->async) {
-        e = regcache_find(c->src, c->sspan);
+        e = shim_rc_find(c->src, c->sspan);
         if (!e)
-            e = regcache_find(c->dst, c->dspan);
+            e = shim_rc_find(c->dst, c->dspan);
     }
     rc = call_real(c);
     if (e)
-        regcache_release(e, effective_stream(c), rc == SHIM_CUDA_SUCCESS);
+        shim_rc_release(e, effective_stream(c), rc == SHIM_CUDA_SUCCESS);
     return rc;
 }
 
@@ -656,11 +363,11 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
         void *host = dec->dir == POL_CUDA_H2D ? (void *)c->src : c->dst;
         size_t span = dec->dir == POL_CUDA_H2D ? c->sspan : c->dspan;
         bool refused;
-        struct rc_entry *e = regcache_acquire(rt, host, span, &refused);
+        struct rc_entry *e = shim_rc_acquire(rt, host, span, &refused);
         if (e) {
             /* The range is pinned now: the runtime copies it directly. */
             rc = call_real(c);
-            regcache_release(e, stream, c->async);
+            shim_rc_release(e, stream, c->async);
             *o = SHIM_C_INJECTED;
             if (rc == SHIM_CUDA_SUCCESS)
                 shim_count_bytes(c->id, c->n);
@@ -709,10 +416,10 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
 /* An unversioned lookup (dlsym) binds to our default, .13, version in a
  * process that has the other runtime: serve it with that one (*rti
  * changes to it). NULL when neither is there. */
-static void *other_runtime(enum shim_hook_id id, int *rti)
+void *shim_cuda_other_runtime(enum shim_hook_id id, int *rti)
 {
     *rti = *rti == RT_13 ? RT_12 : RT_13;
-    return shim_dlvsym(shim_hooks[id].name, rt_versions[*rti]);
+    return shim_dlvsym(shim_hooks[id].name, shim_cuda_rt_versions[*rti]);
 }
 
 static shim_cudaError_t copy_hook(struct cu_call *c)
@@ -726,7 +433,7 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     shim_cudaError_t rc;
 
     if (!c->real) {
-        c->real = other_runtime(c->id, &c->rt);
+        c->real = shim_cuda_other_runtime(c->id, &c->rt);
         if (!c->real)
             return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
     }
@@ -741,7 +448,7 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
         rc = owned_pass(c);
         goto out;
     }
-    rt = rt_get(c->rt);
+    rt = shim_cuda_rt_get(c->rt);
     if (!rt) {
         o = SHIM_C_FALLBACKS;
         rc = call_real(c);
@@ -894,160 +601,7 @@ CU_SYNC_2D(cudaMemcpy2D_ptds, 12, RT_12, true)
 CU_ASYNC_2D(cudaMemcpy2DAsync, 12, RT_12, false)
 CU_ASYNC_2D(cudaMemcpy2DAsync_ptsz, 12, RT_12, true)
 
-/* ---- the application's own registrations and attributes ------------------ */
-
-/*
- * With the register cache on, teshim's registrations must stay invisible:
- * the application's cudaHostRegister of a range the cache pinned succeeds
- * (the cache lets go first), its cudaHostUnregister of such a range fails
- * as for memory it never registered, and cudaPointerGetAttributes reports
- * it unregistered. Where an answer is made up, the runtime gives it for an
- * address surely unregistered (on this stack), so the values and the
- * last-error state are the runtime's own.
- */
-
-/* Our registered entry overlapping the pages of [p, p + n), or NULL; held
- * under rc_lock by the caller. */
-static struct rc_entry *rc_overlap(const void *p, size_t n, bool dead_too)
-{
-    char *base, *end;
-
-    page_span(p, n, &base, &end);
-    for (unsigned i = 0; i < rc_n; i++) {
-        struct rc_entry *e = &rc_tab[i];
-        if (e->registered && (dead_too || !e->dead) && e->base < end && e->base + e->len > base)
-            return e;
-    }
-    return NULL;
-}
-
-/* Let go of every cached registration over [p, p + n), waiting for copies
- * that use one; true if there was any. */
-static bool rc_yield_range(const void *p, size_t n)
-{
-    struct rc_entry *e;
-    bool any = false;
-
-    pthread_mutex_lock(&rc_lock);
-    while ((e = rc_overlap(p, n, true))) {
-        any = true;
-        if (e->users) {
-            pthread_cond_wait(&rc_idle, &rc_lock);
-            continue;
-        }
-        rc_unregister(e);
-        rc_clear(e);
-    }
-    pthread_mutex_unlock(&rc_lock);
-    return any;
-}
-
-static bool rc_holds(const void *p)
-{
-    bool held;
-
-    if (!atomic_load_explicit(&rc_live, memory_order_acquire))
-        return false;
-    pthread_mutex_lock(&rc_lock);
-    held = rc_overlap(p, 1, true) != NULL;
-    pthread_mutex_unlock(&rc_lock);
-    return held;
-}
-
-static void count_result(enum shim_hook_id id, bool changed, shim_cudaError_t rc)
-{
-    shim_count_result(id, changed ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, rc, 0);
-}
-
-static shim_cudaError_t host_register(enum shim_hook_id id, int rti, void *p, size_t n,
-                                      unsigned flags)
-{
-    void *real = shim_resolve(id);
-    shim_fn_cudaHostRegister_13 fn;
-    shim_cudaError_t rc;
-    bool yielded = false;
-
-    if (!real && !(real = other_runtime(id, &rti)))
-        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
-    memcpy(&fn, &real, sizeof(fn));
-    if (!shim_enter(id))
-        return fn(p, n, flags);
-    if (atomic_load_explicit(&rc_live, memory_order_acquire) && p && n) {
-        yielded = rc_yield_range(p, n);
-        if (yielded)
-            atomic_fetch_add(&rc_app_register, 1);
-    }
-    rc = fn(p, n, flags);
-    count_result(id, yielded, rc);
-    shim_leave();
-    return rc;
-}
-
-static shim_cudaError_t host_unregister(enum shim_hook_id id, int rti, void *p)
-{
-    void *real = shim_resolve(id);
-    shim_fn_cudaHostUnregister_13 fn;
-    shim_cudaError_t rc;
-    bool ours;
-    char unregistered;
-
-    if (!real && !(real = other_runtime(id, &rti)))
-        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
-    memcpy(&fn, &real, sizeof(fn));
-    if (!shim_enter(id))
-        return fn(p);
-    /* The application cannot have registered what the cache holds: its
-     * cudaHostRegister would have made the cache let go. */
-    ours = p && rc_holds(p);
-    rc = fn(ours ? (void *)&unregistered : p);
-    count_result(id, ours, rc);
-    shim_leave();
-    return rc;
-}
-
-static shim_cudaError_t pointer_attributes(enum shim_hook_id id, int rti,
-                                           struct shim_cuda_ptr_attrs *a, const void *p)
-{
-    void *real = shim_resolve(id);
-    shim_fn_cudaPointerGetAttributes_13 fn;
-    shim_cudaError_t rc;
-    bool ours;
-    char pageable;
-
-    if (!real && !(real = other_runtime(id, &rti)))
-        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
-    memcpy(&fn, &real, sizeof(fn));
-    if (!shim_enter(id))
-        return fn(a, p);
-    ours = p && rc_holds(p);
-    rc = fn(a, ours ? &pageable : p);
-    count_result(id, ours, rc);
-    shim_leave();
-    return rc;
-}
-
-#define CU_REGISTER_HOOKS(tag, rti)                                                                \
-    shim_cudaError_t shim_hook_cudaHostRegister_##tag(void *p, size_t n, unsigned flags)           \
-    {                                                                                              \
-        return host_register(SHIM_HK_cudaHostRegister_##tag, rti, p, n, flags);                    \
-    }                                                                                              \
-    shim_cudaError_t shim_hook_cudaHostUnregister_##tag(void *p)                                   \
-    {                                                                                              \
-        return host_unregister(SHIM_HK_cudaHostUnregister_##tag, rti, p);                          \
-    }                                                                                              \
-    shim_cudaError_t shim_hook_cudaPointerGetAttributes_##tag(struct shim_cuda_ptr_attrs *a,       \
-                                                              const void *p)                       \
-    {                                                                                              \
-        return pointer_attributes(SHIM_HK_cudaPointerGetAttributes_##tag, rti, a, p);              \
-    }
-
-CU_REGISTER_HOOKS(13, RT_13)
-CU_REGISTER_HOOKS(12, RT_12)
-
-#define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
-#define SHIM_SYMVER_IBV SHIM_NOTHING
-#define SHIM_SYMVER_CUDA SHIM_SYMVER
-#define SHIM_SYMVER_LIBC SHIM_NOTHING
-#define SHIM_SYMVER_MEM SHIM_NOTHING
-#include "shim_hooks.def"
+/* Only this file's rows (the register hooks are in shim_cuda_rc.c). */
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_cuda.def"
 #undef HOOK

@@ -1,0 +1,454 @@
+/*
+ * The opt-in register cache (cuda.register_cache): application host ranges
+ * copied often are cudaHostRegister'ed and kept, so their copies go to the
+ * runtime as pinned copies. Correct or refused: only memory whose release
+ * teshim sees is pinned (shim_mem.c), and a registration is dropped before
+ * its pages can go (shim_cuda_release). The application's own
+ * cudaHostRegister, cudaHostUnregister and cudaPointerGetAttributes see the
+ * runtime as if the cache were not there. docs/cuda.md has the rules.
+ */
+#include "shim_cuda.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_cudareg.def"
+#undef HOOK
+
+/* ---- register cache (opt-in) ---------------------------------------------- */
+
+#define RC_MAX 64
+
+struct rc_entry {
+    char *base;
+    size_t len;
+    unsigned hits;
+    unsigned users;
+    bool registered;
+    bool failed; /* registration refused (e.g. the application registered it) */
+    bool dead;   /* its memory went while a copy held it: unregistered on release */
+    uint64_t tick;
+    struct cuda_rt *rt;
+};
+
+static struct rc_entry rc_tab[RC_MAX];
+static unsigned rc_n;
+static uint64_t rc_tick;
+static pthread_mutex_t rc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t rc_idle = PTHREAD_COND_INITIALIZER; /* an entry's users fell to 0 */
+static atomic_bool rc_live; /* some range was ever registered: lookups needed */
+static _Atomic uint64_t rc_registered, rc_released, rc_evicted, rc_unwatched, rc_app_register;
+
+void shim_cuda_rc_stats(struct shim_rc_stats *st)
+{
+    st->registered = atomic_load(&rc_registered);
+    st->released = atomic_load(&rc_released);
+    st->evicted = atomic_load(&rc_evicted);
+    st->unwatched = atomic_load(&rc_unwatched) + shim_mem_unwatched_full();
+    st->app_register = atomic_load(&rc_app_register);
+}
+
+void shim_rc_forget_all(void)
+{
+    memset(rc_tab, 0, sizeof(rc_tab));
+    rc_n = 0;
+    atomic_store(&rc_live, false);
+    pthread_mutex_init(&rc_lock, NULL);
+    pthread_cond_init(&rc_idle, NULL);
+}
+
+/*
+ * Unregister e (caller holds rc_lock, e is registered and unused). No copy
+ * of the range is in flight: every copy routed through the cache returned
+ * only after it completed (shim_rc_release).
+ */
+static void rc_unregister(struct rc_entry *e)
+{
+    struct cuda_rt *rt = e->rt;
+
+    if (rt->host_unregister(e->base))
+        rt->get_last_error();
+    scc_budget_give(&shim_cuda_budget, e->len);
+    e->registered = false;
+}
+
+/* Forget e's range entirely (hits, refusals): its memory is new. */
+static void rc_clear(struct rc_entry *e)
+{
+    *e = (struct rc_entry){0};
+}
+
+/* Page bounds of [p, p + n). */
+static void page_span(const void *p, size_t n, char **base, char **end)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+
+    *base = (char *)((uintptr_t)p & ~(uintptr_t)(pg - 1));
+    *end = (char *)(((uintptr_t)p + (n ? n : 1) + pg - 1) & ~(uintptr_t)(pg - 1));
+}
+
+unsigned shim_cuda_release(const void *p, size_t n)
+{
+    char *base, *end;
+    unsigned dropped = 0;
+
+    if (!atomic_load_explicit(&rc_live, memory_order_acquire))
+        return 0;
+    page_span(p, n, &base, &end);
+    pthread_mutex_lock(&rc_lock);
+    for (unsigned i = 0; i < rc_n; i++) {
+        struct rc_entry *e = &rc_tab[i];
+        if (!e->base || e->base >= end || e->base + e->len <= base)
+            continue;
+        if (e->registered && !e->dead) {
+            dropped++;
+            atomic_fetch_add(&rc_released, 1);
+        }
+        if (e->registered && e->users) {
+            /* A copy of freed memory is still running (the application's
+             * bug): no new use; the copy's release unregisters. */
+            e->dead = true;
+            continue;
+        }
+        if (e->registered)
+            rc_unregister(e);
+        rc_clear(e);
+    }
+    pthread_mutex_unlock(&rc_lock);
+    return dropped;
+}
+
+/* Make room for len bytes of budget by unregistering least recently used
+ * idle entries; true if the budget now took them. */
+static bool rc_make_room(size_t len)
+{
+    while (!scc_budget_take(&shim_cuda_budget, len)) {
+        struct rc_entry *lru = NULL;
+        for (unsigned i = 0; i < rc_n; i++)
+            if (rc_tab[i].registered && !rc_tab[i].users && (!lru || rc_tab[i].tick < lru->tick))
+                lru = &rc_tab[i];
+        if (!lru)
+            return false;
+        rc_unregister(lru);
+        atomic_fetch_add(&rc_evicted, 1);
+    }
+    return true;
+}
+
+/* The entry for exactly [base, base+len), created if needed (evicting an
+ * unregistered one when the table is full); NULL if none can be had. */
+static struct rc_entry *rc_slot(char *base, size_t len)
+{
+    struct rc_entry *victim = NULL;
+
+    for (unsigned i = 0; i < rc_n; i++)
+        if (rc_tab[i].base == base && rc_tab[i].len == len)
+            return &rc_tab[i];
+    if (rc_n < RC_MAX) {
+        victim = &rc_tab[rc_n++];
+    } else {
+        for (unsigned i = 0; i < rc_n; i++)
+            if (!rc_tab[i].registered && (!victim || rc_tab[i].tick < victim->tick))
+                victim = &rc_tab[i];
+        if (!victim)
+            return NULL;
+    }
+    *victim = (struct rc_entry){.base = base, .len = len};
+    return victim;
+}
+
+/*
+ * A registered range covering [host, host+n), registering it when it is hot
+ * enough; NULL when the copy should take another route. The entry is held
+ * (users) until shim_rc_release.
+ */
+struct rc_entry *shim_rc_acquire(struct cuda_rt *rt, void *host, size_t n, bool *refused)
+{
+    char *base, *end;
+    size_t len;
+    struct rc_entry *e = NULL;
+
+    page_span(host, n, &base, &end);
+    len = (size_t)(end - base);
+    *refused = false;
+    shim_cuda_once();
+    pthread_mutex_lock(&rc_lock);
+    for (unsigned i = 0; i < rc_n; i++)
+        if (rc_tab[i].registered && !rc_tab[i].dead && rc_tab[i].rt == rt &&
+            rc_tab[i].base <= base && rc_tab[i].base + rc_tab[i].len >= end) {
+            e = &rc_tab[i];
+            goto hit;
+        }
+    e = rc_slot(base, len);
+    if (!e || e->failed || ++e->hits < (unsigned)pol_int(shim_cfg(), POL_CUDA_REGISTER_MIN_HITS))
+        goto miss;
+    /* Only memory whose release teshim sees (shim_mem.c) may stay pinned;
+     * checked under rc_lock, which a release takes after it stopped
+     * watching the range. */
+    if (!shim_mem_watched(host, n)) {
+        atomic_fetch_add(&rc_unwatched, 1);
+        shim_log_once(POL_LOG_INFO,
+                      "cuda: register cache: %p is in memory teshim cannot watch (static data, "
+                      "a stack, or allocated before teshim loaded); such copies are not cached",
+                      host);
+        goto miss;
+    }
+    *refused = true; /* from here on, a miss is a refusal: budget or runtime */
+    if (!rc_make_room(len))
+        goto miss;
+    if (rt->host_register(base, len, SHIM_CUDA_HOST_REGISTER_PORTABLE) != SHIM_CUDA_SUCCESS) {
+        /* Typically already registered by the application: leave it be. */
+        rt->get_last_error();
+        e->failed = true;
+        scc_budget_give(&shim_cuda_budget, len);
+        goto miss;
+    }
+    e->registered = true;
+    e->rt = rt;
+    atomic_fetch_add(&rc_registered, 1);
+    atomic_store(&rc_live, true);
+hit:
+    e->users++;
+    e->tick = ++rc_tick;
+    pthread_mutex_unlock(&rc_lock);
+    return e;
+miss:
+    pthread_mutex_unlock(&rc_lock);
+    return NULL;
+}
+
+/* Drop a hold on e; the last user of an entry whose memory went
+ * unregisters it. */
+void shim_rc_unhold(struct rc_entry *e)
+{
+    pthread_mutex_lock(&rc_lock);
+    if (--e->users == 0) {
+        if (e->dead) {
+            rc_unregister(e);
+            rc_clear(e);
+        }
+        pthread_cond_broadcast(&rc_idle);
+    }
+    pthread_mutex_unlock(&rc_lock);
+}
+
+/*
+ * Done with e after a copy on stream. With wait (an asynchronous call),
+ * return only once that copy completed: from pageable memory it had consumed
+ * its source (H2D) or delivered its data (D2H) when it returned, and a copy
+ * from the now-pinned range would not have. Synchronous calls from pinned
+ * memory complete before they return. So no use of a range outlives its
+ * release, and eviction never waits.
+ */
+void shim_rc_release(struct rc_entry *e, struct CUstream_st *stream, bool wait)
+{
+    struct cuda_rt *rt = e->rt;
+    struct CUevent_st *ev;
+    int status = SHIM_CUDA_CAPTURE_NONE;
+
+    /* A captured copy runs at graph launch, not now; waiting on a capturing
+     * stream would invalidate the application's capture. */
+    if (wait && rt->stream_is_capturing(stream, &status) != SHIM_CUDA_SUCCESS) {
+        rt->get_last_error();
+        wait = false;
+    }
+    if (status != SHIM_CUDA_CAPTURE_NONE)
+        wait = false;
+    if (wait) {
+        int err = rt->scc.event_create_with_flags(&ev, 0x02 /* cudaEventDisableTiming */);
+        if (err == SHIM_CUDA_SUCCESS) {
+            err = rt->scc.event_record(ev, stream);
+            if (err == SHIM_CUDA_SUCCESS)
+                err = rt->scc.event_synchronize(ev);
+            rt->scc.event_destroy(ev);
+        }
+        /* No event: wait for the whole stream instead (later, never earlier). */
+        if (err != SHIM_CUDA_SUCCESS && rt->stream_synchronize(stream) != SHIM_CUDA_SUCCESS)
+            rt->get_last_error();
+        if (err != SHIM_CUDA_SUCCESS)
+            rt->get_last_error();
+    }
+    shim_rc_unhold(e);
+}
+
+/*
+ * A registered entry of ours overlapping [p, p+n), held, or NULL. Once
+ * teshim registered a range the runtime reports it as pinned and copies it
+ * asynchronously; the application still believes it pageable, so every
+ * copy touching it, even in part (a copy starting in one of our ranges and
+ * reaching past it: the runtime classifies by the start), must keep the
+ * pageable return rules (shim_rc_release with wait).
+ */
+struct rc_entry *shim_rc_find(const void *p, size_t n)
+{
+    const char *c = p;
+    struct rc_entry *e = NULL;
+
+    if (!atomic_load_explicit(&rc_live, memory_order_relaxed))
+        return NULL;
+    pthread_mutex_lock(&rc_lock);
+    for (unsigned i = 0; i < rc_n && !e; i++)
+        if (rc_tab[i].registered && rc_tab[i].base < c + (n ? n : 1) &&
+            rc_tab[i].base + rc_tab[i].len > c)
+            e = &rc_tab[i];
+    if (e)
+        e->users++;
+    pthread_mutex_unlock(&rc_lock);
+    return e;
+}
+
+/* ---- the application's own registrations and attributes ------------------ */
+
+/*
+ * With the register cache on, teshim's registrations must stay invisible:
+ * the application's cudaHostRegister of a range the cache pinned succeeds
+ * (the cache lets go first), its cudaHostUnregister of such a range fails
+ * as for memory it never registered, and cudaPointerGetAttributes reports
+ * it unregistered. Where an answer is made up, the runtime gives it for an
+ * address surely unregistered (on this stack), so the values and the
+ * last-error state are the runtime's own.
+ */
+
+/* Our registered entry overlapping the pages of [p, p + n), or NULL; held
+ * under rc_lock by the caller. */
+static struct rc_entry *rc_overlap(const void *p, size_t n, bool dead_too)
+{
+    char *base, *end;
+
+    page_span(p, n, &base, &end);
+    for (unsigned i = 0; i < rc_n; i++) {
+        struct rc_entry *e = &rc_tab[i];
+        if (e->registered && (dead_too || !e->dead) && e->base < end && e->base + e->len > base)
+            return e;
+    }
+    return NULL;
+}
+
+/* Let go of every cached registration over [p, p + n), waiting for copies
+ * that use one; true if there was any. */
+static bool rc_yield_range(const void *p, size_t n)
+{
+    struct rc_entry *e;
+    bool any = false;
+
+    pthread_mutex_lock(&rc_lock);
+    while ((e = rc_overlap(p, n, true))) {
+        any = true;
+        if (e->users) {
+            pthread_cond_wait(&rc_idle, &rc_lock);
+            continue;
+        }
+        rc_unregister(e);
+        rc_clear(e);
+    }
+    pthread_mutex_unlock(&rc_lock);
+    return any;
+}
+
+static bool rc_holds(const void *p)
+{
+    bool held;
+
+    if (!atomic_load_explicit(&rc_live, memory_order_acquire))
+        return false;
+    pthread_mutex_lock(&rc_lock);
+    held = rc_overlap(p, 1, true) != NULL;
+    pthread_mutex_unlock(&rc_lock);
+    return held;
+}
+
+static void count_result(enum shim_hook_id id, bool changed, shim_cudaError_t rc)
+{
+    shim_count_result(id, changed ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, rc, 0);
+}
+
+static shim_cudaError_t host_register(enum shim_hook_id id, int rti, void *p, size_t n,
+                                      unsigned flags)
+{
+    void *real = shim_resolve(id);
+    shim_fn_cudaHostRegister_13 fn;
+    shim_cudaError_t rc;
+    bool yielded = false;
+
+    if (!real && !(real = shim_cuda_other_runtime(id, &rti)))
+        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    memcpy(&fn, &real, sizeof(fn));
+    if (!shim_enter(id))
+        return fn(p, n, flags);
+    if (atomic_load_explicit(&rc_live, memory_order_acquire) && p && n) {
+        yielded = rc_yield_range(p, n);
+        if (yielded)
+            atomic_fetch_add(&rc_app_register, 1);
+    }
+    rc = fn(p, n, flags);
+    count_result(id, yielded, rc);
+    shim_leave();
+    return rc;
+}
+
+static shim_cudaError_t host_unregister(enum shim_hook_id id, int rti, void *p)
+{
+    void *real = shim_resolve(id);
+    shim_fn_cudaHostUnregister_13 fn;
+    shim_cudaError_t rc;
+    bool ours;
+    char unregistered;
+
+    if (!real && !(real = shim_cuda_other_runtime(id, &rti)))
+        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    memcpy(&fn, &real, sizeof(fn));
+    if (!shim_enter(id))
+        return fn(p);
+    /* The application cannot have registered what the cache holds: its
+     * cudaHostRegister would have made the cache let go. */
+    ours = p && rc_holds(p);
+    rc = fn(ours ? (void *)&unregistered : p);
+    count_result(id, ours, rc);
+    shim_leave();
+    return rc;
+}
+
+static shim_cudaError_t pointer_attributes(enum shim_hook_id id, int rti,
+                                           struct shim_cuda_ptr_attrs *a, const void *p)
+{
+    void *real = shim_resolve(id);
+    shim_fn_cudaPointerGetAttributes_13 fn;
+    shim_cudaError_t rc;
+    bool ours;
+    char pageable;
+
+    if (!real && !(real = shim_cuda_other_runtime(id, &rti)))
+        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
+    memcpy(&fn, &real, sizeof(fn));
+    if (!shim_enter(id))
+        return fn(a, p);
+    ours = p && rc_holds(p);
+    rc = fn(a, ours ? &pageable : p);
+    count_result(id, ours, rc);
+    shim_leave();
+    return rc;
+}
+
+#define CU_REGISTER_HOOKS(tag, rti)                                                                \
+    shim_cudaError_t shim_hook_cudaHostRegister_##tag(void *p, size_t n, unsigned flags)           \
+    {                                                                                              \
+        return host_register(SHIM_HK_cudaHostRegister_##tag, rti, p, n, flags);                    \
+    }                                                                                              \
+    shim_cudaError_t shim_hook_cudaHostUnregister_##tag(void *p)                                   \
+    {                                                                                              \
+        return host_unregister(SHIM_HK_cudaHostUnregister_##tag, rti, p);                          \
+    }                                                                                              \
+    shim_cudaError_t shim_hook_cudaPointerGetAttributes_##tag(struct shim_cuda_ptr_attrs *a,       \
+                                                              const void *p)                       \
+    {                                                                                              \
+        return pointer_attributes(SHIM_HK_cudaPointerGetAttributes_##tag, rti, a, p);              \
+    }
+
+CU_REGISTER_HOOKS(13, RT_13)
+CU_REGISTER_HOOKS(12, RT_12)
+
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_cudareg.def"
+#undef HOOK
