@@ -164,6 +164,44 @@ static struct rc_entry *rc_slot(char *base, size_t len)
  * enough; NULL when the copy should take another route. The entry is held
  * (users) until shim_rc_release.
  */
+/*
+ * Grow [*base, *end) to the union with every registration of ours it
+ * overlaps (repeatedly: the union may reach further ones) and unregister
+ * those; false, with nothing changed, if one is in use or belongs to the
+ * other runtime. Caller holds rc_lock.
+ */
+static bool rc_merge(struct cuda_rt *rt, char **base, char **end)
+{
+    char *lo = *base, *hi = *end;
+    bool grew = true;
+
+    while (grew) {
+        grew = false;
+        for (unsigned i = 0; i < rc_n; i++) {
+            struct rc_entry *o = &rc_tab[i];
+            if (!o->registered || o->base >= hi || o->base + o->len <= lo)
+                continue;
+            if (o->users || o->rt != rt)
+                return false;
+            if (o->base < lo || o->base + o->len > hi) {
+                lo = o->base < lo ? o->base : lo;
+                hi = o->base + o->len > hi ? o->base + o->len : hi;
+                grew = true;
+            }
+        }
+    }
+    for (unsigned i = 0; i < rc_n; i++) {
+        struct rc_entry *o = &rc_tab[i];
+        if (o->registered && o->base < hi && o->base + o->len > lo) {
+            rc_unregister(o);
+            rc_clear(o);
+        }
+    }
+    *base = lo;
+    *end = hi;
+    return true;
+}
+
 struct rc_entry *shim_rc_acquire(struct cuda_rt *rt, void *host, size_t n, bool *refused)
 {
     char *base, *end;
@@ -195,6 +233,15 @@ struct rc_entry *shim_rc_acquire(struct cuda_rt *rt, void *host, size_t n, bool 
                       host);
         goto miss;
     }
+    /* The runtime refuses a range that overlaps a registration, ours too:
+     * one registration covers the union of this range and those of ours it
+     * overlaps (a buffer copied in growing pieces ends up registered once,
+     * whole). Not while a copy uses one of them. */
+    if (!rc_merge(rt, &base, &end))
+        goto miss;
+    len = (size_t)(end - base);
+    e->base = base;
+    e->len = len;
     *refused = true; /* from here on, a miss is a refusal: budget or runtime */
     if (!rc_make_room(len))
         goto miss;

@@ -14,6 +14,7 @@
  *   appregister  the application registers, inspects and unregisters a
  *                buffer teshim may have cached: prints what the runtime said
  *   static       copies from a static buffer (memory nobody can watch)
+ *   grow         copies of growing prefixes of one buffer (1 MiB .. 64 MiB)
  * Prints the runtime's answers and "checksum HEX"; exit status 0 = every
  * check passed, 2 = stale or wrong data (message on stderr), 4 = the
  * memory could not be put at the same address again (the case cannot be
@@ -233,6 +234,23 @@ int main(int argc, char **argv)
         shmdt(other);
     } else if (strcmp(mode, "appregister") == 0) {
         app_register();
+    } else if (strcmp(mode, "grow") == 0) {
+        /* Each prefix overlaps the registration of the one before. */
+        buf = malloc(N);
+        if (!buf)
+            return 2;
+        fill(buf, 15);
+        for (size_t n = (size_t)1 << 20; n <= N; n *= 2)
+            for (int i = 0; i < 3; i++) {
+                CK(cudaMemcpy(dev, buf, n, cudaMemcpyHostToDevice));
+                CK(cudaMemcpy(back, dev, n, cudaMemcpyDeviceToHost));
+                if (memcmp(back, buf, n) != 0) {
+                    fprintf(stderr, "stale data: prefix of %zu bytes\n", n);
+                    return 2;
+                }
+            }
+        check_dev(15, "the whole buffer after growing copies");
+        free(buf);
     } else if (strcmp(mode, "static") == 0) {
         warm(static_buf, 13);
         after_reuse(static_buf, 14, "static buffer");

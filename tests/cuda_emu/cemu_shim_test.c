@@ -601,6 +601,26 @@ START_TEST(register_cache_invisible_to_the_application)
 }
 END_TEST
 
+/* Copies of growing prefixes of one buffer: each registration overlaps the
+ * last, which the runtime would refuse; the cache registers the union
+ * instead, so none is refused (no fallback) and every copy is pinned. */
+START_TEST(register_cache_grows_a_registration)
+{
+    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on", NULL};
+    struct run plain, r;
+
+    run(&plain, need("CEMU_HOST_REUSE"), "grow", NULL, NULL);
+    ck_assert_int_eq(plain.status, 0);
+    run(&r, need("CEMU_HOST_REUSE"), "grow", need("TESHIM_LIB"), env);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(plain.out, r.out);
+    ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
+    ck_assert_int_ge(rc_figure(&r, "registered"), 7);
+    /* From the second copy of each size on (the first makes it hot). */
+    ck_assert_int_ge(counter(&r, M13, "injected"), 2 * 7 * 2);
+}
+END_TEST
+
 /* Static data is not memory teshim sees released: never cached, said so. */
 START_TEST(register_cache_leaves_unwatched_memory_alone)
 {
@@ -827,6 +847,7 @@ int main(void)
     tcase_add_test(tc, register_cache_yields_to_application_register);
     tcase_add_test(tc, register_cache_invisible_to_the_application);
     tcase_add_test(tc, register_cache_leaves_unwatched_memory_alone);
+    tcase_add_test(tc, register_cache_grows_a_registration);
     tcase_add_test(tc, register_cache_leaves_captures_alone);
     tcase_add_loop_test(tc, register_cache_never_serves_released_pages, 0,
                         (int)(sizeof(reuse_modes) / sizeof(reuse_modes[0])));
