@@ -192,16 +192,24 @@ static long long rc_figure(const struct run *r, const char *name)
 static const char *const bounce[] = {"TESHIM_CUDA_BOUNCE=on", NULL};
 
 /* Same host, same mode: plain and under the shim give the same output. */
-static void same_output(const char *host, const char *mode, struct run *shim)
+static void same_output_with(const char *host, const char *mode, const char *const *env,
+                             struct run *shim)
 {
     struct run plain;
 
     run(&plain, host, mode, NULL, NULL);
     ck_assert_msg(plain.status == 0, "plain %s %s: status %d", host, mode, plain.status);
-    run(shim, host, mode, need("TESHIM_LIB"), bounce);
+    run(shim, host, mode, need("TESHIM_LIB"), env);
     ck_assert_msg(shim->status == 0, "shim %s %s: status %d", host, mode, shim->status);
     ck_assert_str_eq(plain.out, shim->out);
 }
+
+static void same_output(const char *host, const char *mode, struct run *shim)
+{
+    same_output_with(host, mode, bounce, shim);
+}
+
+static const char *const regcache_on[] = {"TESHIM_CUDA_REGISTER_CACHE=on", NULL};
 
 START_TEST(roundtrip_identical_and_injected)
 {
@@ -559,16 +567,10 @@ static const char *const reuse_hooks[] = {"munmap", "free", "madvise", "mremap",
  */
 START_TEST(register_cache_never_serves_released_pages)
 {
-    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on", NULL};
-    const char *mode = reuse_modes[_i];
-    struct run plain, r;
+    struct run r;
     char hook[64];
 
-    run(&plain, need("CEMU_HOST_REUSE"), mode, NULL, NULL);
-    ck_assert_msg(plain.status == 0, "%s without teshim: status %d", mode, plain.status);
-    run(&r, need("CEMU_HOST_REUSE"), mode, need("TESHIM_LIB"), env);
-    ck_assert_msg(r.status == 0, "%s under the register cache: status %d", mode, r.status);
-    ck_assert_str_eq(plain.out, r.out);
+    same_output_with(need("CEMU_HOST_REUSE"), reuse_modes[_i], regcache_on, &r);
     /* The cache did pin the buffer, and let go before its pages went. */
     ck_assert_int_ge(counter(&r, M13, "injected"), 3);
     ck_assert_int_ge(rc_figure(&r, "released"), 1);
@@ -584,16 +586,11 @@ END_TEST
  */
 START_TEST(register_cache_invisible_to_the_application)
 {
-    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on", NULL};
-    struct run plain, r;
+    struct run r;
 
-    run(&plain, need("CEMU_HOST_REUSE"), "appregister", NULL, NULL);
-    ck_assert_int_eq(plain.status, 0);
-    ck_assert_ptr_nonnull(strstr(plain.out, "cudaHostUnregister again "
-                                            "cudaErrorHostMemoryNotRegistered"));
-    run(&r, need("CEMU_HOST_REUSE"), "appregister", need("TESHIM_LIB"), env);
-    ck_assert_int_eq(r.status, 0);
-    ck_assert_str_eq(plain.out, r.out);
+    same_output_with(need("CEMU_HOST_REUSE"), "appregister", regcache_on, &r);
+    ck_assert_ptr_nonnull(strstr(r.out, "cudaHostUnregister again "
+                                        "cudaErrorHostMemoryNotRegistered"));
     /* The cache held the buffer when the application asked. */
     ck_assert_int_ge(
         counter(&r, "cudaPointerGetAttributes@libcudart.so." CEMU_MAIN_SOVER, "injected"), 1);
@@ -606,14 +603,9 @@ END_TEST
  * instead, so none is refused (no fallback) and every copy is pinned. */
 START_TEST(register_cache_grows_a_registration)
 {
-    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on", NULL};
-    struct run plain, r;
+    struct run r;
 
-    run(&plain, need("CEMU_HOST_REUSE"), "grow", NULL, NULL);
-    ck_assert_int_eq(plain.status, 0);
-    run(&r, need("CEMU_HOST_REUSE"), "grow", need("TESHIM_LIB"), env);
-    ck_assert_int_eq(r.status, 0);
-    ck_assert_str_eq(plain.out, r.out);
+    same_output_with(need("CEMU_HOST_REUSE"), "grow", regcache_on, &r);
     ck_assert_int_eq(counter(&r, M13, "fallbacks"), 0);
     ck_assert_int_ge(rc_figure(&r, "registered"), 7);
     /* From the second copy of each size on (the first makes it hot). */
@@ -624,14 +616,9 @@ END_TEST
 /* Static data is not memory teshim sees released: never cached, said so. */
 START_TEST(register_cache_leaves_unwatched_memory_alone)
 {
-    static const char *const env[] = {"TESHIM_CUDA_REGISTER_CACHE=on", NULL};
-    struct run plain, r;
+    struct run r;
 
-    run(&plain, need("CEMU_HOST_REUSE"), "static", NULL, NULL);
-    ck_assert_int_eq(plain.status, 0);
-    run(&r, need("CEMU_HOST_REUSE"), "static", need("TESHIM_LIB"), env);
-    ck_assert_int_eq(r.status, 0);
-    ck_assert_str_eq(plain.out, r.out);
+    same_output_with(need("CEMU_HOST_REUSE"), "static", regcache_on, &r);
     ck_assert_int_ge(rc_figure(&r, "unwatched"), 1);
 }
 END_TEST
