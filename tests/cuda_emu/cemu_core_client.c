@@ -48,6 +48,12 @@ cudaError_t cemu_core_connect(void)
     const void *tab = NULL;
     bool ok = true;
 
+#ifdef CEMU_LIBCUDA_PATH
+    /* A sanitizer's dlopen interceptor becomes the caller whose RUNPATH the
+     * loader reads: name the test build's driver directly then. */
+    if (!h)
+        h = dlopen(CEMU_LIBCUDA_PATH, RTLD_NOW | RTLD_LOCAL);
+#endif
     if (!h)
         return cudaErrorInsufficientDriver;
     first = dlsym(h, "cuGetProcAddress_v2");
