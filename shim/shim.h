@@ -23,7 +23,14 @@
 #include "pol.h"
 #include "shim_types.h"
 
-enum shim_lib { SHIM_LIB_IBV, SHIM_LIB_CUDA, SHIM_LIB_LIBC, SHIM_LIB_MEM };
+enum shim_lib {
+    SHIM_LIB_IBV,
+    SHIM_LIB_CUDA,
+    SHIM_LIB_LIBC,
+    SHIM_LIB_MEM,
+    SHIM_LIB_CUDRV,
+    SHIM_LIB_DL
+};
 
 enum shim_hook_id {
 #define HOOK(lib, tag, ver, def, ret, name, params, args, ...) SHIM_HK_##name##_##tag,
@@ -67,6 +74,18 @@ extern const struct shim_hook_info shim_hooks[SHIM_HK_COUNT];
  * name, version); NULL if the host does not have it (logged once). */
 void *shim_resolve(enum shim_hook_id id);
 #define SHIM_REAL(name, tag) ((shim_fn_##name##_##tag)shim_resolve(SHIM_HK_##name##_##tag))
+
+/* The real function of a hook found another way (a lookup through dlsym
+ * or cuGetProcAddress): kept when none was resolved yet. Returns the real
+ * function the hook now forwards to. */
+void *shim_adopt_real(enum shim_hook_id id, void *fn);
+/* The address of hook id's body (what a substituted lookup returns). */
+void *shim_hook_addr(enum shim_hook_id id);
+/* True when code address p lies in libteshim.so itself. */
+bool shim_is_own(const void *p);
+/* True when p lies in an object whose file name starts with prefix
+ * ("libcuda.so", "libibverbs.so"). */
+bool shim_in_library(const void *p, const char *prefix);
 
 /* Look up another symbol of a host library by exact version, no hook. */
 void *shim_dlvsym(const char *name, const char *version);
@@ -197,6 +216,13 @@ struct shim_rc_stats {
     uint64_t app_register; /* the application registered a range the cache held */
 };
 void shim_cuda_rc_stats(struct shim_rc_stats *s);
+
+/* ---- lookups (shim_dl.c, shim_cudrv.c) -------------------------------- */
+
+/* A lookup of name answered p: teshim's driver hook for it when p is the
+ * real driver's entry point of a wrapped row (p adopted as its real
+ * function), else p. */
+void *shim_cudrv_substitute(const char *name, void *p);
 
 /* ---- files ------------------------------------------------------------ */
 

@@ -296,3 +296,60 @@ __attribute__((destructor)) static void shim_destructor(void)
     shim_stats_fini();
     shim_depth--;
 }
+
+void *shim_adopt_real(enum shim_hook_id id, void *fn)
+{
+    void *expected = NULL;
+
+    if (!fn)
+        return atomic_load_explicit(&shim_real_fns[id], memory_order_acquire);
+    if (atomic_compare_exchange_strong_explicit(&shim_real_fns[id], &expected, fn,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return fn;
+    return expected;
+}
+
+/* Every hook body, declared with default visibility (their own files
+ * define them). */
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks.def"
+#undef HOOK
+
+static void *const shim_hook_addrs[SHIM_HK_COUNT] = {
+#define HOOK(l, tag, ver, def, ret, fn, ...)                                                       \
+    [SHIM_HK_##fn##_##tag] = (void *)shim_hook_##fn##_##tag,
+#include "shim_hooks.def"
+#undef HOOK
+};
+
+void *shim_hook_addr(enum shim_hook_id id)
+{
+    return shim_hook_addrs[id];
+}
+
+bool shim_is_own(const void *p)
+{
+    static _Atomic(uintptr_t) own_base;
+    uintptr_t base = atomic_load_explicit(&own_base, memory_order_relaxed);
+    Dl_info a, b;
+
+    if (!base) {
+        if (!dladdr((void *)shim_is_own, &a))
+            return false;
+        base = (uintptr_t)a.dli_fbase;
+        atomic_store_explicit(&own_base, base, memory_order_relaxed);
+    }
+    return dladdr(p, &b) && (uintptr_t)b.dli_fbase == base;
+}
+
+bool shim_in_library(const void *p, const char *prefix)
+{
+    Dl_info info;
+    const char *base;
+
+    if (!dladdr(p, &info) || !info.dli_fname)
+        return false;
+    base = strrchr(info.dli_fname, '/');
+    base = base ? base + 1 : info.dli_fname;
+    return strncmp(base, prefix, strlen(prefix)) == 0;
+}

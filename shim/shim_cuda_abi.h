@@ -40,4 +40,19 @@ struct shim_cuda_ptr_attrs {
     long reserved[8];
 };
 
+/* The CUDA driver API (cuda.h). CUresult values share their codes with
+ * the cudaError_t values the copy component interprets (0, 2, 600). */
+#define SHIM_CU_SUCCESS 0
+#define SHIM_CU_ERROR_INVALID_VALUE 1
+#define SHIM_CU_ERROR_NOT_FOUND 500
+#define SHIM_CU_POINTER_ATTRIBUTE_MEMORY_TYPE 2
+#define SHIM_CU_POINTER_ATTRIBUTE_IS_MANAGED 8
+#define SHIM_CU_MEMORYTYPE_HOST 1
+#define SHIM_CU_MEMORYTYPE_DEVICE 2
+#define SHIM_CU_MEMORYTYPE_UNIFIED 4
+/* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
+#define SHIM_CU_GET_PROC_ADDRESS_PER_THREAD 2
+/* CU_EVENT_DISABLE_TIMING (= cudaEventDisableTiming) */
+#define SHIM_CU_EVENT_DISABLE_TIMING 2
+
 #endif

@@ -23,6 +23,8 @@
 #define SHIM_PROTO_CUDA SHIM_NOTHING
 #define SHIM_PROTO_LIBC SHIM_NOTHING
 #define SHIM_PROTO_MEM SHIM_NOTHING
+#define SHIM_PROTO_DL SHIM_NOTHING
+#define SHIM_PROTO_CUDRV SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK
 
@@ -384,5 +386,7 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
 #define SHIM_SYMVER_CUDA SHIM_NOTHING
 #define SHIM_SYMVER_LIBC SHIM_NOTHING
 #define SHIM_SYMVER_MEM SHIM_NOTHING
+#define SHIM_SYMVER_DL SHIM_NOTHING
+#define SHIM_SYMVER_CUDRV SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK

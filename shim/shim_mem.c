@@ -51,6 +51,8 @@
 #define SHIM_PROTO_CUDA SHIM_NOTHING
 #define SHIM_PROTO_LIBC SHIM_NOTHING
 #define SHIM_PROTO_MEM SHIM_PROTO
+#define SHIM_PROTO_DL SHIM_NOTHING
+#define SHIM_PROTO_CUDRV SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK
 
@@ -646,5 +648,7 @@ int shim_hook_shmdt_libc(const void *addr)
 #define SHIM_SYMVER_CUDA SHIM_NOTHING
 #define SHIM_SYMVER_LIBC SHIM_NOTHING
 #define SHIM_SYMVER_MEM SHIM_SYMVER
+#define SHIM_SYMVER_DL SHIM_NOTHING
+#define SHIM_SYMVER_CUDRV SHIM_NOTHING
 #include "shim_hooks.def"
 #undef HOOK

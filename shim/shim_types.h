@@ -24,4 +24,10 @@ struct CUstream_st;
 struct CUevent_st;
 struct shim_cuda_ptr_attrs;
 
+/* CUDA driver: CUresult is an int-sized enum, CUdeviceptr an unsigned
+ * 64-bit integer (unsigned long long), CUstream the same handle as
+ * cudaStream_t. */
+typedef int shim_CUresult;
+typedef unsigned long long shim_CUdeviceptr;
+
 #endif

@@ -20,6 +20,7 @@
  * cudaErrorInitializationError from every call, as with a real driver.
  */
 #include "cemu.h"
+#include "cemu_core.h"
 #include "cemu_stub.h"
 
 #include <stdatomic.h>
@@ -28,22 +29,26 @@
 #include <string.h>
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static bool init_failed;
+static cudaError_t init_failed;
 static bool forked;
 static __thread cudaError_t last_error;
-static _Atomic uint64_t copies[CEMU_NDIRS][CEMU_HOST_NTYPES];
-static _Atomic uint64_t copy_bytes[CEMU_NDIRS][CEMU_HOST_NTYPES];
-static _Atomic uint64_t copies2d;
 
 static void atfork_child(void)
 {
     forked = true;
 }
 
+/* The driver is opened on first use, as NVIDIA's runtime does
+ * (cemu_core_client.c): without it every call fails. */
 static void init(void)
 {
-    init_failed = cemu_mem_init() != 0;
+    init_failed = cemu_core_connect();
     pthread_atfork(NULL, NULL, atfork_child);
+}
+
+void cemu_runtime_init(void)
+{
+    pthread_once(&init_once, init);
 }
 
 static cudaError_t enter(void)
@@ -51,7 +56,7 @@ static cudaError_t enter(void)
     if (forked)
         return cudaErrorInitializationError;
     pthread_once(&init_once, init);
-    return init_failed ? cudaErrorInitializationError : cudaSuccess;
+    return init_failed;
 }
 
 /* Every call's return: failures become the thread's last error. */
@@ -83,20 +88,36 @@ static enum cemu_host_type host_type(enum cemu_mem_kind k)
     }
 }
 
+/* A CUresult of the driver as the runtime reports it: the codes the
+ * emulated driver returns for copies share their values with cudaError_t
+ * (invalid value, out of memory, not initialised). */
+static cudaError_t from_cu(int r)
+{
+    return (cudaError_t)r;
+}
+
+#define DEVP(p) ((unsigned long long)(uintptr_t)(p))
+
+/*
+ * Check kind against where the pointers lie, then make the copy through
+ * the driver entry point NVIDIA's runtime uses for it (FACTS.md):
+ * cuMemcpyHtoD / cuMemcpyDtoH (and their Async forms) for the two host
+ * directions, cuMemcpy / cuMemcpyAsync with unified addressing for the
+ * rest. The stream handle is passed as given: the driver entry point of
+ * the call's flavour reads NULL as the legacy or the per-thread stream.
+ */
 static cudaError_t do_memcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind,
-                             struct CUstream_st *st, bool async)
+                             cudaStream_t s, enum cemu_flavour fl, bool async)
 {
     struct cemu_where wd, ws;
-    enum cemu_dir dir;
-    enum cemu_host_type ht;
-    bool dd, sd, wait;
-    uint64_t seq;
+    bool dd, sd;
+    int f = fl == CEMU_PTSZ_API;
 
     if ((unsigned)kind > cudaMemcpyDefault)
         return cudaErrorInvalidMemcpyDirection;
     if (n == 0)
         return cudaSuccess;
-    if (!dst || !src || !st)
+    if (!dst || !src)
         return cudaErrorInvalidValue;
     cemu_where_span(dst, n, &wd);
     cemu_where_span(src, n, &ws);
@@ -109,40 +130,14 @@ static cudaError_t do_memcpy(void *dst, const void *src, size_t n, enum cudaMemc
         (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||
         (kind == cudaMemcpyDeviceToDevice && (!dd || !sd)))
         return cudaErrorInvalidValue;
-    dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
-    if (dir == CEMU_H2D)
-        ht = host_type(ws.kind);
-    else if (dir == CEMU_D2H)
-        ht = host_type(wd.kind);
-    else if (dir == CEMU_H2H)
-        ht = ws.kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd.kind);
-    else
-        ht = CEMU_HOST_NONE;
-    atomic_fetch_add(&copies[dir][ht], 1);
-    atomic_fetch_add(&copy_bytes[dir][ht], n);
-
-    if (cemu_stream_capturing(st)) {
-        cemu_submit_copy(st, wd.rw, ws.rw, n, 0, NULL);
-        return cudaSuccess;
-    }
-    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
-        void *stage = malloc(n);
-        if (!stage)
-            return cudaErrorMemoryAllocation;
-        if (!async)
-            cemu_stream_wait_seq(st, cemu_submit_marker(st));
-        memcpy(stage, src, n);
-        cemu_submit_copy(st, wd.rw, stage, n, 0, stage);
-        return cudaSuccess;
-    }
-    seq = cemu_submit_copy(st, wd.rw, ws.rw, n, 0, NULL);
-    if (async)
-        wait = ht == CEMU_HOST_PAGEABLE;
-    else
-        wait = dir != CEMU_D2D;
-    if (wait)
-        cemu_stream_wait_seq(st, seq);
-    return cudaSuccess;
+    if (kind == cudaMemcpyHostToDevice)
+        return from_cu(async ? cemu_drv.htod_async[f](DEVP(dst), src, n, s)
+                             : cemu_drv.htod[f](DEVP(dst), src, n));
+    if (kind == cudaMemcpyDeviceToHost)
+        return from_cu(async ? cemu_drv.dtoh_async[f](dst, DEVP(src), n, s)
+                             : cemu_drv.dtoh[f](dst, DEVP(src), n));
+    return from_cu(async ? cemu_drv.any_async[f](DEVP(dst), DEVP(src), n, s)
+                         : cemu_drv.any[f](DEVP(dst), DEVP(src), n));
 }
 
 /* cudaDevAttrMaxPitch of current NVIDIA GPUs. */
@@ -203,9 +198,7 @@ static cudaError_t do_memcpy2d(void *dst, size_t dpitch, const void *src, size_t
         ht = ws.kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd.kind);
     else
         ht = CEMU_HOST_NONE;
-    atomic_fetch_add(&copies[dir][ht], 1);
-    atomic_fetch_add(&copy_bytes[dir][ht], n);
-    atomic_fetch_add(&copies2d, 1);
+    cemu_count_copy(dir, ht, n, true);
 
     if (cemu_stream_capturing(st)) {
         cemu_submit_copy2d(st, wd.rw, dpitch, ws.rw, spitch, width, height, NULL);
@@ -486,28 +479,28 @@ CEMU_EXPORT cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a
 CEMU_EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
 {
     ENTER();
-    return ret(do_memcpy(dst, src, n, kind, STREAM(NULL, CEMU_LEGACY_API), false));
+    return ret(do_memcpy(dst, src, n, kind, NULL, CEMU_LEGACY_API, false));
 }
 
 CEMU_EXPORT cudaError_t cudaMemcpy_ptds(void *dst, const void *src, size_t n,
                                         enum cudaMemcpyKind kind)
 {
     ENTER();
-    return ret(do_memcpy(dst, src, n, kind, STREAM(NULL, CEMU_PTSZ_API), false));
+    return ret(do_memcpy(dst, src, n, kind, NULL, CEMU_PTSZ_API, false));
 }
 
 CEMU_EXPORT cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n,
                                         enum cudaMemcpyKind kind, cudaStream_t s)
 {
     ENTER();
-    return ret(do_memcpy(dst, src, n, kind, STREAM(s, CEMU_LEGACY_API), true));
+    return ret(do_memcpy(dst, src, n, kind, s, CEMU_LEGACY_API, true));
 }
 
 CEMU_EXPORT cudaError_t cudaMemcpyAsync_ptsz(void *dst, const void *src, size_t n,
                                              enum cudaMemcpyKind kind, cudaStream_t s)
 {
     ENTER();
-    return ret(do_memcpy(dst, src, n, kind, STREAM(s, CEMU_PTSZ_API), true));
+    return ret(do_memcpy(dst, src, n, kind, s, CEMU_PTSZ_API, true));
 }
 
 CEMU_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch,
@@ -826,33 +819,5 @@ int cemu_not_supported(const char *name)
     return ret(cudaErrorNotSupported);
 }
 
-/* ---- test controls ------------------------------------------------------- */
-
-CEMU_EXPORT uint64_t cemu_test_copies(enum cemu_dir dir, enum cemu_host_type host)
-{
-    if ((unsigned)dir >= CEMU_NDIRS || (unsigned)host >= CEMU_HOST_NTYPES)
-        return 0;
-    return atomic_load(&copies[dir][host]);
-}
-
-CEMU_EXPORT uint64_t cemu_test_copy_bytes(enum cemu_dir dir, enum cemu_host_type host)
-{
-    if ((unsigned)dir >= CEMU_NDIRS || (unsigned)host >= CEMU_HOST_NTYPES)
-        return 0;
-    return atomic_load(&copy_bytes[dir][host]);
-}
-
-CEMU_EXPORT uint64_t cemu_test_copies_2d(void)
-{
-    return atomic_load(&copies2d);
-}
-
-CEMU_EXPORT void cemu_test_reset_counters(void)
-{
-    atomic_store(&copies2d, 0);
-    for (int d = 0; d < CEMU_NDIRS; d++)
-        for (int h = 0; h < CEMU_HOST_NTYPES; h++) {
-            atomic_store(&copies[d][h], 0);
-            atomic_store(&copy_bytes[d][h], 0);
-        }
-}
+/* The test controls live with the machinery in the driver (cemu_drv.c,
+ * cemu_core_client.c). */

@@ -802,6 +802,97 @@ START_TEST(memcpy2d_allocation_failure_falls_back)
 }
 END_TEST
 
+/* ---- reach (issue 15): static runtime, driver API, routed once ---------- */
+
+#define DRV(name) name "@TESHIM_CUDA_DRIVER"
+
+/* A host with the runtime linked in statically: no runtime hook can see it;
+ * its copies arrive at teshim's driver wrappers through the dlsym and
+ * cuGetProcAddress it looked the driver up with. */
+START_TEST(static_runtime_bounced_at_driver_level)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_STATIC"), "roundtrip", &r);
+    /* roundtrip: cudaMemcpy H2D, D2H and Default twice each, the Async
+     * pair twice: the same bytes the runtime hooks count for cudaMemcpy. */
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoD_v2"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoH_v2"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoDAsync_v2"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoHAsync_v2"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoD_v2"), "bytes") +
+                         counter(&r, DRV("cuMemcpyDtoH_v2"), "bytes") +
+                         counter(&r, DRV("cuMemcpy"), "bytes"),
+                     6 * (1 << 20) - 2 * 4097);
+    ck_assert_int_ge(counter(&r, DRV("cuGetProcAddress_v2"), "injected"), 6);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoD_v2"), "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, M13, "calls"), 0);
+    ck_assert_int_eq(counter(&r, "dlsym@GLIBC_2.34", "injected"), 1);
+}
+END_TEST
+
+START_TEST(static_runtime_ptds_flavour)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_STATIC_PTDS"), "roundtrip", &r);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoD_v2_ptds"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoH_v2_ptds"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoDAsync_v2_ptsz"), "injected"), 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoD_v2"), "calls"), 0);
+}
+END_TEST
+
+START_TEST(static_runtime_ordering_and_errors)
+{
+    static const char *const modes[] = {"ordering", "errors", "threads", "passthrough"};
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        struct run r;
+        same_output(need("CEMU_HOST_STATIC"), modes[i], &r);
+    }
+}
+END_TEST
+
+/* A copy the runtime hook routed reaches the driver wrappers from inside
+ * it: passed through untouched, never bounced twice. */
+START_TEST(shared_runtime_routed_once)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST"), "roundtrip", &r);
+    ck_assert_int_ge(counter(&r, M13, "injected"), 6);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoD_v2"), "calls"), 0);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoH_v2"), "calls"), 0);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyHtoDAsync_v2"), "calls"), 0);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoHAsync_v2"), "calls"), 0);
+}
+END_TEST
+
+/* Driver-API hosts: linked names and cuGetProcAddress lookups. */
+START_TEST(driver_api_host_bounced)
+{
+    static const char *const hosts[] = {"CEMU_HOST_DRV", "CEMU_HOST_DRV_PTDS"};
+
+    for (int h = 0; h < 2; h++)
+        for (int lookup = 0; lookup < 2; lookup++) {
+            struct run r;
+            const char *sfx = h ? "_ptds" : "";
+            const char *asfx = h ? "_ptsz" : "";
+            char n1[96], n2[96], n3[96];
+            same_output(need(hosts[h]), lookup ? "lookup" : "linked", &r);
+            snprintf(n1, sizeof(n1), "cuMemcpyHtoD_v2%s@TESHIM_CUDA_DRIVER", sfx);
+            snprintf(n2, sizeof(n2), "cuMemcpyDtoHAsync_v2%s@TESHIM_CUDA_DRIVER", asfx);
+            snprintf(n3, sizeof(n3), "cuMemcpy%s@TESHIM_CUDA_DRIVER", sfx);
+            ck_assert_int_eq(counter(&r, n1, "injected"), 1);
+            ck_assert_int_eq(counter(&r, n2, "injected"), 2);
+            ck_assert_int_eq(counter(&r, n3, "injected"), 1);
+            ck_assert_int_eq(counter(&r, n1, "errors"), 0);
+        }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_shim");
@@ -849,6 +940,11 @@ int main(void)
     tcase_add_test(tc, memcpy2d_register_cache_partial_ranges);
     tcase_add_test(tc, memcpy2d_budget_exhausted_falls_back);
     tcase_add_test(tc, memcpy2d_allocation_failure_falls_back);
+    tcase_add_test(tc, static_runtime_bounced_at_driver_level);
+    tcase_add_test(tc, static_runtime_ptds_flavour);
+    tcase_add_test(tc, static_runtime_ordering_and_errors);
+    tcase_add_test(tc, shared_runtime_routed_once);
+    tcase_add_test(tc, driver_api_host_bounced);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
