@@ -36,14 +36,9 @@
 #include "pol_cuda.h"
 #include "shim_cuda.h"
 
-#define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
-#define SHIM_PROTO_IBV SHIM_NOTHING
-#define SHIM_PROTO_CUDA SHIM_PROTO
-#define SHIM_PROTO_LIBC SHIM_NOTHING
-#define SHIM_PROTO_MEM SHIM_NOTHING
-#define SHIM_PROTO_DL SHIM_NOTHING
-#define SHIM_PROTO_CUDRV SHIM_NOTHING
-#include "shim_hooks.def"
+/* This file defines the rows of shim_hooks_cuda.def. */
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_cuda.def"
 #undef HOOK
 
 /* ---- the runtime's entry points, per symbol version --------------------- */
@@ -603,7 +598,6 @@ CU_SYNC_2D(cudaMemcpy2D_ptds, 12, RT_12, true)
 CU_ASYNC_2D(cudaMemcpy2DAsync, 12, RT_12, false)
 CU_ASYNC_2D(cudaMemcpy2DAsync_ptsz, 12, RT_12, true)
 
-/* Only this file's rows (the register hooks are in shim_cuda_rc.c). */
 #define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
 #include "shim_hooks_cuda.def"
 #undef HOOK

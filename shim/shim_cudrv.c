@@ -34,14 +34,9 @@
 #include "pol_cuda.h"
 #include "shim_cuda_abi.h"
 
-#define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
-#define SHIM_PROTO_IBV SHIM_NOTHING
-#define SHIM_PROTO_CUDA SHIM_NOTHING
-#define SHIM_PROTO_LIBC SHIM_NOTHING
-#define SHIM_PROTO_MEM SHIM_NOTHING
-#define SHIM_PROTO_DL SHIM_NOTHING
-#define SHIM_PROTO_CUDRV SHIM_PROTO
-#include "shim_hooks.def"
+/* This file defines the rows of shim_hooks_cudrv.def. */
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_cudrv.def"
 #undef HOOK
 
 #define CU_STREAM_LEGACY ((struct CUstream_st *)0x1)
@@ -566,12 +561,6 @@ DRV_ASYNC(cuMemcpyAsync, POL_CUDA_KIND_DEFAULT, false, DEVP(dst), DEVP(src), shi
 DRV_ASYNC(cuMemcpyAsync_ptsz, POL_CUDA_KIND_DEFAULT, true, DEVP(dst), DEVP(src), shim_CUdeviceptr,
           shim_CUdeviceptr)
 
-#define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
-#define SHIM_SYMVER_IBV SHIM_NOTHING
-#define SHIM_SYMVER_CUDA SHIM_NOTHING
-#define SHIM_SYMVER_LIBC SHIM_NOTHING
-#define SHIM_SYMVER_MEM SHIM_NOTHING
-#define SHIM_SYMVER_DL SHIM_NOTHING
-#define SHIM_SYMVER_CUDRV SHIM_SYMVER
-#include "shim_hooks.def"
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_cudrv.def"
 #undef HOOK

@@ -26,14 +26,9 @@
 #include <link.h>
 #include <string.h>
 
-#define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
-#define SHIM_PROTO_IBV SHIM_NOTHING
-#define SHIM_PROTO_CUDA SHIM_NOTHING
-#define SHIM_PROTO_LIBC SHIM_NOTHING
-#define SHIM_PROTO_MEM SHIM_NOTHING
-#define SHIM_PROTO_CUDRV SHIM_NOTHING
-#define SHIM_PROTO_DL SHIM_PROTO
-#include "shim_hooks.def"
+/* This file defines the rows of shim_hooks_dl.def. */
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_dl.def"
 #undef HOOK
 
 #ifdef SHIM_HAVE_DL_HOOKS
@@ -316,14 +311,8 @@ void *shim_hook_dlvsym_g_old(void *handle, const char *name, const char *version
     return dl_hook(SHIM_HK_dlvsym_g_old, __builtin_return_address(0), handle, name, version);
 }
 
-#define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
-#define SHIM_SYMVER_IBV SHIM_NOTHING
-#define SHIM_SYMVER_CUDA SHIM_NOTHING
-#define SHIM_SYMVER_LIBC SHIM_NOTHING
-#define SHIM_SYMVER_MEM SHIM_NOTHING
-#define SHIM_SYMVER_CUDRV SHIM_NOTHING
-#define SHIM_SYMVER_DL SHIM_SYMVER
-#include "shim_hooks.def"
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_dl.def"
 #undef HOOK
 
 #endif

@@ -18,14 +18,9 @@
 #undef ibv_reg_mr
 #undef ibv_reg_mr_iova
 
-#define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
-#define SHIM_PROTO_IBV SHIM_PROTO
-#define SHIM_PROTO_CUDA SHIM_NOTHING
-#define SHIM_PROTO_LIBC SHIM_NOTHING
-#define SHIM_PROTO_MEM SHIM_NOTHING
-#define SHIM_PROTO_DL SHIM_NOTHING
-#define SHIM_PROTO_CUDRV SHIM_NOTHING
-#include "shim_hooks.def"
+/* This file defines the rows of shim_hooks_ibv.def. */
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_ibv.def"
 #undef HOOK
 
 /*
@@ -381,12 +376,6 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
     return rc;
 }
 
-#define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
-#define SHIM_SYMVER_IBV SHIM_SYMVER
-#define SHIM_SYMVER_CUDA SHIM_NOTHING
-#define SHIM_SYMVER_LIBC SHIM_NOTHING
-#define SHIM_SYMVER_MEM SHIM_NOTHING
-#define SHIM_SYMVER_DL SHIM_NOTHING
-#define SHIM_SYMVER_CUDRV SHIM_NOTHING
-#include "shim_hooks.def"
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_ibv.def"
 #undef HOOK

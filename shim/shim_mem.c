@@ -46,14 +46,9 @@
 #include <sys/shm.h>
 #include <unistd.h>
 
-#define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
-#define SHIM_PROTO_IBV SHIM_NOTHING
-#define SHIM_PROTO_CUDA SHIM_NOTHING
-#define SHIM_PROTO_LIBC SHIM_NOTHING
-#define SHIM_PROTO_MEM SHIM_PROTO
-#define SHIM_PROTO_DL SHIM_NOTHING
-#define SHIM_PROTO_CUDRV SHIM_NOTHING
-#include "shim_hooks.def"
+/* This file defines the rows of shim_hooks_mem.def. */
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_mem.def"
 #undef HOOK
 
 #ifndef MADV_DONTNEED_LOCKED
@@ -643,12 +638,6 @@ int shim_hook_shmdt_libc(const void *addr)
     return rc;
 }
 
-#define HOOK(lib, ...) SHIM_SYMVER_##lib(__VA_ARGS__)
-#define SHIM_SYMVER_IBV SHIM_NOTHING
-#define SHIM_SYMVER_CUDA SHIM_NOTHING
-#define SHIM_SYMVER_LIBC SHIM_NOTHING
-#define SHIM_SYMVER_MEM SHIM_SYMVER
-#define SHIM_SYMVER_DL SHIM_NOTHING
-#define SHIM_SYMVER_CUDRV SHIM_NOTHING
-#include "shim_hooks.def"
+#define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
+#include "shim_hooks_mem.def"
 #undef HOOK

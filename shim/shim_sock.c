@@ -25,14 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
-#define SHIM_PROTO_IBV SHIM_NOTHING
-#define SHIM_PROTO_CUDA SHIM_NOTHING
-#define SHIM_PROTO_LIBC SHIM_PROTO
-#define SHIM_PROTO_MEM SHIM_NOTHING
-#define SHIM_PROTO_DL SHIM_NOTHING
-#define SHIM_PROTO_CUDRV SHIM_NOTHING
-#include "shim_hooks.def"
+/* This file defines the rows of shim_hooks_sock.def. */
+#define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
+#include "shim_hooks_sock.def"
 #undef HOOK
 
 /* ---- per-descriptor state ---------------------------------------------- */
@@ -701,7 +696,6 @@ __attribute__((constructor)) static void sock_resolve_early(void)
     errno = saved;
 }
 
-/* Only this file's rows: other libc hooks (exec) are defined elsewhere. */
 #define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
 #include "shim_hooks_sock.def"
 #undef HOOK
