@@ -47,8 +47,10 @@ int tsc_settings_option(int argc, char **argv, int *i);
 /* Validate "key=value" and export it as TESHIM_KEY=value; 0 or -1 (reported). */
 int tsc_apply_set(const char *kv);
 
-/* Path of libteshim.so: $TESHIM_LIBRARY, else ../lib/libteshim.so beside
- * this executable. Returns 0 and fills buf, or -1 (reported). */
+/* Path of libteshim.so: $TESHIM_LIBRARY, else the install layout relative
+ * to this executable (bindir/../lib/<multiarch>/teshim, as configured), else
+ * the build tree's ../lib beside it, else the configured install directory.
+ * Returns 0 and fills buf, or -1 (reported, naming every place looked at). */
 int tsc_library_path(char *buf, size_t len);
 
 /* Prepend libteshim.so to LD_PRELOAD in this process's environment. */

@@ -84,31 +84,57 @@ int tsc_settings_option(int argc, char **argv, int *i)
     return 1;
 }
 
+/* Where libteshim.so may be: relative to the directory of this executable,
+ * the install layout (bindir to libdir/teshim, computed by CMake) and the
+ * build tree (bin/ beside lib/); last the configured install directory
+ * itself, so a command copied out of its tree still finds an installed
+ * library. */
+#ifndef TESHIM_PRELOAD_RELDIR
+#define TESHIM_PRELOAD_RELDIR "../lib/teshim"
+#endif
+#ifndef TESHIM_PRELOAD_DIR
+#define TESHIM_PRELOAD_DIR "/usr/local/lib/teshim"
+#endif
+
 int tsc_library_path(char *buf, size_t len)
 {
     const char *env = getenv("TESHIM_LIBRARY");
-    char exe[4096];
+    char exe[4096], cand[3][4200], tried[sizeof(cand) + 16];
     ssize_t n;
 
     if (env && *env) {
-        snprintf(buf, len, "%s", env);
-    } else {
-        n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (n < 0) {
-            tsc_err("cannot find my own executable: %s", strerror(errno));
+        char *real = realpath(env, NULL);
+        if (!real) {
+            tsc_err("TESHIM_LIBRARY=%s: %s", env, strerror(errno));
             return -1;
         }
-        exe[n] = '\0';
-        snprintf(buf, len, "%s/../lib/libteshim.so", dirname(exe));
+        snprintf(buf, len, "%s", real);
+        free(real);
+        return 0;
     }
-    char *real = realpath(buf, NULL);
-    if (!real) {
-        tsc_err("libteshim.so not found at %s (%s); set TESHIM_LIBRARY", buf, strerror(errno));
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n < 0) {
+        tsc_err("cannot find my own executable: %s; set TESHIM_LIBRARY", strerror(errno));
         return -1;
     }
-    snprintf(buf, len, "%s", real);
-    free(real);
-    return 0;
+    exe[n] = '\0';
+    const char *dir = dirname(exe);
+    snprintf(cand[0], sizeof(cand[0]), "%s/%s/libteshim.so", dir, TESHIM_PRELOAD_RELDIR);
+    snprintf(cand[1], sizeof(cand[1]), "%s/../lib/libteshim.so", dir);
+    snprintf(cand[2], sizeof(cand[2]), "%s/libteshim.so", TESHIM_PRELOAD_DIR);
+    for (size_t i = 0; i < 3; i++) {
+        char *real = realpath(cand[i], NULL);
+        bool ok = real && access(real, R_OK) == 0;
+        if (ok)
+            snprintf(buf, len, "%s", real);
+        free(real);
+        if (ok)
+            return 0;
+    }
+    snprintf(tried, sizeof(tried), "%s, %s, %s", cand[0], cand[1], cand[2]);
+    tsc_err("libteshim.so not found (looked at %s); set TESHIM_LIBRARY=/path/to/libteshim.so",
+            tried);
+    return -1;
 }
 
 int tsc_preload_env(void)
