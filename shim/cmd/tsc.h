@@ -60,4 +60,19 @@ int tsc_preload_env(void);
  * stderr; returns the number of diagnostics. */
 unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet);
 
+/* Whether parameter p was given on this command line (--set, --profile). */
+bool tsc_from_cli(int p);
+
+/*
+ * Problems of an effective configuration that pol_load accepts but that
+ * leave a policy without effect: an unparsable tcp.ports/tcp.peers list,
+ * socket options with an empty scope. Each is reported (what names the
+ * configuration) with its fix; returns how many.
+ */
+unsigned tsc_policy_problems(const struct pol_config *cfg, const char *what);
+
+/* Load the policy for program (diagnostics reported unless quiet) and
+ * return its diagnostics plus tsc_policy_problems(). */
+unsigned tsc_check_policy(const char *program, bool quiet);
+
 #endif

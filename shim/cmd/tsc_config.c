@@ -1,16 +1,25 @@
 /* teshim config: the effective configuration, and docs/config.md. */
 #include "tsc.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static void config_usage(FILE *f)
 {
     fprintf(f, "usage: teshim config [--all] [--program NAME] [--profile P] [--config F]\n"
-               "                     [--set key=value]... | --markdown\n"
+               "                     [--set key=value]... | --markdown | --check [FILE]\n"
                "Shows the value of every parameter that is not at its default (--all: every\n"
-               "parameter), where it came from, the default and what it does, and the\n"
-               "rollout arm and gate the shim would take for NAME on this host.\n");
+               "parameter), where it came from (default, profile, file, env, or --set and\n"
+               "--profile of this command line), the default and what it does, and the\n"
+               "rollout arm and gate the shim would take for NAME on this host.\n"
+               "--check FILE validates a config file alone (no environment): every key and\n"
+               "value of every section, the profile it selects, and the tcp.ports/tcp.peers\n"
+               "scope of the top level and of each [profile NAME]; --check without FILE\n"
+               "validates what a process would load here (TESHIM_CONFIG or the standard\n"
+               "paths, and the TESHIM_* environment). Exit status 0 when clean, 1 on any\n"
+               "problem: gate a rollout on it.\n");
 }
 
 static const char *type_name(enum pol_type t)
@@ -81,6 +90,91 @@ static int print_markdown(void)
     return 0;
 }
 
+/* --check reports each diagnostic once: the pass of each [profile NAME]
+ * repeats those of the top level, and only its own are new. */
+#define CHECK_SEEN_MAX 128
+static char check_seen[CHECK_SEEN_MAX][384];
+static unsigned check_nseen, check_new;
+
+static void check_diag(void *arg, enum pol_log_level level, const char *msg)
+{
+    (void)arg;
+    (void)level;
+    for (unsigned i = 0; i < check_nseen; i++)
+        if (strncmp(check_seen[i], msg, sizeof(check_seen[i]) - 1) == 0)
+            return;
+    if (check_nseen < CHECK_SEEN_MAX)
+        snprintf(check_seen[check_nseen++], sizeof(check_seen[0]), "%s", msg);
+    fprintf(stderr, "teshim: %s\n", msg);
+    check_new++;
+}
+
+/* Load a configuration for `config --check`: the file alone (environ NULL)
+ * or what a process would read (environ = this process's). Returns the
+ * number of diagnostics not reported before. */
+static unsigned check_load(struct pol_config *cfg, const char *file, char *const *env)
+{
+    struct pol_sources src = {0};
+
+    src.environ = env;
+    src.config_path = file;
+    src.program = "teshim";
+    src.host = "localhost";
+    src.diag = check_diag;
+    check_new = 0;
+    pol_load(cfg, &src);
+    return check_new;
+}
+
+/* teshim config --check [FILE]: 0 when clean, 1 on any problem. */
+static int check_config(const char *file)
+{
+    extern char **environ;
+    static struct pol_config cfg; /* large: not on the stack */
+    static char text[65536];
+    unsigned problems;
+
+    if (file && access(file, R_OK) != 0) {
+        tsc_err("config --check: %s: %s", file, strerror(errno));
+        return 1;
+    }
+    /* Every key and value of every section is checked by the loader. */
+    problems = check_load(&cfg, file, file ? NULL : environ);
+    const char *path = cfg.config_path[0] ? cfg.config_path : NULL;
+    problems += tsc_policy_problems(&cfg, path ? path : "environment");
+
+    /* Each [profile NAME] of the file, as a process selecting it reads it:
+     * its scope is only known once it is applied. */
+    FILE *f = path ? fopen(path, "re") : NULL;
+    size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+    unsigned nprof = 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        char name[POL_NAME_MAX], what[POL_NAME_MAX + PATH_MAX + 32], env[POL_NAME_MAX + 32];
+        /* The profile the top level selects was checked with it. */
+        if (sscanf(l, " [profile %127[^] \t]", name) != 1)
+            continue;
+        if (nprof++, strcmp(name, pol_str(&cfg, POL_PROFILE)) == 0)
+            continue;
+        snprintf(env, sizeof(env), "TESHIM_PROFILE=%s", name);
+        char *penv[] = {env, NULL};
+        static struct pol_config pcfg;
+        problems += check_load(&pcfg, path, penv);
+        snprintf(what, sizeof(what), "%s [profile %s]", path, name);
+        problems += tsc_policy_problems(&pcfg, what);
+    }
+    if (problems) {
+        tsc_err("config --check: %u problem%s in %s", problems, problems == 1 ? "" : "s",
+                path ? path : "the configuration");
+        return 1;
+    }
+    printf("%s: ok (%u profile section%s)\n", path ? path : "no config file, environment", nprof,
+           nprof == 1 ? "" : "s");
+    return 0;
+}
+
 int tsc_cmd_config(int argc, char **argv)
 {
     bool all = false;
@@ -93,6 +187,13 @@ int tsc_cmd_config(int argc, char **argv)
         }
         if (strcmp(argv[i], "--markdown") == 0)
             return print_markdown();
+        if (strcmp(argv[i], "--check") == 0) {
+            if (i + 2 < argc) {
+                tsc_err("config --check: one FILE at most");
+                return TSC_EXIT_USAGE;
+            }
+            return check_config(i + 1 < argc ? argv[i + 1] : NULL);
+        }
         if (strcmp(argv[i], "--all") == 0) {
             all = true;
             continue;
@@ -131,8 +232,11 @@ int tsc_cmd_config(int argc, char **argv)
             continue;
         char val[256];
         pol_format_value(&cfg, (enum pol_param)p, val, sizeof(val));
-        printf("%-34s %-16s %-8s %-16s %s\n", pol_params[p].key, val[0] ? val : "(unset)",
-               pol_source_name((enum pol_source)cfg.v[p].src),
+        /* --set and --profile travel as TESHIM_* but came from the command line. */
+        const char *src = pol_source_name((enum pol_source)cfg.v[p].src);
+        if (cfg.v[p].src == POL_SRC_ENV && tsc_from_cli(p))
+            src = p == POL_PROFILE ? "--profile" : "--set";
+        printf("%-34s %-16s %-8s %-16s %s\n", pol_params[p].key, val[0] ? val : "(unset)", src,
                pol_params[p].def[0] ? pol_params[p].def : "(unset)", pol_params[p].doc);
         shown++;
     }

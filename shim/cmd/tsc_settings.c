@@ -1,5 +1,6 @@
 /* Settings options shared by subcommands, and finding libteshim.so. */
 #include "tsc.h"
+#include "pol_tcp.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,6 +12,15 @@
 #include <unistd.h>
 
 extern char **environ;
+
+/* Parameters given on this command line (--set, --profile): their source
+ * is the command line, though they travel to the shim as TESHIM_*. */
+static bool tsc_cli_set[POL_NPARAMS];
+
+bool tsc_from_cli(int p)
+{
+    return p >= 0 && p < POL_NPARAMS && tsc_cli_set[p];
+}
 
 int tsc_apply_set(const char *kv)
 {
@@ -47,6 +57,7 @@ int tsc_apply_set(const char *kv)
         tsc_err("setenv %s: %s", pol_params[p].env, strerror(errno));
         return -1;
     }
+    tsc_cli_set[p] = true;
     return 0;
 }
 
@@ -81,6 +92,7 @@ int tsc_settings_option(int argc, char **argv, int *i)
                 "section of the config file\n",
                 val, val);
     setenv("TESHIM_PROFILE", val, 1);
+    tsc_cli_set[POL_PROFILE] = true;
     return 1;
 }
 
@@ -177,4 +189,38 @@ unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet
     src.diag = tsc_diag;
     src.diag_arg = &quiet;
     return pol_load(cfg, &src);
+}
+
+unsigned tsc_policy_problems(const struct pol_config *cfg, const char *what)
+{
+    struct pol_tcp_scope scope;
+    char err[256];
+    const char *profile = pol_str(cfg, POL_PROFILE);
+
+    if (pol_tcp_scope_parse(pol_str(cfg, POL_TCP_PORTS), pol_str(cfg, POL_TCP_PEERS), &scope, err,
+                            sizeof(err)) != 0) {
+        tsc_err("%s: %s; no socket would be in scope. Fix the list (tcp.ports = 80, 5000-5999; "
+                "tcp.peers = 10.0.0.0/8, ::1)",
+                what, err);
+        return 1;
+    }
+    /* The socket policy applies only inside its scope, and the scope is
+     * empty by default (tcp-qos leaves it to the deployment). */
+    if (pol_tcp_configured(cfg) && pol_tcp_scope_empty(&scope)) {
+        tsc_err("%s: socket options are configured%s%s%s but tcp.ports and tcp.peers are "
+                "empty, so no connection is in scope and nothing would change. Name the "
+                "transfer's ports or peers: --set tcp.ports=5000-5999 or --set "
+                "tcp.peers=10.0.0.0/8 (tcp.ports/tcp.peers in the config file)",
+                what, *profile ? " (profile " : "", profile, *profile ? ")" : "");
+        return 1;
+    }
+    return 0;
+}
+
+unsigned tsc_check_policy(const char *program, bool quiet)
+{
+    struct pol_config cfg;
+    unsigned n = tsc_load_policy(&cfg, program, quiet);
+
+    return n + tsc_policy_problems(&cfg, "configuration");
 }
