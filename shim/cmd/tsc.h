@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "pol.h"
 
@@ -34,6 +35,10 @@ int tsc_live_reap(void);
 #define TSC_EXIT_NOTFOUND 127
 
 void tsc_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Write text for a roff (man page) body: backslashes, hyphens and a leading
+ * '.' or '\'' escaped. */
+void tsc_roff(FILE *f, const char *text);
 
 /*
  * The settings options shared by run, config and ab: --profile P,

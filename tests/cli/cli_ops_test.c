@@ -330,12 +330,61 @@ START_TEST(stats_reads_a_directory)
 }
 END_TEST
 
+/* The man pages are generated and committed, like docs/config.md: a change
+ * of a help text or of the table without regenerating them fails here. */
+START_TEST(man_pages_match_docs)
+{
+    static const struct {
+        const char *doc, *a1, *a2;
+    } pages[] = {
+        {"docs/teshim.1", "help", "--man"},
+        {"docs/teshim.conf.5", "config", "--man"},
+    };
+    char *env[] = {cfg_none, NULL};
+
+    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", cli_path("TESHIM_SOURCE_DIR"), pages[i].doc);
+        char *doc = cli_slurp(path);
+        ck_assert_msg(doc != NULL, "%s is missing", path);
+        char *argv[] = {(char *)cli_path("CLI_TESHIM"), (char *)pages[i].a1, (char *)pages[i].a2,
+                        NULL};
+        struct res r = run_v(argv, env);
+        ck_assert_int_eq(r.status, 0);
+        ck_assert_msg(strcmp(r.out, doc) == 0,
+                      "%s is stale: regenerate it with `build/bin/teshim %s %s > %s`", pages[i].doc,
+                      pages[i].a1, pages[i].a2, pages[i].doc);
+        free(r.out);
+        free(doc);
+    }
+    /* every parameter and every subcommand has its entry */
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/docs/teshim.conf.5", cli_path("TESHIM_SOURCE_DIR"));
+    char *conf5 = cli_slurp(path);
+    ck_assert_ptr_nonnull(conf5);
+    ck_assert_ptr_nonnull(strstr(conf5, ".B rdma.traffic_class\n"));
+    ck_assert_ptr_nonnull(strstr(conf5, "TESHIM_TCP_PORTS"));
+    free(conf5);
+    snprintf(path, sizeof(path), "%s/docs/teshim.1", cli_path("TESHIM_SOURCE_DIR"));
+    char *man1 = cli_slurp(path);
+    ck_assert_ptr_nonnull(man1);
+    static const char *const subs[] = {"run", "config", "doctor", "stats", "ab", "demo"};
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "usage: teshim %s", subs[i]);
+        ck_assert_msg(strstr(man1, want) != NULL, "teshim.1 lacks %s", want);
+    }
+    free(man1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_ops");
     TCase *run = tcase_create("run");
     TCase *cfg = tcase_create("config");
     TCase *stats = tcase_create("stats");
+    TCase *docs = tcase_create("docs");
 
     tcase_add_test(run, run_refuses_unknown_profile);
     tcase_add_test(run, run_refuses_socket_policy_without_scope);
@@ -346,7 +395,9 @@ int main(void)
     tcase_add_test(stats, stats_reads_a_directory);
     suite_add_tcase(s, run);
     suite_add_tcase(s, cfg);
+    tcase_add_test(docs, man_pages_match_docs);
     suite_add_tcase(s, stats);
+    suite_add_tcase(s, docs);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
