@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds with warnings as errors,
 # checks formatting and the generated docs, runs every Check suite, then the
-# engine suites again under AddressSanitizer and ThreadSanitizer.
-# TESHIM_SKIP_SANITIZERS=1 leaves the sanitizer runs out.
+# engine suites again under AddressSanitizer and ThreadSanitizer, then builds
+# the Debian package (scripts/deb.sh), installs it, uses it as installed and
+# removes it again.
+# TESHIM_SKIP_SANITIZERS=1 leaves the sanitizer runs out; TESHIM_SKIP_DEB=1
+# the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,6 +17,10 @@ scripts/build.sh -DTESHIM_WERROR=ON
 # Formatting is part of the build contract (.clang-format).
 if command -v clang-format >/dev/null && [ -d .git ]; then
     git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
+fi
+if command -v shellcheck >/dev/null && [ -d .git ]; then
+    shellcheck scripts/deb.sh tests/install/*.sh tests/cli/*.sh
+    shellcheck -s bash shim/cmd/teshim.bash-completion
 fi
 
 status=0
@@ -46,6 +53,33 @@ if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
             -R "^($(IFS='|'; echo "${tests[*]}"))\$") || status=$?
         logs+=("$sb/Testing/Temporary/LastTest.log")
     done
+fi
+
+# The Debian package, as a user gets it: built by the project's script,
+# installed, smoke-tested from the installed paths only, removed again so a
+# repeated run starts clean. Needs root (or sudo) for dpkg.
+deb_status=0
+if [ "${TESHIM_SKIP_DEB:-0}" != 1 ]; then
+    echo "== Debian package (scripts/deb.sh)"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if deb=$(scripts/deb.sh "$root/build-deb"); then
+        # apt-get waits for the dpkg lock another installer may hold.
+        if $sudo apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
+            "$deb" >/dev/null; then
+            tests/install/deb_smoke.sh "$root" || deb_status=$?
+            $sudo apt-get remove -y -qq -o DPkg::Lock::Timeout=300 teshim >/dev/null || deb_status=$?
+            if dpkg-query -W -f='${Status}' teshim 2>/dev/null | grep -q "ok installed"; then
+                echo "teshim is still installed after removal" >&2
+                deb_status=1
+            fi
+        else
+            deb_status=1
+        fi
+    else
+        deb_status=1
+    fi
+    [ $deb_status = 0 ] || { echo "failed: the Debian package"; status=1; }
 fi
 
 # Check prints one summary line per suite; CTest keeps them in its logs.

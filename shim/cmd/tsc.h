@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "pol.h"
 
@@ -35,6 +36,10 @@ int tsc_live_reap(void);
 
 void tsc_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Write text for a roff (man page) body: backslashes, hyphens and a leading
+ * '.' or '\'' escaped. */
+void tsc_roff(FILE *f, const char *text);
+
 /*
  * The settings options shared by run, config and ab: --profile P,
  * --config F, --set key=value. Returns 1 if argv[*i] was one of them (and
@@ -47,8 +52,10 @@ int tsc_settings_option(int argc, char **argv, int *i);
 /* Validate "key=value" and export it as TESHIM_KEY=value; 0 or -1 (reported). */
 int tsc_apply_set(const char *kv);
 
-/* Path of libteshim.so: $TESHIM_LIBRARY, else ../lib/libteshim.so beside
- * this executable. Returns 0 and fills buf, or -1 (reported). */
+/* Path of libteshim.so: $TESHIM_LIBRARY, else the install layout relative
+ * to this executable (bindir/../lib/<multiarch>/teshim, as configured), else
+ * the build tree's ../lib beside it, else the configured install directory.
+ * Returns 0 and fills buf, or -1 (reported, naming every place looked at). */
 int tsc_library_path(char *buf, size_t len);
 
 /* Prepend libteshim.so to LD_PRELOAD in this process's environment. */
@@ -57,5 +64,20 @@ int tsc_preload_env(void);
 /* Load the effective policy as the shim would for program, diagnostics to
  * stderr; returns the number of diagnostics. */
 unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet);
+
+/* Whether parameter p was given on this command line (--set, --profile). */
+bool tsc_from_cli(int p);
+
+/*
+ * Problems of an effective configuration that pol_load accepts but that
+ * leave a policy without effect: an unparsable tcp.ports/tcp.peers list,
+ * socket options with an empty scope. Each is reported (what names the
+ * configuration) with its fix; returns how many.
+ */
+unsigned tsc_policy_problems(const struct pol_config *cfg, const char *what);
+
+/* Load the policy for program (diagnostics reported unless quiet) and
+ * return its diagnostics plus tsc_policy_problems(). */
+unsigned tsc_check_policy(const char *program, bool quiet);
 
 #endif

@@ -1,16 +1,28 @@
 /* teshim config: the effective configuration, and docs/config.md. */
 #include "tsc.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static void config_usage(FILE *f)
 {
     fprintf(f, "usage: teshim config [--all] [--program NAME] [--profile P] [--config F]\n"
-               "                     [--set key=value]... | --markdown\n"
+               "                     [--set key=value]... | --check [FILE] | --markdown | --man\n"
+               "                     | --keys | --profiles\n"
                "Shows the value of every parameter that is not at its default (--all: every\n"
-               "parameter), where it came from, the default and what it does, and the\n"
-               "rollout arm and gate the shim would take for NAME on this host.\n");
+               "parameter), where it came from (default, profile, file, env, or --set and\n"
+               "--profile of this command line), the default and what it does, and the\n"
+               "rollout arm and gate the shim would take for NAME on this host.\n"
+               "--check FILE validates a config file alone (no environment): every key and\n"
+               "value of every section, the profile it selects, and the tcp.ports/tcp.peers\n"
+               "scope of the top level and of each [profile NAME]; --check without FILE\n"
+               "validates what a process would load here (TESHIM_CONFIG or the standard\n"
+               "paths, and the TESHIM_* environment). Exit status 0 when clean, 1 on any\n"
+               "problem: gate a rollout on it. --markdown and --man print the reference\n"
+               "(docs/config.md, teshim.conf(5)); --keys and --profiles list the parameter\n"
+               "and shipped profile names.\n");
 }
 
 static const char *type_name(enum pol_type t)
@@ -81,6 +93,153 @@ static int print_markdown(void)
     return 0;
 }
 
+/* --check reports each diagnostic once: the pass of each [profile NAME]
+ * repeats those of the top level, and only its own are new. */
+#define CHECK_SEEN_MAX 128
+static char check_seen[CHECK_SEEN_MAX][384];
+static unsigned check_nseen, check_new;
+
+static void check_diag(void *arg, enum pol_log_level level, const char *msg)
+{
+    (void)arg;
+    (void)level;
+    for (unsigned i = 0; i < check_nseen; i++)
+        if (strncmp(check_seen[i], msg, sizeof(check_seen[i]) - 1) == 0)
+            return;
+    if (check_nseen < CHECK_SEEN_MAX)
+        snprintf(check_seen[check_nseen++], sizeof(check_seen[0]), "%s", msg);
+    fprintf(stderr, "teshim: %s\n", msg);
+    check_new++;
+}
+
+/* Load a configuration for `config --check`: the file alone (environ NULL)
+ * or what a process would read (environ = this process's). Returns the
+ * number of diagnostics not reported before. */
+static unsigned check_load(struct pol_config *cfg, const char *file, char *const *env)
+{
+    struct pol_sources src = {0};
+
+    src.environ = env;
+    src.config_path = file;
+    src.program = "teshim";
+    src.host = "localhost";
+    src.diag = check_diag;
+    check_new = 0;
+    pol_load(cfg, &src);
+    return check_new;
+}
+
+/* teshim config --check [FILE]: 0 when clean, 1 on any problem. */
+static int check_config(const char *file)
+{
+    extern char **environ;
+    static struct pol_config cfg; /* large: not on the stack */
+    static char text[65536];
+    unsigned problems;
+
+    if (file && access(file, R_OK) != 0) {
+        tsc_err("config --check: %s: %s", file, strerror(errno));
+        return 1;
+    }
+    /* Every key and value of every section is checked by the loader. */
+    problems = check_load(&cfg, file, file ? NULL : environ);
+    const char *path = cfg.config_path[0] ? cfg.config_path : NULL;
+    problems += tsc_policy_problems(&cfg, path ? path : "environment");
+
+    /* Each [profile NAME] of the file, as a process selecting it reads it:
+     * its scope is only known once it is applied. */
+    FILE *f = path ? fopen(path, "re") : NULL;
+    size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+    unsigned nprof = 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        char name[POL_NAME_MAX], what[POL_NAME_MAX + PATH_MAX + 32], env[POL_NAME_MAX + 32];
+        /* The profile the top level selects was checked with it. */
+        if (sscanf(l, " [profile %127[^] \t]", name) != 1)
+            continue;
+        if (nprof++, strcmp(name, pol_str(&cfg, POL_PROFILE)) == 0)
+            continue;
+        snprintf(env, sizeof(env), "TESHIM_PROFILE=%s", name);
+        char *penv[] = {env, NULL};
+        static struct pol_config pcfg;
+        problems += check_load(&pcfg, path, penv);
+        snprintf(what, sizeof(what), "%s [profile %s]", path, name);
+        problems += tsc_policy_problems(&pcfg, what);
+    }
+    if (problems) {
+        tsc_err("config --check: %u problem%s in %s", problems, problems == 1 ? "" : "s",
+                path ? path : "the configuration");
+        return 1;
+    }
+    printf("%s: ok (%u profile section%s)\n", path ? path : "no config file, environment", nprof,
+           nprof == 1 ? "" : "s");
+    return 0;
+}
+
+/* teshim.conf(5), from the same table as docs/config.md; docs/teshim.conf.5
+ * is this output, and a test fails when it is stale. */
+static int print_man(void)
+{
+    printf(".\\\" Generated by `teshim config --man` from the parameter table "
+           "(policy/pol_params*.def); do not edit.\n"
+           ".TH TESHIM.CONF 5 \"\" \"teshim %s\" \"File Formats\"\n"
+           ".SH NAME\nteshim.conf \\- configuration of libteshim.so and the teshim command\n"
+           ".SH SYNOPSIS\n/etc/teshim.conf, $XDG_CONFIG_HOME/teshim.conf, $TESHIM_CONFIG, "
+           "TESHIM_* variables\n"
+           ".SH DESCRIPTION\n"
+           "Sources, later wins: built-in defaults, the profile, the config file "
+           "(\\fBTESHIM_CONFIG\\fR, else \\fI/etc/teshim.conf\\fR, else "
+           "\\fI$XDG_CONFIG_HOME/teshim.conf\\fR), the environment. A key a.b_c is "
+           "\\fBTESHIM_A_B_C\\fR in the environment. Every injection is off by default. "
+           "Setuid and setgid programs read only /etc/teshim.conf and the defaults.\n"
+           ".PP\n"
+           "The file holds \\fIkey\\fR = \\fIvalue\\fR lines; # starts a comment; "
+           "[profile \\fINAME\\fR] starts a section read only when profile NAME is selected "
+           "(profile = NAME at the top of the file, \\fBTESHIM_PROFILE\\fR, or "
+           "\\fBteshim run \\-\\-profile\\fR).\n"
+           ".PP\n"
+           "A bad value is reported once per process, naming where it came from and the "
+           "accepted range, and the previous value stays in force. \\fBteshim config "
+           "\\-\\-check\\fR \\fIFILE\\fR reports every problem of a file and exits "
+           "non\\-zero; \\fBteshim run\\fR refuses to start a program on a configuration "
+           "with problems.\n"
+           ".SH PARAMETERS\n",
+           TESHIM_VERSION);
+    for (int p = 0; p < POL_NPARAMS; p++) {
+        const struct pol_param_info *pi = &pol_params[p];
+        char range[256];
+        range_text(pi, range, sizeof(range));
+        printf(".TP\n.B ");
+        tsc_roff(stdout, pi->key);
+        printf("\n");
+        tsc_roff(stdout, pi->doc);
+        printf(".\n.br\nType %s; default ", type_name(pi->type));
+        tsc_roff(stdout, pi->def[0] ? pi->def : "(unset)");
+        printf("; accepted ");
+        tsc_roff(stdout, range);
+        printf("; environment \\fB");
+        tsc_roff(stdout, pi->env);
+        printf("\\fR.\n");
+    }
+    printf(".SH PROFILES\nShipped profiles, embedded in the library:\n");
+    for (size_t i = 0; i < pol_nprofiles; i++) {
+        printf(".SS ");
+        tsc_roff(stdout, pol_profiles[i].name);
+        printf("\n.nf\n");
+        tsc_roff(stdout, pol_profiles[i].text);
+        printf(".fi\n");
+    }
+    printf(".SH EXAMPLES\n"
+           "A commented sample is installed as "
+           "\\fI/usr/share/doc/teshim/examples/teshim.conf\\fR. Check a file before it "
+           "reaches a fleet:\n"
+           ".PP\n.nf\nteshim config \\-\\-check /etc/teshim.conf\n.fi\n"
+           ".SH SEE ALSO\nteshim(1)\n");
+    return 0;
+}
+
 int tsc_cmd_config(int argc, char **argv)
 {
     bool all = false;
@@ -93,6 +252,22 @@ int tsc_cmd_config(int argc, char **argv)
         }
         if (strcmp(argv[i], "--markdown") == 0)
             return print_markdown();
+        if (strcmp(argv[i], "--man") == 0)
+            return print_man();
+        /* for shell completion */
+        if (strcmp(argv[i], "--keys") == 0 || strcmp(argv[i], "--profiles") == 0) {
+            bool keys = argv[i][2] == 'k';
+            for (size_t k = 0; k < (keys ? (size_t)POL_NPARAMS : pol_nprofiles); k++)
+                printf("%s\n", keys ? pol_params[k].key : pol_profiles[k].name);
+            return 0;
+        }
+        if (strcmp(argv[i], "--check") == 0) {
+            if (i + 2 < argc) {
+                tsc_err("config --check: one FILE at most");
+                return TSC_EXIT_USAGE;
+            }
+            return check_config(i + 1 < argc ? argv[i + 1] : NULL);
+        }
         if (strcmp(argv[i], "--all") == 0) {
             all = true;
             continue;
@@ -131,8 +306,11 @@ int tsc_cmd_config(int argc, char **argv)
             continue;
         char val[256];
         pol_format_value(&cfg, (enum pol_param)p, val, sizeof(val));
-        printf("%-34s %-16s %-8s %-16s %s\n", pol_params[p].key, val[0] ? val : "(unset)",
-               pol_source_name((enum pol_source)cfg.v[p].src),
+        /* --set and --profile travel as TESHIM_* but came from the command line. */
+        const char *src = pol_source_name((enum pol_source)cfg.v[p].src);
+        if (cfg.v[p].src == POL_SRC_ENV && tsc_from_cli(p))
+            src = p == POL_PROFILE ? "--profile" : "--set";
+        printf("%-34s %-16s %-8s %-16s %s\n", pol_params[p].key, val[0] ? val : "(unset)", src,
                pol_params[p].def[0] ? pol_params[p].def : "(unset)", pol_params[p].doc);
         shown++;
     }

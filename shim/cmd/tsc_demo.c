@@ -930,6 +930,12 @@ int tsc_cmd_demo(int argc, char **argv)
     }
     if (find_paths(&d) != 0)
         return 1;
+    /* Every step runs under libteshim.so: without it none could show anything. */
+    char lib[4096];
+    if (tsc_library_path(lib, sizeof(lib)) != 0) {
+        tsc_err("demo: nothing to demonstrate without libteshim.so");
+        return TSC_EXIT_NOTFOUND;
+    }
     snprintf(d.tmp, sizeof(d.tmp), "%s/teshim-demo-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
     if (!mkdtemp(d.tmp)) {
         tsc_err("demo: mkdtemp %s: %s", d.tmp, strerror(errno));

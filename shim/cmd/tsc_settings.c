@@ -1,5 +1,6 @@
 /* Settings options shared by subcommands, and finding libteshim.so. */
 #include "tsc.h"
+#include "pol_tcp.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,6 +12,15 @@
 #include <unistd.h>
 
 extern char **environ;
+
+/* Parameters given on this command line (--set, --profile): their source
+ * is the command line, though they travel to the shim as TESHIM_*. */
+static bool tsc_cli_set[POL_NPARAMS];
+
+bool tsc_from_cli(int p)
+{
+    return p >= 0 && p < POL_NPARAMS && tsc_cli_set[p];
+}
 
 int tsc_apply_set(const char *kv)
 {
@@ -47,6 +57,7 @@ int tsc_apply_set(const char *kv)
         tsc_err("setenv %s: %s", pol_params[p].env, strerror(errno));
         return -1;
     }
+    tsc_cli_set[p] = true;
     return 0;
 }
 
@@ -81,34 +92,61 @@ int tsc_settings_option(int argc, char **argv, int *i)
                 "section of the config file\n",
                 val, val);
     setenv("TESHIM_PROFILE", val, 1);
+    tsc_cli_set[POL_PROFILE] = true;
     return 1;
 }
+
+/* Where libteshim.so may be: relative to the directory of this executable,
+ * the install layout (bindir to libdir/teshim, computed by CMake) and the
+ * build tree (bin/ beside lib/); last the configured install directory
+ * itself, so a command copied out of its tree still finds an installed
+ * library. */
+#ifndef TESHIM_PRELOAD_RELDIR
+#define TESHIM_PRELOAD_RELDIR "../lib/teshim"
+#endif
+#ifndef TESHIM_PRELOAD_DIR
+#define TESHIM_PRELOAD_DIR "/usr/local/lib/teshim"
+#endif
 
 int tsc_library_path(char *buf, size_t len)
 {
     const char *env = getenv("TESHIM_LIBRARY");
-    char exe[4096];
+    char exe[4096], cand[3][4200], tried[sizeof(cand) + 16];
     ssize_t n;
 
     if (env && *env) {
-        snprintf(buf, len, "%s", env);
-    } else {
-        n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (n < 0) {
-            tsc_err("cannot find my own executable: %s", strerror(errno));
+        char *real = realpath(env, NULL);
+        if (!real) {
+            tsc_err("TESHIM_LIBRARY=%s: %s", env, strerror(errno));
             return -1;
         }
-        exe[n] = '\0';
-        snprintf(buf, len, "%s/../lib/libteshim.so", dirname(exe));
+        snprintf(buf, len, "%s", real);
+        free(real);
+        return 0;
     }
-    char *real = realpath(buf, NULL);
-    if (!real) {
-        tsc_err("libteshim.so not found at %s (%s); set TESHIM_LIBRARY", buf, strerror(errno));
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n < 0) {
+        tsc_err("cannot find my own executable: %s; set TESHIM_LIBRARY", strerror(errno));
         return -1;
     }
-    snprintf(buf, len, "%s", real);
-    free(real);
-    return 0;
+    exe[n] = '\0';
+    const char *dir = dirname(exe);
+    snprintf(cand[0], sizeof(cand[0]), "%s/%s/libteshim.so", dir, TESHIM_PRELOAD_RELDIR);
+    snprintf(cand[1], sizeof(cand[1]), "%s/../lib/libteshim.so", dir);
+    snprintf(cand[2], sizeof(cand[2]), "%s/libteshim.so", TESHIM_PRELOAD_DIR);
+    for (size_t i = 0; i < 3; i++) {
+        char *real = realpath(cand[i], NULL);
+        bool ok = real && access(real, R_OK) == 0;
+        if (ok)
+            snprintf(buf, len, "%s", real);
+        free(real);
+        if (ok)
+            return 0;
+    }
+    snprintf(tried, sizeof(tried), "%s, %s, %s", cand[0], cand[1], cand[2]);
+    tsc_err("libteshim.so not found (looked at %s); set TESHIM_LIBRARY=/path/to/libteshim.so",
+            tried);
+    return -1;
 }
 
 int tsc_preload_env(void)
@@ -151,4 +189,38 @@ unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet
     src.diag = tsc_diag;
     src.diag_arg = &quiet;
     return pol_load(cfg, &src);
+}
+
+unsigned tsc_policy_problems(const struct pol_config *cfg, const char *what)
+{
+    struct pol_tcp_scope scope;
+    char err[256];
+    const char *profile = pol_str(cfg, POL_PROFILE);
+
+    if (pol_tcp_scope_parse(pol_str(cfg, POL_TCP_PORTS), pol_str(cfg, POL_TCP_PEERS), &scope, err,
+                            sizeof(err)) != 0) {
+        tsc_err("%s: %s; no socket would be in scope. Fix the list (tcp.ports = 80, 5000-5999; "
+                "tcp.peers = 10.0.0.0/8, ::1)",
+                what, err);
+        return 1;
+    }
+    /* The socket policy applies only inside its scope, and the scope is
+     * empty by default (tcp-qos leaves it to the deployment). */
+    if (pol_tcp_configured(cfg) && pol_tcp_scope_empty(&scope)) {
+        tsc_err("%s: socket options are configured%s%s%s but tcp.ports and tcp.peers are "
+                "empty, so no connection is in scope and nothing would change. Name the "
+                "transfer's ports or peers: --set tcp.ports=5000-5999 or --set "
+                "tcp.peers=10.0.0.0/8 (tcp.ports/tcp.peers in the config file)",
+                what, *profile ? " (profile " : "", profile, *profile ? ")" : "");
+        return 1;
+    }
+    return 0;
+}
+
+unsigned tsc_check_policy(const char *program, bool quiet)
+{
+    struct pol_config cfg;
+    unsigned n = tsc_load_policy(&cfg, program, quiet);
+
+    return n + tsc_policy_problems(&cfg, "configuration");
 }

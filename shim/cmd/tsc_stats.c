@@ -3,8 +3,11 @@
 #include "tsc_json.h"
 #include "shim.h"
 
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* The report's keys and the columns, in the order of the shim's counters. */
 static const char *const ctr_keys[SHIM_C_COUNT] = {
@@ -107,6 +110,39 @@ static int summarise(const char *path, struct arm_total totals[2])
     return 0;
 }
 
+static int is_report_name(const struct dirent *e)
+{
+    size_t n = strlen(e->d_name);
+
+    return strncmp(e->d_name, "teshim-", 7) == 0 && n > 12 &&
+           strcmp(e->d_name + n - 5, ".json") == 0;
+}
+
+/* A stats.dir: every teshim-*.json in it, in name order. Returns the number
+ * of reports that could not be read (-1 when dir has none). */
+static int summarise_dir(const char *dir, struct arm_total totals[2], int *files)
+{
+    struct dirent **names;
+    int n = scandir(dir, &names, is_report_name, alphasort), bad = 0;
+
+    if (n < 0) {
+        tsc_err("stats: %s: %m", dir);
+        return 1;
+    }
+    if (n == 0)
+        tsc_err("stats: %s: no teshim-*.json report in it", dir);
+    for (int k = 0; k < n; k++) {
+        char path[8192];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[k]->d_name);
+        if ((*files)++ == 0)
+            printf("legend: %s\n", tsc_ctr_legend);
+        bad += summarise(path, totals) != 0;
+        free(names[k]);
+    }
+    free(names);
+    return n == 0 ? 1 : bad;
+}
+
 int tsc_cmd_stats(int argc, char **argv)
 {
     struct arm_total totals[2] = {0};
@@ -117,14 +153,23 @@ int tsc_cmd_stats(int argc, char **argv)
             return tsc_stats_live(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: teshim stats REPORT.json...\n"
+            printf("usage: teshim stats REPORT.json|DIR...\n"
                    "       teshim stats --live [--pid PID] [--interval S] [--count N]\n"
-                   "Summarises the reports libteshim.so writes at exit to stats.dir.\n");
+                   "Summarises the reports libteshim.so writes at exit to stats.dir; a DIR\n"
+                   "stands for every teshim-*.json in it.\n");
             return 0;
         }
         if (argv[i][0] == '-') {
             tsc_err("stats: unknown option '%s'", argv[i]);
             return TSC_EXIT_USAGE;
+        }
+        struct stat st;
+        if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+            int before = files;
+            bad += summarise_dir(argv[i], totals, &files);
+            /* An empty folder counts once, as a report that failed. */
+            files += files == before;
+            continue;
         }
         if (files++ == 0)
             printf("legend: %s\n", tsc_ctr_legend);
