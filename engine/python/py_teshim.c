@@ -93,6 +93,19 @@ static PyObject *te_zero(void)
     return PyLong_FromLong(0);
 }
 
+/* Release the GIL around an engine call that may block; close() waits for none. */
+static PyThreadState *te_unlock(te_engine *self)
+{
+    self->busy++;
+    return PyEval_SaveThread();
+}
+
+static void te_relock(te_engine *self, PyThreadState *ts)
+{
+    PyEval_RestoreThread(ts);
+    self->busy--;
+}
+
 static int te_ready(te_engine *self)
 {
     if (self->eng)
@@ -196,8 +209,9 @@ static void te_stop(te_engine *self)
     if (self->eng) {
         struct teshim_engine *eng = self->eng;
         self->eng = NULL;
-        Py_BEGIN_ALLOW_THREADS teshim_engine_destroy(eng);
-        Py_END_ALLOW_THREADS
+        PyThreadState *ts = PyEval_SaveThread();
+        teshim_engine_destroy(eng);
+        PyEval_RestoreThread(ts);
     }
     /* the engine is gone: nothing touches these buffers any more */
     while (self->managed && PyDict_Next(self->managed, &pos, &key, &val))
@@ -275,6 +289,7 @@ static int te_start(te_engine *self, const char *listen, const char *local_name,
 {
     struct teshim_engine_opts o = {.size = sizeof(o)};
     struct teshim_engine *eng;
+    PyThreadState *ts;
     char host[NAME_MAX_LEN - 16]; /* room for ":port" in name */
     const char *colon;
     int ret, port;
@@ -294,9 +309,10 @@ static int te_start(te_engine *self, const char *listen, const char *local_name,
     o.local_name = local_name;
     o.metadata = metadata;
     o.transport = transport;
-    Py_BEGIN_ALLOW_THREADS ret = teshim_engine_create(&o, &eng);
-    Py_END_ALLOW_THREADS if (ret)
-    {
+    ts = PyEval_SaveThread();
+    ret = teshim_engine_create(&o, &eng);
+    PyEval_RestoreThread(ts);
+    if (ret) {
         te_raise(ret, "engine_create on %s", listen);
         return -1;
     }
@@ -462,6 +478,7 @@ static PyObject *te_get_rpc_port(te_engine *self, PyObject *unused)
 /* The handle of segment name, opened (a handshake, without the GIL) and cached. */
 static int te_segment(te_engine *self, const char *name, teshim_segment_t *h_p)
 {
+    PyThreadState *ts;
     PyObject *cached, *v;
     teshim_segment_t h;
     int ret;
@@ -473,9 +490,9 @@ static int te_segment(te_engine *self, const char *name, teshim_segment_t *h_p)
         *h_p = PyLong_AsLongLong(cached);
         return 0;
     }
-    self->busy++;
-    Py_BEGIN_ALLOW_THREADS ret = teshim_segment_open(self->eng, name, &h);
-    Py_END_ALLOW_THREADS self->busy--;
+    ts = te_unlock(self);
+    ret = teshim_segment_open(self->eng, name, &h);
+    te_relock(self, ts);
     if (ret) {
         te_raise(ret, "open segment %s", name);
         return -1;
@@ -640,6 +657,7 @@ PyDoc_STRVAR(te_send_probe_doc,
 
 static PyObject *te_send_probe(te_engine *self, PyObject *args)
 {
+    PyThreadState *ts;
     const char *name;
     teshim_segment_t h;
     int ret;
@@ -648,11 +666,11 @@ static PyObject *te_send_probe(te_engine *self, PyObject *args)
         return NULL;
     if (te_ready(self))
         return te_result(self, NULL, TE_FAIL_ERRNO);
-    self->busy++;
-    Py_BEGIN_ALLOW_THREADS ret = teshim_segment_open(self->eng, name, &h);
+    ts = te_unlock(self);
+    ret = teshim_segment_open(self->eng, name, &h);
     if (!ret)
         ret = teshim_segment_close(self->eng, h);
-    Py_END_ALLOW_THREADS self->busy--;
+    te_relock(self, ts);
     if (ret)
         return te_result(self, te_raise(ret, "probe %s", name), TE_FAIL_ERRNO);
     return te_zero();
@@ -664,6 +682,7 @@ static PyObject *te_send_probe(te_engine *self, PyObject *args)
 static int te_register_one(te_engine *self, PyObject *buf, PyObject *len_obj, const char *loc,
                            bool remote)
 {
+    PyThreadState *ts;
     struct te_buf b;
     uint64_t len;
     PyObject *key = NULL;
@@ -676,9 +695,9 @@ static int te_register_one(te_engine *self, PyObject *buf, PyObject *len_obj, co
     key = PyLong_FromVoidPtr(b.addr);
     if (!key)
         goto err_release;
-    self->busy++;
-    Py_BEGIN_ALLOW_THREADS ret = teshim_register(self->eng, b.addr, len, loc, remote);
-    Py_END_ALLOW_THREADS self->busy--;
+    ts = te_unlock(self);
+    ret = teshim_register(self->eng, b.addr, len, loc, remote);
+    te_relock(self, ts);
     if (ret) {
         te_raise(ret, "register %p (%llu bytes, %s)", b.addr, (unsigned long long)len, loc);
         goto err_release;
@@ -700,6 +719,7 @@ err_release:
 /* Unregister the registration starting at buf's address; 0 or -1 with an exception. */
 static int te_unregister_one(te_engine *self, PyObject *buf)
 {
+    PyThreadState *ts;
     struct te_buf b;
     PyObject *key, *mv;
     int ret;
@@ -707,9 +727,9 @@ static int te_unregister_one(te_engine *self, PyObject *buf)
     if (te_ready(self) || te_buf_get(buf, false, &b))
         return -1;
     Py_XDECREF(b.mv); /* only the address is needed */
-    self->busy++;
-    Py_BEGIN_ALLOW_THREADS ret = teshim_unregister(self->eng, b.addr);
-    Py_END_ALLOW_THREADS self->busy--;
+    ts = te_unlock(self);
+    ret = teshim_unregister(self->eng, b.addr);
+    te_relock(self, ts);
     if (ret) {
         te_raise(ret, "unregister %p", b.addr);
         return -1;
@@ -909,6 +929,7 @@ PyDoc_STRVAR(te_free_managed_buffer_doc,
 
 static PyObject *te_free_managed_buffer(te_engine *self, PyObject *args)
 {
+    PyThreadState *ts;
     PyObject *key, *val;
     Py_ssize_t len;
     void *p;
@@ -930,9 +951,9 @@ static PyObject *te_free_managed_buffer(te_engine *self, PyObject *args)
                          te_raise(-EINVAL, "free_managed_buffer %p: length %zd, allocated %zd", p,
                                   len, PyLong_AsSsize_t(val)),
                          TE_FAIL_ERRNO);
-    self->busy++;
-    Py_BEGIN_ALLOW_THREADS ret = teshim_unregister(self->eng, p);
-    Py_END_ALLOW_THREADS self->busy--;
+    ts = te_unlock(self);
+    ret = teshim_unregister(self->eng, p);
+    te_relock(self, ts);
     if (ret)
         return te_result(self, te_raise(ret, "free_managed_buffer %p", p), TE_FAIL_ERRNO);
     munmap(p, (size_t)len);
@@ -1122,13 +1143,14 @@ out_free:
 /* Run q against target; sync: wait and return 0, else return the batch id. */
 static PyObject *te_go(te_engine *self, const char *target, struct te_reqs *q, bool sync)
 {
+    PyThreadState *ts;
     teshim_batch_t b = 0;
     PyObject *res = NULL, *key, *val;
     int ret;
 
-    self->busy++;
-    Py_BEGIN_ALLOW_THREADS ret = te_run(self->eng, q, sync, &b);
-    Py_END_ALLOW_THREADS self->busy--;
+    ts = te_unlock(self);
+    ret = te_run(self->eng, q, sync, &b);
+    te_relock(self, ts);
     if (ret) {
         /* a peer that restarted: the next call opens the segment again */
         if (ret == -ECONNRESET)
@@ -1403,6 +1425,7 @@ PyDoc_STRVAR(te_get_batch_transfer_status_doc,
 
 static PyObject *te_get_batch_transfer_status(te_engine *self, PyObject *args)
 {
+    PyThreadState *ts;
     PyObject *ids, *seq;
     Py_ssize_t n;
     int first = 0;
@@ -1425,11 +1448,11 @@ static PyObject *te_get_batch_transfer_status(te_engine *self, PyObject *args)
             Py_DECREF(seq);
             return te_result(self, NULL, TE_FAIL_MINUS1);
         }
-        self->busy++;
-        Py_BEGIN_ALLOW_THREADS ret = teshim_batch_wait(self->eng, b, -1);
+        ts = te_unlock(self);
+        ret = teshim_batch_wait(self->eng, b, -1);
         if (ret > 0)
             ret = te_batch_error(self->eng, b, tasks);
-        Py_END_ALLOW_THREADS self->busy--;
+        te_relock(self, ts);
         if (ret && !first)
             first = ret;
         te_batch_forget(self, key, b);
