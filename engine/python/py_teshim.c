@@ -238,7 +238,11 @@ static void te_stop(te_engine *self)
 
 static void te_dealloc(te_engine *self)
 {
+    PyObject *type, *val, *tb;
+
+    PyErr_Fetch(&type, &val, &tb); /* an exception on its way out stays set */
     te_stop(self);
+    PyErr_Restore(type, val, tb);
     Py_XDECREF(self->segs);
     Py_XDECREF(self->regs);
     Py_XDECREF(self->managed);
