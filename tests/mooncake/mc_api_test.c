@@ -120,7 +120,7 @@ START_TEST(transports_and_unsupported_calls)
     many = calloc(2, sizeof(*many));
     many[0].name = strdup("a");
     many[1].msg = strdup("b");
-    ck_assert_int_eq(freeNotifsMsgBuf(many, 2), 0); /* LeakSanitizer sees it freed */
+    ck_assert_int_eq(freeNotifsMsgBuf(many, 2), 0); /* frees the strings and the array */
     ck_assert_int_eq(warmupEfaSegment(e, "x"), 0);
     ck_assert_int_eq(syncSegmentCache(e), 0);
     enableGracefulShutdown(e);
