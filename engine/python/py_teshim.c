@@ -1,0 +1,1728 @@
+/*
+ * `import teshim`: teshim's engine for Python, on the public API
+ * (teshim/engine.h) alone.
+ *
+ * TransferEngine has the methods of Mooncake's Python TransferEngine
+ * (initialize, register_memory, transfer_sync_write, batch_transfer_*,
+ * get_rpc_port, ...) and teshim's own (open_segment, segment_regions,
+ * stats, close). Buffers are buffer-protocol objects or integer addresses;
+ * an object stays exported (a memoryview is kept) for as long as the engine
+ * may touch it: while registered, and until an asynchronous batch is
+ * collected. The GIL is released around every engine call that may block;
+ * `busy` counts those calls so close() cannot pull the engine from under
+ * them.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <teshim/engine.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define NAME_MAX_LEN 256
+
+static PyObject *te_error; /* teshim.Error */
+
+typedef struct {
+    PyObject_HEAD struct teshim_engine *eng;
+    char name[NAME_MAX_LEN]; /* segment name peers open: "host:port" */
+    int busy;                /* calls running without the GIL */
+    bool raise_errors;
+    PyObject *segs;    /* name -> segment handle (int) */
+    PyObject *regs;    /* address -> memoryview kept exported, or None */
+    PyObject *managed; /* address -> length of allocate_managed_buffer memory */
+    PyObject *batches; /* batch id -> list of memoryviews its requests use */
+} te_engine;
+
+/* Raise teshim.Error(errno, "what: strerror") for a negative errno; NULL. */
+__attribute__((format(printf, 2, 3))) static PyObject *te_raise(int err, const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    PyObject *args;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    args = Py_BuildValue("(is)", -err, what);
+    if (args) {
+        PyErr_SetObject(te_error, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+/* What a Mooncake-named method returns on failure with raise_errors=False. */
+enum te_fail {
+    TE_FAIL_ERRNO, /* the negative errno, as Mooncake's "negative value on failure" */
+    TE_FAIL_ZERO,  /* 0: Mooncake's asynchronous calls return no batch id */
+    TE_FAIL_MINUS1,
+};
+
+/*
+ * res, or with raise_errors=False a teshim.Error turned into a return
+ * value, as Mooncake's methods return an error value instead of raising.
+ */
+static PyObject *te_result(te_engine *self, PyObject *res, enum te_fail fail)
+{
+    PyObject *type, *val, *tb, *no;
+    long e = EIO;
+
+    if (res || self->raise_errors || !PyErr_ExceptionMatches(te_error))
+        return res;
+    PyErr_Fetch(&type, &val, &tb);
+    PyErr_NormalizeException(&type, &val, &tb);
+    no = val ? PyObject_GetAttrString(val, "errno") : NULL;
+    if (no && PyLong_Check(no))
+        e = PyLong_AsLong(no);
+    PyErr_Clear();
+    Py_XDECREF(no);
+    Py_XDECREF(type);
+    Py_XDECREF(val);
+    Py_XDECREF(tb);
+    return PyLong_FromLong(fail == TE_FAIL_ZERO ? 0 : fail == TE_FAIL_MINUS1 ? -1 : -e);
+}
+
+static PyObject *te_zero(void)
+{
+    return PyLong_FromLong(0);
+}
+
+/* Release the GIL around an engine call that may block; close() waits for none. */
+static PyThreadState *te_unlock(te_engine *self)
+{
+    self->busy++;
+    return PyEval_SaveThread();
+}
+
+static void te_relock(te_engine *self, PyThreadState *ts)
+{
+    PyEval_RestoreThread(ts);
+    self->busy--;
+}
+
+static int te_ready(te_engine *self)
+{
+    if (self->eng)
+        return 0;
+    te_raise(-ENOTCONN, "engine not started (initialize() or TransferEngine(listen=...))");
+    return -1;
+}
+
+/* ---- buffers ------------------------------------------------------------ */
+
+/* A local buffer: an address (mv NULL) or an exported object (mv kept). */
+struct te_buf {
+    PyObject *mv;
+    void *addr;
+    size_t len; /* the object's size; SIZE_MAX for an address */
+};
+
+/*
+ * Read obj as a buffer: an int is an address; anything else must export a
+ * contiguous buffer (writable when the engine writes into it).
+ */
+static int te_buf_get(PyObject *obj, bool writable, struct te_buf *b)
+{
+    Py_buffer *v;
+
+    b->mv = NULL;
+    if (PyLong_Check(obj)) {
+        unsigned long long a = PyLong_AsUnsignedLongLong(obj);
+        if (PyErr_Occurred())
+            return -1;
+        b->addr = (void *)(uintptr_t)a;
+        b->len = SIZE_MAX;
+        return 0;
+    }
+    b->mv = PyMemoryView_FromObject(obj);
+    if (!b->mv)
+        return -1;
+    v = PyMemoryView_GET_BUFFER(b->mv);
+    if (!PyBuffer_IsContiguous(v, 'A')) {
+        PyErr_SetString(PyExc_ValueError, "buffer is not contiguous");
+        goto err_release;
+    }
+    if (writable && v->readonly) {
+        PyErr_SetString(PyExc_TypeError, "buffer is read-only, the engine must write into it");
+        goto err_release;
+    }
+    b->addr = v->buf;
+    b->len = (size_t)v->len;
+    return 0;
+
+err_release:
+    Py_CLEAR(b->mv);
+    return -1;
+}
+
+/* The length to move: len_obj (None = the whole buffer), at most the buffer. */
+static int te_buf_len(const struct te_buf *b, PyObject *len_obj, uint64_t *len_p)
+{
+    unsigned long long n;
+
+    if (!len_obj || len_obj == Py_None) {
+        if (!b->mv) {
+            PyErr_SetString(PyExc_TypeError, "a length is required with an integer address");
+            return -1;
+        }
+        *len_p = b->len;
+        return 0;
+    }
+    n = PyLong_AsUnsignedLongLong(len_obj);
+    if (PyErr_Occurred())
+        return -1;
+    if (b->mv && n > b->len) {
+        PyErr_Format(PyExc_ValueError, "length %llu exceeds the buffer's %zu bytes", n, b->len);
+        return -1;
+    }
+    *len_p = n;
+    return 0;
+}
+
+/* Drop the reference of every memoryview in list and release its export. */
+static void te_release_views(PyObject *list)
+{
+    Py_ssize_t n = PyList_GET_SIZE(list);
+
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyObject_CallMethod(PyList_GET_ITEM(list, i), "release", NULL);
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_Clear();
+    }
+}
+
+/* ---- engine life ---------------------------------------------------------- */
+
+static void te_stop(te_engine *self)
+{
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
+
+    if (self->eng) {
+        struct teshim_engine *eng = self->eng;
+        self->eng = NULL;
+        PyThreadState *ts = PyEval_SaveThread();
+        teshim_engine_destroy(eng);
+        PyEval_RestoreThread(ts);
+    }
+    /* the engine is gone: nothing touches these buffers any more */
+    while (self->managed && PyDict_Next(self->managed, &pos, &key, &val))
+        munmap(PyLong_AsVoidPtr(key), PyLong_AsSize_t(val));
+    if (self->managed)
+        PyDict_Clear(self->managed);
+    pos = 0;
+    while (self->regs && PyDict_Next(self->regs, &pos, &key, &val))
+        if (val != Py_None) {
+            PyObject *r = PyObject_CallMethod(val, "release", NULL);
+            Py_XDECREF(r);
+        }
+    pos = 0;
+    while (self->batches && PyDict_Next(self->batches, &pos, &key, &val))
+        te_release_views(PyTuple_GET_ITEM(val, 1));
+    PyErr_Clear();
+    if (self->regs)
+        PyDict_Clear(self->regs);
+    if (self->batches)
+        PyDict_Clear(self->batches);
+    if (self->segs)
+        PyDict_Clear(self->segs);
+}
+
+static void te_dealloc(te_engine *self)
+{
+    PyObject *type, *val, *tb;
+
+    PyErr_Fetch(&type, &val, &tb); /* an exception on its way out stays set */
+    te_stop(self);
+    PyErr_Restore(type, val, tb);
+    Py_XDECREF(self->segs);
+    Py_XDECREF(self->regs);
+    Py_XDECREF(self->managed);
+    Py_XDECREF(self->batches);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *te_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    te_engine *self = (te_engine *)type->tp_alloc(type, 0);
+
+    if (!self)
+        return NULL;
+    self->raise_errors = true;
+    self->segs = PyDict_New();
+    self->regs = PyDict_New();
+    self->managed = PyDict_New();
+    self->batches = PyDict_New();
+    if (!self->segs || !self->regs || !self->managed || !self->batches) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int te_parse_transport(const char *s, enum teshim_transport *t)
+{
+    if (!s || !strcmp(s, "default"))
+        *t = TESHIM_TRANSPORT_DEFAULT;
+    else if (!strcmp(s, "auto"))
+        *t = TESHIM_TRANSPORT_AUTO;
+    else if (!strcmp(s, "tcp"))
+        *t = TESHIM_TRANSPORT_TCP;
+    else if (!strcmp(s, "local"))
+        *t = TESHIM_TRANSPORT_LOCAL;
+    else
+        return -1;
+    return 0;
+}
+
+/*
+ * Create the engine listening on listen ("HOST:PORT", port 0 = any);
+ * name_host, when set, names the segment "name_host:port" (else listen's
+ * host with the bound port).
+ */
+static int te_start(te_engine *self, const char *listen, const char *local_name,
+                    const char *metadata, enum teshim_transport transport)
+{
+    struct teshim_engine_opts o = {.size = sizeof(o)};
+    struct teshim_engine *eng;
+    PyThreadState *ts;
+    char host[NAME_MAX_LEN - 16]; /* room for ":port" in name */
+    const char *colon;
+    int ret, port;
+
+    if (self->eng) {
+        te_raise(-EALREADY, "engine already started as %s", self->name);
+        return -1;
+    }
+    colon = strrchr(listen, ':');
+    if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
+        te_raise(-EINVAL, "listen address '%s' is not HOST:PORT", listen);
+        return -1;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    o.listen = listen;
+    o.local_name = local_name;
+    o.metadata = metadata;
+    o.transport = transport;
+    ts = PyEval_SaveThread();
+    ret = teshim_engine_create(&o, &eng);
+    PyEval_RestoreThread(ts);
+    if (ret) {
+        te_raise(ret, "engine_create on %s", listen);
+        return -1;
+    }
+    port = teshim_engine_port(eng);
+    snprintf(self->name, sizeof(self->name), "%s:%d", host, port);
+    self->eng = eng;
+    return 0;
+}
+
+static int te_init(te_engine *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"listen", "local_name", "transport", "raise_errors", NULL};
+    const char *listen = NULL, *local_name = NULL, *transport = NULL;
+    enum teshim_transport t;
+    int raise_errors = 1;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|z$zzp", kwlist, &listen, &local_name, &transport,
+                                     &raise_errors))
+        return -1;
+    if (te_parse_transport(transport, &t)) {
+        PyErr_Format(PyExc_ValueError, "transport '%s': auto, tcp, local or default", transport);
+        return -1;
+    }
+    self->raise_errors = raise_errors;
+    return listen ? te_start(self, listen, local_name, NULL, t) : 0;
+}
+
+/* Mooncake's metadata string -> engine.metadata (NULL = p2p). */
+static const char *te_metadata(const char *server, const char *type, char *buf, size_t cap)
+{
+    if (!server || !*server || !strcmp(server, "P2PHANDSHAKE") ||
+        (type && !strcmp(type, "p2p") && !strstr(server, "://")))
+        return NULL;
+    if (strstr(server, "://"))
+        return server;
+    snprintf(buf, cap, "%s://%s", type && *type ? type : "etcd", server);
+    return buf;
+}
+
+static PyObject *te_initialize_common(te_engine *self, const char *local_hostname,
+                                      const char *server, const char *protocol, const char *type)
+{
+    char host[NAME_MAX_LEN], listen[NAME_MAX_LEN + 8], meta[NAME_MAX_LEN];
+    const char *end;
+    size_t hl;
+
+    if (protocol && *protocol && strcmp(protocol, "tcp"))
+        return te_raise(-EPROTONOSUPPORT, "protocol '%s' (teshim's engine offers tcp)", protocol);
+    /* Mooncake's P2P mode takes the host of local_hostname and a port of its own */
+    if (local_hostname[0] == '[') {
+        end = strchr(local_hostname, ']');
+        end = end ? end + 1 : local_hostname + strlen(local_hostname);
+    } else {
+        end = strchr(local_hostname, ':');
+        if (!end || strchr(end + 1, ':'))
+            end = local_hostname + strlen(local_hostname);
+    }
+    hl = (size_t)(end - local_hostname);
+    if (!hl || hl >= sizeof(host))
+        return te_raise(-EINVAL, "local_hostname '%s'", local_hostname);
+    memcpy(host, local_hostname, hl);
+    host[hl] = '\0';
+    snprintf(listen, sizeof(listen), strchr(host, ':') && host[0] != '[' ? "[%s]:0" : "%s:0", host);
+    if (te_start(self, listen, NULL, te_metadata(server, type, meta, sizeof(meta)),
+                 TESHIM_TRANSPORT_DEFAULT))
+        return NULL;
+    return te_zero();
+}
+
+PyDoc_STRVAR(te_initialize_doc,
+             "initialize(local_hostname, metadata_server, protocol='tcp', device_name='') -> 0\n\n"
+             "Start the engine as Mooncake's TransferEngine.initialize does. With\n"
+             "metadata_server 'P2PHANDSHAKE' (the embedded handshake) the engine listens\n"
+             "on the host of local_hostname ('host', 'host:port', '[v6]:port') on a port\n"
+             "the kernel picks; peers name this engine 'host:port' (segment_name,\n"
+             "get_rpc_port). Other metadata servers ('etcd://HOST:PORT', or a bare\n"
+             "'HOST:PORT' meaning etcd) go to the engine's engine.metadata option.\n"
+             "protocol must be 'tcp' (or empty); device_name is ignored.\n"
+             "Raises teshim.Error (errno EPROTONOSUPPORT, EADDRNOTAVAIL, ...).");
+
+static PyObject *te_initialize(te_engine *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"local_hostname", "metadata_server", "protocol", "device_name", NULL};
+    const char *local_hostname, *server, *protocol = "tcp", *device = "";
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|zz", kwlist, &local_hostname, &server, &protocol,
+                                     &device))
+        return NULL;
+    return te_result(self, te_initialize_common(self, local_hostname, server, protocol, NULL),
+                     TE_FAIL_ERRNO);
+}
+
+PyDoc_STRVAR(te_initialize_ext_doc,
+             "initialize_ext(local_hostname, metadata_server, protocol, device_name,\n"
+             "               metadata_type) -> 0\n\n"
+             "initialize() with the metadata type named apart ('p2p' for the embedded\n"
+             "handshake, 'etcd', ...), as Mooncake's initialize_ext.");
+
+static PyObject *te_initialize_ext(te_engine *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"local_hostname", "metadata_server", "protocol",
+                             "device_name",    "metadata_type",   NULL};
+    const char *local_hostname, *server, *protocol, *device, *type;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sszzz", kwlist, &local_hostname, &server, &protocol,
+                                     &device, &type))
+        return NULL;
+    return te_result(self, te_initialize_common(self, local_hostname, server, protocol, type),
+                     TE_FAIL_ERRNO);
+}
+
+PyDoc_STRVAR(te_close_doc,
+             "close() -> None\n\n"
+             "Stop the engine: unfinished requests are canceled, connections closed,\n"
+             "registered objects released and managed buffers freed. Raises\n"
+             "teshim.Error (EBUSY) while another thread is inside a call of this\n"
+             "engine. Also done by 'with' and when the object is collected.");
+
+static PyObject *te_close(te_engine *self, PyObject *unused)
+{
+    if (self->busy)
+        return te_raise(-EBUSY, "close: %d call(s) of this engine still running", self->busy);
+    te_stop(self);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(te_enter_doc, "__enter__() -> self\n\nThe engine, for a 'with' block.");
+
+static PyObject *te_enter(te_engine *self, PyObject *unused)
+{
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+PyDoc_STRVAR(te_exit_doc, "__exit__(*exc) -> False\n\nclose() at the end of a 'with' block.");
+
+static PyObject *te_exit(te_engine *self, PyObject *args)
+{
+    PyObject *r = te_close(self, NULL);
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+PyDoc_STRVAR(te_get_rpc_port_doc, "get_rpc_port() -> int\n\n"
+                                  "The port the engine listens on (Mooncake's name).");
+
+static PyObject *te_get_rpc_port(te_engine *self, PyObject *unused)
+{
+    int port;
+
+    if (te_ready(self))
+        return te_result(self, NULL, TE_FAIL_ERRNO);
+    port = teshim_engine_port(self->eng);
+    if (port < 0)
+        return te_result(self, te_raise(port, "get_rpc_port"), TE_FAIL_ERRNO);
+    return PyLong_FromLong(port);
+}
+
+/* ---- segments ------------------------------------------------------------- */
+
+/* The handle of segment name, opened (a handshake, without the GIL) and cached. */
+static int te_segment(te_engine *self, const char *name, teshim_segment_t *h_p)
+{
+    PyThreadState *ts;
+    PyObject *cached, *v;
+    teshim_segment_t h;
+    int ret;
+
+    if (te_ready(self))
+        return -1;
+    cached = PyDict_GetItemString(self->segs, name);
+    if (cached) {
+        *h_p = PyLong_AsLongLong(cached);
+        return 0;
+    }
+    ts = te_unlock(self);
+    ret = teshim_segment_open(self->eng, name, &h);
+    te_relock(self, ts);
+    if (ret) {
+        te_raise(ret, "open segment %s", name);
+        return -1;
+    }
+    cached = PyDict_GetItemString(self->segs, name);
+    if (cached) { /* another thread opened it while we had no GIL */
+        teshim_segment_close(self->eng, h);
+        *h_p = PyLong_AsLongLong(cached);
+        return 0;
+    }
+    v = PyLong_FromLongLong(h);
+    if (!v || PyDict_SetItemString(self->segs, name, v)) {
+        Py_XDECREF(v);
+        teshim_segment_close(self->eng, h);
+        return -1;
+    }
+    Py_DECREF(v);
+    *h_p = h;
+    return 0;
+}
+
+/* Forget a cached segment whose peer went away, so the next call reopens it. */
+static void te_segment_drop(te_engine *self, const char *name)
+{
+    PyObject *cached = PyDict_GetItemString(self->segs, name);
+
+    if (cached && !teshim_segment_close(self->eng, PyLong_AsLongLong(cached)))
+        PyDict_DelItemString(self->segs, name);
+}
+
+PyDoc_STRVAR(te_open_segment_doc,
+             "open_segment(name) -> int\n\n"
+             "Open the segment of the peer engine 'host:port' (a handshake) and cache\n"
+             "it; transfers to the name use the cache. Returns the engine's handle.");
+
+static PyObject *te_open_segment(te_engine *self, PyObject *args)
+{
+    const char *name;
+    teshim_segment_t h;
+
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return NULL;
+    if (te_segment(self, name, &h))
+        return NULL;
+    return PyLong_FromLongLong(h);
+}
+
+PyDoc_STRVAR(te_close_segment_doc,
+             "close_segment(name) -> None\n\n"
+             "Close a cached segment and its connections. Raises teshim.Error\n"
+             "(ENOENT when not open, EBUSY while requests to it run).");
+
+static PyObject *te_close_segment(te_engine *self, PyObject *args)
+{
+    const char *name;
+    PyObject *cached;
+    int ret;
+
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return NULL;
+    if (te_ready(self))
+        return NULL;
+    cached = PyDict_GetItemString(self->segs, name);
+    if (!cached)
+        return te_raise(-ENOENT, "close segment %s: not open", name);
+    ret = teshim_segment_close(self->eng, PyLong_AsLongLong(cached));
+    if (ret)
+        return te_raise(ret, "close segment %s", name);
+    if (PyDict_DelItemString(self->segs, name))
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(te_segment_regions_doc,
+             "segment_regions(name) -> list of (address, length, is_device)\n\n"
+             "The remote-accessible registrations the peer announced (the segment is\n"
+             "opened and cached first).");
+
+static PyObject *te_segment_regions(te_engine *self, PyObject *args)
+{
+    struct teshim_region *r = NULL;
+    const char *name;
+    teshim_segment_t h;
+    PyObject *list = NULL;
+    int n, max = 0;
+
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return NULL;
+    if (te_segment(self, name, &h))
+        return NULL;
+    for (;;) { /* the list may grow between two calls (local transport refreshes) */
+        n = teshim_segment_regions(self->eng, h, r, (size_t)max);
+        if (n < 0) {
+            te_raise(n, "segment_regions %s", name);
+            goto out_free;
+        }
+        if (n <= max)
+            break;
+        PyMem_Free(r);
+        max = n;
+        r = PyMem_Calloc((size_t)max, sizeof(*r));
+        if (!r) {
+            PyErr_NoMemory();
+            goto out_free;
+        }
+    }
+    list = PyList_New(n);
+    for (int i = 0; list && i < n; i++) {
+        PyObject *t =
+            Py_BuildValue("(KKO)", (unsigned long long)r[i].addr, (unsigned long long)r[i].len,
+                          r[i].flags & TESHIM_REGION_DEVICE ? Py_True : Py_False);
+        if (!t)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, t);
+    }
+out_free:
+    PyMem_Free(r);
+    return list;
+}
+
+PyDoc_STRVAR(te_get_first_buffer_address_doc,
+             "get_first_buffer_address(segment_name) -> int\n\n"
+             "The address of the first remote-accessible registration of a peer's\n"
+             "segment, 0 when it has none (Mooncake's name).");
+
+static PyObject *te_get_first_buffer_address(te_engine *self, PyObject *args)
+{
+    PyObject *list = te_segment_regions(self, args), *res;
+
+    if (!list)
+        return te_result(self, NULL, TE_FAIL_ERRNO);
+    res = PyList_GET_SIZE(list) ? PyTuple_GET_ITEM(PyList_GET_ITEM(list, 0), 0) : NULL;
+    res = res ? (Py_INCREF(res), res) : te_zero();
+    Py_DECREF(list);
+    return res;
+}
+
+PyDoc_STRVAR(te_segment_transport_doc,
+             "segment_transport(name) -> str\n\n"
+             "The data path of a peer's segment: 'tcp' or 'local' (same host).");
+
+static PyObject *te_segment_transport(te_engine *self, PyObject *args)
+{
+    const char *name, *t;
+    teshim_segment_t h;
+
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return NULL;
+    if (te_segment(self, name, &h))
+        return NULL;
+    t = teshim_segment_transport(self->eng, h);
+    if (!t)
+        return te_raise(-EINVAL, "segment_transport %s", name);
+    return PyUnicode_FromString(t);
+}
+
+PyDoc_STRVAR(te_send_probe_doc,
+             "send_probe(peer_server_name) -> 0\n\n"
+             "Check that a peer answers: a fresh handshake with it (Mooncake's name).\n"
+             "Raises teshim.Error when it cannot be reached.");
+
+static PyObject *te_send_probe(te_engine *self, PyObject *args)
+{
+    PyThreadState *ts;
+    const char *name;
+    teshim_segment_t h;
+    int ret;
+
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return NULL;
+    if (te_ready(self))
+        return te_result(self, NULL, TE_FAIL_ERRNO);
+    ts = te_unlock(self);
+    ret = teshim_segment_open(self->eng, name, &h);
+    if (!ret)
+        ret = teshim_segment_close(self->eng, h);
+    te_relock(self, ts);
+    if (ret)
+        return te_result(self, te_raise(ret, "probe %s", name), TE_FAIL_ERRNO);
+    return te_zero();
+}
+
+/* ---- registrations -------------------------------------------------------- */
+
+/* Register one buffer (object or address) and remember it; 0 or -1 with an exception. */
+static int te_register_one(te_engine *self, PyObject *buf, PyObject *len_obj, const char *loc,
+                           bool remote)
+{
+    PyThreadState *ts;
+    struct te_buf b;
+    uint64_t len;
+    PyObject *key = NULL;
+    int ret;
+
+    if (te_ready(self) || te_buf_get(buf, false, &b))
+        return -1;
+    if (te_buf_len(&b, len_obj, &len))
+        goto err_release;
+    key = PyLong_FromVoidPtr(b.addr);
+    if (!key)
+        goto err_release;
+    ts = te_unlock(self);
+    ret = teshim_register(self->eng, b.addr, len, loc, remote);
+    te_relock(self, ts);
+    if (ret) {
+        te_raise(ret, "register %p (%llu bytes, %s)", b.addr, (unsigned long long)len, loc);
+        goto err_release;
+    }
+    if (PyDict_SetItem(self->regs, key, b.mv ? b.mv : Py_None)) {
+        teshim_unregister(self->eng, b.addr);
+        goto err_release;
+    }
+    Py_DECREF(key);
+    Py_XDECREF(b.mv);
+    return 0;
+
+err_release:
+    Py_XDECREF(key);
+    Py_XDECREF(b.mv);
+    return -1;
+}
+
+/* Unregister the registration starting at buf's address; 0 or -1 with an exception. */
+static int te_unregister_one(te_engine *self, PyObject *buf)
+{
+    PyThreadState *ts;
+    struct te_buf b;
+    PyObject *key, *mv;
+    int ret;
+
+    if (te_ready(self) || te_buf_get(buf, false, &b))
+        return -1;
+    Py_XDECREF(b.mv); /* only the address is needed */
+    ts = te_unlock(self);
+    ret = teshim_unregister(self->eng, b.addr);
+    te_relock(self, ts);
+    if (ret) {
+        te_raise(ret, "unregister %p", b.addr);
+        return -1;
+    }
+    key = PyLong_FromVoidPtr(b.addr);
+    if (!key)
+        return -1;
+    mv = PyDict_GetItem(self->regs, key);
+    if (mv && mv != Py_None) {
+        PyObject *r = PyObject_CallMethod(mv, "release", NULL);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    if (mv)
+        PyDict_DelItem(self->regs, key);
+    Py_DECREF(key);
+    return 0;
+}
+
+PyDoc_STRVAR(te_register_memory_doc,
+             "register_memory(buffer, capacity=None, location='cpu', remote_accessible=True)\n"
+             "    -> 0\n\n"
+             "Register memory for transfers. buffer is a contiguous buffer-protocol\n"
+             "object (bytearray, memoryview, numpy array, ...), kept exported until it is\n"
+             "unregistered, or an integer address (torch: tensor.data_ptr()) with\n"
+             "capacity bytes. location: 'cpu' (or 'cpu:N', '*') or 'cuda:N'.\n"
+             "remote_accessible lets peers read and write it. Raises teshim.Error\n"
+             "(EEXIST when it overlaps a registration, ENODEV without a CUDA runtime).");
+
+static const char *te_location(const char *loc)
+{
+    if (!loc || !*loc || !strcmp(loc, "*") || !strncmp(loc, "cpu", 3))
+        return "cpu";
+    return loc;
+}
+
+static PyObject *te_register_memory(te_engine *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"buffer", "capacity", "location", "remote_accessible", NULL};
+    PyObject *buf, *cap = Py_None;
+    const char *loc = "cpu";
+    int remote = 1;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Ozp", kwlist, &buf, &cap, &loc, &remote))
+        return NULL;
+    if (te_register_one(self, buf, cap, te_location(loc), remote))
+        return te_result(self, NULL, TE_FAIL_ERRNO);
+    return te_zero();
+}
+
+PyDoc_STRVAR(te_unregister_memory_doc,
+             "unregister_memory(buffer) -> 0\n\n"
+             "Remove the registration starting at buffer (an object or an address) and\n"
+             "release the object. Raises teshim.Error (ENOENT when none starts there).");
+
+static PyObject *te_unregister_memory(te_engine *self, PyObject *args)
+{
+    PyObject *buf;
+
+    if (!PyArg_ParseTuple(args, "O", &buf))
+        return NULL;
+    if (te_unregister_one(self, buf))
+        return te_result(self, NULL, TE_FAIL_ERRNO);
+    return te_zero();
+}
+
+PyDoc_STRVAR(te_batch_register_memory_doc,
+             "batch_register_memory(buffers, capacities=None, location='cpu') -> 0\n\n"
+             "register_memory() for each buffer (remote-accessible), all or none: on\n"
+             "a failure the ones already registered are unregistered again.");
+
+static PyObject *te_batch_register_memory(te_engine *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"buffers", "capacities", "location", NULL};
+    PyObject *bufs, *caps = Py_None, *bseq = NULL, *cseq = NULL;
+    const char *loc = "cpu";
+    Py_ssize_t n, done = 0;
+    PyObject *res = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Oz", kwlist, &bufs, &caps, &loc))
+        return NULL;
+    bseq = PySequence_Fast(bufs, "buffers must be a sequence");
+    if (!bseq)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(bseq);
+    if (caps != Py_None) {
+        cseq = PySequence_Fast(caps, "capacities must be a sequence");
+        if (!cseq)
+            goto out;
+        if (PySequence_Fast_GET_SIZE(cseq) != n) {
+            PyErr_SetString(PyExc_ValueError, "buffers and capacities differ in length");
+            goto out;
+        }
+    }
+    for (done = 0; done < n; done++)
+        if (te_register_one(self, PySequence_Fast_GET_ITEM(bseq, done),
+                            cseq ? PySequence_Fast_GET_ITEM(cseq, done) : Py_None, te_location(loc),
+                            true))
+            break;
+    if (done == n) {
+        res = te_zero();
+        goto out;
+    }
+    {
+        PyObject *type, *val, *tb;
+        PyErr_Fetch(&type, &val, &tb);
+        while (done--)
+            if (te_unregister_one(self, PySequence_Fast_GET_ITEM(bseq, done)))
+                PyErr_Clear();
+        PyErr_Restore(type, val, tb);
+    }
+    res = te_result(self, NULL, TE_FAIL_ERRNO);
+out:
+    Py_XDECREF(cseq);
+    Py_DECREF(bseq);
+    return res;
+}
+
+PyDoc_STRVAR(te_batch_unregister_memory_doc,
+             "batch_unregister_memory(buffers) -> 0\n\n"
+             "unregister_memory() for each buffer; every one is tried, the first\n"
+             "failure is raised.");
+
+static PyObject *te_batch_unregister_memory(te_engine *self, PyObject *args)
+{
+    PyObject *bufs, *seq, *type = NULL, *val = NULL, *tb = NULL;
+    Py_ssize_t n;
+
+    if (!PyArg_ParseTuple(args, "O", &bufs))
+        return NULL;
+    seq = PySequence_Fast(bufs, "buffers must be a sequence");
+    if (!seq)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (te_unregister_one(self, PySequence_Fast_GET_ITEM(seq, i))) {
+            if (!type)
+                PyErr_Fetch(&type, &val, &tb);
+            else
+                PyErr_Clear();
+        }
+    Py_DECREF(seq);
+    if (type) {
+        PyErr_Restore(type, val, tb);
+        return te_result(self, NULL, TE_FAIL_ERRNO);
+    }
+    return te_zero();
+}
+
+PyDoc_STRVAR(te_allocate_managed_buffer_doc,
+             "allocate_managed_buffer(length) -> int\n\n"
+             "Map length bytes of zeroed host memory, register it remote-accessible\n"
+             "and return its address; free_managed_buffer() or close() gives it back\n"
+             "(Mooncake's name; teshim maps each buffer instead of carving a pool).");
+
+static PyObject *te_allocate_managed_buffer(te_engine *self, PyObject *args)
+{
+    Py_ssize_t len;
+    void *p;
+    PyObject *key, *val;
+    int ret;
+
+    if (!PyArg_ParseTuple(args, "n", &len))
+        return NULL;
+    if (len <= 0) {
+        PyErr_SetString(PyExc_ValueError, "length must be > 0");
+        return NULL;
+    }
+    if (te_ready(self))
+        return te_result(self, NULL, TE_FAIL_ZERO);
+    p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return te_result(self, te_raise(-errno, "allocate_managed_buffer %zd", len), TE_FAIL_ZERO);
+    ret = teshim_register(self->eng, p, (size_t)len, "cpu", true);
+    if (ret) {
+        munmap(p, (size_t)len);
+        return te_result(self, te_raise(ret, "allocate_managed_buffer: register"), TE_FAIL_ZERO);
+    }
+    key = PyLong_FromVoidPtr(p);
+    val = PyLong_FromSsize_t(len);
+    if (!key || !val || PyDict_SetItem(self->managed, key, val)) {
+        teshim_unregister(self->eng, p);
+        munmap(p, (size_t)len);
+        Py_XDECREF(val);
+        Py_XDECREF(key);
+        return NULL;
+    }
+    Py_DECREF(val);
+    return key;
+}
+
+PyDoc_STRVAR(te_free_managed_buffer_doc,
+             "free_managed_buffer(buffer_addr, length) -> 0\n\n"
+             "Unregister and unmap a buffer of allocate_managed_buffer(). Raises\n"
+             "teshim.Error (ENOENT for an address it did not return, EINVAL for\n"
+             "another length).");
+
+static PyObject *te_free_managed_buffer(te_engine *self, PyObject *args)
+{
+    PyThreadState *ts;
+    PyObject *key, *val;
+    Py_ssize_t len;
+    void *p;
+    int ret;
+
+    if (!PyArg_ParseTuple(args, "On", &key, &len))
+        return NULL;
+    p = PyLong_AsVoidPtr(key);
+    if (PyErr_Occurred())
+        return NULL;
+    if (te_ready(self))
+        return te_result(self, NULL, TE_FAIL_ERRNO);
+    val = PyDict_GetItem(self->managed, key);
+    if (!val)
+        return te_result(self, te_raise(-ENOENT, "free_managed_buffer %p: not managed", p),
+                         TE_FAIL_ERRNO);
+    if (PyLong_AsSsize_t(val) != len)
+        return te_result(self,
+                         te_raise(-EINVAL, "free_managed_buffer %p: length %zd, allocated %zd", p,
+                                  len, PyLong_AsSsize_t(val)),
+                         TE_FAIL_ERRNO);
+    ts = te_unlock(self);
+    ret = teshim_unregister(self->eng, p);
+    te_relock(self, ts);
+    if (ret)
+        return te_result(self, te_raise(ret, "free_managed_buffer %p", p), TE_FAIL_ERRNO);
+    munmap(p, (size_t)len);
+    if (PyDict_DelItem(self->managed, key))
+        return NULL;
+    return te_zero();
+}
+
+PyDoc_STRVAR(te_write_bytes_to_buffer_doc,
+             "write_bytes_to_buffer(dest_address, src, length=None) -> 0\n\n"
+             "Copy length bytes (default: all) of the bytes-like src to the address\n"
+             "dest_address in this process (Mooncake's name).");
+
+static PyObject *te_write_bytes_to_buffer(te_engine *self, PyObject *args)
+{
+    unsigned long long dest;
+    PyObject *src, *len_obj = Py_None;
+    struct te_buf b;
+    uint64_t len;
+
+    if (!PyArg_ParseTuple(args, "KO|O", &dest, &src, &len_obj))
+        return NULL;
+    if (PyLong_Check(src)) {
+        PyErr_SetString(PyExc_TypeError, "src must be a bytes-like object");
+        return NULL;
+    }
+    if (te_buf_get(src, false, &b))
+        return NULL;
+    if (te_buf_len(&b, len_obj, &len)) {
+        Py_DECREF(b.mv);
+        return NULL;
+    }
+    memcpy((void *)(uintptr_t)dest, b.addr, len);
+    Py_DECREF(b.mv);
+    return te_zero();
+}
+
+PyDoc_STRVAR(te_read_bytes_from_buffer_doc,
+             "read_bytes_from_buffer(source_address, length) -> bytes\n\n"
+             "A copy of length bytes at source_address in this process (Mooncake's\n"
+             "name).");
+
+static PyObject *te_read_bytes_from_buffer(te_engine *self, PyObject *args)
+{
+    unsigned long long src;
+    Py_ssize_t len;
+
+    if (!PyArg_ParseTuple(args, "Kn", &src, &len))
+        return NULL;
+    if (len < 0) {
+        PyErr_SetString(PyExc_ValueError, "length must be >= 0");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)(uintptr_t)src, len);
+}
+
+/* ---- transfers ------------------------------------------------------------ */
+
+/*
+ * Requests of one call: parallel lists (or one buffer) of local buffers,
+ * peer addresses and lengths. views holds the exported objects.
+ */
+struct te_reqs {
+    struct teshim_request *r;
+    size_t n;
+    PyObject *views; /* list of memoryviews */
+    uint64_t bytes;
+};
+
+static void te_reqs_free(struct te_reqs *q)
+{
+    PyMem_Free(q->r);
+    q->r = NULL;
+    Py_CLEAR(q->views);
+}
+
+static int te_reqs_add(struct te_reqs *q, size_t i, PyObject *buf, PyObject *peer,
+                       PyObject *len_obj, enum teshim_opcode op, teshim_segment_t seg)
+{
+    struct te_buf b;
+    uint64_t len;
+    unsigned long long remote;
+
+    remote = PyLong_AsUnsignedLongLong(peer);
+    if (PyErr_Occurred())
+        return -1;
+    if (te_buf_get(buf, op == TESHIM_OP_READ, &b))
+        return -1;
+    if (te_buf_len(&b, len_obj, &len)) {
+        Py_XDECREF(b.mv);
+        return -1;
+    }
+    if (b.mv) {
+        int ret = PyList_Append(q->views, b.mv);
+        Py_DECREF(b.mv);
+        if (ret)
+            return -1;
+    }
+    q->r[i] = (struct teshim_request){op, b.addr, seg, remote, len};
+    q->bytes += len;
+    return 0;
+}
+
+/* Build the requests of a batch call; 0 or -1 with an exception. */
+static int te_reqs_build(te_engine *self, const char *target, PyObject *bufs, PyObject *peers,
+                         PyObject *lens, enum teshim_opcode op, struct te_reqs *q)
+{
+    PyObject *bseq = NULL, *pseq = NULL, *lseq = NULL;
+    teshim_segment_t seg;
+    Py_ssize_t n;
+    int ret = -1;
+
+    memset(q, 0, sizeof(*q));
+    if (te_segment(self, target, &seg))
+        return -1;
+    q->views = PyList_New(0);
+    bseq = PySequence_Fast(bufs, "buffers must be a sequence");
+    pseq = bseq ? PySequence_Fast(peers, "peer_buffer_addresses must be a sequence") : NULL;
+    if (!q->views || !pseq)
+        goto out;
+    n = PySequence_Fast_GET_SIZE(bseq);
+    if (lens != Py_None) {
+        lseq = PySequence_Fast(lens, "lengths must be a sequence");
+        if (!lseq)
+            goto out;
+    }
+    if (!n || PySequence_Fast_GET_SIZE(pseq) != n ||
+        (lseq && PySequence_Fast_GET_SIZE(lseq) != n)) {
+        PyErr_SetString(PyExc_ValueError,
+                        n ? "buffers, peer_buffer_addresses and lengths differ in length"
+                          : "no buffers");
+        goto out;
+    }
+    q->r = PyMem_Calloc((size_t)n, sizeof(*q->r));
+    if (!q->r) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    q->n = (size_t)n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (te_reqs_add(q, (size_t)i, PySequence_Fast_GET_ITEM(bseq, i),
+                        PySequence_Fast_GET_ITEM(pseq, i),
+                        lseq ? PySequence_Fast_GET_ITEM(lseq, i) : Py_None, op, seg))
+            goto out;
+    ret = 0;
+out:
+    Py_XDECREF(lseq);
+    Py_XDECREF(pseq);
+    Py_XDECREF(bseq);
+    if (ret)
+        te_reqs_free(q);
+    return ret;
+}
+
+/*
+ * Allocate a batch, submit, and with wait, wait for it, free it and return
+ * the first failed task's error (0 when all completed). Without the GIL.
+ */
+static int te_run(struct teshim_engine *eng, const struct te_reqs *q, bool wait,
+                  teshim_batch_t *batch_p)
+{
+    teshim_batch_t b;
+    int ret, err = 0;
+
+    ret = teshim_batch_alloc(eng, q->n, &b);
+    if (ret)
+        return ret;
+    ret = teshim_submit(eng, b, q->r, q->n);
+    if (ret < 0)
+        goto out_free;
+    if (!wait) {
+        *batch_p = b;
+        return 0;
+    }
+    ret = teshim_batch_wait(eng, b, -1);
+    for (size_t i = 0; ret > 0 && !err && i < q->n; i++) {
+        struct teshim_task_status st;
+        if (!teshim_task_status(eng, b, i, &st) && st.state != TESHIM_TASK_COMPLETED)
+            err = st.error ? st.error : -EIO;
+    }
+    ret = ret < 0 ? ret : err;
+out_free:
+    teshim_batch_free(eng, b);
+    return ret;
+}
+
+/* Run q against target; sync: wait and return 0, else return the batch id. */
+static PyObject *te_go(te_engine *self, const char *target, struct te_reqs *q, bool sync)
+{
+    PyThreadState *ts;
+    teshim_batch_t b = 0;
+    PyObject *res = NULL, *key, *val;
+    int ret;
+
+    ts = te_unlock(self);
+    ret = te_run(self->eng, q, sync, &b);
+    te_relock(self, ts);
+    if (ret) {
+        /* a peer that restarted: the next call opens the segment again */
+        if (ret == -ECONNRESET)
+            te_segment_drop(self, target);
+        te_raise(ret, "%s %s: %zu request(s), %llu bytes", sync ? "transfer" : "submit", target,
+                 q->n, (unsigned long long)q->bytes);
+        goto out;
+    }
+    if (sync) {
+        res = te_zero();
+        goto out;
+    }
+    key = PyLong_FromUnsignedLongLong(b);
+    val = Py_BuildValue("(nO)", (Py_ssize_t)q->n, q->views);
+    if (!key || !val || PyDict_SetItem(self->batches, key, val)) {
+        Py_XDECREF(val);
+        Py_XDECREF(key);
+        goto out; /* the batch stays allocated: its requests may use the buffers */
+    }
+    Py_DECREF(val);
+    res = key;
+out:
+    te_reqs_free(q);
+    return res;
+}
+
+/* One request (buffer, peer address, length) as a batch of one. */
+static PyObject *te_one(te_engine *self, PyObject *args, PyObject *kw, int op, bool sync)
+{
+    static char *kwlist[] = {"target_hostname", "buffer",         "peer_buffer_address",
+                             "length",          "transport_hint", NULL};
+    static char *kwlist_op[] = {
+        "target_hostname", "buffer", "peer_buffer_address", "length", "opcode",
+        "transport_hint",  NULL};
+    const char *target, *hint = NULL;
+    PyObject *buf, *peer, *len = Py_None, *bl, *pl, *ll, *res;
+    int opcode = op;
+    struct te_reqs q;
+
+    if (op < 0) {
+        if (!PyArg_ParseTupleAndKeywords(args, kw, "sOOOi|z", kwlist_op, &target, &buf, &peer, &len,
+                                         &opcode, &hint))
+            return NULL;
+    } else {
+        if (!PyArg_ParseTupleAndKeywords(args, kw, "sOO|Oz", kwlist, &target, &buf, &peer, &len,
+                                         &hint))
+            return NULL;
+    }
+    if (opcode != TESHIM_OP_READ && opcode != TESHIM_OP_WRITE) {
+        PyErr_Format(PyExc_ValueError, "opcode %d: TransferOpcode.READ or WRITE", opcode);
+        return NULL;
+    }
+    bl = PyList_New(1);
+    pl = PyList_New(1);
+    ll = PyList_New(1);
+    if (!bl || !pl || !ll) {
+        res = NULL;
+        goto out;
+    }
+    Py_INCREF(buf);
+    PyList_SET_ITEM(bl, 0, buf);
+    Py_INCREF(peer);
+    PyList_SET_ITEM(pl, 0, peer);
+    Py_INCREF(len);
+    PyList_SET_ITEM(ll, 0, len);
+    if (te_reqs_build(self, target, bl, pl, ll, (enum teshim_opcode)opcode, &q))
+        res = NULL;
+    else
+        res = te_go(self, target, &q, sync);
+out:
+    Py_XDECREF(bl);
+    Py_XDECREF(pl);
+    Py_XDECREF(ll);
+    return te_result(self, res, sync ? TE_FAIL_ERRNO : TE_FAIL_ZERO);
+}
+
+static PyObject *te_many(te_engine *self, PyObject *args, PyObject *kw, int op, bool sync)
+{
+    static char *kwlist[] = {
+        "target_hostname", "buffers", "peer_buffer_addresses", "lengths", "opcode",
+        "transport_hint",  NULL};
+    const char *target, *hint = NULL;
+    PyObject *bufs, *peers, *lens = Py_None, *res = NULL;
+    int opcode = op;
+    struct te_reqs q;
+
+    if (op < 0) {
+        if (!PyArg_ParseTupleAndKeywords(args, kw, "sOOOi|z", kwlist, &target, &bufs, &peers, &lens,
+                                         &opcode, &hint))
+            return NULL;
+    } else {
+        static char *kwlist_rw[] = {"target_hostname", "buffers",        "peer_buffer_addresses",
+                                    "lengths",         "transport_hint", NULL};
+        if (!PyArg_ParseTupleAndKeywords(args, kw, "sOO|Oz", kwlist_rw, &target, &bufs, &peers,
+                                         &lens, &hint))
+            return NULL;
+    }
+    if (opcode != TESHIM_OP_READ && opcode != TESHIM_OP_WRITE) {
+        PyErr_Format(PyExc_ValueError, "opcode %d: TransferOpcode.READ or WRITE", opcode);
+        return NULL;
+    }
+    if (!te_reqs_build(self, target, bufs, peers, lens, (enum teshim_opcode)opcode, &q))
+        res = te_go(self, target, &q, sync);
+    return te_result(self, res, sync ? TE_FAIL_ERRNO : TE_FAIL_ZERO);
+}
+
+#define TE_XFER_DOC_ARGS                                                                           \
+    "buffer is a buffer-protocol object (the whole object moves unless length\n"                   \
+    "says less) or an integer address inside a registration (length needed);\n"                    \
+    "peer_buffer_address an address inside one of the peer's remote-accessible\n"                  \
+    "registrations. transport_hint is accepted and ignored. The GIL is released\n"                 \
+    "while it runs. Raises teshim.Error with the failed request's errno.\n"
+
+PyDoc_STRVAR(te_transfer_sync_write_doc,
+             "transfer_sync_write(target_hostname, buffer, peer_buffer_address, length=None,\n"
+             "                    transport_hint=None) -> 0\n\n"
+             "Write local buffer to the peer 'host:port' and wait for it.\n" TE_XFER_DOC_ARGS);
+
+static PyObject *te_transfer_sync_write(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_one(self, args, kw, TESHIM_OP_WRITE, true);
+}
+
+PyDoc_STRVAR(te_transfer_sync_read_doc,
+             "transfer_sync_read(target_hostname, buffer, peer_buffer_address, length=None,\n"
+             "                   transport_hint=None) -> 0\n\n"
+             "Read from the peer into local buffer (writable) and wait for it.\n" TE_XFER_DOC_ARGS);
+
+static PyObject *te_transfer_sync_read(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_one(self, args, kw, TESHIM_OP_READ, true);
+}
+
+PyDoc_STRVAR(te_transfer_sync_doc,
+             "transfer_sync(target_hostname, buffer, peer_buffer_address, length, opcode,\n"
+             "              transport_hint=None) -> 0\n\n"
+             "transfer_sync_read or _write by opcode (TransferOpcode.READ / WRITE).\n"
+             "Mooncake's notify argument is not supported.");
+
+static PyObject *te_transfer_sync(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_one(self, args, kw, -1, true);
+}
+
+PyDoc_STRVAR(te_transfer_submit_write_doc,
+             "transfer_submit_write(target_hostname, buffer, peer_buffer_address,\n"
+             "                      length=None, transport_hint=None) -> batch_id\n\n"
+             "Start a write and return at once; poll it with transfer_check_status().\n"
+             "With raise_errors=False a failure returns 0, as Mooncake's does.");
+
+static PyObject *te_transfer_submit_write(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_one(self, args, kw, TESHIM_OP_WRITE, false);
+}
+
+PyDoc_STRVAR(te_batch_transfer_sync_write_doc,
+             "batch_transfer_sync_write(target_hostname, buffers, peer_buffer_addresses,\n"
+             "                          lengths=None, transport_hint=None) -> 0\n\n"
+             "Write several buffers to the peer as one batch and wait for all.\n"
+             "Parallel lists; lengths may be None when every buffer is an object.");
+
+static PyObject *te_batch_transfer_sync_write(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_many(self, args, kw, TESHIM_OP_WRITE, true);
+}
+
+PyDoc_STRVAR(te_batch_transfer_sync_read_doc,
+             "batch_transfer_sync_read(target_hostname, buffers, peer_buffer_addresses,\n"
+             "                         lengths=None, transport_hint=None) -> 0\n\n"
+             "Read several peer ranges into local buffers as one batch and wait.");
+
+static PyObject *te_batch_transfer_sync_read(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_many(self, args, kw, TESHIM_OP_READ, true);
+}
+
+PyDoc_STRVAR(te_batch_transfer_sync_doc,
+             "batch_transfer_sync(target_hostname, buffers, peer_buffer_addresses, lengths,\n"
+             "                    opcode, transport_hint=None) -> 0\n\n"
+             "batch_transfer_sync_read or _write by opcode.");
+
+static PyObject *te_batch_transfer_sync(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_many(self, args, kw, -1, true);
+}
+
+PyDoc_STRVAR(te_batch_transfer_async_write_doc,
+             "batch_transfer_async_write(target_hostname, buffers, peer_buffer_addresses,\n"
+             "                           lengths=None, transport_hint=None) -> batch_id\n\n"
+             "Start a batch of writes and return its id at once; collect it with\n"
+             "get_batch_transfer_status() (the objects stay exported until then).");
+
+static PyObject *te_batch_transfer_async_write(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_many(self, args, kw, TESHIM_OP_WRITE, false);
+}
+
+PyDoc_STRVAR(te_batch_transfer_async_read_doc,
+             "batch_transfer_async_read(target_hostname, buffers, peer_buffer_addresses,\n"
+             "                          lengths=None, transport_hint=None) -> batch_id\n\n"
+             "Start a batch of reads and return its id at once.");
+
+static PyObject *te_batch_transfer_async_read(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_many(self, args, kw, TESHIM_OP_READ, false);
+}
+
+PyDoc_STRVAR(te_batch_transfer_async_doc,
+             "batch_transfer_async(target_hostname, buffers, peer_buffer_addresses, lengths,\n"
+             "                     opcode, transport_hint=None) -> batch_id\n\n"
+             "batch_transfer_async_read or _write by opcode.");
+
+static PyObject *te_batch_transfer_async(te_engine *self, PyObject *args, PyObject *kw)
+{
+    return te_many(self, args, kw, -1, false);
+}
+
+/* Free a finished batch and release what its requests held. */
+static void te_batch_forget(te_engine *self, PyObject *key, teshim_batch_t b)
+{
+    PyObject *val = PyDict_GetItem(self->batches, key);
+
+    if (teshim_batch_free(self->eng, b))
+        return; /* another thread is waiting on it: it stays until collected */
+    if (val) {
+        te_release_views(PyTuple_GET_ITEM(val, 1));
+        PyDict_DelItem(self->batches, key);
+    }
+}
+
+/* An unfinished asynchronous batch of this engine and its task count. */
+static int te_batch_get(te_engine *self, PyObject *key, teshim_batch_t *b_p, size_t *n_p)
+{
+    PyObject *val;
+
+    if (!PyLong_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "batch ids are integers");
+        return -1;
+    }
+    *b_p = PyLong_AsUnsignedLongLong(key);
+    if (PyErr_Occurred())
+        return -1;
+    val = PyDict_GetItem(self->batches, key);
+    if (!val) {
+        te_raise(-ENOENT, "batch %llu: not an unfinished batch of this engine",
+                 (unsigned long long)*b_p);
+        return -1;
+    }
+    *n_p = (size_t)PyLong_AsSsize_t(PyTuple_GET_ITEM(val, 0));
+    return 0;
+}
+
+/* The first failed task's error of a finished batch (0: all completed). */
+static int te_batch_error(struct teshim_engine *eng, teshim_batch_t b, size_t n)
+{
+    for (size_t t = 0; t < n; t++) {
+        struct teshim_task_status st;
+        int ret = teshim_task_status(eng, b, t, &st);
+        if (ret)
+            return ret;
+        if (st.state != TESHIM_TASK_COMPLETED)
+            return st.error ? st.error : -EIO;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(te_get_batch_transfer_status_doc,
+             "get_batch_transfer_status(batch_ids) -> 0\n\n"
+             "Wait for asynchronous batches, free them and release their buffers.\n"
+             "Raises teshim.Error with the first failed request's errno (with\n"
+             "raise_errors=False: returns -1, as Mooncake's does).");
+
+static PyObject *te_get_batch_transfer_status(te_engine *self, PyObject *args)
+{
+    PyThreadState *ts;
+    PyObject *ids, *seq;
+    Py_ssize_t n;
+    int first = 0;
+
+    if (!PyArg_ParseTuple(args, "O", &ids))
+        return NULL;
+    if (te_ready(self))
+        return te_result(self, NULL, TE_FAIL_MINUS1);
+    seq = PySequence_Fast(ids, "batch_ids must be a sequence");
+    if (!seq)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(seq, i);
+        teshim_batch_t b;
+        size_t tasks;
+        int ret;
+
+        if (te_batch_get(self, key, &b, &tasks)) {
+            Py_DECREF(seq);
+            return te_result(self, NULL, TE_FAIL_MINUS1);
+        }
+        ts = te_unlock(self);
+        ret = teshim_batch_wait(self->eng, b, -1);
+        if (ret > 0)
+            ret = te_batch_error(self->eng, b, tasks);
+        te_relock(self, ts);
+        if (ret && !first)
+            first = ret;
+        te_batch_forget(self, key, b);
+    }
+    Py_DECREF(seq);
+    if (first)
+        return te_result(self, te_raise(first, "batch failed"), TE_FAIL_MINUS1);
+    return te_zero();
+}
+
+PyDoc_STRVAR(te_transfer_check_status_doc,
+             "transfer_check_status(batch_id) -> int\n\n"
+             "Poll an asynchronous batch: 1 completed, 0 still running, -1 failed,\n"
+             "-2 timed out (Mooncake's values). A batch that finished is freed and its\n"
+             "buffers released.");
+
+static PyObject *te_transfer_check_status(te_engine *self, PyObject *args)
+{
+    PyObject *key;
+    teshim_batch_t b;
+    size_t tasks;
+    bool running = false, failed = false, timed_out = false;
+
+    if (!PyArg_ParseTuple(args, "O", &key))
+        return NULL;
+    if (te_ready(self) || te_batch_get(self, key, &b, &tasks))
+        return te_result(self, NULL, TE_FAIL_MINUS1);
+    for (size_t t = 0; t < tasks; t++) {
+        struct teshim_task_status st;
+        int ret = teshim_task_status(self->eng, b, t, &st);
+        if (ret)
+            return te_result(self, te_raise(ret, "transfer_check_status"), TE_FAIL_MINUS1);
+        running |= st.state == TESHIM_TASK_WAITING || st.state == TESHIM_TASK_PENDING;
+        failed |= st.state == TESHIM_TASK_FAILED;
+        timed_out |= st.state == TESHIM_TASK_TIMED_OUT;
+    }
+    if (running)
+        return PyLong_FromLong(0); /* a finished task's buffers may not go before the rest */
+    te_batch_forget(self, key, b);
+    return PyLong_FromLong(failed ? -1 : timed_out ? -2 : 1);
+}
+
+/* ---- information ---------------------------------------------------------- */
+
+PyDoc_STRVAR(te_stats_doc,
+             "stats() -> dict\n\n"
+             "The engine's counters: submitted, finished, failed, active, waiting,\n"
+             "bytes, conn_new, conn_reuse, conn_retries, conn_closed_idle, conn_broken,\n"
+             "connections, accepted, peer_rejected, local_fallbacks.");
+
+static PyObject *te_stats(te_engine *self, PyObject *unused)
+{
+    struct teshim_engine_stats st;
+    int ret;
+
+    if (te_ready(self))
+        return NULL;
+    ret = teshim_engine_stats(self->eng, &st);
+    if (ret)
+        return te_raise(ret, "stats");
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", (unsigned long long)st.submitted,
+        "finished", (unsigned long long)st.finished, "failed", (unsigned long long)st.failed,
+        "active", (unsigned long long)st.active, "waiting", (unsigned long long)st.waiting, "bytes",
+        (unsigned long long)st.bytes, "conn_new", (unsigned long long)st.conn_new, "conn_reuse",
+        (unsigned long long)st.conn_reuse, "conn_retries", (unsigned long long)st.conn_retries,
+        "conn_closed_idle", (unsigned long long)st.conn_closed_idle, "conn_broken",
+        (unsigned long long)st.conn_broken, "connections", (unsigned long long)st.connections,
+        "accepted", (unsigned long long)st.accepted, "peer_rejected",
+        (unsigned long long)st.peer_rejected, "local_fallbacks",
+        (unsigned long long)st.local_fallbacks);
+}
+
+static PyObject *te_get_segment_name(te_engine *self, void *unused)
+{
+    if (te_ready(self))
+        return NULL;
+    return PyUnicode_FromString(self->name);
+}
+
+static PyObject *te_get_port(te_engine *self, void *unused)
+{
+    if (te_ready(self))
+        return NULL;
+    return PyLong_FromLong(teshim_engine_port(self->eng));
+}
+
+static PyObject *te_get_started(te_engine *self, void *unused)
+{
+    return PyBool_FromLong(self->eng != NULL);
+}
+
+static PyGetSetDef te_getset[] = {
+    {"segment_name", (getter)te_get_segment_name, NULL,
+     "The name peers open this engine by: 'host:port' (str).", NULL},
+    {"port", (getter)te_get_port, NULL, "The port the engine listens on (int).", NULL},
+    {"started", (getter)te_get_started, NULL, "Whether the engine runs (bool).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+#define TE_KW(name)                                                                                \
+    {                                                                                              \
+#name, (PyCFunction)(void (*)(void))te_##name, METH_VARARGS | METH_KEYWORDS,               \
+            te_##name##_doc                                                                        \
+    }
+#define TE_VA(name)                                                                                \
+    {                                                                                              \
+#name, (PyCFunction)(void (*)(void))te_##name, METH_VARARGS, te_##name##_doc               \
+    }
+#define TE_NO(name)                                                                                \
+    {                                                                                              \
+#name, (PyCFunction)(void (*)(void))te_##name, METH_NOARGS, te_##name##_doc                \
+    }
+
+static PyMethodDef te_methods[] = {
+    TE_KW(initialize),
+    TE_KW(initialize_ext),
+    TE_NO(get_rpc_port),
+    TE_KW(register_memory),
+    TE_VA(unregister_memory),
+    TE_KW(batch_register_memory),
+    TE_VA(batch_unregister_memory),
+    TE_KW(transfer_sync_write),
+    TE_KW(transfer_sync_read),
+    TE_KW(transfer_sync),
+    TE_KW(transfer_submit_write),
+    TE_VA(transfer_check_status),
+    TE_KW(batch_transfer_sync_write),
+    TE_KW(batch_transfer_sync_read),
+    TE_KW(batch_transfer_sync),
+    TE_KW(batch_transfer_async_write),
+    TE_KW(batch_transfer_async_read),
+    TE_KW(batch_transfer_async),
+    TE_VA(get_batch_transfer_status),
+    TE_VA(allocate_managed_buffer),
+    TE_VA(free_managed_buffer),
+    TE_VA(get_first_buffer_address),
+    TE_VA(write_bytes_to_buffer),
+    TE_VA(read_bytes_from_buffer),
+    TE_VA(send_probe),
+    TE_VA(open_segment),
+    TE_VA(close_segment),
+    TE_VA(segment_regions),
+    TE_VA(segment_transport),
+    TE_NO(stats),
+    TE_NO(close),
+    {"__enter__", (PyCFunction)(void (*)(void))te_enter, METH_NOARGS, te_enter_doc},
+    {"__exit__", (PyCFunction)(void (*)(void))te_exit, METH_VARARGS, te_exit_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(te_type_doc,
+             "TransferEngine(listen=None, *, local_name=None, transport=None,\n"
+             "               raise_errors=True)\n\n"
+             "teshim's transfer engine. As Mooncake's TransferEngine: construct it\n"
+             "without arguments, then initialize(local_hostname, 'P2PHANDSHAKE', 'tcp',\n"
+             "''). teshim's way: TransferEngine('127.0.0.1:0') starts it at once,\n"
+             "listening on HOST:PORT (port 0 = any), announced as local_name or\n"
+             "'host:port'. transport: 'auto' (same-host peers by process_vm_*, others\n"
+             "tcp), 'tcp', 'local' or None (engine.transport of the policy table).\n\n"
+             "Failures raise teshim.Error (an OSError: .errno, .strerror). With\n"
+             "raise_errors=False the Mooncake-named methods return Mooncake's failure\n"
+             "values instead (a negative errno; 0 for a batch id; -1 for a batch\n"
+             "status). Argument errors always raise TypeError / ValueError.");
+
+static PyTypeObject te_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "teshim.TransferEngine",
+    .tp_basicsize = sizeof(te_engine),
+    .tp_dealloc = (destructor)te_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = te_type_doc,
+    .tp_methods = te_methods,
+    .tp_getset = te_getset,
+    .tp_init = (initproc)te_init,
+    .tp_new = te_new,
+};
+
+/* ---- module --------------------------------------------------------------- */
+
+PyDoc_STRVAR(te_module_doc,
+             "teshim's native transfer engine.\n\n"
+             "TransferEngine moves bytes between registered memory of this process and\n"
+             "of peer engines (other processes or hosts) over tcp, or process_vm_* on\n"
+             "the same host. Its methods follow Mooncake's Python TransferEngine\n"
+             "(initialize, register_memory, transfer_sync_write/read,\n"
+             "batch_transfer_*, get_rpc_port, ...) and add teshim's own (open_segment,\n"
+             "segment_regions, stats, close). Buffers are buffer-protocol objects\n"
+             "(bytearray, memoryview, numpy arrays) or integer addresses (torch:\n"
+             "tensor.data_ptr()). Errors raise teshim.Error, an OSError with errno.\n\n"
+             "    import numpy, teshim\n"
+             "    a = numpy.zeros(1 << 20, numpy.uint8)\n"
+             "    with teshim.TransferEngine('127.0.0.1:0') as e:\n"
+             "        e.register_memory(a)\n"
+             "        e.transfer_sync_read('10.0.0.5:7777', a, peer_address)\n\n"
+             "Configuration: the engine.* rows of teshim's policy table\n"
+             "(TESHIM_ENGINE_* environment, config file); see docs/engine.md.");
+
+PyDoc_STRVAR(te_error_doc, "teshim.Error(errno, message): an engine call failed; an OSError whose\n"
+                           "errno and strerror say why (e.g. ECONNREFUSED when a peer cannot be\n"
+                           "reached, EFAULT for a range outside the registrations).");
+
+static struct PyModuleDef te_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "teshim",
+    .m_doc = te_module_doc,
+    .m_size = -1,
+};
+
+/* TransferOpcode as an IntEnum, like Mooncake's enum (READ = 0, WRITE = 1). */
+static int te_add_opcode(PyObject *m)
+{
+    PyObject *enum_mod, *cls, *name, *doc;
+
+    enum_mod = PyImport_ImportModule("enum");
+    if (!enum_mod)
+        return -1;
+    cls = PyObject_CallMethod(enum_mod, "IntEnum", "s[(si)(si)]", "TransferOpcode", "READ",
+                              (int)TESHIM_OP_READ, "WRITE", (int)TESHIM_OP_WRITE);
+    Py_DECREF(enum_mod);
+    if (!cls)
+        return -1;
+    name = PyModule_GetNameObject(m);
+    doc = PyUnicode_FromString("Transfer direction: READ (peer -> local), WRITE (local -> peer).");
+    if (!name || !doc || PyObject_SetAttrString(cls, "__module__", name) ||
+        PyObject_SetAttrString(cls, "__doc__", doc) || PyModule_AddObject(m, "TransferOpcode", cls))
+        goto err_free;
+    Py_DECREF(name);
+    Py_DECREF(doc);
+    return 0;
+
+err_free:
+    Py_XDECREF(doc);
+    Py_XDECREF(name);
+    Py_DECREF(cls);
+    return -1;
+}
+
+PyMODINIT_FUNC PyInit_teshim(void);
+
+PyMODINIT_FUNC PyInit_teshim(void)
+{
+    PyObject *m;
+
+    if (PyType_Ready(&te_type) < 0)
+        return NULL;
+    m = PyModule_Create(&te_module);
+    if (!m)
+        return NULL;
+    te_error = PyErr_NewExceptionWithDoc("teshim.Error", te_error_doc, PyExc_OSError, NULL);
+    if (!te_error)
+        goto err_module;
+    Py_INCREF(te_error);
+    if (PyModule_AddObject(m, "Error", te_error)) {
+        Py_DECREF(te_error);
+        goto err_module;
+    }
+    Py_INCREF(&te_type);
+    if (PyModule_AddObject(m, "TransferEngine", (PyObject *)&te_type)) {
+        Py_DECREF(&te_type);
+        goto err_module;
+    }
+    if (te_add_opcode(m) || PyModule_AddStringConstant(m, "__version__", TESHIM_VERSION))
+        goto err_module;
+    return m;
+
+err_module:
+    Py_DECREF(m);
+    return NULL;
+}
