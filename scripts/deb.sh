@@ -15,10 +15,12 @@ version=$(sed -n 's/^project(teshim VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
 arch=$(dpkg --print-architecture)
 [ -n "$version" ] || { echo "deb.sh: no version in CMakeLists.txt" >&2; exit 1; }
 
+# The Python module goes where Debian's python3 looks for packaged modules.
 cmake -S . -B "$bd" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
-    -DTESHIM_WERROR=ON >/dev/null
+    -DTESHIM_WERROR=ON -DTESHIM_PYTHON_INSTALL_DIR=/usr/lib/python3/dist-packages >/dev/null
 # What the install rules name; the tests and benches are not packaged.
-cmake --build "$bd" -j "$(nproc)" --target teshim teshim_cmd teshim_engine >/dev/null
+cmake --build "$bd" -j "$(nproc)" \
+    --target teshim teshim_cmd teshim_engine teshim_mooncake teshim_python >/dev/null
 rm -rf "$stage"
 DESTDIR=$stage cmake --install "$bd" >/dev/null
 

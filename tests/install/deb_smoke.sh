@@ -58,4 +58,11 @@ if ! cmake -S "$src/tests/install/consumer" -B consumer -DPROG="$src/tests/insta
     fail "find_package(TeshimEngine) from /usr: $(cat consumer.log)"
 fi
 consumer/consumer | grep -q '^engine served on port [1-9]' || fail "the CMake-built program did not run"
-echo "Debian package: installed command, demo, sample config, engine via pkg-config and CMake: ok"
+# The opt-in front ends: Mooncake's C API and the Python module.
+pkg-config --exists teshim-mooncake || fail "pkg-config does not know teshim-mooncake"
+[ -f "$(pkg-config --variable=includedir teshim-mooncake)/transfer_engine_c.h" ] ||
+    [ -n "$(find /usr/include -name transfer_engine_c.h -print -quit)" ] ||
+    fail "transfer_engine_c.h not installed"
+(cd / && /usr/bin/python3 -c 'import teshim; teshim.TransferEngine') ||
+    fail "the installed Python module does not import"
+echo "Debian package: installed command, demo, sample config, engine via pkg-config and CMake, Mooncake C API, Python module: ok"
