@@ -440,6 +440,12 @@ static char mapping_of(const char *pbase, size_t plen, char *path, size_t pathle
  *     object again; the application's mapping stays as it is (shmdt works).
  * Pages the calling thread is running on, or a mix of mappings, stay where
  * they are: *alias stays NULL and copies go through the application's view.
+ * So do private pages while any stream has work: moving pages copies them
+ * first, and a write another thread makes in between is lost (the stream
+ * workers free staging buffers whose heap headers may share a page with
+ * the range: that showed as heap corruption, about 1 run in 50). The real
+ * driver pins in place; only the emulation's move has this window, which
+ * the application's own threads could still hit.
  */
 static cudaError_t pin_pages(char *pbase, size_t plen, char **alias)
 {
@@ -453,6 +459,8 @@ static cudaError_t pin_pages(char *pbase, size_t plen, char **alias)
         return cudaSuccess;
     switch (mapping_of(pbase, plen, path, sizeof(path), &off)) {
     case 'p':
+        if (!cemu_device_idle())
+            return cudaSuccess;
         break;
     case 's':
         fd = open(path, O_RDWR | O_CLOEXEC);
