@@ -79,6 +79,11 @@ void *shim_resolve(enum shim_hook_id id);
  * or cuGetProcAddress): kept when none was resolved yet. Returns the real
  * function the hook now forwards to. */
 void *shim_adopt_real(enum shim_hook_id id, void *fn);
+/* The real function of hook id, or else the definition of its name and
+ * version in the object that contains address obj, found through that
+ * object's own handle and adopted (a library dlopen'ed RTLD_LOCAL, which
+ * RTLD_NEXT does not see); NULL if neither has it. */
+void *shim_resolve_in(enum shim_hook_id id, const void *obj);
 /* The address of hook id's body (what a substituted lookup returns). */
 void *shim_hook_addr(enum shim_hook_id id);
 /* True when code address p lies in libteshim.so itself. */

@@ -49,6 +49,25 @@ static bool called_by_host_library(enum shim_hook_id id, const void *caller, con
     return dladdr(caller, &ci) && ci.dli_fbase == base;
 }
 
+/*
+ * The real function of a verbs hook. A libibverbs dlopen'ed RTLD_LOCAL (NCCL)
+ * is invisible to RTLD_NEXT, yet its own calls through its PLT (the 1.1 and
+ * 1.7 registrations call ibv_reg_mr_iova2, the 1.0 compat entry points the
+ * current ones) bind to teshim's exports: the real function is then the one
+ * in the caller's object. Without it the call could only fail.
+ */
+static void *ibv_real(enum shim_hook_id id, const void *caller)
+{
+    void *fn = shim_resolve(id);
+
+    if (!fn && shim_in_library(caller, "libibverbs.so"))
+        fn = shim_resolve_in(id, caller);
+    return fn;
+}
+
+#define SHIM_IBV_REAL(name, tag)                                                                   \
+    ((shim_fn_##name##_##tag)ibv_real(SHIM_HK_##name##_##tag, __builtin_return_address(0)))
+
 #define SHIM_IBV_INTERNAL(id, real)                                                                \
     called_by_host_library(id, __builtin_return_address(0), (const void *)(real))
 
@@ -201,7 +220,7 @@ static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back,
 
 struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t length, int access)
 {
-    shim_fn_ibv_reg_mr_1_1 real = SHIM_REAL(ibv_reg_mr, 1_1);
+    shim_fn_ibv_reg_mr_1_1 real = SHIM_IBV_REAL(ibv_reg_mr, 1_1);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -222,7 +241,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t le
 struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size_t length,
                                              uint64_t iova, int access)
 {
-    shim_fn_ibv_reg_mr_iova_1_7 real = SHIM_REAL(ibv_reg_mr_iova, 1_7);
+    shim_fn_ibv_reg_mr_iova_1_7 real = SHIM_IBV_REAL(ibv_reg_mr_iova, 1_7);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -243,7 +262,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size
 struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, size_t length,
                                               uint64_t iova, unsigned int access)
 {
-    shim_fn_ibv_reg_mr_iova2_1_8 real = SHIM_REAL(ibv_reg_mr_iova2, 1_8);
+    shim_fn_ibv_reg_mr_iova2_1_8 real = SHIM_IBV_REAL(ibv_reg_mr_iova2, 1_8);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -264,7 +283,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, siz
 struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offset, size_t length,
                                                 uint64_t iova, int fd, int access)
 {
-    shim_fn_ibv_reg_dmabuf_mr_1_12 real = SHIM_REAL(ibv_reg_dmabuf_mr, 1_12);
+    shim_fn_ibv_reg_dmabuf_mr_1_12 real = SHIM_IBV_REAL(ibv_reg_dmabuf_mr, 1_12);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -285,7 +304,7 @@ struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offs
 int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, void *addr,
                                size_t length, int access)
 {
-    shim_fn_ibv_rereg_mr_1_1 real = SHIM_REAL(ibv_rereg_mr, 1_1);
+    shim_fn_ibv_rereg_mr_1_1 real = SHIM_IBV_REAL(ibv_rereg_mr, 1_1);
     enum shim_hook_id id = SHIM_HK_ibv_rereg_mr_1_1;
 
     if (!real) {
@@ -338,7 +357,7 @@ static enum pol_verdict qp_verdict(enum pol_verdict a, enum pol_verdict b)
 
 int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int attr_mask)
 {
-    shim_fn_ibv_modify_qp_1_1 real = SHIM_REAL(ibv_modify_qp, 1_1);
+    shim_fn_ibv_modify_qp_1_1 real = SHIM_IBV_REAL(ibv_modify_qp, 1_1);
     enum shim_hook_id id = SHIM_HK_ibv_modify_qp_1_1;
 
     if (!real) {
