@@ -222,6 +222,12 @@ struct shim_rc_stats {
 };
 void shim_cuda_rc_stats(struct shim_rc_stats *s);
 
+/* How often the host's own RDMA knobs (pol_config.host_knobs) met a call
+ * teshim would have changed: kept (host_won) or overridden (teshim_won). */
+void shim_ibv_knob_stats(uint64_t host_won[POL_NKNOBS], uint64_t teshim_won[POL_NKNOBS]);
+/* A forked child counts from zero. */
+void shim_ibv_knob_reset(void);
+
 /* ---- lookups (shim_dl.c, shim_cudrv.c) -------------------------------- */
 
 /* A lookup of name answered p: teshim's driver hook for it when p is the

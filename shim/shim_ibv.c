@@ -142,15 +142,71 @@ static void dev_mark_ro_failed(const char *name)
     pthread_mutex_unlock(&shim_ibv_lock);
 }
 
-/* Policy's answer for a registration on ctx of length bytes. */
+/* The file name of the object containing caller, when scope.objects needs
+ * it (a dladdr per call otherwise saved); NULL when unknown. dladdr names
+ * the main program by its argv[0]. */
+static const char *caller_object(const struct pol_config *cfg, const void *caller)
+{
+    Dl_info info;
+    const char *slash;
+
+    if (!*pol_str(cfg, POL_SCOPE_OBJECTS) || !dladdr(caller, &info) || !info.dli_fname ||
+        !*info.dli_fname)
+        return NULL;
+    slash = strrchr(info.dli_fname, '/');
+    return slash ? slash + 1 : info.dli_fname;
+}
+
+/* Which side had the last word where the host set its own knob:
+ * [knob][0] the host's, [knob][1] teshim's (rdma.override_host_knobs). */
+static _Atomic uint64_t knob_won[POL_NKNOBS][2];
+
+static void knob_count(enum pol_knob k, enum pol_knob_winner w)
+{
+    const struct pol_host_knob *hk = &shim_cfg()->host_knobs[k];
+
+    if (w == POL_KNOB_UNSET)
+        return;
+    atomic_fetch_add_explicit(&knob_won[k][w == POL_KNOB_TESHIM_WON], 1, memory_order_relaxed);
+    if (w == POL_KNOB_HOST_WON)
+        shim_log_once(POL_LOG_INFO,
+                      "%s=%s set by the host: its %s kept (rdma.override_host_knobs is off)",
+                      hk->env, hk->value, pol_knob_name(k));
+    else
+        shim_log_once(POL_LOG_INFO,
+                      "%s=%s set by the host: %s overridden (rdma.override_host_knobs)", hk->env,
+                      hk->value, pol_knob_name(k));
+}
+
+void shim_ibv_knob_stats(uint64_t host_won[POL_NKNOBS], uint64_t teshim_won[POL_NKNOBS])
+{
+    for (int k = 0; k < POL_NKNOBS; k++) {
+        host_won[k] = atomic_load_explicit(&knob_won[k][0], memory_order_relaxed);
+        teshim_won[k] = atomic_load_explicit(&knob_won[k][1], memory_order_relaxed);
+    }
+}
+
+void shim_ibv_knob_reset(void)
+{
+    for (int k = 0; k < POL_NKNOBS; k++) {
+        atomic_store(&knob_won[k][0], 0);
+        atomic_store(&knob_won[k][1], 0);
+    }
+}
+
+/* Policy's answer for a registration on ctx of length bytes made by code at
+ * caller. */
 static enum pol_verdict mr_decide(struct ibv_context *ctx, size_t length, int access,
-                                  int *access_out)
+                                  const void *caller, int *access_out)
 {
     const struct pol_config *cfg = shim_cfg();
     struct pol_rdma_mr req = {0};
     bool is_auto = pol_int(cfg, POL_RDMA_RELAXED_ORDERING) == POL_RO_AUTO;
+    enum pol_knob_winner knob;
+    enum pol_verdict v;
     int pcie;
 
+    req.object = caller_object(cfg, caller);
     req.device = dev_name(ctx);
     req.length = length;
     req.access = access;
@@ -158,7 +214,9 @@ static enum pol_verdict mr_decide(struct ibv_context *ctx, size_t length, int ac
     req.dev_ro_capable = pcie == 1;
     /* The same cached lookup the iova2 hook forwards through. */
     req.iova2_available = is_auto && shim_resolve(SHIM_HK_ibv_reg_mr_iova2_1_8) != NULL;
-    return pol_rdma_mr_access(cfg, &req, access_out);
+    v = pol_rdma_mr_decide(cfg, &req, access_out, &knob);
+    knob_count(POL_KNOB_RELAXED_ORDERING, knob);
+    return v;
 }
 
 /*
@@ -202,7 +260,8 @@ static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back,
 #define SHIM_REG_MR(id, ctx, length, access, REGISTER)                                             \
     do {                                                                                           \
         int acc_;                                                                                  \
-        enum pol_verdict v_ = mr_decide(ctx, length, (int)(access), &acc_);                        \
+        enum pol_verdict v_ =                                                                      \
+            mr_decide(ctx, length, (int)(access), __builtin_return_address(0), &acc_);             \
         bool fb_ = false;                                                                          \
         mr = REGISTER(acc_);                                                                       \
         if (!mr && ro_refused(v_, errno)) {                                                        \
@@ -326,7 +385,7 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
     struct ibv_context *ctx = (flags & IBV_REREG_MR_CHANGE_PD) && pd ? pd->context : mr->context;
     size_t len = (flags & IBV_REREG_MR_CHANGE_TRANSLATION) ? length : mr->length;
     int acc;
-    enum pol_verdict v = mr_decide(ctx, len, access, &acc);
+    enum pol_verdict v = mr_decide(ctx, len, access, __builtin_return_address(0), &acc);
     bool fb = false;
     int rc = real(mr, flags, pd, addr, length, acc);
     /* rereg reports failure as a non-zero return, the cause in errno. */
@@ -373,9 +432,12 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
         .is_global = attr->ah_attr.is_global != 0,
         .traffic_class = attr->ah_attr.grh.traffic_class,
         .sl = attr->ah_attr.sl,
+        .object = caller_object(shim_cfg(), __builtin_return_address(0)),
     };
     struct pol_rdma_qp_dec dec;
     pol_rdma_qp_attrs(shim_cfg(), &req, &dec);
+    knob_count(POL_KNOB_TRAFFIC_CLASS, dec.tc_knob);
+    knob_count(POL_KNOB_SERVICE_LEVEL, dec.sl_knob);
 
     int rc;
     if (dec.tc == POL_INJECT || dec.sl == POL_INJECT) {

@@ -87,5 +87,6 @@ Suite *tshim_process_suite(void);
 Suite *tshim_elf_suite(void);
 Suite *tshim_security_suite(void);
 Suite *tshim_dlopen_suite(void);
+Suite *tshim_scope_suite(void);
 
 #endif
