@@ -63,6 +63,38 @@ struct pol_value {
     uint8_t src;   /* enum pol_source */
 };
 
+/*
+ * What a transfer engine lets its users set itself among the things teshim
+ * injects. Where the host process has one of the knob's variables in its
+ * environment, the host decided: teshim keeps out unless
+ * rdma.override_host_knobs is on.
+ */
+enum pol_knob {
+    POL_KNOB_RELAXED_ORDERING,
+    POL_KNOB_TRAFFIC_CLASS,
+    POL_KNOB_SERVICE_LEVEL,
+    POL_NKNOBS
+};
+
+struct pol_host_knob {
+    char env[40];   /* the first of the knob's variables found set; "" = none */
+    char value[24]; /* its value (truncated) */
+};
+
+/* Who had the last word on a knob for one call. */
+enum pol_knob_winner {
+    POL_KNOB_UNSET,      /* the host did not set it, or the call did not qualify */
+    POL_KNOB_HOST_WON,   /* teshim would have injected; the host's setting kept */
+    POL_KNOB_TESHIM_WON, /* injected over the host's setting (override on) */
+};
+
+/* "relaxed_ordering", "traffic_class", "service_level". */
+const char *pol_knob_name(enum pol_knob k);
+/* The knob's environment variables (NULL-terminated), in the order read. */
+const char *const *pol_knob_vars(enum pol_knob k);
+/* Fill knobs[POL_NKNOBS] from a "KEY=VALUE" list (NULL: none set). */
+void pol_host_knobs_read(char *const *environ, struct pol_host_knob *knobs);
+
 #define POL_ARENA_BYTES 16384
 #define POL_NAME_MAX 128
 
@@ -77,6 +109,8 @@ struct pol_config {
     uint32_t rollout_bucket; /* 0..9999, the identity's place on the rollout scale */
     uint64_t hash;           /* of every effective value: tells two policies apart */
     unsigned nwarnings;      /* diagnostics reported while loading */
+    /* The host's own settings of what the RDMA policy injects. */
+    struct pol_host_knob host_knobs[POL_NKNOBS];
     size_t arena_used;
     char arena[POL_ARENA_BYTES];
 };
@@ -173,11 +207,16 @@ struct pol_rdma_mr {
     bool dev_ro_capable;  /* auto mode: PCIe RlxdOrd is set for the device */
     bool iova2_available; /* auto mode: ibv_reg_mr_iova2 exists in the library */
     bool dev_ro_failed;   /* an earlier registration with RO failed on this device */
+    const char *object;   /* file name of the calling object (scope.objects); NULL = unknown */
 };
 
 /* Decide the access flags of a registration; *access_out is always set. */
 enum pol_verdict pol_rdma_mr_access(const struct pol_config *cfg, const struct pol_rdma_mr *mr,
                                     int *access_out);
+/* The same, saying in *knob_out (may be NULL) whether the host's own
+ * relaxed-ordering knob decided. */
+enum pol_verdict pol_rdma_mr_decide(const struct pol_config *cfg, const struct pol_rdma_mr *mr,
+                                    int *access_out, enum pol_knob_winner *knob_out);
 
 /* A QP modification. */
 struct pol_rdma_qp {
@@ -186,6 +225,7 @@ struct pol_rdma_qp {
     bool is_global;
     uint8_t traffic_class;
     uint8_t sl;
+    const char *object; /* file name of the calling object (scope.objects); NULL = unknown */
 };
 
 struct pol_rdma_qp_dec {
@@ -193,6 +233,7 @@ struct pol_rdma_qp_dec {
     enum pol_verdict sl;   /* service level */
     uint8_t traffic_class; /* the value to use when tc == POL_INJECT */
     uint8_t service_level;
+    enum pol_knob_winner tc_knob, sl_knob; /* the host's own knobs */
 };
 
 void pol_rdma_qp_attrs(const struct pol_config *cfg, const struct pol_rdma_qp *qp,

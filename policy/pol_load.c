@@ -593,6 +593,9 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
     }
     apply_env(&ld);
 
+    /* Read even for a secure program: they are the host's own settings,
+     * which it obeys, and they can only make teshim do less. */
+    pol_host_knobs_read(src->environ, cfg->host_knobs);
     decide_gate(cfg);
     cfg->hash = policy_hash(cfg);
     return cfg->nwarnings;

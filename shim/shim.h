@@ -79,6 +79,11 @@ void *shim_resolve(enum shim_hook_id id);
  * or cuGetProcAddress): kept when none was resolved yet. Returns the real
  * function the hook now forwards to. */
 void *shim_adopt_real(enum shim_hook_id id, void *fn);
+/* The real function of hook id, or else the definition of its name and
+ * version in the object that contains address obj, found through that
+ * object's own handle and adopted (a library dlopen'ed RTLD_LOCAL, which
+ * RTLD_NEXT does not see); NULL if neither has it. */
+void *shim_resolve_in(enum shim_hook_id id, const void *obj);
 /* The address of hook id's body (what a substituted lookup returns). */
 void *shim_hook_addr(enum shim_hook_id id);
 /* True when code address p lies in libteshim.so itself. */
@@ -216,6 +221,12 @@ struct shim_rc_stats {
     uint64_t app_register; /* the application registered a range the cache held */
 };
 void shim_cuda_rc_stats(struct shim_rc_stats *s);
+
+/* How often the host's own RDMA knobs (pol_config.host_knobs) met a call
+ * teshim would have changed: kept (host_won) or overridden (teshim_won). */
+void shim_ibv_knob_stats(uint64_t host_won[POL_NKNOBS], uint64_t teshim_won[POL_NKNOBS]);
+/* A forked child counts from zero. */
+void shim_ibv_knob_reset(void);
 
 /* ---- lookups (shim_dl.c, shim_cudrv.c) -------------------------------- */
 

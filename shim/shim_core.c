@@ -77,6 +77,25 @@ void *shim_resolve(enum shim_hook_id id)
     return fn;
 }
 
+void *shim_resolve_in(enum shim_hook_id id, const void *obj)
+{
+    void *fn = shim_resolve(id), *h;
+    Dl_info info;
+
+    if (fn || !obj || !dladdr(obj, &info) || !info.dli_fname)
+        return fn;
+    /* The object's own handle: its lookups search it and its dependencies,
+     * never the preloaded libteshim.so. */
+    h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (!h)
+        return NULL;
+    fn = dlvsym(h, shim_hooks[id].name, shim_hooks[id].version);
+    dlclose(h);
+    if (!fn || shim_is_own(fn))
+        return NULL;
+    return shim_adopt_real(id, fn);
+}
+
 /*
  * Diagnostics of the load are held here until log.level and log.file are
  * known (they are configuration too), then written through the log like any

@@ -32,6 +32,7 @@
 
 #include "eng_cudacopy.h"
 #include "pol_cuda.h"
+#include "shim_cuda.h"
 #include "shim_cuda_abi.h"
 
 /* This file defines the rows of shim_hooks_cudrv.def. */
@@ -109,14 +110,14 @@ void *shim_cudrv_substitute(const char *name, void *p)
     return p;
 }
 
-/* Count one lookup (substitution is made whatever the thread is doing: a
- * runtime initialising inside another hook must still get the wrappers). */
+/* Count one lookup, one outcome per call. Substitution is made whatever
+ * the thread is doing (a runtime opening the driver from inside another
+ * hook, its first cudaMemcpy, must still get the wrappers), so every call
+ * is counted too, without entering: nothing here needs the configuration. */
 static void count_lookup(enum shim_hook_id id, bool changed, shim_CUresult rc)
 {
-    if (!shim_enter(id))
-        return;
+    shim_count_call(id);
     shim_count_result(id, changed ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, rc, 0);
-    shim_leave();
 }
 
 shim_CUresult shim_hook_cuGetProcAddress_v2_drv(const char *symbol, void **pfn, int version,
@@ -292,7 +293,6 @@ struct dpool {
     unsigned gen;
 };
 
-static struct scc_budget budget;
 static pthread_key_t pool_key;
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static unsigned fork_gen;
@@ -313,17 +313,17 @@ static void dpool_thread_exit(void *arg)
     }
 }
 
+/* The budget is reset for a forked child by its owner (shim_cuda.c). */
 static void dpool_atfork_child(void)
 {
     fork_gen++;
-    atomic_store(&budget.used, 0);
 }
 
 static void pool_init_once(void)
 {
-    /* Bounded by cuda.pinned_max_bytes on its own: a process copying at
-     * both levels holds at most twice that. */
-    budget.max = (size_t)pol_int(shim_cfg(), POL_CUDA_PINNED_MAX_BYTES);
+    /* One budget for all the pinned memory teshim holds (cuda.pinned_max_bytes):
+     * the runtime hooks' pools and cached registrations, and these. */
+    shim_cuda_once();
     pthread_key_create(&pool_key, dpool_thread_exit);
     pthread_atfork(NULL, NULL, dpool_atfork_child);
 }
@@ -347,7 +347,7 @@ static struct scc_pool *dpool_get(const struct pol_cuda_copy_dec *dec)
     dp = calloc(1, sizeof(*dp));
     if (!dp)
         return NULL;
-    err = scc_pool_init(&dp->pool, &drv_api, &budget, dec->chunk, dec->buffers);
+    err = scc_pool_init(&dp->pool, &drv_api, &shim_cuda_budget, dec->chunk, dec->buffers);
     if (err) {
         shim_log_once(POL_LOG_WARN,
                       "cuda driver: no pinned bounce pool (%s); copies pass through unchanged",

@@ -248,8 +248,15 @@ static void *ibv_substitute(const char *name, const char *version, void *p)
         if (!shim_in_library(p, "libibverbs.so"))
             return p;
         real = shim_resolve((enum shim_hook_id)id);
-        if (!real)
+        if (!real) {
             real = shim_adopt_real((enum shim_hook_id)id, p);
+            /* A library RTLD_NEXT does not see: every verbs row takes its
+             * real function from it (auto relaxed ordering asks whether
+             * ibv_reg_mr_iova2 exists). */
+            for (int j = 0; j < SHIM_HK_COUNT; j++)
+                if (shim_hooks[j].lib == SHIM_LIB_IBV)
+                    shim_resolve_in((enum shim_hook_id)j, p);
+        }
         if (real != p) {
             /* dlsym without a version: the default one; another row of the
              * name may be it. */

@@ -49,6 +49,25 @@ static bool called_by_host_library(enum shim_hook_id id, const void *caller, con
     return dladdr(caller, &ci) && ci.dli_fbase == base;
 }
 
+/*
+ * The real function of a verbs hook. A libibverbs dlopen'ed RTLD_LOCAL (NCCL)
+ * is invisible to RTLD_NEXT, yet its own calls through its PLT (the 1.1 and
+ * 1.7 registrations call ibv_reg_mr_iova2, the 1.0 compat entry points the
+ * current ones) bind to teshim's exports: the real function is then the one
+ * in the caller's object. Without it the call could only fail.
+ */
+static void *ibv_real(enum shim_hook_id id, const void *caller)
+{
+    void *fn = shim_resolve(id);
+
+    if (!fn && shim_in_library(caller, "libibverbs.so"))
+        fn = shim_resolve_in(id, caller);
+    return fn;
+}
+
+#define SHIM_IBV_REAL(name, tag)                                                                   \
+    ((shim_fn_##name##_##tag)ibv_real(SHIM_HK_##name##_##tag, __builtin_return_address(0)))
+
 #define SHIM_IBV_INTERNAL(id, real)                                                                \
     called_by_host_library(id, __builtin_return_address(0), (const void *)(real))
 
@@ -123,15 +142,71 @@ static void dev_mark_ro_failed(const char *name)
     pthread_mutex_unlock(&shim_ibv_lock);
 }
 
-/* Policy's answer for a registration on ctx of length bytes. */
+/* The file name of the object containing caller, when scope.objects needs
+ * it (a dladdr per call otherwise saved); NULL when unknown. dladdr names
+ * the main program by its argv[0]. */
+static const char *caller_object(const struct pol_config *cfg, const void *caller)
+{
+    Dl_info info;
+    const char *slash;
+
+    if (!*pol_str(cfg, POL_SCOPE_OBJECTS) || !dladdr(caller, &info) || !info.dli_fname ||
+        !*info.dli_fname)
+        return NULL;
+    slash = strrchr(info.dli_fname, '/');
+    return slash ? slash + 1 : info.dli_fname;
+}
+
+/* Which side had the last word where the host set its own knob:
+ * [knob][0] the host's, [knob][1] teshim's (rdma.override_host_knobs). */
+static _Atomic uint64_t knob_won[POL_NKNOBS][2];
+
+static void knob_count(enum pol_knob k, enum pol_knob_winner w)
+{
+    const struct pol_host_knob *hk = &shim_cfg()->host_knobs[k];
+
+    if (w == POL_KNOB_UNSET)
+        return;
+    atomic_fetch_add_explicit(&knob_won[k][w == POL_KNOB_TESHIM_WON], 1, memory_order_relaxed);
+    if (w == POL_KNOB_HOST_WON)
+        shim_log_once(POL_LOG_INFO,
+                      "%s=%s set by the host: its %s kept (rdma.override_host_knobs is off)",
+                      hk->env, hk->value, pol_knob_name(k));
+    else
+        shim_log_once(POL_LOG_INFO,
+                      "%s=%s set by the host: %s overridden (rdma.override_host_knobs)", hk->env,
+                      hk->value, pol_knob_name(k));
+}
+
+void shim_ibv_knob_stats(uint64_t host_won[POL_NKNOBS], uint64_t teshim_won[POL_NKNOBS])
+{
+    for (int k = 0; k < POL_NKNOBS; k++) {
+        host_won[k] = atomic_load_explicit(&knob_won[k][0], memory_order_relaxed);
+        teshim_won[k] = atomic_load_explicit(&knob_won[k][1], memory_order_relaxed);
+    }
+}
+
+void shim_ibv_knob_reset(void)
+{
+    for (int k = 0; k < POL_NKNOBS; k++) {
+        atomic_store(&knob_won[k][0], 0);
+        atomic_store(&knob_won[k][1], 0);
+    }
+}
+
+/* Policy's answer for a registration on ctx of length bytes made by code at
+ * caller. */
 static enum pol_verdict mr_decide(struct ibv_context *ctx, size_t length, int access,
-                                  int *access_out)
+                                  const void *caller, int *access_out)
 {
     const struct pol_config *cfg = shim_cfg();
     struct pol_rdma_mr req = {0};
     bool is_auto = pol_int(cfg, POL_RDMA_RELAXED_ORDERING) == POL_RO_AUTO;
+    enum pol_knob_winner knob;
+    enum pol_verdict v;
     int pcie;
 
+    req.object = caller_object(cfg, caller);
     req.device = dev_name(ctx);
     req.length = length;
     req.access = access;
@@ -139,7 +214,9 @@ static enum pol_verdict mr_decide(struct ibv_context *ctx, size_t length, int ac
     req.dev_ro_capable = pcie == 1;
     /* The same cached lookup the iova2 hook forwards through. */
     req.iova2_available = is_auto && shim_resolve(SHIM_HK_ibv_reg_mr_iova2_1_8) != NULL;
-    return pol_rdma_mr_access(cfg, &req, access_out);
+    v = pol_rdma_mr_decide(cfg, &req, access_out, &knob);
+    knob_count(POL_KNOB_RELAXED_ORDERING, knob);
+    return v;
 }
 
 /*
@@ -183,7 +260,8 @@ static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back,
 #define SHIM_REG_MR(id, ctx, length, access, REGISTER)                                             \
     do {                                                                                           \
         int acc_;                                                                                  \
-        enum pol_verdict v_ = mr_decide(ctx, length, (int)(access), &acc_);                        \
+        enum pol_verdict v_ =                                                                      \
+            mr_decide(ctx, length, (int)(access), __builtin_return_address(0), &acc_);             \
         bool fb_ = false;                                                                          \
         mr = REGISTER(acc_);                                                                       \
         if (!mr && ro_refused(v_, errno)) {                                                        \
@@ -201,7 +279,7 @@ static void mr_account(enum shim_hook_id id, enum pol_verdict v, bool fell_back,
 
 struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t length, int access)
 {
-    shim_fn_ibv_reg_mr_1_1 real = SHIM_REAL(ibv_reg_mr, 1_1);
+    shim_fn_ibv_reg_mr_1_1 real = SHIM_IBV_REAL(ibv_reg_mr, 1_1);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -222,7 +300,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_1_1(struct ibv_pd *pd, void *addr, size_t le
 struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size_t length,
                                              uint64_t iova, int access)
 {
-    shim_fn_ibv_reg_mr_iova_1_7 real = SHIM_REAL(ibv_reg_mr_iova, 1_7);
+    shim_fn_ibv_reg_mr_iova_1_7 real = SHIM_IBV_REAL(ibv_reg_mr_iova, 1_7);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -243,7 +321,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova_1_7(struct ibv_pd *pd, void *addr, size
 struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, size_t length,
                                               uint64_t iova, unsigned int access)
 {
-    shim_fn_ibv_reg_mr_iova2_1_8 real = SHIM_REAL(ibv_reg_mr_iova2, 1_8);
+    shim_fn_ibv_reg_mr_iova2_1_8 real = SHIM_IBV_REAL(ibv_reg_mr_iova2, 1_8);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -264,7 +342,7 @@ struct ibv_mr *shim_hook_ibv_reg_mr_iova2_1_8(struct ibv_pd *pd, void *addr, siz
 struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offset, size_t length,
                                                 uint64_t iova, int fd, int access)
 {
-    shim_fn_ibv_reg_dmabuf_mr_1_12 real = SHIM_REAL(ibv_reg_dmabuf_mr, 1_12);
+    shim_fn_ibv_reg_dmabuf_mr_1_12 real = SHIM_IBV_REAL(ibv_reg_dmabuf_mr, 1_12);
     struct ibv_mr *mr;
 
     if (!real) {
@@ -285,7 +363,7 @@ struct ibv_mr *shim_hook_ibv_reg_dmabuf_mr_1_12(struct ibv_pd *pd, uint64_t offs
 int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, void *addr,
                                size_t length, int access)
 {
-    shim_fn_ibv_rereg_mr_1_1 real = SHIM_REAL(ibv_rereg_mr, 1_1);
+    shim_fn_ibv_rereg_mr_1_1 real = SHIM_IBV_REAL(ibv_rereg_mr, 1_1);
     enum shim_hook_id id = SHIM_HK_ibv_rereg_mr_1_1;
 
     if (!real) {
@@ -307,7 +385,7 @@ int shim_hook_ibv_rereg_mr_1_1(struct ibv_mr *mr, int flags, struct ibv_pd *pd, 
     struct ibv_context *ctx = (flags & IBV_REREG_MR_CHANGE_PD) && pd ? pd->context : mr->context;
     size_t len = (flags & IBV_REREG_MR_CHANGE_TRANSLATION) ? length : mr->length;
     int acc;
-    enum pol_verdict v = mr_decide(ctx, len, access, &acc);
+    enum pol_verdict v = mr_decide(ctx, len, access, __builtin_return_address(0), &acc);
     bool fb = false;
     int rc = real(mr, flags, pd, addr, length, acc);
     /* rereg reports failure as a non-zero return, the cause in errno. */
@@ -338,7 +416,7 @@ static enum pol_verdict qp_verdict(enum pol_verdict a, enum pol_verdict b)
 
 int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int attr_mask)
 {
-    shim_fn_ibv_modify_qp_1_1 real = SHIM_REAL(ibv_modify_qp, 1_1);
+    shim_fn_ibv_modify_qp_1_1 real = SHIM_IBV_REAL(ibv_modify_qp, 1_1);
     enum shim_hook_id id = SHIM_HK_ibv_modify_qp_1_1;
 
     if (!real) {
@@ -354,9 +432,12 @@ int shim_hook_ibv_modify_qp_1_1(struct ibv_qp *qp, struct ibv_qp_attr *attr, int
         .is_global = attr->ah_attr.is_global != 0,
         .traffic_class = attr->ah_attr.grh.traffic_class,
         .sl = attr->ah_attr.sl,
+        .object = caller_object(shim_cfg(), __builtin_return_address(0)),
     };
     struct pol_rdma_qp_dec dec;
     pol_rdma_qp_attrs(shim_cfg(), &req, &dec);
+    knob_count(POL_KNOB_TRAFFIC_CLASS, dec.tc_knob);
+    knob_count(POL_KNOB_SERVICE_LEVEL, dec.sl_knob);
 
     int rc;
     if (dec.tc == POL_INJECT || dec.sl == POL_INJECT) {

@@ -202,6 +202,7 @@ void shim_stats_atfork_child(const struct pol_config *cfg)
      * another thread at fork time does not exist here. */
     shim_report_name[0] = '\0';
     atomic_flag_clear(&shim_report_busy);
+    shim_ibv_knob_reset();
 }
 
 void shim_stats_fini(void)
@@ -371,6 +372,31 @@ out_close_dir:
     close(dfd);
 }
 
+/* The knobs the host set itself, and who won each time one met a call
+ * teshim would have changed. */
+static void report_host_knobs(struct jbuf *b, const struct pol_config *cfg)
+{
+    uint64_t host[POL_NKNOBS], teshim[POL_NKNOBS];
+    bool first = true;
+
+    shim_ibv_knob_stats(host, teshim);
+    for (int k = 0; k < POL_NKNOBS; k++) {
+        const struct pol_host_knob *hk = &cfg->host_knobs[k];
+        if (!hk->env[0])
+            continue;
+        jput(b, "%s\n    \"%s\": {\"env\": ", first ? ",\n  \"host_knobs\": {" : ",",
+             pol_knob_name((enum pol_knob)k));
+        jstr(b, hk->env);
+        jput(b, ", \"value\": ");
+        jstr(b, hk->value);
+        jput(b, ", \"host_won\": %llu, \"teshim_won\": %llu}", (unsigned long long)host[k],
+             (unsigned long long)teshim[k]);
+        first = false;
+    }
+    if (!first)
+        jput(b, "\n  }");
+}
+
 void shim_stats_report(const struct pol_config *cfg)
 {
     const char *dir = pol_str(cfg, POL_STATS_DIR);
@@ -423,6 +449,7 @@ void shim_stats_report(const struct pol_config *cfg)
              (unsigned long long)rc.evicted, (unsigned long long)rc.unwatched,
              (unsigned long long)rc.app_register);
     }
+    report_host_knobs(&b, cfg);
     jput(&b, "\n}\n");
     if (b.len >= b.cap)
         shim_warn("stats report larger than %zu bytes; not written", sizeof(body));

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -128,11 +129,225 @@ static void check_limits(void)
     }
 }
 
-/* The ELF facts that decide whether LD_PRELOAD reaches a program. */
-static void check_program(const char *prog)
+/*
+ * What a program's file says about how it reaches CUDA and libibverbs: the
+ * libraries it names (DT_NEEDED), the functions it imports (undefined
+ * dynamic symbols), functions it defines itself (a static CUDA runtime,
+ * when not stripped) and strings it carries (names it dlopen's or looks
+ * up). Read from the file, never by loading it.
+ */
+struct elf_facts {
+    bool elf64, dynamic;
+    char cudart[64]; /* DT_NEEDED libcudart.so.N, "" if none */
+    bool need_cuda, need_verbs;
+    bool imp_dlopen, imp_dlsym, imp_devx, imp_cu, imp_ibv;
+    bool def_cudart; /* defines cudaMemcpy itself */
+    bool str_gpa, str_verbs, str_devx;
+};
+
+static bool has_prefix(const char *s, const char *prefix)
 {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void note_needed(struct elf_facts *f, const char *name)
+{
+    if (has_prefix(name, "libcudart.so"))
+        snprintf(f->cudart, sizeof(f->cudart), "%s", name);
+    f->need_cuda |= has_prefix(name, "libcuda.so");
+    f->need_verbs |= has_prefix(name, "libibverbs.so");
+}
+
+static void note_symbol(struct elf_facts *f, const char *name, bool defined)
+{
+    if (!defined) {
+        f->imp_dlopen |= strcmp(name, "dlopen") == 0;
+        f->imp_dlsym |= strcmp(name, "dlsym") == 0 || strcmp(name, "dlvsym") == 0;
+        f->imp_devx |= has_prefix(name, "mlx5dv_devx_");
+        f->imp_cu |= has_prefix(name, "cuMemcpy") || has_prefix(name, "cuGetProcAddress");
+        f->imp_ibv |= has_prefix(name, "ibv_");
+    } else {
+        f->def_cudart |= strcmp(name, "cudaMemcpy") == 0;
+    }
+}
+
+/* Every symbol of the section headers' symbol tables (.dynsym, .symtab). */
+static void scan_symbols(const unsigned char *img, size_t len, struct elf_facts *f)
+{
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)img;
+
+    if (eh->e_shoff == 0 || eh->e_shentsize != sizeof(Elf64_Shdr) || eh->e_shoff > len ||
+        (len - eh->e_shoff) / sizeof(Elf64_Shdr) < eh->e_shnum)
+        return;
+    const Elf64_Shdr *sh = (const Elf64_Shdr *)(img + eh->e_shoff);
+    for (unsigned i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type != SHT_DYNSYM && sh[i].sh_type != SHT_SYMTAB)
+            continue;
+        if (sh[i].sh_link >= eh->e_shnum || sh[i].sh_offset > len ||
+            sh[i].sh_size > len - sh[i].sh_offset)
+            continue;
+        const Elf64_Shdr *st = &sh[sh[i].sh_link];
+        if (st->sh_offset > len || st->sh_size > len - st->sh_offset || st->sh_size == 0)
+            continue;
+        const char *str = (const char *)img + st->sh_offset;
+        const Elf64_Sym *sym = (const Elf64_Sym *)(img + sh[i].sh_offset);
+        size_t n = sh[i].sh_size / sizeof(Elf64_Sym);
+        for (size_t k = 1; k < n; k++) {
+            if (sym[k].st_name >= st->sh_size ||
+                !memchr(str + sym[k].st_name, '\0', st->sh_size - sym[k].st_name))
+                continue;
+            note_symbol(f, str + sym[k].st_name, sym[k].st_shndx != SHN_UNDEF);
+        }
+    }
+}
+
+/* DT_NEEDED names, through the dynamic segment and the load segments. */
+static void scan_needed(const unsigned char *img, size_t len, const Elf64_Phdr *ph, int nph,
+                        const Elf64_Phdr *dynp, struct elf_facts *f)
+{
+    Elf64_Addr strtab = 0;
+    Elf64_Off stroff = 0;
+
+    if (dynp->p_offset > len || dynp->p_filesz > len - dynp->p_offset)
+        return;
+    const Elf64_Dyn *dyn = (const Elf64_Dyn *)(img + dynp->p_offset);
+    size_t ndyn = dynp->p_filesz / sizeof(Elf64_Dyn);
+    for (size_t i = 0; i < ndyn; i++)
+        if (dyn[i].d_tag == DT_STRTAB)
+            strtab = dyn[i].d_un.d_ptr;
+    for (int i = 0; i < nph; i++)
+        if (ph[i].p_type == PT_LOAD && strtab >= ph[i].p_vaddr &&
+            strtab < ph[i].p_vaddr + ph[i].p_filesz)
+            stroff = strtab - ph[i].p_vaddr + ph[i].p_offset;
+    if (!stroff)
+        return;
+    printf("  needs:");
+    for (size_t i = 0; i < ndyn; i++) {
+        if (dyn[i].d_tag != DT_NEEDED || stroff + dyn[i].d_un.d_val >= len)
+            continue;
+        const char *name = (const char *)img + stroff + dyn[i].d_un.d_val;
+        if (!memchr(name, '\0', len - (stroff + dyn[i].d_un.d_val)))
+            continue;
+        printf(" %s", name);
+        note_needed(f, name);
+    }
+    printf("\n");
+}
+
+static bool contains(const unsigned char *img, size_t len, const char *s)
+{
+    return memmem(img, len, s, strlen(s)) != NULL;
+}
+
+static void scan_elf(const unsigned char *img, size_t len, struct elf_facts *f)
+{
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)img;
+    bool interp = false;
+    const Elf64_Phdr *dynp = NULL;
+
+    memset(f, 0, sizeof(*f));
+    if (len < sizeof(*eh) || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_phentsize != sizeof(Elf64_Phdr) ||
+        eh->e_phoff > len || (len - eh->e_phoff) / sizeof(Elf64_Phdr) < eh->e_phnum)
+        return;
+    f->elf64 = true;
+    const Elf64_Phdr *ph = (const Elf64_Phdr *)(img + eh->e_phoff);
+    for (int i = 0; i < eh->e_phnum; i++) {
+        interp |= ph[i].p_type == PT_INTERP;
+        if (ph[i].p_type == PT_DYNAMIC)
+            dynp = &ph[i];
+    }
+    /* A shared library has no PT_INTERP but is loaded by one. */
+    f->dynamic = dynp && (interp || eh->e_type == ET_DYN);
+    if (!f->dynamic)
+        return;
+    scan_needed(img, len, ph, eh->e_phnum, dynp, f);
+    scan_symbols(img, len, f);
+    f->str_gpa = contains(img, len, "cuGetProcAddress");
+    f->str_verbs = contains(img, len, "libibverbs.so");
+    f->str_devx = contains(img, len, "mlx5dv_devx_");
+}
+
+#if defined(__x86_64__)
+#define DL_HOOKS true /* shim_hooks_dl.def: the dlsym/dlvsym hooks exist here */
+#else
+#define DL_HOOKS false
+#endif
+
+/* One line per path through which the program reaches CUDA or RDMA. */
+static void predict(const struct elf_facts *f)
+{
+    bool looks_up = f->imp_dlopen && f->imp_dlsym, any = false;
+
+    if (f->cudart[0]) {
+        printf("  reach cuda-runtime: shared %s: the runtime hooks (cudaMemcpy*)\n", f->cudart);
+        any = true;
+    } else if (f->def_cudart || (f->str_gpa && !f->need_cuda)) {
+        /* The name cuGetProcAddress in a program not linked with the driver
+         * is what a static runtime looks up after dlopen'ing it (a
+         * driver-API caller linked with libcuda.so.1 names it too). */
+        if (looks_up && DL_HOOKS)
+            printf("  reach cuda-static-runtime: a CUDA runtime linked in (%s): the driver hooks, "
+                   "through dlsym of cuGetProcAddress_v2 and teshim's cuGetProcAddress\n",
+                   f->def_cudart ? "defines cudaMemcpy" : "looks up cuGetProcAddress");
+        else
+            WARN("a CUDA runtime linked in, %s: not reachable\n",
+                 looks_up ? "and dlsym hooks are x86-64 only" : "without dlopen/dlsym imports");
+        any = true;
+    }
+    if (f->need_cuda || f->imp_cu) {
+        printf("  reach cuda-driver: the driver API (%s): the driver copy hooks\n",
+               f->need_cuda ? "libcuda.so.1 linked" : "cuMemcpy* imported");
+        any = true;
+    }
+    if (f->need_verbs || f->imp_ibv) {
+        printf("  reach verbs-linked: libibverbs linked: the verbs hooks (registrations, QP "
+               "transitions)\n");
+        any = true;
+    } else if (f->str_verbs && f->imp_dlopen) {
+        if (looks_up && DL_HOOKS)
+            printf("  reach verbs-dlopen: libibverbs dlopen'ed: the verbs hooks, through "
+                   "dlsym/dlvsym\n");
+        else
+            WARN("libibverbs dlopen'ed %s: not reachable\n",
+                 looks_up ? "and dlsym hooks are x86-64 only" : "without dlsym/dlvsym imports");
+        any = true;
+    }
+    if (f->imp_devx || f->str_devx) {
+        WARN("not reachable devx: mlx5dv_devx_* (DevX) programs the NIC directly: traffic class "
+             "or ordering set there is outside the verbs hooks\n");
+        any = true;
+    }
+    if (!any)
+        printf("  no CUDA or RDMA path in this file (the libraries it loads may have theirs: "
+               "name them too)\n");
+}
+
+/* A bare name is looked for in PATH, as the shell would. */
+static const char *find_program(const char *prog, char *buf, size_t len)
+{
+    const char *path = getenv("PATH");
+
+    if (strchr(prog, '/') || !path)
+        return prog;
+    for (const char *p = path; *p;) {
+        size_t n = strcspn(p, ":");
+        snprintf(buf, len, "%.*s%s%s", (int)n, p, n ? "/" : "", prog);
+        if (access(buf, X_OK) == 0)
+            return buf;
+        p += n + (p[n] == ':');
+    }
+    return prog;
+}
+
+/* What LD_PRELOAD reaches in a program, path by path. */
+static void check_program(const char *arg)
+{
+    char found[4096];
+    const char *prog = find_program(arg, found, sizeof(found));
+    struct elf_facts f;
     struct stat st;
-    Elf64_Ehdr eh;
+    void *img;
     int fd;
 
     printf("program %s\n", prog);
@@ -146,71 +361,22 @@ static void check_program(const char *prog)
     if (st.st_mode & (S_ISUID | S_ISGID))
         WARN("set%sid: the dynamic linker ignores LD_PRELOAD for it unless run by root\n",
              (st.st_mode & S_ISUID) ? "u" : "g");
-    if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, 4) ||
-        eh.e_ident[EI_CLASS] != ELFCLASS64) {
-        printf("  not a 64-bit ELF executable (a script? its interpreter is what runs)\n");
-        close(fd);
-        return;
-    }
-    bool interp = false, dynamic = false;
-    Elf64_Phdr ph[64];
-    int nph = eh.e_phnum < 64 ? eh.e_phnum : 64;
-    Elf64_Off dyn_off = 0;
-    Elf64_Xword dyn_size = 0;
-    if (pread(fd, ph, sizeof(ph[0]) * (size_t)nph, (off_t)eh.e_phoff) ==
-        (ssize_t)(sizeof(ph[0]) * (size_t)nph)) {
-        for (int i = 0; i < nph; i++) {
-            interp |= ph[i].p_type == PT_INTERP;
-            if (ph[i].p_type == PT_DYNAMIC) {
-                dynamic = true;
-                dyn_off = ph[i].p_offset;
-                dyn_size = ph[i].p_filesz;
-            }
-        }
-    }
-    if (!interp || !dynamic) {
-        WARN("statically linked: LD_PRELOAD has no effect on it\n");
-        close(fd);
-        return;
-    }
-    /* DT_NEEDED names: the string table's address maps back through PT_LOAD. */
-    Elf64_Dyn dyn[512];
-    size_t ndyn = dyn_size / sizeof(Elf64_Dyn);
-    if (ndyn > 512)
-        ndyn = 512;
-    Elf64_Addr strtab = 0;
-    if (pread(fd, dyn, ndyn * sizeof(Elf64_Dyn), (off_t)dyn_off) ==
-        (ssize_t)(ndyn * sizeof(Elf64_Dyn))) {
-        for (size_t i = 0; i < ndyn; i++)
-            if (dyn[i].d_tag == DT_STRTAB)
-                strtab = dyn[i].d_un.d_ptr;
-        Elf64_Off stroff = 0;
-        for (int i = 0; i < nph; i++)
-            if (ph[i].p_type == PT_LOAD && strtab >= ph[i].p_vaddr &&
-                strtab < ph[i].p_vaddr + ph[i].p_filesz)
-                stroff = strtab - ph[i].p_vaddr + ph[i].p_offset;
-        bool verbs = false, cudart = false;
-        printf("  needs:");
-        for (size_t i = 0; stroff && i < ndyn; i++) {
-            if (dyn[i].d_tag != DT_NEEDED)
-                continue;
-            char name[256] = "";
-            if (pread(fd, name, sizeof(name) - 1, (off_t)(stroff + dyn[i].d_un.d_val)) > 0) {
-                name[sizeof(name) - 1] = '\0';
-                printf(" %s", name);
-                verbs |= strncmp(name, "libibverbs.so", 13) == 0;
-                cudart |= strncmp(name, "libcudart.so", 12) == 0;
-            }
-        }
-        printf("\n");
-        if (!verbs)
-            printf("  libibverbs is not linked directly: if the program dlopen()s it and looks "
-                   "symbols up by handle, the RDMA hooks do not see those calls\n");
-        if (!cudart)
-            printf("  libcudart is not linked directly: a static or dlopen()ed CUDA runtime "
-                   "bypasses the CUDA hooks\n");
-    }
+    img =
+        st.st_size > 0 ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
     close(fd);
+    if (img == MAP_FAILED) {
+        printf("  not a 64-bit ELF executable (a script? its interpreter is what runs)\n");
+        return;
+    }
+    scan_elf(img, (size_t)st.st_size, &f);
+    if (!f.elf64)
+        printf("  not a 64-bit ELF executable (a script? its interpreter is what runs)\n");
+    else if (!f.dynamic)
+        WARN("not reachable static: statically linked: LD_PRELOAD has no effect on it, nothing "
+             "is reached\n");
+    else
+        predict(&f);
+    munmap(img, (size_t)st.st_size);
 }
 
 int tsc_cmd_doctor(int argc, char **argv)
@@ -222,8 +388,10 @@ int tsc_cmd_doctor(int argc, char **argv)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: teshim doctor [PROGRAM...]\n"
                    "Checks libibverbs, RDMA devices (PCIe relaxed ordering, sysfs traffic "
-                   "class),\nthe memlock limit, the policy gate, and for each PROGRAM whether "
-                   "LD_PRELOAD can reach it.\n");
+                   "class),\nthe memlock limit, the policy gate, and for each PROGRAM (a path, "
+                   "or a name\nlooked for in PATH) what teshim will reach, path by path: a "
+                   "shared or static\nCUDA runtime, the driver API, libibverbs linked or "
+                   "dlopen'ed, DevX, a static\nexecutable.\n");
             return 0;
         }
     printf("teshim %s\n", TESHIM_VERSION);

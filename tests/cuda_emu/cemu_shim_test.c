@@ -893,6 +893,52 @@ START_TEST(driver_api_host_bounced)
 }
 END_TEST
 
+/* Both levels in one process hold pinned memory under one cap: a budget of
+ * one pool (two 64 KiB chunks) taken by the runtime hook leaves none for a
+ * driver-level pool, whose copy then passes through unchanged. */
+START_TEST(one_pinned_budget_for_both_levels)
+{
+    static const char *const one[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=128K",
+                                      NULL};
+    static const char *const two[] = {"TESHIM_CUDA_BOUNCE=on", "TESHIM_CUDA_PINNED_MAX_BYTES=256K",
+                                      NULL};
+    struct run r;
+
+    run(&r, need("CEMU_HOST_MIXED"), "", need("TESHIM_LIB"), one);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(r.out, "mixed ok\n");
+    ck_assert_int_eq(counter(&r, M13, "injected"), 1);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoH_v2"), "fallbacks"), 1);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoH_v2"), "injected"), 0);
+
+    run(&r, need("CEMU_HOST_MIXED"), "", need("TESHIM_LIB"), two);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(counter(&r, M13, "injected"), 1);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpyDtoH_v2"), "injected"), 1);
+}
+END_TEST
+
+/* The runtime opens the driver from inside teshim's cudaMemcpy hook (the
+ * host's first CUDA call is a copy): its lookups are substituted and
+ * counted like those of a runtime opened outside any hook. */
+START_TEST(lookups_counted_inside_another_hook)
+{
+    static const char *const on[] = {"TESHIM_CUDA_BOUNCE=on", NULL};
+    struct run mixed, plain;
+    const char *gpa = DRV("cuGetProcAddress_v2");
+
+    run(&mixed, need("CEMU_HOST_MIXED"), "", need("TESHIM_LIB"), on);
+    run(&plain, need("CEMU_HOST"), "roundtrip", need("TESHIM_LIB"), on);
+    ck_assert_int_eq(mixed.status, 0);
+    ck_assert_int_gt(counter(&plain, gpa, "calls"), 0);
+    ck_assert_int_eq(counter(&mixed, gpa, "calls"), counter(&plain, gpa, "calls"));
+    ck_assert_int_eq(counter(&mixed, gpa, "injected"), counter(&plain, gpa, "injected"));
+    ck_assert_int_eq(counter(&mixed, gpa, "calls"), counter(&mixed, gpa, "injected") +
+                                                        counter(&mixed, gpa, "not_applicable") +
+                                                        counter(&mixed, gpa, "errors"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_shim");
@@ -945,6 +991,8 @@ int main(void)
     tcase_add_test(tc, static_runtime_ordering_and_errors);
     tcase_add_test(tc, shared_runtime_routed_once);
     tcase_add_test(tc, driver_api_host_bounced);
+    tcase_add_test(tc, one_pinned_budget_for_both_levels);
+    tcase_add_test(tc, lookups_counted_inside_another_hook);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -332,6 +332,149 @@ START_TEST(qp_observe_and_gates)
 }
 END_TEST
 
+/* The host set its own relaxed-ordering knob: it wins unless overridden. */
+START_TEST(mr_host_knob)
+{
+    struct tpol t;
+    struct pol_rdma_mr mr = big_mr();
+    enum pol_knob_winner k = POL_KNOB_TESHIM_WON;
+    int acc = -1;
+
+    cfg_from(&t, "TESHIM_RDMA_RELAXED_ORDERING", "on", NULL);
+    ck_assert_int_eq(pol_rdma_mr_decide(&t.cfg, &mr, &acc, &k), POL_INJECT);
+    ck_assert_int_eq(k, POL_KNOB_UNSET);
+
+    cfg_from(&t, "TESHIM_RDMA_RELAXED_ORDERING", "on", "MC_IB_PCI_RELAXED_ORDERING", "0", NULL);
+    ck_assert_int_eq(pol_rdma_mr_decide(&t.cfg, &mr, &acc, &k), POL_SKIP_POLICY);
+    ck_assert_int_eq(k, POL_KNOB_HOST_WON);
+    ck_assert_int_eq(acc, mr.access);
+    ck_assert_int_eq(pol_rdma_mr_access(&t.cfg, &mr, &acc), POL_SKIP_POLICY);
+    /* A call that does not qualify is not the knob's doing. */
+    mr.length = 4096;
+    ck_assert_int_eq(pol_rdma_mr_decide(&t.cfg, &mr, &acc, &k), POL_NOT_APPLICABLE);
+    ck_assert_int_eq(k, POL_KNOB_UNSET);
+    mr = big_mr();
+
+    cfg_from(&t, "TESHIM_RDMA_RELAXED_ORDERING", "on", "NCCL_IB_PCI_RELAXED_ORDERING", "1",
+             "TESHIM_RDMA_OVERRIDE_HOST_KNOBS", "on", NULL);
+    ck_assert_int_eq(pol_rdma_mr_decide(&t.cfg, &mr, &acc, &k), POL_INJECT);
+    ck_assert_int_eq(k, POL_KNOB_TESHIM_WON);
+    ck_assert_int_eq(acc, mr.access | RO);
+
+    /* Observe mode reports the same winner. */
+    cfg_from(&t, "TESHIM_RDMA_RELAXED_ORDERING", "on", "UCX_IB_PCI_RELAXED_ORDERING", "auto",
+             "TESHIM_MODE", "observe", NULL);
+    ck_assert_int_eq(pol_rdma_mr_decide(&t.cfg, &mr, &acc, &k), POL_SKIP_POLICY);
+    ck_assert_int_eq(k, POL_KNOB_HOST_WON);
+    /* Another engine's traffic-class knob is not about registrations. */
+    cfg_from(&t, "TESHIM_RDMA_RELAXED_ORDERING", "on", "MC_IB_TC", "3", NULL);
+    ck_assert_int_eq(pol_rdma_mr_decide(&t.cfg, &mr, &acc, &k), POL_INJECT);
+}
+END_TEST
+
+START_TEST(qp_host_knobs)
+{
+    struct tpol t;
+    struct pol_rdma_qp_dec d;
+    struct pol_rdma_qp qp = rtr(true, true);
+
+    cfg_from(&t, "TESHIM_RDMA_TRAFFIC_CLASS", "106", "TESHIM_RDMA_SERVICE_LEVEL", "5", "NCCL_IB_TC",
+             "3", NULL);
+    pol_rdma_qp_attrs(&t.cfg, &qp, &d);
+    ck_assert_int_eq(d.tc, POL_SKIP_POLICY);
+    ck_assert_int_eq(d.tc_knob, POL_KNOB_HOST_WON);
+    ck_assert_uint_eq(d.traffic_class, 3);
+    ck_assert_int_eq(d.sl, POL_INJECT);
+    ck_assert_int_eq(d.sl_knob, POL_KNOB_UNSET);
+    ck_assert_uint_eq(d.service_level, 5);
+
+    cfg_from(&t, "TESHIM_RDMA_TRAFFIC_CLASS", "106", "TESHIM_RDMA_SERVICE_LEVEL", "5", "UCX_IB_SL",
+             "1", "MC_IB_TC", "", NULL);
+    pol_rdma_qp_attrs(&t.cfg, &qp, &d);
+    ck_assert_int_eq(d.tc, POL_SKIP_POLICY); /* set, even to nothing */
+    ck_assert_int_eq(d.tc_knob, POL_KNOB_HOST_WON);
+    ck_assert_int_eq(d.sl, POL_SKIP_POLICY);
+    ck_assert_int_eq(d.sl_knob, POL_KNOB_HOST_WON);
+    ck_assert_uint_eq(d.service_level, 1);
+
+    cfg_from(&t, "TESHIM_RDMA_TRAFFIC_CLASS", "106", "TESHIM_RDMA_SERVICE_LEVEL", "5", "MC_IB_SL",
+             "1", "UCX_IB_TRAFFIC_CLASS", "3", "TESHIM_RDMA_OVERRIDE_HOST_KNOBS", "on", NULL);
+    pol_rdma_qp_attrs(&t.cfg, &qp, &d);
+    ck_assert_int_eq(d.tc, POL_INJECT);
+    ck_assert_int_eq(d.tc_knob, POL_KNOB_TESHIM_WON);
+    ck_assert_uint_eq(d.traffic_class, 106);
+    ck_assert_int_eq(d.sl, POL_INJECT);
+    ck_assert_int_eq(d.sl_knob, POL_KNOB_TESHIM_WON);
+
+    /* Not applicable (no GRH): the knob did not decide. */
+    cfg_from(&t, "TESHIM_RDMA_TRAFFIC_CLASS", "106", "MC_IB_TC", "3", NULL);
+    qp = rtr(true, false);
+    pol_rdma_qp_attrs(&t.cfg, &qp, &d);
+    ck_assert_int_eq(d.tc, POL_NOT_APPLICABLE);
+    ck_assert_int_eq(d.tc_knob, POL_KNOB_UNSET);
+}
+END_TEST
+
+START_TEST(host_knobs_read)
+{
+    struct tpol t;
+    struct pol_host_knob k[POL_NKNOBS];
+    char *env[] = {(char *)"NCCL_IB_TC=7", (char *)"MC_IB_TC=3", (char *)"MC_IB_TCX=9",
+                   (char *)"UCX_IB_SL=2", NULL};
+
+    pol_host_knobs_read(env, k);
+    ck_assert_str_eq(k[POL_KNOB_TRAFFIC_CLASS].env, "MC_IB_TC"); /* Mooncake's first */
+    ck_assert_str_eq(k[POL_KNOB_TRAFFIC_CLASS].value, "3");
+    ck_assert_str_eq(k[POL_KNOB_SERVICE_LEVEL].env, "UCX_IB_SL");
+    ck_assert_str_eq(k[POL_KNOB_RELAXED_ORDERING].env, "");
+    pol_host_knobs_read(NULL, k);
+    ck_assert_str_eq(k[POL_KNOB_TRAFFIC_CLASS].env, "");
+    ck_assert_str_eq(pol_knob_name(POL_KNOB_SERVICE_LEVEL), "service_level");
+    ck_assert_str_eq(pol_knob_vars(POL_KNOB_RELAXED_ORDERING)[1], "NCCL_IB_PCI_RELAXED_ORDERING");
+
+    /* pol_load reads them, and they are no TESHIM_* variables to warn of. */
+    cfg_from(&t, "NCCL_IB_PCI_RELAXED_ORDERING", "1", NULL);
+    ck_assert_str_eq(t.cfg.host_knobs[POL_KNOB_RELAXED_ORDERING].env,
+                     "NCCL_IB_PCI_RELAXED_ORDERING");
+    ck_assert_str_eq(t.cfg.host_knobs[POL_KNOB_RELAXED_ORDERING].value, "1");
+}
+END_TEST
+
+/* scope.objects: the calling object's file name. */
+START_TEST(object_scope)
+{
+    struct tpol t;
+    struct pol_rdma_mr mr = big_mr();
+    struct pol_rdma_qp_dec d;
+    struct pol_rdma_qp qp = rtr(true, true);
+    int acc;
+
+    cfg_from(&t, "TESHIM_RDMA_RELAXED_ORDERING", "on", "TESHIM_RDMA_TRAFFIC_CLASS", "106",
+             "TESHIM_SCOPE_OBJECTS", "libtransfer_engine*.so, mooncake_*", NULL);
+    mr.object = "libtransfer_engine.so";
+    ck_assert_int_eq(pol_rdma_mr_access(&t.cfg, &mr, &acc), POL_INJECT);
+    mr.object = "mooncake_master";
+    ck_assert_int_eq(pol_rdma_mr_access(&t.cfg, &mr, &acc), POL_INJECT);
+    mr.object = "libnvshmem_host.so.3";
+    ck_assert_int_eq(pol_rdma_mr_access(&t.cfg, &mr, &acc), POL_SKIP_POLICY);
+    ck_assert_int_eq(acc, mr.access);
+    mr.object = NULL;
+    ck_assert_int_eq(pol_rdma_mr_access(&t.cfg, &mr, &acc), POL_SKIP_POLICY);
+    qp.object = "libnvshmem_host.so.3";
+    pol_rdma_qp_attrs(&t.cfg, &qp, &d);
+    ck_assert_int_eq(d.tc, POL_SKIP_POLICY);
+    ck_assert_uint_eq(d.traffic_class, 3);
+    qp.object = "libtransfer_engine.so";
+    pol_rdma_qp_attrs(&t.cfg, &qp, &d);
+    ck_assert_int_eq(d.tc, POL_INJECT);
+
+    /* Empty: every caller, known or not. */
+    cfg_from(&t, "TESHIM_RDMA_RELAXED_ORDERING", "on", NULL);
+    mr.object = NULL;
+    ck_assert_int_eq(pol_rdma_mr_access(&t.cfg, &mr, &acc), POL_INJECT);
+}
+END_TEST
+
 Suite *tpol_rdma_suite(void)
 {
     Suite *s = suite_create("policy_rdma");
@@ -353,6 +496,10 @@ Suite *tpol_rdma_suite(void)
     tcase_add_test(tc, qp_tc_needs_av_and_global);
     tcase_add_test(tc, qp_sl_needs_av);
     tcase_add_test(tc, qp_observe_and_gates);
+    tcase_add_test(tc, mr_host_knob);
+    tcase_add_test(tc, qp_host_knobs);
+    tcase_add_test(tc, host_knobs_read);
+    tcase_add_test(tc, object_scope);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -86,5 +86,7 @@ Suite *tshim_gate_suite(void);
 Suite *tshim_process_suite(void);
 Suite *tshim_elf_suite(void);
 Suite *tshim_security_suite(void);
+Suite *tshim_dlopen_suite(void);
+Suite *tshim_scope_suite(void);
 
 #endif

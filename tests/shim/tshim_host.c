@@ -13,6 +13,7 @@
  *   rereg_atomic:SIZE    register with remote atomics, then rereg without them
  *   reg_bad              a registration the library refuses (length 0): NULL + errno
  *   qp:grh, qp:nogrh     RC QP through INIT to RTR, address with or without GRH
+ *   rts:grh, rts:nogrh   the same, then on to RTS
  *   qp_bad               an invalid transition (RESET to RTR): errno as return value
  *   threads:T:N:SIZE     T threads each registering (run-time flags) N times
  *   fork                 fork; the child registers 1 MiB and exits
@@ -179,7 +180,7 @@ static struct ibv_qp *make_qp(struct ibv_cq **cq)
     return qp;
 }
 
-static void step_qp(const char *step, bool grh)
+static void step_qp(const char *step, bool grh, bool rts)
 {
     struct ibv_cq *cq;
     struct ibv_qp *qp = make_qp(&cq);
@@ -221,6 +222,20 @@ static void step_qp(const char *step, bool grh)
                        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
                            IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     printf("%s rc=%d attr_unchanged=%d\n", step, rc, memcmp(&a, &before, sizeof(a)) == 0);
+    if (rc == 0 && rts) {
+        memset(&a, 0, sizeof(a));
+        a.qp_state = IBV_QPS_RTS;
+        a.timeout = 14;
+        a.retry_cnt = 7;
+        a.rnr_retry = 7;
+        a.max_rd_atomic = 1;
+        before = a;
+        rc = ibv_modify_qp(qp, &a,
+                           IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                               IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
+        printf("%s to-rts rc=%d attr_unchanged=%d\n", step, rc,
+               memcmp(&a, &before, sizeof(a)) == 0);
+    }
     ibv_destroy_qp(qp);
     ibv_destroy_cq(cq);
 }
@@ -370,8 +385,8 @@ int main(int argc, char **argv)
             step_reg_bad(argv[i]);
         else if (strncmp(step, "rereg", 5) == 0 && arg)
             step_rereg(argv[i], step, arg);
-        else if (strcmp(step, "qp") == 0 && arg)
-            step_qp(argv[i], strcmp(arg, "grh") == 0);
+        else if ((strcmp(step, "qp") == 0 || strcmp(step, "rts") == 0) && arg)
+            step_qp(argv[i], strcmp(arg, "grh") == 0, strcmp(step, "rts") == 0);
         else if (strcmp(step, "qp_bad") == 0)
             step_qp_bad(argv[i]);
         else if (strcmp(step, "threads") == 0 && arg)

@@ -11,6 +11,8 @@ int main(void)
     srunner_add_suite(sr, tshim_inject_suite());
     srunner_add_suite(sr, tshim_gate_suite());
     srunner_add_suite(sr, tshim_process_suite());
+    srunner_add_suite(sr, tshim_dlopen_suite());
+    srunner_add_suite(sr, tshim_scope_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -119,22 +119,45 @@ static struct ibv_mr *emu_reg(const char *entry, struct ibv_pd *pd, void *addr, 
     return &m->mr;
 }
 
+/*
+ * rdma-core's ibv_reg_mr@IBVERBS_1.1 and ibv_reg_mr_iova@IBVERBS_1.7 register
+ * through ibv_reg_mr_iova2, called through the library's PLT (its relocations
+ * hold a JUMP_SLOT for ibv_reg_mr_iova2@@IBVERBS_1.8): an interposer of iova2
+ * preloaded ahead of the library receives those inner calls too, even where
+ * the library was dlopen'ed RTLD_LOCAL. The calls here are made the same way
+ * (default visibility, no -Bsymbolic); the record keeps the entry point the
+ * caller used.
+ */
+static __thread const char *emu_outer_entry;
+
+/* An interposer that did not call through leaves no name behind. */
+static struct ibv_mr *emu_outer_done(struct ibv_mr *mr)
+{
+    emu_outer_entry = NULL;
+    return mr;
+}
+
 struct ibv_mr *(ibv_reg_mr)(struct ibv_pd *pd, void *addr, size_t length, int access)
 {
-    return emu_reg("ibv_reg_mr", pd, addr, length, (uint64_t)(uintptr_t)addr, (unsigned int)access,
-                   -1, 0);
+    emu_outer_entry = "ibv_reg_mr";
+    return emu_outer_done(
+        ibv_reg_mr_iova2(pd, addr, length, (uint64_t)(uintptr_t)addr, (unsigned int)access));
 }
 
 struct ibv_mr *(ibv_reg_mr_iova)(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
                                  int access)
 {
-    return emu_reg("ibv_reg_mr_iova", pd, addr, length, iova, (unsigned int)access, -1, 0);
+    emu_outer_entry = "ibv_reg_mr_iova";
+    return emu_outer_done(ibv_reg_mr_iova2(pd, addr, length, iova, (unsigned int)access));
 }
 
 struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
                                 unsigned int access)
 {
-    return emu_reg("ibv_reg_mr_iova2", pd, addr, length, iova, access, -1, 0);
+    const char *entry = emu_outer_entry ? emu_outer_entry : "ibv_reg_mr_iova2";
+
+    emu_outer_entry = NULL;
+    return emu_reg(entry, pd, addr, length, iova, access, -1, 0);
 }
 
 struct ibv_mr *ibv_reg_dmabuf_mr(struct ibv_pd *pd, uint64_t offset, size_t length, uint64_t iova,
