@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 /* The report's keys and the columns, in the order of the shim's counters. */
-static const char *const ctr_keys[SHIM_C_COUNT] = {
+const char *const tsc_ctr_keys[SHIM_C_COUNT] = {
     [SHIM_C_CALLS] = "calls",
     [SHIM_C_INJECTED] = "injected",
     [SHIM_C_OBSERVED] = "observed",
@@ -85,7 +85,7 @@ static int summarise(const char *path, struct arm_total totals[2])
         printf("  %-36s", h->key);
         double outcomes = 0;
         for (size_t c = 0; c < NCTR; c++) {
-            double v = tsc_json_num(h, ctr_keys[c], 0);
+            double v = tsc_json_num(h, tsc_ctr_keys[c], 0);
             t->c[c] += v;
             if (c != SHIM_C_CALLS && c != SHIM_C_BYTES)
                 outcomes += v;
