@@ -311,6 +311,10 @@ void shim_cuda_rc_stats(struct shim_rc_stats *s);
  * function), else p. */
 void *shim_cudrv_substitute(const char *name, void *p);
 
+/* "TESHIM_WARNED=h1,h2...": the configuration problems this process and
+ * its parents reported, for the images it execs; NULL when none. */
+const char *shim_warned_mark(void);
+
 /* ---- files ------------------------------------------------------------ */
 
 /*

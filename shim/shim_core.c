@@ -112,14 +112,76 @@ static void shim_diag(void *arg, enum pol_log_level level, const char *msg)
     h->len += n;
 }
 
-static void shim_flush_diags(struct shim_held_diags *h)
+/*
+ * One warning per cause per process tree: a process passes the hashes of
+ * the configuration problems it reported (and those its parent had) to the
+ * images it execs, in TESHIM_WARNED (shim_exec.c); a process that inherits
+ * a hash stays silent about that problem. A forked child inherits the list
+ * in memory and does not load again. 36 copies of the same warning for one
+ * python3 started through pyenv were the reason.
+ */
+#define SHIM_WARNED_MAX 32
+#define SHIM_WARNED_VAR "TESHIM_WARNED="
+static char shim_warned[sizeof(SHIM_WARNED_VAR) + SHIM_WARNED_MAX * 9];
+static unsigned shim_nwarned;
+
+static uint32_t diag_hash(const char *msg)
 {
+    uint32_t h = 2166136261u;
+
+    for (; *msg; msg++) {
+        h ^= (unsigned char)*msg;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static bool warned_has(const char *list, uint32_t h)
+{
+    char hex[9];
+
+    snprintf(hex, sizeof(hex), "%08x", h);
+    for (const char *p = list; p && *p; p += strcspn(p, ","), p += *p == ',')
+        if (strncmp(p, hex, 8) == 0 && (p[8] == ',' || p[8] == '\0'))
+            return true;
+    return false;
+}
+
+static void warned_add(uint32_t h)
+{
+    size_t n = strlen(shim_warned);
+
+    if (shim_nwarned == SHIM_WARNED_MAX || warned_has(shim_warned + strlen(SHIM_WARNED_VAR), h))
+        return;
+    snprintf(shim_warned + n, sizeof(shim_warned) - n, "%s%08x", shim_nwarned ? "," : "", h);
+    shim_nwarned++;
+}
+
+const char *shim_warned_mark(void)
+{
+    return shim_nwarned ? shim_warned : NULL;
+}
+
+static void shim_flush_diags(struct shim_held_diags *h, const char *inherited)
+{
+    unsigned quiet = 0;
+
+    snprintf(shim_warned, sizeof(shim_warned), "%s", SHIM_WARNED_VAR);
+    shim_nwarned = 0;
     for (size_t off = 0; off < h->len;) {
         enum pol_log_level level = (enum pol_log_level)h->text[off];
         const char *msg = h->text + off + 1;
-        shim_log(level, "%s", msg);
+        uint32_t hash = diag_hash(msg);
+        if (warned_has(inherited, hash))
+            quiet++;
+        else
+            shim_log(level, "%s", msg);
+        warned_add(hash);
         off += 1 + strlen(msg) + 1;
     }
+    if (quiet)
+        shim_debug("%u configuration problem%s already reported by a parent process", quiet,
+                   quiet == 1 ? "" : "s");
     if (h->dropped)
         shim_warn("%u more configuration problems not shown", h->dropped);
     h->len = 0;
@@ -166,7 +228,7 @@ static void shim_do_init(void)
     struct pol_config *boot = shim_reload_boot_cfg();
     pol_load(boot, &src);
     shim_log_init(boot);
-    shim_flush_diags(&shim_held);
+    shim_flush_diags(&shim_held, src.secure ? NULL : getenv("TESHIM_WARNED"));
     shim_publish(shim_reload_start(&src));
     const struct pol_config *cfg = shim_cfg();
     shim_stats_init(cfg);
