@@ -154,9 +154,12 @@ int tsc_cmd_stats(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: teshim stats REPORT.json|DIR...\n"
-                   "       teshim stats --live [--pid PID] [--interval S] [--count N]\n"
+                   "       teshim stats --live [--pid PID] [--interval S] [--count N] "
+                   "[--prometheus [FILE]]\n"
                    "Summarises the reports libteshim.so writes at exit to stats.dir; a DIR\n"
-                   "stands for every teshim-*.json in it.\n");
+                   "stands for every teshim-*.json in it. --live reads the counters of running\n"
+                   "processes (teshim stats --live --help); --prometheus writes them in the\n"
+                   "Prometheus text format (node_exporter's textfile collector).\n");
             return 0;
         }
         if (argv[i][0] == '-') {
