@@ -43,6 +43,7 @@ enum pol_forced_arm { POL_FORCE_AUTO, POL_FORCE_A, POL_FORCE_B };
 enum pol_log_level { POL_LOG_ERROR, POL_LOG_WARN, POL_LOG_INFO, POL_LOG_DEBUG, POL_LOG_TRACE };
 
 enum pol_arm { POL_ARM_A, POL_ARM_B };
+enum pol_stats_report { POL_REPORT_APPLIED, POL_REPORT_ALL };
 
 /*
  * The process-wide gate, decided once at load. Only ENFORCE changes calls;
@@ -111,6 +112,7 @@ struct pol_config {
     unsigned nwarnings;      /* diagnostics reported while loading */
     /* The host's own settings of what the RDMA policy injects. */
     struct pol_host_knob host_knobs[POL_NKNOBS];
+    unsigned nfile_warnings; /* of which the config file's (reading it, its lines, its profile) */
     size_t arena_used;
     char arena[POL_ARENA_BYTES];
 };
@@ -142,6 +144,33 @@ struct pol_sources {
  * default is kept. Returns the number of diagnostics reported.
  */
 unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src);
+
+/*
+ * Decide the arm and the gate of cfg again, with the kill-switch file taken
+ * as present or not (pol_load looks at the file itself). A process that
+ * re-reads its sources at run time keeps both gates of one configuration.
+ */
+void pol_decide_gate(struct pol_config *cfg, bool kill_file);
+
+/* Copy a configuration: the string values of dst point into dst's own
+ * arena, so dst outlives src. */
+void pol_config_copy(struct pol_config *dst, const struct pol_config *src);
+
+/*
+ * Parameters read once at process start (log.*, stats.*, cuda.*, engine.*,
+ * rdma.sysfs_root): what they size or open (pools, threads, files, caches)
+ * is not rebuilt while the process runs.
+ */
+bool pol_start_only(enum pol_param p);
+
+/*
+ * A configuration re-read at run time (next) keeps the start-only values of
+ * the one in force (cur); each that differed is reported through diag as
+ * applying at the next start. The hash of next is computed again. Returns
+ * how many differed.
+ */
+unsigned pol_keep_start_only(struct pol_config *next, const struct pol_config *cur,
+                             pol_diag_fn diag, void *diag_arg);
 
 /* Typed accessors. */
 static inline int64_t pol_int(const struct pol_config *cfg, enum pol_param p)

@@ -483,7 +483,8 @@ static uint64_t policy_hash(const struct pol_config *cfg)
          * kill-switch file and sysfs are plumbing, not policy: the same
          * policy hashes the same on every host. */
         if (strncmp(key, "log.", 4) == 0 || strncmp(key, "stats.", 6) == 0 || p == POL_PROFILE ||
-            p == POL_KILL_SWITCH_FILE || p == POL_RDMA_SYSFS_ROOT)
+            p == POL_KILL_SWITCH_FILE || p == POL_RDMA_SYSFS_ROOT ||
+            p == POL_ROLLOUT_CHECK_INTERVAL_MS)
             continue;
         pol_format_value(cfg, (enum pol_param)p, val, sizeof(val));
         h = fnv1a(h, key);
@@ -494,7 +495,7 @@ static uint64_t policy_hash(const struct pol_config *cfg)
     return h;
 }
 
-static void decide_gate(struct pol_config *cfg)
+void pol_decide_gate(struct pol_config *cfg, bool kill_file)
 {
     int64_t forced = pol_int(cfg, POL_ROLLOUT_ARM);
 
@@ -513,7 +514,7 @@ static void decide_gate(struct pol_config *cfg)
     bool in_scope = (!*incl || pol_list_match(incl, cfg->program)) &&
                     !pol_list_match(pol_str(cfg, POL_SCOPE_EXCLUDE_PROGRAMS), cfg->program);
 
-    if (pol_int(cfg, POL_DISABLE) || file_exists(pol_str(cfg, POL_KILL_SWITCH_FILE)))
+    if (pol_int(cfg, POL_DISABLE) || kill_file)
         cfg->gate = POL_GATE_KILLED;
     else if (!in_scope)
         cfg->gate = POL_GATE_OUT_OF_SCOPE;
@@ -548,6 +549,7 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
     snprintf(cfg->host, sizeof(cfg->host), "%s", src->host ? src->host : "unknown");
 
     set_defaults(&ld);
+    unsigned w_file = cfg->nwarnings;
 
     /* The file's text is kept: the profile pass reads it before the top level. */
     path = find_config_path(&ld, pathbuf, sizeof(pathbuf));
@@ -585,18 +587,87 @@ unsigned pol_load(struct pol_config *cfg, const struct pol_sources *src)
                 set_value(&ld, POL_PROFILE, val, POL_SRC_FILE, path);
         }
     }
+    unsigned w_profile = cfg->nwarnings;
     apply_profile(&ld, have_file ? file_text : NULL, path);
+    /* A profile named by the environment is the environment's problem. */
+    if (cfg->v[POL_PROFILE].src == POL_SRC_ENV)
+        w_file += cfg->nwarnings - w_profile;
     if (have_file) {
         const char *checked = pol_str(cfg, POL_PROFILE);
         snprintf(scratch, sizeof(scratch), "%s", file_text);
         apply_text(&ld, scratch, path, POL_SRC_FILE, NULL, *checked ? checked : NULL);
     }
+    cfg->nfile_warnings = cfg->nwarnings - w_file;
     apply_env(&ld);
 
     /* Read even for a secure program: they are the host's own settings,
      * which it obeys, and they can only make teshim do less. */
     pol_host_knobs_read(src->environ, cfg->host_knobs);
-    decide_gate(cfg);
+    pol_decide_gate(cfg, file_exists(pol_str(cfg, POL_KILL_SWITCH_FILE)));
     cfg->hash = policy_hash(cfg);
     return cfg->nwarnings;
+}
+
+/* A string value of src as it must read in dst: moved into dst's arena when
+ * it lies in src's. */
+static const char *rebase(struct pol_config *dst, const struct pol_config *src, const char *s)
+{
+    if (s >= src->arena && s < src->arena + sizeof(src->arena))
+        return dst->arena + (s - src->arena);
+    return s;
+}
+
+void pol_config_copy(struct pol_config *dst, const struct pol_config *src)
+{
+    if (dst == src)
+        return;
+    memcpy(dst, src, sizeof(*dst));
+    for (int p = 0; p < POL_NPARAMS; p++)
+        if (dst->v[p].s)
+            dst->v[p].s = rebase(dst, src, src->v[p].s);
+}
+
+bool pol_start_only(enum pol_param p)
+{
+    const char *key = pol_params[p].key;
+
+    return strncmp(key, "log.", 4) == 0 || strncmp(key, "stats.", 6) == 0 ||
+           strncmp(key, "cuda.", 5) == 0 || strncmp(key, "engine.", 7) == 0 ||
+           p == POL_RDMA_SYSFS_ROOT;
+}
+
+unsigned pol_keep_start_only(struct pol_config *next, const struct pol_config *cur,
+                             pol_diag_fn diagfn, void *diag_arg)
+{
+    unsigned kept = 0;
+
+    for (int p = 0; p < POL_NPARAMS; p++) {
+        char was[256], now[256];
+        if (!pol_start_only((enum pol_param)p))
+            continue;
+        pol_format_value(cur, (enum pol_param)p, was, sizeof(was));
+        pol_format_value(next, (enum pol_param)p, now, sizeof(now));
+        if (strcmp(was, now) == 0 && next->v[p].set == cur->v[p].set)
+            continue;
+        kept++;
+        if (diagfn) {
+            char msg[640];
+            snprintf(msg, sizeof(msg),
+                     "%s changed to '%s' at run time: read at start only, "
+                     "keeping '%s' until the next start",
+                     pol_params[p].key, now, was);
+            diagfn(diag_arg, POL_LOG_WARN, msg);
+        }
+        const char *s = cur->v[p].s;
+        next->v[p] = cur->v[p];
+        if (s && s >= cur->arena && s < cur->arena + sizeof(cur->arena)) {
+            /* Into next's own arena; when it is full the value keeps pointing
+             * into cur's, which the caller keeps alive (the shim never frees
+             * a published configuration). */
+            const char *d = arena_strndup(next, s, strlen(s));
+            next->v[p].s = d ? d : s;
+        }
+    }
+    next->hash = policy_hash(next);
+    return kept;
 }

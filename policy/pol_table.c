@@ -67,10 +67,13 @@ bool pol_is_tool_env(const char *name)
 {
     /* TESHIM_LIBRARY: which libteshim.so the command preloads; TESHIM_AB_*:
      * set by teshim ab for the program; TESHIM_BUILD_DIR/_SOURCE_DIR: scripts
-     * and tests; TESHIM_SKIP_SANITIZERS: scripts/test.sh. */
+     * and tests; TESHIM_SKIP_SANITIZERS: scripts/test.sh; TESHIM_RUN_PID: the
+     * process teshim run started (it reports whatever stats.report says);
+     * TESHIM_WARNED: the configuration warnings a parent process wrote. */
     return strcmp(name, "TESHIM_LIBRARY") == 0 || strncmp(name, "TESHIM_AB_", 10) == 0 ||
            strcmp(name, "TESHIM_BUILD_DIR") == 0 || strcmp(name, "TESHIM_SOURCE_DIR") == 0 ||
-           strcmp(name, "TESHIM_SKIP_SANITIZERS") == 0;
+           strcmp(name, "TESHIM_SKIP_SANITIZERS") == 0 || strcmp(name, "TESHIM_RUN_PID") == 0 ||
+           strcmp(name, "TESHIM_WARNED") == 0;
 }
 
 const char *pol_suggest(const char *name, bool env_form)

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "pol.h"
+#include "pol_tcp.h"
 #include "shim_types.h"
 
 enum shim_lib {
@@ -108,8 +109,72 @@ void shim_leave(void);
  * shim_leave(). The memory hooks use it around their bookkeeping. */
 bool shim_enter_internal(void);
 
+/* ---- the configuration in force (shim_core.c, shim_reload.c) ---------- */
+
+/* What the socket hooks derive from one configuration (shim_sock.c). quiet:
+ * do not log what the scope lacks (the killed twin of a configuration). */
+struct shim_sock_conf {
+    struct pol_tcp_scope scope;
+    bool active; /* a TCP policy is configured, the gate is open, scope non-empty */
+};
+void shim_sock_derive(const struct pol_config *cfg, struct shim_sock_conf *sc, bool quiet);
+
+/*
+ * One published configuration and what the hooks derive from it. Immutable
+ * once published and never freed (shim_reload.c says why), so a hook may
+ * keep reading it across a real call that blocks.
+ */
+struct shim_snap {
+    struct pol_config cfg;
+    struct shim_sock_conf sock;
+};
+
+/*
+ * The snapshot this call reads: shim_enter() takes one per call, so a hook
+ * sees one configuration from its start to its end, and a change published
+ * meanwhile applies from the next call on. Outside a hook, the one in force.
+ */
+const struct shim_snap *shim_snap(void);
 /* The effective configuration; valid once shim_enter returned true. */
 const struct pol_config *shim_cfg(void);
+/* Make s the configuration of every call that starts from now on. */
+void shim_publish(const struct shim_snap *s);
+
+/*
+ * Run-time control (shim_reload.c). Every rollout.check_interval_ms, the
+ * first hooked call after the interval stats the kill-switch file and the
+ * config file and, on a change, publishes the other snapshot.
+ */
+/* The configuration pol_load fills at start. */
+struct pol_config *shim_reload_boot_cfg(void);
+/* The first snapshot, from the boot configuration loaded from src (whose
+ * environment is copied for later reloads). */
+const struct shim_snap *shim_reload_start(const struct pol_sources *src);
+/* CLOCK_MONOTONIC_COARSE nanoseconds at which the next check is due;
+ * UINT64_MAX: never. */
+extern _Atomic uint64_t shim_reload_due_ns;
+/* The check, by whichever thread gets there first at or after due. */
+void shim_reload_check(uint64_t now_ns);
+void shim_reload_atfork_child(void);
+
+/* What changed at run time, for the report. */
+enum shim_change_what {
+    SHIM_CHANGE_KILL_ON,
+    SHIM_CHANGE_KILL_OFF,
+    SHIM_CHANGE_CONFIG,
+    SHIM_CHANGE_CONFIG_REJECTED,
+};
+struct shim_change {
+    uint64_t time_ns; /* CLOCK_REALTIME */
+    enum shim_change_what what;
+    enum pol_gate gate_before, gate_after;
+    uint64_t hash_before, hash_after; /* rejected: hash_after is the refused file's */
+    unsigned problems;                /* rejected: the problems found */
+};
+const char *shim_change_name(enum shim_change_what w);
+/* The changes so far (at most SHIM_CHANGES_MAX kept); *dropped_p: more. */
+#define SHIM_CHANGES_MAX 64
+unsigned shim_reload_changes(const struct shim_change **list_p, unsigned *dropped_p);
 
 /* ---- counters --------------------------------------------------------- */
 
@@ -138,6 +203,20 @@ struct shim_hook_stats {
     _Atomic uint64_t c[SHIM_C_COUNT];
 };
 
+/*
+ * Run-time control as a reader sees it (layout 3): written under seq, odd
+ * while the fields and the header's arm, gate and policy_hash change.
+ */
+struct shim_stats_ctl {
+    _Atomic uint32_t seq;
+    uint32_t killed;            /* the kill-switch file was there at the last check */
+    uint32_t changes;           /* changes published so far */
+    uint32_t rejected;          /* config edits refused (the last good one stayed) */
+    uint64_t check_interval_ms; /* 0: never checked after start */
+    uint64_t last_check_ns;     /* CLOCK_REALTIME of the last check; the start at first */
+    uint64_t last_change_ns;    /* CLOCK_REALTIME of the last change; 0: none */
+};
+
 /* The live counters; shared-memory backed when stats.live is on. */
 struct shim_stats_area {
     uint32_t magic;   /* SHIM_STATS_MAGIC once fully initialised */
@@ -150,9 +229,17 @@ struct shim_stats_area {
     uint64_t policy_hash;
     uint64_t start_ns; /* CLOCK_REALTIME */
     struct shim_hook_stats hooks[SHIM_HK_COUNT];
+    /* Layout 3. After the counters, so a layout-2 segment is this one's
+     * prefix and readers keep reading its counters. */
+    struct shim_stats_ctl ctl;
 };
 #define SHIM_STATS_MAGIC 0x74657368u /* "tesh" */
-#define SHIM_STATS_LAYOUT 2          /* 2: would_block */
+#define SHIM_STATS_LAYOUT 3          /* 2: would_block; 3: ctl (run-time control) */
+
+/* Publish the arm, gate and hash of cfg and the control fields in the live
+ * area (a reader sees them whole). */
+void shim_stats_control(const struct pol_config *cfg, bool killed, uint64_t check_ns, bool changed,
+                        bool rejected);
 
 extern struct shim_stats_area *shim_stats;
 
@@ -234,6 +321,10 @@ void shim_ibv_knob_reset(void);
  * real driver's entry point of a wrapped row (p adopted as its real
  * function), else p. */
 void *shim_cudrv_substitute(const char *name, void *p);
+
+/* "TESHIM_WARNED=h1,h2...": the configuration problems this process and
+ * its parents reported, for the images it execs; NULL when none. */
+const char *shim_warned_mark(void);
 
 /* ---- files ------------------------------------------------------------ */
 

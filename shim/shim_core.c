@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -44,7 +45,15 @@ static void ctr_add(enum shim_hook_id id, enum shim_ctr c, uint64_t n)
 
 static __thread int shim_depth __attribute__((tls_model("initial-exec")));
 
-static struct pol_config shim_config;
+/*
+ * The configuration in force. Hooks read it through shim_cur, the snapshot
+ * taken when the outermost hook of this thread entered: one load per call,
+ * so a hook never mixes two configurations. Before the first load it points
+ * at an all-zero snapshot (never read: shim_enter initialises first).
+ */
+static const struct shim_snap shim_zero_snap;
+static _Atomic(const struct shim_snap *) shim_pub = &shim_zero_snap;
+static __thread const struct shim_snap *shim_cur __attribute__((tls_model("initial-exec")));
 static pthread_once_t shim_once = PTHREAD_ONCE_INIT;
 static atomic_bool shim_ready;
 
@@ -122,14 +131,76 @@ static void shim_diag(void *arg, enum pol_log_level level, const char *msg)
     h->len += n;
 }
 
-static void shim_flush_diags(struct shim_held_diags *h)
+/*
+ * One warning per cause per process tree: a process passes the hashes of
+ * the configuration problems it reported (and those its parent had) to the
+ * images it execs, in TESHIM_WARNED (shim_exec.c); a process that inherits
+ * a hash stays silent about that problem. A forked child inherits the list
+ * in memory and does not load again. 36 copies of the same warning for one
+ * python3 started through pyenv were the reason.
+ */
+#define SHIM_WARNED_MAX 32
+#define SHIM_WARNED_VAR "TESHIM_WARNED="
+static char shim_warned[sizeof(SHIM_WARNED_VAR) + SHIM_WARNED_MAX * 9];
+static unsigned shim_nwarned;
+
+static uint32_t diag_hash(const char *msg)
 {
+    uint32_t h = 2166136261u;
+
+    for (; *msg; msg++) {
+        h ^= (unsigned char)*msg;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static bool warned_has(const char *list, uint32_t h)
+{
+    char hex[9];
+
+    snprintf(hex, sizeof(hex), "%08x", h);
+    for (const char *p = list; p && *p; p += strcspn(p, ","), p += *p == ',')
+        if (strncmp(p, hex, 8) == 0 && (p[8] == ',' || p[8] == '\0'))
+            return true;
+    return false;
+}
+
+static void warned_add(uint32_t h)
+{
+    size_t n = strlen(shim_warned);
+
+    if (shim_nwarned == SHIM_WARNED_MAX || warned_has(shim_warned + strlen(SHIM_WARNED_VAR), h))
+        return;
+    snprintf(shim_warned + n, sizeof(shim_warned) - n, "%s%08x", shim_nwarned ? "," : "", h);
+    shim_nwarned++;
+}
+
+const char *shim_warned_mark(void)
+{
+    return shim_nwarned ? shim_warned : NULL;
+}
+
+static void shim_flush_diags(struct shim_held_diags *h, const char *inherited)
+{
+    unsigned quiet = 0;
+
+    snprintf(shim_warned, sizeof(shim_warned), "%s", SHIM_WARNED_VAR);
+    shim_nwarned = 0;
     for (size_t off = 0; off < h->len;) {
         enum pol_log_level level = (enum pol_log_level)h->text[off];
         const char *msg = h->text + off + 1;
-        shim_log(level, "%s", msg);
+        uint32_t hash = diag_hash(msg);
+        if (warned_has(inherited, hash))
+            quiet++;
+        else
+            shim_log(level, "%s", msg);
+        warned_add(hash);
         off += 1 + strlen(msg) + 1;
     }
+    if (quiet)
+        shim_debug("%u configuration problem%s already reported by a parent process", quiet,
+                   quiet == 1 ? "" : "s");
     if (h->dropped)
         shim_warn("%u more configuration problems not shown", h->dropped);
     h->len = 0;
@@ -151,7 +222,8 @@ static void shim_atfork_child(void)
 {
     shim_mem_atfork_child();
     shim_log_reinit_after_fork();
-    shim_stats_atfork_child(&shim_config);
+    shim_reload_atfork_child();
+    shim_stats_atfork_child(shim_cfg());
 }
 
 static void shim_do_init(void)
@@ -172,17 +244,20 @@ static void shim_do_init(void)
     src.diag = shim_diag;
     src.diag_arg = &shim_held;
 
-    pol_load(&shim_config, &src);
-    shim_log_init(&shim_config);
-    shim_flush_diags(&shim_held);
-    shim_stats_init(&shim_config);
-    shim_mem_init(&shim_config);
+    struct pol_config *boot = shim_reload_boot_cfg();
+    pol_load(boot, &src);
+    shim_log_init(boot);
+    shim_flush_diags(&shim_held, src.secure ? NULL : getenv("TESHIM_WARNED"));
+    shim_publish(shim_reload_start(&src));
+    const struct pol_config *cfg = shim_cfg();
+    shim_stats_init(cfg);
+    shim_mem_init(cfg);
     pthread_atfork(NULL, NULL, shim_atfork_child);
     if (src.secure)
         shim_info("setuid/setgid program: environment and user config files not read");
-    shim_info("loaded: arm %s, gate %s, policy %016llx%s%s", pol_arm_name(shim_config.arm),
-              pol_gate_name(shim_config.gate), (unsigned long long)shim_config.hash,
-              shim_config.config_path[0] ? ", config " : "", shim_config.config_path);
+    shim_info("loaded: arm %s, gate %s, policy %016llx%s%s", pol_arm_name(cfg->arm),
+              pol_gate_name(cfg->gate), (unsigned long long)cfg->hash,
+              cfg->config_path[0] ? ", config " : "", cfg->config_path);
     atomic_store_explicit(&shim_ready, true, memory_order_release);
 }
 
@@ -196,6 +271,16 @@ static void shim_init(void)
     errno = saved;
 }
 
+static uint64_t mono_coarse_ns(void)
+{
+    struct timespec ts;
+
+    /* The vDSO answers without a system call; its tick (1-4 ms) is far
+     * below any useful check interval. */
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 bool shim_enter(enum shim_hook_id id)
 {
     if (shim_depth > 0)
@@ -204,6 +289,13 @@ bool shim_enter(enum shim_hook_id id)
         shim_init();
     shim_depth++;
     ctr_add(id, SHIM_C_CALLS, 1);
+    /* Inside the hook (depth raised): what the check calls passes through. */
+    if (atomic_load_explicit(&shim_reload_due_ns, memory_order_relaxed) != UINT64_MAX) {
+        uint64_t now = mono_coarse_ns();
+        if (now >= atomic_load_explicit(&shim_reload_due_ns, memory_order_relaxed))
+            shim_reload_check(now);
+    }
+    shim_cur = atomic_load_explicit(&shim_pub, memory_order_acquire);
     return true;
 }
 
@@ -217,12 +309,25 @@ bool shim_enter_internal(void)
 
 void shim_leave(void)
 {
-    shim_depth--;
+    if (--shim_depth == 0)
+        shim_cur = NULL;
+}
+
+const struct shim_snap *shim_snap(void)
+{
+    const struct shim_snap *s = shim_cur;
+
+    return s ? s : atomic_load_explicit(&shim_pub, memory_order_acquire);
 }
 
 const struct pol_config *shim_cfg(void)
 {
-    return &shim_config;
+    return &shim_snap()->cfg;
+}
+
+void shim_publish(const struct shim_snap *s)
+{
+    atomic_store_explicit(&shim_pub, s, memory_order_release);
 }
 
 enum shim_ctr shim_verdict_ctr(enum pol_verdict v)
@@ -311,7 +416,7 @@ __attribute__((destructor)) static void shim_destructor(void)
     if (!atomic_load_explicit(&shim_ready, memory_order_acquire))
         return;
     shim_depth++;
-    shim_stats_report(&shim_config);
+    shim_stats_report(shim_cfg());
     shim_stats_fini();
     shim_depth--;
 }

@@ -2,7 +2,13 @@
  * The exec family. A successful exec replaces the image without running
  * its destructors, so the report the image would write at exit is written
  * here, before the real call (the new image, under teshim again, reports
- * its own counters under the same pid). The call itself is never changed.
+ * its own counters under the same pid). The call itself is never changed,
+ * but for one variable of teshim's own in the new image's environment:
+ * TESHIM_WARNED, the configuration problems already reported in this
+ * process tree (shim_core.c), so the new image does not repeat them. The
+ * forms that pass on environ (execv, execvp, execl, execlp) then reach
+ * execve or execvpe with the environment given, which is what glibc's
+ * own implementations of them do.
  *
  * An image that counted nothing but its exec (the usual child between fork
  * and exec) writes no report: it would only repeat the pid the new image
@@ -16,7 +22,11 @@
 #include "shim.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
 #include "shim_hooks_exec.def"
@@ -62,6 +72,42 @@ static bool before_exec(enum shim_hook_id id)
     return true;
 }
 
+/*
+ * The environment for the new image: envp with TESHIM_WARNED set to this
+ * process's list, or NULL to pass envp as it is (nothing reported, or envp
+ * already says the same, or no memory: the child then repeats a warning).
+ * Freed by the caller when the exec fails.
+ */
+static char **warned_env(char *const *envp)
+{
+    const char *mark = shim_warned_mark();
+    size_t n = 0, k = 0;
+    char **e;
+
+    if (!mark)
+        return NULL;
+    for (; envp && envp[n]; n++)
+        if (strcmp(envp[n], mark) == 0)
+            return NULL;
+    e = malloc((n + 2) * sizeof(*e));
+    if (!e)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], "TESHIM_WARNED=", 14) != 0)
+            e[k++] = envp[i];
+    e[k++] = (char *)mark;
+    e[k] = NULL;
+    return e;
+}
+
+static void free_keep_errno(char **e)
+{
+    int saved = errno;
+
+    free(e);
+    errno = saved;
+}
+
 /* The exec returned: it failed, and counts by the error rule. */
 static int exec_failed(enum shim_hook_id id, bool counted, int rc)
 {
@@ -70,6 +116,33 @@ static int exec_failed(enum shim_hook_id id, bool counted, int rc)
     if (counted)
         shim_count_redo(id, SHIM_C_NOT_APPLICABLE, rc, saved);
     errno = saved;
+    return rc;
+}
+
+/* execv(path, argv), with TESHIM_WARNED passed on through execve when it
+ * must be. */
+static int execv_env(shim_fn_execv_libc real, const char *path, char *const argv[])
+{
+    shim_fn_execve_libc ve = SHIM_REAL(execve, libc);
+    char **e = ve ? warned_env(environ) : NULL;
+
+    if (!e)
+        return real(path, argv);
+    int rc = ve(path, argv, e);
+    free_keep_errno(e);
+    return rc;
+}
+
+/* execvp(file, argv) the same way, through execvpe. */
+static int execvp_env(shim_fn_execvp_libc real, const char *file, char *const argv[])
+{
+    shim_fn_execvpe_libc vpe = SHIM_REAL(execvpe, libc);
+    char **e = vpe ? warned_env(environ) : NULL;
+
+    if (!e)
+        return real(file, argv);
+    int rc = vpe(file, argv, e);
+    free_keep_errno(e);
     return rc;
 }
 
@@ -82,7 +155,10 @@ int shim_hook_execve_libc(const char *path, char *const argv[], char *const envp
         return -1;
     }
     bool counted = before_exec(SHIM_HK_execve_libc);
-    return exec_failed(SHIM_HK_execve_libc, counted, real(path, argv, envp));
+    char **e = warned_env(envp);
+    int rc = real(path, argv, e ? e : envp);
+    free_keep_errno(e);
+    return exec_failed(SHIM_HK_execve_libc, counted, rc);
 }
 
 int shim_hook_execv_libc(const char *path, char *const argv[])
@@ -94,7 +170,7 @@ int shim_hook_execv_libc(const char *path, char *const argv[])
         return -1;
     }
     bool counted = before_exec(SHIM_HK_execv_libc);
-    return exec_failed(SHIM_HK_execv_libc, counted, real(path, argv));
+    return exec_failed(SHIM_HK_execv_libc, counted, execv_env(real, path, argv));
 }
 
 int shim_hook_execvp_libc(const char *file, char *const argv[])
@@ -106,7 +182,7 @@ int shim_hook_execvp_libc(const char *file, char *const argv[])
         return -1;
     }
     bool counted = before_exec(SHIM_HK_execvp_libc);
-    return exec_failed(SHIM_HK_execvp_libc, counted, real(file, argv));
+    return exec_failed(SHIM_HK_execvp_libc, counted, execvp_env(real, file, argv));
 }
 
 int shim_hook_execvpe_libc(const char *file, char *const argv[], char *const envp[])
@@ -118,7 +194,10 @@ int shim_hook_execvpe_libc(const char *file, char *const argv[], char *const env
         return -1;
     }
     bool counted = before_exec(SHIM_HK_execvpe_libc);
-    return exec_failed(SHIM_HK_execvpe_libc, counted, real(file, argv, envp));
+    char **e = warned_env(envp);
+    int rc = real(file, argv, e ? e : envp);
+    free_keep_errno(e);
+    return exec_failed(SHIM_HK_execvpe_libc, counted, rc);
 }
 
 int shim_hook_fexecve_libc(int fd, char *const argv[], char *const envp[])
@@ -130,7 +209,10 @@ int shim_hook_fexecve_libc(int fd, char *const argv[], char *const envp[])
         return -1;
     }
     bool counted = before_exec(SHIM_HK_fexecve_libc);
-    return exec_failed(SHIM_HK_fexecve_libc, counted, real(fd, argv, envp));
+    char **e = warned_env(envp);
+    int rc = real(fd, argv, e ? e : envp);
+    free_keep_errno(e);
+    return exec_failed(SHIM_HK_fexecve_libc, counted, rc);
 }
 
 /*
@@ -171,7 +253,7 @@ int shim_hook_execl_libc(const char *path, const char *arg, ...)
     gather_args(argv, argc, arg, ap);
     va_end(ap);
     bool counted = before_exec(SHIM_HK_execl_libc);
-    return exec_failed(SHIM_HK_execl_libc, counted, real(path, argv));
+    return exec_failed(SHIM_HK_execl_libc, counted, execv_env(real, path, argv));
 }
 
 int shim_hook_execlp_libc(const char *file, const char *arg, ...)
@@ -191,7 +273,7 @@ int shim_hook_execlp_libc(const char *file, const char *arg, ...)
     gather_args(argv, argc, arg, ap);
     va_end(ap);
     bool counted = before_exec(SHIM_HK_execlp_libc);
-    return exec_failed(SHIM_HK_execlp_libc, counted, real(file, argv));
+    return exec_failed(SHIM_HK_execlp_libc, counted, execvp_env(real, file, argv));
 }
 
 int shim_hook_execle_libc(const char *path, const char *arg, ...)
@@ -212,7 +294,10 @@ int shim_hook_execle_libc(const char *path, const char *arg, ...)
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
     bool counted = before_exec(SHIM_HK_execle_libc);
-    return exec_failed(SHIM_HK_execle_libc, counted, real(path, argv, envp));
+    char **e = warned_env(envp);
+    int rc = real(path, argv, e ? e : envp);
+    free_keep_errno(e);
+    return exec_failed(SHIM_HK_execle_libc, counted, rc);
 }
 
 #define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)

@@ -106,8 +106,6 @@ static void fd_reset(int fd, uint32_t st)
 
 /* ---- process-wide state -------------------------------------------------- */
 
-static struct pol_tcp_scope sock_scope;
-static bool sock_active; /* a TCP policy is configured, the gate is open, scope non-empty */
 static pthread_once_t sock_once = PTHREAD_ONCE_INIT;
 
 static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -142,28 +140,39 @@ static void sock_atfork_child(void)
     sock_cond_init();
 }
 
-static void sock_do_init(void)
+void shim_sock_derive(const struct pol_config *cfg, struct shim_sock_conf *sc, bool quiet)
 {
-    const struct pol_config *cfg = shim_cfg();
     char err[256];
 
-    sock_cond_init();
-    pthread_atfork(NULL, NULL, sock_atfork_child);
-    if (pol_tcp_scope_parse(pol_str(cfg, POL_TCP_PORTS), pol_str(cfg, POL_TCP_PEERS), &sock_scope,
-                            err, sizeof(err)) != 0)
+    if (pol_tcp_scope_parse(pol_str(cfg, POL_TCP_PORTS), pol_str(cfg, POL_TCP_PEERS), &sc->scope,
+                            err, sizeof(err)) != 0 &&
+        !quiet)
         shim_warn("%s; the TCP scope is left empty (no socket in scope)", err);
-    sock_active = pol_gate_verdict(cfg) != POL_SKIP_POLICY && pol_tcp_configured(cfg) &&
-                  !pol_tcp_scope_empty(&sock_scope);
-    if (pol_tcp_configured(cfg) && pol_tcp_scope_empty(&sock_scope))
+    sc->active = pol_gate_verdict(cfg) != POL_SKIP_POLICY && pol_tcp_configured(cfg) &&
+                 !pol_tcp_scope_empty(&sc->scope);
+    if (!quiet && pol_tcp_configured(cfg) && pol_tcp_scope_empty(&sc->scope))
         shim_info("tcp policy configured but tcp.ports and tcp.peers are empty: no socket in "
                   "scope");
+}
+
+static void sock_do_init(void)
+{
+    sock_cond_init();
+    pthread_atfork(NULL, NULL, sock_atfork_child);
+}
+
+/* The scope of the configuration this call reads (one per call: a change
+ * published meanwhile is seen by the next call). */
+static const struct pol_tcp_scope *sock_scope(void)
+{
+    return &shim_snap()->sock.scope;
 }
 
 /* Valid after shim_enter() returned true. */
 static bool sock_policy_active(void)
 {
     pthread_once(&sock_once, sock_do_init);
-    return sock_active;
+    return shim_snap()->sock.active;
 }
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -440,9 +449,9 @@ static int sock_connect(shim_fn_connect_libc real, int fd, const struct sockaddr
     if (!sock_policy_active())
         v = POL_SKIP_POLICY;
     else if (need != SIZE_MAX && len >= need && (family = tcp_family(fd, st)) > 0) {
-        if (sock_scope.nports && getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+        if (sock_scope()->nports && getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
             lp = (const struct sockaddr *)&local;
-        v = pol_tcp_verdict(cfg, &sock_scope, lp, addr);
+        v = pol_tcp_verdict(cfg, sock_scope(), lp, addr);
     }
     if (v != POL_INJECT) {
         rc = real(fd, addr, len);
@@ -557,7 +566,7 @@ int shim_hook_listen_libc(int fd, int backlog)
         if (family < 0)
             v = POL_NOT_APPLICABLE;
         else if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
-            v = pol_tcp_verdict(shim_cfg(), &sock_scope, (struct sockaddr *)&local, NULL);
+            v = pol_tcp_verdict(shim_cfg(), sock_scope(), (struct sockaddr *)&local, NULL);
         else
             v = POL_NOT_APPLICABLE;
     }
@@ -599,7 +608,7 @@ static enum shim_ctr sock_accepted(int lfd, int nfd)
     if (lst & ST_LISTEN_INJECTED)
         v = POL_INJECT; /* in scope by its local port, as its listener */
     else if (getsockname(nfd, (struct sockaddr *)&local, &llen) == 0 && peer.ss_family != AF_UNSPEC)
-        v = pol_tcp_verdict(shim_cfg(), &sock_scope, (struct sockaddr *)&local,
+        v = pol_tcp_verdict(shim_cfg(), sock_scope(), (struct sockaddr *)&local,
                             (struct sockaddr *)&peer);
     if (v == POL_INJECT) {
         struct apply_result ar;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/auxv.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -134,6 +135,10 @@ static void fill_header(struct shim_stats_area *a, const struct pol_config *cfg)
     snprintf(a->gate, sizeof(a->gate), "%s", pol_gate_name(cfg->gate));
     a->policy_hash = cfg->hash;
     a->start_ns = now_ns();
+    memset(&a->ctl, 0, sizeof(a->ctl));
+    a->ctl.killed = cfg->gate == POL_GATE_KILLED;
+    a->ctl.check_interval_ms = (uint64_t)pol_int(cfg, POL_ROLLOUT_CHECK_INTERVAL_MS);
+    a->ctl.last_check_ns = a->start_ns;
     /* Readers trust the area only once the magic is there. */
     atomic_thread_fence(memory_order_release);
     a->magic = SHIM_STATS_MAGIC;
@@ -203,6 +208,30 @@ void shim_stats_atfork_child(const struct pol_config *cfg)
     shim_report_name[0] = '\0';
     atomic_flag_clear(&shim_report_busy);
     shim_ibv_knob_reset();
+}
+
+void shim_stats_control(const struct pol_config *cfg, bool killed, uint64_t check_ns, bool changed,
+                        bool rejected)
+{
+    struct shim_stats_area *a = shim_stats;
+    uint32_t seq = atomic_load_explicit(&a->ctl.seq, memory_order_relaxed);
+
+    /* One writer (the checking thread); a reader that copied an odd seq,
+     * or a different one after, reads again. */
+    atomic_store_explicit(&a->ctl.seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    if (changed) {
+        snprintf(a->arm, sizeof(a->arm), "%s", pol_arm_name(cfg->arm));
+        snprintf(a->gate, sizeof(a->gate), "%s", pol_gate_name(cfg->gate));
+        a->policy_hash = cfg->hash;
+        a->ctl.changes++;
+        a->ctl.last_change_ns = check_ns;
+    }
+    a->ctl.rejected += rejected;
+    a->ctl.killed = killed;
+    a->ctl.check_interval_ms = (uint64_t)pol_int(cfg, POL_ROLLOUT_CHECK_INTERVAL_MS);
+    a->ctl.last_check_ns = check_ns;
+    atomic_store_explicit(&a->ctl.seq, seq + 2, memory_order_release);
 }
 
 void shim_stats_fini(void)
@@ -397,6 +426,33 @@ static void report_host_knobs(struct jbuf *b, const struct pol_config *cfg)
         jput(b, "\n  }");
 }
 
+/*
+ * stats.report = applied: only a process where a policy acted on a call
+ * (injected, observed, fell back), or whose configuration changed at run
+ * time, reports; one where every call was skipped or not applicable has
+ * nothing to say (81 reports for one python3 started through pyenv). The
+ * program teshim run started (TESHIM_RUN_PID, this pid; an exec keeps it)
+ * reports either way: its user asked for it.
+ */
+static bool report_wanted(const struct pol_config *cfg)
+{
+    const struct shim_stats_area *a = shim_stats;
+    const struct shim_change *ch;
+    const char *run_pid;
+
+    if (pol_int(cfg, POL_STATS_REPORT) == POL_REPORT_ALL || shim_reload_changes(&ch, NULL))
+        return true;
+    for (int h = 0; h < SHIM_HK_COUNT; h++)
+        if (atomic_load(&a->hooks[h].c[SHIM_C_INJECTED]) ||
+            atomic_load(&a->hooks[h].c[SHIM_C_OBSERVED]) ||
+            atomic_load(&a->hooks[h].c[SHIM_C_FALLBACKS]))
+            return true;
+    /* Read at the end of the process, from its own thread: the host's
+     * environment is its own to read here. */
+    run_pid = getauxval(AT_SECURE) ? NULL : getenv("TESHIM_RUN_PID");
+    return run_pid && strtol(run_pid, NULL, 10) == (long)getpid();
+}
+
 void shim_stats_report(const struct pol_config *cfg)
 {
     const char *dir = pol_str(cfg, POL_STATS_DIR);
@@ -404,7 +460,7 @@ void shim_stats_report(const struct pol_config *cfg)
     struct jbuf b = {body, 0, sizeof(body)};
     const struct shim_stats_area *a = shim_stats;
 
-    if (!*dir)
+    if (!*dir || !report_wanted(cfg))
         return;
     /* Not this process's counters: a vfork child (about to exec) shares the
      * parent's memory, and a child made by a raw clone never refilled them. */
@@ -450,6 +506,22 @@ void shim_stats_report(const struct pol_config *cfg)
              (unsigned long long)rc.app_register);
     }
     report_host_knobs(&b, cfg);
+    const struct shim_change *ch;
+    unsigned dropped, nch = shim_reload_changes(&ch, &dropped);
+    jput(&b, ",\n  \"changes_dropped\": %u,\n  \"changes\": [", dropped);
+    for (unsigned i = 0; i < nch; i++) {
+        jput(&b,
+             "%s\n    {\"time_ns\": %llu, \"what\": \"%s\", \"gate_before\": \"%s\", "
+             "\"gate_after\": \"%s\", \"policy_hash_before\": \"%016llx\", "
+             "\"policy_hash_after\": \"%016llx\"",
+             i ? "," : "", (unsigned long long)ch[i].time_ns, shim_change_name(ch[i].what),
+             pol_gate_name(ch[i].gate_before), pol_gate_name(ch[i].gate_after),
+             (unsigned long long)ch[i].hash_before, (unsigned long long)ch[i].hash_after);
+        if (ch[i].what == SHIM_CHANGE_CONFIG_REJECTED)
+            jput(&b, ", \"problems\": %u", ch[i].problems);
+        jput(&b, "}");
+    }
+    jput(&b, "%s]", nch ? "\n  " : "");
     jput(&b, "\n}\n");
     if (b.len >= b.cap)
         shim_warn("stats report larger than %zu bytes; not written", sizeof(body));

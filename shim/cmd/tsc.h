@@ -24,6 +24,8 @@ int tsc_stats_live(int argc, char **argv);
 /* Column heads of the per-hook counters, indexed by enum shim_ctr, and the
  * one-line legend that explains them (tsc_stats.c). */
 extern const char *const tsc_ctr_heads[];
+/* The report's key of each counter ("skipped_by_policy"). */
+extern const char *const tsc_ctr_keys[];
 extern const char tsc_ctr_legend[];
 
 /* Remove the live-statistics segments of this user's processes that are

@@ -397,6 +397,9 @@ static void child_exec(const struct ab_opts *o, const struct ab_arm *arm, const 
     for (size_t i = 0; i < arm->nenv; i++)
         putenv(arm->env[i]);
     setenv("TESHIM_STATS_DIR", dir, 1);
+    /* Every process reports: arm A applies nothing, and a B that applied
+     * nothing is flagged from its reports. */
+    setenv("TESHIM_STATS_REPORT", "all", 1);
     setenv("TESHIM_AB_ARM", arm->name == 'A' ? "A" : "B", 1);
     setenv("TESHIM_AB_RUN", runid, 1);
     execvp(o->cmd[0], o->cmd);

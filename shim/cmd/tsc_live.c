@@ -50,6 +50,8 @@ struct live_proc {
     uint64_t policy_hash;
     uint64_t start_ns;
     uint64_t c[SHIM_HK_COUNT][SHIM_C_COUNT];
+    bool has_ctl; /* layout 3: run-time control fields */
+    struct shim_stats_ctl ctl;
 };
 
 /* Counts of one scan. */
@@ -177,6 +179,16 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
         goto out_close;
     }
     ssize_t got = read_copy(fd, &copy, sizeof(copy));
+    /* The header's gate and hash change with the control fields, under
+     * ctl.seq (layout 3): a copy taken while they were written is taken
+     * again. A process that never changes them leaves seq even. */
+    for (int tries = 0; got == (ssize_t)sizeof(copy) && copy.version == SHIM_STATS_LAYOUT &&
+                        (atomic_load(&copy.ctl.seq) & 1) && tries < 100;
+         tries++) {
+        struct timespec d = {0, 100000};
+        nanosleep(&d, NULL);
+        got = read_copy(fd, &copy, sizeof(copy));
+    }
     if (got < 0) {
         scan->unreadable++;
         goto out_close;
@@ -206,8 +218,15 @@ static int read_segment(const char *seg, struct live_proc *p, struct live_scan *
     p->gate[sizeof(p->gate) - 1] = '\0';
     p->policy_hash = a->policy_hash;
     p->start_ns = a->start_ns;
-    p->layout_ok = a->version == SHIM_STATS_LAYOUT && a->nhooks == SHIM_HK_COUNT &&
-                   len == sizeof(*a) && a->pid == p->pid;
+    /* Layout 2 (no control fields) is layout 3's prefix: its counters are
+     * read the same way. */
+    p->has_ctl = a->version == SHIM_STATS_LAYOUT && len == sizeof(*a);
+    p->layout_ok =
+        a->nhooks == SHIM_HK_COUNT && a->pid == p->pid &&
+        (p->has_ctl || (a->version == 2 && len == offsetof(struct shim_stats_area, ctl)));
+    if (p->has_ctl && p->layout_ok)
+        memcpy(&p->ctl, &a->ctl, sizeof(p->ctl));
+    p->has_ctl &= p->layout_ok;
     if (p->layout_ok) {
         for (int h = 0; h < SHIM_HK_COUNT; h++)
             for (int c = 0; c < SHIM_C_COUNT; c++)
@@ -302,6 +321,24 @@ static void print_proc(const struct live_proc *p, uint64_t now)
         printf("  (counters written by a different teshim build: layout or hook list differs)\n");
         return;
     }
+    if (p->has_ctl) {
+        const struct shim_stats_ctl *c = &p->ctl;
+        double ago = now > c->last_check_ns ? (double)(now - c->last_check_ns) / 1e9 : 0;
+        printf("    kill switch %s; checked %.1fs ago", c->killed ? "on" : "off", ago);
+        if (c->check_interval_ms)
+            printf(" (every %llu ms)", (unsigned long long)c->check_interval_ms);
+        else
+            printf(" (at start only)");
+        printf("; %u change%s", c->changes, c->changes == 1 ? "" : "s");
+        if (c->last_change_ns)
+            printf(", last %.1fs ago",
+                   now > c->last_change_ns ? (double)(now - c->last_change_ns) / 1e9 : 0);
+        if (c->rejected)
+            printf("; %u config edit%s refused", c->rejected, c->rejected == 1 ? "" : "s");
+        printf("\n");
+    } else {
+        printf("    (an older teshim: no run-time control fields)\n");
+    }
     for (int h = 0; h < SHIM_HK_COUNT; h++) {
         uint64_t sum = 0;
         for (int c = 0; c < SHIM_C_COUNT; c++)
@@ -324,10 +361,156 @@ static void print_proc(const struct live_proc *p, uint64_t now)
         printf("    (no hooked call yet)\n");
 }
 
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void prom_label(FILE *f, const char *name, const char *v, bool first)
+{
+    fprintf(f, "%s%s=\"", first ? "" : ",", name);
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fprintf(f, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+    fputc('"', f);
+}
+
+static void prom_proc_labels(FILE *f, const struct live_proc *p)
+{
+    char pid[16];
+
+    snprintf(pid, sizeof(pid), "%d", p->pid);
+    prom_label(f, "program", p->program, true);
+    prom_label(f, "pid", pid, false);
+    prom_label(f, "arm", p->arm, false);
+}
+
+/*
+ * The node_exporter textfile format: one HELP and TYPE line per metric
+ * family, then its samples. Counters of hooks that saw no call are left
+ * out (a host has dozens of hooks).
+ */
+static void prom_write(FILE *f, const struct live_proc *procs, size_t n)
+{
+    fprintf(f, "# HELP teshim_process_info A process running under libteshim.so (value 1).\n"
+               "# TYPE teshim_process_info gauge\n");
+    for (size_t k = 0; k < n; k++) {
+        char hash[20];
+        snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)procs[k].policy_hash);
+        fprintf(f, "teshim_process_info{");
+        prom_proc_labels(f, &procs[k]);
+        prom_label(f, "gate", procs[k].gate, false);
+        prom_label(f, "policy_hash", hash, false);
+        fprintf(f, "} 1\n");
+    }
+    fprintf(f, "# HELP teshim_process_kill_switch Whether the kill-switch file was there at the "
+               "process's last check.\n# TYPE teshim_process_kill_switch gauge\n");
+    for (size_t k = 0; k < n; k++) {
+        if (!procs[k].has_ctl)
+            continue;
+        fprintf(f, "teshim_process_kill_switch{");
+        prom_proc_labels(f, &procs[k]);
+        fprintf(f, "} %u\n", procs[k].ctl.killed ? 1u : 0u);
+    }
+    fprintf(f, "# HELP teshim_process_last_check_seconds When the process last checked its kill "
+               "switch and config file (Unix time).\n"
+               "# TYPE teshim_process_last_check_seconds gauge\n");
+    for (size_t k = 0; k < n; k++) {
+        if (!procs[k].has_ctl)
+            continue;
+        fprintf(f, "teshim_process_last_check_seconds{");
+        prom_proc_labels(f, &procs[k]);
+        fprintf(f, "} %.3f\n", (double)procs[k].ctl.last_check_ns / 1e9);
+    }
+    fprintf(f, "# HELP teshim_process_changes_total Configuration and kill-switch changes the "
+               "process applied at run time.\n# TYPE teshim_process_changes_total counter\n");
+    for (size_t k = 0; k < n; k++) {
+        if (!procs[k].has_ctl)
+            continue;
+        fprintf(f, "teshim_process_changes_total{");
+        prom_proc_labels(f, &procs[k]);
+        fprintf(f, "} %u\n", procs[k].ctl.changes);
+    }
+    fprintf(f, "# HELP teshim_hook_calls_total Calls that reached a teshim hook.\n"
+               "# TYPE teshim_hook_calls_total counter\n");
+    for (size_t k = 0; k < n; k++) {
+        for (int h = 0; procs[k].layout_ok && h < SHIM_HK_COUNT; h++) {
+            if (!procs[k].c[h][SHIM_C_CALLS])
+                continue;
+            fprintf(f, "teshim_hook_calls_total{");
+            prom_proc_labels(f, &procs[k]);
+            prom_label(f, "hook", live_hook_names[h], false);
+            fprintf(f, "} %llu\n", (unsigned long long)procs[k].c[h][SHIM_C_CALLS]);
+        }
+    }
+    fprintf(f, "# HELP teshim_hook_outcomes_total Calls of a hook by outcome (the outcomes of a "
+               "hook add up to its calls).\n# TYPE teshim_hook_outcomes_total counter\n");
+    for (size_t k = 0; k < n; k++) {
+        for (int h = 0; procs[k].layout_ok && h < SHIM_HK_COUNT; h++) {
+            if (!procs[k].c[h][SHIM_C_CALLS])
+                continue;
+            for (int c = SHIM_C_INJECTED; c < SHIM_C_BYTES; c++) {
+                fprintf(f, "teshim_hook_outcomes_total{");
+                prom_proc_labels(f, &procs[k]);
+                prom_label(f, "hook", live_hook_names[h], false);
+                prom_label(f, "outcome", tsc_ctr_keys[c], false);
+                fprintf(f, "} %llu\n", (unsigned long long)procs[k].c[h][c]);
+            }
+        }
+    }
+    fprintf(f, "# HELP teshim_hook_bytes_total Bytes covered by injected calls of a hook.\n"
+               "# TYPE teshim_hook_bytes_total counter\n");
+    for (size_t k = 0; k < n; k++) {
+        for (int h = 0; procs[k].layout_ok && h < SHIM_HK_COUNT; h++) {
+            if (!procs[k].c[h][SHIM_C_CALLS])
+                continue;
+            fprintf(f, "teshim_hook_bytes_total{");
+            prom_proc_labels(f, &procs[k]);
+            prom_label(f, "hook", live_hook_names[h], false);
+            fprintf(f, "} %llu\n", (unsigned long long)procs[k].c[h][SHIM_C_BYTES]);
+        }
+    }
+}
+
+/* Write the export to path whole or not at all: a temporary file in the
+ * same directory renamed over it, as node_exporter's textfile collector
+ * asks (it may read at any moment). 0 or -errno. */
+static int prom_write_file(const char *path, const struct live_proc *procs, size_t n)
+{
+    char tmp[4200];
+    int fd, rc = 0;
+    FILE *f;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return -errno;
+    f = fdopen(fd, "w");
+    if (!f) {
+        rc = -errno;
+        close(fd);
+        goto err_unlink;
+    }
+    prom_write(f, procs, n);
+    if (fflush(f) != 0 || fsync(fd) != 0)
+        rc = -errno;
+    if (fclose(f) != 0 && !rc)
+        rc = -errno;
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (!rc)
+        return 0;
+err_unlink:
+    unlink(tmp);
+    return rc;
+}
+
 static void live_usage(FILE *f)
 {
     fprintf(f, "usage: teshim stats --live [--pid PID] [--interval S] [--count N] "
-               "[--all-namespaces]\n"
+               "[--all-namespaces] [--prometheus [FILE]]\n"
                "Shows every process running under libteshim.so on this host (its arm, gate,\n"
                "policy hash and non-zero per-hook counters), read from the shared-memory\n"
                "segments " SHM_DIR "/teshim-<uid>-<pidns>-<pid> (owner-only: other users'\n"
@@ -336,7 +519,12 @@ static void live_usage(FILE *f)
                "1 otherwise). Segments left by processes that died (SIGKILL) are removed\n"
                "when they are ours. Processes of other pid namespaces (containers sharing\n"
                "/dev/shm) are counted; --all-namespaces lists them too (their liveness\n"
-               "cannot be checked from here, so their segments are never removed).\n");
+               "cannot be checked from here, so their segments are never removed).\n"
+               "Each process also shows its kill-switch state, when it last checked the\n"
+               "kill-switch file and its config file, and how many changes it applied.\n"
+               "--prometheus writes the counters in the Prometheus text format instead (to\n"
+               "FILE, replaced whole each refresh, for node_exporter's textfile collector;\n"
+               "to standard output without FILE): labels program, pid, arm, hook, outcome.\n");
 }
 
 int tsc_stats_live(int argc, char **argv)
@@ -346,12 +534,20 @@ int tsc_stats_live(int argc, char **argv)
     double interval = 1.0;
     long count = isatty(STDOUT_FILENO) ? 0 : 1;
     bool tty = isatty(STDOUT_FILENO);
+    bool prom = false;
+    const char *prom_file = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         char *end;
         if (strcmp(o, "--live") == 0)
             continue;
+        if (strcmp(o, "--prometheus") == 0) {
+            prom = true;
+            if (i + 1 < argc && argv[i + 1][0] != '-')
+                prom_file = argv[++i];
+            continue;
+        }
         if (strcmp(o, "--all-namespaces") == 0) {
             all_ns = true;
             continue;
@@ -406,6 +602,21 @@ int tsc_stats_live(int argc, char **argv)
         if (rc) {
             tsc_err("stats --live: %s: %s", SHM_DIR, strerror(-rc));
             return 1;
+        }
+        if (prom) {
+            if (prom_file)
+                rc = prom_write_file(prom_file, procs, n);
+            else
+                prom_write(stdout, procs, n);
+            free(procs);
+            fflush(stdout);
+            if (rc) {
+                tsc_err("stats --live --prometheus %s: %s", prom_file, strerror(-rc));
+                return 1;
+            }
+            if (count == 0 && !prom_file)
+                count = 1; /* one scrape on a terminal too */
+            continue;
         }
         clock_gettime(CLOCK_REALTIME, &ts);
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&ts.tv_sec));

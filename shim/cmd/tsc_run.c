@@ -214,6 +214,11 @@ int tsc_cmd_run(int argc, char **argv)
                 problems == 1 ? "" : "s", argv[i]);
     }
     warn_if_setuid(path);
+    /* The program started here reports with stats.report = applied too:
+     * execvp keeps this pid. */
+    char pid[32];
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    setenv("TESHIM_RUN_PID", pid, 1);
     execvp(argv[i], argv + i);
     int err = errno;
     tsc_err("cannot run %s: %s", argv[i], strerror(err));

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 /* The report's keys and the columns, in the order of the shim's counters. */
-static const char *const ctr_keys[SHIM_C_COUNT] = {
+const char *const tsc_ctr_keys[SHIM_C_COUNT] = {
     [SHIM_C_CALLS] = "calls",
     [SHIM_C_INJECTED] = "injected",
     [SHIM_C_OBSERVED] = "observed",
@@ -85,7 +85,7 @@ static int summarise(const char *path, struct arm_total totals[2])
         printf("  %-36s", h->key);
         double outcomes = 0;
         for (size_t c = 0; c < NCTR; c++) {
-            double v = tsc_json_num(h, ctr_keys[c], 0);
+            double v = tsc_json_num(h, tsc_ctr_keys[c], 0);
             t->c[c] += v;
             if (c != SHIM_C_CALLS && c != SHIM_C_BYTES)
                 outcomes += v;
@@ -154,9 +154,12 @@ int tsc_cmd_stats(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: teshim stats REPORT.json|DIR...\n"
-                   "       teshim stats --live [--pid PID] [--interval S] [--count N]\n"
+                   "       teshim stats --live [--pid PID] [--interval S] [--count N] "
+                   "[--prometheus [FILE]]\n"
                    "Summarises the reports libteshim.so writes at exit to stats.dir; a DIR\n"
-                   "stands for every teshim-*.json in it.\n");
+                   "stands for every teshim-*.json in it. --live reads the counters of running\n"
+                   "processes (teshim stats --live --help); --prometheus writes them in the\n"
+                   "Prometheus text format (node_exporter's textfile collector).\n");
             return 0;
         }
         if (argv[i][0] == '-') {

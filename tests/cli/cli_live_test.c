@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,8 @@ START_TEST(segment_owner_only_read_live_removed_at_exit)
     /* The columns are explained on the screen, would-blocks among them. */
     ck_assert_msg(strstr(out, "legend: CALLS = INJECTED"), "%s", out);
     ck_assert_msg(strstr(out, "WOULDBLK"), "%s", out);
+    /* Run-time control: the kill-switch state and the last check. */
+    ck_assert_msg(strstr(out, "kill switch off; checked "), "%s", out);
     free(out);
 
     /* Removed at exit; our mapping stays valid after the unlink. */
@@ -212,6 +215,142 @@ START_TEST(other_layout_is_not_misread)
 }
 END_TEST
 
+/* A live process of a teshim of layout 2 (before the run-time control
+ * fields): its counters are still read. */
+START_TEST(layout_2_segment_still_read)
+{
+    char name[96], pid[16];
+    size_t len = offsetof(struct shim_stats_area, ctl);
+
+    snprintf(name, sizeof(name), "/teshim-%u-%llu-%d", (unsigned)getuid(), pidns(), (int)getpid());
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)len), 0);
+    struct shim_stats_area *a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(a, MAP_FAILED);
+    close(fd);
+    a->version = 2;
+    a->pid = (int32_t)getpid();
+    a->nhooks = SHIM_HK_COUNT;
+    strcpy(a->program, "older");
+    strcpy(a->arm, "B");
+    strcpy(a->gate, "enforce");
+    a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[SHIM_C_CALLS] = 77;
+    a->hooks[SHIM_HK_ibv_modify_qp_1_1].c[SHIM_C_INJECTED] = 77;
+    a->magic = SHIM_STATS_MAGIC;
+
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    char *out = live(pid);
+    ck_assert_msg(strstr(out, "older"), "%s", out);
+    ck_assert_msg(strstr(out, "        77        77"), "%s", out);
+    ck_assert_msg(strstr(out, "no run-time control fields"), "%s", out);
+    ck_assert_ptr_null(strstr(out, "layout or hook list differs"));
+    free(out);
+    munmap(a, len);
+    shm_unlink(name);
+}
+END_TEST
+
+/* One sample of the text format: NAME{LABELS} VALUE. */
+struct prom_sample {
+    char name[64];
+    char labels[512];
+    double value;
+};
+
+static bool prom_parse_sample(const char *line, struct prom_sample *s)
+{
+    int n = 0;
+
+    if (sscanf(line, "%63[a-z_]{%511[^}]} %lf%n", s->name, s->labels, &s->value, &n) != 3)
+        return false;
+    return line[n] == '\0' || line[n] == '\n';
+}
+
+/* The label's value in a label list (no escapes in the values tested). */
+static bool prom_label_is(const char *labels, const char *name, const char *value)
+{
+    char want[256];
+
+    snprintf(want, sizeof(want), "%s=\"%s\"", name, value);
+    const char *p = strstr(labels, want);
+    return p && (p == labels || p[-1] == ',') && (p[strlen(want)] == ',' || !p[strlen(want)]);
+}
+
+START_TEST(prometheus_export_parses)
+{
+    struct host h;
+    char pid[16], dir[] = "/tmp/teshim-prom.XXXXXX", file[128], line[1024];
+    char names[32][64];
+    unsigned nnames = 0, samples = 0;
+    double calls = -1, injected = -1, outcomes = 0;
+
+    host_start(&h, 4);
+    snprintf(pid, sizeof(pid), "%d", (int)h.pid);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(file, sizeof(file), "%s/teshim.prom", dir);
+    char *argv[] = {(char *)cli_path("CLI_TESHIM"),
+                    "stats",
+                    "--live",
+                    "--pid",
+                    pid,
+                    "--prometheus",
+                    file,
+                    NULL};
+    char *out = NULL;
+    int st = cli_run(argv, NULL, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+    free(out);
+
+    FILE *f = fopen(file, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f)) {
+        char name[64], type[32];
+        if (sscanf(line, "# HELP %63s", name) == 1) {
+            ck_assert_uint_lt(nnames, 32);
+            snprintf(names[nnames++], sizeof(names[0]), "%s", name);
+            continue;
+        }
+        if (sscanf(line, "# TYPE %63s %31s", name, type) == 2) {
+            ck_assert_msg(nnames && strcmp(names[nnames - 1], name) == 0, "TYPE before HELP: %s",
+                          line);
+            ck_assert_msg(strcmp(type, "counter") == 0 || strcmp(type, "gauge") == 0, "%s", line);
+            continue;
+        }
+        struct prom_sample s;
+        ck_assert_msg(prom_parse_sample(line, &s), "not a sample: %s", line);
+        ck_assert_msg(nnames && strcmp(names[nnames - 1], s.name) == 0,
+                      "sample outside its family: %s", line);
+        ck_assert_msg(prom_label_is(s.labels, "program", "cli_host") &&
+                          prom_label_is(s.labels, "pid", pid) &&
+                          prom_label_is(s.labels, "arm", "B"),
+                      "%s", line);
+        samples++;
+        if (!prom_label_is(s.labels, "hook", "ibv_modify_qp@IBVERBS_1.1"))
+            continue;
+        if (strcmp(s.name, "teshim_hook_calls_total") == 0)
+            calls = s.value;
+        if (strcmp(s.name, "teshim_hook_outcomes_total") == 0) {
+            outcomes += s.value;
+            if (prom_label_is(s.labels, "outcome", "injected"))
+                injected = s.value;
+        }
+    }
+    fclose(f);
+    ck_assert_uint_gt(samples, 5);
+    ck_assert_msg(calls == 4 && injected == 4 && outcomes == 4, "calls %g injected %g outcomes %g",
+                  calls, injected, outcomes);
+    /* Written whole through a renamed temporary: nothing else is left. */
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "test \"$(ls -A %s)\" = teshim.prom", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    close(h.stdin_w);
+    ck_assert_int_eq(waitpid(h.pid, NULL, 0), h.pid);
+}
+END_TEST
+
 /*
  * Issue 14, finding 8: a segment is another user's file, and its owner may
  * shrink it at any time; a reader that mapped it died with SIGBUS on the
@@ -297,6 +436,8 @@ int main(void)
     tcase_add_test(tc, killed_process_segment_reaped_by_reader);
     tcase_add_test(tc, killed_process_segment_reaped_by_next_process);
     tcase_add_test(tc, other_layout_is_not_misread);
+    tcase_add_test(tc, layout_2_segment_still_read);
+    tcase_add_test(tc, prometheus_export_parses);
     tcase_add_test(tc, segment_truncated_while_read);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -218,6 +218,104 @@ START_TEST(list_match)
 }
 END_TEST
 
+/* The two gates of one configuration, as a process re-reading its kill
+ * switch keeps them: the file's presence decides, TESHIM_DISABLE wins. */
+START_TEST(gate_with_and_without_kill_file)
+{
+    struct tpol t;
+
+    tpol_init(&t);
+    tpol_load(&t);
+    ck_assert_int_eq(t.cfg.gate, POL_GATE_ENFORCE);
+    pol_decide_gate(&t.cfg, true);
+    ck_assert_int_eq(t.cfg.gate, POL_GATE_KILLED);
+    pol_decide_gate(&t.cfg, false);
+    ck_assert_int_eq(t.cfg.gate, POL_GATE_ENFORCE);
+
+    tpol_env(&t, "TESHIM_DISABLE", "1");
+    tpol_load(&t);
+    pol_decide_gate(&t.cfg, false);
+    ck_assert_int_eq(t.cfg.gate, POL_GATE_KILLED);
+}
+END_TEST
+
+/* A copy outlives its source: its strings live in its own arena. */
+START_TEST(config_copy_owns_its_strings)
+{
+    struct tpol t;
+    static struct pol_config copy;
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_TCP_PORTS", "80, 5000-5999");
+    tpol_env(&t, "TESHIM_SCOPE_PROGRAMS", "vllm*");
+    tpol_load(&t);
+    pol_config_copy(&copy, &t.cfg);
+    memset(&t.cfg, 0x5a, sizeof(t.cfg));
+    ck_assert_str_eq(pol_str(&copy, POL_TCP_PORTS), "80,5000-5999");
+    ck_assert_str_eq(pol_str(&copy, POL_SCOPE_PROGRAMS), "vllm*");
+    const char *p = pol_str(&copy, POL_TCP_PORTS);
+    ck_assert(p >= copy.arena && p < copy.arena + sizeof(copy.arena));
+}
+END_TEST
+
+/* A reload keeps what is read at start only, says so, and hashes again. */
+START_TEST(reload_keeps_start_only_values)
+{
+    struct tpol t;
+    static struct pol_config cur;
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_STATS_DIR", "/var/log/a");
+    tpol_env(&t, "TESHIM_CUDA_BOUNCE", "on");
+    tpol_load(&t);
+    pol_config_copy(&cur, &t.cfg);
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_STATS_DIR", "/var/log/b");
+    tpol_env(&t, "TESHIM_CUDA_BOUNCE", "off");
+    tpol_env(&t, "TESHIM_TCP_DSCP", "12");
+    tpol_load(&t);
+    uint64_t loaded = t.cfg.hash;
+    unsigned before = t.diags.n;
+    tpol_eq(&t, pol_keep_start_only(&t.cfg, &cur, t.src.diag, t.src.diag_arg), 2);
+    ck_assert_str_eq(pol_str(&t.cfg, POL_STATS_DIR), "/var/log/a");
+    ck_assert_int_eq(pol_int(&t.cfg, POL_CUDA_BOUNCE), 1);
+    ck_assert_int_eq(pol_int(&t.cfg, POL_TCP_DSCP), 12); /* applied at run time */
+    ck_assert_uint_ne(t.cfg.hash, loaded);               /* cuda.bounce is policy */
+    tpol_eq(&t, t.diags.n - before, 2);
+    tpol_eq(&t, tpol_count(&t, "cuda.bounce changed to 'off'", "until the next start", NULL), 1);
+    ck_assert(pol_start_only(POL_LOG_LEVEL) && pol_start_only(POL_ENGINE_MAX_INFLIGHT));
+    ck_assert(!pol_start_only(POL_TCP_DSCP) && !pol_start_only(POL_KILL_SWITCH_FILE) &&
+              !pol_start_only(POL_ROLLOUT_PERCENT));
+}
+END_TEST
+
+/* The config file's problems are counted apart from the environment's: a
+ * reload refuses a file with problems, not a process with a bad variable. */
+START_TEST(file_problems_counted_apart)
+{
+    struct tpol t;
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_BOGUS", "1");
+    tpol_env(&t, "TESHIM_CONFIG", tpol_write(&t, "ok.conf", "tcp.dscp = 10\n"));
+    tpol_load(&t);
+    tpol_eq(&t, t.cfg.nwarnings, 1);
+    tpol_eq(&t, t.cfg.nfile_warnings, 0);
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG",
+             tpol_write(&t, "bad.conf", "profile = nosuch\ntcp.dscp = 99\ntcp.nodelai = on\n"));
+    tpol_load(&t);
+    tpol_eq(&t, t.cfg.nfile_warnings, 3);
+
+    tpol_init(&t);
+    tpol_env(&t, "TESHIM_CONFIG", tpol_path(&t, "missing.conf"));
+    tpol_load(&t);
+    tpol_eq(&t, t.cfg.nfile_warnings, 1);
+}
+END_TEST
+
 Suite *tpol_gate_suite(void)
 {
     Suite *s = suite_create("policy_gate");
@@ -236,6 +334,12 @@ Suite *tpol_gate_suite(void)
     tc = tcase_create("scope");
     tcase_add_test(tc, scope_programs);
     tcase_add_test(tc, list_match);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("reload");
+    tcase_add_test(tc, gate_with_and_without_kill_file);
+    tcase_add_test(tc, config_copy_owns_its_strings);
+    tcase_add_test(tc, reload_keeps_start_only_values);
+    tcase_add_test(tc, file_problems_counted_apart);
     suite_add_tcase(s, tc);
     return s;
 }

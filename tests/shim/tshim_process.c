@@ -194,6 +194,80 @@ START_TEST(exec_child_under_shim)
 }
 END_TEST
 
+/*
+ * stats.report = applied (the default): of a shell and the programs it
+ * starts, only the one where a policy acted writes a report; with all,
+ * every one does.
+ */
+START_TEST(report_only_where_a_policy_applied)
+{
+    struct tshim_run r;
+    char script[1024];
+
+    tshim_init(&r, true);
+    tshim_unenv(&r, "TESHIM_STATS_REPORT");
+    policy_on(&r);
+    snprintf(script, sizeof(script), "/bin/true; /bin/true; %s reg_rt:1M:7; exit 0",
+             tshim_build("bin/tshim_host"));
+    const char *argv[] = {"/bin/bash", "-c", script, NULL};
+    tshim_exec(&r, argv);
+    tshim_ck(&r, r.status == 0);
+    tshim_ck(&r, tshim_report_count(&r) == 1);
+    struct tsc_json *j = tshim_report(&r, r.pid);
+    ck_assert_str_eq(tsc_json_str(j, "program", ""), "tshim_host");
+    ck_assert_int_eq(tshim_ctr(j, REG_IOVA2, "injected"), 1);
+    tsc_json_free(j);
+
+    struct tshim_run all;
+    tshim_init(&all, true);
+    tshim_env(&all, "TESHIM_STATS_REPORT", "all");
+    policy_on(&all);
+    tshim_exec(&all, argv);
+    tshim_ck(&all, all.status == 0);
+    tshim_ck(&all, tshim_report_count(&all) == 4); /* bash, true, true, tshim_host */
+}
+END_TEST
+
+/* teshim run --stats-dir: the program it started reports even where no
+ * policy applied; its children do not. */
+START_TEST(report_of_the_program_teshim_run_started)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, false);
+    tshim_unenv(&r, "TESHIM_STATS_REPORT");
+    const char *argv[] = {
+        tshim_build("bin/teshim"),      "run", "--stats-dir", r.stats, "--", "/bin/bash", "-c",
+        "/bin/true; /bin/true; exit 0", NULL};
+    tshim_exec(&r, argv);
+    tshim_ck(&r, r.status == 0);
+    tshim_ck(&r, tshim_report_count(&r) == 1);
+    tshim_ck(&r, tshim_strcount(r.err, "teshim") == 0);
+}
+END_TEST
+
+/*
+ * One warning per cause per process tree: a shell tree of seven processes
+ * under one bad variable says so once; a child that brings a cause of its
+ * own says that one, once.
+ */
+START_TEST(config_warning_once_per_process_tree)
+{
+    struct tshim_run r;
+
+    tshim_init(&r, true);
+    tshim_env(&r, "TESHIM_BOGUS", "1");
+    const char *argv[] = {"/bin/bash", "-c",
+                          "/bin/true; /bin/true; sh -c \"/bin/true; /bin/true\"; "
+                          "TESHIM_BOGUS2=1 sh -c \"/bin/true; /bin/true\"; exit 0",
+                          NULL};
+    tshim_exec(&r, argv);
+    tshim_ck(&r, r.status == 0);
+    tshim_ck(&r, tshim_strcount(r.err, "unknown variable TESHIM_BOGUS ") == 1);
+    tshim_ck(&r, tshim_strcount(r.err, "unknown variable TESHIM_BOGUS2") == 1);
+}
+END_TEST
+
 START_TEST(threads_count_exactly)
 {
     struct tshim_run r;
@@ -316,6 +390,9 @@ Suite *tshim_process_suite(void)
     tcase_add_test(tc, fork_child_separate_report);
     tcase_add_test(tc, fork_child_live_stats);
     tcase_add_test(tc, exec_child_under_shim);
+    tcase_add_test(tc, report_only_where_a_policy_applied);
+    tcase_add_test(tc, report_of_the_program_teshim_run_started);
+    tcase_add_test(tc, config_warning_once_per_process_tree);
     tcase_add_test(tc, threads_count_exactly);
     tcase_add_test(tc, compat_1_0_not_intercepted);
     tcase_add_test(tc, program_without_verbs);

@@ -575,7 +575,7 @@ START_TEST(setuid_ignores_caller_environment)
     install(tshim_build("bin/tshim_secure_host"), prog, 04755);
     snprintf(preload, sizeof(preload), "%s\n", tshim_build("lib/libteshim.so"));
     snprintf(conf, sizeof(conf),
-             "stats.dir = %s\nstats.live = off\nlog.level = info\n"
+             "stats.dir = %s\nstats.live = off\nstats.report = all\nlog.level = info\n"
              "kill_switch.file = %s/disable\n",
              sys, r.dir);
     fake_etc(&r, &ns, preload, conf);

@@ -122,6 +122,8 @@ void tshim_init(struct tshim_run *r, bool preload)
     tshim_env(r, "TESHIM_KILL_SWITCH_FILE", tshim_path(r, "disable"));
     tshim_env(r, "TESHIM_STATS_DIR", r->stats);
     tshim_env(r, "TESHIM_STATS_LIVE", "off");
+    /* The suites count what every process saw, passthrough ones too. */
+    tshim_env(r, "TESHIM_STATS_REPORT", "all");
     if (preload)
         tshim_env(r, "LD_PRELOAD", tshim_build("lib/libteshim.so"));
     /* Sanitizer builds: their settings reach the programs too. */

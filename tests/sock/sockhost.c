@@ -14,6 +14,10 @@
  *   sockhost acceptloop ADDR PORT N    a non-blocking listener polled by an accept
  *                                      loop, as Mooncake's: N empty polls, then a
  *                                      non-blocking connect is accepted
+ *   sockhost loop ADDR PORT MS STOP    a long-running host: a new connection every
+ *                                      MS ms, "conn I tos V at_ms T" each (T:
+ *                                      CLOCK_MONOTONIC), until file STOP exists
+ *                                      (at most 60 s)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -376,6 +380,38 @@ static int cmd_acceptloop(int n)
     return 0;
 }
 
+static long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int cmd_loop(int ms, const char *stop)
+{
+    int lfd = make_listener();
+    long end = mono_ms() + 60000;
+
+    printf("pid %d\n", (int)getpid());
+    for (int i = 0; access(stop, F_OK) != 0 && mono_ms() < end; i++) {
+        int fd = connect_one();
+        if (fd < 0)
+            die("connect");
+        int v = family == AF_INET ? getopt_int(fd, IPPROTO_IP, IP_TOS)
+                                  : getopt_int(fd, IPPROTO_IPV6, IPV6_TCLASS);
+        printf("conn %d tos %d at_ms %ld\n", i, v, mono_ms());
+        close(fd);
+        int a = accept(lfd, NULL, NULL); /* the backlog stays empty */
+        if (a >= 0)
+            close(a);
+        struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000};
+        nanosleep(&d, NULL);
+    }
+    close(lfd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -402,6 +438,8 @@ int main(int argc, char **argv)
         return cmd_connect(argc > 4);
     if (strcmp(argv[1], "acceptloop") == 0 && argc > 4)
         return cmd_acceptloop(atoi(argv[4]));
+    if (strcmp(argv[1], "loop") == 0 && argc > 5)
+        return cmd_loop(atoi(argv[4]), argv[5]);
     fprintf(stderr, "sockhost: unknown command %s\n", argv[1]);
     return 2;
 }

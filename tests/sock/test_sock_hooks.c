@@ -13,7 +13,7 @@ static char out2[SOCK_OUT_MAX];
 
 #define PRE                                                                                        \
     "timeout 30 env -u TESHIM_BUILD_DIR -u TESHIM_SOURCE_DIR LD_PRELOAD=%s/lib/libteshim.so "      \
-    "TESHIM_LOG_LEVEL=warn "
+    "TESHIM_LOG_LEVEL=warn TESHIM_STATS_REPORT=all "
 #define ALL                                                                                        \
     "TESHIM_TCP_DSCP=26 TESHIM_TCP_PRIORITY=3 TESHIM_TCP_NODELAY=on TESHIM_TCP_SNDBUF=64K "        \
     "TESHIM_TCP_RCVBUF=96K TESHIM_TCP_KEEPALIVE_IDLE_S=17 TESHIM_TCP_KEEPALIVE_INTERVAL_S=5 "      \
