@@ -967,13 +967,17 @@ static void task_complete(struct teshim_engine *eng, struct eng_task *t, int err
         atomic_fetch_add(&b->failed, 1);
     }
     atomic_fetch_sub(&t->seg->busy, 1);
+    /* The batch stops counting the task before its state says finished: a
+     * caller that polls teshim_task_status and then frees the batch must
+     * find nothing unfinished. The last finisher wakes waiters; b stays
+     * valid: free needs unfinished == 0, and takes b->lock (held here until
+     * the state is written) before destroying it. */
+    pthread_mutex_lock(&b->lock);
+    bool last = atomic_fetch_sub(&b->unfinished, 1) == 1;
     atomic_store(&t->state, !err                ? TESHIM_TASK_COMPLETED
                             : err == -ETIMEDOUT ? TESHIM_TASK_TIMED_OUT
                                                 : TESHIM_TASK_FAILED);
-    /* the last finisher wakes waiters; b stays valid: free needs
-     * unfinished == 0, and takes b->lock before destroying it */
-    pthread_mutex_lock(&b->lock);
-    if (atomic_fetch_sub(&b->unfinished, 1) == 1)
+    if (last)
         pthread_cond_broadcast(&b->cond);
     pthread_mutex_unlock(&b->lock);
 }

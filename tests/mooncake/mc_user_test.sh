@@ -19,7 +19,11 @@ echo "== pkg-config: $(pkg-config --cflags --libs teshim-mooncake)"
 # shellcheck disable=SC2046
 cc -O2 -Wall -Wextra -Werror -o "$tmp/prog" "$src" $(pkg-config --cflags --libs teshim-mooncake) \
     -Wl,-rpath,"$libdir"
-"$tmp/prog"
+# Ten round trips: a task that read as finished while its batch still
+# counted it made freeBatchID fail in about one run in five.
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    "$tmp/prog"
+done
 
 echo "== find_package(teshim-mooncake)"
 mkdir "$tmp/proj"
