@@ -1,11 +1,11 @@
 /*
- * Location strings, the run-time lookup of a CUDA runtime, the copy
- * provider built on the pinned pools of eng_cudacopy.c, and the staging of
- * device-memory tasks around the transports.
+ * The copy service: location strings, the run-time lookup of a CUDA
+ * runtime, the copy provider built on the pinned pools of eng_cudacopy.c,
+ * the staging buffers, and the progress thread that advances the copies.
  */
-#include "eng.h"
 #include "eng_copy.h"
 #include "eng_cudacopy.h"
+#include "eng_tp.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -248,7 +248,7 @@ static int cuda_resolve(void *h, const char **missing)
 static pthread_mutex_t copy_lock = PTHREAD_MUTEX_INITIALIZER;
 static int copy_state; /* 0 untried, 1 loaded, <0 error */
 
-int eng_copy_open(struct teshim_engine *eng)
+int eng_copy_open(struct eng_ctx *eng)
 {
     static const char *const names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
     int ret;
@@ -415,15 +415,13 @@ void eng_stage_put(void *buf)
 
 /* ---- the progress thread: staging copies of tasks and of served requests -- */
 
-enum dev_phase { DEV_OUT_START, DEV_OUT, DEV_IN_START, DEV_IN, DEV_CB_START, DEV_CB };
+enum dev_phase { DEV_CB_START, DEV_CB };
 
 struct eng_dev_op {
     struct eng_dev_op *next;
-    struct teshim_engine *eng;
-    struct eng_task *t; /* a task's staging; NULL: a copy with a callback */
+    struct eng_ctx *eng;
     enum dev_phase phase;
     void *tok;
-    /* callback copies (eng_dev_copy) */
     bool to_device;
     void *stage, *dev;
     uint64_t n;
@@ -439,42 +437,19 @@ static struct {
     bool started;
 } dq = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, false};
 
-/* Release the staging and give the task back its own address. */
-static void dev_unstage(struct eng_task *t)
-{
-    if (t->stage)
-        eng_stage_put(t->stage);
-    t->stage = NULL;
-    t->local = t->dev_ptr;
-}
-
 /*
- * An op has left the staging queue and everything it did is over: the task
- * finished (limiter included), the transport has it, or its callback
- * returned. Only then may the engine be destroyed (eng_dev_quiesce); the
- * task itself may already be freed with its batch, so eng was read before.
+ * An op has left the staging queue and everything it did is over: its
+ * callback returned (and with it whatever the callback started). Only then
+ * may the engine be destroyed (eng_dev_quiesce); eng was read before.
  */
-static void dev_op_done(struct teshim_engine *eng)
+static void dev_op_done(struct eng_ctx *eng)
 {
     atomic_fetch_sub(&eng->dev_ops, 1);
 }
 
-static void dev_fail(struct eng_dev_op *op, int err)
-{
-    struct eng_task *t = op->t;
-    struct teshim_engine *eng = op->eng;
-
-    eng_err(eng, "cuda:%d staging copy of %llu bytes failed: %s", t->cuda_dev,
-            (unsigned long long)t->len, strerror(-err));
-    free(op);
-    dev_unstage(t);
-    eng_task_finish(t, err);
-    dev_op_done(eng);
-}
-
 static void dev_cb_finish(struct eng_dev_op *op, int err)
 {
-    struct teshim_engine *eng = op->eng;
+    struct eng_ctx *eng = op->eng;
 
     if (err)
         eng_err(eng, "cuda:%d copy of %llu bytes %s the device failed: %s", op->device,
@@ -484,8 +459,11 @@ static void dev_cb_finish(struct eng_dev_op *op, int err)
     dev_op_done(eng);
 }
 
-/* Advance a callback copy; true when op is gone. */
-static bool dev_advance_cb(struct eng_dev_op *op, bool *progressed)
+/*
+ * Advance one copy without waiting. Returns true when op is gone (its
+ * callback called); *progressed when something moved.
+ */
+static bool dev_advance(struct eng_dev_op *op, bool *progressed)
 {
     int rc;
 
@@ -508,61 +486,6 @@ static bool dev_advance_cb(struct eng_dev_op *op, bool *progressed)
     *progressed = true;
     dev_cb_finish(op, rc);
     return true;
-}
-
-/*
- * Advance one staging step without waiting. Returns true when op is gone
- * (finished or handed to the transport); *progressed when something moved.
- */
-static bool dev_advance(struct eng_dev_op *op, bool *progressed)
-{
-    struct eng_task *t = op->t;
-    int rc;
-
-    if (!t)
-        return dev_advance_cb(op, progressed);
-    switch (op->phase) {
-    case DEV_OUT_START:
-    case DEV_IN_START:
-        rc = copy_start(op->phase == DEV_OUT_START ? SCC_DIR_D2H : SCC_DIR_H2D, t->stage,
-                        t->dev_ptr, t->len, t->cuda_dev, eng_stage_pinned(t->stage), &op->tok);
-        if (rc == -ENOSPC)
-            return false; /* pinned budget in use: retry when a pool comes back */
-        if (rc) {
-            dev_fail(op, rc);
-            *progressed = true;
-            return true;
-        }
-        op->phase = op->phase == DEV_OUT_START ? DEV_OUT : DEV_IN;
-        *progressed = true;
-        return false;
-    case DEV_OUT:
-    case DEV_IN:
-        rc = copy_poll(op->tok);
-        if (rc == -EAGAIN)
-            return false;
-        *progressed = true;
-        if (rc) {
-            dev_fail(op, rc);
-            return true;
-        }
-        struct teshim_engine *eng = op->eng;
-        if (op->phase == DEV_OUT) {
-            /* the staging holds the device data: the transport sends it */
-            struct eng_transport *tp = t->seg->tp;
-            free(op);
-            t->local = t->stage;
-            tp->ops.start(tp, t);
-        } else {
-            free(op);
-            dev_unstage(t);
-            eng_task_finish(t, 0);
-        }
-        dev_op_done(eng);
-        return true;
-    default:
-        return true;
-    }
 }
 
 static void *dev_progress(void *arg)
@@ -628,25 +551,7 @@ static int dev_queue(struct eng_dev_op *op)
     return 0;
 }
 
-static void dev_enqueue(struct eng_task *t, enum dev_phase phase)
-{
-    struct eng_dev_op *op = calloc(1, sizeof(*op));
-    int err = -ENOMEM;
-
-    if (op) {
-        op->eng = t->seg->tp->eng;
-        op->t = t;
-        op->phase = phase;
-        err = dev_queue(op);
-        if (!err)
-            return;
-        free(op);
-    }
-    dev_unstage(t);
-    eng_task_finish(t, err);
-}
-
-int eng_dev_copy(struct teshim_engine *eng, bool to_device, void *stage, void *dev, uint64_t n,
+int eng_dev_copy(struct eng_ctx *eng, bool to_device, void *stage, void *dev, uint64_t n,
                  int device, void (*done)(void *arg, int err), void *arg)
 {
     struct eng_dev_op *op = calloc(1, sizeof(*op));
@@ -669,35 +574,7 @@ int eng_dev_copy(struct teshim_engine *eng, bool to_device, void *stage, void *d
     return err;
 }
 
-void eng_dev_task_start(struct teshim_engine *eng, struct eng_task *t)
-{
-    t->dev_ptr = t->local;
-    t->stage = eng_stage_get(t->len);
-    if (!t->stage) {
-        dev_unstage(t);
-        eng_task_finish(t, -ENOMEM);
-        return;
-    }
-    if (t->op == TESHIM_OP_WRITE) {
-        dev_enqueue(t, DEV_OUT_START);
-        return;
-    }
-    /* READ: the transport receives into the staging first */
-    t->local = t->stage;
-    t->seg->tp->ops.start(t->seg->tp, t);
-}
-
-bool eng_dev_task_transport_done(struct eng_task *t, int err)
-{
-    if (t->op == TESHIM_OP_READ && !err) {
-        dev_enqueue(t, DEV_IN_START);
-        return true;
-    }
-    dev_unstage(t);
-    return false;
-}
-
-void eng_dev_quiesce(struct teshim_engine *eng)
+void eng_dev_quiesce(struct eng_ctx *eng)
 {
     while (atomic_load(&eng->dev_ops))
         usleep(100);

@@ -28,8 +28,7 @@
  * accepted connection with device copies in flight (c->refs) is freed
  * only after they finished.
  */
-#include "eng.h"
-#include "eng_copy.h"
+#include "eng_tp.h"
 
 #include <errno.h>
 #include <arpa/inet.h>
@@ -174,7 +173,7 @@ struct tcp_tp {
     struct tcp_peer *peers;
 };
 
-static struct teshim_engine *conn_eng(struct tcp_conn *c)
+static struct eng_ctx *conn_eng(struct tcp_conn *c)
 {
     return c->w->tp->base.eng;
 }
@@ -212,7 +211,7 @@ static void post_cmd(struct tcp_conn *c, int cmd)
     worker_wake(w);
 }
 
-static void sock_opts(struct teshim_engine *eng, int fd)
+static void sock_opts(struct eng_ctx *eng, int fd)
 {
     int one = 1;
     if (eng->p.nodelay)
@@ -313,7 +312,7 @@ static void finish_list(struct tcp_slice *s, int err)
  */
 static void conn_reset(struct tcp_conn *c, int err)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     struct tcp_slice *sq, *iq, *rs = c->rslice;
 
     /* a thread in sendmsg uses the fd and the queued slices: tell it to
@@ -602,7 +601,7 @@ static void device_copied(void *arg, int err)
 static int serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame *req,
                         struct eng_region *reg, void *stage)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     bool to_device = type == ENG_F_WRITE_ACK;
     struct tcp_slice *s;
     int ret;
@@ -652,7 +651,7 @@ static int serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame
  */
 static void reject(struct tcp_conn *c, const char *what)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     uint64_t now = eng_now_ns();
 
     atomic_fetch_add(&eng->st.peer_rejected, 1);
@@ -728,7 +727,7 @@ static int target_header(struct tcp_conn *c)
 
 static int target_hello(struct tcp_conn *c)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     struct eng_hello peer, self;
     struct eng_region_desc *regs;
     struct eng_frame f = {0};
@@ -816,7 +815,7 @@ static int initiator_header(struct tcp_conn *c)
 
 static int initiator_hello_ack(struct tcp_conn *c)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     struct eng_hello h;
     int ret = eng_hello_parse(c->ctrl, c->rf.payload_len, &h, NULL, 0);
 
@@ -1016,7 +1015,7 @@ static int conn_read(struct tcp_conn *c)
 
 static void connect_failed(struct tcp_conn *c, int err)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     uint64_t now = eng_now_ns();
 
     if (c->fd >= 0) {
@@ -1028,7 +1027,9 @@ static void connect_failed(struct tcp_conn *c, int err)
         atomic_fetch_sub(&c->w->tp->nout, 1);
     }
     c->attempts++;
-    uint64_t wait = (uint64_t)eng_backoff_ms(&eng->p, c->attempts) * 1000000ull;
+    uint64_t wait = (uint64_t)eng_backoff_ms(eng->p.connect_backoff_ms,
+                                             eng->p.connect_backoff_max_ms, c->attempts) *
+                    1000000ull;
     if (c->attempts >= eng->p.connect_attempts ||
         now + wait - c->t_first > (uint64_t)eng->p.connect_timeout_ms * 1000000ull) {
         eng_err(eng, "peer %s: connection failed after %d attempts: %s", c->pname, c->attempts,
@@ -1043,7 +1044,7 @@ static void connect_failed(struct tcp_conn *c, int err)
 
 static void conn_connect(struct tcp_conn *c)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     struct tcp_peer *p = c->peer;
     struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
     int fd, err;
@@ -1082,7 +1083,7 @@ err_close:
 /* The socket of a CONNECTING connection became writable. */
 static void conn_connected(struct tcp_conn *c)
 {
-    struct teshim_engine *eng = conn_eng(c);
+    struct eng_ctx *eng = conn_eng(c);
     uint8_t buf[ENG_FRAME_BYTES + ENG_HELLO_BYTES];
     struct eng_frame f = {.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
     struct eng_hello self;
@@ -1110,7 +1111,7 @@ static void conn_connected(struct tcp_conn *c)
 
 static void accept_all(struct tcp_worker *w)
 {
-    struct teshim_engine *eng = w->tp->base.eng;
+    struct eng_ctx *eng = w->tp->base.eng;
 
     for (int i = 0; i < 16; i++) {
         struct sockaddr_storage sa;
@@ -1261,7 +1262,7 @@ static void run_cmds(struct tcp_worker *w)
 
 static void tick(struct tcp_worker *w, uint64_t now)
 {
-    struct teshim_engine *eng = w->tp->base.eng;
+    struct eng_ctx *eng = w->tp->base.eng;
     uint64_t req_to = (uint64_t)eng->p.request_timeout_ms * 1000000ull;
     uint64_t conn_to = (uint64_t)eng->p.connect_timeout_ms * 1000000ull;
     uint64_t idle_to = (uint64_t)eng->p.idle_timeout_ms * 1000000ull;
@@ -1424,7 +1425,7 @@ static struct tcp_conn *pick_conn(struct tcp_peer *p)
 static void tcp_start(struct eng_transport *base, struct eng_task *t)
 {
     struct tcp_tp *tp = (struct tcp_tp *)base;
-    struct teshim_engine *eng = base->eng;
+    struct eng_ctx *eng = base->eng;
     struct tcp_peer *p = t->seg->tp_priv;
     uint64_t sl = eng->p.slice_bytes;
     unsigned n = (unsigned)((t->len + sl - 1) / sl);
@@ -1504,7 +1505,7 @@ static void tcp_start(struct eng_transport *base, struct eng_task *t)
 static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
 {
     struct tcp_tp *tp = (struct tcp_tp *)base;
-    struct teshim_engine *eng = base->eng;
+    struct eng_ctx *eng = base->eng;
     int n = eng->p.conns_per_peer;
     struct tcp_peer *p = calloc(1, sizeof(*p) + (size_t)n * sizeof(struct tcp_conn));
 
@@ -1625,8 +1626,7 @@ static uint16_t sa_port(const struct sockaddr_storage *sa)
 }
 
 /* Bind a SO_REUSEPORT listener; 0 and *fd_p, or -errno. */
-static int listen_one(struct teshim_engine *eng, struct sockaddr_storage *sa, socklen_t sl,
-                      int *fd_p)
+static int listen_one(struct eng_ctx *eng, struct sockaddr_storage *sa, socklen_t sl, int *fd_p)
 {
     int one = 1, ret;
     int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1643,7 +1643,7 @@ static int listen_one(struct teshim_engine *eng, struct sockaddr_storage *sa, so
     return 0;
 }
 
-int eng_tcp_create(struct teshim_engine *eng, struct eng_transport **tp_p)
+int eng_tcp_create(struct eng_ctx *eng, struct eng_transport **tp_p)
 {
     struct tcp_tp *tp = calloc(1, sizeof(*tp));
     struct sockaddr_storage sa;
