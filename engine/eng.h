@@ -7,6 +7,7 @@
 #ifndef TESHIM_ENG_H
 #define TESHIM_ENG_H
 
+#include "eng_listen.h"
 #include "eng_tp.h"
 #include "teshim/engine.h"
 
@@ -32,6 +33,9 @@ struct eng_batch {
 
 struct teshim_engine {
     struct eng_ctx ctx; /* first: the part the transports see */
+    int port;           /* -1: not listening */
+    char listen_host[256];
+    struct eng_listener *listener; /* NULL: not listening */
 
     pthread_rwlock_t reg_lock;
     struct eng_region **regs; /* sorted by addr */

@@ -37,6 +37,17 @@ static void read_boot_id(uint8_t id[16])
     }
 }
 
+/* A connection the listener answered: the first transport that takes it. */
+static int adopt(void *arg, int fd, const char *pname)
+{
+    struct teshim_engine *eng = arg;
+
+    for (int i = 0; i < eng->ntps; i++)
+        if (!eng->tps[i]->ops.adopt(eng->tps[i], fd, pname))
+            return 0;
+    return -EOPNOTSUPP;
+}
+
 int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_engine **eng_p)
 {
     struct teshim_engine_opts copy = {0}, *opts = &copy;
@@ -74,7 +85,7 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
         gethostname(host, sizeof(host) - 1);
         snprintf(eng->ctx.name, sizeof(eng->ctx.name), "%.40s:%d", host, (int)getpid());
     }
-    eng->ctx.port = -1;
+    eng->port = -1;
     read_boot_id(eng->ctx.boot_id);
     eng->ctx.words.probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
     pthread_rwlock_init(&eng->reg_lock, NULL);
@@ -82,17 +93,22 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     pthread_rwlock_init(&eng->batch_lock, NULL);
     pthread_mutex_init(&eng->lim_lock, NULL);
     if (opts->listen) {
-        if (strlen(opts->listen) >= sizeof(eng->ctx.listen_host)) {
+        if (strlen(opts->listen) >= sizeof(eng->listen_host)) {
             eng_err(ctx_of(eng), "engine_create: listen address too long");
             ret = -EINVAL;
             goto err_locks;
         }
-        strcpy(eng->ctx.listen_host, opts->listen);
-        eng->ctx.port = 0;
+        strcpy(eng->listen_host, opts->listen);
     }
     ret = eng_transports_create(&eng->ctx, eng->tps, ENG_MAX_TRANSPORTS, &eng->ntps);
     if (ret)
         goto err_locks;
+    if (opts->listen) {
+        ret =
+            eng_listener_start(&eng->ctx, eng->listen_host, adopt, eng, &eng->port, &eng->listener);
+        if (ret)
+            goto err_transports;
+    }
     if (opts->listen && eng->ctx.p.local_serve) {
         /* Yama ptrace_scope 1 would refuse process_vm_* from peers; without
          * Yama this fails with EINVAL, which is fine. */
@@ -101,6 +117,9 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     *eng_p = eng;
     return 0;
 
+err_transports:
+    for (int i = eng->ntps - 1; i >= 0; i--)
+        eng->tps[i]->ops.destroy(eng->tps[i]);
 err_locks:
     pthread_mutex_destroy(&eng->lim_lock);
     pthread_rwlock_destroy(&eng->batch_lock);
@@ -119,6 +138,8 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     struct eng_task *queued;
     size_t nqueued;
 
+    /* no new connection from here on */
+    eng_listener_stop(eng->listener);
     /* device tasks in a staging copy finish first: they start transports */
     eng_dev_quiesce(&eng->ctx);
     /* the limiter's queue is emptied first: a request finished while one
@@ -159,7 +180,7 @@ int teshim_engine_port(const struct teshim_engine *eng)
 {
     if (!eng)
         return -EINVAL;
-    return eng->ctx.port > 0 ? eng->ctx.port : -ENOTCONN;
+    return eng->port > 0 ? eng->port : -ENOTCONN;
 }
 
 int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const char *location,

@@ -1,7 +1,8 @@
 /*
- * TCP transport. N I/O threads ("workers"), each with its own epoll loop
- * and its own SO_REUSEPORT listener on the engine's address, so the kernel
- * spreads incoming connections. Every remote segment ("peer") gets
+ * TCP transport. N I/O threads ("workers"), each with its own epoll loop.
+ * Incoming connections come from the engine's listener once their
+ * handshake is answered (eng_listen.c) and are assigned to workers
+ * round-robin (ops.adopt). Every remote segment ("peer") gets
  * engine.tcp.conns_per_peer connections assigned to workers round-robin;
  * a request is cut into slices of engine.tcp.slice_bytes spread over them.
  *
@@ -31,7 +32,6 @@
 #include "eng_tp.h"
 
 #include <errno.h>
-#include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -49,7 +49,6 @@
 #ifndef FLUSH_BYTES
 #define FLUSH_BYTES (1024 * 1024)
 #endif
-#define LISTEN_PAUSE_NS (100 * 1000000ull)
 #define CONN_STAGES 2 /* staging buffers a connection keeps between requests */
 
 struct tcp_block;
@@ -81,7 +80,7 @@ struct tcp_block {
 
 enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY };
 enum { R_HDR, R_PAYLOAD, R_DISCARD, R_CTRL };
-enum { CMD_ADD = 1, CMD_KICK = 2, CMD_CLOSE = 4 };
+enum { CMD_ADD = 1, CMD_KICK = 2, CMD_CLOSE = 4, CMD_ADOPT = 8 };
 
 struct tcp_worker;
 struct tcp_peer;
@@ -118,9 +117,8 @@ struct tcp_conn {
     /* the request last rejected with a message: its other slices only count */
     uint64_t rej_addr, rej_len, rej_at;
     uint8_t rej_type;
-    uint8_t *ctrl;
+    uint8_t *ctrl; /* HELLO_ACK being read (initiator) */
     size_t ctrl_got;
-    bool hello_done;
     /* connection establishment, outgoing only */
     int attempts;
     uint64_t t_first, t_next, t_used;
@@ -152,9 +150,8 @@ struct tcp_tp;
 struct tcp_worker {
     struct tcp_tp *tp;
     pthread_t th;
-    int epfd, evfd, lfd;
-    bool lfd_paused;
-    uint64_t lfd_resume, next_tick;
+    int epfd, evfd;
+    uint64_t next_tick;
     pthread_mutex_t cmd_lock;
     struct tcp_conn *cmds;
     struct tcp_conn *conns;     /* every connection of this worker */
@@ -356,7 +353,6 @@ static void conn_reset(struct tcp_conn *c, int err)
     c->ctrl = NULL;
     c->rstage = R_HDR;
     c->rgot = 0;
-    c->hello_done = false;
     if (rs)
         slice_finish(rs, err);
     finish_list(iq, err);
@@ -683,11 +679,8 @@ static int target_header(struct tcp_conn *c)
     struct eng_frame *f = &c->rf;
     struct eng_region *reg;
 
-    if (!c->hello_done && f->type != ENG_F_HELLO)
-        return -EBADMSG;
+    /* the listener answered HELLO before the connection was ours */
     switch (f->type) {
-    case ENG_F_HELLO:
-        return start_ctrl(c, f->payload_len);
     case ENG_F_WRITE:
         reg = eng_region_get(conn_eng(c), f->req_addr, f->req_len);
         c->rleft = f->len;
@@ -723,38 +716,6 @@ static int target_header(struct tcp_conn *c)
     default:
         return -EBADMSG;
     }
-}
-
-static int target_hello(struct tcp_conn *c)
-{
-    struct eng_ctx *eng = conn_eng(c);
-    struct eng_hello peer, self;
-    struct eng_region_desc *regs;
-    struct eng_frame f = {0};
-    uint32_t n;
-    uint8_t *buf;
-    int ret;
-
-    ret = eng_hello_parse(c->ctrl, c->rf.payload_len, &peer, NULL, 0);
-    free(c->ctrl);
-    c->ctrl = NULL;
-    if (ret || peer.nregions)
-        return -EBADMSG;
-    ret = eng_region_list(eng, &regs, &n);
-    if (ret)
-        return ret;
-    buf = malloc(ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES);
-    if (!buf) {
-        free(regs);
-        return -ENOMEM;
-    }
-    eng_hello_self(eng, &self);
-    size_t len = eng_hello_encode(&self, regs, n, buf);
-    free(regs);
-    c->hello_done = true;
-    eng_dbg(eng, "peer %s: hello from %s", c->pname, peer.name);
-    f.id = c->rf.id;
-    return send_answer(c, ENG_F_HELLO_ACK, &f, 0, NULL, buf, (uint32_t)len);
 }
 
 /* ---- initiator side ---------------------------------------------------- */
@@ -868,7 +829,7 @@ static int on_body_done(struct tcp_conn *c)
     int stage = c->rstage;
     c->rstage = R_HDR;
     if (stage == R_CTRL)
-        return c->peer ? initiator_hello_ack(c) : target_hello(c);
+        return initiator_hello_ack(c);
     if (c->peer) {
         struct tcp_slice *s = c->rslice;
         c->rslice = NULL;
@@ -1109,63 +1070,6 @@ static void conn_connected(struct tcp_conn *c)
 
 /* ---- worker loop ------------------------------------------------------- */
 
-static void accept_all(struct tcp_worker *w)
-{
-    struct eng_ctx *eng = w->tp->base.eng;
-
-    for (int i = 0; i < 16; i++) {
-        struct sockaddr_storage sa;
-        socklen_t sl = sizeof(sa);
-        int fd = accept4(w->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* level-triggered: leaving it armed would spin; the
-                 * connection waits in the backlog until fds free up */
-                eng_warn(eng, "tcp: accept: %m; pausing the listener for 100 ms");
-                struct epoll_event e = {.events = 0, .data.ptr = &w->lfd};
-                epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &e);
-                w->lfd_paused = true;
-                w->lfd_resume = eng_now_ns() + LISTEN_PAUSE_NS;
-            }
-            return;
-        }
-        struct tcp_conn *c = calloc(1, sizeof(*c));
-        if (!c) {
-            close(fd);
-            return;
-        }
-        c->fd = fd;
-        c->w = w;
-        conn_locks_init(c);
-        pthread_mutex_init(&c->stage_lock, NULL);
-        atomic_store(&c->state, C_READY);
-        char ip[INET6_ADDRSTRLEN] = "?";
-        int port = 0;
-        if (sa.ss_family == AF_INET) {
-            struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
-            inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-            port = ntohs(s4->sin_port);
-        } else if (sa.ss_family == AF_INET6) {
-            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
-            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-            port = ntohs(s6->sin6_port);
-        }
-        snprintf(c->pname, sizeof(c->pname), "%s:%d", ip, port);
-        sock_opts(eng, fd);
-        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &e)) {
-            close(fd);
-            conn_free(c);
-            continue;
-        }
-        c->wnext = w->conns;
-        if (w->conns)
-            w->conns->wprev = c;
-        w->conns = c;
-        atomic_fetch_add(&eng->st.accepted, 1);
-    }
-}
-
 static void conn_event(struct tcp_conn *c, uint32_t ev)
 {
     int st = atomic_load(&c->state);
@@ -1238,7 +1142,16 @@ static void run_cmds(struct tcp_worker *w)
         pthread_mutex_unlock(&w->cmd_lock);
         if (!c)
             break;
-        if (cmds & CMD_ADD) {
+        if (cmds & CMD_ADOPT) {
+            struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &e)) {
+                eng_err(w->tp->base.eng, "peer %s: epoll: %m; closing the connection", c->pname);
+                close(c->fd);
+                conn_free(c);
+                continue;
+            }
+        }
+        if (cmds & (CMD_ADD | CMD_ADOPT)) {
             c->wnext = w->conns;
             c->wprev = NULL;
             if (w->conns)
@@ -1268,11 +1181,6 @@ static void tick(struct tcp_worker *w, uint64_t now)
     uint64_t idle_to = (uint64_t)eng->p.idle_timeout_ms * 1000000ull;
 
     eng_limiter_expire(eng, now);
-    if (w->lfd_paused && now >= w->lfd_resume) {
-        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &w->lfd};
-        epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &e);
-        w->lfd_paused = false;
-    }
     for (struct tcp_conn *c = w->conns, *next; c; c = next) {
         next = c->wnext;
         if (!c->peer)
@@ -1335,8 +1243,6 @@ static void *worker_main(void *arg)
                 if (read(w->evfd, &v, sizeof(v)) < 0)
                     v = 0;
                 cmds = true;
-            } else if (p == &w->lfd) {
-                accept_all(w);
             } else {
                 conn_event(p, ev[i].events);
             }
@@ -1594,8 +1500,6 @@ static void tcp_destroy(struct eng_transport *base)
     }
     for (int i = 0; i < tp->nworkers; i++) {
         struct tcp_worker *w = &tp->w[i];
-        if (w->lfd >= 0)
-            close(w->lfd);
         if (w->evfd >= 0)
             close(w->evfd);
         if (w->epfd >= 0)
@@ -1608,6 +1512,30 @@ static void tcp_destroy(struct eng_transport *base)
     free(tp);
 }
 
+/* A connection the listener answered the handshake of: a worker's now. */
+static int tcp_adopt(struct eng_transport *base, int fd, const char *pname)
+{
+    struct tcp_tp *tp = (struct tcp_tp *)base;
+    struct tcp_conn *c;
+
+    if (atomic_load(&tp->stop))
+        return -ECANCELED;
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        eng_err(base->eng, "peer %s: no memory for the connection", pname);
+        return -ENOMEM;
+    }
+    c->fd = fd;
+    c->w = &tp->w[atomic_fetch_add(&tp->rr, 1) % (unsigned)tp->nworkers];
+    conn_locks_init(c);
+    pthread_mutex_init(&c->stage_lock, NULL);
+    atomic_store(&c->state, C_READY);
+    snprintf(c->pname, sizeof(c->pname), "%s", pname);
+    sock_opts(base->eng, fd);
+    post_cmd(c, CMD_ADOPT);
+    return 0;
+}
+
 static const struct eng_transport_ops tcp_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "tcp",
@@ -1617,37 +1545,12 @@ static const struct eng_transport_ops tcp_ops = {
     .destroy = tcp_destroy,
     .submit_begin = tcp_submit_begin,
     .submit_end = tcp_submit_end,
+    .adopt = tcp_adopt,
 };
-
-static uint16_t sa_port(const struct sockaddr_storage *sa)
-{
-    return sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
-                                     : ((const struct sockaddr_in *)sa)->sin_port;
-}
-
-/* Bind a SO_REUSEPORT listener; 0 and *fd_p, or -errno. */
-static int listen_one(struct eng_ctx *eng, struct sockaddr_storage *sa, socklen_t sl, int *fd_p)
-{
-    int one = 1, ret;
-    int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
-        bind(fd, (struct sockaddr *)sa, sl) || listen(fd, 1024)) {
-        ret = -errno;
-        close(fd);
-        return ret;
-    }
-    *fd_p = fd;
-    return 0;
-}
 
 int eng_tcp_create(struct eng_ctx *eng, struct eng_transport **tp_p)
 {
     struct tcp_tp *tp = calloc(1, sizeof(*tp));
-    struct sockaddr_storage sa;
-    socklen_t sl = 0;
     int ret = 0;
 
     if (!tp) {
@@ -1665,30 +1568,8 @@ int eng_tcp_create(struct eng_ctx *eng, struct eng_transport **tp_p)
         return -ENOMEM;
     }
     for (int i = 0; i < tp->nworkers; i++) {
-        tp->w[i].epfd = tp->w[i].evfd = tp->w[i].lfd = -1;
+        tp->w[i].epfd = tp->w[i].evfd = -1;
         pthread_mutex_init(&tp->w[i].cmd_lock, NULL);
-    }
-    if (eng->port == 0) {
-        ret = eng_parse_hostport(eng->listen_host, true, &sa, &sl);
-        if (ret) {
-            eng_err(eng, "engine_create: listen address '%s' is not HOST:PORT", eng->listen_host);
-            goto err_destroy;
-        }
-    }
-    if (sl && sa_port(&sa)) {
-        /* SO_REUSEPORT would let us share a port another engine of the same
-         * user listens on, splitting its peers' connections between two
-         * processes: make sure the port is free first */
-        int one = 1, fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0) {
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-            ret = bind(fd, (struct sockaddr *)&sa, sl) ? -errno : 0;
-            close(fd);
-            if (ret) {
-                eng_err(eng, "engine_create: listen on %s: %s", eng->listen_host, strerror(-ret));
-                goto err_destroy;
-            }
-        }
     }
     for (int i = 0; i < tp->nworkers; i++) {
         struct tcp_worker *w = &tp->w[i];
@@ -1702,31 +1583,6 @@ int eng_tcp_create(struct eng_ctx *eng, struct eng_transport **tp_p)
             ret = w->scratch ? -errno : -ENOMEM;
             eng_err(eng, "engine_create: I/O thread %d: %s", i, strerror(-ret));
             goto err_destroy;
-        }
-        if (sl) {
-            ret = listen_one(eng, &sa, sl, &w->lfd);
-            if (ret) {
-                eng_err(eng, "engine_create: listen on %s: %s", eng->listen_host, strerror(-ret));
-                goto err_destroy;
-            }
-            if (i == 0) {
-                /* port 0: every other listener joins the port the first got */
-                struct sockaddr_storage got;
-                socklen_t gl = sizeof(got);
-                getsockname(w->lfd, (struct sockaddr *)&got, &gl);
-                uint16_t port = got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
-                                                          : ((struct sockaddr_in *)&got)->sin_port;
-                if (sa.ss_family == AF_INET6)
-                    ((struct sockaddr_in6 *)&sa)->sin6_port = port;
-                else
-                    ((struct sockaddr_in *)&sa)->sin_port = port;
-                eng->port = ntohs(port);
-            }
-            e.data.ptr = &w->lfd;
-            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &e)) {
-                ret = -errno;
-                goto err_destroy;
-            }
         }
     }
     for (int i = 0; i < tp->nworkers; i++) {

@@ -35,8 +35,6 @@ struct eng_ctx {
     struct eng_params p;
     struct eng_logger log;
     char name[ENG_NAME_MAX];
-    int port; /* -1: not listening; 0: listen_host asked for, not bound yet */
-    char listen_host[256];
     uint8_t boot_id[16];
     /* Read by same-host peers with process_vm_readv at the address HELLO
      * announces (probe_addr): the probe value, then the generation of
