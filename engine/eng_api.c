@@ -1,7 +1,7 @@
 /*
  * The public API, part one: engines, registrations, segments and the
  * statistics. Thin: it validates arguments and calls the services and the
- * transports of the list (eng_transport.c), which never call back up here.
+ * transports of the list (eng_tp_list.c), which never call back up here.
  */
 #include "eng.h"
 

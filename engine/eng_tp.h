@@ -112,7 +112,7 @@ struct eng_transport {
 void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
                         const struct eng_transport_ops *ops);
 
-/* ---- the list of transports (eng_transport.c) ----------------------------- */
+/* ---- the list of transports (eng_tp_list.c) ------------------------------- */
 
 /* Transport constructors, one per row of the list. */
 int eng_local_create(struct eng_ctx *eng, struct eng_transport **tp_p);

@@ -1,7 +1,4 @@
-/*
- * The list of transports, and the typed "unsupported" operations under
- * every transport's table.
- */
+/* Typed "unsupported" operations under every transport's table. */
 #include "eng_tp.h"
 
 #include <errno.h>
@@ -75,41 +72,4 @@ void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
     TAKE(reaches);
     TAKE(adopt);
 #undef TAKE
-}
-
-/* The transports, in the order a segment tries them (engine.transport
- * picks where to start). A new transport is one row. */
-static const struct {
-    const char *name;
-    int (*create)(struct eng_ctx *eng, struct eng_transport **tp_p);
-} transports[] = {
-    {"local", eng_local_create},
-    {"tcp", eng_tcp_create},
-};
-
-int eng_transports_create(struct eng_ctx *eng, struct eng_transport **tps, int max, int *n_p)
-{
-    int n = 0, ret = 0;
-
-    for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]) && n < max; i++) {
-        struct eng_transport *tp;
-        ret = transports[i].create(eng, &tp);
-        if (ret)
-            goto err_destroy;
-        ret = eng_tp_stage_wrap(tp, &tps[n]);
-        if (ret) {
-            tp->ops.destroy(tp);
-            goto err_destroy;
-        }
-        n++;
-    }
-    *n_p = n;
-    return 0;
-
-err_destroy:
-    while (n > 0) {
-        n--;
-        tps[n]->ops.destroy(tps[n]);
-    }
-    return ret;
 }
