@@ -21,16 +21,10 @@
 #include <stdint.h>
 
 #include "pol.h"
+#include "shim_stats.h"
 #include "shim_types.h"
 
 enum shim_lib { SHIM_LIB_IBV, SHIM_LIB_CUDA, SHIM_LIB_LIBC, SHIM_LIB_MEM };
-
-enum shim_hook_id {
-#define HOOK(lib, tag, ver, def, ret, name, params, args, ...) SHIM_HK_##name##_##tag,
-#include "shim_hooks.def"
-#undef HOOK
-    SHIM_HK_COUNT
-};
 
 /* Real-function pointer types, one per hook: shim_fn_NAME_TAG. */
 #define HOOK(lib, tag, ver, def, ret, name, params, args, ...)                                     \
@@ -89,47 +83,7 @@ const struct pol_config *shim_cfg(void);
 
 /* ---- counters --------------------------------------------------------- */
 
-/*
- * Every call a hook counts in CALLS lands in exactly one outcome, INJECTED
- * to ERRORS, so the outcomes of a hook sum to its CALLS; BYTES is a measure,
- * not an outcome. Outcomes are counted only through shim_count_result().
- */
-enum shim_ctr {
-    SHIM_C_CALLS,
-    SHIM_C_INJECTED,       /* the call was changed */
-    SHIM_C_OBSERVED,       /* would have been changed (mode = observe) */
-    SHIM_C_SKIPPED,        /* policy off, arm A, killed, out of scope */
-    SHIM_C_NOT_APPLICABLE, /* policy on, but this call does not qualify */
-    SHIM_C_FALLBACKS,      /* policy could not be applied: the real call ran unchanged */
-    SHIM_C_WOULD_BLOCK,    /* a benign code before anything was decided (accept: EAGAIN) */
-    SHIM_C_ERRORS,         /* a failure the host treats as one */
-    SHIM_C_BYTES,          /* bytes covered by injected calls */
-    SHIM_C_COUNT,
-    /* What a hook passes when the call returned before there was anything
-     * to decide (accept with no connection): see shim_count_result(). */
-    SHIM_C_UNDECIDED = SHIM_C_CALLS,
-};
-
-struct shim_hook_stats {
-    _Atomic uint64_t c[SHIM_C_COUNT];
-};
-
-/* The live counters; shared-memory backed when stats.live is on. */
-struct shim_stats_area {
-    uint32_t magic;   /* SHIM_STATS_MAGIC once fully initialised */
-    uint32_t version; /* layout version */
-    int32_t pid;
-    uint32_t nhooks;
-    char program[128];
-    char arm[4];
-    char gate[16];
-    uint64_t policy_hash;
-    uint64_t start_ns; /* CLOCK_REALTIME */
-    struct shim_hook_stats hooks[SHIM_HK_COUNT];
-};
-#define SHIM_STATS_MAGIC 0x74657368u /* "tesh" */
-#define SHIM_STATS_LAYOUT 2          /* 2: would_block */
-
+/* The counters and the live segment: shim_stats.h. */
 extern struct shim_stats_area *shim_stats;
 
 /*

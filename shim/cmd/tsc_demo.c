@@ -26,8 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
-
 #define DEMO_MAX_ARGS 64
 
 struct demo {
