@@ -4,7 +4,7 @@
  * the staging buffers, and the progress thread that advances the copies.
  */
 #include "eng_copy.h"
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 #include "eng_tp.h"
 
 #include <dlfcn.h>

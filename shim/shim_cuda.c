@@ -34,7 +34,7 @@
 
 #include "pol_cuda.h"
 #include "shim_cuda_abi.h"
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 
 #define HOOK(lib, ...) SHIM_PROTO_##lib(__VA_ARGS__)
 #define SHIM_PROTO_IBV SHIM_NOTHING

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 #include "eng_test.h"
 
 static struct teshim_engine *target, *ini;
