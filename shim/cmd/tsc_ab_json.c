@@ -167,8 +167,7 @@ int ab_write_json(const struct ab_opts *o, const struct ab_run *runs, size_t n,
         json_num(f, s->ci.lo);
         fprintf(f, ", ");
         json_num(f, s->ci.hi);
-        fprintf(f,
-                "], \"lower_is_better\": %s, \"verdict\": ", s->lower_better ? "true" : "false");
+        fprintf(f, "], \"lower_is_better\": %s, \"verdict\": ", s->lower_better ? "true" : "false");
         json_str(f, ab_verdict(s));
         fprintf(f, "}");
     }
