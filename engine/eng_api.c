@@ -168,6 +168,7 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     }
     free(eng->batches);
     eng_regions_free(eng);
+    eng_copy_close(&eng->ctx);
     pthread_mutex_destroy(&eng->lim_lock);
     pthread_rwlock_destroy(&eng->batch_lock);
     pthread_mutex_destroy(&eng->seg_lock);

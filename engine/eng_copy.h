@@ -25,19 +25,23 @@ struct eng_ctx;
 int eng_location_parse(const char *loc, int *dev);
 
 /*
- * Load the process-wide CUDA runtime (once; the first engine's cuda.* knobs
- * size the pools). 0, or -ENODEV (cause logged) when no CUDA runtime can be
- * dlopen'ed.
+ * Load the process-wide CUDA runtime (once) and make eng's pools and
+ * staging cache, sized by eng's own cuda.* settings (once per engine).
+ * 0, or -ENODEV (cause logged) when no CUDA runtime can be dlopen'ed, or
+ * -ENOMEM.
  */
 int eng_copy_open(struct eng_ctx *eng);
+/* Free eng's pools and staging cache: engine destroy, once no copy runs
+ * and every staging buffer came back. */
+void eng_copy_close(struct eng_ctx *eng);
 
 /*
  * Staging buffers: at least len bytes of host memory, pinned while the
- * staging share of cuda.pinned_max_bytes allows (the share one pool of the
- * pinned pools leaves), else pageable. Reused through a bounded cache:
- * eng_stage_put keeps or frees. NULL when out of memory.
+ * staging share of eng's cuda.pinned_max_bytes allows (the share one pool
+ * of the pinned pools leaves), else pageable. Reused through eng's bounded
+ * cache: eng_stage_put keeps or frees. NULL when out of memory.
  */
-void *eng_stage_get(uint64_t len);
+void *eng_stage_get(struct eng_ctx *eng, uint64_t len);
 void eng_stage_put(void *p);
 uint64_t eng_stage_cap(const void *p);
 bool eng_stage_pinned(const void *p);

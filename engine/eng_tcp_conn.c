@@ -81,7 +81,7 @@ void *tcp_conn_stage_take(struct tcp_conn *c, uint64_t len)
         }
     }
     pthread_mutex_unlock(&c->stage_lock);
-    return p ? p : eng_stage_get(len);
+    return p ? p : eng_stage_get(tcp_conn_eng(c), len);
 }
 
 void tcp_conn_stage_give(struct tcp_conn *c, void *p)

@@ -51,7 +51,8 @@ struct eng_ctx {
             conn_reuse, conn_retries, conn_closed_idle, conn_broken, connections, accepted,
             peer_rejected, local_fallbacks;
     } st;
-    atomic_int dev_ops; /* device copies queued or running (eng_stage.c) */
+    atomic_int dev_ops;    /* device copies queued or running (eng_copy.c) */
+    struct eng_copy *copy; /* cuda.* pools and staging, made by eng_copy_open */
 };
 
 /* Logging against an engine's logger (NULL: stderr, every level). */

@@ -80,7 +80,7 @@ static void stage_start(struct eng_transport *tp, struct eng_task *t)
         return;
     }
     t->dev_ptr = t->local;
-    t->stage = eng_stage_get(t->len);
+    t->stage = eng_stage_get(t->eng, t->len);
     if (!t->stage) {
         unstage_finish(t, -ENOMEM);
         return;
