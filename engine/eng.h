@@ -86,6 +86,8 @@ void eng_regions_free(struct teshim_engine *eng);
 
 /* A new segment named name, its locks initialised; NULL without memory. */
 struct eng_segment *eng_seg_alloc(const char *name);
+/* The open segment id of eng; NULL if none. */
+struct eng_segment *eng_seg_lookup(struct teshim_engine *eng, teshim_segment_t id);
 /* A segment's memory (its transports' state is theirs to release). */
 void eng_seg_free(struct eng_segment *seg);
 

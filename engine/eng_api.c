@@ -226,16 +226,6 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
     return 0;
 }
 
-static struct eng_segment *seg_lookup(struct teshim_engine *eng, teshim_segment_t id)
-{
-    struct eng_segment *s = NULL;
-    pthread_mutex_lock(&eng->seg_lock);
-    if (id >= 0 && (size_t)id < eng->nsegs)
-        s = eng->segs[id];
-    pthread_mutex_unlock(&eng->seg_lock);
-    return s;
-}
-
 /*
  * The data path of a segment: engine.transport names the transport tried
  * first, and the ones after it in the list are its fallbacks (auto: the
@@ -323,7 +313,7 @@ err_free:
 int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
                            struct teshim_region *regions, size_t max)
 {
-    struct eng_segment *s = eng ? seg_lookup(eng, id) : NULL;
+    struct eng_segment *s = eng ? eng_seg_lookup(eng, id) : NULL;
     if (!s || (max && !regions)) {
         eng_err(ctx_of(eng), "segment_regions: %s", !s ? "invalid segment" : "NULL regions");
         return -EINVAL;
@@ -341,7 +331,7 @@ int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
 
 const char *teshim_segment_transport(struct teshim_engine *eng, teshim_segment_t id)
 {
-    struct eng_segment *s = eng ? seg_lookup(eng, id) : NULL;
+    struct eng_segment *s = eng ? eng_seg_lookup(eng, id) : NULL;
     return s ? s->tp->ops.name : NULL;
 }
 

@@ -142,17 +142,6 @@ static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_se
     return d;
 }
 
-/* The open segment id; NULL if none. */
-static struct eng_segment *seg_lookup(struct teshim_engine *eng, teshim_segment_t id)
-{
-    struct eng_segment *s = NULL;
-    pthread_mutex_lock(&eng->seg_lock);
-    if (id >= 0 && (size_t)id < eng->nsegs)
-        s = eng->segs[id];
-    pthread_mutex_unlock(&eng->seg_lock);
-    return s;
-}
-
 static int check_request(struct teshim_engine *eng, const struct teshim_request *r,
                          struct eng_segment **seg_p, int *dev_p)
 {
@@ -170,7 +159,7 @@ static int check_request(struct teshim_engine *eng, const struct teshim_request 
                             : "remote range wraps around");
         return -EINVAL;
     }
-    s = seg_lookup(eng, r->segment);
+    s = eng_seg_lookup(eng, r->segment);
     if (!s) {
         eng_err(ctx_of(eng), "submit: segment %lld is not open", (long long)r->segment);
         return -EINVAL;

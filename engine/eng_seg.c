@@ -18,6 +18,17 @@ struct eng_segment *eng_seg_alloc(const char *name)
     return seg;
 }
 
+struct eng_segment *eng_seg_lookup(struct teshim_engine *eng, teshim_segment_t id)
+{
+    struct eng_segment *s = NULL;
+
+    pthread_mutex_lock(&eng->seg_lock);
+    if (id >= 0 && (size_t)id < eng->nsegs)
+        s = eng->segs[id];
+    pthread_mutex_unlock(&eng->seg_lock);
+    return s;
+}
+
 /* The device path is a bare segment: no list, no locks of its own. */
 void eng_seg_free(struct eng_segment *seg)
 {
