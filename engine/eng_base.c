@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,13 +19,24 @@ uint64_t eng_now_ns(void)
 
 void eng_logger_open(struct eng_logger *lg, int level, const char *path)
 {
+    struct stat st;
+
     lg->level = level > ENG_LOG_DEBUG ? ENG_LOG_DEBUG : level;
     lg->fd = -1;
     if (!path || !*path)
         return;
-    lg->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (lg->fd < 0)
+    /* as the shim's log.file: never through a symlink, never a FIFO or a
+     * device (non-blocking open, then the type check), created 0600 */
+    lg->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (lg->fd < 0) {
         eng_log(NULL, ENG_LOG_WARN, "log.file %s: %m; logging to stderr", path);
+        return;
+    }
+    if (fstat(lg->fd, &st) || !S_ISREG(st.st_mode)) {
+        eng_log(NULL, ENG_LOG_WARN, "log.file %s: not a regular file; logging to stderr", path);
+        close(lg->fd);
+        lg->fd = -1;
+    }
 }
 
 void eng_logger_close(struct eng_logger *lg)

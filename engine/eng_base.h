@@ -21,8 +21,10 @@ struct eng_logger {
 };
 
 /*
- * Open the logger: level, and path ("" = stderr). A file that cannot be
- * opened is reported once on stderr and the logger writes to stderr.
+ * Open the logger: level, and path ("" = stderr), appended to, created
+ * 0600, never followed through a symlink, refused unless a regular file.
+ * A file that cannot be used is reported once on stderr and the logger
+ * writes to stderr.
  */
 void eng_logger_open(struct eng_logger *lg, int level, const char *path);
 /* Close the file of eng_logger_open, if any. */
