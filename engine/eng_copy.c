@@ -1,11 +1,11 @@
 /*
- * Location strings, the run-time lookup of a CUDA runtime, the copy
- * provider built on the pinned pools of eng_cudacopy.c, and the staging of
- * device-memory tasks around the transports.
+ * The copy service: location strings, the run-time lookup of a CUDA
+ * runtime, the copy provider built on the pinned pools of eng_cudacopy.c,
+ * the staging buffers, and the progress thread that advances the copies.
  */
-#include "eng.h"
 #include "eng_copy.h"
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
+#include "eng_tp.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -39,40 +39,59 @@ int eng_location_parse(const char *loc, int *dev)
 /*
  * The provider: copies through the pinned pools of eng_cudacopy.c, issued on
  * a non-blocking stream of the engine's own per device and advanced by
- * polling events, never by waiting. It is process-wide: the first engine
- * that opens it sets its knobs (cuda.bounce_chunk_bytes,
- * cuda.bounce_buffers, cuda.copy_threads, cuda.pinned_max_bytes; 2 MiB, 8,
- * auto, 256 MiB by default). The host memcpy between pageable staging and
- * the pools is shared with the component's copy threads, as in the shim;
- * the progress thread helps and never waits for them.
+ * polling events, never by waiting. The runtime, its entry points and the
+ * streams are process-wide; the pools, the pinned budget and the staging
+ * buffers are each engine's own, sized by its cuda.* settings
+ * (cuda.bounce_chunk_bytes, cuda.bounce_buffers, cuda.copy_threads,
+ * cuda.pinned_max_bytes; 2 MiB, 8, auto, 256 MiB by default), so two
+ * engines of one process keep their own. The host memcpy between pageable
+ * staging and the pools is shared with the component's copy threads, as in
+ * the shim; the progress thread helps and never waits for them.
  */
 #define ENG_CUDA_MAX_DEVICES 16
 #define ENG_CUDA_STREAM_NON_BLOCKING 0x01
 
-struct eng_cuda_dev {
-    bool ready;
-    struct scc_pools pools;
-    struct CUstream_st *stream;
-};
+#define STAGE_KEEP 32
+#define STAGE_KEEP_BYTES (256ull << 20)
 
+/* The runtime's entry points and a stream per device: process-wide. */
 static struct {
     struct scc_api api;
     int (*set_device)(int device);
     int (*stream_create)(struct CUstream_st **s, unsigned flags);
     int (*get_last_error)(void);
     int (*stream_sync)(struct CUstream_st *s);
-    struct scc_budget budget;
-    struct scc_budget stage_budget; /* the part staging buffers may hold */
+    pthread_mutex_t lock; /* first use of a device, in any engine */
+    struct CUstream_st *stream[ENG_CUDA_MAX_DEVICES];
+} cu = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* A device as one engine uses it: the shared stream, its own pools. */
+struct eng_cuda_dev {
+    bool ready;
+    struct scc_pools pools;
+    struct CUstream_st *stream;
+};
+
+/* One engine's copy settings, pools and staging buffers (eng_ctx.copy). */
+struct eng_copy {
     size_t chunk;
     unsigned buffers;
     unsigned threads;
-    pthread_mutex_t lock;
+    struct scc_budget budget;       /* cuda.pinned_max_bytes: pools and staging */
+    struct scc_budget stage_budget; /* the part staging buffers may hold */
     struct eng_cuda_dev dev[ENG_CUDA_MAX_DEVICES];
-} cu = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct {
+        pthread_mutex_t lock;
+        char *buf[STAGE_KEEP];
+        unsigned n;
+        uint64_t bytes;
+    } stages;
+};
 
 /* A copy in flight: through a pool (pageable host memory) or, for a pinned
  * staging buffer, one cudaMemcpyAsync straight into it and its event. */
 struct eng_copy_tok {
+    struct eng_copy *ec;
     struct scc_xfer x;
     struct scc_pool *pool;
     struct CUevent_st *ev;
@@ -83,22 +102,26 @@ struct eng_copy_tok {
 
 /* The device's stream and pools, made on first use; NULL if the runtime
  * refused (its error cleared: the engine's calls leave no state behind). */
-static struct eng_cuda_dev *cuda_dev(int device)
+static struct eng_cuda_dev *cuda_dev(struct eng_copy *ec, int device)
 {
     struct eng_cuda_dev *d;
 
     if (device < 0 || device >= ENG_CUDA_MAX_DEVICES)
         return NULL;
-    d = &cu.dev[device];
+    d = &ec->dev[device];
     pthread_mutex_lock(&cu.lock);
     if (!d->ready) {
-        if (cu.set_device(device) == 0 &&
-            cu.stream_create(&d->stream, ENG_CUDA_STREAM_NON_BLOCKING) == 0) {
-            scc_pools_init(&d->pools, &cu.api, &cu.budget, cu.chunk, cu.buffers);
-            scc_pools_set_threads(&d->pools, cu.threads, 0);
-            d->ready = true;
-        } else {
+        if (!cu.stream[device] &&
+            (cu.set_device(device) ||
+             cu.stream_create(&cu.stream[device], ENG_CUDA_STREAM_NON_BLOCKING))) {
+            cu.stream[device] = NULL;
             cu.get_last_error();
+        }
+        if (cu.stream[device]) {
+            d->stream = cu.stream[device];
+            scc_pools_init(&d->pools, &cu.api, &ec->budget, ec->chunk, ec->buffers);
+            scc_pools_set_threads(&d->pools, ec->threads, 0);
+            d->ready = true;
         }
     }
     pthread_mutex_unlock(&cu.lock);
@@ -138,10 +161,10 @@ static int copy_direct(struct eng_cuda_dev *d, struct eng_copy_tok *tok, enum sc
 /* Called from the staging progress thread only: it sets that thread's
  * current device, never an application thread's. A pinned host buffer
  * (an engine staging buffer) is copied to or from directly. */
-static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int device, bool pinned,
-                      void **token)
+static int copy_start(struct eng_copy *ec, enum scc_dir dir, void *host, void *dev, size_t n,
+                      int device, bool pinned, void **token)
 {
-    struct eng_cuda_dev *d = cuda_dev(device);
+    struct eng_cuda_dev *d = ec ? cuda_dev(ec, device) : NULL;
     struct eng_copy_tok *tok;
     int err, rc;
 
@@ -155,6 +178,7 @@ static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int dev
     if (!tok)
         return -ENOMEM;
     tok->device = device;
+    tok->ec = ec;
     if (pinned) {
         rc = copy_direct(d, tok, dir, host, dev, n);
         if (rc) {
@@ -190,7 +214,7 @@ static int copy_start(enum scc_dir dir, void *host, void *dev, size_t n, int dev
 static int copy_poll(void *token)
 {
     struct eng_copy_tok *tok = token;
-    struct eng_cuda_dev *d = &cu.dev[tok->device];
+    struct eng_cuda_dev *d = &tok->ec->dev[tok->device];
     int rc;
 
     /* later chunks are issued from here: on the transfer's device */
@@ -248,7 +272,7 @@ static int cuda_resolve(void *h, const char **missing)
 static pthread_mutex_t copy_lock = PTHREAD_MUTEX_INITIALIZER;
 static int copy_state; /* 0 untried, 1 loaded, <0 error */
 
-int eng_copy_open(struct teshim_engine *eng)
+int eng_copy_open(struct eng_ctx *eng)
 {
     static const char *const names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
     int ret;
@@ -266,54 +290,55 @@ int eng_copy_open(struct teshim_engine *eng)
                 dlclose(h);
                 continue;
             }
-            cu.chunk = eng->p.cuda_chunk;
-            cu.buffers = (unsigned)eng->p.cuda_buffers;
-            cu.threads = (unsigned)eng->p.cuda_threads;
-            cu.budget.max = eng->p.cuda_pinned_max;
-            /* staging buffers may hold what one pool leaves: a copy through a
-             * pool (pageable staging) can always get one eventually */
-            size_t pool_bytes = cu.chunk * cu.buffers;
-            cu.stage_budget.max = cu.budget.max > pool_bytes ? cu.budget.max - pool_bytes : 0;
             copy_state = 1;
             break;
         }
     }
     ret = copy_state < 0 ? copy_state : 0;
+    if (!ret && !eng->copy) {
+        struct eng_copy *ec = calloc(1, sizeof(*ec));
+        if (ec) {
+            ec->chunk = eng->p.cuda_chunk;
+            ec->buffers = (unsigned)eng->p.cuda_buffers;
+            ec->threads = (unsigned)eng->p.cuda_threads;
+            ec->budget.max = eng->p.cuda_pinned_max;
+            /* staging buffers may hold what one pool leaves: a copy through a
+             * pool (pageable staging) can always get one eventually */
+            size_t pool_bytes = ec->chunk * ec->buffers;
+            ec->stage_budget.max = ec->budget.max > pool_bytes ? ec->budget.max - pool_bytes : 0;
+            pthread_mutex_init(&ec->stages.lock, NULL);
+            eng->copy = ec;
+        } else {
+            ret = -ENOMEM;
+        }
+    }
     pthread_mutex_unlock(&copy_lock);
-    if (ret) {
+    if (ret == -ENOMEM)
+        eng_err(eng, "cuda memory: no memory for the engine's copy pools");
+    else if (ret)
         eng_err(eng, "cuda memory: no CUDA runtime could be loaded (%s): %s", names[0],
                 "libcudart.so.13/.12 not found");
-        return ret;
-    }
-    return 0;
+    return ret;
 }
 
 /* ---- staging buffers ------------------------------------------------------ */
 
 /*
- * Host staging buffers are reused, not allocated per transfer: a small cache
- * of power-of-two buffers (at most STAGE_KEEP of them, STAGE_KEEP_BYTES in
- * all), and a few more kept by each tcp connection that serves device
- * memory. A buffer is pinned (cudaMallocHost) while the staging part of the
- * pinned budget allows, so the device copies straight into it with one
- * cudaMemcpyAsync; otherwise it is pageable and copies go through a pool.
- * Its capacity and kind are stored just before it.
+ * Host staging buffers are reused, not allocated per transfer: each engine
+ * keeps a small cache of power-of-two buffers (at most STAGE_KEEP of them,
+ * STAGE_KEEP_BYTES in all), and each tcp connection that serves device
+ * memory a few more. A buffer is pinned (cudaMallocHost) while the staging
+ * part of its engine's pinned budget allows, so the device copies straight
+ * into it with one cudaMemcpyAsync; otherwise it is pageable and copies go
+ * through a pool. Its capacity, kind and engine are stored just before it.
  */
-#define STAGE_KEEP 32
-#define STAGE_KEEP_BYTES (256ull << 20)
 #define STAGE_HDR 64
 
 struct stage_hdr {
     uint64_t cap;
     bool pinned;
+    struct eng_copy *owner; /* NULL: an engine without the CUDA runtime */
 };
-
-static struct {
-    pthread_mutex_t lock;
-    char *buf[STAGE_KEEP];
-    unsigned n;
-    uint64_t bytes;
-} stages = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static const struct stage_hdr *stage_hdr(const void *p)
 {
@@ -331,25 +356,21 @@ bool eng_stage_pinned(const void *p)
 }
 
 /* A pinned buffer of STAGE_HDR + cap bytes within the staging budget. */
-static void *stage_alloc_pinned(uint64_t cap)
+static void *stage_alloc_pinned(struct eng_copy *ec, uint64_t cap)
 {
     size_t n = STAGE_HDR + cap;
     void *p = NULL;
-    bool loaded;
 
-    pthread_mutex_lock(&copy_lock);
-    loaded = copy_state == 1;
-    pthread_mutex_unlock(&copy_lock);
-    if (!loaded || !scc_budget_take(&cu.stage_budget, n))
+    if (!ec || !scc_budget_take(&ec->stage_budget, n))
         return NULL;
-    if (!scc_budget_take(&cu.budget, n)) {
-        scc_budget_give(&cu.stage_budget, n);
+    if (!scc_budget_take(&ec->budget, n)) {
+        scc_budget_give(&ec->stage_budget, n);
         return NULL;
     }
     if (cu.api.malloc_host(&p, n)) {
         cu.get_last_error();
-        scc_budget_give(&cu.budget, n);
-        scc_budget_give(&cu.stage_budget, n);
+        scc_budget_give(&ec->budget, n);
+        scc_budget_give(&ec->stage_budget, n);
         return NULL;
     }
     return p;
@@ -359,35 +380,39 @@ static void stage_release(char *p)
 {
     const struct stage_hdr *h = stage_hdr(p);
     size_t n = STAGE_HDR + h->cap;
+    struct eng_copy *ec = h->owner;
 
     if (h->pinned) {
         cu.api.free_host(p - STAGE_HDR);
-        scc_budget_give(&cu.budget, n);
-        scc_budget_give(&cu.stage_budget, n);
+        scc_budget_give(&ec->budget, n);
+        scc_budget_give(&ec->stage_budget, n);
     } else {
         free(p - STAGE_HDR);
     }
 }
 
-void *eng_stage_get(uint64_t len)
+void *eng_stage_get(struct eng_ctx *eng, uint64_t len)
 {
-    struct stage_hdr h = {.cap = 4096};
+    struct eng_copy *ec = eng->copy;
+    struct stage_hdr h = {.cap = 4096, .owner = ec};
     char *p = NULL;
 
     while (h.cap < len)
         h.cap <<= 1;
-    pthread_mutex_lock(&stages.lock);
-    for (unsigned i = 0; i < stages.n; i++)
-        if (eng_stage_cap(stages.buf[i]) == h.cap) {
-            p = stages.buf[i];
-            stages.buf[i] = stages.buf[--stages.n];
-            stages.bytes -= h.cap;
-            break;
-        }
-    pthread_mutex_unlock(&stages.lock);
+    if (ec) {
+        pthread_mutex_lock(&ec->stages.lock);
+        for (unsigned i = 0; i < ec->stages.n; i++)
+            if (eng_stage_cap(ec->stages.buf[i]) == h.cap) {
+                p = ec->stages.buf[i];
+                ec->stages.buf[i] = ec->stages.buf[--ec->stages.n];
+                ec->stages.bytes -= h.cap;
+                break;
+            }
+        pthread_mutex_unlock(&ec->stages.lock);
+    }
     if (p)
         return p;
-    p = stage_alloc_pinned(h.cap);
+    p = stage_alloc_pinned(ec, h.cap);
     h.pinned = p != NULL;
     if (!p)
         p = malloc(STAGE_HDR + h.cap);
@@ -401,29 +426,46 @@ void eng_stage_put(void *buf)
 {
     char *p = buf;
     uint64_t cap = eng_stage_cap(p);
+    struct eng_copy *ec = stage_hdr(p)->owner;
 
-    pthread_mutex_lock(&stages.lock);
-    if (stages.n < STAGE_KEEP && stages.bytes + cap <= STAGE_KEEP_BYTES) {
-        stages.buf[stages.n++] = p;
-        stages.bytes += cap;
-        p = NULL;
+    if (ec) {
+        pthread_mutex_lock(&ec->stages.lock);
+        if (ec->stages.n < STAGE_KEEP && ec->stages.bytes + cap <= STAGE_KEEP_BYTES) {
+            ec->stages.buf[ec->stages.n++] = p;
+            ec->stages.bytes += cap;
+            p = NULL;
+        }
+        pthread_mutex_unlock(&ec->stages.lock);
     }
-    pthread_mutex_unlock(&stages.lock);
     if (p)
         stage_release(p);
 }
 
+void eng_copy_close(struct eng_ctx *eng)
+{
+    struct eng_copy *ec = eng->copy;
+
+    if (!ec)
+        return;
+    for (int i = 0; i < ENG_CUDA_MAX_DEVICES; i++)
+        if (ec->dev[i].ready)
+            scc_pools_destroy(&ec->dev[i].pools);
+    while (ec->stages.n)
+        stage_release(ec->stages.buf[--ec->stages.n]);
+    pthread_mutex_destroy(&ec->stages.lock);
+    free(ec);
+    eng->copy = NULL;
+}
+
 /* ---- the progress thread: staging copies of tasks and of served requests -- */
 
-enum dev_phase { DEV_OUT_START, DEV_OUT, DEV_IN_START, DEV_IN, DEV_CB_START, DEV_CB };
+enum dev_phase { DEV_CB_START, DEV_CB };
 
 struct eng_dev_op {
     struct eng_dev_op *next;
-    struct teshim_engine *eng;
-    struct eng_task *t; /* a task's staging; NULL: a copy with a callback */
+    struct eng_ctx *eng;
     enum dev_phase phase;
     void *tok;
-    /* callback copies (eng_dev_copy) */
     bool to_device;
     void *stage, *dev;
     uint64_t n;
@@ -439,42 +481,19 @@ static struct {
     bool started;
 } dq = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, false};
 
-/* Release the staging and give the task back its own address. */
-static void dev_unstage(struct eng_task *t)
-{
-    if (t->stage)
-        eng_stage_put(t->stage);
-    t->stage = NULL;
-    t->local = t->dev_ptr;
-}
-
 /*
- * An op has left the staging queue and everything it did is over: the task
- * finished (limiter included), the transport has it, or its callback
- * returned. Only then may the engine be destroyed (eng_dev_quiesce); the
- * task itself may already be freed with its batch, so eng was read before.
+ * An op has left the staging queue and everything it did is over: its
+ * callback returned (and with it whatever the callback started). Only then
+ * may the engine be destroyed (eng_dev_quiesce); eng was read before.
  */
-static void dev_op_done(struct teshim_engine *eng)
+static void dev_op_done(struct eng_ctx *eng)
 {
     atomic_fetch_sub(&eng->dev_ops, 1);
 }
 
-static void dev_fail(struct eng_dev_op *op, int err)
-{
-    struct eng_task *t = op->t;
-    struct teshim_engine *eng = op->eng;
-
-    eng_err(eng, "cuda:%d staging copy of %llu bytes failed: %s", t->cuda_dev,
-            (unsigned long long)t->len, strerror(-err));
-    free(op);
-    dev_unstage(t);
-    eng_task_finish(t, err);
-    dev_op_done(eng);
-}
-
 static void dev_cb_finish(struct eng_dev_op *op, int err)
 {
-    struct teshim_engine *eng = op->eng;
+    struct eng_ctx *eng = op->eng;
 
     if (err)
         eng_err(eng, "cuda:%d copy of %llu bytes %s the device failed: %s", op->device,
@@ -484,14 +503,17 @@ static void dev_cb_finish(struct eng_dev_op *op, int err)
     dev_op_done(eng);
 }
 
-/* Advance a callback copy; true when op is gone. */
-static bool dev_advance_cb(struct eng_dev_op *op, bool *progressed)
+/*
+ * Advance one copy without waiting. Returns true when op is gone (its
+ * callback called); *progressed when something moved.
+ */
+static bool dev_advance(struct eng_dev_op *op, bool *progressed)
 {
     int rc;
 
     if (op->phase == DEV_CB_START) {
-        rc = copy_start(op->to_device ? SCC_DIR_H2D : SCC_DIR_D2H, op->stage, op->dev, op->n,
-                        op->device, eng_stage_pinned(op->stage), &op->tok);
+        rc = copy_start(op->eng->copy, op->to_device ? SCC_DIR_H2D : SCC_DIR_D2H, op->stage,
+                        op->dev, op->n, op->device, eng_stage_pinned(op->stage), &op->tok);
         if (rc == -ENOSPC)
             return false; /* pinned budget in use: retry when a pool comes back */
         *progressed = true;
@@ -508,61 +530,6 @@ static bool dev_advance_cb(struct eng_dev_op *op, bool *progressed)
     *progressed = true;
     dev_cb_finish(op, rc);
     return true;
-}
-
-/*
- * Advance one staging step without waiting. Returns true when op is gone
- * (finished or handed to the transport); *progressed when something moved.
- */
-static bool dev_advance(struct eng_dev_op *op, bool *progressed)
-{
-    struct eng_task *t = op->t;
-    int rc;
-
-    if (!t)
-        return dev_advance_cb(op, progressed);
-    switch (op->phase) {
-    case DEV_OUT_START:
-    case DEV_IN_START:
-        rc = copy_start(op->phase == DEV_OUT_START ? SCC_DIR_D2H : SCC_DIR_H2D, t->stage,
-                        t->dev_ptr, t->len, t->cuda_dev, eng_stage_pinned(t->stage), &op->tok);
-        if (rc == -ENOSPC)
-            return false; /* pinned budget in use: retry when a pool comes back */
-        if (rc) {
-            dev_fail(op, rc);
-            *progressed = true;
-            return true;
-        }
-        op->phase = op->phase == DEV_OUT_START ? DEV_OUT : DEV_IN;
-        *progressed = true;
-        return false;
-    case DEV_OUT:
-    case DEV_IN:
-        rc = copy_poll(op->tok);
-        if (rc == -EAGAIN)
-            return false;
-        *progressed = true;
-        if (rc) {
-            dev_fail(op, rc);
-            return true;
-        }
-        struct teshim_engine *eng = op->eng;
-        if (op->phase == DEV_OUT) {
-            /* the staging holds the device data: the transport sends it */
-            struct eng_transport *tp = t->seg->tp;
-            free(op);
-            t->local = t->stage;
-            tp->ops.start(tp, t);
-        } else {
-            free(op);
-            dev_unstage(t);
-            eng_task_finish(t, 0);
-        }
-        dev_op_done(eng);
-        return true;
-    default:
-        return true;
-    }
 }
 
 static void *dev_progress(void *arg)
@@ -628,25 +595,7 @@ static int dev_queue(struct eng_dev_op *op)
     return 0;
 }
 
-static void dev_enqueue(struct eng_task *t, enum dev_phase phase)
-{
-    struct eng_dev_op *op = calloc(1, sizeof(*op));
-    int err = -ENOMEM;
-
-    if (op) {
-        op->eng = t->seg->tp->eng;
-        op->t = t;
-        op->phase = phase;
-        err = dev_queue(op);
-        if (!err)
-            return;
-        free(op);
-    }
-    dev_unstage(t);
-    eng_task_finish(t, err);
-}
-
-int eng_dev_copy(struct teshim_engine *eng, bool to_device, void *stage, void *dev, uint64_t n,
+int eng_dev_copy(struct eng_ctx *eng, bool to_device, void *stage, void *dev, uint64_t n,
                  int device, void (*done)(void *arg, int err), void *arg)
 {
     struct eng_dev_op *op = calloc(1, sizeof(*op));
@@ -669,35 +618,7 @@ int eng_dev_copy(struct teshim_engine *eng, bool to_device, void *stage, void *d
     return err;
 }
 
-void eng_dev_task_start(struct teshim_engine *eng, struct eng_task *t)
-{
-    t->dev_ptr = t->local;
-    t->stage = eng_stage_get(t->len);
-    if (!t->stage) {
-        dev_unstage(t);
-        eng_task_finish(t, -ENOMEM);
-        return;
-    }
-    if (t->op == TESHIM_OP_WRITE) {
-        dev_enqueue(t, DEV_OUT_START);
-        return;
-    }
-    /* READ: the transport receives into the staging first */
-    t->local = t->stage;
-    t->seg->tp->ops.start(t->seg->tp, t);
-}
-
-bool eng_dev_task_transport_done(struct eng_task *t, int err)
-{
-    if (t->op == TESHIM_OP_READ && !err) {
-        dev_enqueue(t, DEV_IN_START);
-        return true;
-    }
-    dev_unstage(t);
-    return false;
-}
-
-void eng_dev_quiesce(struct teshim_engine *eng)
+void eng_dev_quiesce(struct eng_ctx *eng)
 {
     while (atomic_load(&eng->dev_ops))
         usleep(100);

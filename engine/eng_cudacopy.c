@@ -1,5 +1,5 @@
-/* Pinned bounce pool and pipelined copies; see eng_cudacopy.h. */
-#include "eng_cudacopy.h"
+/* Pinned bounce pool and pipelined copies; see teshim/cudacopy.h. */
+#include "teshim/cudacopy.h"
 
 #include <dlfcn.h>
 #include <errno.h>

@@ -15,7 +15,7 @@
  * same boot id and a probe read of the peer's memory returns the value it
  * announced (same host, same pid namespace, ptrace permitted).
  */
-#include "eng.h"
+#include "eng_tp.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -63,7 +63,7 @@ static int local_peer_gen(struct eng_transport *tp, struct eng_segment *seg, uin
 
 static int local_seg_open(struct eng_transport *tp, struct eng_segment *seg)
 {
-    struct teshim_engine *eng = tp->eng;
+    struct eng_ctx *eng = tp->eng;
     uint64_t v = 0;
     struct iovec l = {&v, sizeof(v)};
     struct iovec r = {(void *)(uintptr_t)seg->hello.probe_addr, sizeof(v)};
@@ -103,7 +103,7 @@ static int local_seg_open(struct eng_transport *tp, struct eng_segment *seg)
  */
 static int local_refresh(struct eng_transport *tp, struct eng_segment *seg, uint64_t since)
 {
-    struct teshim_engine *eng = tp->eng;
+    struct eng_ctx *eng = tp->eng;
     struct eng_region_desc *regions = NULL;
     struct eng_hello h;
     uint64_t gen, now;
@@ -388,6 +388,13 @@ static void local_destroy(struct eng_transport *tp)
     free(lt);
 }
 
+/* process_vm_* cannot reach the peer's device memory */
+static bool local_reaches(struct eng_transport *tp, struct eng_segment *seg, uint64_t addr,
+                          uint64_t len)
+{
+    return !eng_seg_in_device(seg, addr, len);
+}
+
 static const struct eng_transport_ops local_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "local",
@@ -396,9 +403,10 @@ static const struct eng_transport_ops local_ops = {
     .destroy = local_destroy,
     .submit_begin = local_submit_begin,
     .submit_end = local_submit_end,
+    .reaches = local_reaches,
 };
 
-int eng_local_create(struct teshim_engine *eng, struct eng_transport **tp_p)
+int eng_local_create(struct eng_ctx *eng, struct eng_transport **tp_p)
 {
     struct local_tp *lt = calloc(1, sizeof(*lt));
     if (!lt) {

@@ -5,7 +5,7 @@
  * retried with exponential backoff and jitter, bounded in number
  * (engine.connect_attempts) and in time (engine.connect_timeout_ms).
  */
-#include "eng.h"
+#include "eng_tp.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -100,8 +100,18 @@ static int io_all(int fd, void *buf, size_t len, bool out, uint64_t deadline)
     return 0;
 }
 
-/* One attempt: connect, HELLO, HELLO_ACK into *h and *regions_p. */
-static int meta_once(struct teshim_engine *eng, const struct eng_segment *seg, uint64_t deadline,
+void eng_hello_self(struct eng_ctx *eng, struct eng_hello *h)
+{
+    memset(h, 0, sizeof(*h));
+    memcpy(h->boot_id, eng->boot_id, 16);
+    h->pid = (uint32_t)getpid();
+    h->probe_addr = eng->p.local_serve ? (uint64_t)(uintptr_t)&eng->words : 0;
+    h->probe_value = eng->words.probe;
+    strcpy(h->name, eng->name);
+}
+/* One attempt: connect, HELLO
+, HELLO_ACK into *h and *regions_p. */
+static int meta_once(struct eng_ctx *eng, const struct eng_segment *seg, uint64_t deadline,
                      struct eng_hello *h, struct eng_region_desc **regions_p)
 {
     struct eng_region_desc *regions = NULL;
@@ -176,7 +186,7 @@ out_close:
     return ret;
 }
 
-int eng_meta_fetch(struct teshim_engine *eng, const struct eng_segment *seg, struct eng_hello *h,
+int eng_meta_fetch(struct eng_ctx *eng, const struct eng_segment *seg, struct eng_hello *h,
                    struct eng_region_desc **regions_p)
 {
     uint64_t start = eng_now_ns();
@@ -187,7 +197,9 @@ int eng_meta_fetch(struct teshim_engine *eng, const struct eng_segment *seg, str
         ret = meta_once(eng, seg, deadline, h, regions_p);
         if (!ret || ret == -EPROTO || ret == -EBADMSG)
             break;
-        uint64_t wait = (uint64_t)eng_backoff_ms(&eng->p, attempt) * 1000000ull;
+        uint64_t wait = (uint64_t)eng_backoff_ms(eng->p.connect_backoff_ms,
+                                                 eng->p.connect_backoff_max_ms, attempt) *
+                        1000000ull;
         if (attempt == eng->p.connect_attempts || eng_now_ns() + wait >= deadline)
             break;
         atomic_fetch_add(&eng->st.conn_retries, 1);

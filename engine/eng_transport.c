@@ -1,5 +1,5 @@
 /* Typed "unsupported" operations under every transport's table. */
-#include "eng.h"
+#include "eng_tp.h"
 
 #include <errno.h>
 #include <string.h>
@@ -28,6 +28,17 @@ static void stub_submit_mark(struct eng_transport *tp)
 {
 }
 
+static bool stub_reaches(struct eng_transport *tp, struct eng_segment *seg, uint64_t addr,
+                         uint64_t len)
+{
+    return true;
+}
+
+static int stub_adopt(struct eng_transport *tp, int fd, const char *pname)
+{
+    return -EOPNOTSUPP;
+}
+
 static const struct eng_transport_ops stub_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "unsupported",
@@ -37,9 +48,11 @@ static const struct eng_transport_ops stub_ops = {
     .destroy = stub_destroy,
     .submit_begin = stub_submit_mark,
     .submit_end = stub_submit_mark,
+    .reaches = stub_reaches,
+    .adopt = stub_adopt,
 };
 
-void eng_transport_init(struct eng_transport *tp, struct teshim_engine *eng,
+void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
                         const struct eng_transport_ops *ops)
 {
     tp->ops = stub_ops;
@@ -56,5 +69,7 @@ void eng_transport_init(struct eng_transport *tp, struct teshim_engine *eng,
     TAKE(destroy);
     TAKE(submit_begin);
     TAKE(submit_end);
+    TAKE(reaches);
+    TAKE(adopt);
 #undef TAKE
 }

@@ -22,6 +22,7 @@
 
 #include "pol.h"
 #include "pol_tcp.h"
+#include "shim_stats.h"
 #include "shim_types.h"
 
 enum shim_lib {
@@ -31,13 +32,6 @@ enum shim_lib {
     SHIM_LIB_MEM,
     SHIM_LIB_CUDRV,
     SHIM_LIB_DL
-};
-
-enum shim_hook_id {
-#define HOOK(lib, tag, ver, def, ret, name, params, args, ...) SHIM_HK_##name##_##tag,
-#include "shim_hooks.def"
-#undef HOOK
-    SHIM_HK_COUNT
 };
 
 /* Real-function pointer types, one per hook: shim_fn_NAME_TAG. */
@@ -178,63 +172,7 @@ unsigned shim_reload_changes(const struct shim_change **list_p, unsigned *droppe
 
 /* ---- counters --------------------------------------------------------- */
 
-/*
- * Every call a hook counts in CALLS lands in exactly one outcome, INJECTED
- * to ERRORS, so the outcomes of a hook sum to its CALLS; BYTES is a measure,
- * not an outcome. Outcomes are counted only through shim_count_result().
- */
-enum shim_ctr {
-    SHIM_C_CALLS,
-    SHIM_C_INJECTED,       /* the call was changed */
-    SHIM_C_OBSERVED,       /* would have been changed (mode = observe) */
-    SHIM_C_SKIPPED,        /* policy off, arm A, killed, out of scope */
-    SHIM_C_NOT_APPLICABLE, /* policy on, but this call does not qualify */
-    SHIM_C_FALLBACKS,      /* policy could not be applied: the real call ran unchanged */
-    SHIM_C_WOULD_BLOCK,    /* a benign code before anything was decided (accept: EAGAIN) */
-    SHIM_C_ERRORS,         /* a failure the host treats as one */
-    SHIM_C_BYTES,          /* bytes covered by injected calls */
-    SHIM_C_COUNT,
-    /* What a hook passes when the call returned before there was anything
-     * to decide (accept with no connection): see shim_count_result(). */
-    SHIM_C_UNDECIDED = SHIM_C_CALLS,
-};
-
-struct shim_hook_stats {
-    _Atomic uint64_t c[SHIM_C_COUNT];
-};
-
-/*
- * Run-time control as a reader sees it (layout 3): written under seq, odd
- * while the fields and the header's arm, gate and policy_hash change.
- */
-struct shim_stats_ctl {
-    _Atomic uint32_t seq;
-    uint32_t killed;            /* the kill-switch file was there at the last check */
-    uint32_t changes;           /* changes published so far */
-    uint32_t rejected;          /* config edits refused (the last good one stayed) */
-    uint64_t check_interval_ms; /* 0: never checked after start */
-    uint64_t last_check_ns;     /* CLOCK_REALTIME of the last check; the start at first */
-    uint64_t last_change_ns;    /* CLOCK_REALTIME of the last change; 0: none */
-};
-
-/* The live counters; shared-memory backed when stats.live is on. */
-struct shim_stats_area {
-    uint32_t magic;   /* SHIM_STATS_MAGIC once fully initialised */
-    uint32_t version; /* layout version */
-    int32_t pid;
-    uint32_t nhooks;
-    char program[128];
-    char arm[4];
-    char gate[16];
-    uint64_t policy_hash;
-    uint64_t start_ns; /* CLOCK_REALTIME */
-    struct shim_hook_stats hooks[SHIM_HK_COUNT];
-    /* Layout 3. After the counters, so a layout-2 segment is this one's
-     * prefix and readers keep reading its counters. */
-    struct shim_stats_ctl ctl;
-};
-#define SHIM_STATS_MAGIC 0x74657368u /* "tesh" */
-#define SHIM_STATS_LAYOUT 3          /* 2: would_block; 3: ctl (run-time control) */
+/* The counters and the live segment: shim_stats.h. */
 
 /* Publish the arm, gate and hash of cfg and the control fields in the live
  * area (a reader sees them whole). */

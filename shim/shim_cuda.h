@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 #include "shim.h"
 #include "shim_cuda_abi.h"
 

@@ -13,7 +13,7 @@
  * give the _ptds/_ptsz wrapper, anything else the legacy one.
  *
  * The copy wrappers take the runtime hooks' route (shim_cuda.c), through the
- * same copy component (engine/eng_cudacopy.h) with a table of driver entry
+ * same copy component (engine/include/teshim/cudacopy.h) with a table of driver entry
  * points: pageable <-> device copies above the threshold are chunked through
  * reused pinned buffers, on the stream the call named (the NULL stream read
  * as CU_STREAM_LEGACY or CU_STREAM_PER_THREAD by the flavour), returning no
@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 #include "pol_cuda.h"
 #include "shim_cuda.h"
 #include "shim_cuda_abi.h"

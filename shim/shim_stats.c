@@ -34,15 +34,9 @@ static atomic_flag shim_report_busy = ATOMIC_FLAG_INIT;
 static char shim_report_name[NAME_MAX + 1];
 
 static const char *const ctr_names[SHIM_C_COUNT] = {
-    [SHIM_C_CALLS] = "calls",
-    [SHIM_C_INJECTED] = "injected",
-    [SHIM_C_OBSERVED] = "observed",
-    [SHIM_C_SKIPPED] = "skipped_by_policy",
-    [SHIM_C_NOT_APPLICABLE] = "not_applicable",
-    [SHIM_C_FALLBACKS] = "fallbacks",
-    [SHIM_C_WOULD_BLOCK] = "would_block",
-    [SHIM_C_ERRORS] = "errors",
-    [SHIM_C_BYTES] = "bytes",
+#define CTR_KEY(id, key, head, doc) [SHIM_C_##id] = key,
+    SHIM_COUNTERS(CTR_KEY)
+#undef CTR_KEY
 };
 
 const char *shim_ctr_name(enum shim_ctr c)

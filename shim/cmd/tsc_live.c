@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "shim_stats.h"
 
 #define SHM_DIR "/dev/shm"
 

@@ -1,7 +1,7 @@
 /* teshim stats: readable summaries of the JSON reports written at exit. */
 #include "tsc.h"
 #include "tsc_json.h"
-#include "shim.h"
+#include "shim_stats.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -11,22 +11,14 @@
 
 /* The report's keys and the columns, in the order of the shim's counters. */
 const char *const tsc_ctr_keys[SHIM_C_COUNT] = {
-    [SHIM_C_CALLS] = "calls",
-    [SHIM_C_INJECTED] = "injected",
-    [SHIM_C_OBSERVED] = "observed",
-    [SHIM_C_SKIPPED] = "skipped_by_policy",
-    [SHIM_C_NOT_APPLICABLE] = "not_applicable",
-    [SHIM_C_FALLBACKS] = "fallbacks",
-    [SHIM_C_WOULD_BLOCK] = "would_block",
-    [SHIM_C_ERRORS] = "errors",
-    [SHIM_C_BYTES] = "bytes",
+#define CTR_KEY(id, key, head, doc) [SHIM_C_##id] = key,
+    SHIM_COUNTERS(CTR_KEY)
+#undef CTR_KEY
 };
 const char *const tsc_ctr_heads[SHIM_C_COUNT] = {
-    [SHIM_C_CALLS] = "CALLS",          [SHIM_C_INJECTED] = "INJECTED",
-    [SHIM_C_OBSERVED] = "OBSERVED",    [SHIM_C_SKIPPED] = "SKIPPED",
-    [SHIM_C_NOT_APPLICABLE] = "N/A",   [SHIM_C_FALLBACKS] = "FALLBACK",
-    [SHIM_C_WOULD_BLOCK] = "WOULDBLK", [SHIM_C_ERRORS] = "ERRORS",
-    [SHIM_C_BYTES] = "BYTES",
+#define CTR_HEAD(id, key, head, doc) [SHIM_C_##id] = head,
+    SHIM_COUNTERS(CTR_HEAD)
+#undef CTR_HEAD
 };
 #define NCTR SHIM_C_COUNT
 

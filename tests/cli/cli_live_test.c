@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "cli_util.h"
-#include "shim.h"
+#include "shim_stats.h"
 
 static unsigned long long pidns(void)
 {

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "cemu_test.h"
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 
 /* The runtime's functions through the component's table: the casts only
  * turn enum and handle types into the ABI-identical ones the table names. */

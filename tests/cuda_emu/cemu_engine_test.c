@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 #include "eng_test.h"
 
 static struct teshim_engine *target, *ini;
@@ -255,6 +255,40 @@ START_TEST(requests_wait_for_the_pinned_budget)
 }
 END_TEST
 
+/* Two engines of one process, made with different cuda.* settings, each
+ * copy through pools of their own settings (the first engine's used to
+ * size the pools of all). */
+START_TEST(each_engine_keeps_its_own_cuda_settings)
+{
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct teshim_engine *first;
+    void *dev1;
+    uint64_t before;
+    int err = 0;
+
+    /* no staging share of the budget: every copy goes through a pool */
+    setenv("TESHIM_CONFIG", "/dev/null", 1);
+    setenv("TESHIM_CUDA_BOUNCE_BUFFERS", "2", 1);
+    setenv("TESHIM_CUDA_BOUNCE_CHUNK_BYTES", "1M", 1);
+    setenv("TESHIM_CUDA_PINNED_MAX_BYTES", "2M", 1);
+    o.no_policy = false;
+    first = eng_test_create(&o);
+    ck_assert_int_eq(cudaMalloc(&dev1, 1 << 20), cudaSuccess);
+    ck_assert_int_eq(teshim_register(first, dev1, 1 << 20, "cuda:0", false), 0);
+    /* the engines made now copy through two chunks of 4 MiB */
+    setenv("TESHIM_CUDA_BOUNCE_CHUNK_BYTES", "4M", 1);
+    setenv("TESHIM_CUDA_PINNED_MAX_BYTES", "8M", 1);
+    with_policy = true;
+    setup();
+    before = cemu_test_pinned_bytes();
+    ck_assert_uint_eq(run(TESHIM_OP_WRITE, 4u << 20, 1, &err), 0);
+    ck_assert_uint_eq(cemu_test_pinned_bytes() - before, 8u << 20);
+    teardown();
+    teshim_engine_destroy(first);
+    cudaFree(dev1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_engine");
@@ -275,6 +309,10 @@ int main(void)
     tcase_add_checked_fixture(tc, setup_small_budget, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, requests_wait_for_the_pinned_budget);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("settings");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, each_engine_keeps_its_own_cuda_settings);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "cemu_test.h"
-#include "eng_cudacopy.h"
+#include "teshim/cudacopy.h"
 #include "eng_test.h"
 
 #define SPAN (12u << 20)

@@ -4,7 +4,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 START_TEST(create_rejects_bad_options)
 {
@@ -270,6 +273,32 @@ START_TEST(policy_table_read_and_overridden)
 }
 END_TEST
 
+/* log.file: the engine's messages go there, not to stderr. */
+START_TEST(log_file_receives_the_engine_log)
+{
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct teshim_engine *e;
+    char path[] = "/tmp/teshim-engine-log-XXXXXX", buf[4096];
+    int fd = mkstemp(path);
+    ssize_t n;
+
+    ck_assert_int_ge(fd, 0);
+    setenv("TESHIM_CONFIG", "/dev/null", 1);
+    setenv("TESHIM_LOG_FILE", path, 1);
+    o.no_policy = false;
+    e = eng_test_create(&o);
+    unsetenv("TESHIM_LOG_FILE");
+    ck_assert_int_eq(teshim_register(e, buf, sizeof(buf), "tpu:0", false), -EINVAL);
+    teshim_engine_destroy(e);
+    n = read(fd, buf, sizeof(buf) - 1);
+    ck_assert_int_gt(n, 0);
+    buf[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(buf, "location 'tpu:0' is neither cpu nor cuda:N"));
+    close(fd);
+    unlink(path);
+}
+END_TEST
+
 /* IPv6: "[addr]:port" names, when the host has an IPv6 loopback. */
 START_TEST(ipv6_names_work)
 {
@@ -318,6 +347,7 @@ int main(void)
     tcase_add_test(tc, batches_validated);
     tcase_add_test(tc, submit_validates_every_request_first);
     tcase_add_test(tc, policy_table_read_and_overridden);
+    tcase_add_test(tc, log_file_receives_the_engine_log);
     tcase_add_test(tc, ipv6_names_work);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

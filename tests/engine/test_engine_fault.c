@@ -531,7 +531,7 @@ START_TEST(queued_requests_time_out_behind_stuck_ones)
     teshim_segment_t s = eng_test_open(ini, teshim_engine_port(t));
     struct eng_segment *seg = ini->segs[s];
     struct eng_transport *real = seg->tp;
-    eng_transport_init(&stuck.base, ini, &stuck_ops);
+    eng_transport_init(&stuck.base, &ini->ctx, &stuck_ops);
     seg->tp = &stuck.base;
 
     for (int i = 0; i < 3; i++)
@@ -626,9 +626,10 @@ START_TEST(destroy_cancels_queued_requests)
     teshim_segment_t s2 = eng_test_open(ini, teshim_engine_port(t));
     /* s2's requests go to a transport destroyed after tcp, which finishes
      * them then */
-    eng_transport_init(&fin.base, ini, &finishing_ops);
-    real_local = ini->local;
-    ini->local = &fin.base;
+    eng_transport_init(&fin.base, &ini->ctx, &finishing_ops);
+    ck_assert_str_eq(ini->tps[0]->ops.name, "local"); /* destroyed last */
+    real_local = ini->tps[0];
+    ini->tps[0] = &fin.base;
     ini->segs[s2]->tp = &fin.base;
     struct teshim_request r[2] = {
         {TESHIM_OP_READ, l, s2, (uint64_t)(uintptr_t)tbuf, 4096},

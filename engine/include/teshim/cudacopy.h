@@ -1,4 +1,7 @@
 /*
+ * The copy component's own header, shared by the engine and the shim (not
+ * installed; nothing else of engine/ is visible to the shim).
+ *
  * A pinned bounce pool and chunked, double-buffered copies between device
  * memory and pageable host memory. Self-contained: no CUDA headers, no shim
  * internals; the runtime's entry points come in a table the owner resolves

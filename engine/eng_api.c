@@ -1,0 +1,395 @@
+/*
+ * The public API, part one: engines, registrations, segments and the
+ * statistics. Thin: it validates arguments and calls the services and the
+ * transports of the list (eng_tp_list.c), which never call back up here.
+ */
+#include "eng.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+static void read_boot_id(uint8_t id[16])
+{
+    char buf[64] = "";
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    size_t j = 0;
+
+    memset(id, 0, 16);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    for (ssize_t i = 0; i < n && j < 32; i++) {
+        int c = buf[i], v;
+        if (c >= '0' && c <= '9')
+            v = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v = c - 'a' + 10;
+        else
+            continue;
+        id[j / 2] = (uint8_t)(id[j / 2] | (j % 2 ? v : v << 4));
+        j++;
+    }
+}
+
+/* A connection the listener answered: the first transport that takes it. */
+static int adopt(void *arg, int fd, const char *pname)
+{
+    struct teshim_engine *eng = arg;
+
+    for (int i = 0; i < eng->ntps; i++)
+        if (!eng->tps[i]->ops.adopt(eng->tps[i], fd, pname))
+            return 0;
+    return -EOPNOTSUPP;
+}
+
+int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_engine **eng_p)
+{
+    struct teshim_engine_opts copy = {0}, *opts = &copy;
+    struct teshim_engine *eng;
+    int ret;
+
+    if (!user || !eng_p || user->size < TESHIM_ENGINE_OPTS_SIZE_V1) {
+        eng_err(NULL, "engine_create: %s",
+                !user || !eng_p ? "NULL argument" : "opts.size too small");
+        return -EINVAL;
+    }
+    /* an older caller's struct ends early: the fields it lacks stay 0 (policy) */
+    memcpy(&copy, user, user->size < sizeof(copy) ? user->size : sizeof(copy));
+    if (opts->metadata && strcmp(opts->metadata, "p2p")) {
+        eng_err(NULL, "engine_create: metadata '%s' not supported (p2p)", opts->metadata);
+        return -EINVAL;
+    }
+    if (opts->local_name && (!*opts->local_name || strlen(opts->local_name) >= ENG_NAME_MAX)) {
+        eng_err(NULL, "engine_create: local_name must be 1..%d bytes", ENG_NAME_MAX - 1);
+        return -EINVAL;
+    }
+    eng = calloc(1, sizeof(*eng));
+    if (!eng) {
+        eng_err(NULL, "engine_create: no memory for the engine");
+        return -ENOMEM;
+    }
+    ret = eng_params_load(opts, &eng->ctx.p);
+    if (ret)
+        goto err_free;
+    eng_logger_open(&eng->ctx.log, eng->ctx.p.log_level, eng->ctx.p.log_file);
+    if (opts->local_name) {
+        strcpy(eng->ctx.name, opts->local_name);
+    } else {
+        char host[40] = "host";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(eng->ctx.name, sizeof(eng->ctx.name), "%.40s:%d", host, (int)getpid());
+    }
+    eng->port = -1;
+    read_boot_id(eng->ctx.boot_id);
+    eng->ctx.words.probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
+    pthread_rwlock_init(&eng->reg_lock, NULL);
+    pthread_mutex_init(&eng->seg_lock, NULL);
+    pthread_rwlock_init(&eng->batch_lock, NULL);
+    pthread_mutex_init(&eng->lim_lock, NULL);
+    if (opts->listen) {
+        if (strlen(opts->listen) >= sizeof(eng->listen_host)) {
+            eng_err(ctx_of(eng), "engine_create: listen address too long");
+            ret = -EINVAL;
+            goto err_locks;
+        }
+        strcpy(eng->listen_host, opts->listen);
+    }
+    ret = eng_transports_create(&eng->ctx, eng->tps, ENG_MAX_TRANSPORTS, &eng->ntps);
+    if (ret)
+        goto err_locks;
+    if (opts->listen) {
+        ret =
+            eng_listener_start(&eng->ctx, eng->listen_host, adopt, eng, &eng->port, &eng->listener);
+        if (ret)
+            goto err_transports;
+    }
+    if (opts->listen && eng->ctx.p.local_serve) {
+        /* Yama ptrace_scope 1 would refuse process_vm_* from peers; without
+         * Yama this fails with EINVAL, which is fine. */
+        prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+    }
+    *eng_p = eng;
+    return 0;
+
+err_transports:
+    for (int i = eng->ntps - 1; i >= 0; i--)
+        eng->tps[i]->ops.destroy(eng->tps[i]);
+err_locks:
+    pthread_mutex_destroy(&eng->lim_lock);
+    pthread_rwlock_destroy(&eng->batch_lock);
+    pthread_mutex_destroy(&eng->seg_lock);
+    pthread_rwlock_destroy(&eng->reg_lock);
+    eng_logger_close(&eng->ctx.log);
+err_free:
+    free(eng);
+    return ret;
+}
+
+void teshim_engine_destroy(struct teshim_engine *eng)
+{
+    if (!eng)
+        return;
+    struct eng_task *queued;
+    size_t nqueued;
+
+    /* no new connection from here on */
+    eng_listener_stop(eng->listener);
+    /* device tasks in a staging copy finish first: they start transports */
+    eng_dev_quiesce(&eng->ctx);
+    /* the limiter's queue is emptied first: a request finished while one
+     * transport is destroyed would otherwise start a queued one on another,
+     * maybe already freed */
+    queued = eng_limiter_take_all(eng);
+    /* the transports fail what is in flight; each staging wrapper waits
+     * for the copy to the device of a READ its transport completed */
+    for (int i = eng->ntps - 1; i >= 0; i--)
+        eng->tps[i]->ops.destroy(eng->tps[i]);
+    nqueued = eng_limiter_cancel(eng, queued);
+    if (nqueued)
+        eng_info(ctx_of(eng), "engine_destroy: %zu queued requests cancelled", nqueued);
+    for (size_t i = 0; i < eng->nsegs; i++)
+        if (eng->segs[i])
+            eng_seg_free(eng->segs[i]);
+    free(eng->segs);
+    for (size_t i = 0; i < eng->capbatches; i++) {
+        struct eng_batch *b = eng->batches[i];
+        if (!b)
+            continue;
+        pthread_mutex_destroy(&b->lock);
+        pthread_cond_destroy(&b->cond);
+        free(b->tasks);
+        free(b);
+    }
+    free(eng->batches);
+    eng_regions_free(eng);
+    eng_copy_close(&eng->ctx);
+    pthread_mutex_destroy(&eng->lim_lock);
+    pthread_rwlock_destroy(&eng->batch_lock);
+    pthread_mutex_destroy(&eng->seg_lock);
+    pthread_rwlock_destroy(&eng->reg_lock);
+    eng_logger_close(&eng->ctx.log);
+    free(eng);
+}
+
+int teshim_engine_port(const struct teshim_engine *eng)
+{
+    if (!eng)
+        return -EINVAL;
+    return eng->port > 0 ? eng->port : -ENOTCONN;
+}
+
+int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const char *location,
+                    bool remote_accessible)
+{
+    int dev, ret;
+    uint64_t a = (uint64_t)(uintptr_t)addr;
+
+    if (!eng || !addr || !len || a + len < a) {
+        eng_err(ctx_of(eng), "register: %s",
+                !eng    ? "NULL engine"
+                : !addr ? "NULL address"
+                : !len  ? "zero length"
+                        : "range wraps around");
+        return -EINVAL;
+    }
+    if (eng_location_parse(location, &dev)) {
+        eng_err(ctx_of(eng), "register: location '%s' is neither cpu nor cuda:N",
+                location ? location : "(null)");
+        return -EINVAL;
+    }
+    if (dev >= 0) {
+        ret = eng_copy_open(&eng->ctx);
+        if (ret)
+            return ret;
+    }
+    return eng_region_add(eng, a, len, remote_accessible, dev);
+}
+
+int teshim_unregister(struct teshim_engine *eng, void *addr)
+{
+    uint64_t a = (uint64_t)(uintptr_t)addr;
+
+    if (!eng || !addr) {
+        eng_err(ctx_of(eng), "unregister: NULL argument");
+        return -EINVAL;
+    }
+    if (eng_region_remove(eng, a)) {
+        eng_err(ctx_of(eng), "unregister: no registration starts at %p", addr);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+/*
+ * The data path of a segment: engine.transport names the transport tried
+ * first, and the ones after it in the list are its fallbacks (auto: the
+ * whole list, the local transport before tcp). A named transport that
+ * cannot serve the peer is counted as a fallback.
+ */
+static int seg_open_path(struct teshim_engine *eng, struct eng_segment *seg)
+{
+    const char *want = eng->ctx.p.transport == ENG_TP_TCP     ? "tcp"
+                       : eng->ctx.p.transport == ENG_TP_LOCAL ? "local"
+                                                              : NULL;
+    int first = 0, ret = -EOPNOTSUPP;
+
+    while (want && first < eng->ntps && strcmp(eng->tps[first]->ops.name, want))
+        first++;
+    for (int i = first; i < eng->ntps && ret; i++) {
+        struct eng_transport *tp = eng->tps[i];
+        ret = tp->ops.seg_open(tp, seg);
+        if (!ret) {
+            seg->tp = tp;
+        } else if (want && i == first && i + 1 < eng->ntps) {
+            atomic_fetch_add(&eng->ctx.st.local_fallbacks, 1);
+            eng_info(ctx_of(eng), "segment %s: %s transport not usable (%s), using %s", seg->name,
+                     tp->ops.name, strerror(-ret), eng->tps[i + 1]->ops.name);
+        }
+    }
+    return ret;
+}
+
+int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segment_t *seg_p)
+{
+    struct eng_segment *seg;
+    int ret;
+
+    if (!eng || !name || !seg_p || strlen(name) >= sizeof(seg->name)) {
+        eng_err(ctx_of(eng), "segment_open: %s",
+                name && strlen(name) >= 300 ? "name too long" : "NULL argument");
+        return -EINVAL;
+    }
+    seg = eng_seg_alloc(name);
+    if (!seg) {
+        eng_err(ctx_of(eng), "segment_open: no memory for a segment");
+        return -ENOMEM;
+    }
+    ret = eng_parse_hostport(name, false, &seg->sa, &seg->salen);
+    if (ret) {
+        eng_err(ctx_of(eng), "segment_open: '%s' is not a reachable host:port", name);
+        goto err_free;
+    }
+    ret = eng_meta_fetch(&eng->ctx, seg, &seg->hello, &seg->regions);
+    if (ret)
+        goto err_free;
+    seg->nregions = seg->hello.nregions;
+
+    ret = seg_open_path(eng, seg);
+    if (ret)
+        goto err_free;
+
+    pthread_mutex_lock(&eng->seg_lock);
+    if (eng->nsegs == eng->capsegs) {
+        size_t cap = eng->capsegs ? eng->capsegs * 2 : 16;
+        struct eng_segment **n = realloc(eng->segs, cap * sizeof(*n));
+        if (!n) {
+            pthread_mutex_unlock(&eng->seg_lock);
+            eng_err(ctx_of(eng), "segment_open: no memory for %zu segments", cap);
+            ret = -ENOMEM;
+            goto err_tp;
+        }
+        eng->segs = n;
+        eng->capsegs = cap;
+    }
+    seg->id = (int64_t)eng->nsegs;
+    eng->segs[eng->nsegs++] = seg;
+    pthread_mutex_unlock(&eng->seg_lock);
+    *seg_p = seg->id;
+    return 0;
+
+err_tp:
+    seg->tp->ops.seg_close(seg->tp, seg);
+err_free:
+    eng_seg_free(seg);
+    return ret;
+}
+
+int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
+                           struct teshim_region *regions, size_t max)
+{
+    struct eng_segment *s = eng ? eng_seg_lookup(eng, id) : NULL;
+    if (!s || (max && !regions)) {
+        eng_err(ctx_of(eng), "segment_regions: %s", !s ? "invalid segment" : "NULL regions");
+        return -EINVAL;
+    }
+    pthread_rwlock_rdlock(&s->regions_lock);
+    int n = (int)s->nregions;
+    for (size_t i = 0; i < s->nregions && i < max; i++) {
+        regions[i].addr = s->regions[i].addr;
+        regions[i].len = s->regions[i].len;
+        regions[i].flags = s->regions[i].flags & ENG_REGION_DEVICE ? TESHIM_REGION_DEVICE : 0;
+    }
+    pthread_rwlock_unlock(&s->regions_lock);
+    return n;
+}
+
+const char *teshim_segment_transport(struct teshim_engine *eng, teshim_segment_t id)
+{
+    struct eng_segment *s = eng ? eng_seg_lookup(eng, id) : NULL;
+    return s ? s->tp->ops.name : NULL;
+}
+
+int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
+{
+    struct eng_segment *s = NULL;
+    int ret = 0;
+
+    if (!eng)
+        return -EINVAL;
+    pthread_mutex_lock(&eng->seg_lock);
+    if (id >= 0 && (size_t)id < eng->nsegs)
+        s = eng->segs[id];
+    if (!s)
+        ret = -EINVAL;
+    else if (atomic_load(&s->busy) || (s->dev_path && atomic_load(&s->dev_path->busy)))
+        ret = -EBUSY;
+    else
+        eng->segs[id] = NULL;
+    pthread_mutex_unlock(&eng->seg_lock);
+    if (ret) {
+        eng_err(ctx_of(eng), "segment_close: %s",
+                ret == -EBUSY ? "requests unfinished" : "invalid segment");
+        return ret;
+    }
+    s->tp->ops.seg_close(s->tp, s);
+    if (s->dev_path)
+        s->dev_path->tp->ops.seg_close(s->dev_path->tp, s->dev_path);
+    eng_seg_free(s);
+    return 0;
+}
+
+int teshim_engine_stats(struct teshim_engine *eng, struct teshim_engine_stats *s)
+{
+    if (!eng || !s) {
+        eng_err(ctx_of(eng), "engine_stats: NULL argument");
+        return -EINVAL;
+    }
+    s->submitted = atomic_load(&eng->ctx.st.submitted);
+    s->finished = atomic_load(&eng->ctx.st.finished);
+    s->failed = atomic_load(&eng->ctx.st.failed);
+    s->active = atomic_load(&eng->ctx.st.active);
+    s->waiting = atomic_load(&eng->ctx.st.waiting);
+    s->bytes = atomic_load(&eng->ctx.st.bytes);
+    s->conn_new = atomic_load(&eng->ctx.st.conn_new);
+    s->conn_reuse = atomic_load(&eng->ctx.st.conn_reuse);
+    s->conn_retries = atomic_load(&eng->ctx.st.conn_retries);
+    s->conn_closed_idle = atomic_load(&eng->ctx.st.conn_closed_idle);
+    s->conn_broken = atomic_load(&eng->ctx.st.conn_broken);
+    s->connections = atomic_load(&eng->ctx.st.connections);
+    s->accepted = atomic_load(&eng->ctx.st.accepted);
+    s->peer_rejected = atomic_load(&eng->ctx.st.peer_rejected);
+    s->local_fallbacks = atomic_load(&eng->ctx.st.local_fallbacks);
+    return 0;
+}
+
+const char *teshim_task_state_name(enum teshim_task_state s)
+{
+    static const char *const names[] = {"waiting", "pending", "completed", "failed", "timed out"};
+    return (unsigned)s < 5 ? names[s] : "invalid";
+}

@@ -1,0 +1,389 @@
+/*
+ * The engine's control plane, next to the metadata client (eng_meta.c):
+ * the listener on the engine's address and the handshake server. A peer
+ * connects, sends HELLO and gets HELLO_ACK (our identity and the
+ * remote-accessible regions); the connection then belongs to the first
+ * transport of the list that adopts it (tcp carries its frames on it), or
+ * is closed (a metadata fetch hangs up after the answer anyway). One thread
+ * serves every handshake with non-blocking sockets, so the engine listens
+ * with any set of transports, and no transport owns the listener.
+ */
+#include "eng_listen.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define LISTEN_PAUSE_NS (100 * 1000000ull)
+
+/* A connection in its handshake. */
+struct hs_conn {
+    struct hs_conn *next, *prev;
+    int fd;
+    char pname[64];
+    uint8_t hdr[ENG_FRAME_BYTES];
+    size_t got; /* of the header, then of the payload */
+    struct eng_frame f;
+    uint8_t hello[ENG_HELLO_BYTES];
+    uint8_t *out; /* HELLO_ACK being sent */
+    size_t out_len, sent;
+};
+
+struct eng_listener {
+    struct eng_ctx *eng;
+    eng_adopt_fn adopt;
+    void *adopt_arg;
+    int lfd, epfd, evfd;
+    bool paused;
+    uint64_t resume;
+    pthread_t th;
+    bool started;
+    struct hs_conn *conns;
+};
+
+static void hs_close(struct eng_listener *l, struct hs_conn *c)
+{
+    if (c->fd >= 0) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c->out);
+    free(c);
+}
+
+/* A frame that is not our HELLO: counted and logged, the caller closes. */
+static void hs_reject(struct eng_listener *l, struct hs_conn *c, int ret)
+{
+    if (ret == -EBADMSG)
+        eng_warn(l->eng, "peer %s: unexpected frame type %u, closing the connection", c->pname,
+                 c->f.type);
+    else
+        eng_warn(l->eng, "peer %s: %s frame, closing the connection", c->pname,
+                 ret == -EPROTO ? "wrong magic or protocol version in a" : "malformed");
+    atomic_fetch_add(&l->eng->st.peer_rejected, 1);
+}
+
+/* The HELLO is whole: encode HELLO_ACK into c->out. */
+static int hs_answer(struct eng_listener *l, struct hs_conn *c)
+{
+    struct eng_hello peer, self;
+    struct eng_region_desc *regs;
+    struct eng_frame f = {.type = ENG_F_HELLO_ACK, .id = c->f.id};
+    uint32_t n;
+    int ret;
+
+    ret = eng_hello_parse(c->hello, sizeof(c->hello), &peer, NULL, 0);
+    if (ret || peer.nregions)
+        return -EBADMSG;
+    ret = eng_region_list(l->eng, &regs, &n);
+    if (ret)
+        return ret;
+    c->out = malloc(ENG_FRAME_BYTES + ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES);
+    if (!c->out) {
+        free(regs);
+        return -ENOMEM;
+    }
+    eng_hello_self(l->eng, &self);
+    f.payload_len = (uint32_t)eng_hello_encode(&self, regs, n, c->out + ENG_FRAME_BYTES);
+    free(regs);
+    eng_frame_encode(&f, c->out);
+    c->out_len = ENG_FRAME_BYTES + f.payload_len;
+    eng_dbg(l->eng, "peer %s: hello from %s", c->pname, peer.name);
+    return 0;
+}
+
+/* Read what there is of HELLO; 1 when HELLO_ACK is ready, 0 for more, or
+ * -errno to close. Never reads past HELLO: what follows is the adopting
+ * transport's. */
+static int hs_read(struct eng_listener *l, struct hs_conn *c)
+{
+    for (;;) {
+        bool in_hdr = c->got < ENG_FRAME_BYTES;
+        uint8_t *dst = in_hdr ? c->hdr + c->got : c->hello + (c->got - ENG_FRAME_BYTES);
+        size_t want =
+            in_hdr ? ENG_FRAME_BYTES - c->got : ENG_FRAME_BYTES + ENG_HELLO_BYTES - c->got;
+        ssize_t n = recv(c->fd, dst, want, 0);
+
+        if (n < 0)
+            return errno == EINTR ? 0 : errno == EAGAIN ? 0 : -errno;
+        if (n == 0)
+            return -ECONNRESET;
+        c->got += (size_t)n;
+        if (in_hdr && c->got == ENG_FRAME_BYTES) {
+            int ret = eng_frame_parse(c->hdr, ENG_FRAME_BYTES, &c->f);
+            if (!ret && c->f.type != ENG_F_HELLO)
+                ret = -EBADMSG;
+            if (ret) {
+                hs_reject(l, c, ret);
+                return ret;
+            }
+        }
+        if (c->got == ENG_FRAME_BYTES + ENG_HELLO_BYTES) {
+            int ret = hs_answer(l, c);
+            return ret ? ret : 1;
+        }
+        if ((size_t)n < want)
+            return 0;
+    }
+}
+
+/* Send what the socket takes of HELLO_ACK; 1 when all is sent. */
+static int hs_write(struct hs_conn *c)
+{
+    while (c->sent < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->sent, c->out_len - c->sent, MSG_NOSIGNAL);
+        if (n < 0)
+            return errno == EINTR ? 0 : errno == EAGAIN ? 0 : -errno;
+        c->sent += (size_t)n;
+    }
+    return 1;
+}
+
+static void hs_event(struct eng_listener *l, struct hs_conn *c, uint32_t ev)
+{
+    int ret = 0;
+
+    if (!c->out)
+        ret = hs_read(l, c);
+    if (ret == 1) {
+        struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+        epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &e);
+    }
+    if (ret >= 0 && c->out)
+        ret = hs_write(c);
+    if (ret == 0 && (ev & (EPOLLERR | EPOLLHUP)) && !(ev & EPOLLIN))
+        ret = -ECONNRESET;
+    if (ret < 0) {
+        /* a failure of ours (no memory) is an error; the peer's doing is not */
+        if (ret == -ENOMEM)
+            eng_err(l->eng, "peer %s: closing the connection: %s", c->pname, strerror(-ret));
+        else if (ret != -ECONNRESET)
+            eng_dbg(l->eng, "peer %s: connection closed: %s", c->pname, strerror(-ret));
+        hs_close(l, c);
+        return;
+    }
+    if (ret == 1) {
+        /* answered: the connection is a transport's, or closed */
+        int fd = c->fd;
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+        c->fd = -1;
+        if (l->adopt(l->adopt_arg, fd, c->pname))
+            close(fd);
+        hs_close(l, c);
+    }
+}
+
+static void peer_name(const struct sockaddr_storage *sa, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        port = ntohs(s4->sin_port);
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(s6->sin6_port);
+    }
+    snprintf(buf, len, "%s:%d", ip, port);
+}
+
+static void accept_all(struct eng_listener *l)
+{
+    for (int i = 0; i < 16; i++) {
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        int fd = accept4(l->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* level-triggered: leaving it armed would spin; the
+                 * connection waits in the backlog until fds free up */
+                eng_warn(l->eng, "tcp: accept: %m; pausing the listener for 100 ms");
+                struct epoll_event e = {.events = 0, .data.ptr = &l->lfd};
+                epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->lfd, &e);
+                l->paused = true;
+                l->resume = eng_now_ns() + LISTEN_PAUSE_NS;
+            }
+            return;
+        }
+        struct hs_conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->fd = fd;
+        peer_name(&sa, c->pname, sizeof(c->pname));
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &e)) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = l->conns;
+        if (l->conns)
+            l->conns->prev = c;
+        l->conns = c;
+        atomic_fetch_add(&l->eng->st.accepted, 1);
+    }
+}
+
+static void *listener_main(void *arg)
+{
+    struct eng_listener *l = arg;
+    struct epoll_event ev[64];
+
+    for (;;) {
+        int n = epoll_wait(l->epfd, ev, 64, l->paused ? 20 : -1);
+        for (int i = 0; i < n; i++) {
+            void *p = ev[i].data.ptr;
+            if (p == &l->evfd)
+                return NULL;
+            if (p == &l->lfd)
+                accept_all(l);
+            else
+                hs_event(l, p, ev[i].events);
+        }
+        if (l->paused && eng_now_ns() >= l->resume) {
+            struct epoll_event e = {.events = EPOLLIN, .data.ptr = &l->lfd};
+            epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->lfd, &e);
+            l->paused = false;
+        }
+    }
+}
+
+static uint16_t sa_port(const struct sockaddr_storage *sa)
+{
+    return sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                     : ((const struct sockaddr_in *)sa)->sin_port;
+}
+
+/* Bind the listener; 0, or -errno (logged). */
+static int listen_bind(struct eng_listener *l, const char *host, int *port_p)
+{
+    struct sockaddr_storage sa;
+    socklen_t sl = 0;
+    int one = 1, fd, ret;
+
+    ret = eng_parse_hostport(host, true, &sa, &sl);
+    if (ret) {
+        eng_err(l->eng, "engine_create: listen address '%s' is not HOST:PORT", host);
+        return ret;
+    }
+    if (sa_port(&sa)) {
+        /* SO_REUSEPORT would let us share a port another engine of the same
+         * user listens on, splitting its peers' connections between two
+         * processes: make sure the port is free first */
+        fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            ret = bind(fd, (struct sockaddr *)&sa, sl) ? -errno : 0;
+            close(fd);
+            if (ret)
+                goto err_log;
+        }
+    }
+    fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ret = -errno;
+        goto err_log;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+        bind(fd, (struct sockaddr *)&sa, sl) || listen(fd, 1024)) {
+        ret = -errno;
+        goto err_close;
+    }
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    getsockname(fd, (struct sockaddr *)&got, &gl);
+    l->lfd = fd;
+    *port_p = ntohs(sa_port(&got));
+    return 0;
+
+err_close:
+    close(fd);
+err_log:
+    eng_err(l->eng, "engine_create: listen on %s: %s", host, strerror(-ret));
+    return ret;
+}
+
+int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt, void *arg,
+                       int *port_p, struct eng_listener **l_p)
+{
+    struct eng_listener *l = calloc(1, sizeof(*l));
+    struct epoll_event e = {.events = EPOLLIN};
+    int ret;
+
+    if (!l) {
+        eng_err(eng, "engine_create: no memory for the listener");
+        return -ENOMEM;
+    }
+    l->eng = eng;
+    l->adopt = adopt;
+    l->adopt_arg = arg;
+    l->lfd = l->epfd = l->evfd = -1;
+    ret = listen_bind(l, host, port_p);
+    if (ret)
+        goto err_stop;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    e.data.ptr = &l->evfd;
+    if (l->epfd < 0 || l->evfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &e)) {
+        ret = -errno;
+        eng_err(eng, "engine_create: listener: %s", strerror(-ret));
+        goto err_stop;
+    }
+    e.data.ptr = &l->lfd;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->lfd, &e)) {
+        ret = -errno;
+        eng_err(eng, "engine_create: listener: %s", strerror(-ret));
+        goto err_stop;
+    }
+    ret = -pthread_create(&l->th, NULL, listener_main, l);
+    if (ret) {
+        eng_err(eng, "engine_create: listener thread: %s", strerror(-ret));
+        goto err_stop;
+    }
+    l->started = true;
+    *l_p = l;
+    return 0;
+
+err_stop:
+    eng_listener_stop(l);
+    return ret;
+}
+
+void eng_listener_stop(struct eng_listener *l)
+{
+    if (!l)
+        return;
+    if (l->started) {
+        uint64_t one = 1;
+        if (write(l->evfd, &one, sizeof(one)) < 0)
+            eng_err(l->eng, "listener: eventfd write: %m");
+        pthread_join(l->th, NULL);
+    }
+    while (l->conns)
+        hs_close(l, l->conns);
+    if (l->lfd >= 0)
+        close(l->lfd);
+    if (l->evfd >= 0)
+        close(l->evfd);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    free(l);
+}

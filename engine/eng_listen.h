@@ -1,0 +1,28 @@
+/*
+ * The listener and the handshake server (eng_listen.c): a service below
+ * the transports, beside the metadata client. Not installed.
+ */
+#ifndef TESHIM_ENG_LISTEN_H
+#define TESHIM_ENG_LISTEN_H
+
+#include "eng_tp.h"
+
+struct eng_listener;
+
+/* Hand a connection whose HELLO was answered to a transport: 0 if one
+ * took fd, else non-zero (the listener closes it). */
+typedef int (*eng_adopt_fn)(void *arg, int fd, const char *pname);
+
+/*
+ * Listen on host ("HOST:PORT", port 0 = any; SO_REUSEPORT after checking
+ * the port is free), answer HELLOs on a thread of its own, and pass each
+ * answered connection to adopt(arg, ...). *port_p is the port bound.
+ * 0, or -errno (logged).
+ */
+int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt, void *arg,
+                       int *port_p, struct eng_listener **l_p);
+/* Stop the thread, close the listener and the unfinished handshakes.
+ * NULL is ignored. */
+void eng_listener_stop(struct eng_listener *l);
+
+#endif

@@ -1,0 +1,215 @@
+/* The engine's settings from the policy table, by offset. */
+#include "eng_params.h"
+#include "eng_base.h"
+#include "pol.h"
+#include "pol_cuda.h"
+#include "teshim/engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* A field of struct eng_params and the table row it is read from. */
+struct param_row {
+    enum pol_param id;
+    size_t off, size;
+};
+
+#define ROW(field, row)                                                                            \
+    {                                                                                              \
+        POL_##row, offsetof(struct eng_params, field), sizeof(((struct eng_params *)0)->field)     \
+    }
+
+static const struct param_row rows[] = {
+    ROW(transport, ENGINE_TRANSPORT),
+    ROW(io_threads, ENGINE_TCP_IO_THREADS),
+    ROW(slice_bytes, ENGINE_TCP_SLICE_BYTES),
+    ROW(conns_per_peer, ENGINE_TCP_CONNS_PER_PEER),
+    ROW(same_host_send, ENGINE_TCP_SAME_HOST_SEND),
+    ROW(max_conns, ENGINE_TCP_MAX_CONNS),
+    ROW(nodelay, ENGINE_TCP_NODELAY),
+    ROW(sockbuf, ENGINE_TCP_SOCKBUF_BYTES),
+    ROW(max_inflight, ENGINE_MAX_INFLIGHT),
+    ROW(connect_attempts, ENGINE_CONNECT_ATTEMPTS),
+    ROW(connect_backoff_ms, ENGINE_CONNECT_BACKOFF_MS),
+    ROW(connect_backoff_max_ms, ENGINE_CONNECT_BACKOFF_MAX_MS),
+    ROW(connect_timeout_ms, ENGINE_CONNECT_TIMEOUT_MS),
+    ROW(idle_timeout_ms, ENGINE_IDLE_TIMEOUT_MS),
+    ROW(request_timeout_ms, ENGINE_REQUEST_TIMEOUT_MS),
+    ROW(local_serve, ENGINE_LOCAL_SERVE),
+    ROW(log_level, LOG_LEVEL),
+    ROW(log_file, LOG_FILE),
+    ROW(cuda_chunk, CUDA_BOUNCE_CHUNK_BYTES),
+    ROW(cuda_threads, CUDA_COPY_THREADS),
+    ROW(cuda_pinned_max, CUDA_PINNED_MAX_BYTES),
+};
+
+/* A field of struct teshim_engine_opts that overrides a table row (0 = no). */
+struct override_row {
+    size_t opt_off, opt_size;
+    enum pol_param id;
+};
+
+#define OVR(field, row)                                                                            \
+    {                                                                                              \
+        offsetof(struct teshim_engine_opts, field),                                                \
+            sizeof(((struct teshim_engine_opts *)0)->field), POL_##row                             \
+    }
+
+static const struct override_row overrides[] = {
+    OVR(io_threads, ENGINE_TCP_IO_THREADS),
+    OVR(slice_bytes, ENGINE_TCP_SLICE_BYTES),
+    OVR(conns_per_peer, ENGINE_TCP_CONNS_PER_PEER),
+    OVR(max_conns, ENGINE_TCP_MAX_CONNS),
+    OVR(max_inflight, ENGINE_MAX_INFLIGHT),
+    OVR(connect_attempts, ENGINE_CONNECT_ATTEMPTS),
+    OVR(connect_backoff_ms, ENGINE_CONNECT_BACKOFF_MS),
+    OVR(connect_timeout_ms, ENGINE_CONNECT_TIMEOUT_MS),
+    OVR(idle_timeout_ms, ENGINE_IDLE_TIMEOUT_MS),
+    OVR(request_timeout_ms, ENGINE_REQUEST_TIMEOUT_MS),
+};
+
+static const struct param_row *row_of(enum pol_param id)
+{
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        if (rows[i].id == id)
+            return &rows[i];
+    return NULL;
+}
+
+/* Store v into the field of row r (int, uint64_t or bool by its size). */
+static void row_store(struct eng_params *p, const struct param_row *r, int64_t v)
+{
+    char *f = (char *)p + r->off;
+
+    if (r->size == sizeof(bool))
+        *(bool *)(void *)f = v != 0;
+    else if (r->size == sizeof(int))
+        *(int *)(void *)f = (int)v;
+    else
+        *(uint64_t *)(void *)f = (uint64_t)v;
+}
+
+static void pol_diag(void *arg, enum pol_log_level level, const char *msg)
+{
+    eng_log(NULL, level <= POL_LOG_WARN ? ENG_LOG_WARN : ENG_LOG_INFO, "config: %s", msg);
+}
+
+/* Online CPUs, at least 1. */
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* CPUs this process may run on (its affinity mask, as a cpuset or
+ * taskset leaves it), else the online ones. */
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+
+    if (!sched_getaffinity(0, sizeof(set), &set) && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    return online_cpus();
+}
+
+static pthread_mutex_t pol_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Every row from the effective configuration. */
+static int fill_from_policy(const struct teshim_engine_opts *o, struct eng_params *p)
+{
+    struct pol_config *cfg = calloc(1, sizeof(*cfg));
+    struct pol_sources src = {.environ = o->no_policy ? NULL : environ,
+                              .program = program_invocation_short_name,
+                              .etc_path = o->no_policy ? "/nonexistent" : NULL,
+                              .diag = pol_diag};
+
+    if (!cfg) {
+        eng_log(NULL, ENG_LOG_ERROR, "engine_create: no memory for the policy table");
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&pol_lock); /* pol_load is not reentrant */
+    pol_load(cfg, &src);
+    pthread_mutex_unlock(&pol_lock);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        const struct param_row *r = &rows[i];
+        if (pol_params[r->id].type == POL_T_STR) {
+            const char *s = pol_str(cfg, r->id);
+            snprintf((char *)p + r->off, r->size, "%s", s ? s : "");
+        } else {
+            row_store(p, r, pol_int(cfg, r->id));
+        }
+    }
+    /* derived: fewer buffers when that many chunks exceed the pinned cap */
+    p->cuda_buffers = (int)pol_cuda_buffers(cfg);
+    free(cfg);
+    return 0;
+}
+
+/* The caller's non-zero overrides, each within its row's range. */
+static int apply_overrides(const struct teshim_engine_opts *o, struct eng_params *p)
+{
+    for (size_t i = 0; i < sizeof(overrides) / sizeof(overrides[0]); i++) {
+        const struct override_row *ov = &overrides[i];
+        const struct pol_param_info *info = &pol_params[ov->id];
+        const char *f = (const char *)o + ov->opt_off;
+        int64_t v;
+
+        if (ov->opt_size == sizeof(int)) {
+            v = *(const int *)(const void *)f;
+        } else {
+            uint64_t u = *(const uint64_t *)(const void *)f;
+            v = u > INT64_MAX ? -1 : (int64_t)u;
+        }
+        if (!v)
+            continue; /* 0: the policy's value */
+        if (ov->id == POL_ENGINE_IDLE_TIMEOUT_MS && v < 0)
+            v = 0; /* -1: never */
+        else if (v < info->min || v > info->max) {
+            eng_log(NULL, ENG_LOG_ERROR, "engine_create: %s = %lld out of range [%lld, %lld]",
+                    info->key, (long long)v, (long long)info->min, (long long)info->max);
+            return -EINVAL;
+        }
+        row_store(p, row_of(ov->id), v);
+    }
+    return 0;
+}
+
+int eng_params_load(const struct teshim_engine_opts *o, struct eng_params *p)
+{
+    int ret = fill_from_policy(o, p);
+
+    if (!ret)
+        ret = apply_overrides(o, p);
+    if (ret)
+        return ret;
+    if (o->transport > TESHIM_TRANSPORT_LOCAL || (int)o->transport < 0) {
+        eng_log(NULL, ENG_LOG_ERROR, "engine_create: unknown transport %d", (int)o->transport);
+        return -EINVAL;
+    }
+    if (o->transport)
+        p->transport = (int)o->transport - 1;
+    if (o->same_host_send > TESHIM_SAME_HOST_PARALLEL || (int)o->same_host_send < 0) {
+        eng_log(NULL, ENG_LOG_ERROR, "engine_create: unknown same_host_send %d",
+                (int)o->same_host_send);
+        return -EINVAL;
+    }
+    if (o->same_host_send)
+        p->same_host_send = (int)o->same_host_send - 1;
+    if (p->log_level > ENG_LOG_DEBUG)
+        p->log_level = ENG_LOG_DEBUG;
+    if (!p->io_threads) {
+        int n = online_cpus();
+        p->io_threads = n > 64 ? 64 : n;
+    }
+    if (p->same_host_send == ENG_SAME_HOST_AUTO)
+        p->same_host_send = usable_cpus() <= 4 ? ENG_SAME_HOST_SERIAL : ENG_SAME_HOST_PARALLEL;
+    return 0;
+}

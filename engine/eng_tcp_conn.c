@@ -1,0 +1,480 @@
+/*
+ * tcp: a connection. Its locks and staging buffers, completion of its
+ * slices, the combining send (conn_flush) and the serial peer's sender,
+ * reset, and connection setup with backoff (initiator side). The locking
+ * rules are atop eng_tcp_int.h.
+ */
+#include "eng_tcp_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+void tcp_conn_locks_init(struct tcp_conn *c)
+{
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->send_lock, NULL);
+}
+
+void tcp_conn_locks_destroy(struct tcp_conn *c)
+{
+    pthread_mutex_destroy(&c->send_lock);
+    pthread_mutex_destroy(&c->lock);
+}
+
+void tcp_worker_wake(struct tcp_worker *w)
+{
+    uint64_t one = 1;
+    if (write(w->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        eng_err(w->tp->base.eng, "tcp: eventfd write: %m");
+}
+
+void tcp_post_cmd(struct tcp_conn *c, int cmd)
+{
+    struct tcp_worker *w = c->w;
+    pthread_mutex_lock(&w->cmd_lock);
+    c->cmds |= cmd;
+    if (!c->queued) {
+        c->queued = true;
+        c->cnext = w->cmds;
+        w->cmds = c;
+    }
+    pthread_mutex_unlock(&w->cmd_lock);
+    tcp_worker_wake(w);
+}
+
+void tcp_sock_opts(struct eng_ctx *eng, int fd)
+{
+    int one = 1;
+    if (eng->p.nodelay)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (eng->p.sockbuf) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &eng->p.sockbuf, sizeof(eng->p.sockbuf));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &eng->p.sockbuf, sizeof(eng->p.sockbuf));
+    }
+}
+
+static void epoll_set(struct tcp_conn *c, uint32_t ev)
+{
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
+}
+
+void *tcp_conn_stage_take(struct tcp_conn *c, uint64_t len)
+{
+    void *p = NULL;
+
+    pthread_mutex_lock(&c->stage_lock);
+    for (int i = 0; i < c->nstages; i++) {
+        if (eng_stage_cap(c->stages[i]) >= len) {
+            p = c->stages[i];
+            c->stages[i] = c->stages[--c->nstages];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->stage_lock);
+    return p ? p : eng_stage_get(tcp_conn_eng(c), len);
+}
+
+void tcp_conn_stage_give(struct tcp_conn *c, void *p)
+{
+    pthread_mutex_lock(&c->stage_lock);
+    if (c->nstages < CONN_STAGES) {
+        c->stages[c->nstages++] = p;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&c->stage_lock);
+    if (p)
+        eng_stage_put(p);
+}
+
+/* Free an accepted connection no device copy refers to any more. */
+void tcp_conn_free(struct tcp_conn *c)
+{
+    for (int i = 0; i < c->nstages; i++)
+        eng_stage_put(c->stages[i]);
+    pthread_mutex_destroy(&c->stage_lock);
+    tcp_conn_locks_destroy(c);
+    free(c);
+}
+
+void tcp_slice_free(struct tcp_slice *s)
+{
+    if (s->block) {
+        if (atomic_fetch_sub(&s->block->left, 1) == 1)
+            free(s->block);
+    } else {
+        /* an answer for device memory goes when it is both sent (or
+         * dropped) and its copy finished */
+        if (s->stage && atomic_fetch_sub(&s->refs, 1) != 1)
+            return;
+        eng_region_put(s->reg);
+        if (s->stage)
+            tcp_conn_stage_give(s->conn, s->stage);
+        free(s->owned);
+        free(s);
+    }
+}
+
+/* Finish an initiator slice (no lock held) or drop a target answer. */
+void tcp_slice_finish(struct tcp_slice *s, int err)
+{
+    if (s->task)
+        eng_task_slice_done(s->task, err ? 0 : s->xfer, err);
+    tcp_slice_free(s);
+}
+
+static void finish_list(struct tcp_slice *s, int err)
+{
+    while (s) {
+        struct tcp_slice *n = s->next;
+        tcp_slice_finish(s, err);
+        s = n;
+    }
+}
+
+/*
+ * Close the socket and fail everything queued or outstanding on it. An
+ * outgoing connection goes back to IDLE (reconnected on demand); an
+ * accepted one is freed after the current epoll batch. Worker only.
+ */
+void tcp_conn_reset(struct tcp_conn *c, int err)
+{
+    struct eng_ctx *eng = tcp_conn_eng(c);
+    struct tcp_slice *sq, *iq, *rs = c->rslice;
+
+    /* a thread in sendmsg uses the fd and the queued slices: tell it to
+     * stop after this call, and wait for it */
+    pthread_mutex_lock(&c->lock);
+    c->resetting = true;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
+    c->resetting = false;
+    sq = c->sq;
+    iq = c->iq;
+    c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
+    if ((sq || iq || rs) && c->peer) {
+        atomic_fetch_add(&eng->st.conn_broken, 1);
+        eng_warn(eng, "peer %s: connection lost with requests on it: %s", c->pname,
+                 strerror(err ? -err : ECONNRESET));
+    }
+    if (atomic_load(&c->state) == C_READY && c->peer)
+        atomic_fetch_sub(&eng->st.connections, 1);
+    atomic_store(&c->state, C_IDLE);
+    if (c->fd >= 0) {
+        epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        if (c->peer)
+            atomic_fetch_sub(&c->w->tp->nout, 1);
+    }
+    c->fd = -1;
+    c->want_out = false;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->send_lock);
+
+    c->rslice = NULL;
+    eng_region_put(c->rreg);
+    c->rreg = NULL;
+    if (c->rstaging) {
+        tcp_conn_stage_give(c, c->rstaging);
+        c->rstaging = NULL;
+    }
+    free(c->ctrl);
+    c->ctrl = NULL;
+    c->rstage = R_HDR;
+    c->rgot = 0;
+    if (rs)
+        tcp_slice_finish(rs, err);
+    finish_list(iq, err);
+    finish_list(sq, err);
+    if (!c->peer && !c->dead) {
+        c->dead = true;
+        if (c->wprev)
+            c->wprev->wnext = c->wnext;
+        else
+            c->w->conns = c->wnext;
+        if (c->wnext)
+            c->wnext->wprev = c->wprev;
+        c->wnext = c->w->graveyard;
+        c->w->graveyard = c;
+    }
+}
+
+/*
+ * Send what the socket takes; called and returns with c->lock held; 0 or
+ * -errno. A combining send: the caller that finds the send side free
+ * takes it (c->sending, then c->send_lock) and runs sendmsg with c->lock
+ * released, looping until the queue is empty or the socket is full, so
+ * submitting threads never sleep on c->lock across a copy. A caller that
+ * finds it taken has only queued and returns at once: the owner sees its
+ * slices (queued under c->lock) before it lets go. Slices move to iq
+ * under c->send_lock before the worker can look for their answers there.
+ */
+int tcp_conn_flush(struct tcp_conn *c)
+{
+    bool full = false;
+    int ret = 0;
+
+    if (c->sending)
+        return 0;
+    c->sending = true;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
+    /* the connection may have been reset while this thread waited */
+    while (c->sq && !c->resetting && atomic_load(&c->state) == C_READY) {
+        struct iovec iov[64];
+        struct msghdr mh = {.msg_iov = iov};
+        int k = 0;
+        size_t total = 0;
+        /* at most FLUSH_BYTES a call: the worker may wait for send_lock;
+         * an answer whose device copy runs holds back those after it */
+        for (struct tcp_slice *s = c->sq; s && !s->wait && k < 62 && total < FLUSH_BYTES;
+             s = s->next) {
+            size_t off = s->sent;
+            if (off < ENG_FRAME_BYTES) {
+                iov[k].iov_base = s->hdr + off;
+                iov[k++].iov_len = ENG_FRAME_BYTES - off;
+                total += ENG_FRAME_BYTES - off;
+                off = ENG_FRAME_BYTES;
+            }
+            if (s->len && total < FLUSH_BYTES) {
+                size_t l = s->len - (off - ENG_FRAME_BYTES);
+                if (l > FLUSH_BYTES - total)
+                    l = FLUSH_BYTES - total;
+                iov[k].iov_base = s->data + (off - ENG_FRAME_BYTES);
+                iov[k++].iov_len = l;
+                total += l;
+            }
+        }
+        if (!k)
+            break;
+        mh.msg_iovlen = (size_t)k;
+        /* only the owner takes slices off sq, and tcp_conn_reset waits for
+         * send_lock: the fd and the slices stay valid without c->lock */
+        int fd = c->fd;
+        pthread_mutex_unlock(&c->lock);
+        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        int err = n < 0 ? errno : 0;
+        pthread_mutex_lock(&c->lock);
+        if (n < 0) {
+            if (err == EINTR)
+                continue;
+            if (err != EAGAIN) {
+                ret = -err;
+                break;
+            }
+            if (!c->want_out) {
+                c->want_out = true;
+                epoll_set(c, EPOLLIN | EPOLLOUT);
+            }
+            full = true;
+            break;
+        }
+        while (n > 0) {
+            struct tcp_slice *s = c->sq;
+            size_t rem = ENG_FRAME_BYTES + s->len - s->sent;
+            if ((size_t)n < rem) {
+                s->sent += (size_t)n;
+                break;
+            }
+            n -= (ssize_t)rem;
+            c->sq = s->next;
+            if (!c->sq)
+                c->sq_tail = NULL;
+            s->next = NULL;
+            if (s->task) {
+                if (c->iq_tail)
+                    c->iq_tail->next = s;
+                else
+                    c->iq = s;
+                c->iq_tail = s;
+            } else {
+                tcp_slice_free(s);
+            }
+        }
+    }
+    /* nothing left, or only what waits for a device copy or a reset */
+    if (!ret && !full && c->want_out) {
+        c->want_out = false;
+        epoll_set(c, EPOLLIN);
+    }
+    c->sending = false;
+    pthread_mutex_unlock(&c->send_lock);
+    return ret;
+}
+
+void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s)
+{
+    s->next = NULL;
+    if (c->sq_tail)
+        c->sq_tail->next = s;
+    else
+        c->sq = s;
+    c->sq_tail = s;
+}
+
+/*
+ * Send what is queued to a serial peer from one thread at a time,
+ * submitter or worker alike, connection after connection. Such a peer runs
+ * on this host (engine.tcp.same_host_send): its receiving threads share our
+ * few cores, and two of our threads sending on its two connections at once
+ * leave them less of the CPU than one does (docs/perf.md, threads 1 -> 4).
+ * A thread that finds the peer's send side taken rings p->again and
+ * leaves: the owner goes over every connection again before it lets go,
+ * so nothing queued is left behind. A worker woken by EPOLLOUT on `out`
+ * that finds the owner at work first stops watching out for room (it would
+ * wake again at once, the event is level-triggered): the owner's sendmsg
+ * watches again if the socket is still full.
+ */
+void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out)
+{
+    if (out && atomic_load(&p->sending)) {
+        pthread_mutex_lock(&out->lock);
+        if (out->want_out) {
+            out->want_out = false;
+            epoll_set(out, EPOLLIN);
+        }
+        pthread_mutex_unlock(&out->lock);
+    }
+    atomic_store(&p->again, 1);
+    while (atomic_load(&p->again)) {
+        int idle = 0;
+        if (!atomic_compare_exchange_strong(&p->sending, &idle, 1))
+            return; /* the owner sees again */
+        while (atomic_exchange(&p->again, 0)) {
+            for (int i = 0; i < p->n; i++) {
+                struct tcp_conn *c = &p->conns[i];
+                pthread_mutex_lock(&c->lock);
+                if (c->sq && atomic_load(&c->state) == C_READY && tcp_conn_flush(c))
+                    shutdown(c->fd, SHUT_RDWR); /* its worker sees the hang-up and resets */
+                pthread_mutex_unlock(&c->lock);
+            }
+        }
+        atomic_store(&p->sending, 0);
+    }
+}
+
+/* The next len bytes are a handshake payload, read whole into c->ctrl. */
+int tcp_start_ctrl(struct tcp_conn *c, uint32_t len)
+{
+    c->ctrl = malloc(len);
+    if (!c->ctrl)
+        return -ENOMEM;
+    c->ctrl_got = 0;
+    c->rleft = len;
+    c->rstage = R_CTRL;
+    return 0;
+}
+
+void tcp_connect_failed(struct tcp_conn *c, int err)
+{
+    struct eng_ctx *eng = tcp_conn_eng(c);
+    uint64_t now = eng_now_ns();
+
+    if (c->fd >= 0) {
+        epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        pthread_mutex_lock(&c->lock);
+        close(c->fd);
+        c->fd = -1;
+        pthread_mutex_unlock(&c->lock);
+        atomic_fetch_sub(&c->w->tp->nout, 1);
+    }
+    c->attempts++;
+    uint64_t wait = (uint64_t)eng_backoff_ms(eng->p.connect_backoff_ms,
+                                             eng->p.connect_backoff_max_ms, c->attempts) *
+                    1000000ull;
+    if (c->attempts >= eng->p.connect_attempts ||
+        now + wait - c->t_first > (uint64_t)eng->p.connect_timeout_ms * 1000000ull) {
+        eng_err(eng, "peer %s: connection failed after %d attempts: %s", c->pname, c->attempts,
+                strerror(-err));
+        tcp_conn_reset(c, err);
+        return;
+    }
+    atomic_fetch_add(&eng->st.conn_retries, 1);
+    eng_dbg(eng, "peer %s: connect attempt %d: %s", c->pname, c->attempts, strerror(-err));
+    c->t_next = now + wait;
+}
+
+void tcp_conn_connect(struct tcp_conn *c)
+{
+    struct eng_ctx *eng = tcp_conn_eng(c);
+    struct tcp_peer *p = c->peer;
+    struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+    int fd, err;
+
+    c->t_next = UINT64_MAX;
+    if (atomic_load(&c->w->tp->nout) >= eng->p.max_conns) {
+        tcp_connect_failed(c, -EMFILE);
+        return;
+    }
+    fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        tcp_connect_failed(c, -errno);
+        return;
+    }
+    atomic_fetch_add(&c->w->tp->nout, 1);
+    tcp_sock_opts(eng, fd);
+    if (connect(fd, (struct sockaddr *)&p->sa, p->salen) && errno != EINPROGRESS) {
+        err = -errno;
+        goto err_close;
+    }
+    if (epoll_ctl(c->w->epfd, EPOLL_CTL_ADD, fd, &e)) {
+        err = -errno;
+        goto err_close;
+    }
+    pthread_mutex_lock(&c->lock);
+    c->fd = fd;
+    pthread_mutex_unlock(&c->lock);
+    return;
+
+err_close:
+    close(fd);
+    atomic_fetch_sub(&c->w->tp->nout, 1);
+    tcp_connect_failed(c, err);
+}
+
+/* The socket of a CONNECTING connection became writable. */
+void tcp_conn_connected(struct tcp_conn *c)
+{
+    struct eng_ctx *eng = tcp_conn_eng(c);
+    uint8_t buf[ENG_FRAME_BYTES + ENG_HELLO_BYTES];
+    struct eng_frame f = {.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
+    struct eng_hello self;
+    int err = 0;
+    socklen_t el = sizeof(err);
+
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+        tcp_connect_failed(c, -err);
+        return;
+    }
+    eng_frame_encode(&f, buf);
+    eng_hello_self(eng, &self);
+    eng_hello_encode(&self, NULL, 0, buf + ENG_FRAME_BYTES);
+    /* a fresh socket takes 144 bytes at once */
+    if (send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf)) {
+        tcp_connect_failed(c, -errno);
+        return;
+    }
+    atomic_store(&c->state, C_HANDSHAKE);
+    epoll_set(c, EPOLLIN);
+}
+
+void tcp_peer_unref(struct tcp_peer *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) == 1) {
+        for (int i = 0; i < p->n; i++)
+            tcp_conn_locks_destroy(&p->conns[i]);
+        free(p);
+    }
+}

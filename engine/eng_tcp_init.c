@@ -1,0 +1,246 @@
+/*
+ * tcp: the initiator side. Requests cut into slices and queued on the
+ * peer's connections (sent by the submitting thread when it can, batched
+ * per teshim_submit), answers matched to their slices.
+ */
+#include "eng_tcp_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
+{
+    struct tcp_slice *s;
+    pthread_mutex_lock(&c->send_lock);
+    s = c->iq;
+    if (s && s->seq == c->rf.id && s->op == op && s->xfer == c->rf.len && s->raddr == c->rf.addr) {
+        c->iq = s->next;
+        if (!c->iq)
+            c->iq_tail = NULL;
+        s->next = NULL;
+    } else {
+        s = NULL;
+    }
+    pthread_mutex_unlock(&c->send_lock);
+    return s;
+}
+
+int tcp_initiator_header(struct tcp_conn *c)
+{
+    struct eng_frame *f = &c->rf;
+    struct tcp_slice *s;
+
+    if (atomic_load(&c->state) == C_HANDSHAKE) {
+        if (f->type != ENG_F_HELLO_ACK || f->status)
+            return -EBADMSG;
+        return tcp_start_ctrl(c, f->payload_len);
+    }
+    switch (f->type) {
+    case ENG_F_WRITE_ACK:
+        s = pop_answered(c, TESHIM_OP_WRITE);
+        if (!s)
+            return -EBADMSG;
+        c->t_used = eng_now_ns();
+        tcp_slice_finish(s, f->status);
+        return 0;
+    case ENG_F_READ_RESP:
+        s = pop_answered(c, TESHIM_OP_READ);
+        if (!s)
+            return -EBADMSG;
+        c->t_used = eng_now_ns();
+        if (f->status) {
+            tcp_slice_finish(s, f->status);
+            return 0;
+        }
+        c->rslice = s;
+        c->rdst = s->data;
+        c->rleft = s->xfer;
+        c->rstage = R_PAYLOAD;
+        return 0;
+    default:
+        return -EBADMSG;
+    }
+}
+
+int tcp_initiator_hello_ack(struct tcp_conn *c)
+{
+    struct eng_ctx *eng = tcp_conn_eng(c);
+    struct eng_hello h;
+    int ret = eng_hello_parse(c->ctrl, c->rf.payload_len, &h, NULL, 0);
+
+    free(c->ctrl);
+    c->ctrl = NULL;
+    if (ret)
+        return ret;
+    if (h.pid != c->peer->pid)
+        eng_info(eng, "peer %s: restarted (pid %u, was %u)", c->pname, h.pid, c->peer->pid);
+    pthread_mutex_lock(&c->lock);
+    atomic_store(&c->state, C_READY);
+    c->attempts = 0;
+    c->t_used = eng_now_ns();
+    atomic_fetch_add(&eng->st.conn_new, 1);
+    atomic_fetch_add(&eng->st.connections, 1);
+    if (c->peer->serial) {
+        /* what was queued while connecting goes out with the peer's sender */
+        pthread_mutex_unlock(&c->lock);
+        tcp_peer_send(c->peer, NULL);
+        return 0;
+    }
+    ret = tcp_conn_flush(c);
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+/* Connections a teshim_submit on this thread queued to and will flush
+ * once at its end, so a batch leaves in few sendmsg calls. */
+#define PLUG_MAX 16
+static __thread struct {
+    bool on;
+    int n;
+    struct tcp_conn *c[PLUG_MAX];
+} plug;
+
+void tcp_submit_begin(struct eng_transport *base)
+{
+    plug.on = true;
+    plug.n = 0;
+}
+
+void tcp_submit_end(struct eng_transport *base)
+{
+    plug.on = false;
+    for (int i = 0; i < plug.n; i++) {
+        struct tcp_conn *c = plug.c[i];
+        if (c->peer->serial) {
+            /* once per peer: its later connections in the plug are the same */
+            bool seen = false;
+            for (int k = 0; k < i && !seen; k++)
+                seen = plug.c[k]->peer == c->peer;
+            if (!seen)
+                tcp_peer_send(c->peer, NULL);
+            continue;
+        }
+        pthread_mutex_lock(&c->lock);
+        if (atomic_load(&c->state) == C_READY && !c->want_out && tcp_conn_flush(c))
+            shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+        pthread_mutex_unlock(&c->lock);
+    }
+    plug.n = 0;
+}
+
+/* true if c is (now) in the plug; false if it is off or full */
+static bool plug_add(struct tcp_conn *c)
+{
+    if (!plug.on)
+        return false;
+    for (int i = 0; i < plug.n; i++)
+        if (plug.c[i] == c)
+            return true;
+    if (plug.n == PLUG_MAX)
+        return false;
+    plug.c[plug.n++] = c;
+    return true;
+}
+
+static struct tcp_conn *pick_conn(struct tcp_peer *p)
+{
+    unsigned i = atomic_fetch_add(&p->rr, 1);
+    struct tcp_conn *c = &p->conns[i % (unsigned)p->n];
+    if (atomic_load(&c->state) == C_READY)
+        return c;
+    for (int k = 1; k < p->n; k++) {
+        struct tcp_conn *o = &p->conns[(i + (unsigned)k) % (unsigned)p->n];
+        if (atomic_load(&o->state) == C_READY)
+            return o;
+    }
+    return c;
+}
+
+void tcp_start(struct eng_transport *base, struct eng_task *t)
+{
+    struct tcp_tp *tp = (struct tcp_tp *)base;
+    struct eng_ctx *eng = base->eng;
+    struct tcp_peer *p = t->seg->tp_priv;
+    uint64_t sl = eng->p.slice_bytes;
+    unsigned n = (unsigned)((t->len + sl - 1) / sl);
+    struct tcp_block *b;
+    uint64_t now = eng_now_ns();
+
+    if (atomic_load(&tp->stop)) {
+        eng_task_set_slices(t, 1);
+        eng_task_slice_done(t, 0, -ECANCELED);
+        return;
+    }
+    b = malloc(sizeof(*b) + n * sizeof(struct tcp_slice));
+    if (!b) {
+        eng_err(eng, "tcp: no memory for %u slices", n);
+        eng_task_set_slices(t, 1);
+        eng_task_slice_done(t, 0, -ENOMEM);
+        return;
+    }
+    atomic_store(&b->left, n);
+    eng_task_set_slices(t, n);
+    for (unsigned i = 0; i < n; i++) {
+        struct tcp_slice *s = &b->s[i];
+        uint64_t off = (uint64_t)i * sl;
+        uint32_t len = (uint32_t)(t->len - off < sl ? t->len - off : sl);
+        struct tcp_conn *c = pick_conn(p);
+        struct eng_frame f = {.type = t->op == TESHIM_OP_READ ? ENG_F_READ : ENG_F_WRITE,
+                              .addr = t->raddr + off,
+                              .len = len,
+                              .req_addr = t->raddr,
+                              .req_len = t->len};
+        int ret = 0;
+
+        memset(s, 0, sizeof(*s));
+        s->task = t;
+        s->block = b;
+        s->data = t->local + off;
+        s->xfer = len;
+        s->raddr = f.addr;
+        s->op = (uint8_t)t->op;
+        s->t_start = now;
+        if (t->op == TESHIM_OP_WRITE)
+            s->len = f.payload_len = len;
+        pthread_mutex_lock(&c->lock);
+        s->seq = f.id = ++c->seq;
+        eng_frame_encode(&f, s->hdr);
+        bool backlog = c->sq != NULL;
+        tcp_conn_enqueue_locked(c, s);
+        int st = atomic_load(&c->state);
+        if (st == C_IDLE) {
+            c->attempts = 0;
+            c->t_first = c->t_next = now;
+            atomic_store(&c->state, C_CONNECTING); /* publishes the fields above */
+            pthread_mutex_unlock(&c->lock);
+            tcp_post_cmd(c, CMD_KICK);
+            continue;
+        }
+        if (st == C_READY) {
+            atomic_fetch_add(&eng->st.conn_reuse, 1);
+            if (p->serial) {
+                /* the plug's end, or now, hands it to tcp_peer_send */
+                pthread_mutex_unlock(&c->lock);
+                if (!plug_add(c))
+                    tcp_peer_send(p, NULL);
+                continue;
+            }
+            /* send from this thread only when nothing is queued: with a
+             * backlog the worker is already draining it on EPOLLOUT, and
+             * submit returns instead of pushing the whole batch itself */
+            ret = backlog || plug_add(c) ? 0 : tcp_conn_flush(c);
+            if (ret)
+                shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+}

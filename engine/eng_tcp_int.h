@@ -1,0 +1,225 @@
+/*
+ * The tcp transport's private header: its objects and the functions its
+ * files share. Files by role: eng_tcp_conn.c (a connection: locks, sending,
+ * reset, connection setup), eng_tcp_init.c (initiator side), eng_tcp_target.c
+ * (target side), eng_tcp_io.c (the I/O threads' loop), eng_tcp.c (the
+ * transport face: its ops table). Included by those files only.
+ *
+ * TCP transport. N I/O threads ("workers"), each with its own epoll loop.
+ * Incoming connections come from the engine's listener once their
+ * handshake is answered (eng_listen.c) and are assigned to workers
+ * round-robin (ops.adopt). Every remote segment ("peer") gets
+ * engine.tcp.conns_per_peer connections assigned to workers round-robin;
+ * a request is cut into slices of engine.tcp.slice_bytes spread over them.
+ *
+ * Data moves between sockets and registered memory with sendmsg/readv
+ * straight from/into the user's buffers. The submitting thread writes a
+ * slice itself when the socket has room (no hand-off); the rest goes out
+ * from the worker on EPOLLOUT. Answers come back in order on each
+ * connection and are matched to the oldest outstanding slice by id.
+ *
+ * Requests for the target's device memory (cuda:N registrations) are
+ * served through host staging buffers each connection keeps for reuse: a
+ * READ's answer, or a WRITE's acknowledgement, is queued in order at once
+ * but marked waiting, and is sent only when the asynchronous copy from or
+ * to the device (eng_dev_copy, polled by the staging progress thread)
+ * completed; the I/O thread never waits for the device, and answers on a
+ * connection stay in request order.
+ *
+ * Locking: a connection's send side (queues, fd, state) is under c->lock;
+ * its receive side and its life cycle belong to its worker. Task
+ * callbacks are never made with a lock held. c->lock is only held for
+ * queue updates, never across sendmsg: one thread at a time sends, the
+ * owner of c->sending, which holds c->send_lock for as long (see
+ * tcp_conn_flush). c->iq is under c->send_lock, taken before c->lock. An
+ * accepted connection with device copies in flight (c->refs) is freed
+ * only after they finished.
+ */
+#ifndef TESHIM_ENG_TCP_INT_H
+#define TESHIM_ENG_TCP_INT_H
+
+#include "eng_tp.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define TICK_NS (20 * 1000000ull)
+#define SCRATCH_BYTES (64 * 1024)
+#define DEFER_BYTES (256 * 1024)
+#ifndef FLUSH_BYTES
+#define FLUSH_BYTES (1024 * 1024)
+#endif
+#define CONN_STAGES 2 /* staging buffers a connection keeps between requests */
+
+struct tcp_block;
+
+/* One frame to send: a request slice (initiator) or an answer (target). */
+struct tcp_slice {
+    struct tcp_slice *next;
+    struct eng_task *task;   /* initiator: the request it belongs to */
+    struct tcp_block *block; /* initiator: allocation shared with its siblings */
+    struct eng_region *reg;  /* target: region an answer reads from */
+    struct tcp_conn *conn;   /* target, device memory: the connection ... */
+    void *stage;             /* ... whose staging buffer the copy uses */
+    atomic_int refs;         /* target, device memory: send queue + copy */
+    bool wait;               /* not to be sent yet: the copy runs (c->lock) */
+    char *data;              /* payload to send, or destination of READ_RESP */
+    void *owned;             /* freed when sent */
+    uint32_t len;            /* payload bytes to send */
+    uint32_t xfer;           /* bytes the slice moves */
+    size_t sent;             /* of header + payload */
+    uint64_t seq, raddr, t_start;
+    uint8_t op;
+    uint8_t hdr[ENG_FRAME_BYTES];
+};
+
+struct tcp_block {
+    atomic_uint left;
+    struct tcp_slice s[];
+};
+
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY };
+enum { R_HDR, R_PAYLOAD, R_DISCARD, R_CTRL };
+enum { CMD_ADD = 1, CMD_KICK = 2, CMD_CLOSE = 4, CMD_ADOPT = 8 };
+
+struct tcp_worker;
+struct tcp_peer;
+
+struct tcp_conn {
+    struct tcp_conn *wnext, *wprev; /* worker's list, worker only */
+    struct tcp_conn *cnext;         /* worker's command list, under cmd_lock */
+    int cmds;                       /* pending CMD_*, under cmd_lock */
+    bool queued;
+    struct tcp_worker *w;
+    struct tcp_peer *peer; /* NULL: accepted */
+    int fd;
+    atomic_int state;
+    bool want_out, dead;
+    bool in_read;      /* answers queued while reading go out together ... */
+    uint64_t deferred; /* ... unless this many payload bytes wait for them */
+    pthread_mutex_t lock;
+    pthread_mutex_t send_lock;      /* held by the sending thread; guards iq */
+    bool sending;                   /* a thread owns the send side, under lock */
+    bool resetting;                 /* conn_reset waits for the sender, under lock */
+    struct tcp_slice *sq, *sq_tail; /* to send; head may be partly sent */
+    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator), send_lock */
+    uint64_t seq;
+    /* receive side, worker only */
+    int rstage;
+    uint8_t rhdr[ENG_FRAME_BYTES];
+    size_t rgot;
+    struct eng_frame rf;
+    char *rdst;
+    uint64_t rleft;
+    int rstatus;
+    struct tcp_slice *rslice;
+    struct eng_region *rreg;
+    /* the request last rejected with a message: its other slices only count */
+    uint64_t rej_addr, rej_len, rej_at;
+    uint8_t rej_type;
+    uint8_t *ctrl; /* HELLO_ACK being read (initiator) */
+    size_t ctrl_got;
+    /* connection establishment, outgoing only */
+    int attempts;
+    uint64_t t_first, t_next, t_used;
+    char pname[64];
+    /* device memory served (accepted connections) */
+    atomic_int refs; /* device copies in flight: the worker frees c after */
+    pthread_mutex_t stage_lock;
+    void *stages[CONN_STAGES]; /* kept for the next request */
+    int nstages;
+    void *rstaging; /* a WRITE for device memory is received here */
+};
+
+struct tcp_peer {
+    struct tcp_peer *next;
+    /* copied from the segment, which may go before the worker's last look */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    uint32_t pid;
+    atomic_uint rr;
+    atomic_int refs;
+    bool serial;               /* one sending thread at a time: peer_send */
+    atomic_int sending, again; /* peer_send's owner flag and its doorbell */
+    int n;
+    struct tcp_conn conns[];
+};
+
+struct tcp_tp;
+
+struct tcp_worker {
+    struct tcp_tp *tp;
+    pthread_t th;
+    int epfd, evfd;
+    uint64_t next_tick;
+    pthread_mutex_t cmd_lock;
+    struct tcp_conn *cmds;
+    struct tcp_conn *conns;     /* every connection of this worker */
+    struct tcp_conn *graveyard; /* freed after the current epoll batch */
+    uint8_t *scratch;
+};
+
+struct tcp_tp {
+    struct eng_transport base;
+    int nworkers;
+    struct tcp_worker *w;
+    atomic_bool stop;
+    atomic_uint rr;
+    atomic_int nout; /* outgoing sockets open */
+    pthread_mutex_t peers_lock;
+    struct tcp_peer *peers;
+};
+
+static inline struct eng_ctx *tcp_conn_eng(struct tcp_conn *c)
+{
+    return c->w->tp->base.eng;
+}
+
+/* ---- connections (eng_tcp_conn.c): locks, staging buffers, sending, reset, setup  */
+
+void tcp_conn_locks_init(struct tcp_conn *c);
+void tcp_conn_locks_destroy(struct tcp_conn *c);
+void tcp_worker_wake(struct tcp_worker *w);
+void tcp_post_cmd(struct tcp_conn *c, int cmd);
+void tcp_sock_opts(struct eng_ctx *eng, int fd);
+void *tcp_conn_stage_take(struct tcp_conn *c, uint64_t len);
+void tcp_conn_stage_give(struct tcp_conn *c, void *p);
+void tcp_conn_free(struct tcp_conn *c);
+void tcp_slice_free(struct tcp_slice *s);
+void tcp_slice_finish(struct tcp_slice *s, int err);
+void tcp_conn_reset(struct tcp_conn *c, int err);
+int tcp_conn_flush(struct tcp_conn *c);
+void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s);
+void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out);
+int tcp_start_ctrl(struct tcp_conn *c, uint32_t len);
+void tcp_connect_failed(struct tcp_conn *c, int err);
+void tcp_conn_connect(struct tcp_conn *c);
+void tcp_conn_connected(struct tcp_conn *c);
+void tcp_peer_unref(struct tcp_peer *p);
+
+/* ---- target side (eng_tcp_target.c): serving peers' requests --------------- */
+
+int tcp_send_answer(struct tcp_conn *c, uint8_t type, const struct eng_frame *req, int status,
+                    struct eng_region *reg, void *owned, uint32_t owned_len);
+int tcp_serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame *req,
+                     struct eng_region *reg, void *stage);
+int tcp_target_header(struct tcp_conn *c);
+
+/* ---- initiator side (eng_tcp_init.c): requests out, answers in ------------- */
+
+int tcp_initiator_header(struct tcp_conn *c);
+int tcp_initiator_hello_ack(struct tcp_conn *c);
+void tcp_submit_begin(struct eng_transport *base);
+void tcp_submit_end(struct eng_transport *base);
+void tcp_start(struct eng_transport *base, struct eng_task *t);
+
+/* ---- I/O loop (eng_tcp_io.c): the workers ---------------------------------- */
+
+void tcp_run_cmds(struct tcp_worker *w);
+void tcp_graveyard_sweep(struct tcp_worker *w);
+void *tcp_worker_main(void *arg);
+
+#endif
