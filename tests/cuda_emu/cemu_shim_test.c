@@ -111,14 +111,14 @@ static void run(struct run *r, const char *host, const char *mode, const char *p
     r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* Counter ctr of hook (NAME@VERSION) in the report of the run's process. */
-static long long counter(const struct run *r, const char *hook, const char *ctr)
+/* Field of the JSON object named object in the report of the run's
+ * process, whose outcomes must balance. */
+static long long report_field(const struct run *r, const char *object, const char *field)
 {
-    char path[256], key[128], body[65536];
+    char path[256], key[128], body[65536], why[512];
     const char *p;
     FILE *f;
     size_t len;
-
     glob_t g;
 
     /* teshim-PROGRAM-PID.json: one report per process. */
@@ -131,40 +131,26 @@ static long long counter(const struct run *r, const char *hook, const char *ctr)
     len = fread(body, 1, sizeof(body) - 1, f);
     fclose(f);
     body[len] = '\0';
-    char why[512];
     ck_assert_msg(report_outcomes_balance(body, why, sizeof(why)) == 0, "%s: %s", path, why);
-    snprintf(key, sizeof(key), "\"%s\": {", hook);
+    snprintf(key, sizeof(key), "\"%s\": {", object);
     p = strstr(body, key);
-    ck_assert_msg(p != NULL, "hook %s not in report", hook);
-    snprintf(key, sizeof(key), "\"%s\": ", ctr);
+    ck_assert_msg(p != NULL, "%s not in report", object);
+    snprintf(key, sizeof(key), "\"%s\": ", field);
     p = strstr(p, key);
-    ck_assert_ptr_nonnull(p);
+    ck_assert_msg(p != NULL, "no %s in %s", field, object);
     return atoll(p + strlen(key));
+}
+
+/* Counter ctr of hook (NAME@VERSION). */
+static long long counter(const struct run *r, const char *hook, const char *ctr)
+{
+    return report_field(r, hook, ctr);
 }
 
 /* A figure of the report's "cuda_register_cache" object. */
 static long long rc_figure(const struct run *r, const char *name)
 {
-    char path[256], key[96], body[65536];
-    const char *p;
-    FILE *f;
-    size_t len;
-    glob_t g;
-
-    snprintf(path, sizeof(path), "%s/teshim-*-%d.json", r->dir, (int)r->pid);
-    ck_assert_msg(glob(path, 0, NULL, &g) == 0 && g.gl_pathc == 1, "no stats report %s", path);
-    f = fopen(g.gl_pathv[0], "r");
-    globfree(&g);
-    ck_assert_ptr_nonnull(f);
-    len = fread(body, 1, sizeof(body) - 1, f);
-    fclose(f);
-    body[len] = '\0';
-    p = strstr(body, "\"cuda_register_cache\": {");
-    ck_assert_msg(p != NULL, "no cuda_register_cache in the report");
-    snprintf(key, sizeof(key), "\"%s\": ", name);
-    p = strstr(p, key);
-    ck_assert_msg(p != NULL, "no %s in cuda_register_cache", name);
-    return atoll(p + strlen(key));
+    return report_field(r, "cuda_register_cache", name);
 }
 
 #if defined(__x86_64__)
