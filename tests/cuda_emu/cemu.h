@@ -99,6 +99,8 @@ void cemu_stream_sync(struct CUstream_st *st);
 void cemu_device_sync(void);
 /* No stream has work left (no waiting). */
 bool cemu_device_idle(void);
+/* Wait up to timeout_ms for no stream to have work left; true if none has. */
+bool cemu_device_wait_idle(int timeout_ms);
 bool cemu_stream_idle(struct CUstream_st *st);
 
 cudaError_t cemu_event_create(cudaEvent_t *pe, unsigned flags);

@@ -440,12 +440,13 @@ static char mapping_of(const char *pbase, size_t plen, char *path, size_t pathle
  *     object again; the application's mapping stays as it is (shmdt works).
  * Pages the calling thread is running on, or a mix of mappings, stay where
  * they are: *alias stays NULL and copies go through the application's view.
- * So do private pages while any stream has work: moving pages copies them
- * first, and a write another thread makes in between is lost (the stream
- * workers free staging buffers whose heap headers may share a page with
- * the range: that showed as heap corruption, about 1 run in 50). The real
- * driver pins in place; only the emulation's move has this window, which
- * the application's own threads could still hit.
+ * So do private pages while a stream still has work (cemu_pinned_register
+ * waits up to a second for the streams to drain first): moving pages
+ * copies them first, and a write another thread makes in between is lost
+ * (the stream workers free staging buffers whose heap headers may share a
+ * page with the range: that showed as heap corruption, about 1 run in 50).
+ * The real driver pins in place; only the emulation's move has this
+ * window, which the application's own threads could still hit.
  */
 static cudaError_t pin_pages(char *pbase, size_t plen, char **alias)
 {
@@ -513,6 +514,10 @@ cudaError_t cemu_pinned_register(void *p, size_t size, unsigned flags)
     if (!p || size == 0 || (char *)p + size < (char *)p)
         return cudaErrorInvalidValue;
     plen = page_round((size_t)((char *)p + size - pbase));
+    /* Work in flight (a pageable copy returns before its staged data left)
+     * usually drains at once; a stream the application holds does not, and
+     * its range is then pinned without a second mapping (pin_pages). */
+    cemu_device_wait_idle(1000);
     pthread_mutex_lock(&mem_lock);
     if (dev_app && (char *)p < dev_app + dev_size && (char *)p + size > dev_app) {
         rc = cudaErrorInvalidValue;

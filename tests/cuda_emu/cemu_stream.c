@@ -440,13 +440,42 @@ bool cemu_stream_idle(struct CUstream_st *s)
     return idle;
 }
 
+/* Some stream has work left; caller holds cemu_lock. */
+static bool device_busy_locked(void)
+{
+    for (struct CUstream_st *s = all_streams; s; s = s->next_all)
+        if (s->completed < s->submitted)
+            return true;
+    return false;
+}
+
 bool cemu_device_idle(void)
 {
-    bool busy = false;
+    bool busy;
 
     pthread_mutex_lock(&cemu_lock);
-    for (struct CUstream_st *s = all_streams; s; s = s->next_all)
-        busy |= s->completed < s->submitted;
+    busy = device_busy_locked();
+    pthread_mutex_unlock(&cemu_lock);
+    return !busy;
+}
+
+bool cemu_device_wait_idle(int timeout_ms)
+{
+    struct timespec dl;
+    bool busy;
+
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&cemu_lock);
+    while ((busy = device_busy_locked()) &&
+           pthread_cond_timedwait(&cemu_cond, &cemu_lock, &dl) != ETIMEDOUT)
+        ;
+    busy = device_busy_locked();
     pthread_mutex_unlock(&cemu_lock);
     return !busy;
 }
