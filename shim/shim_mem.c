@@ -438,16 +438,19 @@ static void *mmap_common(enum shim_hook_id id, void *(*real)(void *, size_t, int
                          void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     struct mw_drop d = {id, 0, 0};
+    bool fixed = flags & MAP_FIXED;
     void *p;
 
-    if (!mw_enter(len))
+    /* A mapping of any size placed with MAP_FIXED replaces the pages under
+     * it (as a small munmap cuts into a large mapping); only a large one is
+     * watched afterwards. */
+    if (!mw_active() || (!fixed && len < mw_min) || !shim_enter_internal())
         return real(addr, len, prot, flags, fd, off);
-    /* MAP_FIXED replaces whatever was mapped there. */
-    if (flags & MAP_FIXED)
+    if (fixed)
         mw_release(&d, (uintptr_t)addr, (uintptr_t)addr + len, true);
     p = real(addr, len, prot, flags, fd, off);
     mw_count(&d, (intptr_t)p, errno);
-    if (p != MAP_FAILED)
+    if (p != MAP_FAILED && len >= mw_min)
         mw_add(p, len, MW_MAP);
     shim_leave();
     return p;

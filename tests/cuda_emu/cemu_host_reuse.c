@@ -11,6 +11,7 @@
  *
  * usage: cemu_host_reuse MODE
  *   mmap madvise mremap brk shm malloc  the reuse cases above
+ *   fixed        one new page mapped with MAP_FIXED into the cached buffer
  *   appregister  the application registers, inspects and unregisters a
  *                buffer teshim may have cached: prints what the runtime said
  *   static       copies from a static buffer (memory nobody can watch)
@@ -173,6 +174,15 @@ int main(int argc, char **argv)
         warm(buf, 1);
         munmap(buf, N);
         after_reuse(map(buf), 2, "munmap + mmap");
+    } else if (strcmp(mode, "fixed") == 0) {
+        /* A mapping far smaller than any the cache watches replaces one
+         * page of the buffer: the registration over it must go too. */
+        buf = map(NULL);
+        warm(buf, 16);
+        if (mmap(buf + 4096, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                 -1, 0) != buf + 4096)
+            return 4;
+        after_reuse(buf, 17, "mmap(MAP_FIXED) of one page");
     } else if (strcmp(mode, "malloc") == 0) {
         /* 64 MiB is above glibc's largest mmap threshold: free unmaps it
          * inside libc (not through the PLT) and malloc maps it again. */

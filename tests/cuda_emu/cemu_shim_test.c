@@ -541,9 +541,11 @@ END_TEST
 
 /* ---- the register cache against memory reuse (cemu_host_reuse) ------------ */
 
-static const char *const reuse_modes[] = {"mmap", "malloc", "madvise", "mremap", "brk", "shm"};
+static const char *const reuse_modes[] = {"mmap", "malloc", "madvise", "mremap",
+                                          "brk",  "shm",    "fixed"};
 /* The hook that saw each case's release first. */
-static const char *const reuse_hooks[] = {"munmap", "free", "madvise", "mremap", "sbrk", "shmdt"};
+static const char *const reuse_hooks[] = {"munmap", "free",  "madvise", "mremap",
+                                          "sbrk",   "shmdt", "mmap"};
 
 /*
  * The issue's stale-registration cases: a 64 MiB buffer pinned by the
