@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,18 +50,19 @@ int eng_location_parse(const char *loc, int *dev)
  * the shim; the progress thread helps and never waits for them.
  */
 #define ENG_CUDA_MAX_DEVICES 16
-#define ENG_CUDA_STREAM_NON_BLOCKING 0x01
 
 #define STAGE_KEEP 32
 #define STAGE_KEEP_BYTES (256ull << 20)
 
 /* The runtime's entry points and a stream per device: process-wide. */
-static struct {
+static struct eng_cu {
     struct scc_api api;
-    int (*set_device)(int device);
-    int (*stream_create)(struct CUstream_st **s, unsigned flags);
-    int (*get_last_error)(void);
-    int (*stream_sync)(struct CUstream_st *s);
+    /* The runtime's functions the engine calls itself: teshim/cudart.def's
+     * rows with ENG = 1. */
+#define CUDART(in_scc, in_shim, in_eng, need, field, name, params)                                 \
+    CUDART_IF_##in_eng(int(*field) params;)
+#include "teshim/cudart.def"
+#undef CUDART
     pthread_mutex_t lock; /* first use of a device, in any engine */
     struct CUstream_st *stream[ENG_CUDA_MAX_DEVICES];
 } cu = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -113,7 +115,7 @@ static struct eng_cuda_dev *cuda_dev(struct eng_copy *ec, int device)
     if (!d->ready) {
         if (!cu.stream[device] &&
             (cu.set_device(device) ||
-             cu.stream_create(&cu.stream[device], ENG_CUDA_STREAM_NON_BLOCKING))) {
+             cu.stream_create_with_flags(&cu.stream[device], CUABI_STREAM_NON_BLOCKING))) {
             cu.stream[device] = NULL;
             cu.get_last_error();
         }
@@ -147,12 +149,12 @@ static int copy_direct(struct eng_cuda_dev *d, struct eng_copy_tok *tok, enum sc
         tok->ev = NULL;
         return -EIO;
     }
-    if (cu.api.memcpy_async(d2h ? host : dev, d2h ? dev : host, n, d2h ? SCC_D2H : SCC_H2D,
-                            d->stream))
+    if (cu.api.memcpy_async(d2h ? host : dev, d2h ? dev : host, n,
+                            d2h ? CUABI_MEMCPY_D2H : CUABI_MEMCPY_H2D, d->stream))
         return -EIO;
     if (cu.api.event_record(tok->ev, d->stream)) {
         /* the copy may be running: nothing may reuse the buffer before it ends */
-        cu.stream_sync(d->stream);
+        cu.stream_synchronize(d->stream);
         return -EIO;
     }
     return 0;
@@ -225,7 +227,7 @@ static int copy_poll(void *token)
     }
     if (tok->ev) {
         rc = cu.api.event_query(tok->ev);
-        if (rc == SCC_ERR_NOT_READY)
+        if (rc == CUABI_ERROR_NOT_READY)
             return -EAGAIN;
         if (rc) {
             cu.get_last_error();
@@ -249,24 +251,17 @@ out:
 /* The provider's functions from the runtime opened; -ENOENT if one lacks. */
 static int cuda_resolve(void *h, const char **missing)
 {
-    void *sd = dlsym(h, "cudaSetDevice"), *sc = dlsym(h, "cudaStreamCreateWithFlags"),
-         *gl = dlsym(h, "cudaGetLastError"), *ss = dlsym(h, "cudaStreamSynchronize");
+    static const struct scc_sym syms[] = {
+#define CUDART(in_scc, in_shim, in_eng, need, field, name, params)                                 \
+    CUDART_IF_##in_eng({#name, offsetof(struct eng_cu, field), need}, )
+#include "teshim/cudart.def"
+#undef CUDART
+    };
     int ret = scc_api_from_handle(&cu.api, h, missing);
 
     if (ret)
         return ret;
-    if (!sd || !sc || !gl || !ss) {
-        *missing = !sd   ? "cudaSetDevice"
-                   : !sc ? "cudaStreamCreateWithFlags"
-                   : !gl ? "cudaGetLastError"
-                         : "cudaStreamSynchronize";
-        return -ENOENT;
-    }
-    memcpy(&cu.set_device, &sd, sizeof(sd));
-    memcpy(&cu.stream_create, &sc, sizeof(sc));
-    memcpy(&cu.get_last_error, &gl, sizeof(gl));
-    memcpy(&cu.stream_sync, &ss, sizeof(ss));
-    return 0;
+    return scc_syms_from_handle(&cu, syms, sizeof(syms) / sizeof(syms[0]), h, missing);
 }
 
 static pthread_mutex_t copy_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -274,7 +269,7 @@ static int copy_state; /* 0 untried, 1 loaded, <0 error */
 
 int eng_copy_open(struct eng_ctx *eng)
 {
-    static const char *const names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
+    static const char *const names[] = {CUDART_VERSION_13, CUDART_VERSION_12, "libcudart.so"};
     int ret;
 
     pthread_mutex_lock(&copy_lock);

@@ -11,38 +11,32 @@
 #include <string.h>
 #include <time.h>
 
-/* cudaEventDisableTiming: the events only order, they never time. */
-#define SCC_EVENT_DISABLE_TIMING 0x02
-
-int scc_api_from_handle(struct scc_api *api, void *handle, const char **missing)
+int scc_syms_from_handle(void *table, const struct scc_sym *syms, size_t n, void *handle,
+                         const char **missing)
 {
-    static const struct {
-        const char *name;
-        size_t off;
-    } fns[] = {
-        {"cudaMallocHost", offsetof(struct scc_api, malloc_host)},
-        {"cudaFreeHost", offsetof(struct scc_api, free_host)},
-        {"cudaMemcpyAsync", offsetof(struct scc_api, memcpy_async)},
-        {"cudaEventCreateWithFlags", offsetof(struct scc_api, event_create_with_flags)},
-        {"cudaEventDestroy", offsetof(struct scc_api, event_destroy)},
-        {"cudaEventRecord", offsetof(struct scc_api, event_record)},
-        {"cudaEventQuery", offsetof(struct scc_api, event_query)},
-        {"cudaEventSynchronize", offsetof(struct scc_api, event_synchronize)},
-    };
-
-    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
-        void *p = dlsym(handle, fns[i].name);
-        if (!p) {
+    for (size_t i = 0; i < n; i++) {
+        void *p = dlsym(handle, syms[i].name);
+        if (!p && syms[i].need) {
             if (missing)
-                *missing = fns[i].name;
+                *missing = syms[i].name;
             return -ENOENT;
         }
         /* Every member is a function pointer: store the address as one. */
-        memcpy((char *)api + fns[i].off, &p, sizeof(p));
+        memcpy((char *)table + syms[i].off, &p, sizeof(p));
     }
-    void *p2d = dlsym(handle, "cudaMemcpy2DAsync");
-    memcpy(&api->memcpy2d_async, &p2d, sizeof(p2d));
     return 0;
+}
+
+int scc_api_from_handle(struct scc_api *api, void *handle, const char **missing)
+{
+    static const struct scc_sym syms[] = {
+#define CUDART(in_scc, in_shim, in_eng, need, field, name, params)                                 \
+    CUDART_IF_##in_scc({#name, offsetof(struct scc_api, field), need}, )
+#include "teshim/cudart.def"
+#undef CUDART
+    };
+
+    return scc_syms_from_handle(api, syms, sizeof(syms) / sizeof(syms[0]), handle, missing);
 }
 
 bool scc_budget_take(struct scc_budget *b, size_t n)
@@ -349,7 +343,7 @@ int scc_pool_init(struct scc_pool *pool, const struct scc_api *api, struct scc_b
             pool->buf[i].p = NULL;
             goto err_free;
         }
-        err = api->event_create_with_flags(&pool->buf[i].ev, SCC_EVENT_DISABLE_TIMING);
+        err = api->event_create_with_flags(&pool->buf[i].ev, CUABI_EVENT_DISABLE_TIMING);
         if (err) {
             pool->buf[i].ev = NULL;
             i++;
@@ -607,7 +601,7 @@ static bool xfer_help(struct scc_xfer *x, size_t first, size_t last)
     return false;
 }
 
-/* Wait (or check) for b's last copy: 0, SCC_ERR_NOT_READY or an error. */
+/* Wait (or check) for b's last copy: 0, CUABI_ERROR_NOT_READY or an error. */
 static int buf_wait(struct scc_pool *pool, struct scc_buf *b, bool block)
 {
     int err;
@@ -630,14 +624,15 @@ static int issue(struct scc_xfer *x, struct scc_buf *b, size_t k)
     chunk_at(x, k, &hoff, &doff, &len, &nrows);
     if (x->dir == SCC_DIR_H2D) {
         if (nrows)
-            err = api->memcpy2d_async(x->dev + doff, x->dpitch, b->p, w, w, nrows, SCC_H2D,
+            err = api->memcpy2d_async(x->dev + doff, x->dpitch, b->p, w, w, nrows, CUABI_MEMCPY_H2D,
                                       x->stream);
         else
-            err = api->memcpy_async(x->dev + doff, b->p, len, SCC_H2D, x->stream);
+            err = api->memcpy_async(x->dev + doff, b->p, len, CUABI_MEMCPY_H2D, x->stream);
     } else if (nrows) {
-        err = api->memcpy2d_async(b->p, w, x->dev + doff, x->dpitch, w, nrows, SCC_D2H, x->stream);
+        err = api->memcpy2d_async(b->p, w, x->dev + doff, x->dpitch, w, nrows, CUABI_MEMCPY_D2H,
+                                  x->stream);
     } else {
-        err = api->memcpy_async(b->p, x->dev + doff, len, SCC_D2H, x->stream);
+        err = api->memcpy_async(b->p, x->dev + doff, len, CUABI_MEMCPY_D2H, x->stream);
     }
     if (!err)
         err = api->event_record(b->ev, x->stream);
@@ -654,7 +649,7 @@ static int stage_ready(struct scc_xfer *x, size_t limit, bool to_buf)
     while (x->staged < limit) {
         struct scc_buf *b = &x->pool->buf[x->staged % x->pool->nbuf];
         int err = buf_wait(x->pool, b, false);
-        if (err == SCC_ERR_NOT_READY)
+        if (err == CUABI_ERROR_NOT_READY)
             return 0;
         if (err)
             return err;
@@ -694,7 +689,7 @@ static int poll_d2h(struct scc_xfer *x, bool block)
         if (x->drained != before || xfer_help(x, x->drained, x->staged))
             continue;
         if (!block)
-            return SCC_ERR_NOT_READY;
+            return CUABI_ERROR_NOT_READY;
         if (x->drained < x->staged) {
             job_wait(&pool->buf[x->drained % pool->nbuf].job);
         } else {
@@ -728,7 +723,7 @@ static int poll_h2d(struct scc_xfer *x, bool block)
         if (x->staged == x->issued) {
             /* The next chunk's buffer is still read by the device. */
             if (!block)
-                return SCC_ERR_NOT_READY;
+                return CUABI_ERROR_NOT_READY;
             err = buf_wait(pool, b, true);
             if (err)
                 return err;
@@ -738,7 +733,7 @@ static int poll_h2d(struct scc_xfer *x, bool block)
             if (xfer_help(x, x->issued, x->staged))
                 continue;
             if (!block)
-                return SCC_ERR_NOT_READY;
+                return CUABI_ERROR_NOT_READY;
             job_wait(&b->job);
         }
         err = issue(x, b, x->issued);
@@ -747,7 +742,7 @@ static int poll_h2d(struct scc_xfer *x, bool block)
         x->issued++;
     }
     if (x->issued < x->nchunks)
-        return SCC_ERR_NOT_READY; /* chunk mode: chunks still to come */
+        return CUABI_ERROR_NOT_READY; /* chunk mode: chunks still to come */
     if (x->wait == SCC_WAIT_ALL)
         for (unsigned i = 0; i < pool->nbuf; i++) {
             err = buf_wait(pool, &pool->buf[i], block);
@@ -780,7 +775,7 @@ int scc_xfer_poll(struct scc_xfer *x, bool block)
     if (x->issued == 0 && x->staged == 0 && x->drained == 0)
         for (unsigned i = 0; i < x->pool->nbuf; i++) {
             rc = buf_wait(x->pool, &x->pool->buf[i], block);
-            if (rc == SCC_ERR_NOT_READY)
+            if (rc == CUABI_ERROR_NOT_READY)
                 return SCC_PENDING;
             if (rc) {
                 x->err = rc;
@@ -788,7 +783,7 @@ int scc_xfer_poll(struct scc_xfer *x, bool block)
             }
         }
     rc = x->dir == SCC_DIR_D2H ? poll_d2h(x, block) : poll_h2d(x, block);
-    if (rc == SCC_ERR_NOT_READY)
+    if (rc == CUABI_ERROR_NOT_READY)
         return SCC_PENDING;
     if (rc)
         x->err = rc;
@@ -853,7 +848,7 @@ int scc_xfer_next_chunk(struct scc_xfer *x, bool block, void **data, size_t *len
     *len = chunk_len(x, x->issued);
     return 0;
 out:
-    if (err == SCC_ERR_NOT_READY)
+    if (err == CUABI_ERROR_NOT_READY)
         return SCC_PENDING;
     x->err = err;
     return err;
@@ -874,7 +869,8 @@ int scc_xfer_chunk_done(struct scc_xfer *x)
     }
     b = &x->pool->buf[x->issued % x->pool->nbuf];
     off = x->issued * x->pool->chunk;
-    err = api->memcpy_async(x->dev + off, b->p, chunk_len(x, x->issued), SCC_H2D, x->stream);
+    err =
+        api->memcpy_async(x->dev + off, b->p, chunk_len(x, x->issued), CUABI_MEMCPY_H2D, x->stream);
     if (!err)
         err = api->event_record(b->ev, x->stream);
     if (err) {

@@ -321,5 +321,58 @@ void shim_log_write(enum pol_log_level level, const char *fmt, ...)
 #define SHIM_PROTO(tag, ver, def, ret, name, params, args, ...)                                    \
     __attribute__((visibility("default"))) ret shim_hook_##name##_##tag params;
 #define SHIM_NOTHING(...)
+#define SHIM_UNPAREN(...) __VA_ARGS__
+
+/*
+ * Hook bodies generated from the list: a row whose SHAPE is (GEN, BODY,
+ * EXTRA...) gets, through SHIM_GENERATE(row), the hook
+ *
+ *     RET shim_hook_NAME_TAG PARAMS
+ *     {
+ *         int rt = 0;
+ *         void *fn = shim_real_LIB(SHIM_HK_NAME_TAG, &rt);  the real function
+ *         if (!fn)
+ *             return MISSING;                                 the row's code
+ *         if (!shim_enter(SHIM_HK_NAME_TAG))                 counts the call
+ *             return real ARGS;                               re-entry: pass through
+ *         rc = BODY(SHIM_HK_NAME_TAG, fn, rt, EXTRA..., ARGS...);
+ *         shim_leave();
+ *         return rc;
+ *     }
+ *
+ * shim_real_LIB(id, &rt) is the library's resolver (shim_cuda.h for CUDA
+ * and CUDRV; rt tells the body which runtime version answered). BODY, a
+ * function or a macro of the hook file, does what differs and counts the
+ * call's outcome. A row with SHAPE (HAND) generates nothing: its body is
+ * written by hand. The SHIM_CALL* helpers let an argument list expand
+ * before a macro is applied to it (one per nesting level: a macro is not
+ * expanded inside its own expansion).
+ */
+#define SHIM_CALL1(m, ...) m(__VA_ARGS__)
+#define SHIM_CALL2(m, ...) m(__VA_ARGS__)
+#define SHIM_CALL3(m, ...) m(__VA_ARGS__)
+#define SHIM_GENERATE(lib, tag, ver, def, ret, name, params, args, res, codes, missing, shape)     \
+    SHIM_CALL1(SHIM_GEN_, (lib, tag, ret, name, params, args, missing), SHIM_UNPAREN shape)
+#define SHIM_GEN_(row, kind, ...) SHIM_GEN_##kind(row, __VA_ARGS__)
+#define SHIM_GEN_HAND(...)
+#define SHIM_GEN_GEN(row, ...) SHIM_CALL2(SHIM_GEN_HOOK, SHIM_UNPAREN row, __VA_ARGS__)
+#define SHIM_GEN_HOOK(lib, tag, ret, name, params, args, missing, body, ...)                       \
+    ret shim_hook_##name##_##tag params                                                            \
+    {                                                                                              \
+        enum shim_hook_id id_ = SHIM_HK_##name##_##tag;                                            \
+        shim_fn_##name##_##tag real_;                                                              \
+        int rt_ = 0;                                                                               \
+        void *fn_ = shim_real_##lib(id_, &rt_);                                                    \
+        ret rc_;                                                                                   \
+                                                                                                   \
+        if (!fn_)                                                                                  \
+            return missing;                                                                        \
+        memcpy(&real_, &fn_, sizeof(real_));                                                       \
+        if (!shim_enter(id_))                                                                      \
+            return real_ args;                                                                     \
+        rc_ = SHIM_CALL3(body, id_, fn_, rt_, ##__VA_ARGS__, SHIM_UNPAREN args);                   \
+        shim_leave();                                                                              \
+        return rc_;                                                                                \
+    }
 
 #endif

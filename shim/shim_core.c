@@ -21,12 +21,11 @@
 
 extern char **environ;
 
-/* The RESULT and BENIGN columns are named here, without "...": a row that
- * lacks them does not compile. BENIGN is a parenthesised list, possibly
+/* Every column is named here, without "...": a row that lacks one does
+ * not compile. BENIGN is a parenthesised list, possibly
  * empty; the leading 0 keeps "()" a valid initializer and matches no code. */
-#define SHIM_UNPAREN(...) __VA_ARGS__
 const struct shim_hook_info shim_hooks[SHIM_HK_COUNT] = {
-#define HOOK(l, tag, ver, def, ret, fn, params, args, res, codes)                                  \
+#define HOOK(l, tag, ver, def, ret, fn, params, args, res, codes, missing, shape)                  \
     [SHIM_HK_##fn##_##tag] = {.name = #fn,                                                         \
                               .version = ver,                                                      \
                               .lib = SHIM_LIB_##l,                                                 \

@@ -43,22 +43,21 @@
 
 /* ---- the runtime's entry points, per symbol version --------------------- */
 
-const char *const shim_cuda_rt_versions[RT_N] = {"libcudart.so.12", "libcudart.so.13"};
+const char *const shim_cuda_rt_versions[RT_N] = {CUDART_VERSION_12, CUDART_VERSION_13};
 
 static struct cuda_rt rts[RT_N];
 static pthread_once_t rt_once[RT_N] = {PTHREAD_ONCE_INIT, PTHREAD_ONCE_INIT};
 
-#define RT_SYM(field, name)                                                                        \
-    do {                                                                                           \
-        void *p_ = dlvsym_ver(name, v);                                                            \
-        if (!p_)                                                                                   \
-            missing = name;                                                                        \
-        memcpy(&rt->field, &p_, sizeof(p_));                                                       \
-    } while (0)
-
-static void *dlvsym_ver(const char *name, const char *version)
+/* Every row of teshim/cudart.def the shim uses, looked up under version v
+ * into *member (a function pointer); a needed one missing is named in
+ * *missing. */
+static void rt_sym(void *member, const char *name, bool need, const char *v, const char **missing)
 {
-    return shim_dlvsym(name, version);
+    void *p = shim_dlvsym(name, v);
+
+    if (!p && need)
+        *missing = name;
+    memcpy(member, &p, sizeof(p));
 }
 
 static void rt_resolve(int i)
@@ -66,28 +65,13 @@ static void rt_resolve(int i)
     struct cuda_rt *rt = &rts[i];
     const char *v = shim_cuda_rt_versions[i];
     const char *missing = NULL;
-    void *p2d;
 
-    RT_SYM(scc.malloc_host, "cudaMallocHost");
-    RT_SYM(scc.free_host, "cudaFreeHost");
-    RT_SYM(scc.memcpy_async, "cudaMemcpyAsync");
-    RT_SYM(scc.event_create_with_flags, "cudaEventCreateWithFlags");
-    RT_SYM(scc.event_destroy, "cudaEventDestroy");
-    RT_SYM(scc.event_record, "cudaEventRecord");
-    RT_SYM(scc.event_query, "cudaEventQuery");
-    RT_SYM(scc.event_synchronize, "cudaEventSynchronize");
-    RT_SYM(pointer_get_attributes, "cudaPointerGetAttributes");
-    RT_SYM(stream_is_capturing, "cudaStreamIsCapturing");
-    RT_SYM(peek_at_last_error, "cudaPeekAtLastError");
-    RT_SYM(get_last_error, "cudaGetLastError");
-    RT_SYM(host_register, "cudaHostRegister");
-    RT_SYM(host_unregister, "cudaHostUnregister");
-    RT_SYM(get_device, "cudaGetDevice");
-    RT_SYM(stream_synchronize, "cudaStreamSynchronize");
+#define CUDART(in_scc, in_shim, in_eng, need, field, name, params)                                 \
+    CUDART_IF_##in_scc(rt_sym(&rt->scc.field, #name, need, v, &missing);)                          \
+        CUDART_IF_##in_shim(rt_sym(&rt->field, #name, need, v, &missing);)
+#include "teshim/cudart.def"
+#undef CUDART
     rt->ok = missing == NULL;
-    /* Optional: without it 2D copies whose rows fit a chunk pass through. */
-    p2d = dlvsym_ver("cudaMemcpy2DAsync", v);
-    memcpy(&rt->scc.memcpy2d_async, &p2d, sizeof(p2d));
     if (missing)
         shim_warn("cuda: %s@%s not found; CUDA copies pass through", missing, v);
 }
@@ -183,7 +167,7 @@ static struct scc_pool *pool_get(struct cuda_rt *rt, int rti, const struct pol_c
     int dev = 0, err;
 
     shim_cuda_once();
-    if (rt->get_device(&dev) != SHIM_CUDA_SUCCESS) {
+    if (rt->get_device(&dev) != CUABI_SUCCESS) {
         rt->get_last_error();
         return NULL;
     }
@@ -275,18 +259,18 @@ static shim_cudaError_t call_real(const struct cu_call *c)
 
 static enum pol_cuda_mem mem_kind(struct cuda_rt *rt, const void *p, size_t n)
 {
-    struct shim_cuda_ptr_attrs a;
+    struct cuabi_ptr_attrs a;
     struct rc_entry *e;
 
     memset(&a, 0, sizeof(a));
-    if (rt->pointer_get_attributes(&a, p) != SHIM_CUDA_SUCCESS) {
+    if (rt->pointer_get_attributes(&a, p) != CUABI_SUCCESS) {
         rt->get_last_error();
         return POL_CUDA_MEM_UNKNOWN;
     }
     switch (a.type) {
-    case SHIM_CUDA_MEM_UNREGISTERED:
+    case CUABI_MEM_UNREGISTERED:
         return POL_CUDA_MEM_PAGEABLE;
-    case SHIM_CUDA_MEM_HOST:
+    case CUABI_MEM_HOST:
         /* Pinned by our register cache: pageable as far as the app knows. */
         e = shim_rc_find(p, n);
         if (e) {
@@ -294,9 +278,9 @@ static enum pol_cuda_mem mem_kind(struct cuda_rt *rt, const void *p, size_t n)
             return POL_CUDA_MEM_PAGEABLE;
         }
         return POL_CUDA_MEM_PINNED;
-    case SHIM_CUDA_MEM_DEVICE:
+    case CUABI_MEM_DEVICE:
         return POL_CUDA_MEM_DEVICE;
-    case SHIM_CUDA_MEM_MANAGED:
+    case CUABI_MEM_MANAGED:
         return POL_CUDA_MEM_MANAGED;
     default:
         return POL_CUDA_MEM_UNKNOWN;
@@ -308,7 +292,7 @@ static struct CUstream_st *effective_stream(const struct cu_call *c)
 {
     if (c->stream)
         return c->stream;
-    return c->ptsz ? SHIM_CUDA_STREAM_PER_THREAD : SHIM_CUDA_STREAM_LEGACY;
+    return c->ptsz ? CUABI_STREAM_PER_THREAD : CUABI_STREAM_LEGACY;
 }
 
 /*
@@ -328,7 +312,7 @@ static shim_cudaError_t owned_pass(const struct cu_call *c)
     }
     rc = call_real(c);
     if (e)
-        shim_rc_release(e, effective_stream(c), rc == SHIM_CUDA_SUCCESS);
+        shim_rc_release(e, effective_stream(c), rc == CUABI_SUCCESS);
     return rc;
 }
 
@@ -366,7 +350,7 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
             rc = call_real(c);
             shim_rc_release(e, stream, c->async);
             *o = SHIM_C_INJECTED;
-            if (rc == SHIM_CUDA_SUCCESS)
+            if (rc == CUABI_SUCCESS)
                 shim_count_bytes(c->id, c->n);
             return rc;
         }
@@ -407,16 +391,32 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
     }
     *o = SHIM_C_INJECTED;
     shim_count_bytes(c->id, c->n);
-    return SHIM_CUDA_SUCCESS;
+    return CUABI_SUCCESS;
 }
+
+/* The runtime version of each CUDA row: RT_12 or RT_13 by its TAG. */
+static const unsigned char rt_of[SHIM_HK_COUNT] = {
+#define HOOK(lib, tag, ver, def, ret, name, ...) [SHIM_HK_##name##_##tag] = RT_##tag,
+#include "shim_hooks_cuda.def"
+#include "shim_hooks_cudareg.def"
+#undef HOOK
+};
 
 /* An unversioned lookup (dlsym) binds to our default, .13, version in a
  * process that has the other runtime: serve it with that one (*rti
  * changes to it). NULL when neither is there. */
-void *shim_cuda_other_runtime(enum shim_hook_id id, int *rti)
+static void *other_runtime(enum shim_hook_id id, int *rti)
 {
     *rti = *rti == RT_13 ? RT_12 : RT_13;
     return shim_dlvsym(shim_hooks[id].name, shim_cuda_rt_versions[*rti]);
+}
+
+void *shim_real_CUDA(enum shim_hook_id id, int *rti)
+{
+    void *fn = shim_resolve(id);
+
+    *rti = rt_of[id];
+    return fn ? fn : other_runtime(id, rti);
 }
 
 static shim_cudaError_t copy_hook(struct cu_call *c)
@@ -429,13 +429,6 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     enum shim_ctr o;
     shim_cudaError_t rc;
 
-    if (!c->real) {
-        c->real = shim_cuda_other_runtime(c->id, &c->rt);
-        if (!c->real)
-            return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
-    }
-    if (!shim_enter(c->id))
-        return call_real(c);
     cfg = shim_cfg();
     v = pol_cuda_copy_quick(cfg, c->n);
     if (v == POL_INJECT && !c->dspan)
@@ -453,17 +446,17 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
     }
     req.bytes = c->n;
     req.kind = c->kind;
-    req.error_pending = rt->peek_at_last_error() != SHIM_CUDA_SUCCESS;
+    req.error_pending = rt->peek_at_last_error() != CUABI_SUCCESS;
     req.src = req.dst = POL_CUDA_MEM_UNKNOWN;
     if (!req.error_pending) {
-        int status = SHIM_CUDA_CAPTURE_NONE;
+        int status = CUABI_CAPTURE_NONE;
         req.src = mem_kind(rt, c->src, c->sspan);
         req.dst = mem_kind(rt, c->dst, c->dspan);
-        if (rt->stream_is_capturing(effective_stream(c), &status) != SHIM_CUDA_SUCCESS) {
+        if (rt->stream_is_capturing(effective_stream(c), &status) != CUABI_SUCCESS) {
             rt->get_last_error();
-            status = SHIM_CUDA_CAPTURE_NONE + 1; /* unknown: treat as capturing */
+            status = CUABI_CAPTURE_NONE + 1; /* unknown: treat as capturing */
         }
-        req.capturing = status != SHIM_CUDA_CAPTURE_NONE;
+        req.capturing = status != CUABI_CAPTURE_NONE;
     }
     v = pol_cuda_copy(cfg, &req, &dec);
     if (v != POL_INJECT) {
@@ -475,44 +468,8 @@ static shim_cudaError_t copy_hook(struct cu_call *c)
 out:
     /* A failing copy is an error whatever was decided: the host sees it. */
     shim_count_result(c->id, o, rc, 0);
-    shim_leave();
     return rc;
 }
-
-#define CU_SYNC(name, tag, rti, is_ptsz)                                                           \
-    shim_cudaError_t shim_hook_##name##_##tag(void *dst, const void *src, size_t count, int kind)  \
-    {                                                                                              \
-        struct cu_call c = {.id = SHIM_HK_##name##_##tag,                                          \
-                            .real = shim_resolve(SHIM_HK_##name##_##tag),                          \
-                            .rt = rti,                                                             \
-                            .ptsz = is_ptsz,                                                       \
-                            .dst = dst,                                                            \
-                            .src = src,                                                            \
-                            .n = count,                                                            \
-                            .kind = kind,                                                          \
-                            .dspan = count,                                                        \
-                            .sspan = count};                                                       \
-        return copy_hook(&c);                                                                      \
-    }
-
-#define CU_ASYNC(name, tag, rti, is_ptsz)                                                          \
-    shim_cudaError_t shim_hook_##name##_##tag(void *dst, const void *src, size_t count, int kind,  \
-                                              struct CUstream_st *stream)                          \
-    {                                                                                              \
-        struct cu_call c = {.id = SHIM_HK_##name##_##tag,                                          \
-                            .real = shim_resolve(SHIM_HK_##name##_##tag),                          \
-                            .rt = rti,                                                             \
-                            .async = true,                                                         \
-                            .ptsz = is_ptsz,                                                       \
-                            .dst = dst,                                                            \
-                            .src = src,                                                            \
-                            .n = count,                                                            \
-                            .kind = kind,                                                          \
-                            .stream = stream,                                                      \
-                            .dspan = count,                                                        \
-                            .sspan = count};                                                       \
-        return copy_hook(&c);                                                                      \
-    }
 
 /*
  * A 2D call's byte count and spans. The spans stay 0 (never bounced, passed
@@ -537,66 +494,70 @@ static void geom_2d(struct cu_call *c)
     c->sspan = ss;
 }
 
-#define CU_SYNC_2D(name, tag, rti, is_ptsz)                                                        \
-    shim_cudaError_t shim_hook_##name##_##tag(void *dst, size_t dpitch, const void *src,           \
-                                              size_t spitch, size_t width, size_t height,          \
-                                              int kind)                                            \
-    {                                                                                              \
-        struct cu_call c = {.id = SHIM_HK_##name##_##tag,                                          \
-                            .real = shim_resolve(SHIM_HK_##name##_##tag),                          \
-                            .rt = rti,                                                             \
-                            .ptsz = is_ptsz,                                                       \
-                            .is2d = true,                                                          \
-                            .dst = dst,                                                            \
-                            .src = src,                                                            \
-                            .kind = kind,                                                          \
-                            .dpitch = dpitch,                                                      \
-                            .spitch = spitch,                                                      \
-                            .width = width,                                                        \
-                            .height = height};                                                     \
-        geom_2d(&c);                                                                               \
-        return copy_hook(&c);                                                                      \
-    }
+/*
+ * The bodies of the generated copy hooks (shim_hooks_cuda.def, SHAPE
+ * (GEN, rt_copy..., flavour)), called after SHIM_GENERATE's prologue: the
+ * call as one struct cu_call, the NULL stream read as the flavour (pt) does.
+ * A 1D copy of n bytes is width n (its spans n); a 2D one has its geometry.
+ */
+static shim_cudaError_t copy_call(enum shim_hook_id id, void *real, int rti, bool async, bool pt,
+                                  bool is2d, void *dst, size_t dpitch, const void *src,
+                                  size_t spitch, size_t width, size_t height, int kind,
+                                  struct CUstream_st *stream)
+{
+    struct cu_call c = {
+        .id = id, .real = real, .rt = rti, .async = async, .ptsz = pt, .is2d = is2d};
 
-#define CU_ASYNC_2D(name, tag, rti, is_ptsz)                                                       \
-    shim_cudaError_t shim_hook_##name##_##tag(void *dst, size_t dpitch, const void *src,           \
-                                              size_t spitch, size_t width, size_t height,          \
-                                              int kind, struct CUstream_st *stream)                \
-    {                                                                                              \
-        struct cu_call c = {.id = SHIM_HK_##name##_##tag,                                          \
-                            .real = shim_resolve(SHIM_HK_##name##_##tag),                          \
-                            .rt = rti,                                                             \
-                            .async = true,                                                         \
-                            .ptsz = is_ptsz,                                                       \
-                            .is2d = true,                                                          \
-                            .dst = dst,                                                            \
-                            .src = src,                                                            \
-                            .kind = kind,                                                          \
-                            .stream = stream,                                                      \
-                            .dpitch = dpitch,                                                      \
-                            .spitch = spitch,                                                      \
-                            .width = width,                                                        \
-                            .height = height};                                                     \
-        geom_2d(&c);                                                                               \
-        return copy_hook(&c);                                                                      \
+    c.dst = dst;
+    c.src = src;
+    c.kind = kind;
+    c.stream = stream;
+    if (is2d) {
+        c.dpitch = dpitch;
+        c.spitch = spitch;
+        c.width = width;
+        c.height = height;
+        geom_2d(&c);
+    } else {
+        c.n = c.dspan = c.sspan = width;
     }
+    return copy_hook(&c);
+}
 
-CU_SYNC(cudaMemcpy, 13, RT_13, false)
-CU_SYNC(cudaMemcpy_ptds, 13, RT_13, true)
-CU_ASYNC(cudaMemcpyAsync, 13, RT_13, false)
-CU_ASYNC(cudaMemcpyAsync_ptsz, 13, RT_13, true)
-CU_SYNC(cudaMemcpy, 12, RT_12, false)
-CU_SYNC(cudaMemcpy_ptds, 12, RT_12, true)
-CU_ASYNC(cudaMemcpyAsync, 12, RT_12, false)
-CU_ASYNC(cudaMemcpyAsync_ptsz, 12, RT_12, true)
-CU_SYNC_2D(cudaMemcpy2D, 13, RT_13, false)
-CU_SYNC_2D(cudaMemcpy2D_ptds, 13, RT_13, true)
-CU_ASYNC_2D(cudaMemcpy2DAsync, 13, RT_13, false)
-CU_ASYNC_2D(cudaMemcpy2DAsync_ptsz, 13, RT_13, true)
-CU_SYNC_2D(cudaMemcpy2D, 12, RT_12, false)
-CU_SYNC_2D(cudaMemcpy2D_ptds, 12, RT_12, true)
-CU_ASYNC_2D(cudaMemcpy2DAsync, 12, RT_12, false)
-CU_ASYNC_2D(cudaMemcpy2DAsync_ptsz, 12, RT_12, true)
+static shim_cudaError_t rt_copy(enum shim_hook_id id, void *real, int rti, bool pt, void *dst,
+                                const void *src, size_t count, int kind)
+{
+    return copy_call(id, real, rti, false, pt, false, dst, 0, src, 0, count, 1, kind, NULL);
+}
+
+static shim_cudaError_t rt_copy_async(enum shim_hook_id id, void *real, int rti, bool pt, void *dst,
+                                      const void *src, size_t count, int kind,
+                                      struct CUstream_st *stream)
+{
+    return copy_call(id, real, rti, true, pt, false, dst, 0, src, 0, count, 1, kind, stream);
+}
+
+static shim_cudaError_t rt_copy2d(enum shim_hook_id id, void *real, int rti, bool pt, void *dst,
+                                  size_t dpitch, const void *src, size_t spitch, size_t width,
+                                  size_t height, int kind)
+{
+    return copy_call(id, real, rti, false, pt, true, dst, dpitch, src, spitch, width, height, kind,
+                     NULL);
+}
+
+static shim_cudaError_t rt_copy2d_async(enum shim_hook_id id, void *real, int rti, bool pt,
+                                        void *dst, size_t dpitch, const void *src, size_t spitch,
+                                        size_t width, size_t height, int kind,
+                                        struct CUstream_st *stream)
+{
+    return copy_call(id, real, rti, true, pt, true, dst, dpitch, src, spitch, width, height, kind,
+                     stream);
+}
+
+/* The 16 copy hooks, generated from their rows. */
+#define HOOK(...) SHIM_GENERATE(__VA_ARGS__)
+#include "shim_hooks_cuda.def"
+#undef HOOK
 
 #define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
 #include "shim_hooks_cuda.def"

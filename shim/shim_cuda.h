@@ -8,37 +8,46 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "teshim/cudacopy.h"
 #include "shim.h"
-#include "shim_cuda_abi.h"
+#include "teshim/cuda_abi.h"
 
 /* The runtime versions served: libcudart.so.12 and .13. */
 enum { RT_12, RT_13, RT_N };
 extern const char *const shim_cuda_rt_versions[RT_N];
 
+/* The runtime's entry points: the copy component's table and the rows of
+ * teshim/cudart.def with SHIM = 1. */
 struct cuda_rt {
     struct scc_api scc;
-    int (*pointer_get_attributes)(struct shim_cuda_ptr_attrs *a, const void *p);
-    int (*stream_is_capturing)(struct CUstream_st *s, int *status);
-    int (*peek_at_last_error)(void);
-    int (*get_last_error)(void);
-    int (*host_register)(void *p, size_t n, unsigned flags);
-    int (*host_unregister)(void *p);
-    int (*get_device)(int *device);
-    int (*stream_synchronize)(struct CUstream_st *s);
+#define CUDART(in_scc, in_shim, in_eng, need, field, name, params)                                 \
+    CUDART_IF_##in_shim(int(*field) params;)
+#include "teshim/cudart.def"
+#undef CUDART
     bool ok;
 };
 
+/* The stream flavour of a copy hook (an EXTRA of its SHAPE): CU_PT for the
+ * _ptds/_ptsz entry points, which read the NULL stream as the per-thread
+ * default stream; CU_LEGACY for the others (the legacy stream). */
+#define CU_LEGACY false
+#define CU_PT true
+
+/*
+ * The resolvers of the generated hooks (shim.h, SHIM_GENERATE): the real
+ * function of runtime row id, under the version of the hook (*rti is set
+ * to it), or else under the other runtime's (*rti changes to it: an
+ * unversioned lookup binds to the default, .13, hook in a process that
+ * has .12); of driver row id, what a lookup handed out or the next
+ * definition by name. NULL when there is none.
+ */
+void *shim_real_CUDA(enum shim_hook_id id, int *rti);
+void *shim_real_CUDRV(enum shim_hook_id id, int *rti);
+
 /* Runtime i's entry points, resolved on first use; NULL if one is missing. */
 struct cuda_rt *shim_cuda_rt_get(int i);
-/*
- * An unversioned lookup (dlsym) binds to our default, .13, version in a
- * process that has the other runtime: the real function of hook id in that
- * one (*rti changes to it). NULL when neither is there.
- */
-void *shim_cuda_other_runtime(enum shim_hook_id id, int *rti);
-
 /* All pinned memory teshim holds: bounce pools and cached registrations. */
 extern struct scc_budget shim_cuda_budget;
 /* Once per process: the budget's cap, the pools' thread-exit key, fork. */

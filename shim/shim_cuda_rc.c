@@ -245,7 +245,7 @@ struct rc_entry *shim_rc_acquire(struct cuda_rt *rt, void *host, size_t n, bool 
     *refused = true; /* from here on, a miss is a refusal: budget or runtime */
     if (!rc_make_room(len))
         goto miss;
-    if (rt->host_register(base, len, SHIM_CUDA_HOST_REGISTER_PORTABLE) != SHIM_CUDA_SUCCESS) {
+    if (rt->host_register(base, len, CUABI_HOST_REGISTER_PORTABLE) != CUABI_SUCCESS) {
         /* Typically already registered by the application: leave it be. */
         rt->get_last_error();
         e->failed = true;
@@ -293,28 +293,28 @@ void shim_rc_release(struct rc_entry *e, struct CUstream_st *stream, bool wait)
 {
     struct cuda_rt *rt = e->rt;
     struct CUevent_st *ev;
-    int status = SHIM_CUDA_CAPTURE_NONE;
+    int status = CUABI_CAPTURE_NONE;
 
     /* A captured copy runs at graph launch, not now; waiting on a capturing
      * stream would invalidate the application's capture. */
-    if (wait && rt->stream_is_capturing(stream, &status) != SHIM_CUDA_SUCCESS) {
+    if (wait && rt->stream_is_capturing(stream, &status) != CUABI_SUCCESS) {
         rt->get_last_error();
         wait = false;
     }
-    if (status != SHIM_CUDA_CAPTURE_NONE)
+    if (status != CUABI_CAPTURE_NONE)
         wait = false;
     if (wait) {
         int err = rt->scc.event_create_with_flags(&ev, 0x02 /* cudaEventDisableTiming */);
-        if (err == SHIM_CUDA_SUCCESS) {
+        if (err == CUABI_SUCCESS) {
             err = rt->scc.event_record(ev, stream);
-            if (err == SHIM_CUDA_SUCCESS)
+            if (err == CUABI_SUCCESS)
                 err = rt->scc.event_synchronize(ev);
             rt->scc.event_destroy(ev);
         }
         /* No event: wait for the whole stream instead (later, never earlier). */
-        if (err != SHIM_CUDA_SUCCESS && rt->stream_synchronize(stream) != SHIM_CUDA_SUCCESS)
+        if (err != CUABI_SUCCESS && rt->stream_synchronize(stream) != CUABI_SUCCESS)
             rt->get_last_error();
-        if (err != SHIM_CUDA_SUCCESS)
+        if (err != CUABI_SUCCESS)
             rt->get_last_error();
     }
     shim_rc_unhold(e);
@@ -411,19 +411,19 @@ static void count_result(enum shim_hook_id id, bool changed, shim_cudaError_t rc
     shim_count_result(id, changed ? SHIM_C_INJECTED : SHIM_C_NOT_APPLICABLE, rc, 0);
 }
 
-static shim_cudaError_t host_register(enum shim_hook_id id, int rti, void *p, size_t n,
-                                      unsigned flags)
+/*
+ * The bodies of the generated hooks of shim_hooks_cudareg.def (SHAPE
+ * (GEN, rc_...)), called after SHIM_GENERATE's prologue with the real
+ * function of the runtime that answered.
+ */
+static shim_cudaError_t rc_host_register(enum shim_hook_id id, void *real, int rti, void *p,
+                                         size_t n, unsigned flags)
 {
-    void *real = shim_resolve(id);
     shim_fn_cudaHostRegister_13 fn;
     shim_cudaError_t rc;
     bool yielded = false;
 
-    if (!real && !(real = shim_cuda_other_runtime(id, &rti)))
-        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
     memcpy(&fn, &real, sizeof(fn));
-    if (!shim_enter(id))
-        return fn(p, n, flags);
     if (atomic_load_explicit(&rc_live, memory_order_acquire) && p && n) {
         yielded = rc_yield_range(p, n);
         if (yielded)
@@ -431,70 +431,43 @@ static shim_cudaError_t host_register(enum shim_hook_id id, int rti, void *p, si
     }
     rc = fn(p, n, flags);
     count_result(id, yielded, rc);
-    shim_leave();
     return rc;
 }
 
-static shim_cudaError_t host_unregister(enum shim_hook_id id, int rti, void *p)
+static shim_cudaError_t rc_host_unregister(enum shim_hook_id id, void *real, int rti, void *p)
 {
-    void *real = shim_resolve(id);
     shim_fn_cudaHostUnregister_13 fn;
     shim_cudaError_t rc;
     bool ours;
     char unregistered;
 
-    if (!real && !(real = shim_cuda_other_runtime(id, &rti)))
-        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
     memcpy(&fn, &real, sizeof(fn));
-    if (!shim_enter(id))
-        return fn(p);
     /* The application cannot have registered what the cache holds: its
      * cudaHostRegister would have made the cache let go. */
     ours = p && rc_holds(p);
     rc = fn(ours ? (void *)&unregistered : p);
     count_result(id, ours, rc);
-    shim_leave();
     return rc;
 }
 
-static shim_cudaError_t pointer_attributes(enum shim_hook_id id, int rti,
-                                           struct shim_cuda_ptr_attrs *a, const void *p)
+static shim_cudaError_t rc_pointer_attributes(enum shim_hook_id id, void *real, int rti,
+                                              struct cuabi_ptr_attrs *a, const void *p)
 {
-    void *real = shim_resolve(id);
     shim_fn_cudaPointerGetAttributes_13 fn;
     shim_cudaError_t rc;
     bool ours;
     char pageable;
 
-    if (!real && !(real = shim_cuda_other_runtime(id, &rti)))
-        return SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND;
     memcpy(&fn, &real, sizeof(fn));
-    if (!shim_enter(id))
-        return fn(a, p);
     ours = p && rc_holds(p);
     rc = fn(a, ours ? &pageable : p);
     count_result(id, ours, rc);
-    shim_leave();
     return rc;
 }
 
-#define CU_REGISTER_HOOKS(tag, rti)                                                                \
-    shim_cudaError_t shim_hook_cudaHostRegister_##tag(void *p, size_t n, unsigned flags)           \
-    {                                                                                              \
-        return host_register(SHIM_HK_cudaHostRegister_##tag, rti, p, n, flags);                    \
-    }                                                                                              \
-    shim_cudaError_t shim_hook_cudaHostUnregister_##tag(void *p)                                   \
-    {                                                                                              \
-        return host_unregister(SHIM_HK_cudaHostUnregister_##tag, rti, p);                          \
-    }                                                                                              \
-    shim_cudaError_t shim_hook_cudaPointerGetAttributes_##tag(struct shim_cuda_ptr_attrs *a,       \
-                                                              const void *p)                       \
-    {                                                                                              \
-        return pointer_attributes(SHIM_HK_cudaPointerGetAttributes_##tag, rti, a, p);              \
-    }
-
-CU_REGISTER_HOOKS(13, RT_13)
-CU_REGISTER_HOOKS(12, RT_12)
+#define HOOK(...) SHIM_GENERATE(__VA_ARGS__)
+#include "shim_hooks_cudareg.def"
+#undef HOOK
 
 #define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
 #include "shim_hooks_cudareg.def"

@@ -33,15 +33,12 @@
 #include "teshim/cudacopy.h"
 #include "pol_cuda.h"
 #include "shim_cuda.h"
-#include "shim_cuda_abi.h"
+#include "teshim/cuda_abi.h"
 
 /* This file defines the rows of shim_hooks_cudrv.def. */
 #define HOOK(lib, ...) SHIM_PROTO(__VA_ARGS__)
 #include "shim_hooks_cudrv.def"
 #undef HOOK
-
-#define CU_STREAM_LEGACY ((struct CUstream_st *)0x1)
-#define CU_STREAM_PER_THREAD ((struct CUstream_st *)0x2)
 
 /* The real function of a driver row: what a lookup handed out, or the next
  * definition by name (a program linked with libcuda.so.1). */
@@ -52,6 +49,11 @@ static void *real_of(enum shim_hook_id id)
     if (fn)
         return fn;
     return shim_adopt_real(id, shim_dlvsym(shim_hooks[id].name, shim_hooks[id].version));
+}
+
+void *shim_real_CUDRV(enum shim_hook_id id, int *rti)
+{
+    return real_of(id);
 }
 
 /* ---- lookups -------------------------------------------------------------- */
@@ -85,7 +87,7 @@ static void *adopt(enum shim_hook_id id, void *p)
 /* What a lookup of symbol (version, flags) that answered *pfn hands out. */
 static void *translate(const char *symbol, int version, uint64_t flags, void *p)
 {
-    bool ptds = (flags & SHIM_CU_GET_PROC_ADDRESS_PER_THREAD) && version >= 7000;
+    bool ptds = (flags & CUABI_CU_GET_PROC_ADDRESS_PER_THREAD) && version >= 7000;
 
     if (strcmp(symbol, "cuGetProcAddress") == 0) {
         if (version >= 12000)
@@ -129,10 +131,10 @@ shim_CUresult shim_hook_cuGetProcAddress_v2_drv(const char *symbol, void **pfn, 
     void *was;
 
     if (!fn)
-        return SHIM_CU_ERROR_NOT_FOUND;
+        return CUABI_CU_ERROR_NOT_FOUND;
     memcpy(&real, &fn, sizeof(real));
     rc = real(symbol, pfn, version, flags, status);
-    if (rc != SHIM_CU_SUCCESS || !symbol || !pfn || !*pfn) {
+    if (rc != CUABI_CU_SUCCESS || !symbol || !pfn || !*pfn) {
         count_lookup(SHIM_HK_cuGetProcAddress_v2_drv, false, rc);
         return rc;
     }
@@ -151,10 +153,10 @@ shim_CUresult shim_hook_cuGetProcAddress_drv(const char *symbol, void **pfn, int
     void *was;
 
     if (!fn)
-        return SHIM_CU_ERROR_NOT_FOUND;
+        return CUABI_CU_ERROR_NOT_FOUND;
     memcpy(&real, &fn, sizeof(real));
     rc = real(symbol, pfn, version, flags);
-    if (rc != SHIM_CU_SUCCESS || !symbol || !pfn || !*pfn) {
+    if (rc != CUABI_CU_SUCCESS || !symbol || !pfn || !*pfn) {
         count_lookup(SHIM_HK_cuGetProcAddress_drv, false, rc);
         return rc;
     }
@@ -242,7 +244,7 @@ static int a_free_host(void *p)
 
 static int a_memcpy_async(void *dst, const void *src, size_t n, int kind, struct CUstream_st *s)
 {
-    if (kind == SCC_H2D)
+    if (kind == CUABI_MEMCPY_H2D)
         return drv.htod_async((shim_CUdeviceptr)(uintptr_t)dst, src, n, s);
     return drv.dtoh_async(dst, (shim_CUdeviceptr)(uintptr_t)src, n, s);
 }
@@ -334,7 +336,7 @@ static struct scc_pool *dpool_get(const struct pol_cuda_copy_dec *dec)
     int dev = 0, err;
 
     pthread_once(&pool_once, pool_init_once);
-    if (drv.ctx_get_device(&dev) != SHIM_CU_SUCCESS || dev < 0 || dev >= DRV_MAX_DEVICES)
+    if (drv.ctx_get_device(&dev) != CUABI_CU_SUCCESS || dev < 0 || dev >= DRV_MAX_DEVICES)
         return NULL;
     dp = tls_pools[dev];
     if (dp && dp->gen != fork_gen) {
@@ -378,22 +380,22 @@ static shim_CUresult call_real(const struct dcall *c, void *fn)
     shim_CUdeviceptr d = (shim_CUdeviceptr)(uintptr_t)c->dst;
     shim_CUdeviceptr s = (shim_CUdeviceptr)(uintptr_t)c->src;
 
-    if (c->kind == POL_CUDA_KIND_H2D && c->async) {
+    if (c->kind == CUABI_MEMCPY_H2D && c->async) {
         shim_fn_cuMemcpyHtoDAsync_v2_drv f;
         memcpy(&f, &fn, sizeof(f));
         return f(d, c->src, c->n, c->stream);
     }
-    if (c->kind == POL_CUDA_KIND_H2D) {
+    if (c->kind == CUABI_MEMCPY_H2D) {
         shim_fn_cuMemcpyHtoD_v2_drv f;
         memcpy(&f, &fn, sizeof(f));
         return f(d, c->src, c->n);
     }
-    if (c->kind == POL_CUDA_KIND_D2H && c->async) {
+    if (c->kind == CUABI_MEMCPY_D2H && c->async) {
         shim_fn_cuMemcpyDtoHAsync_v2_drv f;
         memcpy(&f, &fn, sizeof(f));
         return f(c->dst, s, c->n, c->stream);
     }
-    if (c->kind == POL_CUDA_KIND_D2H) {
+    if (c->kind == CUABI_MEMCPY_D2H) {
         shim_fn_cuMemcpyDtoH_v2_drv f;
         memcpy(&f, &fn, sizeof(f));
         return f(c->dst, s, c->n);
@@ -413,20 +415,20 @@ static enum pol_cuda_mem mem_of(const void *p)
     unsigned type = 0, managed = 0;
     shim_CUresult r;
 
-    r = drv.pointer_get_attribute(&type, SHIM_CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+    r = drv.pointer_get_attribute(&type, CUABI_CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
                                   (shim_CUdeviceptr)(uintptr_t)p);
-    if (r == SHIM_CU_ERROR_INVALID_VALUE)
+    if (r == CUABI_CU_ERROR_INVALID_VALUE)
         return POL_CUDA_MEM_PAGEABLE; /* memory the driver does not know */
-    if (r != SHIM_CU_SUCCESS)
+    if (r != CUABI_CU_SUCCESS)
         return POL_CUDA_MEM_UNKNOWN;
-    if (type == SHIM_CU_MEMORYTYPE_HOST)
+    if (type == CUABI_CU_MEMORYTYPE_HOST)
         return POL_CUDA_MEM_PINNED;
-    if (type == SHIM_CU_MEMORYTYPE_UNIFIED)
+    if (type == CUABI_CU_MEMORYTYPE_UNIFIED)
         return POL_CUDA_MEM_MANAGED;
-    if (type != SHIM_CU_MEMORYTYPE_DEVICE)
+    if (type != CUABI_CU_MEMORYTYPE_DEVICE)
         return POL_CUDA_MEM_UNKNOWN;
-    if (drv.pointer_get_attribute(&managed, SHIM_CU_POINTER_ATTRIBUTE_IS_MANAGED,
-                                  (shim_CUdeviceptr)(uintptr_t)p) != SHIM_CU_SUCCESS)
+    if (drv.pointer_get_attribute(&managed, CUABI_CU_POINTER_ATTRIBUTE_IS_MANAGED,
+                                  (shim_CUdeviceptr)(uintptr_t)p) != CUABI_CU_SUCCESS)
         return POL_CUDA_MEM_UNKNOWN;
     return managed ? POL_CUDA_MEM_MANAGED : POL_CUDA_MEM_DEVICE;
 }
@@ -457,12 +459,14 @@ static shim_CUresult bounce(const struct dcall *c, const struct pol_cuda_copy_de
     }
     *o = SHIM_C_INJECTED;
     shim_count_bytes(c->id, c->n);
-    return SHIM_CU_SUCCESS;
+    return CUABI_CU_SUCCESS;
 }
 
-static shim_CUresult copy_hook(const struct dcall *c)
+/* The copy wrappers' common body, after SHIM_GENERATE's prologue (a call
+ * made while a teshim hook runs on the thread, a runtime hook's copy or
+ * teshim's own chunks, was passed through there: routed already). */
+static shim_CUresult copy_hook(const struct dcall *c, void *fn)
 {
-    void *fn = real_of(c->id);
     struct pol_cuda_copy req = {0};
     struct pol_cuda_copy_dec dec;
     struct CUstream_st *stream;
@@ -471,12 +475,6 @@ static shim_CUresult copy_hook(const struct dcall *c)
     shim_CUresult rc;
     int status = 0;
 
-    if (!fn)
-        return SHIM_CU_ERROR_NOT_FOUND;
-    /* Inside a teshim hook (a runtime hook's copy, teshim's own chunks):
-     * routed already. */
-    if (!shim_enter(c->id))
-        return call_real(c, fn);
     v = pol_cuda_copy_quick(shim_cfg(), c->n);
     if (v != POL_INJECT) {
         o = shim_verdict_ctr(v);
@@ -489,12 +487,12 @@ static shim_CUresult copy_hook(const struct dcall *c)
         rc = call_real(c, fn);
         goto out;
     }
-    stream = c->stream ? c->stream : c->ptds ? CU_STREAM_PER_THREAD : CU_STREAM_LEGACY;
+    stream = c->stream ? c->stream : c->ptds ? CUABI_STREAM_PER_THREAD : CUABI_STREAM_LEGACY;
     req.bytes = c->n;
     req.kind = c->kind;
     req.src = mem_of(c->src);
     req.dst = mem_of(c->dst);
-    if (drv.stream_is_capturing(stream, &status) != SHIM_CU_SUCCESS)
+    if (drv.stream_is_capturing(stream, &status) != CUABI_CU_SUCCESS)
         status = 1; /* unknown: treat as capturing */
     req.capturing = status != 0;
     v = pol_cuda_copy(shim_cfg(), &req, &dec);
@@ -508,58 +506,33 @@ static shim_CUresult copy_hook(const struct dcall *c)
     rc = bounce(c, &dec, stream, fn, &o);
 out:
     shim_count_result(c->id, o, rc, 0);
-    shim_leave();
     return rc;
 }
 
+/*
+ * The bodies of the generated copy wrappers (shim_hooks_cudrv.def, SHAPE
+ * (GEN, DRV_COPY[_ASYNC], flavour, kind)): the kind the entry point
+ * implies, its pointers whichever their type (CUdeviceptr or host).
+ */
+static shim_CUresult drv_copy(enum shim_hook_id id, void *fn, bool async, bool pt, int kind,
+                              void *dst, const void *src, size_t n, struct CUstream_st *s)
+{
+    struct dcall c = {id, async, pt, kind, dst, src, n, s};
+
+    return copy_hook(&c, fn);
+}
+
 #define DEVP(x) ((void *)(uintptr_t)(x))
+#define DRV_COPY(id, fn, rt, pt, kind, dst, src, n)                                                \
+    drv_copy(id, fn, false, pt, kind, DEVP(dst), DEVP(src), n, NULL)
+#define DRV_COPY_ASYNC(id, fn, rt, pt, kind, dst, src, n, s)                                       \
+    drv_copy(id, fn, true, pt, kind, DEVP(dst), DEVP(src), n, s)
 
-#define DRV_SYNC(name, knd, pt, dstx, srcx, dsttype, srctype)                                      \
-    shim_CUresult shim_hook_##name##_drv(dsttype dst, srctype src, size_t n)                       \
-    {                                                                                              \
-        struct dcall c = {.id = SHIM_HK_##name##_drv,                                              \
-                          .ptds = pt,                                                              \
-                          .kind = knd,                                                             \
-                          .dst = dstx,                                                             \
-                          .src = srcx,                                                             \
-                          .n = n};                                                                 \
-        return copy_hook(&c);                                                                      \
-    }
-#define DRV_ASYNC(name, knd, pt, dstx, srcx, dsttype, srctype)                                     \
-    shim_CUresult shim_hook_##name##_drv(dsttype dst, srctype src, size_t n,                       \
-                                         struct CUstream_st *s)                                    \
-    {                                                                                              \
-        struct dcall c = {.id = SHIM_HK_##name##_drv,                                              \
-                          .async = true,                                                           \
-                          .ptds = pt,                                                              \
-                          .kind = knd,                                                             \
-                          .dst = dstx,                                                             \
-                          .src = srcx,                                                             \
-                          .n = n,                                                                  \
-                          .stream = s};                                                            \
-        return copy_hook(&c);                                                                      \
-    }
-
-DRV_SYNC(cuMemcpyHtoD_v2, POL_CUDA_KIND_H2D, false, DEVP(dst), src, shim_CUdeviceptr, const void *)
-DRV_SYNC(cuMemcpyHtoD_v2_ptds, POL_CUDA_KIND_H2D, true, DEVP(dst), src, shim_CUdeviceptr,
-         const void *)
-DRV_SYNC(cuMemcpyDtoH_v2, POL_CUDA_KIND_D2H, false, dst, DEVP(src), void *, shim_CUdeviceptr)
-DRV_SYNC(cuMemcpyDtoH_v2_ptds, POL_CUDA_KIND_D2H, true, dst, DEVP(src), void *, shim_CUdeviceptr)
-DRV_SYNC(cuMemcpy, POL_CUDA_KIND_DEFAULT, false, DEVP(dst), DEVP(src), shim_CUdeviceptr,
-         shim_CUdeviceptr)
-DRV_SYNC(cuMemcpy_ptds, POL_CUDA_KIND_DEFAULT, true, DEVP(dst), DEVP(src), shim_CUdeviceptr,
-         shim_CUdeviceptr)
-DRV_ASYNC(cuMemcpyHtoDAsync_v2, POL_CUDA_KIND_H2D, false, DEVP(dst), src, shim_CUdeviceptr,
-          const void *)
-DRV_ASYNC(cuMemcpyHtoDAsync_v2_ptsz, POL_CUDA_KIND_H2D, true, DEVP(dst), src, shim_CUdeviceptr,
-          const void *)
-DRV_ASYNC(cuMemcpyDtoHAsync_v2, POL_CUDA_KIND_D2H, false, dst, DEVP(src), void *, shim_CUdeviceptr)
-DRV_ASYNC(cuMemcpyDtoHAsync_v2_ptsz, POL_CUDA_KIND_D2H, true, dst, DEVP(src), void *,
-          shim_CUdeviceptr)
-DRV_ASYNC(cuMemcpyAsync, POL_CUDA_KIND_DEFAULT, false, DEVP(dst), DEVP(src), shim_CUdeviceptr,
-          shim_CUdeviceptr)
-DRV_ASYNC(cuMemcpyAsync_ptsz, POL_CUDA_KIND_DEFAULT, true, DEVP(dst), DEVP(src), shim_CUdeviceptr,
-          shim_CUdeviceptr)
+/* The 12 copy wrappers, generated from their rows (cuGetProcAddress and
+ * cuGetProcAddress_v2 are written by hand, above). */
+#define HOOK(...) SHIM_GENERATE(__VA_ARGS__)
+#include "shim_hooks_cudrv.def"
+#undef HOOK
 
 #define HOOK(lib, ...) SHIM_SYMVER(__VA_ARGS__)
 #include "shim_hooks_cudrv.def"

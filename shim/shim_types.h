@@ -18,11 +18,11 @@ struct ibv_qp_attr;
 
 /* CUDA runtime: cudaError_t and enum cudaMemcpyKind are int-sized enums
  * (passed as int), cudaStream_t is struct CUstream_st *. The values the
- * shim interprets are in shim_cuda_abi.h. */
+ * shim interprets are in teshim/cuda_abi.h. */
 typedef int shim_cudaError_t;
 struct CUstream_st;
 struct CUevent_st;
-struct shim_cuda_ptr_attrs;
+struct cuabi_ptr_attrs;
 
 /* CUDA driver: CUresult is an int-sized enum, CUdeviceptr an unsigned
  * 64-bit integer (unsigned long long), CUstream the same handle as

@@ -1,9 +1,10 @@
 /*
  * The emulated CUDA runtime itself: memory kinds, pinned-range errors, the
  * cross-stream rules, events, synchronous-copy semantics, the last-error
- * state, test controls, and the ABI values the shim writes out by hand.
+ * state, test controls, and the ABI values teshim writes out by hand (teshim/cuda_abi.h).
  */
 #include <check.h>
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <signal.h>
 #include <stddef.h>
@@ -14,7 +15,7 @@
 #include <unistd.h>
 
 #include "cemu_test.h"
-#include "shim_cuda_abi.h"
+#include "teshim/cuda_abi.h"
 
 extern __typeof__(cudaMemcpyAsync) cudaMemcpyAsync_ptsz;
 extern __typeof__(cudaMemcpy) cudaMemcpy_ptds;
@@ -42,33 +43,65 @@ static cudaEvent_t mark(cudaStream_t s)
     return e;
 }
 
+/* Every integer of teshim/cuda_abi.h against the real headers' value. */
+#define ABI(ours, real)                                                                            \
+    {                                                                                              \
+        ours, real, #ours " = " #real                                                              \
+    }
+static const struct {
+    long ours, real;
+    const char *what;
+} abi_ints[] = {
+    ABI(CUABI_SUCCESS, cudaSuccess),
+    ABI(CUABI_ERROR_SYMBOL_NOT_FOUND, cudaErrorSharedObjectSymbolNotFound),
+    ABI(CUABI_MEM_UNREGISTERED, cudaMemoryTypeUnregistered),
+    ABI(CUABI_MEM_HOST, cudaMemoryTypeHost),
+    ABI(CUABI_MEM_DEVICE, cudaMemoryTypeDevice),
+    ABI(CUABI_MEM_MANAGED, cudaMemoryTypeManaged),
+    ABI(CUABI_CAPTURE_NONE, cudaStreamCaptureStatusNone),
+    ABI(CUABI_HOST_REGISTER_DEFAULT, cudaHostRegisterDefault),
+    ABI(CUABI_HOST_REGISTER_PORTABLE, cudaHostRegisterPortable),
+    ABI(CUABI_MEMCPY_H2H, cudaMemcpyHostToHost),
+    ABI(CUABI_MEMCPY_H2D, cudaMemcpyHostToDevice),
+    ABI(CUABI_MEMCPY_D2H, cudaMemcpyDeviceToHost),
+    ABI(CUABI_MEMCPY_D2D, cudaMemcpyDeviceToDevice),
+    ABI(CUABI_MEMCPY_DEFAULT, cudaMemcpyDefault),
+    ABI(CUABI_EVENT_DISABLE_TIMING, cudaEventDisableTiming),
+    ABI(CUABI_EVENT_DISABLE_TIMING, CU_EVENT_DISABLE_TIMING),
+    ABI(CUABI_STREAM_NON_BLOCKING, cudaStreamNonBlocking),
+    ABI(CUABI_ERROR_MEMORY_ALLOCATION, cudaErrorMemoryAllocation),
+    ABI(CUABI_ERROR_NOT_READY, cudaErrorNotReady),
+    ABI(CUABI_CU_SUCCESS, CUDA_SUCCESS),
+    ABI(CUABI_CU_ERROR_INVALID_VALUE, CUDA_ERROR_INVALID_VALUE),
+    ABI(CUABI_CU_ERROR_NOT_FOUND, CUDA_ERROR_NOT_FOUND),
+    ABI(CUABI_ERROR_MEMORY_ALLOCATION, CUDA_ERROR_OUT_OF_MEMORY),
+    ABI(CUABI_ERROR_NOT_READY, CUDA_ERROR_NOT_READY),
+    ABI(CUABI_CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_MEMORY_TYPE),
+    ABI(CUABI_CU_POINTER_ATTRIBUTE_IS_MANAGED, CU_POINTER_ATTRIBUTE_IS_MANAGED),
+    ABI(CUABI_CU_MEMORYTYPE_HOST, CU_MEMORYTYPE_HOST),
+    ABI(CUABI_CU_MEMORYTYPE_DEVICE, CU_MEMORYTYPE_DEVICE),
+    ABI(CUABI_CU_MEMORYTYPE_UNIFIED, CU_MEMORYTYPE_UNIFIED),
+    ABI(CUABI_CU_GET_PROC_ADDRESS_PER_THREAD, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM)};
+#undef ABI
+
 START_TEST(abi_values)
 {
-    ck_assert_ptr_eq(SHIM_CUDA_STREAM_LEGACY, (void *)cudaStreamLegacy);
-    ck_assert_ptr_eq(SHIM_CUDA_STREAM_PER_THREAD, (void *)cudaStreamPerThread);
-    ck_assert_int_eq(SHIM_CUDA_SUCCESS, cudaSuccess);
-    ck_assert_int_eq(SHIM_CUDA_ERROR_SYMBOL_NOT_FOUND, cudaErrorSharedObjectSymbolNotFound);
-    ck_assert_int_eq(SHIM_CUDA_MEM_UNREGISTERED, cudaMemoryTypeUnregistered);
-    ck_assert_int_eq(SHIM_CUDA_MEM_HOST, cudaMemoryTypeHost);
-    ck_assert_int_eq(SHIM_CUDA_MEM_DEVICE, cudaMemoryTypeDevice);
-    ck_assert_int_eq(SHIM_CUDA_MEM_MANAGED, cudaMemoryTypeManaged);
-    ck_assert_int_eq(SHIM_CUDA_CAPTURE_NONE, cudaStreamCaptureStatusNone);
-    ck_assert_int_eq(SHIM_CUDA_HOST_REGISTER_DEFAULT, cudaHostRegisterDefault);
-    ck_assert_int_eq(SHIM_CUDA_HOST_REGISTER_PORTABLE, cudaHostRegisterPortable);
-    ck_assert_uint_ge(sizeof(struct shim_cuda_ptr_attrs), sizeof(struct cudaPointerAttributes));
-    ck_assert_uint_eq(offsetof(struct shim_cuda_ptr_attrs, type),
+    for (size_t i = 0; i < sizeof(abi_ints) / sizeof(abi_ints[0]); i++)
+        ck_assert_msg(abi_ints[i].ours == abi_ints[i].real, "%s: %ld, the headers say %ld",
+                      abi_ints[i].what, abi_ints[i].ours, abi_ints[i].real);
+    ck_assert_ptr_eq(CUABI_STREAM_LEGACY, (void *)cudaStreamLegacy);
+    ck_assert_ptr_eq(CUABI_STREAM_PER_THREAD, (void *)cudaStreamPerThread);
+    ck_assert_ptr_eq(CUABI_STREAM_LEGACY, (void *)CU_STREAM_LEGACY);
+    ck_assert_ptr_eq(CUABI_STREAM_PER_THREAD, (void *)CU_STREAM_PER_THREAD);
+    ck_assert_uint_ge(sizeof(struct cuabi_ptr_attrs), sizeof(struct cudaPointerAttributes));
+    ck_assert_uint_eq(offsetof(struct cuabi_ptr_attrs, type),
                       offsetof(struct cudaPointerAttributes, type));
-    ck_assert_uint_eq(offsetof(struct shim_cuda_ptr_attrs, devicePointer),
+    ck_assert_uint_eq(offsetof(struct cuabi_ptr_attrs, devicePointer),
                       offsetof(struct cudaPointerAttributes, devicePointer));
-    ck_assert_uint_eq(offsetof(struct shim_cuda_ptr_attrs, hostPointer),
+    ck_assert_uint_eq(offsetof(struct cuabi_ptr_attrs, hostPointer),
                       offsetof(struct cudaPointerAttributes, hostPointer));
     ck_assert_uint_eq(sizeof(enum cudaMemcpyKind), sizeof(int));
     ck_assert_uint_eq(sizeof(cudaError_t), sizeof(int));
-    ck_assert_int_eq(cudaMemcpyHostToDevice, 1);
-    ck_assert_int_eq(cudaMemcpyDeviceToHost, 2);
-    ck_assert_int_eq(cudaMemcpyDefault, 4);
-    ck_assert_int_eq(cudaEventDisableTiming, 0x02);
-    ck_assert_int_eq(cudaErrorNotReady, 600);
 }
 END_TEST
 

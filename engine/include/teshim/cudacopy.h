@@ -50,41 +50,45 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct CUstream_st;
-struct CUevent_st;
+/* The ABI values (cudaError_t, cudaMemcpyKind, ...): one header for the
+ * shim and the engine. */
+#include "teshim/cuda_abi.h"
 
-/* cudaError_t values the component interprets. */
-#define SCC_SUCCESS 0
-#define SCC_ERR_MEMORY_ALLOCATION 2
-#define SCC_ERR_NOT_READY 600
-/* cudaMemcpyKind values. */
-#define SCC_H2D 1
-#define SCC_D2H 2
 #define SCC_MAX_BUFFERS 16
 /* scc_xfer_poll: the transfer waits for the device (never a cudaError_t). */
 #define SCC_PENDING (-11)
 
-/* The runtime entry points used, with the runtime's prototypes. */
+/* The runtime entry points used, with the runtime's prototypes: the rows
+ * of teshim/cudart.def with SCC = 1 (memcpy2d_async, cudaMemcpy2DAsync, is
+ * optional: NULL means no 2D transfers, scc_xfer_start_2d refuses those
+ * that need it). */
 struct scc_api {
-    int (*malloc_host)(void **p, size_t n);
-    int (*free_host)(void *p);
-    int (*memcpy_async)(void *dst, const void *src, size_t n, int kind, struct CUstream_st *s);
-    int (*event_create_with_flags)(struct CUevent_st **e, unsigned flags);
-    int (*event_destroy)(struct CUevent_st *e);
-    int (*event_record)(struct CUevent_st *e, struct CUstream_st *s);
-    int (*event_query)(struct CUevent_st *e);
-    int (*event_synchronize)(struct CUevent_st *e);
-    /* cudaMemcpy2DAsync; optional (NULL: no 2D transfers, scc_xfer_start_2d
-     * refuses those that need it). */
-    int (*memcpy2d_async)(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
-                          size_t height, int kind, struct CUstream_st *s);
+#define CUDART(in_scc, in_shim, in_eng, need, field, name, params)                                 \
+    CUDART_IF_##in_scc(int(*field) params;)
+#include "teshim/cudart.def"
+#undef CUDART
+};
+
+/* One entry point of a table of function pointers (a struct of them): its
+ * name, the member's offset, and whether a runtime without it is refused. */
+struct scc_sym {
+    const char *name;
+    size_t off;
+    bool need;
 };
 
 /*
+ * Fill the table at table from a runtime opened with dlopen (dlsym on
+ * handle): 0, or -ENOENT when a needed function is missing (*missing names
+ * it, when missing is not NULL); an optional one missing is NULL.
+ */
+int scc_syms_from_handle(void *table, const struct scc_sym *syms, size_t n, void *handle,
+                         const char **missing);
+
+/*
  * Fill api from a runtime opened with dlopen (an engine that loads
- * libcudart.so.13/.12 itself): 0, or -ENOENT when a function is missing
- * (*missing names it); the optional memcpy2d_async is NULL when absent.
- * The shim resolves its own table with dlvsym.
+ * libcudart.so.13/.12 itself), with scc_syms_from_handle. The shim
+ * resolves its own table with dlvsym.
  */
 int scc_api_from_handle(struct scc_api *api, void *handle, const char **missing);
 
