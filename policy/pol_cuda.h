@@ -2,12 +2,14 @@
  * CUDA copy decisions, on plain structs: the shim classifies a copy (memory
  * kinds from cudaPointerGetAttributes, capture state, pending error) and
  * policy tells it whether to route it through the pinned bounce pool or a
- * cached registration, or to pass it through. No CUDA headers here.
+ * cached registration, or to pass it through. No CUDA headers here: the
+ * runtime's ABI values come from the header shim and engine share.
  */
 #ifndef TESHIM_POL_CUDA_H
 #define TESHIM_POL_CUDA_H
 
 #include "pol.h"
+#include "teshim/cuda_abi.h" /* cudaMemcpyKind values: CUABI_MEMCPY_* */
 
 /* Memory kind of one side of a copy. */
 enum pol_cuda_mem {
@@ -19,15 +21,6 @@ enum pol_cuda_mem {
 };
 
 enum pol_cuda_dir { POL_CUDA_H2D, POL_CUDA_D2H, POL_CUDA_OTHER };
-
-/* The cudaMemcpyKind values (an ABI constant of the runtime). */
-enum pol_cuda_kind {
-    POL_CUDA_KIND_H2H = 0,
-    POL_CUDA_KIND_H2D = 1,
-    POL_CUDA_KIND_D2H = 2,
-    POL_CUDA_KIND_D2D = 3,
-    POL_CUDA_KIND_DEFAULT = 4,
-};
 
 /* A copy about to be made. */
 struct pol_cuda_copy {

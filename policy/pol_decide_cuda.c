@@ -63,8 +63,8 @@ enum pol_verdict pol_cuda_copy(const struct pol_config *cfg, const struct pol_cu
     if (dec->dir == POL_CUDA_OTHER)
         return POL_NOT_APPLICABLE;
     /* A kind that contradicts the pointers is the real call's error to report. */
-    if (c->kind != POL_CUDA_KIND_DEFAULT &&
-        c->kind != (dec->dir == POL_CUDA_H2D ? POL_CUDA_KIND_H2D : POL_CUDA_KIND_D2H))
+    if (c->kind != CUABI_MEMCPY_DEFAULT &&
+        c->kind != (dec->dir == POL_CUDA_H2D ? CUABI_MEMCPY_H2D : CUABI_MEMCPY_D2H))
         return POL_NOT_APPLICABLE;
     host = dec->dir == POL_CUDA_H2D ? c->src : c->dst;
     /* Pinned and managed memory gain nothing from a bounce. */

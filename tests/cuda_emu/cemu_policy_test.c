@@ -23,7 +23,7 @@ static const char *const bounce_on[] = {"TESHIM_CUDA_BOUNCE=on", NULL};
 static struct pol_cuda_copy d2h(size_t n)
 {
     struct pol_cuda_copy c = {.bytes = n,
-                              .kind = POL_CUDA_KIND_D2H,
+                              .kind = CUABI_MEMCPY_D2H,
                               .src = POL_CUDA_MEM_DEVICE,
                               .dst = POL_CUDA_MEM_PAGEABLE};
     return c;
@@ -57,7 +57,7 @@ START_TEST(pageable_both_directions)
     ck_assert_uint_eq(d.threads, 0); /* auto */
     c.src = POL_CUDA_MEM_PAGEABLE;
     c.dst = POL_CUDA_MEM_DEVICE;
-    c.kind = POL_CUDA_KIND_DEFAULT;
+    c.kind = CUABI_MEMCPY_DEFAULT;
     ck_assert_int_eq(pol_cuda_copy(&cfg, &c, &d), POL_INJECT);
     ck_assert_int_eq(d.dir, POL_CUDA_H2D);
 }
@@ -73,12 +73,12 @@ START_TEST(other_memory_passes)
     for (size_t i = 0; i < sizeof(host) / sizeof(host[0]); i++) {
         struct pol_cuda_copy c = d2h(1 << 20);
         c.dst = host[i];
-        c.kind = POL_CUDA_KIND_DEFAULT;
+        c.kind = CUABI_MEMCPY_DEFAULT;
         ck_assert_int_eq(pol_cuda_copy(&cfg, &c, &d), POL_NOT_APPLICABLE);
     }
     struct pol_cuda_copy h2h = d2h(1 << 20);
     h2h.src = POL_CUDA_MEM_PAGEABLE;
-    h2h.kind = POL_CUDA_KIND_H2H;
+    h2h.kind = CUABI_MEMCPY_H2H;
     ck_assert_int_eq(pol_cuda_copy(&cfg, &h2h, &d), POL_NOT_APPLICABLE);
 }
 END_TEST
@@ -100,7 +100,7 @@ START_TEST(small_captured_pending_wrong_kind)
     c.error_pending = true;
     ck_assert_int_eq(pol_cuda_copy(&cfg, &c, &d), POL_NOT_APPLICABLE);
     c = d2h(1 << 20);
-    c.kind = POL_CUDA_KIND_H2D; /* contradicts the pointers: the runtime's error */
+    c.kind = CUABI_MEMCPY_H2D; /* contradicts the pointers: the runtime's error */
     ck_assert_int_eq(pol_cuda_copy(&cfg, &c, &d), POL_NOT_APPLICABLE);
 }
 END_TEST
