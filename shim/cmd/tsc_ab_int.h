@@ -119,7 +119,6 @@ void ab_arm_describe(struct ab_arm *arm);
 unsigned ab_arm_check(const struct ab_opts *o, const struct ab_arm *arm);
 int ab_run_once(struct ab_opts *o, int a, const char *runid, struct ab_run *r);
 bool ab_run_ok(const struct ab_run *r);
-void ab_describe_status(int status, char *buf, size_t len);
 size_t ab_arm_values(const struct ab_run *runs, size_t n, int a, enum ab_measure m, double *out);
 /* The verdict of s into s->verdict: none below AB_MIN_RUNS counted runs in
  * an arm or when b_flagged; else from where the interval lies against 1. */

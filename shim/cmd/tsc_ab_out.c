@@ -6,6 +6,7 @@
 #include "tsc.h"
 #include "tsc_ab.h"
 #include "tsc_ab_int.h"
+#include "tsc_proc.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -63,7 +64,7 @@ static void print_runs(const struct ab_opts *o, const struct ab_run *runs, size_
         const struct ab_run *r = &runs[i];
         char st[64];
         if (!ab_run_ok(r)) {
-            ab_describe_status(r->status, st, sizeof(st));
+            tsc_proc_describe(r->status, st, sizeof(st));
             printf("run %c#%u failed: %s (left out of the statistics)\n", r->arm ? 'B' : 'A',
                    r->index, st);
         } else if (o->metric_re && !r->has_metric) {
