@@ -10,30 +10,17 @@
  * on both sides and the ratio measures the policy, not the preload.
  */
 #include "tsc.h"
-#include "tsc_ab.h"
 #include "tsc_ab_int.h"
-#include "tsc_json.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
-#include <math.h>
-#include <poll.h>
 #include <regex.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 const char *const ab_m_keys[M_COUNT] = {"metric", "wall_s", "cpu_s", "max_rss_mib"};
 
@@ -236,6 +223,55 @@ static void progress(bool on, unsigned done, unsigned total, char arm, bool warm
     fflush(stderr);
 }
 
+static void print_plan(const struct ab_opts *o)
+{
+    printf("teshim ab: %u run%s per arm, alternating A B A B ...", o->runs,
+           o->runs == 1 ? "" : "s");
+    if (o->warmup)
+        printf(", after %u warm-up run%s per arm", o->warmup, o->warmup == 1 ? "" : "s");
+    printf("\n  command: ");
+    for (char **c = o->cmd; *c; c++)
+        printf("%s%s", c == o->cmd ? "" : " ", *c);
+    printf("\n  arm A: %s\n  arm B: %s\n", o->arm[0].desc, o->arm[1].desc);
+    fflush(stdout);
+}
+
+/*
+ * The run step: the warm-up runs, then the recorded runs into runs[] (room
+ * for 2 * o->runs), A B A B ..., until done or interrupted. Returns 0 with
+ * *nruns set, or the exit status when a run could not be made at all
+ * (127: the command cannot be executed).
+ */
+static int run_arms(struct ab_opts *o, struct ab_run *runs, size_t *nruns)
+{
+    bool tty = isatty(STDERR_FILENO) && !o->verbose;
+    unsigned total = 2 * (o->warmup + o->runs);
+    int rc = 0;
+
+    *nruns = 0;
+    ab_catch_signals();
+    for (unsigned k = 0; k < total && !ab_interrupted && rc == 0; k++) {
+        bool warm = k < 2 * o->warmup;
+        unsigned idx = (warm ? k : k - 2 * o->warmup) / 2 + 1;
+        struct ab_run scratch, *r = warm ? &scratch : &runs[*nruns];
+        char id[32];
+        snprintf(id, sizeof(id), warm ? "warmup-%u" : "%u", idx);
+        progress(tty, warm ? k : k - 2 * o->warmup, warm ? 2 * o->warmup : 2 * o->runs,
+                 k % 2 ? 'B' : 'A', warm);
+        int e = ab_run_once(o, (int)(k % 2), id, r);
+        if (e != 0)
+            rc = e == -ENOENT || e == -EACCES ? TSC_EXIT_NOTFOUND : 1;
+        else if (!warm)
+            runs[(*nruns)++].index = idx;
+    }
+    if (tty)
+        fprintf(stderr, "\r\033[K");
+    if (rc == 0 && ab_interrupted)
+        printf("\ninterrupted (signal %d) after %zu recorded run%s: the summary covers them\n",
+               (int)ab_interrupted, *nruns, *nruns == 1 ? "" : "s");
+    return rc;
+}
+
 int tsc_cmd_ab(int argc, char **argv)
 {
     struct ab_opts o = {0};
@@ -283,48 +319,14 @@ int tsc_cmd_ab(int argc, char **argv)
     if (!runs)
         goto out;
 
-    printf("teshim ab: %u run%s per arm, alternating A B A B ...", o.runs, o.runs == 1 ? "" : "s");
-    if (o.warmup)
-        printf(", after %u warm-up run%s per arm", o.warmup, o.warmup == 1 ? "" : "s");
-    printf("\n  command: ");
-    for (char **c = o.cmd; *c; c++)
-        printf("%s%s", c == o.cmd ? "" : " ", *c);
-    printf("\n  arm A: %s\n  arm B: %s\n", o.arm[0].desc, o.arm[1].desc);
-    fflush(stdout);
-
-    bool tty = isatty(STDERR_FILENO) && !o.verbose;
-    ab_catch_signals();
-    for (unsigned w = 0; w < 2 * o.warmup && !ab_interrupted; w++) {
-        struct ab_run scratch;
-        char id[32];
-        snprintf(id, sizeof(id), "warmup-%u", w / 2 + 1);
-        progress(tty, w, 2 * o.warmup, w % 2 ? 'B' : 'A', true);
-        int r = ab_run_once(&o, (int)(w % 2), id, &scratch);
-        if (r != 0) {
-            rc = r == -ENOENT ? TSC_EXIT_NOTFOUND : 1;
-            goto out_progress;
-        }
-    }
-    size_t nruns = 0;
-    for (unsigned k = 0; k < 2 * o.runs && !ab_interrupted; k++) {
-        char id[32];
-        unsigned idx = k / 2 + 1;
-        snprintf(id, sizeof(id), "%u", idx);
-        progress(tty, k, 2 * o.runs, k % 2 ? 'B' : 'A', false);
-        int r = ab_run_once(&o, (int)(k % 2), id, &runs[nruns]);
-        if (r != 0) {
-            rc = r == -ENOENT || r == -EACCES ? TSC_EXIT_NOTFOUND : 1;
-            goto out_progress;
-        }
-        runs[nruns++].index = idx;
-    }
-    if (tty)
-        fprintf(stderr, "\r\033[K");
-    if (ab_interrupted)
-        printf("\ninterrupted (signal %d) after %zu recorded run%s: the summary covers them\n",
-               (int)ab_interrupted, nruns, nruns == 1 ? "" : "s");
+    print_plan(&o);
+    size_t nruns;
+    rc = run_arms(&o, runs, &nruns);
+    if (rc != 0)
+        goto out;
 
     struct ab_result res;
+    rc = 1;
     if (ab_summarise(&o, runs, nruns, &res) == 0) {
         ab_output(&o, runs, nruns, &res);
         bool verdicts = true;
@@ -333,11 +335,6 @@ int tsc_cmd_ab(int argc, char **argv)
         rc = res.failed || res.missing || res.b_flagged || !verdicts || ab_interrupted ? 1 : 0;
     }
     ab_result_free(&res);
-    goto out;
-
-out_progress:
-    if (tty)
-        fprintf(stderr, "\r\033[K");
 out:
     if (o.root_is_temp)
         nftw(o.root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
