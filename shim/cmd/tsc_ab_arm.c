@@ -70,7 +70,7 @@ int ab_arm_spec(struct ab_arm *arm, const char *spec)
     }
     if (strncmp(spec, "set:", 4) == 0) {
         char what[32];
-        snprintf(what, sizeof(what), "ab: arm %c: set:", arm->name);
+        snprintf(what, sizeof(what), "ab: arm %c: set", arm->name);
         int p = tsc_check_set(spec + 4, what);
         if (p < 0)
             return -1;
