@@ -84,6 +84,8 @@ static size_t value_axis(const struct tsc_ab_series *s, double t[MAX_TICKS + 2],
         lo = 0;
     if (hi <= 0 && lo < 0)
         hi = 0;
+    if (hi == 0 && lo == 0)
+        hi = 1; /* every value 0 (a CPU time below the clock's tick): 0..1 */
     return tsc_axis_ticks(lo, hi, MAX_TICKS, t, step);
 }
 
