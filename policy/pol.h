@@ -197,6 +197,9 @@ int pol_find_env(const char *env_name);
 bool pol_is_tool_env(const char *name);
 /* The known key or environment name closest to name; NULL if nothing is close. */
 const char *pol_suggest(const char *name, bool env_form);
+/* The shipped profile closest to name (edit distance, a profile that name
+ * begins or that begins with name first); NULL when none is shipped. */
+const char *pol_suggest_profile(const char *name);
 
 /* Text of the effective value of p (enum name, bytes with suffix...). */
 void pol_format_value(const struct pol_config *cfg, enum pol_param p, char *buf, size_t len);

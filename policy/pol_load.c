@@ -434,7 +434,9 @@ static void apply_profile(struct loader *ld, char *file_text, const char *file_n
     for (size_t i = 0; i < pol_nprofiles && n < sizeof(known); i++)
         n += (size_t)snprintf(known + n, sizeof(known) - n, "%s%s", i ? ", " : "",
                               pol_profiles[i].name);
-    diag(ld, POL_LOG_WARN, "profile '%s' not found (shipped: %s); using no profile", name, known);
+    const char *near = pol_suggest_profile(name);
+    diag(ld, POL_LOG_WARN, "profile '%s' not found, using no profile (shipped: %s)%s%s%s", name,
+         known, near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
 }
 
 static void apply_env(struct loader *ld)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 const struct pol_param_info pol_params[POL_NPARAMS] = {
 #define POL_PARAM(id, key, type, def, min, max, choices, doc)                                      \
@@ -101,6 +102,27 @@ const char *pol_suggest(const char *name, bool env_form)
     /* Further than a third of the name away is a different word, not a typo. */
     if (best && best_d > 2 + strlen(name) / 3)
         return NULL;
+    return best;
+}
+
+const char *pol_suggest_profile(const char *name)
+{
+    const char *best = NULL;
+    unsigned best_d = (unsigned)-1;
+
+    for (size_t i = 0; i < pol_nprofiles; i++) {
+        const char *cand = pol_profiles[i].name;
+        size_t lc = strlen(cand), ln = strlen(name);
+        unsigned d = edit_distance(name, cand);
+        /* "rdma-ro" for "rdma-ro-tc": a cut-short name is the likeliest typo. */
+        if ((ln && lc > ln && strncasecmp(cand, name, ln) == 0) ||
+            (lc && ln > lc && strncasecmp(name, cand, lc) == 0))
+            d = d > 1 ? 1 : d;
+        if (d < best_d) {
+            best_d = d;
+            best = cand;
+        }
+    }
     return best;
 }
 

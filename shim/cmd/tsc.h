@@ -51,8 +51,16 @@ void tsc_roff(FILE *f, const char *text);
  */
 int tsc_settings_option(int argc, char **argv, int *i);
 
+/* Validate "key=value": the parameter's index, or -1 after reporting the
+ * problem (what names the option: "--set", "ab: arm B: set:"). The one
+ * check of every KEY=VALUE the command takes. */
+int tsc_check_set(const char *kv, const char *what);
+
 /* Validate "key=value" and export it as TESHIM_KEY=value; 0 or -1 (reported). */
 int tsc_apply_set(const char *kv);
+
+/* Whether name is a profile shipped with teshim. */
+bool tsc_profile_shipped(const char *name);
 
 /* Path of libteshim.so: $TESHIM_LIBRARY, else the install layout relative
  * to this executable (bindir/../lib/<multiarch>/teshim, as configured), else
@@ -81,5 +89,8 @@ unsigned tsc_policy_problems(const struct pol_config *cfg, const char *what);
 /* Load the policy for program (diagnostics reported unless quiet) and
  * return its diagnostics plus tsc_policy_problems(). */
 unsigned tsc_check_policy(const char *program, bool quiet);
+/* The same for the environment env ("KEY=VALUE" list) instead of this
+ * process's: what a child started with env will load. */
+unsigned tsc_check_policy_env(char *const *env, const char *program, bool quiet);
 
 #endif

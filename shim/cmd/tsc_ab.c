@@ -10,34 +10,19 @@
  * on both sides and the ratio measures the policy, not the preload.
  */
 #include "tsc.h"
-#include "tsc_ab.h"
 #include "tsc_ab_int.h"
-#include "tsc_json.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
-#include <math.h>
-#include <poll.h>
 #include <regex.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-extern char **environ;
-
-static const char *const m_names[M_COUNT] = {"metric", "wall time", "cpu time", "peak RSS"};
 const char *const ab_m_keys[M_COUNT] = {"metric", "wall_s", "cpu_s", "max_rss_mib"};
-static const char *const m_units[M_COUNT] = {"", "s", "s", "MiB"};
 
 /* SIGINT/SIGTERM: finish with the runs done so far. The run in progress
  * gets the terminal's SIGINT itself; ab waits for it and then stops. */
@@ -92,9 +77,14 @@ static void ab_usage(FILE *f)
             "percentile-bootstrap confidence interval (%u resamples of each arm, seed\n"
             "--seed, default %u: the same runs give the same interval). An arm B whose\n"
             "reports show nothing injected is flagged: such a comparison says nothing\n"
-            "about the policy. Exit status 0 when every run succeeded, had the metric and\n"
-            "B injected; 1 otherwise; 2 for usage errors.\n",
-            TSC_AB_RESAMPLES, TSC_AB_SEED);
+            "about the policy. A measure gets a verdict (B better, B worse, no\n"
+            "significant difference) only with at least %d counted runs in each arm and\n"
+            "an arm B that is not flagged; otherwise it reads \"no verdict\" and why.\n"
+            "Exit status 0 when every run succeeded, had the metric, B injected and every\n"
+            "measure got a verdict; 1 otherwise; 2 for usage errors and for a policy\n"
+            "that does not load cleanly (an unknown profile, a bad value, a socket\n"
+            "policy without a scope), checked before anything runs.\n",
+            TSC_AB_RESAMPLES, TSC_AB_SEED, AB_MIN_RUNS);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -233,42 +223,59 @@ static void progress(bool on, unsigned done, unsigned total, char arm, bool warm
     fflush(stderr);
 }
 
-static void print_table(const struct ab_opts *o, const struct ab_summary *sum,
-                        const bool measured[M_COUNT])
+static void print_plan(const struct ab_opts *o)
 {
-    printf("\n%-22s %-4s %12s %12s %12s %4s\n", "MEASURE", "ARM", "MEDIAN", "MIN", "MAX", "N");
-    for (int m = 0; m < M_COUNT; m++) {
-        if (!measured[m])
-            continue;
-        char label[64];
-        if (m == M_METRIC)
-            snprintf(label, sizeof(label), "%s", o->metric_name ? o->metric_name : "metric");
-        else
-            snprintf(label, sizeof(label), "%s (%s)", m_names[m], m_units[m]);
-        const struct ab_summary *s = &sum[m];
-        for (int a = 0; a < 2; a++) {
-            if (s->n[a])
-                printf("%-22.22s %-4c %12.5g %12.5g %12.5g %4zu\n", a ? "" : label, a ? 'B' : 'A',
-                       s->med[a], s->min[a], s->max[a], s->n[a]);
-            else
-                printf("%-22.22s %-4c %12s %12s %12s %4d\n", a ? "" : label, a ? 'B' : 'A', "-",
-                       "-", "-", 0);
-        }
-        if (s->ci.defined)
-            printf("%-22s B/A  %12.4f  95%% CI [%.4f, %.4f]  %s%s\n", "", s->ci.ratio, s->ci.lo,
-                   s->ci.hi, ab_verdict(s),
-                   m == M_METRIC ? (o->lower_better ? ", lower is better" : ", higher is better")
-                                 : "");
-        else
-            printf("%-22s B/A  %12s  (an arm has no values, or A's median is 0)\n", "", "n/a");
+    printf("teshim ab: %u run%s per arm, alternating A B A B ...", o->runs,
+           o->runs == 1 ? "" : "s");
+    if (o->warmup)
+        printf(", after %u warm-up run%s per arm", o->warmup, o->warmup == 1 ? "" : "s");
+    printf("\n  command: ");
+    for (char **c = o->cmd; *c; c++)
+        printf("%s%s", c == o->cmd ? "" : " ", *c);
+    printf("\n  arm A: %s\n  arm B: %s\n", o->arm[0].desc, o->arm[1].desc);
+    fflush(stdout);
+}
+
+/*
+ * The run step: the warm-up runs, then the recorded runs into runs[] (room
+ * for 2 * o->runs), A B A B ..., until done or interrupted. Returns 0 with
+ * *nruns set, or the exit status when a run could not be made at all
+ * (127: the command cannot be executed).
+ */
+static int run_arms(struct ab_opts *o, struct ab_run *runs, size_t *nruns)
+{
+    bool tty = isatty(STDERR_FILENO) && !o->verbose;
+    unsigned total = 2 * (o->warmup + o->runs);
+    int rc = 0;
+
+    *nruns = 0;
+    ab_catch_signals();
+    for (unsigned k = 0; k < total && !ab_interrupted && rc == 0; k++) {
+        bool warm = k < 2 * o->warmup;
+        unsigned idx = (warm ? k : k - 2 * o->warmup) / 2 + 1;
+        struct ab_run scratch, *r = warm ? &scratch : &runs[*nruns];
+        char id[32];
+        snprintf(id, sizeof(id), warm ? "warmup-%u" : "%u", idx);
+        progress(tty, warm ? k : k - 2 * o->warmup, warm ? 2 * o->warmup : 2 * o->runs,
+                 k % 2 ? 'B' : 'A', warm);
+        int e = ab_run_once(o, (int)(k % 2), id, r);
+        if (e != 0)
+            rc = e == -ENOENT || e == -EACCES ? TSC_EXIT_NOTFOUND : 1;
+        else if (!warm)
+            runs[(*nruns)++].index = idx;
     }
+    if (tty)
+        fprintf(stderr, "\r\033[K");
+    if (rc == 0 && ab_interrupted)
+        printf("\ninterrupted (signal %d) after %zu recorded run%s: the summary covers them\n",
+               (int)ab_interrupted, *nruns, *nruns == 1 ? "" : "s");
+    return rc;
 }
 
 int tsc_cmd_ab(int argc, char **argv)
 {
     struct ab_opts o = {0};
     struct ab_run *runs = NULL;
-    struct ab_flags flags = {0};
     bool help = false;
     int rc = 1;
 
@@ -290,6 +297,15 @@ int tsc_cmd_ab(int argc, char **argv)
     }
     if (!o.arm[1].preload || o.arm[1].passthrough)
         fprintf(stderr, "teshim: note: arm B is a passthrough arm: this compares two baselines\n");
+    if (ab_arm_check(&o, &o.arm[0]) + ab_arm_check(&o, &o.arm[1])) {
+        fprintf(stderr, "'teshim ab --help' describes the options\n");
+        rc = TSC_EXIT_USAGE;
+        goto out;
+    }
+    if (o.runs < AB_MIN_RUNS)
+        fprintf(stderr,
+                "teshim: note: -n %u: below %d runs per arm ab gives no verdict (exit status 1)\n",
+                o.runs, AB_MIN_RUNS);
     if (tsc_preload_env() != 0) {
         rc = TSC_EXIT_NOTFOUND;
         goto out;
@@ -303,188 +319,22 @@ int tsc_cmd_ab(int argc, char **argv)
     if (!runs)
         goto out;
 
-    printf("teshim ab: %u run%s per arm, alternating A B A B ...", o.runs, o.runs == 1 ? "" : "s");
-    if (o.warmup)
-        printf(", after %u warm-up run%s per arm", o.warmup, o.warmup == 1 ? "" : "s");
-    printf("\n  command: ");
-    for (char **c = o.cmd; *c; c++)
-        printf("%s%s", c == o.cmd ? "" : " ", *c);
-    printf("\n  arm A: %s\n  arm B: %s\n", o.arm[0].desc, o.arm[1].desc);
-    fflush(stdout);
-
-    bool tty = isatty(STDERR_FILENO) && !o.verbose;
-    ab_catch_signals();
-    for (unsigned w = 0; w < 2 * o.warmup && !ab_interrupted; w++) {
-        struct ab_run scratch;
-        char id[32];
-        snprintf(id, sizeof(id), "warmup-%u", w / 2 + 1);
-        progress(tty, w, 2 * o.warmup, w % 2 ? 'B' : 'A', true);
-        int r = ab_run_once(&o, (int)(w % 2), id, &scratch);
-        if (r != 0) {
-            rc = r == -ENOENT ? TSC_EXIT_NOTFOUND : 1;
-            goto out_progress;
-        }
-    }
-    size_t nruns = 0;
-    for (unsigned k = 0; k < 2 * o.runs && !ab_interrupted; k++) {
-        char id[32];
-        unsigned idx = k / 2 + 1;
-        snprintf(id, sizeof(id), "%u", idx);
-        progress(tty, k, 2 * o.runs, k % 2 ? 'B' : 'A', false);
-        int r = ab_run_once(&o, (int)(k % 2), id, &runs[nruns]);
-        if (r != 0) {
-            rc = r == -ENOENT || r == -EACCES ? TSC_EXIT_NOTFOUND : 1;
-            goto out_progress;
-        }
-        runs[nruns++].index = idx;
-    }
-    if (tty)
-        fprintf(stderr, "\r\033[K");
-    if (ab_interrupted)
-        printf("\ninterrupted (signal %d) after %zu recorded run%s: the summary covers them\n",
-               (int)ab_interrupted, nruns, nruns == 1 ? "" : "s");
-
-    /* Statistics per measure. */
-    struct ab_summary sum[M_COUNT];
-    bool measured[M_COUNT] = {false, true, true, true};
-    measured[M_METRIC] = o.metric_re != NULL;
-    double *va = calloc(nruns + 1, sizeof(double)), *vb = calloc(nruns + 1, sizeof(double));
-    double *keep[M_COUNT][2] = {{0}};
-    if (!va || !vb) {
-        free(va);
-        free(vb);
+    print_plan(&o);
+    size_t nruns;
+    rc = run_arms(&o, runs, &nruns);
+    if (rc != 0)
         goto out;
-    }
-    for (int m = 0; m < M_COUNT; m++) {
-        struct ab_summary *s = &sum[m];
-        memset(s, 0, sizeof(*s));
-        s->lower_better = m == M_METRIC ? o.lower_better : true;
-        s->n[0] = ab_arm_values(runs, nruns, 0, (enum ab_measure)m, va);
-        s->n[1] = ab_arm_values(runs, nruns, 1, (enum ab_measure)m, vb);
-        for (int a = 0; a < 2; a++) {
-            const double *v = a ? vb : va;
-            s->med[a] = tsc_median(v, s->n[a]);
-            s->min[a] = tsc_min(v, s->n[a]);
-            s->max[a] = tsc_max(v, s->n[a]);
-            keep[m][a] = malloc((s->n[a] + 1) * sizeof(double));
-            if (keep[m][a])
-                memcpy(keep[m][a], v, s->n[a] * sizeof(double));
-        }
-        if (tsc_bootstrap_ratio(va, s->n[0], vb, s->n[1], TSC_AB_RESAMPLES, 0.95, o.seed, &s->ci))
-            tsc_err("ab: out of memory in the bootstrap");
-    }
-    free(va);
-    free(vb);
-    print_table(&o, sum, measured);
 
-    /* Failures, missing metrics and whether the policy did anything. */
-    unsigned failed = 0, missing = 0;
-    double inj[2] = {0}, obs[2] = {0}, calls[2] = {0}, fb[2] = {0};
-    unsigned reports[2] = {0}, with_reports[2] = {0}, in_arm[2] = {0};
-    char gates[2][64] = {"", ""};
-    printf("\n");
-    for (size_t i = 0; i < nruns; i++) {
-        const struct ab_run *r = &runs[i];
-        char st[64];
-        if (!ab_run_ok(r)) {
-            ab_describe_status(r->status, st, sizeof(st));
-            printf("run %c#%u failed: %s (left out of the statistics)\n", r->arm ? 'B' : 'A',
-                   r->index, st);
-            failed++;
-        } else if (o.metric_re && !r->has_metric) {
-            printf("run %c#%u: no output line matched --metric '%s'\n", r->arm ? 'B' : 'A',
-                   r->index, o.metric_re);
-            missing++;
-        }
-        inj[r->arm] += r->injected;
-        obs[r->arm] += r->observed;
-        calls[r->arm] += r->calls;
-        fb[r->arm] += r->fallbacks;
-        reports[r->arm] += r->reports;
-        with_reports[r->arm] += r->reports > 0;
-        in_arm[r->arm]++;
-        if (r->gates[0] && !strstr(gates[r->arm], r->gates)) {
-            size_t l = strlen(gates[r->arm]);
-            snprintf(gates[r->arm] + l, sizeof(gates[0]) - l, "%s%s", l ? "," : "", r->gates);
-        }
+    struct ab_result res;
+    rc = 1;
+    if (ab_summarise(&o, runs, nruns, &res) == 0) {
+        ab_output(&o, runs, nruns, &res);
+        bool verdicts = true;
+        for (int m = 0; m < M_COUNT; m++)
+            verdicts &= !res.measured[m] || res.sum[m].has_verdict;
+        rc = res.failed || res.missing || res.b_flagged || !verdicts || ab_interrupted ? 1 : 0;
     }
-    if (failed)
-        ab_add_flag(&flags, "%u run%s exited with a failure", failed, failed == 1 ? "" : "s");
-    if (missing)
-        ab_add_flag(&flags, "%u successful run%s lacked the metric", missing,
-                    missing == 1 ? "" : "s");
-    for (int a = 0; a < 2; a++)
-        printf("arm %c: %u report%s from %u of %u runs; %.0f hooked calls, %.0f injected, "
-               "%.0f observed, %.0f fallbacks; gate %s\n",
-               a ? 'B' : 'A', reports[a], reports[a] == 1 ? "" : "s", with_reports[a], in_arm[a],
-               calls[a], inj[a], obs[a], fb[a], gates[a][0] ? gates[a] : "-");
-    bool b_flagged = false;
-    if (o.arm[1].preload && !o.arm[1].passthrough && in_arm[1]) {
-        if (!reports[1]) {
-            ab_add_flag(&flags,
-                        "FLAGGED: arm B wrote no teshim report: libteshim.so did not run in "
-                        "the command (static or setuid binary?), the comparison says "
-                        "nothing about the policy");
-            b_flagged = true;
-        } else if (inj[1] == 0 && obs[1] == 0) {
-            ab_add_flag(&flags,
-                        "FLAGGED: policy injected nothing in arm B (%.0f hooked calls): the "
-                        "comparison says nothing about the policy",
-                        calls[1]);
-            b_flagged = true;
-        } else if (inj[1] == 0) {
-            ab_add_flag(&flags,
-                        "FLAGGED: arm B only observed (%.0f calls would have been changed, "
-                        "mode = observe): the comparison measures the shim, not the policy",
-                        obs[1]);
-            b_flagged = true;
-        }
-        if (fb[1] > 0)
-            ab_add_flag(&flags, "arm B fell back %.0f times: the policy was not applied everywhere",
-                        fb[1]);
-    }
-    if (inj[0] > 0 && o.arm[0].passthrough)
-        ab_add_flag(&flags, "arm A (passthrough) injected %.0f times: check the configuration",
-                    inj[0]);
-    for (unsigned i = 0; i < flags.n; i++)
-        printf("%s\n", flags.text[i]);
-    if (!flags.n)
-        printf("arm B applied its policy in every run; every run succeeded\n");
-
-    if (o.json && ab_write_json(&o, runs, nruns, sum, measured, &flags) == 0)
-        printf("runs and summary written to %s\n", o.json);
-    if (o.plot) {
-        struct tsc_ab_series ser[M_COUNT];
-        size_t ns = 0;
-        for (int m = 0; m < M_COUNT; m++) {
-            if (!measured[m])
-                continue;
-            ser[ns] = (struct tsc_ab_series){
-                .name = m == M_METRIC ? (o.metric_name ? o.metric_name : "metric") : m_names[m],
-                .unit = m == M_METRIC ? "application's figure" : m_units[m],
-                .lower_better = sum[m].lower_better,
-                .v = {keep[m][0], keep[m][1]},
-                .n = {keep[m][0] ? sum[m].n[0] : 0, keep[m][1] ? sum[m].n[1] : 0},
-            };
-            ns++;
-        }
-        char title[2600];
-        snprintf(title, sizeof(title), "teshim ab: %s\narm A: %s\narm B: %s", o.cmd[0],
-                 o.arm[0].desc, o.arm[1].desc);
-        if (tsc_ab_plot_svg(o.plot, title, ser, ns) == 0)
-            printf("picture of both arms written to %s\n", o.plot);
-    }
-    if (o.reports_dir)
-        printf("teshim reports of every run kept in %s/<arm>-<run>/\n", o.root);
-    for (int m = 0; m < M_COUNT; m++)
-        for (int a = 0; a < 2; a++)
-            free(keep[m][a]);
-    rc = failed || missing || b_flagged || ab_interrupted ? 1 : 0;
-    goto out;
-
-out_progress:
-    if (tty)
-        fprintf(stderr, "\r\033[K");
+    ab_result_free(&res);
 out:
     if (o.root_is_temp)
         nftw(o.root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

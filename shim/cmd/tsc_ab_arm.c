@@ -1,26 +1,12 @@
 /* teshim ab: the arms, from their specs (a profile, KEY=VALUE, nopreload). */
 #include "tsc.h"
-#include "tsc_ab.h"
 #include "tsc_ab_int.h"
-#include "tsc_json.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <math.h>
-#include <poll.h>
-#include <regex.h>
-#include <signal.h>
-#include <stdarg.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -43,13 +29,7 @@ void ab_arm_clear(struct ab_arm *arm)
     arm->nenv = 0;
 }
 
-static bool shipped_profile(const char *name)
-{
-    for (size_t k = 0; k < pol_nprofiles; k++)
-        if (pol_profiles[k].name && strcmp(pol_profiles[k].name, name) == 0)
-            return true;
-    return false;
-} /* --policy-a / --policy-b SPEC; 0 or -1 (reported). */
+/* --policy-a / --policy-b SPEC; 0 or -1 (reported). */
 int ab_arm_spec(struct ab_arm *arm, const char *spec)
 {
     if (strcmp(spec, "none") == 0 || strcmp(spec, "passthrough") == 0) {
@@ -69,7 +49,7 @@ int ab_arm_spec(struct ab_arm *arm, const char *spec)
         return -1;
     }
     arm->passthrough = false;
-    if (strncmp(spec, "profile:", 8) == 0 || shipped_profile(spec)) {
+    if (strncmp(spec, "profile:", 8) == 0 || tsc_profile_shipped(spec)) {
         const char *name = strncmp(spec, "profile:", 8) == 0 ? spec + 8 : spec;
         if (!*name) {
             tsc_err("ab: arm %c: profile: needs a name", arm->name);
@@ -89,26 +69,12 @@ int ab_arm_spec(struct ab_arm *arm, const char *spec)
         return rc;
     }
     if (strncmp(spec, "set:", 4) == 0) {
-        const char *kv = spec + 4, *eq = strchr(kv, '=');
-        char key[128];
-        if (!eq || eq == kv) {
-            tsc_err("ab: arm %c: %s: expected set:key=value", arm->name, spec);
+        char what[32];
+        snprintf(what, sizeof(what), "ab: arm %c: set", arm->name);
+        int p = tsc_check_set(spec + 4, what);
+        if (p < 0)
             return -1;
-        }
-        snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
-        int p = pol_find_key(key);
-        if (p < 0) {
-            const char *s = pol_suggest(key, false);
-            tsc_err("ab: arm %c: unknown key '%s'%s%s%s", arm->name, key,
-                    s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
-            return -1;
-        }
-        if (pol_parse_value((enum pol_param)p, eq + 1, NULL) != 0) {
-            tsc_err("ab: arm %c: %s: '%s' is not a valid value (see teshim config --all)",
-                    arm->name, key, eq + 1);
-            return -1;
-        }
-        return arm_add_env(arm, pol_params[p].env, eq + 1);
+        return arm_add_env(arm, pol_params[p].env, strchr(spec + 4, '=') + 1);
     }
     tsc_err("ab: arm %c: '%s' is not none, nopreload, profile:NAME, config:FILE or "
             "set:KEY=VALUE",
@@ -141,4 +107,41 @@ void ab_arm_describe(struct ab_arm *arm)
             if (pol_find_env(name) >= 0)
                 len += (size_t)snprintf(arm->desc + len, sizeof(arm->desc) - len, ", %s", *e);
         }
+}
+
+/* The policy arm gets, loaded as the shim in the command will load it (this
+ * environment, the arm's settings, rollout arm B): its problems reported,
+ * their number returned. An unknown profile stops ab here rather than
+ * showing as a B that applied nothing after every run. */
+unsigned ab_arm_check(const struct ab_opts *o, const struct ab_arm *arm)
+{
+    size_t n = 0, k = 0;
+    char prog[4096];
+
+    if (!arm->preload || arm->passthrough)
+        return 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + arm->nenv + 2, sizeof(*env));
+    if (!env)
+        return 1;
+    for (size_t i = 0; i < arm->nenv; i++)
+        env[k++] = arm->env[i];
+    env[k++] = "TESHIM_ROLLOUT_ARM=B";
+    /* The arm's settings replace this environment's of the same name. */
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strcspn(environ[i], "=");
+        bool mine = strncmp(environ[i], "TESHIM_ROLLOUT_ARM=", 19) == 0;
+        for (size_t j = 0; j < arm->nenv && !mine; j++)
+            mine = strncmp(environ[i], arm->env[j], len + 1) == 0;
+        if (!mine)
+            env[k++] = environ[i];
+    }
+    snprintf(prog, sizeof(prog), "%s", o->cmd[0]);
+    unsigned problems = tsc_check_policy_env(env, basename(prog), false);
+    if (problems)
+        tsc_err("ab: arm %c: %u problem%s above in its policy; nothing was run", arm->name,
+                problems, problems == 1 ? "" : "s");
+    free(env);
+    return problems;
 }

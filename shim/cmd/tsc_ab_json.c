@@ -2,53 +2,12 @@
 #include "tsc.h"
 #include "tsc_ab.h"
 #include "tsc_ab_int.h"
-#include "tsc_json.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
-#include <poll.h>
-#include <regex.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-/* The values of measure m of arm a that count: successful runs, and for the
- * metric only those where it was found. */
-size_t ab_arm_values(const struct ab_run *runs, size_t n, int a, enum ab_measure m, double *out)
-{
-    size_t k = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        if (runs[i].arm != a || !ab_run_ok(&runs[i]))
-            continue;
-        if (m == M_METRIC && !runs[i].has_metric)
-            continue;
-        out[k++] = runs[i].v[m];
-    }
-    return k;
-}
-
-const char *ab_verdict(const struct ab_summary *s)
-{
-    if (!s->ci.defined || isnan(s->ci.lo))
-        return "no ratio";
-    if (s->ci.lo > 1.0)
-        return s->lower_better ? "B worse (higher)" : "B better (higher)";
-    if (s->ci.hi < 1.0)
-        return s->lower_better ? "B better (lower)" : "B worse (lower)";
-    return "no significant difference";
-}
 
 static void json_str(FILE *f, const char *s)
 {
@@ -73,20 +32,10 @@ static void json_num(FILE *f, double v)
         fputs("null", f);
 }
 
-void ab_add_flag(struct ab_flags *fl, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (fl->n >= 8)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(fl->text[fl->n++], sizeof(fl->text[0]), fmt, ap);
-    va_end(ap);
-}
-
 int ab_write_json(const struct ab_opts *o, const struct ab_run *runs, size_t n,
-                  const struct ab_summary *sum, bool measured[M_COUNT], const struct ab_flags *fl)
+                  const struct ab_result *res)
 {
+    const struct ab_flags *fl = &res->flags;
     FILE *f = fopen(o->json, "we");
 
     if (!f) {
@@ -103,8 +52,10 @@ int ab_write_json(const struct ab_opts *o, const struct ab_run *runs, size_t n,
     fprintf(f, "],\n  \"runs_per_arm\": %u,\n  \"warmup_per_arm\": %u,\n", o->runs, o->warmup);
     fprintf(f,
             "  \"order\": \"alternating A B\",\n  \"bootstrap\": {\"resamples\": %u, "
-            "\"level\": 0.95, \"method\": \"percentile\", \"seed\": %llu},\n",
-            TSC_AB_RESAMPLES, (unsigned long long)o->seed);
+            "\"level\": %g, \"method\": \"percentile\", \"seed\": %llu},\n"
+            "  \"interval\": \"%s\",\n  \"min_runs_per_arm\": %d,\n  \"b_flagged\": %s,\n",
+            TSC_AB_RESAMPLES, AB_LEVEL, (unsigned long long)o->seed, AB_INTERVAL_METHOD,
+            AB_MIN_RUNS, res->b_flagged ? "true" : "false");
     fprintf(f, "  \"metric_regex\": ");
     if (o->metric_re)
         json_str(f, o->metric_re);
@@ -147,9 +98,9 @@ int ab_write_json(const struct ab_opts *o, const struct ab_run *runs, size_t n,
     fprintf(f, "\n  ],\n  \"summary\": {");
     bool first = true;
     for (int m = 0; m < M_COUNT; m++) {
-        if (!measured[m])
+        if (!res->measured[m])
             continue;
-        const struct ab_summary *s = &sum[m];
+        const struct ab_summary *s = &res->sum[m];
         fprintf(f, "%s\n    \"%s\": {", first ? "" : ",", ab_m_keys[m]);
         first = false;
         for (int a = 0; a < 2; a++) {
@@ -168,8 +119,8 @@ int ab_write_json(const struct ab_opts *o, const struct ab_run *runs, size_t n,
         fprintf(f, ", ");
         json_num(f, s->ci.hi);
         fprintf(f, "], \"lower_is_better\": %s, \"verdict\": ", s->lower_better ? "true" : "false");
-        json_str(f, ab_verdict(s));
-        fprintf(f, "}");
+        json_str(f, s->verdict);
+        fprintf(f, ", \"has_verdict\": %s}", s->has_verdict ? "true" : "false");
     }
     fprintf(f, "\n  },\n  \"flags\": [");
     for (unsigned i = 0; i < fl->n; i++) {

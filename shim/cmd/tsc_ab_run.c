@@ -1,35 +1,20 @@
 /* teshim ab: one run of the command in one arm, its output and its reports. */
 #include "tsc.h"
-#include "tsc_ab.h"
+#include "tsc_proc.h"
 #include "tsc_ab_int.h"
 #include "tsc_json.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
-#include <poll.h>
-#include <regex.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void out_line(struct out_state *s)
 {
@@ -66,23 +51,9 @@ static void out_feed(struct out_state *s, const char *buf, size_t n)
     }
 }
 
-/* Drain what is readable now; returns false at EOF or error. */
-static bool out_read(int fd, struct out_state *s)
+static void out_feed_cb(void *arg, const char *buf, size_t n)
 {
-    char buf[16384];
-
-    for (;;) {
-        ssize_t r = read(fd, buf, sizeof(buf));
-        if (r > 0) {
-            out_feed(s, buf, (size_t)r);
-            continue;
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && errno == EAGAIN)
-            return true;
-        return false;
-    }
+    out_feed(arg, buf, n);
 }
 
 /* Sum the reports of a run's folder into r. */
@@ -127,47 +98,15 @@ static void collect_reports(const char *dir, struct ab_run *r)
     closedir(d);
 }
 
-static void child_exec(const struct ab_opts *o, const struct ab_arm *arm, const char *dir,
-                       const char *runid, int out_fd, int err_fd)
-{
-    int devnull = open("/dev/null", O_RDONLY);
-
-    if (devnull >= 0) {
-        dup2(devnull, STDIN_FILENO);
-        close(devnull);
-    }
-    dup2(out_fd, STDOUT_FILENO);
-    dup2(out_fd, STDERR_FILENO);
-    close(out_fd);
-    if (!arm->preload) {
-        if (o->orig_preload)
-            setenv("LD_PRELOAD", o->orig_preload, 1);
-        else
-            unsetenv("LD_PRELOAD");
-    }
-    setenv("TESHIM_ROLLOUT_ARM", arm->passthrough ? "A" : "B", 1);
-    for (size_t i = 0; i < arm->nenv; i++)
-        putenv(arm->env[i]);
-    setenv("TESHIM_STATS_DIR", dir, 1);
-    /* Every process reports: arm A applies nothing, and a B that applied
-     * nothing is flagged from its reports. */
-    setenv("TESHIM_STATS_REPORT", "all", 1);
-    setenv("TESHIM_AB_ARM", arm->name == 'A' ? "A" : "B", 1);
-    setenv("TESHIM_AB_RUN", runid, 1);
-    execvp(o->cmd[0], o->cmd);
-    int e = errno;
-    if (write(err_fd, &e, sizeof(e)) < 0)
-        e = 0;
-    _exit(127);
-} /*
-   * One run of arm a; 0 with r filled, -ENOENT etc. when the command cannot be
-   * executed at all (reported), other -errno on internal failure.
-   */
+/*
+ * One run of arm a; 0 with r filled, -ENOENT etc. when the command cannot be
+ * executed at all (reported), other -errno on internal failure.
+ */
 int ab_run_once(struct ab_opts *o, int a, const char *runid, struct ab_run *r)
 {
     const struct ab_arm *arm = &o->arm[a];
-    char dir[4200];
-    int out[2], errp[2], rc = 0;
+    char dir[4200], stats_dir[4300], arm_var[32], run_var[64], preload[4200];
+    int out[2], rc = 0;
     struct out_state *st = calloc(1, sizeof(*st));
 
     if (!st)
@@ -185,68 +124,45 @@ int ab_run_once(struct ab_opts *o, int a, const char *runid, struct ab_run *r)
         rc = -errno;
         goto out_free;
     }
-    if (pipe2(errp, O_CLOEXEC) != 0) {
-        rc = -errno;
-        goto out_close_out;
-    }
-    fflush(NULL);
-    double t0 = now_s();
-    pid_t pid = fork();
-    if (pid < 0) {
-        rc = -errno;
-        tsc_err("ab: fork: %s", strerror(errno));
-        goto out_close_err;
-    }
-    if (pid == 0) {
-        close(out[0]);
-        close(errp[0]);
-        child_exec(o, arm, dir, runid, out[1], errp[1]);
-    }
-    close(out[1]);
-    close(errp[1]);
-    out[1] = errp[1] = -1;
+    /* The run's environment: the arm's settings, a fresh report folder,
+     * every process reporting (arm A applies nothing, and a B that applied
+     * nothing is flagged from its reports), and the run's identity. */
+    char *env[AB_MAX_ENV + 8];
+    size_t ne = 0;
+    snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", o->orig_preload ? o->orig_preload : "");
+    if (!arm->preload)
+        env[ne++] = o->orig_preload ? preload : "LD_PRELOAD";
+    env[ne++] = arm->passthrough ? "TESHIM_ROLLOUT_ARM=A" : "TESHIM_ROLLOUT_ARM=B";
+    for (size_t i = 0; i < arm->nenv; i++)
+        env[ne++] = arm->env[i];
+    snprintf(stats_dir, sizeof(stats_dir), "TESHIM_STATS_DIR=%s", dir);
+    snprintf(arm_var, sizeof(arm_var), "TESHIM_AB_ARM=%c", arm->name);
+    snprintf(run_var, sizeof(run_var), "TESHIM_AB_RUN=%s", runid);
+    env[ne++] = stats_dir;
+    env[ne++] = "TESHIM_STATS_REPORT=all";
+    env[ne++] = arm_var;
+    env[ne++] = run_var;
+    env[ne] = NULL;
 
-    /* A pidfd tells when the child exits even if a grandchild keeps the
-     * output pipe open; without one, poll with a short timeout. */
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    struct tsc_spawn sp = {.argv = o->cmd, .env = env, .out_fd = out[1]};
     struct rusage ru;
     int status = 0;
-    double t1 = 0;
-    bool exited = false, pipe_open = true;
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    while (!exited) {
-        struct pollfd p[2] = {{out[0], POLLIN, 0}, {pidfd, POLLIN, 0}};
-        int np = poll(pipe_open ? p : p + 1, pipe_open ? 2 : 1, pidfd >= 0 ? -1 : 10);
-        if (np < 0 && errno != EINTR)
-            break;
-        if (pipe_open && p[0].revents)
-            pipe_open = out_read(out[0], st);
-        pid_t w = wait4(pid, &status, WNOHANG, &ru);
-        if (w == pid) {
-            t1 = now_s();
-            exited = true;
-        } else if (w < 0 && errno != EINTR) {
-            break;
-        }
+    double t0 = tsc_mono();
+    pid_t pid = tsc_proc_spawn(&sp);
+    close(out[1]);
+    if (pid < 0) {
+        rc = (int)pid;
+        tsc_err("ab: cannot run %s: %s", o->cmd[0], strerror(-rc));
+        goto out_close;
     }
-    if (!exited) {
-        wait4(pid, &status, 0, &ru);
-        t1 = now_s();
+    rc = tsc_proc_capture(pid, out[0], out_feed_cb, st, &status, &ru);
+    double t1 = tsc_mono();
+    if (rc != 0) {
+        tsc_err("ab: waiting for %s: %s", o->cmd[0], strerror(-rc));
+        goto out_close;
     }
-    /* What the command wrote before it exited is in the pipe: read it. */
-    if (pipe_open)
-        out_read(out[0], st);
     if (st->len && !st->overlong)
         out_line(st);
-    if (pidfd >= 0)
-        close(pidfd);
-
-    int child_errno = 0;
-    if (read(errp[0], &child_errno, sizeof(child_errno)) == (ssize_t)sizeof(child_errno)) {
-        tsc_err("ab: cannot run %s: %s", o->cmd[0], strerror(child_errno));
-        rc = -child_errno;
-        goto out_close_err;
-    }
     r->status = status;
     r->v[M_WALL] = t1 - t0;
     r->v[M_CPU] = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
@@ -256,16 +172,8 @@ int ab_run_once(struct ab_opts *o, int a, const char *runid, struct ab_run *r)
     r->v[M_METRIC] = st->has_metric ? st->metric : NAN;
     collect_reports(dir, r);
 
-out_close_err:
-    if (errp[0] >= 0)
-        close(errp[0]);
-    if (errp[1] >= 0)
-        close(errp[1]);
-out_close_out:
-    if (out[0] >= 0)
-        close(out[0]);
-    if (out[1] >= 0)
-        close(out[1]);
+out_close:
+    close(out[0]);
 out_free:
     free(st);
     return rc;
@@ -274,14 +182,4 @@ out_free:
 bool ab_run_ok(const struct ab_run *r)
 {
     return WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0;
-}
-
-void ab_describe_status(int status, char *buf, size_t len)
-{
-    if (WIFEXITED(status))
-        snprintf(buf, len, "exit %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        snprintf(buf, len, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    else
-        snprintf(buf, len, "status 0x%x", status);
 }

@@ -209,3 +209,29 @@ int tsc_metric_scan(const regex_t *re, const char *text, double *value)
     }
     return found;
 }
+
+size_t tsc_axis_ticks(double lo, double hi, unsigned max_ticks, double *t, double *step)
+{
+    static const double mant[] = {1, 2, 5, 10};
+
+    if (!isfinite(lo) || !isfinite(hi) || hi < lo || max_ticks < 1)
+        return 0;
+    if (hi == lo) {
+        double d = lo != 0 ? fabs(lo) / 10 : 1;
+        lo -= d;
+        hi += d;
+    }
+    double mag = pow(10, floor(log10((hi - lo) / max_ticks)));
+    for (size_t i = 0; i < sizeof(mant) / sizeof(mant[0]); i++) {
+        double s = mant[i] * mag;
+        double k0 = floor(lo / s), k1 = ceil(hi / s);
+        if (k1 - k0 > max_ticks && i + 1 < sizeof(mant) / sizeof(mant[0]))
+            continue;
+        size_t n = (size_t)(k1 - k0) + 1;
+        for (size_t k = 0; k < n; k++)
+            t[k] = (k0 + (double)k) * s;
+        *step = s;
+        return n;
+    }
+    return 0;
+}

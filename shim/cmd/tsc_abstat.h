@@ -57,6 +57,17 @@ int tsc_bootstrap_ratio(const double *a, size_t na, const double *b, size_t nb, 
                         double level, uint64_t seed, struct tsc_ratio_ci *out);
 
 /*
+ * Round axis ticks for [lo, hi]: a step of 1, 2 or 5 times a power of ten,
+ * the smallest giving at most max_ticks intervals; the first tick at or
+ * below lo, the last at or above hi. Writes the ticks to t (room for
+ * max_ticks + 2: the widest step may overhang at both ends) and the step to
+ * *step; returns how many, or 0 when the range is not finite, hi < lo, or
+ * max_ticks < 1. A range of one value is widened by a tenth of it (by 1
+ * for 0).
+ */
+size_t tsc_axis_ticks(double lo, double hi, unsigned max_ticks, double *t, double *step);
+
+/*
  * The application's figure in a block of output: the LAST line that matches
  * re (compiled with REG_EXTENDED); from it, the first capture group when the
  * expression has one, else the whole match, is scanned for the first number

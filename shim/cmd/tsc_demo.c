@@ -4,27 +4,20 @@
  * experiment of a real transfer; then say what to run on one's own binary.
  *
  * Every step uses what this build and machine have (the emulated libibverbs,
- * the socket hooks, the engine bench, iperf3) and says why it skips what it
- * cannot run. Every child runs in its own process group under a time limit,
- * so a step that hangs is killed and the demo goes on.
+ * the engine bench, iperf3) and says why it skips what it cannot run. Every
+ * child runs in its own process group under a time limit, so a step that
+ * hangs is killed and the demo goes on; a step that ran and failed (its
+ * policy not applied, its program failing) makes the exit status 1.
  */
 #include "tsc.h"
 #include "tsc_demo_int.h"
-#include "tsc_json.h"
+#include "tsc_proc.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char *const demo_hook_names[] = {
@@ -47,14 +40,6 @@ void demo_show_cmd(char *const argv[], char *const env[])
         printf(strpbrk(*a, " *?()[]|&;'\"") ? " '%s'" : " %s", *a);
     printf("\n");
     fflush(stdout);
-}
-
-bool demo_shipped(const char *profile)
-{
-    for (size_t k = 0; k < pol_nprofiles; k++)
-        if (pol_profiles[k].name && strcmp(pol_profiles[k].name, profile) == 0)
-            return true;
-    return false;
 }
 
 static bool in_path(const char *prog)
@@ -121,8 +106,6 @@ static int find_paths(struct demo *d)
     snprintf(d->cli_host, sizeof(d->cli_host), "%s/tests/cli/cli_host", d->build);
     if (access(d->cli_host, X_OK) != 0)
         d->cli_host[0] = '\0';
-    for (size_t i = 0; i < sizeof(demo_hook_names) / sizeof(demo_hook_names[0]); i++)
-        d->sock_hooks |= strcmp(demo_hook_names[i], "connect") == 0;
     d->have_iperf3 = in_path("iperf3");
     d->have_pingpong = in_path("ibv_rc_pingpong");
     d->have_perftest = in_path("ib_write_bw");
@@ -143,11 +126,39 @@ static void next_steps(const struct demo *d)
            d->self, d->self, d->self, d->self, d->self, d->tmp);
 }
 
+static void demo_usage(void)
+{
+    printf("usage: teshim demo [--runs N] [--step NAME]\n"
+           "Shows on this machine what teshim intercepts and injects in unmodified\n"
+           "programs (on the emulated RDMA device when this tree has it: relaxed ordering\n"
+           "and traffic class under rdma-ro-tc; DSCP under tcp-qos), the live view, and an\n"
+           "A/B experiment of a real transfer (N runs per arm, default 5), then what to run\n"
+           "on your own binary. Steps that cannot run say why and are skipped. --step NAME\n"
+           "runs one step:");
+    for (size_t i = 0; i < demo_nsteps; i++)
+        printf(" %s%s", demo_steps[i].name, demo_steps[i].on_request ? " (only by name)" : "");
+    printf(".\nExit status 0 when every step that ran showed its policy applied; 1 when one\n"
+           "failed (named at the end); 2 for usage errors.\n"
+           "\n"
+           "teshim demo --pair PORT -- SERVER... -- CLIENT... runs a client/server\n"
+           "program once: the server, then the client once PORT listens; exit status 0\n"
+           "when both succeed. The A/B steps use it as the command of teshim ab.\n");
+}
+
+static const struct demo_step *find_step(const char *name)
+{
+    for (size_t i = 0; i < demo_nsteps; i++)
+        if (strcmp(demo_steps[i].name, name) == 0)
+            return &demo_steps[i];
+    return NULL;
+}
+
 int tsc_cmd_demo(int argc, char **argv)
 {
     struct demo d = {0};
     const char *tmpdir = getenv("TMPDIR");
-    double t0 = demo_mono();
+    const struct demo_step *only = NULL;
+    double t0 = tsc_mono();
 
     d.runs = 5;
     demo_catch_signals();
@@ -155,21 +166,23 @@ int tsc_cmd_demo(int argc, char **argv)
         return demo_pair(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: teshim demo [--runs N]\n"
-                   "Shows on this machine what teshim intercepts and injects in unmodified\n"
-                   "programs (on the emulated RDMA device when this tree has it), the live\n"
-                   "view, and an A/B experiment of a real transfer (N runs per arm, default 5),\n"
-                   "then what to run on your own binary. Steps that cannot run say why.\n"
-                   "\n"
-                   "teshim demo --pair PORT -- SERVER... -- CLIENT... runs a client/server\n"
-                   "program once: the server, then the client once PORT listens; exit status 0\n"
-                   "when both succeed. The A/B step uses it as the command of teshim ab.\n");
+            demo_usage();
             return 0;
         }
         if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
-            d.runs = (unsigned)atoi(argv[++i]);
-            if (d.runs < 1 || d.runs > 50) {
-                tsc_err("demo: --runs in 1..50");
+            char *end;
+            unsigned long n = strtoul(argv[++i], &end, 10);
+            if (*end || n < 1 || n > 50) {
+                tsc_err("demo: --runs %s: runs per arm in 1..50", argv[i]);
+                return TSC_EXIT_USAGE;
+            }
+            d.runs = (unsigned)n;
+            continue;
+        }
+        if (strcmp(argv[i], "--step") == 0 && i + 1 < argc) {
+            only = find_step(argv[++i]);
+            if (!only) {
+                tsc_err("demo: --step %s: no such step (teshim demo --help lists them)", argv[i]);
                 return TSC_EXIT_USAGE;
             }
             continue;
@@ -196,21 +209,28 @@ int tsc_cmd_demo(int argc, char **argv)
 
     printf("teshim %s demo\n  build: %s\n  source: %s\n", TESHIM_VERSION, d.build,
            d.src[0] ? d.src : "(unknown)");
-    printf("  libteshim.so hooks %zu calls; socket hooks: %s; emulated libibverbs: %s;\n"
-           "  engine bench: %s; iperf3: %s\n",
-           sizeof(demo_hook_names) / sizeof(demo_hook_names[0]), d.sock_hooks ? "yes" : "no",
-           d.emu_script[0] ? "yes" : "no", d.bench[0] ? "yes" : "no", d.have_iperf3 ? "yes" : "no");
+    printf("  libteshim.so hooks %zu calls; emulated libibverbs: %s; engine bench: %s;\n"
+           "  iperf3: %s\n",
+           sizeof(demo_hook_names) / sizeof(demo_hook_names[0]), d.emu_script[0] ? "yes" : "no",
+           d.bench[0] ? "yes" : "no", d.have_iperf3 ? "yes" : "no");
 
-    bool rdma = demo_step_emulated_rdma(&d);
-    demo_step_tcp(&d);
-    if (!rdma)
-        demo_step_small_host(&d);
-    /* The A/B step uses a transfer the policy can act on: TCP when the socket
-     * hooks exist, else RDMA on the emulated device, else TCP anyway (arm B
-     * is then flagged for injecting nothing, which is the right answer). */
-    if (d.sock_hooks || !rdma || !demo_step_ab_rdma(&d))
-        demo_step_ab(&d);
-    next_steps(&d);
-    printf("(demo took %.0f s)\n", demo_mono() - t0);
+    char failed[256] = "";
+    size_t nf = 0;
+    for (size_t i = 0; i < demo_nsteps; i++) {
+        const struct demo_step *st = &demo_steps[i];
+        if (only ? st != only : st->on_request || (st->fallback && d.rdma_ran))
+            continue;
+        demo_heading(&d, st->title);
+        if (st->run(&d) == DEMO_FAILED)
+            nf += (size_t)snprintf(failed + nf, nf < sizeof(failed) ? sizeof(failed) - nf : 0,
+                                   "%s%s", nf ? ", " : "", st->name);
+    }
+    if (!only)
+        next_steps(&d);
+    printf("(demo took %.0f s)\n", tsc_mono() - t0);
+    if (nf) {
+        tsc_err("demo: step%s failed: %s (see above)", strchr(failed, ',') ? "s" : "", failed);
+        return 1;
+    }
     return 0;
 }

@@ -1,46 +1,129 @@
-/* teshim demo: children in process groups under time limits, ports and logs waited for. */
+/*
+ * teshim demo: commands from templates, children under time limits (through
+ * the command's process toolkit), ports and logs waited for, and --pair.
+ */
 #include "tsc.h"
 #include "tsc_demo_int.h"
-#include "tsc_json.h"
+#include "tsc_proc.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-double demo_mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Process groups started by the demo: killed if the demo is interrupted, so
- * no server outlives it (they are not in the terminal's foreground group). */
-#define DEMO_MAX_CHILDREN 64
-static volatile sig_atomic_t demo_nchildren;
 /* Children get process groups of their own, except under --pair: there they
  * stay in the group of the ab run, so stopping the run stops them too. */
 bool demo_own_groups = true;
-static pid_t demo_children[DEMO_MAX_CHILDREN];
+
+void demo_add(struct args *a, const char *s)
+{
+    if (a->n < DEMO_MAX_ARGS) {
+        a->v[a->n] = strdup(s);
+        if (a->v[a->n])
+            a->n++;
+    }
+    a->v[a->n] = NULL;
+}
+
+void demo_args_free(struct args *a)
+{
+    for (int i = 0; i < a->n; i++)
+        free(a->v[i]);
+    a->n = 0;
+    a->v[0] = NULL;
+}
+
+/* The value of template variable name (without braces), NULL if unknown. */
+static const char *var(const struct demo *d, const char *name, size_t len, char *num, size_t nlen)
+{
+    static const char *const names[] = {"self",  "build", "tmp",  "emu",
+                                        "bench", "host",  "runs", "port"};
+    const char *vals[] = {d->self, d->build, d->tmp, d->emu_script, d->bench, d->cli_host};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strlen(names[i]) != len || strncmp(names[i], name, len) != 0)
+            continue;
+        if (i < sizeof(vals) / sizeof(vals[0]))
+            return vals[i];
+        snprintf(num, nlen, "%u", i == 6 ? d->runs : (unsigned)d->port);
+        return num;
+    }
+    return NULL;
+}
+
+/* Append one element of a template, its variables replaced. */
+static int expand_one(const struct demo *d, const char *t, size_t len, struct args *a)
+{
+    char out[8192], num[32];
+    size_t n = 0;
+    const char *end = t + len;
+
+    while (t < end && n + 1 < sizeof(out)) {
+        const char *close = *t == '{' ? memchr(t, '}', (size_t)(end - t)) : NULL;
+        if (!close) {
+            out[n++] = *t++;
+            continue;
+        }
+        const char *v = var(d, t + 1, (size_t)(close - t - 1), num, sizeof(num));
+        if (!v) {
+            tsc_err("demo: template variable '%.*s' is unknown", (int)(close - t + 1), t);
+            return -1;
+        }
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s", v);
+        if (n >= sizeof(out))
+            n = sizeof(out) - 1;
+        t = close + 1;
+    }
+    out[n] = '\0';
+    if (a->n >= DEMO_MAX_ARGS) {
+        tsc_err("demo: a command of more than %d elements", DEMO_MAX_ARGS);
+        return -1;
+    }
+    demo_add(a, out);
+    return 0;
+}
+
+int demo_expand(const struct demo *d, const char *tmpl, struct args *a)
+{
+    const char *t = tmpl;
+
+    while (*t) {
+        t += strspn(t, " ");
+        if (!*t)
+            break;
+        size_t len;
+        int rc;
+        if (*t == '\'') {
+            const char *q = strchr(t + 1, '\'');
+            if (!q) {
+                tsc_err("demo: unterminated quote in the template '%s'", tmpl);
+                return -1;
+            }
+            rc = expand_one(d, t + 1, (size_t)(q - t - 1), a);
+            len = (size_t)(q - t + 1);
+        } else {
+            len = strcspn(t, " ");
+            rc = expand_one(d, t, len, a);
+        }
+        if (rc != 0)
+            return -1;
+        t += len;
+    }
+    return 0;
+}
 
 static void demo_on_signal(int sig)
 {
-    for (sig_atomic_t i = 0; i < demo_nchildren; i++)
-        kill(demo_own_groups ? -demo_children[i] : demo_children[i], SIGKILL);
+    tsc_proc_kill_tracked();
     _exit(128 + sig);
 }
+
 void demo_catch_signals(void)
 {
     struct sigaction sa;
@@ -53,81 +136,38 @@ void demo_catch_signals(void)
     sigaction(SIGHUP, &sa, NULL);
 }
 
-/* Start argv in its own process group, env entries "K=V" added, output to
- * log (appended) or inherited when log is NULL. -1 on failure (reported). */
 pid_t demo_spawn(char *const argv[], char *const env[], const char *log)
 {
-    fflush(NULL);
-    pid_t pid = fork();
+    struct tsc_spawn s = {
+        .argv = argv, .env = env, .log = log, .own_group = demo_own_groups, .track = true};
+    pid_t pid = tsc_proc_spawn(&s);
 
     if (pid < 0) {
-        tsc_err("demo: fork: %s", strerror(errno));
+        tsc_err("demo: cannot run %s: %s", argv[0], strerror((int)-pid));
         return -1;
-    }
-    if (pid == 0) {
-        if (demo_own_groups)
-            setpgid(0, 0);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        if (log) {
-            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-            if (fd >= 0) {
-                dup2(fd, STDOUT_FILENO);
-                dup2(fd, STDERR_FILENO);
-            }
-        }
-        for (char *const *e = env; e && *e; e++)
-            putenv(*e);
-        execvp(argv[0], argv);
-        fprintf(stderr, "teshim demo: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    if (demo_own_groups)
-        setpgid(pid, pid);
-    if (demo_nchildren < DEMO_MAX_CHILDREN) {
-        demo_children[demo_nchildren] = pid;
-        demo_nchildren = demo_nchildren + 1;
     }
     return pid;
 }
 
-/* Wait for pid up to timeout seconds; past it, kill its process group.
- * Returns the wait status, or -1 when it had to be killed. */
 int demo_wait_limit(pid_t pid, double timeout)
 {
-    double end = demo_mono() + timeout;
     int status;
 
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid)
-            return status;
-        if (w < 0 && errno != EINTR)
-            return -1;
-        if (demo_mono() > end)
-            break;
-        struct timespec t = {0, 20 * 1000 * 1000};
-        nanosleep(&t, NULL);
-    }
-    kill(demo_own_groups ? -pid : pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
+    return tsc_proc_wait(pid, timeout, demo_own_groups, &status, NULL) == 0 ? status : -1;
 }
 
 /* End a background server: SIGTERM to its group, SIGKILL after 3 s. */
 void demo_stop(pid_t pid)
 {
-    if (pid <= 0)
-        return;
-    kill(demo_own_groups ? -pid : pid, SIGTERM);
-    if (demo_wait_limit(pid, 3) == -1)
+    if (!tsc_proc_stop(pid, demo_own_groups, 3))
         printf("   (the server did not stop on SIGTERM and was killed)\n");
 }
 
 /* Run in the foreground with output shown; true when it exited 0. */
 bool demo_run_shown(char *const argv[], char *const env[], double timeout, const char *what)
 {
+    char how[64];
+
     demo_show_cmd(argv, env);
     pid_t pid = demo_spawn(argv, env, NULL);
     if (pid < 0)
@@ -138,15 +178,15 @@ bool demo_run_shown(char *const argv[], char *const env[], double timeout, const
         return false;
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        printf("-> %s ended with %s %d\n", what, WIFEXITED(st) ? "exit status" : "signal",
-               WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        tsc_proc_describe(st, how, sizeof(how));
+        printf("-> %s ended with %s\n", what, how);
         return false;
     }
     return true;
 }
 
 /* Is something listening on TCP port (IPv4 or IPv6) on this host? */
-bool demo_listening(int port)
+static bool listening(int port)
 {
     const char *files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
     char line[512], want[16];
@@ -170,14 +210,14 @@ bool demo_listening(int port)
     return false;
 }
 
-/* Wait until port listens, or the server exits, or timeout. */
-bool demo_wait_listen(pid_t server, int port, double timeout)
+/* Poll until ready() or the server exits or timeout. */
+static bool wait_until(pid_t server, double timeout, bool (*ready)(const void *), const void *arg)
 {
-    double end = demo_mono() + timeout;
+    double end = tsc_mono() + timeout;
     int status;
 
-    while (demo_mono() < end) {
-        if (demo_listening(port))
+    while (tsc_mono() < end) {
+        if (ready(arg))
             return true;
         if (waitpid(server, &status, WNOHANG) == server)
             return false;
@@ -187,28 +227,40 @@ bool demo_wait_listen(pid_t server, int port, double timeout)
     return false;
 }
 
+static bool port_ready(const void *arg)
+{
+    return listening(*(const int *)arg);
+}
+
+bool demo_wait_listen(pid_t server, int port, double timeout)
+{
+    return wait_until(server, timeout, port_ready, &port);
+}
+
+struct log_wait {
+    const char *path, *text;
+};
+
+static bool log_ready(const void *arg)
+{
+    const struct log_wait *w = arg;
+    char buf[4096];
+    FILE *f = fopen(w->path, "re");
+
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, w->text) != NULL;
+}
+
 /* Wait until the file at path contains text (a server's "ready" line). */
 bool demo_wait_log(pid_t server, const char *path, const char *text, double timeout)
 {
-    double end = demo_mono() + timeout;
-    char buf[4096];
-    int status;
+    struct log_wait w = {path, text};
 
-    while (demo_mono() < end) {
-        FILE *f = fopen(path, "re");
-        if (f) {
-            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-            fclose(f);
-            buf[n] = '\0';
-            if (strstr(buf, text))
-                return true;
-        }
-        if (waitpid(server, &status, WNOHANG) == server)
-            return false;
-        struct timespec t = {0, 20 * 1000 * 1000};
-        nanosleep(&t, NULL);
-    }
-    return false;
+    return wait_until(server, timeout, log_ready, &w);
 }
 
 /* A port nobody uses right now (the kernel's choice for port 0). */
@@ -227,9 +279,42 @@ int demo_free_port(void)
     return port;
 }
 
-void demo_add(struct args *a, const char *s)
+/*
+ * teshim demo --pair PORT -- SERVER... -- CLIENT...: one run of a
+ * client/server program for teshim ab. The server starts, the client runs
+ * once the port listens, then the server is waited for; both inherit the
+ * run's environment, so both are under the arm's policy and both report.
+ * Exit status 0 only when both succeeded.
+ */
+int demo_pair(int argc, char **argv)
 {
-    if (a->n < DEMO_MAX_ARGS)
-        a->v[a->n++] = (char *)s;
-    a->v[a->n] = NULL;
+    int port = argc > 2 ? atoi(argv[2]) : 0, second = 0;
+
+    /* argv: demo --pair PORT -- SERVER... -- CLIENT... */
+    for (int i = 5; i < argc && !second; i++)
+        if (strcmp(argv[i], "--") == 0)
+            second = i;
+    if (port <= 0 || argc < 4 || strcmp(argv[3], "--") != 0 || !second || second + 1 >= argc) {
+        tsc_err("usage: teshim demo --pair PORT -- SERVER... -- CLIENT...");
+        return TSC_EXIT_USAGE;
+    }
+    argv[second] = NULL; /* ends the server's argv */
+    demo_own_groups = false;
+    pid_t srv = demo_spawn(argv + 4, NULL, NULL);
+    if (srv < 0)
+        return 1;
+    if (!demo_wait_listen(srv, port, 30)) {
+        tsc_err("demo --pair: the server did not listen on port %d", port);
+        demo_stop(srv);
+        return 1;
+    }
+    pid_t cli = demo_spawn(argv + second + 1, NULL, NULL);
+    int cst = cli > 0 ? demo_wait_limit(cli, 60) : -1;
+    /* A server whose client failed may wait for it forever. */
+    if (cst == -1 || !WIFEXITED(cst) || WEXITSTATUS(cst) != 0) {
+        demo_stop(srv);
+        return 1;
+    }
+    int sst = demo_wait_limit(srv, 10);
+    return sst != -1 && WIFEXITED(sst) && WEXITSTATUS(sst) == 0 ? 0 : 1;
 }

@@ -1,4 +1,14 @@
-/* teshim ab --plot: both arms' distributions as a self-contained SVG. */
+/*
+ * teshim ab --plot: both arms' distributions as a self-contained SVG, with
+ * B/A, its interval and the verdict under each panel and arm B's flag
+ * across the top.
+ *
+ * The value axis has round ticks (1-2-5 steps) and starts at 0 whenever
+ * every value is positive: a reader compares bar heights against the
+ * axis's origin, and an axis zoomed onto the data makes a 0.5 % difference
+ * fill the panel. The text elements a reader (or a test) looks for carry a
+ * class: tick, ratio, interval, verdict, method, flag.
+ */
 #include "tsc.h"
 #include "tsc_ab.h"
 #include "tsc_abstat.h"
@@ -8,11 +18,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PANEL_W 280
-#define PANEL_H 300
+#define PANEL_W 320
+#define PANEL_H 360
 #define PLOT_TOP 40 /* inside a panel: room for the panel title */
 #define PLOT_H 200
-#define AXIS_X 60
+#define AXIS_X 70
+#define MAX_TICKS 5
 
 static const char *const arm_color[2] = {"#1f77b4", "#d62728"};
 
@@ -32,13 +43,33 @@ static void xml_text(FILE *f, const char *s)
     }
 }
 
-/* Value to y inside a panel whose range is [lo, hi]. */
+/* <text> with a class, escaped content. */
+static void text_el(FILE *f, double x, double y, const char *cls, const char *attrs,
+                    const char *content)
+{
+    fprintf(f, "<text class=\"%s\" x=\"%.1f\" y=\"%.1f\"%s%s>", cls, x, y, attrs[0] ? " " : "",
+            attrs);
+    xml_text(f, content);
+    fprintf(f, "</text>\n");
+}
+
+/* Value to y inside a panel whose axis runs over [lo, hi]. */
 static double y_of(double v, double lo, double hi, double top)
 {
     return top + PLOT_TOP + PLOT_H - (v - lo) / (hi - lo) * PLOT_H;
 }
 
-static void panel(FILE *f, const struct tsc_ab_series *s, double x0, double top)
+/* Decimals that show every multiple of step exactly (none for step >= 1). */
+static int tick_decimals(double step)
+{
+    int d = (int)-floor(log10(step) + 1e-9);
+
+    return d > 0 ? d : 0;
+}
+
+/* The value axis: [lo, hi] to its ticks; lo is 0 when every value is
+ * positive. Returns the number of ticks (0: no values). */
+static size_t value_axis(const struct tsc_ab_series *s, double t[MAX_TICKS + 2], double *step)
 {
     double lo = INFINITY, hi = -INFINITY;
 
@@ -47,62 +78,120 @@ static void panel(FILE *f, const struct tsc_ab_series *s, double x0, double top)
             lo = fmin(lo, s->v[a][i]);
             hi = fmax(hi, s->v[a][i]);
         }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-weight=\"bold\">", x0 + AXIS_X, top + 12);
-    xml_text(f, s->name);
-    fprintf(f, "</text>\n<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">", x0 + AXIS_X, top + 28);
-    xml_text(f, s->unit);
-    fprintf(f, "%s%s is better</text>\n", s->unit[0] ? ", " : "",
-            s->lower_better ? "lower" : "higher");
-    if (!(lo <= hi)) {
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">no values</text>\n", x0 + AXIS_X,
-                top + PLOT_TOP + PLOT_H / 2);
+    if (!(lo <= hi))
+        return 0;
+    if (lo >= 0)
+        lo = 0;
+    if (hi <= 0 && lo < 0)
+        hi = 0;
+    if (hi == 0 && lo == 0)
+        hi = 1; /* every value 0 (a CPU time below the clock's tick): 0..1 */
+    return tsc_axis_ticks(lo, hi, MAX_TICKS, t, step);
+}
+
+static void arm_column(FILE *f, const struct tsc_ab_series *s, int a, double ax, double lo,
+                       double hi, double top)
+{
+    double cx = ax + 60 + a * 110;
+
+    fprintf(f,
+            "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">arm %c "
+            "(n=%zu)</text>\n",
+            cx, top + PLOT_TOP + PLOT_H + 20, arm_color[a], a ? 'B' : 'A', s->n[a]);
+    if (!s->n[a])
         return;
-    }
-    /* Pad the range so a constant series still has an axis. */
-    double pad = hi > lo ? (hi - lo) * 0.1 : (fabs(lo) > 0 ? fabs(lo) * 0.05 : 1);
-    lo -= pad;
-    hi += pad;
-    double ax = x0 + AXIS_X;
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n", ax,
-            top + PLOT_TOP, ax, top + PLOT_TOP + PLOT_H);
-    for (int t = 0; t <= 4; t++) {
-        double v = lo + (hi - lo) * t / 4.0;
-        double y = y_of(v, lo, hi, top);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ccc\"/>\n", ax,
-                y, x0 + PANEL_W - 10, y);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%.4g</text>\n",
-                ax - 4, y + 4, v);
-    }
-    for (int a = 0; a < 2; a++) {
-        double cx = ax + 50 + a * 100;
+    double mn = tsc_min(s->v[a], s->n[a]), mx = tsc_max(s->v[a], s->n[a]);
+    double med = tsc_median(s->v[a], s->n[a]);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", cx,
+            y_of(mn, lo, hi, top), cx, y_of(mx, lo, hi, top), arm_color[a]);
+    fprintf(f,
+            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+            "stroke-width=\"3\"/>\n",
+            cx - 25, y_of(med, lo, hi, top), cx + 25, y_of(med, lo, hi, top), arm_color[a]);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">%.4g</text>\n", cx + 27,
+            y_of(med, lo, hi, top) + 3, arm_color[a], med);
+    for (size_t i = 0; i < s->n[a]; i++) {
+        /* Spread the dots sideways, in run order, so equal values show. */
+        double dx = s->n[a] > 1 ? -18.0 + 36.0 * (double)i / (double)(s->n[a] - 1) : 0;
         fprintf(f,
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">arm %c "
-                "(n=%zu)</text>\n",
-                cx, top + PLOT_TOP + PLOT_H + 20, arm_color[a], a ? 'B' : 'A', s->n[a]);
-        if (!s->n[a])
-            continue;
-        double mn = tsc_min(s->v[a], s->n[a]), mx = tsc_max(s->v[a], s->n[a]);
-        double med = tsc_median(s->v[a], s->n[a]);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", cx,
-                y_of(mn, lo, hi, top), cx, y_of(mx, lo, hi, top), arm_color[a]);
-        fprintf(f,
-                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-                "stroke-width=\"3\"/>\n",
-                cx - 25, y_of(med, lo, hi, top), cx + 25, y_of(med, lo, hi, top), arm_color[a]);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">%.4g</text>\n",
-                cx + 27, y_of(med, lo, hi, top) + 3, arm_color[a], med);
-        for (size_t i = 0; i < s->n[a]; i++) {
-            /* Spread the dots sideways, in run order, so equal values show. */
-            double dx = s->n[a] > 1 ? -18.0 + 36.0 * (double)i / (double)(s->n[a] - 1) : 0;
-            fprintf(f,
-                    "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\" "
-                    "fill-opacity=\"0.6\"/>\n",
-                    cx + dx, y_of(s->v[a][i], lo, hi, top), arm_color[a]);
-        }
+                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\" "
+                "fill-opacity=\"0.6\"/>\n",
+                cx + dx, y_of(s->v[a][i], lo, hi, top), arm_color[a]);
     }
 }
 
-int tsc_ab_plot_svg(const char *path, const char *title, const struct tsc_ab_series *s, size_t ns)
+/* Under the panel: B/A, its interval, the verdict. */
+static void ratio_lines(FILE *f, const struct tsc_ab_series *s, double x, double y)
+{
+    char buf[256];
+    const struct tsc_ratio_ci *r = &s->ratio;
+
+    if (r->defined) {
+        snprintf(buf, sizeof(buf), "B/A = %.4f", r->ratio);
+        text_el(f, x, y, "ratio", "font-weight=\"bold\"", buf);
+        snprintf(buf, sizeof(buf), "95 %% interval [%.4f, %.4f]", r->lo, r->hi);
+    } else {
+        text_el(f, x, y, "ratio", "font-weight=\"bold\"", "B/A = n/a");
+        snprintf(buf, sizeof(buf), "95 %% interval: none (an arm has no values)");
+    }
+    text_el(f, x, y + 16, "interval", "font-size=\"12\"", buf);
+    bool none = strncmp(s->verdict, "no verdict", 10) == 0;
+    text_el(f, x, y + 32, "verdict",
+            none ? "font-size=\"12\" fill=\"#b00\"" : "font-size=\"12\" font-weight=\"bold\"",
+            s->verdict);
+}
+
+static void panel(FILE *f, const struct tsc_ab_series *s, double x0, double top)
+{
+    double t[MAX_TICKS + 2], step = 0;
+    char buf[160];
+    double ax = x0 + AXIS_X;
+
+    text_el(f, ax, top + 12, "measure", "font-weight=\"bold\"", s->name);
+    snprintf(buf, sizeof(buf), "%s%s%s is better", s->unit, s->unit[0] ? ", " : "",
+             s->lower_better ? "lower" : "higher");
+    text_el(f, ax, top + 28, "unit", "font-size=\"11\"", buf);
+    size_t nt = value_axis(s, t, &step);
+    if (nt < 2) {
+        text_el(f, ax, top + PLOT_TOP + PLOT_H / 2, "novalues", "", "no values");
+        ratio_lines(f, s, x0 + 10, top + PLOT_TOP + PLOT_H + 46);
+        return;
+    }
+    double lo = t[0], hi = t[nt - 1];
+    int dec = tick_decimals(step);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n", ax,
+            top + PLOT_TOP, ax, top + PLOT_TOP + PLOT_H);
+    for (size_t k = 0; k < nt; k++) {
+        double y = y_of(t[k], lo, hi, top);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ccc\"/>\n", ax,
+                y, x0 + PANEL_W - 10, y);
+        snprintf(buf, sizeof(buf), "%.*f", dec, t[k] == 0 ? 0.0 : t[k]);
+        text_el(f, ax - 4, y + 4, "tick", "text-anchor=\"end\" font-size=\"11\"", buf);
+    }
+    for (int a = 0; a < 2; a++)
+        arm_column(f, s, a, ax, lo, hi, top);
+    ratio_lines(f, s, x0 + 10, top + PLOT_TOP + PLOT_H + 46);
+}
+
+/* One <text> per line: SVG does not wrap. Returns the lines written. */
+static unsigned text_lines(FILE *f, const char *text, double y0, const char *cls)
+{
+    const char *line = text;
+    unsigned l = 0;
+
+    while (*line) {
+        size_t n = strcspn(line, "\n");
+        char buf[1024];
+        snprintf(buf, sizeof(buf), "%.*s", (int)(n < sizeof(buf) ? n : sizeof(buf) - 1), line);
+        text_el(f, 10, y0 + 16.0 * l, cls, l ? "font-size=\"12\"" : "font-size=\"15\"", buf);
+        line += n + (line[n] == '\n');
+        l++;
+    }
+    return l;
+}
+
+int tsc_ab_plot_svg(const char *path, const char *title, const char *method, const char *flag,
+                    const struct tsc_ab_series *s, size_t ns)
 {
     FILE *f = fopen(path, "we");
     int rc = 0;
@@ -115,29 +204,29 @@ int tsc_ab_plot_svg(const char *path, const char *title, const struct tsc_ab_ser
     unsigned lines = 1;
     for (const char *c = title; *c; c++)
         lines += *c == '\n';
-    double top = 20.0 + 16.0 * lines + 24.0;
+    double top = 22.0 + 16.0 * (lines + 3) + 10;
     double w = PANEL_W * (double)(ns ? ns : 1) + 20, h = top + PANEL_H;
+    /* SVG does not wrap: a long flag widens the picture (about 7 px a character). */
+    if (flag && 7.0 * (double)strlen(flag) + 20 > w)
+        w = 7.0 * (double)strlen(flag) + 20;
     fprintf(f,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
             "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"13\">\n"
             "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
             w, h, w, h);
-    /* One <text> per line of the title: SVG does not wrap. */
-    const char *line = title;
-    for (unsigned l = 0; l < lines; l++) {
-        size_t n = strcspn(line, "\n");
-        char buf[1024];
-        snprintf(buf, sizeof(buf), "%.*s", (int)(n < sizeof(buf) ? n : sizeof(buf) - 1), line);
-        fprintf(f, "<text x=\"10\" y=\"%.0f\" font-size=\"%d\">", 22.0 + 16.0 * l, l ? 12 : 15);
-        xml_text(f, buf);
-        fprintf(f, "</text>\n");
-        line += n + (line[n] == '\n');
-    }
-    fprintf(f,
-            "<text x=\"10\" y=\"%.0f\" font-size=\"11\" fill=\"#555\">dots: runs in order; "
-            "thick bar: median (value beside it); line: min to max</text>\n",
-            22.0 + 16.0 * lines);
+    text_lines(f, title, 22.0, "title");
+    double y = 22.0 + 16.0 * lines;
+    if (flag)
+        text_el(f, 10, y, "flag", "font-size=\"12\" font-weight=\"bold\" fill=\"#b00\"", flag);
+    else
+        text_el(f, 10, y, "flag", "font-size=\"12\" fill=\"#555\"",
+                "not flagged: arm B applied its policy");
+    char buf[256];
+    snprintf(buf, sizeof(buf), "B/A: ratio of the medians; interval: %s", method);
+    text_el(f, 10, y + 16, "method", "font-size=\"11\" fill=\"#555\"", buf);
+    text_el(f, 10, y + 32, "legend", "font-size=\"11\" fill=\"#555\"",
+            "dots: runs in order; thick bar: median (value beside it); line: min to max");
     for (size_t i = 0; i < ns; i++)
         panel(f, &s[i], 10 + PANEL_W * (double)i, top);
     fprintf(f, "</svg>\n");

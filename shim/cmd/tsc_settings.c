@@ -22,21 +22,21 @@ bool tsc_from_cli(int p)
     return p >= 0 && p < POL_NPARAMS && tsc_cli_set[p];
 }
 
-int tsc_apply_set(const char *kv)
+int tsc_check_set(const char *kv, const char *what)
 {
     const char *eq = strchr(kv, '=');
     char key[128];
     int p;
 
     if (!eq || eq == kv) {
-        tsc_err("--set %s: expected key=value", kv);
+        tsc_err("%s %s: expected key=value", what, kv);
         return -1;
     }
     snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
     p = pol_find_key(key);
     if (p < 0) {
         const char *s = pol_suggest(key, false);
-        tsc_err("--set: unknown key '%s'%s%s%s", key, s ? " (did you mean '" : "", s ? s : "",
+        tsc_err("%s: unknown key '%s'%s%s%s", what, key, s ? " (did you mean '" : "", s ? s : "",
                 s ? "'?)" : "");
         return -1;
     }
@@ -44,16 +44,25 @@ int tsc_apply_set(const char *kv)
     if (rc) {
         const struct pol_param_info *pi = &pol_params[p];
         if (pi->type == POL_T_ENUM)
-            tsc_err("--set %s: '%s' is not one of %s", key, eq + 1, pi->choices);
+            tsc_err("%s %s: '%s' is not one of %s", what, key, eq + 1, pi->choices);
         else if (pi->type == POL_T_BOOL)
-            tsc_err("--set %s: '%s' is not on or off", key, eq + 1);
+            tsc_err("%s %s: '%s' is not on or off", what, key, eq + 1);
         else
-            tsc_err("--set %s: '%s' is %s (accepted %lld..%lld%s%s)", key, eq + 1,
+            tsc_err("%s %s: '%s' is %s (accepted %lld..%lld%s%s)", what, key, eq + 1,
                     rc == -ERANGE ? "out of range" : "not a number", (long long)pi->min,
                     (long long)pi->max, pi->choices[0] ? " or " : "", pi->choices);
         return -1;
     }
-    if (setenv(pol_params[p].env, eq + 1, 1) != 0) {
+    return p;
+}
+
+int tsc_apply_set(const char *kv)
+{
+    int p = tsc_check_set(kv, "--set");
+
+    if (p < 0)
+        return -1;
+    if (setenv(pol_params[p].env, strchr(kv, '=') + 1, 1) != 0) {
         tsc_err("setenv %s: %s", pol_params[p].env, strerror(errno));
         return -1;
     }
@@ -83,14 +92,13 @@ int tsc_settings_option(int argc, char **argv, int *i)
         setenv("TESHIM_CONFIG", val, 1);
         return 1;
     }
-    bool known = false;
-    for (size_t k = 0; k < pol_nprofiles; k++)
-        known |= strcmp(pol_profiles[k].name, val) == 0;
-    if (!known)
+    if (!tsc_profile_shipped(val)) {
+        const char *near = pol_suggest_profile(val);
         fprintf(stderr,
-                "teshim: note: profile '%s' is not shipped; it must be a [profile %s] "
+                "teshim: note: profile '%s' is not shipped%s%s%s; it must be a [profile %s] "
                 "section of the config file\n",
-                val, val);
+                val, near ? " (nearest: " : "", near ? near : "", near ? ")" : "", val);
+    }
     setenv("TESHIM_PROFILE", val, 1);
     tsc_cli_set[POL_PROFILE] = true;
     return 1;
@@ -178,17 +186,31 @@ static void tsc_diag(void *arg, enum pol_log_level level, const char *msg)
         fprintf(stderr, "teshim: %s\n", msg);
 }
 
-unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet)
+bool tsc_profile_shipped(const char *name)
+{
+    for (size_t k = 0; k < pol_nprofiles; k++)
+        if (pol_profiles[k].name && strcmp(pol_profiles[k].name, name) == 0)
+            return true;
+    return false;
+}
+
+static unsigned load_policy_env(struct pol_config *cfg, char *const *env, const char *program,
+                                bool quiet)
 {
     struct utsname un;
     struct pol_sources src = {0};
 
-    src.environ = environ;
+    src.environ = env;
     src.program = program;
     src.host = uname(&un) == 0 ? un.nodename : "unknown";
     src.diag = tsc_diag;
     src.diag_arg = &quiet;
     return pol_load(cfg, &src);
+}
+
+unsigned tsc_load_policy(struct pol_config *cfg, const char *program, bool quiet)
+{
+    return load_policy_env(cfg, environ, program, quiet);
 }
 
 unsigned tsc_policy_problems(const struct pol_config *cfg, const char *what)
@@ -217,10 +239,15 @@ unsigned tsc_policy_problems(const struct pol_config *cfg, const char *what)
     return 0;
 }
 
-unsigned tsc_check_policy(const char *program, bool quiet)
+unsigned tsc_check_policy_env(char *const *env, const char *program, bool quiet)
 {
     struct pol_config cfg;
-    unsigned n = tsc_load_policy(&cfg, program, quiet);
+    unsigned n = load_policy_env(&cfg, env, program, quiet);
 
     return n + tsc_policy_problems(&cfg, "configuration");
+}
+
+unsigned tsc_check_policy(const char *program, bool quiet)
+{
+    return tsc_check_policy_env(environ, program, quiet);
 }

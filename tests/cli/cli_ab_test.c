@@ -90,14 +90,14 @@ END_TEST
 START_TEST(policy_applied_in_b_only)
 {
     char *dir = cli_tmpdir(), *json = path_in(dir, "ab.json"), *out;
-    const char *args[] = {"-n", "2", "--set", "rdma.traffic_class=106", "--json", json, NULL};
+    const char *args[] = {"-n", "5", "--set", "rdma.traffic_class=106", "--json", json, NULL};
     const char *host[] = {"--fork", "--modify-qp", "5", NULL};
 
     int st = ab(args, host, &out);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
-    ck_assert_msg(strstr(out, "arm B: 4 reports from 2 of 2 runs; 20 hooked calls, 20 injected"),
+    ck_assert_msg(strstr(out, "arm B: 10 reports from 5 of 5 runs; 50 hooked calls, 50 injected"),
                   "%s", out);
-    ck_assert_msg(strstr(out, "arm A: 4 reports from 2 of 2 runs; 20 hooked calls, 0 injected"),
+    ck_assert_msg(strstr(out, "arm A: 10 reports from 5 of 5 runs; 50 hooked calls, 0 injected"),
                   "%s", out);
     ck_assert_ptr_null(strstr(out, "FLAGGED"));
     struct tsc_json *j = load_json(json);
@@ -123,8 +123,10 @@ START_TEST(reports_kept_without_configuration_warnings)
                           NULL};
     const char *host[] = {"--modify-qp", "1", NULL};
 
+    /* One run per arm gives no verdict: exit status 1, the reports kept. */
     int st = ab(args, host, &out);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s", out);
+    ck_assert_msg(strstr(out, "no verdict: 1 run per arm, at least 5 needed"), "%s", out);
     const char *runs[] = {"A-1", "B-1"};
     for (int r = 0; r < 2; r++) {
         char *sub = path_in(rep, runs[r]);
@@ -224,15 +226,220 @@ START_TEST(metric_parsed_and_ratio_interval)
     ck_assert(lo <= ratio && ratio <= hi);
     ck_assert(lo > 1.99 && hi < 2.01);
     ck_assert_str_eq(tsc_json_str(m, "verdict", ""), "B better (higher)");
+    ck_assert_int_eq((int)tsc_json_num(m, "has_verdict", -1), 1);
+    ck_assert_str_eq(tsc_json_str(j, "interval", ""),
+                     "95 % percentile-bootstrap interval of the B/A ratio of medians");
+    ck_assert_int_eq((int)tsc_json_num(j, "min_runs_per_arm", 0), 5);
     tsc_json_free(j);
-    char *pic = cli_slurp(svg);
-    ck_assert_ptr_nonnull(pic);
-    ck_assert_ptr_nonnull(strstr(pic, "<svg"));
-    ck_assert_ptr_nonnull(strstr(pic, "</svg>"));
-    free(pic);
+    /* The table states the method beside the interval. */
+    ck_assert_msg(strstr(out, "B/A and its interval: 95 % percentile-bootstrap interval of the B/A "
+                              "ratio of medians"),
+                  "%s", out);
+    ck_assert_msg(strstr(out, "95% CI [") && strstr(out, "B better (higher), higher is better"),
+                  "%s", out);
     free(out);
     free(json);
     free(svg);
+    cli_rmtree(dir);
+}
+END_TEST
+
+/* Fewer than 5 runs per arm: the table, the JSON and the exit status say
+ * there is no verdict, even for a twofold difference. */
+START_TEST(no_verdict_below_minimum_runs)
+{
+    char *dir = cli_tmpdir(), *json = path_in(dir, "ab.json"), *out;
+    const char *args[] = {"-n",     "4",  "--metric", METRIC_RE, "--set", "rdma.traffic_class=106",
+                          "--json", json, NULL};
+    const char *host[] = {"--modify-qp", "1", "--metric", "100,200", NULL};
+
+    int st = ab(args, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s", out);
+    ck_assert_msg(strstr(out, "-n 4: below 5 runs per arm ab gives no verdict"), "%s", out);
+    ck_assert_msg(strstr(out, "no verdict: 4 runs per arm, at least 5 needed"), "%s", out);
+    ck_assert_ptr_null(strstr(out, "B better"));
+    struct tsc_json *j = load_json(json);
+    const struct tsc_json *m = tsc_json_get(tsc_json_get(j, "summary"), "metric");
+    ck_assert_str_eq(tsc_json_str(m, "verdict", ""),
+                     "no verdict: 4 runs per arm, at least 5 needed");
+    ck_assert_int_eq((int)tsc_json_num(m, "has_verdict", -1), 0);
+    tsc_json_free(j);
+    free(out);
+
+    /* Failed runs count against the minimum: 5 runs, one failure in A. */
+    const char *args5[] = {"-n", "5", "--metric", METRIC_RE, "--set", "rdma.traffic_class=106",
+                           NULL};
+    const char *host5[] = {"--modify-qp", "1", "--metric", "100,200", "--exit", "A:3:4", NULL};
+    st = ab(args5, host5, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s", out);
+    ck_assert_msg(strstr(out, "no verdict: 4 runs in arm A and 5 in arm B, at least 5 per arm "
+                              "needed"),
+                  "%s", out);
+    free(out);
+    free(json);
+    cli_rmtree(dir);
+}
+END_TEST
+
+/* A flagged arm B gets no verdict, however clear the difference. */
+START_TEST(no_verdict_for_flagged_b)
+{
+    char *dir = cli_tmpdir(), *json = path_in(dir, "ab.json"), *out;
+    const char *args[] = {"-n",      "5",          "--metric",
+                          METRIC_RE, "--policy-b", "set:log.level=error",
+                          "--json",  json,         NULL};
+    const char *host[] = {"--modify-qp", "1", "--metric", "100,200", NULL};
+
+    int st = ab(args, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s", out);
+    ck_assert_msg(strstr(out, "FLAGGED: policy injected nothing in arm B"), "%s", out);
+    ck_assert_msg(strstr(out, "no verdict: arm B is flagged"), "%s", out);
+    ck_assert_ptr_null(strstr(out, "B better"));
+    struct tsc_json *j = load_json(json);
+    ck_assert_int_eq((int)tsc_json_num(j, "b_flagged", -1), 1);
+    const struct tsc_json *m = tsc_json_get(tsc_json_get(j, "summary"), "metric");
+    ck_assert_int_eq((int)tsc_json_num(m, "has_verdict", -1), 0);
+    tsc_json_free(j);
+    free(out);
+    free(json);
+    cli_rmtree(dir);
+}
+END_TEST
+
+/* The contents of the <text class="CLS" ...> elements of an SVG, in order;
+ * returns how many (at most max). */
+static int svg_texts(const char *svg, const char *cls, char out[][256], int max)
+{
+    char want[64];
+    int n = 0;
+
+    snprintf(want, sizeof(want), "<text class=\"%s\"", cls);
+    for (const char *p = strstr(svg, want); p && n < max; p = strstr(p + 1, want)) {
+        const char *b = strchr(p, '>'), *e = b ? strstr(b, "</text>") : NULL;
+        ck_assert_msg(b && e, "unterminated <text> in the SVG");
+        snprintf(out[n++], 256, "%.*s", (int)(e - b - 1), b + 1);
+    }
+    return n;
+}
+
+/* Every panel's ticks: from 0 (all values here are positive), equal steps
+ * of 1, 2 or 5 times a power of ten, at most 7 of them. Returns the
+ * panels; top[] gets each panel's last tick. */
+static int check_svg_axes(const char *svg, double *top, int max_panels)
+{
+    char t[64][256];
+    int n = svg_texts(svg, "tick", t, 64), panels = 0, in_panel = 0;
+    double prev = 0, step = 0;
+
+    ck_assert_int_ge(n, 2);
+    for (int i = 0; i < n; i++) {
+        char *end;
+        double v = strtod(t[i], &end);
+        ck_assert_msg(*end == '\0', "tick '%s' is not a number", t[i]);
+        if (i == 0 || v <= prev) { /* a new panel starts at its lowest tick */
+            ck_assert_msg(v == 0, "panel %d's axis starts at %s, not 0", panels + 1, t[i]);
+            ck_assert_int_lt(panels, max_panels);
+            panels++;
+            in_panel = 1;
+            step = 0;
+        } else {
+            double d = v - prev;
+            if (step == 0) {
+                step = d;
+                double mant = step / pow(10, floor(log10(step) + 1e-9));
+                ck_assert_msg(fabs(mant - 1) < 1e-6 || fabs(mant - 2) < 1e-6 ||
+                                  fabs(mant - 5) < 1e-6,
+                              "tick step %g is not 1, 2 or 5 times a power of ten", step);
+            }
+            ck_assert_msg(fabs(d - step) < step * 1e-6, "uneven ticks: %g then %g", step, d);
+            ck_assert_msg(fabs(v / step - round(v / step)) < 1e-6, "tick %s not round", t[i]);
+            ck_assert_int_le(++in_panel, 7);
+        }
+        top[panels - 1] = v;
+        prev = v;
+    }
+    return panels;
+}
+
+/* The picture: B/A, its interval and the method, the flag, and value axes
+ * from 0 with round ticks, so a 0.5 % difference looks like one. */
+START_TEST(svg_ratio_interval_flag_round_axis_from_zero)
+{
+    char *dir = cli_tmpdir(), *svg = path_in(dir, "ab.svg"), *out, t[8][256];
+    const char *args[] = {"-n",     "5", "--metric", METRIC_RE, "--set", "rdma.traffic_class=106",
+                          "--plot", svg, NULL};
+    const char *host[] = {"--modify-qp", "1", "--metric", "1000,1005", NULL};
+    double top[4];
+
+    int st = ab(args, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+    free(out);
+    char *pic = cli_slurp(svg);
+    ck_assert_ptr_nonnull(pic);
+    ck_assert_msg(strstr(pic, "<svg") && strstr(pic, "</svg>"), "%s", pic);
+    ck_assert_int_eq(check_svg_axes(pic, top, 4), 4); /* metric, wall, cpu, RSS */
+    /* The metric (about 1000 and 1005) on 0..1500, not zoomed onto 1000..1005. */
+    ck_assert_double_eq(top[0], 1500);
+    ck_assert_int_eq(svg_texts(pic, "ratio", t, 8), 4);
+    ck_assert_str_eq(t[0], "B/A = 1.0050");
+    ck_assert_int_eq(svg_texts(pic, "interval", t, 8), 4);
+    ck_assert_msg(strncmp(t[0], "95 % interval [1.00", 19) == 0, "%s", t[0]);
+    ck_assert_int_eq(svg_texts(pic, "verdict", t, 8), 4);
+    ck_assert_str_eq(t[0], "B better (higher)");
+    ck_assert_int_eq(svg_texts(pic, "method", t, 8), 1);
+    ck_assert_msg(strstr(t[0], "95 % percentile-bootstrap interval of the B/A ratio of medians"),
+                  "%s", t[0]);
+    ck_assert_int_eq(svg_texts(pic, "flag", t, 8), 1);
+    ck_assert_str_eq(t[0], "not flagged: arm B applied its policy");
+    free(pic);
+
+    /* A flagged B: the flag across the top, no verdict in any panel. */
+    const char *flagged[] = {
+        "-n", "5", "--metric", METRIC_RE, "--policy-b", "set:log.level=error", "--plot", svg, NULL};
+    st = ab(flagged, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s", out);
+    free(out);
+    pic = cli_slurp(svg);
+    ck_assert_ptr_nonnull(pic);
+    ck_assert_int_eq(svg_texts(pic, "flag", t, 8), 1);
+    ck_assert_msg(strncmp(t[0], "FLAGGED: policy injected nothing in arm B", 41) == 0, "%s", t[0]);
+    ck_assert_int_eq(svg_texts(pic, "verdict", t, 8), 4);
+    for (int i = 0; i < 4; i++)
+        ck_assert_str_eq(t[i], "no verdict: arm B is flagged (it applied no policy)");
+    free(pic);
+    free(svg);
+    cli_rmtree(dir);
+}
+END_TEST
+
+/* A profile typo stops ab before any run, naming the nearest profile. */
+START_TEST(unknown_profile_refused_before_running)
+{
+    char *dir = cli_tmpdir(), *rec = path_in(dir, "order"), *out;
+    const char *typo[] = {"--profile", "rdma-ro", NULL};
+    const char *typo_b[] = {"--policy-b", "profile:tcp-qo", NULL};
+    const char *unscoped[] = {"--policy-b", "profile:tcp-qos", NULL};
+    const char *host[] = {"--record", rec, NULL};
+
+    int st = ab(typo, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s", out);
+    ck_assert_msg(strstr(out, "profile 'rdma-ro' not found") &&
+                      strstr(out, "did you mean 'rdma-ro-tc'?"),
+                  "%s", out);
+    ck_assert_msg(strstr(out, "ab: arm B: 1 problem above in its policy; nothing was run"), "%s",
+                  out);
+    free(out);
+    st = ab(typo_b, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s", out);
+    ck_assert_msg(strstr(out, "did you mean 'tcp-qos'?"), "%s", out);
+    free(out);
+    /* A profile that loads but can apply nothing (no socket in scope). */
+    st = ab(unscoped, host, &out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s", out);
+    ck_assert_msg(strstr(out, "tcp.ports and tcp.peers are empty"), "%s", out);
+    free(out);
+    ck_assert_msg(access(rec, F_OK) != 0, "the command ran");
+    free(rec);
     cli_rmtree(dir);
 }
 END_TEST
@@ -384,6 +591,10 @@ int main(void)
     tcase_add_test(tc, b_in_observe_mode_is_flagged);
     tcase_add_test(tc, b_without_reports_is_flagged);
     tcase_add_test(tc, metric_parsed_and_ratio_interval);
+    tcase_add_test(tc, no_verdict_below_minimum_runs);
+    tcase_add_test(tc, no_verdict_for_flagged_b);
+    tcase_add_test(tc, unknown_profile_refused_before_running);
+    tcase_add_test(tc, svg_ratio_interval_flag_round_axis_from_zero);
     tcase_add_test(tc, missing_metric_and_failures_reported);
     tcase_add_test(tc, command_not_found_is_an_error_not_a_crash);
     tcase_add_test(tc, bad_policy_spec_is_a_usage_error);

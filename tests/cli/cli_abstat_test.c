@@ -186,6 +186,45 @@ START_TEST(metric_missing)
 }
 END_TEST
 
+/* Ticks are multiples of a 1-2-5 step, cover the range, at most 5 intervals. */
+static void check_ticks(double lo, double hi, double want_step, double want_first, double want_last)
+{
+    double t[7], step = 0;
+    size_t n = tsc_axis_ticks(lo, hi, 5, t, &step);
+
+    ck_assert_msg(n >= 2 && n <= 7, "[%g, %g]: %zu ticks", lo, hi, n);
+    ck_assert_double_eq_tol(step, want_step, want_step * 1e-9);
+    ck_assert_double_eq_tol(t[0], want_first, want_step * 1e-9);
+    ck_assert_double_eq_tol(t[n - 1], want_last, want_step * 1e-9);
+    ck_assert(t[0] <= lo && t[n - 1] >= hi);
+    double mant = step / pow(10, floor(log10(step) + 1e-9));
+    ck_assert_msg(fabs(mant - 1) < 1e-9 || fabs(mant - 2) < 1e-9 || fabs(mant - 5) < 1e-9,
+                  "step %g", step);
+    for (size_t k = 0; k < n; k++) {
+        double q = t[k] / step;
+        ck_assert_msg(fabs(q - round(q)) < 1e-6, "tick %g not a multiple of %g", t[k], step);
+    }
+}
+
+START_TEST(axis_ticks_round_1_2_5)
+{
+    check_ticks(0, 200.005, 50, 0, 250);
+    check_ticks(0, 1005, 500, 0, 1500);
+    check_ticks(0, 0.00297, 0.001, 0, 0.003);
+    check_ticks(0, 1, 0.2, 0, 1);
+    check_ticks(0, 7.3, 2, 0, 8);
+    check_ticks(-3, 4, 2, -4, 4);
+    check_ticks(995, 1005, 5, 995, 1005);
+    check_ticks(996, 1003, 2, 996, 1004);
+    check_ticks(5, 5, 0.5, 4.5, 5.5); /* one value: widened by a tenth */
+    double t[7], step;
+    ck_assert_uint_eq(tsc_axis_ticks(1, 0, 5, t, &step), 0);
+    ck_assert_uint_eq(tsc_axis_ticks(0, INFINITY, 5, t, &step), 0);
+    ck_assert_uint_eq(tsc_axis_ticks(0, NAN, 5, t, &step), 0);
+    ck_assert_uint_eq(tsc_axis_ticks(0, 1, 0, t, &step), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_abstat");
@@ -203,6 +242,7 @@ int main(void)
     tcase_add_test(tc, metric_first_number_of_match);
     tcase_add_test(tc, metric_sign_exponent_no_hex);
     tcase_add_test(tc, metric_missing);
+    tcase_add_test(tc, axis_ticks_round_1_2_5);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

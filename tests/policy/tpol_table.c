@@ -100,6 +100,11 @@ START_TEST(suggest)
     ck_assert_str_eq(pol_suggest("TESHIM_RDMA_SERVICELEVEL", true), "TESHIM_RDMA_SERVICE_LEVEL");
     ck_assert_str_eq(pol_suggest("teshim_disable", true), "TESHIM_DISABLE");
     ck_assert_ptr_null(pol_suggest("zzzzzzzzzzzzzzzzzzzzzzzzzzzz", false));
+    /* Profiles: a cut-short name, a dropped letter, a longer name. */
+    ck_assert_str_eq(pol_suggest_profile("rdma-ro"), "rdma-ro-tc");
+    ck_assert_str_eq(pol_suggest_profile("tcp-qo"), "tcp-qos");
+    ck_assert_str_eq(pol_suggest_profile("observer"), "observe");
+    ck_assert_str_eq(pol_suggest_profile("cuda-pined"), "cuda-pinned");
 }
 END_TEST
 

@@ -137,6 +137,8 @@ void emu_rec_i64(struct emu_rec *r, const char *key, int64_t val);
 void emu_rec_hex(struct emu_rec *r, const char *key, const uint8_t *bytes, size_t n);
 void emu_rec_end(struct emu_rec *r);
 void emu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* emu_sysfs.c: the devices' PCIe config space under $VERBS_EMU_SYSFS. */
+void emu_sysfs_publish(int ndevices);
 void emu_stub_called(const char *symbol);
 
 /* emu_cq.c */

@@ -81,6 +81,7 @@ static void emu_devices_init(void)
         snprintf(d->dev.ibdev_path, sizeof(d->dev.ibdev_path), EMU_SYSFS_ROOT "emu%d", i);
     }
     emu_ndevices = n;
+    emu_sysfs_publish(n);
 }
 
 static void emu_devices_ready(void)
