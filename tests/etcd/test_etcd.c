@@ -9,109 +9,10 @@
  * leaves open segments working. Without an etcd binary the suite exits 77
  * (skipped) saying so.
  */
-#include "eng_test.h"
-
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdint.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
+#include "etcd_test.h"
 
 #define BUF (1 << 20)
 #define HALF (BUF / 2)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* ---- a real etcd --------------------------------------------------------- */
-
-struct etcd {
-    pid_t pid;
-    char dir[64];
-    char spec[64]; /* etcd://127.0.0.1:PORT */
-};
-
-static struct teshim_engine_opts opts(const char *spec, const char *name, bool listen)
-{
-    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, listen);
-    o.metadata = spec;
-    o.local_name = name;
-    o.no_policy = false; /* engine.etcd.ttl_s from the environment */
-    return o;
-}
-
-static void etcd_start(struct etcd *s)
-{
-    char data[128], log[128], curl[64], purl[64];
-    int port = free_port(), peer = free_port();
-    double t0 = now_s();
-
-    strcpy(s->dir, "/tmp/teshim-etcd-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(s->dir));
-    snprintf(data, sizeof(data), "%s/data", s->dir);
-    snprintf(log, sizeof(log), "%s/etcd.log", s->dir);
-    snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", port);
-    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", peer);
-    snprintf(s->spec, sizeof(s->spec), "etcd://127.0.0.1:%d", port);
-    s->pid = fork();
-    ck_assert_int_ge(s->pid, 0);
-    if (!s->pid) {
-        char cluster[96];
-        snprintf(cluster, sizeof(cluster), "t=%s", purl);
-        if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
-            _exit(126);
-        execlp("etcd", "etcd", "--name", "t", "--data-dir", data, "--listen-client-urls", curl,
-               "--advertise-client-urls", curl, "--listen-peer-urls", purl,
-               "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster, (char *)NULL);
-        _exit(127);
-    }
-    /* ready when an engine can reach it (its probe waits for a leader) */
-    for (;;) {
-        struct teshim_engine_opts o = opts(s->spec, "probe", false);
-        struct teshim_engine *e;
-        struct eng_test_log l = eng_test_log_capture();
-        int ret = teshim_engine_create(&o, &e);
-        eng_test_log_release(&l);
-        if (!ret) {
-            teshim_engine_destroy(e);
-            return;
-        }
-        ck_assert_msg(now_s() - t0 < 20, "etcd did not start within 20 s (see %s)", log);
-        usleep(100000);
-    }
-}
-
-static void etcd_stop(struct etcd *s)
-{
-    char cmd[96];
-
-    if (s->pid > 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-    }
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
 
 /* ---- the target: another process serving 1 MiB under a name -------------- */
 
@@ -126,7 +27,8 @@ struct answer {
     uint64_t sum;
 };
 
-static void target_main(const char *spec, const char *name, uint32_t seed, int cmd, int ans)
+static _Noreturn void target_main(const char *spec, const char *name, uint32_t seed, int cmd,
+                                  int ans)
 {
     struct teshim_engine_opts o = opts(spec, name, true);
     struct teshim_engine *e;
@@ -143,7 +45,14 @@ static void target_main(const char *spec, const char *name, uint32_t seed, int c
             teshim_engine_destroy(e);
             _exit(0);
         }
-        a.sum = eng_test_sum(buf + HALF, HALF); /* 'v': the second half */
+        /* 'v': the second half, unregistered meanwhile: unregister waits
+         * for the peer requests using it (their writes come before the
+         * sum), register orders the sum before the next ones */
+        if (teshim_unregister(e, buf))
+            _exit(1);
+        a.sum = eng_test_sum(buf + HALF, HALF);
+        if (teshim_register(e, buf, BUF, "cpu", true))
+            _exit(1);
         if (write(ans, &a, sizeof(a)) != sizeof(a))
             _exit(1);
     }
@@ -159,10 +68,16 @@ static void target_start(struct target *t, const char *spec, const char *name, u
     ck_assert_int_eq(pipe(a), 0);
     t->pid = fork();
     ck_assert_int_ge(t->pid, 0);
-    if (!t->pid) {
+    if (!t->pid) { /* a fresh process (no engine threads of ours in it) */
+        char sd[16], cf[16], af[16];
         close(c[1]);
         close(a[0]);
-        target_main(spec, name, seed, c[0], a[1]);
+        snprintf(sd, sizeof(sd), "%u", seed);
+        snprintf(cf, sizeof(cf), "%d", c[0]);
+        snprintf(af, sizeof(af), "%d", a[1]);
+        execl("/proc/self/exe", "check_engine_etcd", "--target", spec, name, sd, cf, af,
+              (char *)NULL);
+        _exit(127);
     }
     close(c[0]);
     close(a[1]);
@@ -263,12 +178,6 @@ static void ini_close(struct ini *in)
 {
     teshim_engine_destroy(in->e);
     free(in->buf);
-}
-
-static void ttl(const char *s)
-{
-    setenv("TESHIM_CONFIG", "/dev/null", 1);
-    setenv("TESHIM_ENGINE_ETCD_TTL_S", s, 1);
 }
 
 /* ---- the tests ------------------------------------------------------------ */
@@ -472,12 +381,12 @@ START_TEST(host_port_names_open_directly)
 }
 END_TEST
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (system("command -v etcd >/dev/null 2>&1")) {
-        printf("SKIP: no etcd binary on PATH (Debian package etcd-server; scripts/deps.sh)\n");
+    if (argc == 7 && !strcmp(argv[1], "--target"))
+        target_main(argv[2], argv[3], (uint32_t)atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+    if (etcd_missing())
         return 77;
-    }
     Suite *s = suite_create("etcd");
     TCase *tc = tcase_create("etcd");
     tcase_set_timeout(tc, 90);
