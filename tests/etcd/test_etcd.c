@@ -197,6 +197,11 @@ START_TEST(by_name_checksum_then_kill9_lease_expiry)
     ini_open(&in, s.spec, "tgt");
     ini_roundtrip(&in, &t, 12);
     ck_assert_str_eq(teshim_segment_transport(in.e, in.seg), "tcp");
+    /* alive past two TTLs: the lease is kept, the name still resolves */
+    for (double t0 = now_s(); now_s() - t0 < 4.5;)
+        ini_roundtrip(&in, &t, 13);
+    ck_assert_int_eq(teshim_segment_open(in.e, "tgt", &again), 0);
+    ck_assert_int_eq(teshim_segment_close(in.e, again), 0);
     target_kill(&t);
     l = eng_test_log_capture();
     int ret = ini_until_refused(&in, 15, &secs);
