@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -68,7 +69,8 @@ static inline void etcd_start(struct etcd *s)
     if (!s->pid) {
         char cluster[96];
         snprintf(cluster, sizeof(cluster), "t=%s", purl);
-        if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
+        /* dies with the test, even one that fails before etcd_stop */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) || !freopen(log, "w", stdout) || dup2(1, 2) < 0)
             _exit(126);
         execlp("etcd", "etcd", "--name", "t", "--data-dir", data, "--listen-client-urls", curl,
                "--advertise-client-urls", curl, "--listen-peer-urls", purl,

@@ -72,6 +72,7 @@ static void target_start(struct target *t, const char *spec, const char *name, u
         char sd[16], cf[16], af[16];
         close(c[1]);
         close(a[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         snprintf(sd, sizeof(sd), "%u", seed);
         snprintf(cf, sizeof(cf), "%d", c[0]);
         snprintf(af, sizeof(af), "%d", a[1]);
