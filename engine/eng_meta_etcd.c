@@ -291,22 +291,47 @@ static int rec_decode(struct json_object *kv, struct eng_meta_rec *r)
     return ret;
 }
 
+/* ms from now on CLOCK_MONOTONIC (the clock of the condition variables). */
+static struct timespec deadline_in(long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += ms % 1000 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 /* ---- the lease and the published record --------------------------------- */
+
+/* POST {"field":"v"} to path; the answer's number at a(.b) in *out (0 when
+ * missing: an expired lease has no TTL). */
+static int etcd_post_num(struct etcd *e, const char *path, const char *field, long long v,
+                         const char *a, const char *b, int64_t *out, char *why)
+{
+    char body[96];
+    struct json_object *ans;
+    int ret;
+
+    snprintf(body, sizeof(body), "{\"%s\":\"%lld\"}", field, v);
+    ret = etcd_post(e, path, body, &ans, why);
+    if (ret)
+        return ret;
+    *out = json_object_get_int64(jget(ans, a, b));
+    json_object_put(ans);
+    return 0;
+}
 
 static int lease_grant(struct etcd *e, char *why)
 {
-    char body[64];
-    struct json_object *a;
-    int ret;
+    int ret = etcd_post_num(e, "/v3/lease/grant", "TTL", e->ttl_s, "ID", NULL, &e->lease, why);
 
-    snprintf(body, sizeof(body), "{\"TTL\":\"%d\"}", e->ttl_s);
-    ret = etcd_post(e, "/v3/lease/grant", body, &a, why);
-    if (ret)
+    if (ret || e->lease)
         return ret;
-    e->lease = json_object_get_int64(jget(a, "ID", NULL));
-    json_object_put(a);
-    if (e->lease)
-        return 0;
     snprintf(why, ETCD_WHY, "etcd granted no lease");
     return -EPROTO;
 }
@@ -331,17 +356,11 @@ static int record_put(struct etcd *e, const char *value, char *why)
 /* 0: the lease lives; -ENOENT: it expired; else etcd could not be asked. */
 static int lease_keepalive(struct etcd *e, char *why)
 {
-    char body[64];
-    struct json_object *a;
-    int ret;
+    int64_t ttl = 0;
+    int ret = etcd_post_num(e, "/v3/lease/keepalive", "ID", (long long)e->lease, "result", "TTL",
+                            &ttl, why);
 
-    snprintf(body, sizeof(body), "{\"ID\":\"%lld\"}", (long long)e->lease);
-    ret = etcd_post(e, "/v3/lease/keepalive", body, &a, why);
-    if (ret)
-        return ret;
-    ret = json_object_get_int64(jget(a, "result", "TTL")) > 0 ? 0 : -ENOENT;
-    json_object_put(a);
-    return ret;
+    return ret ? ret : ttl > 0 ? 0 : -ENOENT;
 }
 
 /* One round of the keeper: keep the lease alive, republish when it was
@@ -368,15 +387,8 @@ static void *keeper_main(void *arg)
 
     pthread_mutex_lock(&e->lock);
     while (!e->stop) {
-        struct timespec ts;
         long step = e->ttl_s * 1000L / 3;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += step / 1000;
-        ts.tv_nsec += step % 1000 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = deadline_in(step);
         int w = 0;
         while (!e->stop && !e->dirty && w != ETIMEDOUT)
             w = pthread_cond_timedwait(&e->cond, &e->lock, &ts);
@@ -590,16 +602,9 @@ static void watch_stream(struct etcd_watch *w)
 /* Sleep ms unless stopped; true when stopped. */
 static bool watch_sleep(struct etcd_watch *w, long ms)
 {
-    struct timespec ts;
+    struct timespec ts = deadline_in(ms);
     bool stop;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += ms % 1000 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&w->lock);
     while (!w->stop && pthread_cond_timedwait(&w->cond, &w->lock, &ts) != ETIMEDOUT)
         ;
@@ -692,8 +697,8 @@ static void etcd_unwatch(struct eng_meta_watch *base)
 static void etcd_close(struct eng_meta *m)
 {
     struct etcd *e = (struct etcd *)m;
-    char body[64], why[ETCD_WHY] = "";
-    struct json_object *a = NULL;
+    char why[ETCD_WHY] = "";
+    int64_t id;
 
     pthread_mutex_lock(&e->lock);
     e->stop = true;
@@ -701,13 +706,10 @@ static void etcd_close(struct eng_meta *m)
     pthread_mutex_unlock(&e->lock);
     if (e->running)
         pthread_join(e->thread, NULL);
-    if (e->lease) {
-        snprintf(body, sizeof(body), "{\"ID\":\"%lld\"}", (long long)e->lease);
-        if (etcd_post(e, "/v3/lease/revoke", body, &a, why))
-            eng_warn(m->eng, "etcd: cannot withdraw %s (%s); it goes when its lease expires",
-                     e->key, why);
-        json_object_put(a);
-    }
+    if (e->lease && etcd_post_num(e, "/v3/lease/revoke", "ID", (long long)e->lease, "header",
+                                  "revision", &id, why))
+        eng_warn(m->eng, "etcd: cannot withdraw %s (%s); it goes when its lease expires", e->key,
+                 why);
     for (int i = 0; i < e->neps; i++)
         free(e->eps[i]);
     free(e->value);

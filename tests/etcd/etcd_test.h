@@ -123,4 +123,19 @@ static inline int etcd_missing(void)
     return 77;
 }
 
+/* Run the suite's one case of tests; the exit status. */
+static inline int etcd_run(const char *name, void (*add)(TCase *tc))
+{
+    Suite *s = suite_create(name);
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 90);
+    add(tc);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
+
 #endif

@@ -181,6 +181,18 @@ static void ini_close(struct ini *in)
     free(in->buf);
 }
 
+/* etcd, a target serving under "tgt" and an initiator that opened it by
+ * name and made one round trip, with engine.etcd.ttl_s = ttl_s. */
+static void start_all(struct etcd *s, struct target *t, struct ini *in, const char *ttl_s,
+                      uint32_t seed)
+{
+    ttl(ttl_s);
+    etcd_start(s);
+    target_start(t, s->spec, "tgt", seed);
+    ini_open(in, s->spec, "tgt");
+    ini_roundtrip(in, t, seed + 1);
+}
+
 /* ---- the tests ------------------------------------------------------------ */
 
 START_TEST(by_name_checksum_then_kill9_lease_expiry)
@@ -192,11 +204,7 @@ START_TEST(by_name_checksum_then_kill9_lease_expiry)
     teshim_segment_t again;
     double secs;
 
-    ttl("2");
-    etcd_start(&s);
-    target_start(&t, s.spec, "tgt", 11);
-    ini_open(&in, s.spec, "tgt");
-    ini_roundtrip(&in, &t, 12);
+    start_all(&s, &t, &in, "2", 11);
     ck_assert_str_eq(teshim_segment_transport(in.e, in.seg), "tcp");
     /* alive past two TTLs: the lease is kept, the name still resolves */
     for (double t0 = now_s(); now_s() - t0 < 4.5;)
@@ -255,11 +263,7 @@ START_TEST(restart_is_noticed_and_reopen_works)
     struct eng_test_log l;
     double secs;
 
-    ttl("30");
-    etcd_start(&s);
-    target_start(&t, s.spec, "tgt", 31);
-    ini_open(&in, s.spec, "tgt");
-    ini_roundtrip(&in, &t, 32);
+    start_all(&s, &t, &in, "30", 31);
     target_kill(&t);                      /* its key stays (TTL 30 s) ... */
     target_start(&t2, s.spec, "tgt", 33); /* ... until another instance overwrites it */
     l = eng_test_log_capture();
@@ -322,11 +326,7 @@ START_TEST(etcd_lost_later_keeps_open_segments)
     double t0;
     int rounds = 0;
 
-    ttl("2");
-    etcd_start(&s);
-    target_start(&t, s.spec, "tgt", 41);
-    ini_open(&in, s.spec, "tgt");
-    ini_roundtrip(&in, &t, 42);
+    start_all(&s, &t, &in, "2", 41);
     struct teshim_engine_opts o = opts(s.spec, "e2", true);
     e2 = eng_test_create(&o);
     kill(s.pid, SIGKILL);
@@ -387,25 +387,21 @@ START_TEST(host_port_names_open_directly)
 }
 END_TEST
 
-int main(int argc, char **argv)
+static void add_tests(TCase *tc)
 {
-    if (argc == 7 && !strcmp(argv[1], "--target"))
-        target_main(argv[2], argv[3], (uint32_t)atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
-    if (etcd_missing())
-        return 77;
-    Suite *s = suite_create("etcd");
-    TCase *tc = tcase_create("etcd");
-    tcase_set_timeout(tc, 90);
     tcase_add_test(tc, by_name_checksum_then_kill9_lease_expiry);
     tcase_add_test(tc, clean_exit_is_noticed_at_once);
     tcase_add_test(tc, restart_is_noticed_and_reopen_works);
     tcase_add_test(tc, etcd_down_at_start_names_the_endpoint);
     tcase_add_test(tc, etcd_lost_later_keeps_open_segments);
     tcase_add_test(tc, host_port_names_open_directly);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 7 && !strcmp(argv[1], "--target"))
+        target_main(argv[2], argv[3], (uint32_t)atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+    if (etcd_missing())
+        return 77;
+    return etcd_run("etcd", add_tests);
 }

@@ -78,18 +78,14 @@ START_TEST(mooncake_api_by_name_through_etcd)
 }
 END_TEST
 
+static void add_tests(TCase *tc)
+{
+    tcase_add_test(tc, mooncake_api_by_name_through_etcd);
+}
+
 int main(void)
 {
     if (etcd_missing())
         return 77;
-    Suite *s = suite_create("etcd_mooncake");
-    TCase *tc = tcase_create("etcd_mooncake");
-    tcase_set_timeout(tc, 90);
-    tcase_add_test(tc, mooncake_api_by_name_through_etcd);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return etcd_run("etcd_mooncake", add_tests);
 }
