@@ -8,6 +8,7 @@
 #define TESHIM_ENG_H
 
 #include "eng_listen.h"
+#include "eng_meta.h"
 #include "eng_tp.h"
 #include "teshim/engine.h"
 
@@ -36,6 +37,7 @@ struct teshim_engine {
     int port;           /* -1: not listening */
     char listen_host[256];
     struct eng_listener *listener; /* NULL: not listening */
+    struct eng_meta *meta;         /* p2p or etcd (eng_meta.h) */
 
     pthread_rwlock_t reg_lock;
     struct eng_region **regs; /* sorted by addr */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 static void read_boot_id(uint8_t id[16])
@@ -48,6 +49,43 @@ static int adopt(void *arg, int fd, const char *pname)
     return -EOPNOTSUPP;
 }
 
+/*
+ * Publish this engine's segment (etcd; nothing with p2p): its address to
+ * handshake with, instance id and a summary of its remote-accessible
+ * regions. Only a listening engine serves a segment.
+ */
+static int publish_self(struct teshim_engine *eng)
+{
+    struct eng_meta_rec r = {0};
+    struct eng_region_desc *d = NULL;
+    char host[256], h[256];
+    uint32_t n = 0;
+    size_t hl;
+
+    if (eng->port < 0)
+        return 0;
+    /* the host part of the listen address; a wildcard is replaced by ours */
+    hl = strlen(eng->listen_host);
+    while (hl && eng->listen_host[hl - 1] != ':')
+        hl--;
+    snprintf(host, sizeof(host), "%.*s", hl ? (int)hl - 1 : 0, eng->listen_host);
+    if (!*host || !strcmp(host, "0.0.0.0") || !strcmp(host, "[::]")) {
+        h[0] = '\0';
+        gethostname(h, sizeof(h) - 1);
+        h[sizeof(h) - 1] = '\0';
+        snprintf(host, sizeof(host), "%s", h);
+    }
+    snprintf(r.addr, sizeof(r.addr), "%s:%d", host, eng->port);
+    memcpy(r.instance_id, eng->ctx.instance_id, 16);
+    if (!eng_region_list(&eng->ctx, &d, &n)) {
+        r.nregions = n;
+        for (uint32_t i = 0; i < n; i++)
+            r.bytes += d[i].len;
+        free(d);
+    }
+    return eng->meta->ops->publish(eng->meta, &r);
+}
+
 int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_engine **eng_p)
 {
     struct teshim_engine_opts copy = {0}, *opts = &copy;
@@ -61,10 +99,6 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     }
     /* an older caller's struct ends early: the fields it lacks stay 0 (policy) */
     memcpy(&copy, user, user->size < sizeof(copy) ? user->size : sizeof(copy));
-    if (opts->metadata && strcmp(opts->metadata, "p2p")) {
-        eng_err(NULL, "engine_create: metadata '%s' not supported (p2p)", opts->metadata);
-        return -EINVAL;
-    }
     if (opts->local_name && (!*opts->local_name || strlen(opts->local_name) >= ENG_NAME_MAX)) {
         eng_err(NULL, "engine_create: local_name must be 1..%d bytes", ENG_NAME_MAX - 1);
         return -EINVAL;
@@ -87,6 +121,13 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     }
     eng->port = -1;
     read_boot_id(eng->ctx.boot_id);
+    if (getrandom(eng->ctx.instance_id, sizeof(eng->ctx.instance_id), 0) !=
+        (ssize_t)sizeof(eng->ctx.instance_id)) {
+        /* no entropy source: time, pid and address still differ per start */
+        uint64_t t = eng_now_ns() ^ (uint64_t)(uintptr_t)eng, p = (uint64_t)getpid();
+        memcpy(eng->ctx.instance_id, &t, 8);
+        memcpy(eng->ctx.instance_id + 8, &p, 8);
+    }
     eng->ctx.words.probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
     pthread_rwlock_init(&eng->reg_lock, NULL);
     pthread_mutex_init(&eng->seg_lock, NULL);
@@ -109,6 +150,12 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
         if (ret)
             goto err_transports;
     }
+    ret =
+        eng_meta_open(&eng->ctx, opts->metadata ? opts->metadata : eng->ctx.p.metadata, &eng->meta);
+    if (!ret)
+        ret = publish_self(eng);
+    if (ret)
+        goto err_listener;
     if (opts->listen && eng->ctx.p.local_serve) {
         /* Yama ptrace_scope 1 would refuse process_vm_* from peers; without
          * Yama this fails with EINVAL, which is fine. */
@@ -117,6 +164,10 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     *eng_p = eng;
     return 0;
 
+err_listener:
+    if (eng->meta)
+        eng->meta->ops->close(eng->meta);
+    eng_listener_stop(eng->listener);
 err_transports:
     for (int i = eng->ntps - 1; i >= 0; i--)
         eng->tps[i]->ops.destroy(eng->tps[i]);
@@ -138,6 +189,11 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     struct eng_task *queued;
     size_t nqueued;
 
+    /* peers watching our name see it go before we stop serving */
+    for (size_t i = 0; i < eng->nsegs; i++)
+        if (eng->segs[i] && eng->segs[i]->watch)
+            eng->meta->ops->unwatch(eng->segs[i]->watch);
+    eng->meta->ops->close(eng->meta);
     /* no new connection from here on */
     eng_listener_stop(eng->listener);
     /* device tasks in a staging copy finish first: they start transports */
@@ -208,7 +264,10 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
         if (ret)
             return ret;
     }
-    return eng_region_add(eng, a, len, remote_accessible, dev);
+    ret = eng_region_add(eng, a, len, remote_accessible, dev);
+    if (!ret && remote_accessible)
+        publish_self(eng); /* the summary; sent in the background */
+    return ret;
 }
 
 int teshim_unregister(struct teshim_engine *eng, void *addr)
@@ -223,6 +282,7 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
         eng_err(ctx_of(eng), "unregister: no registration starts at %p", addr);
         return -ENOENT;
     }
+    publish_self(eng);
     return 0;
 }
 
@@ -255,10 +315,42 @@ static int seg_open_path(struct teshim_engine *eng, struct eng_segment *seg)
     return ret;
 }
 
+/*
+ * seg's address: the one published under its name (etcd; 1 and *rec, *rev),
+ * else the name itself as host:port (0); -errno (logged).
+ */
+static int seg_resolve(struct teshim_engine *eng, struct eng_segment *seg, struct eng_meta_rec *rec,
+                       uint64_t *rev)
+{
+    int ret = eng->meta->ops->resolve(eng->meta, seg->name, rec, rev);
+    bool etcd = strcmp(eng->meta->ops->name, "p2p");
+
+    if (!ret) {
+        if (!eng_parse_hostport(rec->addr, false, &seg->sa, &seg->salen))
+            return 1;
+        eng_err(ctx_of(eng), "segment_open: %s is published at '%s', which is not reachable",
+                seg->name, rec->addr);
+        return -EHOSTUNREACH;
+    }
+    if (!eng_parse_hostport(seg->name, false, &seg->sa, &seg->salen)) {
+        if (ret != -ENOENT)
+            eng_warn(ctx_of(eng), "segment_open: %s opened by its address, unwatched", seg->name);
+        return 0;
+    }
+    if (ret != -ENOENT)
+        return ret; /* etcd not answering: logged */
+    eng_err(ctx_of(eng), "segment_open: '%s' is %s", seg->name,
+            etcd ? "neither a name published in etcd nor a reachable host:port"
+                 : "not a reachable host:port");
+    return etcd ? -ENOENT : -EINVAL;
+}
+
 int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segment_t *seg_p)
 {
     struct eng_segment *seg;
-    int ret;
+    struct eng_meta_rec rec;
+    uint64_t rev = 0;
+    int ret, published;
 
     if (!eng || !name || !seg_p || strlen(name) >= sizeof(seg->name)) {
         eng_err(ctx_of(eng), "segment_open: %s",
@@ -270,15 +362,25 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
         eng_err(ctx_of(eng), "segment_open: no memory for a segment");
         return -ENOMEM;
     }
-    ret = eng_parse_hostport(name, false, &seg->sa, &seg->salen);
-    if (ret) {
-        eng_err(ctx_of(eng), "segment_open: '%s' is not a reachable host:port", name);
+    ret = seg_resolve(eng, seg, &rec, &rev);
+    if (ret < 0)
         goto err_free;
-    }
+    published = ret;
     ret = eng_meta_fetch(&eng->ctx, seg, &seg->hello, &seg->regions);
     if (ret)
         goto err_free;
     seg->nregions = seg->hello.nregions;
+    if (published && strcmp(seg->hello.name, name)) {
+        eng_err(ctx_of(eng), "segment_open: %s: the engine at %s is '%s' (stale record?)", name,
+                rec.addr, seg->hello.name);
+        ret = -ESTALE;
+        goto err_free;
+    }
+    if (published) {
+        ret = eng->meta->ops->watch(eng->meta, name, &rec, rev, &seg->watch);
+        if (ret)
+            goto err_free;
+    }
 
     ret = seg_open_path(eng, seg);
     if (ret)
@@ -306,6 +408,8 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
 err_tp:
     seg->tp->ops.seg_close(seg->tp, seg);
 err_free:
+    if (seg->watch)
+        eng->meta->ops->unwatch(seg->watch);
     eng_seg_free(seg);
     return ret;
 }
@@ -357,6 +461,8 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
                 ret == -EBUSY ? "requests unfinished" : "invalid segment");
         return ret;
     }
+    if (s->watch)
+        eng->meta->ops->unwatch(s->watch);
     s->tp->ops.seg_close(s->tp, s);
     if (s->dev_path)
         s->dev_path->tp->ops.seg_close(s->dev_path->tp, s->dev_path);

@@ -164,6 +164,14 @@ static int check_request(struct teshim_engine *eng, const struct teshim_request 
         eng_err(ctx_of(eng), "submit: segment %lld is not open", (long long)r->segment);
         return -EINVAL;
     }
+    int gone = eng_meta_watch_state(s->watch);
+    if (gone) {
+        eng_err(ctx_of(eng), "submit: segment %lld (%s): its peer %s; reopen the segment",
+                (long long)r->segment, s->name,
+                gone == -ESTALE ? "restarted (another instance is published under its name)"
+                                : "left (its etcd key was deleted or its lease expired)");
+        return gone;
+    }
     if (!s->tp->ops.reaches(s->tp, s, r->remote_offset, r->length)) {
         s = seg_dev_path(eng, s);
         if (!s) {

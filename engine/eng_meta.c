@@ -5,7 +5,7 @@
  * retried with exponential backoff and jitter, bounded in number
  * (engine.connect_attempts) and in time (engine.connect_timeout_ms).
  */
-#include "eng_tp.h"
+#include "eng_meta.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -210,4 +210,77 @@ int eng_meta_fetch(struct eng_ctx *eng, const struct eng_segment *seg, struct en
     if (ret)
         eng_err(eng, "segment %s: handshake failed: %s", seg->name, strerror(-ret));
     return ret;
+}
+
+/* ---- the metadata service: p2p, or etcd (eng_meta_etcd.c) ----------------- */
+
+static int p2p_publish(struct eng_meta *m, const struct eng_meta_rec *r)
+{
+    (void)m;
+    (void)r;
+    return 0; /* the name is the listen address: nothing to publish */
+}
+
+static int p2p_resolve(struct eng_meta *m, const char *name, struct eng_meta_rec *r, uint64_t *rev)
+{
+    (void)m;
+    (void)name;
+    (void)r;
+    (void)rev;
+    return -ENOENT; /* every name is its own host:port */
+}
+
+static int p2p_watch(struct eng_meta *m, const char *name, const struct eng_meta_rec *r,
+                     uint64_t rev, struct eng_meta_watch **w)
+{
+    (void)m;
+    (void)name;
+    (void)r;
+    (void)rev;
+    *w = NULL;
+    return 0;
+}
+
+static void p2p_unwatch(struct eng_meta_watch *w)
+{
+    (void)w;
+}
+
+static void p2p_close(struct eng_meta *m)
+{
+    free(m);
+}
+
+static const struct eng_meta_ops p2p_ops = {
+    .name = "p2p",
+    .publish = p2p_publish,
+    .resolve = p2p_resolve,
+    .watch = p2p_watch,
+    .unwatch = p2p_unwatch,
+    .close = p2p_close,
+};
+
+int eng_meta_p2p_open(struct eng_ctx *eng, struct eng_meta **m_p)
+{
+    struct eng_meta *m = calloc(1, sizeof(*m));
+
+    if (!m) {
+        eng_err(eng, "engine_create: no memory for the metadata service");
+        return -ENOMEM;
+    }
+    m->ops = &p2p_ops;
+    m->eng = eng;
+    *m_p = m;
+    return 0;
+}
+
+int eng_meta_open(struct eng_ctx *eng, const char *spec, struct eng_meta **m_p)
+{
+    if (!spec || !*spec || !strcmp(spec, "p2p"))
+        return eng_meta_p2p_open(eng, m_p);
+    if (!strncmp(spec, "etcd://", 7))
+        return eng_meta_etcd_open(eng, spec + 7, m_p);
+    eng_err(eng, "engine_create: metadata '%s' is neither p2p nor etcd://HOST:PORT[,HOST:PORT...]",
+            spec);
+    return -EINVAL;
 }

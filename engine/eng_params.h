@@ -36,6 +36,9 @@ struct eng_params {
     int idle_timeout_ms; /* 0 = never */
     int request_timeout_ms;
     bool local_serve;
+    char metadata[512];    /* "p2p" or "etcd://..." */
+    char etcd_prefix[256]; /* key prefix of published segments */
+    int etcd_ttl_s;
     int log_level;
     char log_file[PATH_MAX]; /* "" = stderr */
     /* staging of cuda:N memory: this engine's pinned pools (cuda.*) */

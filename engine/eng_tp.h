@@ -26,6 +26,7 @@
 struct eng_transport;
 struct eng_task;
 struct eng_segment;
+struct eng_meta_watch;
 
 /*
  * The part of an engine its transports see. The public teshim_engine
@@ -36,6 +37,7 @@ struct eng_ctx {
     struct eng_logger log;
     char name[ENG_NAME_MAX];
     uint8_t boot_id[16];
+    uint8_t instance_id[16]; /* random, per engine start */
     /* Read by same-host peers with process_vm_readv at the address HELLO
      * announces (probe_addr): the probe value, then the generation of
      * unregistrations, bumped by every teshim_unregister so a peer's cached
@@ -155,6 +157,8 @@ struct eng_segment {
     /* another transport's path to the part of the peer tp does not reach
      * (its device memory from the local transport); made on first use */
     struct eng_segment *dev_path;
+    /* a segment opened by a name published in etcd: its watch (eng_meta.h) */
+    struct eng_meta_watch *watch;
 };
 
 struct eng_batch;

@@ -3,9 +3,10 @@
 # Usage: scripts/deps.sh [build|test|demo]   (default: test)
 set -euo pipefail
 
-build_pkgs=(gcc make cmake pkg-config check libibverbs-dev)
+build_pkgs=(gcc make cmake pkg-config check libibverbs-dev libcurl4-openssl-dev libjson-c-dev)
 test_pkgs=(ibverbs-utils perftest iperf3 socat curl tcpdump iproute2 procps gnuplot-nox
-           clang libclang-rt-14-dev binutils dpkg-dev shellcheck python3-dev python3-numpy)
+           clang libclang-rt-14-dev binutils dpkg-dev shellcheck python3-dev python3-numpy
+           etcd-server etcd-client)
 demo_pkgs=(ibverbs-utils perftest iperf3 socat procps)
 
 case "${1:-test}" in

@@ -30,7 +30,9 @@ struct mc_seg {
 
 struct mc_engine {
     struct teshim_engine *eng;
-    char name[MC_NAME_MAX]; /* "host:port": the segment name peers open */
+    char name[MC_NAME_MAX]; /* the segment name peers open: "host:port" (P2P), or
+                               local_server_name (published in etcd) */
+    char addr[MC_NAME_MAX]; /* "host:port" it serves on (getLocalIpAndPort) */
     pthread_mutex_t lock;   /* segs, nsegs, self */
     struct mc_seg *segs;
     size_t nsegs, cap;
@@ -59,6 +61,9 @@ static int mc_code(int err)
         return TESHIM_MC_ERR_MEMORY;
     case -ENOTSUP:
         return TESHIM_MC_ERR_NOT_IMPLEMENTED;
+    case -ESTALE:    /* etcd: the segment's peer restarted ... */
+    case -EHOSTDOWN: /* ... or left: reopen it */
+        return TESHIM_MC_ERR_METADATA;
     case -ECONNREFUSED:
     case -ECONNRESET:
     case -ETIMEDOUT:
@@ -129,14 +134,21 @@ MC_EXPORT transfer_engine_t createTransferEngine(const char *metadata_conn_strin
     struct mc_engine *mc;
     int ret, port;
 
-    if (!local_server_name || split_host(local_server_name, host, sizeof(host))) {
+    o.metadata = mc_metadata(metadata_conn_string, meta, sizeof(meta));
+    /* with etcd, local_server_name is the name published there and
+     * ip_or_host_name, when given, the address served on */
+    if (!local_server_name ||
+        split_host(o.metadata && ip_or_host_name && *ip_or_host_name ? ip_or_host_name
+                                                                     : local_server_name,
+                   host, sizeof(host))) {
         errno = EINVAL;
         return NULL;
     }
+    if (o.metadata)
+        o.local_name = local_server_name;
     v6 = strchr(host, ':') != NULL;
     snprintf(listen, sizeof(listen), v6 ? "[%s]:0" : "%s:0", host);
     o.listen = listen;
-    o.metadata = mc_metadata(metadata_conn_string, meta, sizeof(meta));
     if (getenv("MC_FORCE_TCP"))
         o.transport = TESHIM_TRANSPORT_TCP;
     mc = calloc(1, sizeof(*mc));
@@ -157,7 +169,8 @@ MC_EXPORT transfer_engine_t createTransferEngine(const char *metadata_conn_strin
         ret = port;
         goto err_destroy_engine;
     }
-    snprintf(mc->name, sizeof(mc->name), v6 ? "[%s]:%d" : "%s:%d", host, port);
+    snprintf(mc->addr, sizeof(mc->addr), v6 ? "[%s]:%d" : "%s:%d", host, port);
+    snprintf(mc->name, sizeof(mc->name), "%s", o.metadata ? local_server_name : mc->addr);
     return mc;
 
 err_destroy_engine:
@@ -193,7 +206,7 @@ MC_EXPORT int getLocalIpAndPort(transfer_engine_t engine, char *buf_out, size_t 
 
     if (!mc || !buf_out || !buf_len)
         return mc_code(-EINVAL);
-    if ((size_t)snprintf(buf_out, buf_len, "%s", mc->name) >= buf_len)
+    if ((size_t)snprintf(buf_out, buf_len, "%s", mc->addr) >= buf_len)
         return mc_code(-ENOBUFS);
     return 0;
 }
@@ -447,7 +460,7 @@ static int seg_handle(struct mc_engine *mc, segment_id_t id, teshim_segment_t *h
     pthread_mutex_lock(&mc->lock);
     if (id == LOCAL_SEGMENT && !mc->self_open) {
         pthread_mutex_unlock(&mc->lock);
-        ret = teshim_segment_open(mc->eng, mc->name, &h);
+        ret = teshim_segment_open(mc->eng, mc->addr, &h);
         if (ret)
             return ret;
         pthread_mutex_lock(&mc->lock);

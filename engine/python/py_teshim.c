@@ -291,7 +291,10 @@ static int te_start(te_engine *self, const char *listen, const char *local_name,
         return -1;
     }
     port = teshim_engine_port(eng);
-    snprintf(self->name, sizeof(self->name), "%s:%d", host, port);
+    if (metadata && local_name) /* published in etcd under local_name */
+        snprintf(self->name, sizeof(self->name), "%s", local_name);
+    else
+        snprintf(self->name, sizeof(self->name), "%s:%d", host, port);
     self->eng = eng;
     return 0;
 }
@@ -330,7 +333,7 @@ static PyObject *te_initialize_common(te_engine *self, const char *local_hostnam
                                       const char *server, const char *protocol, const char *type)
 {
     char host[NAME_MAX_LEN], listen[NAME_MAX_LEN + 8], meta[NAME_MAX_LEN];
-    const char *end;
+    const char *end, *metadata;
     size_t hl;
 
     if (protocol && *protocol && strcmp(protocol, "tcp"))
@@ -350,7 +353,9 @@ static PyObject *te_initialize_common(te_engine *self, const char *local_hostnam
     memcpy(host, local_hostname, hl);
     host[hl] = '\0';
     snprintf(listen, sizeof(listen), strchr(host, ':') && host[0] != '[' ? "[%s]:0" : "%s:0", host);
-    if (te_start(self, listen, NULL, te_metadata(server, type, meta, sizeof(meta)),
+    metadata = te_metadata(server, type, meta, sizeof(meta));
+    /* with etcd, local_hostname is the name published there, as in Mooncake */
+    if (te_start(self, listen, metadata ? local_hostname : NULL, metadata,
                  TESHIM_TRANSPORT_DEFAULT))
         return NULL;
     return te_zero();
@@ -362,8 +367,9 @@ PyDoc_STRVAR(te_initialize_doc,
              "metadata_server 'P2PHANDSHAKE' (the embedded handshake) the engine listens\n"
              "on the host of local_hostname ('host', 'host:port', '[v6]:port') on a port\n"
              "the kernel picks; peers name this engine 'host:port' (segment_name,\n"
-             "get_rpc_port). Other metadata servers ('etcd://HOST:PORT', or a bare\n"
-             "'HOST:PORT' meaning etcd) go to the engine's engine.metadata option.\n"
+             "get_rpc_port). With 'etcd://HOST:PORT[,HOST:PORT...]' (or a bare\n"
+             "'HOST:PORT', meaning etcd) the engine publishes itself in etcd under\n"
+             "local_hostname (segment_name), which peers open by that name.\n"
              "protocol must be 'tcp' (or empty); device_name is ignored.\n"
              "Raises teshim.Error (errno EPROTONOSUPPORT, EADDRNOTAVAIL, ...).");
 

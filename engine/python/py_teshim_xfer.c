@@ -487,8 +487,9 @@ static PyObject *te_go(te_engine *self, const char *target, struct te_reqs *q, b
     ret = te_run(self->eng, q, sync, &b);
     te_relock(self, ts);
     if (ret) {
-        /* a peer that restarted: the next call opens the segment again */
-        if (ret == -ECONNRESET)
+        /* a peer that restarted (or, with etcd, left or was replaced):
+         * the next call opens the segment again */
+        if (ret == -ECONNRESET || ret == -ESTALE || ret == -EHOSTDOWN)
             te_segment_drop(self, target);
         te_raise(ret, "%s %s: %zu request(s), %llu bytes", sync ? "transfer" : "submit", target,
                  q->n, (unsigned long long)q->bytes);

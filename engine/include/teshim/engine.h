@@ -56,7 +56,9 @@ struct teshim_engine_opts {
     const char *local_name; /* name announced to peers; NULL = "host:pid" */
     const char *listen;     /* "HOST:PORT" to serve segments on (port 0 = any);
                                NULL = do not serve (initiator only) */
-    const char *metadata;   /* "p2p" (embedded handshake) or NULL = "p2p" */
+    const char *metadata;   /* "p2p" (embedded handshake), "etcd://HOST:PORT[,...]"
+                               (publish local_name, resolve names there);
+                               NULL = engine.metadata */
     enum teshim_transport transport;
     int io_threads;         /* engine.tcp.io_threads; 0 = policy (0 there = online cores) */
     size_t slice_bytes;     /* engine.tcp.slice_bytes */
@@ -135,6 +137,12 @@ int teshim_unregister(struct teshim_engine *eng, void *addr);
  * within engine.connect_timeout_ms) and choose the data path. Returns the
  * handle in *seg_p. -EINVAL for a malformed name, -ECONNREFUSED /
  * -ETIMEDOUT / -EHOSTUNREACH when the peer cannot be reached.
+ * With etcd metadata, name is first looked up in etcd (the local_name a
+ * peer engine published): its address is handshaken with and the key is
+ * watched, so requests to a peer that restarted (another instance id
+ * published) fail with -ESTALE and to one that left (key deleted, lease
+ * expired) with -EHOSTDOWN until the segment is reopened. A name not
+ * published there is opened as host:port; -ENOENT when it is neither.
  */
 int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segment_t *seg_p);
 
@@ -194,7 +202,8 @@ struct teshim_request {
  * Append n requests to a batch; they get task ids in submission order
  * (the first request of the batch is task 0). Every request is validated
  * before any is started: -EINVAL (bad opcode, zero length, bad segment),
- * -EFAULT (local range not inside one registration), -ENOSPC (batch full).
+ * -EFAULT (local range not inside one registration), -ENOSPC (batch full),
+ * -ESTALE / -EHOSTDOWN (etcd: the segment's peer restarted / left).
  * Requests over engine.max_inflight wait in the engine's queue; they are
  * started by the I/O threads as others finish, never by polling.
  * engine.request_timeout_ms counts from here: a request still queued when

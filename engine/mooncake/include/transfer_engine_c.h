@@ -161,11 +161,14 @@ enum teshim_mc_code {
  * handshake: the engine listens on the host part of local_server_name
  * ("host", "host:port", "[v6addr]:port") on a port the kernel picks (the
  * port in local_server_name is ignored, as in Mooncake's P2P mode), and its
- * segment name is "host:port" (getLocalIpAndPort). Other strings
- * ("etcd://HOST:PORT", a bare "HOST:PORT" meaning etcd) go to the engine's
- * engine.metadata option: NULL while the engine does not offer them.
- * ip_or_host_name and rpc_port are ignored (Mooncake ignores them too
- * unless MC_LEGACY_RPC_PORT_BINDING is set); auto_discover needs no
+ * segment name is "host:port" (getLocalIpAndPort). "etcd://HOST:PORT[,...]"
+ * or a bare "HOST:PORT" (etcd, as in Mooncake) publish the segment in etcd
+ * under local_server_name (at most 63 bytes), served on ip_or_host_name
+ * (else the host part of local_server_name) on a port the kernel picks;
+ * peers open it by that name, and notice when it restarts or leaves.
+ * NULL when etcd cannot be reached. Other schemes: NULL (EINVAL).
+ * rpc_port is ignored (Mooncake ignores it too unless
+ * MC_LEGACY_RPC_PORT_BINDING is set); auto_discover needs no
  * topology here. MC_FORCE_TCP in the environment keeps same-host peers on
  * tcp instead of teshim's same-host transport.
  */
@@ -198,7 +201,8 @@ int uninstallTransport(transfer_engine_t engine, const char *proto);
 
 /*
  * Open the segment segment_name ("host:port" of a peer's
- * getLocalIpAndPort in P2P mode; leading '/' are dropped): a handshake with
+ * getLocalIpAndPort in P2P mode, the local_server_name a peer published in
+ * etcd mode; leading '/' are dropped): a handshake with
  * the peer, bounded by engine.connect_timeout_ms. Opening the same name
  * again returns the same id and counts one more open; this engine's own
  * name returns LOCAL_SEGMENT. Negative on failure (TESHIM_MC_ERR_SOCKET
@@ -269,7 +273,10 @@ batch_id_t allocateBatchID(transfer_engine_t engine, size_t batch_size);
  * TESHIM_MC_STATUS_INVALID_ARGUMENT (opcode, zero length, segment id not
  * open), TESHIM_MC_STATUS_ADDRESS_NOT_REGISTERED (source range not inside
  * one registration), TESHIM_MC_STATUS_TOO_MANY_REQUESTS (over the batch's
- * size). A remote range outside the peer's registrations fails the task.
+ * size), TESHIM_MC_STATUS_METADATA (etcd mode: the segment's peer
+ * restarted or left; errno ESTALE / EHOSTDOWN; reopen it with
+ * openSegmentNoCache). A remote range outside the peer's registrations
+ * fails the task.
  */
 int submitTransfer(transfer_engine_t engine, batch_id_t batch_id, struct transfer_request *entries,
                    size_t count);
