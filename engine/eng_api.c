@@ -78,6 +78,17 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     if (ret)
         goto err_free;
     eng_logger_open(&eng->ctx.log, eng->ctx.p.log_level, eng->ctx.p.log_file);
+    eng_random(eng->ctx.instance_id, sizeof(eng->ctx.instance_id));
+    if (eng->ctx.p.auth_key_file[0]) {
+        char why[160];
+        ret = eng_auth_key_load(eng->ctx.p.auth_key_file, &eng->ctx.auth, why, sizeof(why));
+        if (ret) {
+            eng_err(ctx_of(eng), "engine_create: engine.auth_key_file %s refused: %s",
+                    eng->ctx.p.auth_key_file, why);
+            eng_logger_close(&eng->ctx.log);
+            goto err_free;
+        }
+    }
     if (opts->local_name) {
         strcpy(eng->ctx.name, opts->local_name);
     } else {
@@ -126,6 +137,7 @@ err_locks:
     pthread_mutex_destroy(&eng->seg_lock);
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
+    eng_auth_key_clear(&eng->ctx.auth);
 err_free:
     free(eng);
     return ret;
@@ -174,6 +186,7 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     pthread_mutex_destroy(&eng->seg_lock);
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
+    eng_auth_key_clear(&eng->ctx.auth);
     free(eng);
 }
 
@@ -219,11 +232,10 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
         eng_err(ctx_of(eng), "unregister: NULL argument");
         return -EINVAL;
     }
-    if (eng_region_remove(eng, a)) {
+    int ret = eng_region_remove(eng, a);
+    if (ret == -ENOENT)
         eng_err(ctx_of(eng), "unregister: no registration starts at %p", addr);
-        return -ENOENT;
-    }
-    return 0;
+    return ret;
 }
 
 /*

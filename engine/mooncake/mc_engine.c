@@ -61,6 +61,7 @@ static int mc_code(int err)
         return TESHIM_MC_ERR_NOT_IMPLEMENTED;
     case -ECONNREFUSED:
     case -ECONNRESET:
+    case -ESTALE:
     case -ETIMEDOUT:
     case -EHOSTUNREACH:
     case -ENETUNREACH:

@@ -488,7 +488,7 @@ static PyObject *te_go(te_engine *self, const char *target, struct te_reqs *q, b
     te_relock(self, ts);
     if (ret) {
         /* a peer that restarted: the next call opens the segment again */
-        if (ret == -ECONNRESET)
+        if (ret == -ECONNRESET || ret == -ESTALE)
             te_segment_drop(self, target);
         te_raise(ret, "%s %s: %zu request(s), %llu bytes", sync ? "transfer" : "submit", target,
                  q->n, (unsigned long long)q->bytes);
