@@ -117,8 +117,7 @@ void eng_hello_initiator(struct eng_ctx *eng, const uint8_t nonce[ENG_NONCE_BYTE
     eng_hello_self(eng, h);
     memcpy(h->nonce, nonce, ENG_NONCE_BYTES);
     if (eng->auth.len) {
-        struct eng_hello bare = {.flags = ENG_HELLO_AUTH};
-        memcpy(bare.name, h->name, sizeof(bare.name));
+        struct eng_hello bare = {.flags = ENG_HELLO_AUTH}; /* no name either */
         memcpy(bare.nonce, nonce, ENG_NONCE_BYTES);
         *h = bare;
     }

@@ -232,8 +232,8 @@ int eng_meta_fetch(struct eng_ctx *eng, const struct eng_segment *seg, struct en
 int eng_parse_hostport(const char *s, bool passive, struct sockaddr_storage *sa, socklen_t *len);
 /* Our identity block for HELLO_ACK. */
 void eng_hello_self(struct eng_ctx *eng, struct eng_hello *h);
-/* HELLO of an initiator: with a key, only the name, the flag and the nonce
- * (nothing of us before the peer proved the key). */
+/* HELLO of an initiator: with a key, only the flag and the nonce (nothing
+ * of us before the peer proved the key). */
 void eng_hello_initiator(struct eng_ctx *eng, const uint8_t nonce[ENG_NONCE_BYTES],
                          struct eng_hello *h);
 /*
@@ -247,8 +247,5 @@ void eng_hello_initiator(struct eng_ctx *eng, const uint8_t nonce[ENG_NONCE_BYTE
 int eng_meta_auth_answer(struct eng_ctx *eng, const char *who, const struct eng_frame *f,
                          const uint8_t *p, const uint8_t nonce[ENG_NONCE_BYTES], uint8_t *out,
                          size_t *out_len);
-/* The peer's instance differs from the one a segment was opened on:
- * logged once per segment and interval, -ESTALE. */
-int eng_seg_stale(struct eng_ctx *eng, const char *seg_name);
 
 #endif
