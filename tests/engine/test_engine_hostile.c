@@ -326,6 +326,40 @@ static int create_keyed(enum teshim_transport tr, bool listen, const char *key,
     return create_env(eng_test_opts(tr, listen), key ? env : NULL, e_p);
 }
 
+static void hex32(const uint8_t *h, char *out)
+{
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", h[i]);
+}
+
+/* SHA-256 (FIPS 180-4 examples) and HMAC-SHA256 (RFC 4231 cases 2 and 6). */
+START_TEST(hmac_sha256_known_answers)
+{
+    static const char m2[] = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    static const char d6[] = "Test Using Larger Than Block-Size Key - Hash Key First";
+    uint8_t h[32], k6[131];
+    char x[65];
+
+    eng_sha256("abc", 3, h);
+    hex32(h, x);
+    ck_assert_str_eq(x, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    eng_sha256(m2, strlen(m2), h);
+    hex32(h, x);
+    ck_assert_str_eq(x, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    const void *p2[2] = {"what do ya want ", "for nothing?"};
+    const size_t l2[2] = {16, 12};
+    eng_hmac_sha256((const uint8_t *)"Jefe", 4, p2, l2, 2, h);
+    hex32(h, x);
+    ck_assert_str_eq(x, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    memset(k6, 0xaa, sizeof(k6));
+    const void *p6[1] = {d6};
+    const size_t l6[1] = {strlen(d6)};
+    eng_hmac_sha256(k6, sizeof(k6), p6, l6, 1, h);
+    hex32(h, x);
+    ck_assert_str_eq(x, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+END_TEST
+
 /* A key file readable by others, a symlink, a short key: refused, saying why. */
 START_TEST(auth_key_file_checked)
 {
@@ -589,6 +623,7 @@ int main(void)
     tcase_add_test(tc, unread_answers_stay_bounded_and_unregister_returns);
     tcase_add_test(tc, stalled_and_idle_peers_are_closed);
     tcase_add_test(tc, silent_connections_do_not_starve_a_target);
+    tcase_add_test(tc, hmac_sha256_known_answers);
     tcase_add_test(tc, auth_key_file_checked);
     tcase_add_test(tc, auth_same_key_works_others_refused);
     tcase_add_test(tc, auth_reveals_nothing_before_the_proof);
