@@ -207,6 +207,7 @@ START_TEST(stalled_and_idle_peers_are_closed)
 
     int idle = raw_connect(teshim_engine_port(t));
     raw_hello(idle);
+    double t0 = now_s(); /* its silence starts here, or a little before */
     int stall = raw_connect(teshim_engine_port(t));
     raw_hello(stall);
     /* 64 MiB of answers: more than the sockets hold */
@@ -214,7 +215,6 @@ START_TEST(stalled_and_idle_peers_are_closed)
         struct eng_frame f = raw_read((uint64_t)i, base + (uint64_t)(i % 16) * (1 << 20), 1 << 20);
         raw_send(stall, &f, NULL, 0);
     }
-    double t0 = now_s();
     ck_assert(drained_to_eof(idle, 15));
     ck_assert_msg(now_s() - t0 >= 0.2, "idle closed too early");
     usleep(1000 * 1000); /* the stall is timed from the last progress */
