@@ -49,10 +49,18 @@ static int create_env(struct teshim_engine_opts o, const char *const *env,
     return ret;
 }
 
-static struct teshim_engine *must_create_env(struct teshim_engine_opts o, const char *const *env)
+/* A listening tcp target made with env, serving a new buffer of len bytes
+ * filled with fill (in *tbuf_p, freed by the caller). */
+static struct teshim_engine *target_env(const char *const *env, size_t len, int fill, char **tbuf_p)
 {
     struct teshim_engine *e = NULL;
-    ck_assert_int_eq(create_env(o, env, &e), 0);
+    char *tbuf = aligned_alloc(4096, len);
+
+    ck_assert_ptr_nonnull(tbuf);
+    memset(tbuf, fill, len);
+    ck_assert_int_eq(create_env(eng_test_opts(TESHIM_TRANSPORT_TCP, true), env, &e), 0);
+    ck_assert_int_eq(teshim_register(e, tbuf, len, "cpu", true), 0);
+    *tbuf_p = tbuf;
     return e;
 }
 
@@ -117,11 +125,8 @@ START_TEST(unread_answers_stay_bounded_and_unregister_returns)
 {
     static const char *const env[] = {"TESHIM_ENGINE_UNREGISTER_TIMEOUT_MS=500",
                                       "TESHIM_ENGINE_SERVE_STALL_TIMEOUT_MS=600000", NULL};
-    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
-    struct teshim_engine *t = must_create_env(o, env);
-    char *tbuf = aligned_alloc(4096, 1 << 20);
-    memset(tbuf, 0x5a, 1 << 20);
-    ck_assert_int_eq(teshim_register(t, tbuf, 1 << 20, "cpu", true), 0);
+    char *tbuf;
+    struct teshim_engine *t = target_env(env, 1 << 20, 0x5a, &tbuf);
     uint64_t base = (uint64_t)(uintptr_t)tbuf;
     int fd = raw_connect(teshim_engine_port(t));
     raw_hello(fd);
@@ -198,11 +203,8 @@ START_TEST(stalled_and_idle_peers_are_closed)
 {
     static const char *const env[] = {"TESHIM_ENGINE_SERVE_STALL_TIMEOUT_MS=300",
                                       "TESHIM_ENGINE_SERVE_IDLE_TIMEOUT_MS=300", NULL};
-    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
-    struct teshim_engine *t = must_create_env(o, env);
-    char *tbuf = aligned_alloc(4096, 16 << 20);
-    memset(tbuf, 1, 16 << 20);
-    ck_assert_int_eq(teshim_register(t, tbuf, 16 << 20, "cpu", true), 0);
+    char *tbuf;
+    struct teshim_engine *t = target_env(env, 16 << 20, 1, &tbuf);
     uint64_t base = (uint64_t)(uintptr_t)tbuf;
 
     int idle = raw_connect(teshim_engine_port(t));
