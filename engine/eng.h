@@ -76,7 +76,9 @@ static inline struct eng_ctx *ctx_of(struct teshim_engine *e)
 /* Insert a registration; -EEXIST if it overlaps one, -ENOMEM (logged). */
 int eng_region_add(struct teshim_engine *eng, uint64_t addr, uint64_t len, bool remote, int dev);
 /* Remove the registration starting at addr once no peer request uses it;
- * -ENOENT if none starts there. */
+ * -ENOENT if none starts there; -ETIMEDOUT when peers' requests still used
+ * it after engine.unregister_timeout_ms (their connections were closed,
+ * the region is gone); -EBUSY if even that did not end them (logged). */
 int eng_region_remove(struct teshim_engine *eng, uint64_t addr);
 /* The device (-1 host) of the registration holding [addr, addr+len);
  * -EFAULT if none holds it whole. */

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 static void read_boot_id(uint8_t id[16])
@@ -112,6 +111,17 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     if (ret)
         goto err_free;
     eng_logger_open(&eng->ctx.log, eng->ctx.p.log_level, eng->ctx.p.log_file);
+    eng_random(eng->ctx.instance_id, sizeof(eng->ctx.instance_id));
+    if (eng->ctx.p.auth_key_file[0]) {
+        char why[160];
+        ret = eng_auth_key_load(eng->ctx.p.auth_key_file, &eng->ctx.auth, why, sizeof(why));
+        if (ret) {
+            eng_err(ctx_of(eng), "engine_create: engine.auth_key_file %s refused: %s",
+                    eng->ctx.p.auth_key_file, why);
+            eng_logger_close(&eng->ctx.log);
+            goto err_free;
+        }
+    }
     if (opts->local_name) {
         strcpy(eng->ctx.name, opts->local_name);
     } else {
@@ -121,13 +131,6 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     }
     eng->port = -1;
     read_boot_id(eng->ctx.boot_id);
-    if (getrandom(eng->ctx.instance_id, sizeof(eng->ctx.instance_id), 0) !=
-        (ssize_t)sizeof(eng->ctx.instance_id)) {
-        /* no entropy source: time, pid and address still differ per start */
-        uint64_t t = eng_now_ns() ^ (uint64_t)(uintptr_t)eng, p = (uint64_t)getpid();
-        memcpy(eng->ctx.instance_id, &t, 8);
-        memcpy(eng->ctx.instance_id + 8, &p, 8);
-    }
     eng->ctx.words.probe = eng_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)eng;
     pthread_rwlock_init(&eng->reg_lock, NULL);
     pthread_mutex_init(&eng->seg_lock, NULL);
@@ -177,6 +180,7 @@ err_locks:
     pthread_mutex_destroy(&eng->seg_lock);
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
+    eng_auth_key_clear(&eng->ctx.auth);
 err_free:
     free(eng);
     return ret;
@@ -230,6 +234,7 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     pthread_mutex_destroy(&eng->seg_lock);
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
+    eng_auth_key_clear(&eng->ctx.auth);
     free(eng);
 }
 
@@ -278,12 +283,12 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
         eng_err(ctx_of(eng), "unregister: NULL argument");
         return -EINVAL;
     }
-    if (eng_region_remove(eng, a)) {
+    int ret = eng_region_remove(eng, a);
+    if (ret == -ENOENT)
         eng_err(ctx_of(eng), "unregister: no registration starts at %p", addr);
-        return -ENOENT;
-    }
-    publish_self(eng);
-    return 0;
+    if (ret != -ENOENT)
+        publish_self(eng); /* the summary; sent in the background */
+    return ret;
 }
 
 /*

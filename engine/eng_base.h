@@ -27,12 +27,16 @@ struct eng_logger {
  * writes to stderr.
  */
 void eng_logger_open(struct eng_logger *lg, int level, const char *path);
-/* Close the file of eng_logger_open, if any. */
+/* Write the counts of lg's repeated lines not reported yet, and close the
+ * file of eng_logger_open, if any. */
 void eng_logger_close(struct eng_logger *lg);
 
 /*
  * One line "teshim-engine[pid] level: message" with one write(2), if level
- * is within lg's (lg NULL: always, to stderr). Keeps errno.
+ * is within lg's (lg NULL: always, to stderr). Keeps errno. Errors and
+ * warnings are written once per cause (logger, format, message without its
+ * numbers) and 5 s; the next line of that cause, or eng_logger_close,
+ * appends "(repeated N times in the last S s)".
  */
 void eng_log(const struct eng_logger *lg, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

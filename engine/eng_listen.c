@@ -27,13 +27,19 @@ struct hs_conn {
     struct hs_conn *next, *prev;
     int fd;
     char pname[64];
+    uint64_t t_accept;
+    bool auth; /* reading the AUTH response, not HELLO */
     uint8_t hdr[ENG_FRAME_BYTES];
     size_t got; /* of the header, then of the payload */
     struct eng_frame f;
-    uint8_t hello[ENG_HELLO_BYTES];
-    uint8_t *out; /* HELLO_ACK being sent */
+    uint8_t in[ENG_HELLO_BYTES]; /* HELLO, or the AUTH response */
+    uint8_t nonce_i[ENG_NONCE_BYTES], nonce_t[ENG_NONCE_BYTES];
+    uint8_t *out; /* AUTH or HELLO_ACK being sent */
     size_t out_len, sent;
+    enum { HS_NEXT_READ, HS_NEXT_ADOPT, HS_NEXT_CLOSE } next_step; /* once out is sent */
 };
+
+_Static_assert(ENG_AUTH_BYTES <= ENG_HELLO_BYTES, "hs_conn.in holds both payloads");
 
 struct eng_listener {
     struct eng_ctx *eng;
@@ -44,7 +50,7 @@ struct eng_listener {
     uint64_t resume;
     pthread_t th;
     bool started;
-    struct hs_conn *conns;
+    struct hs_conn *conns; /* newest first */
 };
 
 static void hs_close(struct eng_listener *l, struct hs_conn *c)
@@ -63,7 +69,7 @@ static void hs_close(struct eng_listener *l, struct hs_conn *c)
     free(c);
 }
 
-/* A frame that is not our HELLO: counted and logged, the caller closes. */
+/* A frame that is not the one expected: counted and logged, the caller closes. */
 static void hs_reject(struct eng_listener *l, struct hs_conn *c, int ret)
 {
     if (ret == -EBADMSG)
@@ -75,18 +81,40 @@ static void hs_reject(struct eng_listener *l, struct hs_conn *c, int ret)
     atomic_fetch_add(&l->eng->st.peer_rejected, 1);
 }
 
-/* The HELLO is whole: encode HELLO_ACK into c->out. */
+/* Queue an AUTH frame: the challenge (status 0) or a refusal, after which
+ * the connection is closed. */
+static int hs_auth_frame(struct eng_listener *l, struct hs_conn *c, int status)
+{
+    struct eng_frame f = {.type = ENG_F_AUTH, .id = c->f.id, .status = status};
+
+    c->out = malloc(ENG_FRAME_BYTES + ENG_AUTH_BYTES);
+    if (!c->out)
+        return -ENOMEM;
+    if (!status) {
+        f.payload_len = ENG_AUTH_BYTES;
+        eng_random(c->nonce_t, sizeof(c->nonce_t));
+        memcpy(c->out + ENG_FRAME_BYTES, c->nonce_t, ENG_NONCE_BYTES);
+        eng_auth_proof(&l->eng->auth, true, c->nonce_i, c->nonce_t,
+                       c->out + ENG_FRAME_BYTES + ENG_NONCE_BYTES);
+    }
+    eng_frame_encode(&f, c->out);
+    c->out_len = ENG_FRAME_BYTES + f.payload_len;
+    c->sent = 0;
+    if (status)
+        atomic_fetch_add(&l->eng->st.peer_rejected, 1);
+    c->next_step = status ? HS_NEXT_CLOSE : HS_NEXT_READ;
+    return 0;
+}
+
+/* Authenticated, or no authentication: encode HELLO_ACK into c->out. */
 static int hs_answer(struct eng_listener *l, struct hs_conn *c)
 {
-    struct eng_hello peer, self;
+    struct eng_hello self;
     struct eng_region_desc *regs;
     struct eng_frame f = {.type = ENG_F_HELLO_ACK, .id = c->f.id};
     uint32_t n;
     int ret;
 
-    ret = eng_hello_parse(c->hello, sizeof(c->hello), &peer, NULL, 0);
-    if (ret || peer.nregions)
-        return -EBADMSG;
     ret = eng_region_list(l->eng, &regs, &n);
     if (ret)
         return ret;
@@ -100,38 +128,88 @@ static int hs_answer(struct eng_listener *l, struct hs_conn *c)
     free(regs);
     eng_frame_encode(&f, c->out);
     c->out_len = ENG_FRAME_BYTES + f.payload_len;
-    eng_dbg(l->eng, "peer %s: hello from %s", c->pname, peer.name);
+    c->sent = 0;
+    c->next_step = HS_NEXT_ADOPT;
     return 0;
 }
 
-/* Read what there is of HELLO; 1 when HELLO_ACK is ready, 0 for more, or
- * -errno to close. Never reads past HELLO: what follows is the adopting
- * transport's. */
+/* HELLO is whole: challenge the peer, refuse it, or answer it. */
+static int hs_hello(struct eng_listener *l, struct hs_conn *c)
+{
+    struct eng_hello peer;
+    bool key = l->eng->auth.len > 0;
+
+    if (eng_hello_parse(c->in, ENG_HELLO_BYTES, &peer, NULL, 0) || peer.nregions)
+        return -EBADMSG;
+    eng_dbg(l->eng, "peer %s: hello from %s", c->pname, peer.name);
+    memcpy(c->nonce_i, peer.nonce, sizeof(c->nonce_i));
+    c->auth = true;
+    if (key && !(peer.flags & ENG_HELLO_AUTH)) {
+        eng_warn(l->eng, "peer %s: refused: not authenticated (it has no engine.auth_key_file)",
+                 c->pname);
+        return hs_auth_frame(l, c, -EACCES);
+    }
+    if (!key && (peer.flags & ENG_HELLO_AUTH)) {
+        eng_warn(l->eng,
+                 "peer %s: refused: it asks for authentication, and engine.auth_key_file "
+                 "is not set here",
+                 c->pname);
+        return hs_auth_frame(l, c, -ENOKEY);
+    }
+    return key ? hs_auth_frame(l, c, 0) : hs_answer(l, c);
+}
+
+/* The AUTH response is whole: check the initiator's proof. */
+static int hs_auth(struct eng_listener *l, struct hs_conn *c)
+{
+    uint8_t proof[ENG_MAC_BYTES];
+
+    if (c->f.status) {
+        eng_warn(l->eng, "peer %s: refused our authentication (%s)", c->pname,
+                 c->f.status == -ENOKEY ? "it has no engine.auth_key_file"
+                                        : "its engine.auth_key_file holds another key");
+        atomic_fetch_add(&l->eng->st.peer_rejected, 1);
+        return -EACCES;
+    }
+    eng_auth_proof(&l->eng->auth, false, c->nonce_i, c->nonce_t, proof);
+    if (!eng_auth_equal(proof, c->in + ENG_NONCE_BYTES)) {
+        eng_warn(l->eng, "peer %s: authentication failed (another key); refused", c->pname);
+        return hs_auth_frame(l, c, -EACCES);
+    }
+    return hs_answer(l, c);
+}
+
+/* Read what there is of HELLO (or of the AUTH response); 1 when an answer
+ * is ready in c->out, 0 for more, or -errno to close. Never reads past the
+ * frame: what follows is the adopting transport's. */
 static int hs_read(struct eng_listener *l, struct hs_conn *c)
 {
     for (;;) {
         bool in_hdr = c->got < ENG_FRAME_BYTES;
-        uint8_t *dst = in_hdr ? c->hdr + c->got : c->hello + (c->got - ENG_FRAME_BYTES);
-        size_t want =
-            in_hdr ? ENG_FRAME_BYTES - c->got : ENG_FRAME_BYTES + ENG_HELLO_BYTES - c->got;
-        ssize_t n = recv(c->fd, dst, want, 0);
+        size_t plen = in_hdr ? 0 : c->f.payload_len;
+        uint8_t *dst = in_hdr ? c->hdr + c->got : c->in + (c->got - ENG_FRAME_BYTES);
+        size_t want = in_hdr ? ENG_FRAME_BYTES - c->got : ENG_FRAME_BYTES + plen - c->got;
+        ssize_t n = want ? recv(c->fd, dst, want, 0) : 0;
 
-        if (n < 0)
+        if (want && n < 0)
             return errno == EINTR ? 0 : errno == EAGAIN ? 0 : -errno;
-        if (n == 0)
+        if (want && n == 0)
             return -ECONNRESET;
         c->got += (size_t)n;
         if (in_hdr && c->got == ENG_FRAME_BYTES) {
             int ret = eng_frame_parse(c->hdr, ENG_FRAME_BYTES, &c->f);
-            if (!ret && c->f.type != ENG_F_HELLO)
+            if (!ret && c->f.type != (c->auth ? ENG_F_AUTH : ENG_F_HELLO))
                 ret = -EBADMSG;
             if (ret) {
                 hs_reject(l, c, ret);
                 return ret;
             }
+            plen = c->f.payload_len;
         }
-        if (c->got == ENG_FRAME_BYTES + ENG_HELLO_BYTES) {
-            int ret = hs_answer(l, c);
+        if (c->got >= ENG_FRAME_BYTES && c->got == ENG_FRAME_BYTES + plen) {
+            int ret;
+            c->got = 0;
+            ret = c->auth ? hs_auth(l, c) : hs_hello(l, c);
             return ret ? ret : 1;
         }
         if ((size_t)n < want)
@@ -139,7 +217,7 @@ static int hs_read(struct eng_listener *l, struct hs_conn *c)
     }
 }
 
-/* Send what the socket takes of HELLO_ACK; 1 when all is sent. */
+/* Send what the socket takes of c->out; 1 when all is sent. */
 static int hs_write(struct hs_conn *c)
 {
     while (c->sent < c->out_len) {
@@ -165,6 +243,16 @@ static void hs_event(struct eng_listener *l, struct hs_conn *c, uint32_t ev)
         ret = hs_write(c);
     if (ret == 0 && (ev & (EPOLLERR | EPOLLHUP)) && !(ev & EPOLLIN))
         ret = -ECONNRESET;
+    if (ret == 1 && c->next_step == HS_NEXT_READ) {
+        /* the challenge is out: the response comes next */
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+        free(c->out);
+        c->out = NULL;
+        epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &e);
+        return;
+    }
+    if (ret == 1 && c->next_step == HS_NEXT_CLOSE)
+        ret = -EACCES; /* the refusal is out */
     if (ret < 0) {
         /* a failure of ours (no memory) is an error; the peer's doing is not */
         if (ret == -ENOMEM)
@@ -183,6 +271,42 @@ static void hs_event(struct eng_listener *l, struct hs_conn *c, uint32_t ev)
             close(fd);
         hs_close(l, c);
     }
+}
+
+/* Close the handshakes older than engine.handshake_timeout_ms: a peer that
+ * connects and stays silent does not keep a descriptor. */
+static void hs_expire(struct eng_listener *l, uint64_t now)
+{
+    uint64_t to = (uint64_t)l->eng->p.handshake_timeout_ms * 1000000ull;
+
+    for (struct hs_conn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        if (now - c->t_accept <= to)
+            continue;
+        eng_warn(l->eng, "peer %s: no handshake within %d ms; closing the connection", c->pname,
+                 l->eng->p.handshake_timeout_ms);
+        atomic_fetch_add(&l->eng->st.peer_rejected, 1);
+        hs_close(l, c);
+    }
+}
+
+/* Out of descriptors: the oldest unfinished handshake makes room, so peers
+ * that connect and stay silent cannot keep others out. False if none. */
+static bool hs_evict_oldest(struct eng_listener *l)
+{
+    struct hs_conn *c = l->conns;
+
+    if (!c)
+        return false;
+    while (c->next)
+        c = c->next;
+    eng_warn(l->eng,
+             "listener: out of file descriptors; closing the oldest unfinished "
+             "handshake (peer %s)",
+             c->pname);
+    atomic_fetch_add(&l->eng->st.peer_rejected, 1);
+    hs_close(l, c);
+    return true;
 }
 
 static void peer_name(const struct sockaddr_storage *sa, char *buf, size_t len)
@@ -208,6 +332,8 @@ static void accept_all(struct eng_listener *l)
         struct sockaddr_storage sa;
         socklen_t sl = sizeof(sa);
         int fd = accept4(l->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && hs_evict_oldest(l))
+            continue;
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* level-triggered: leaving it armed would spin; the
@@ -226,6 +352,7 @@ static void accept_all(struct eng_listener *l)
             return;
         }
         c->fd = fd;
+        c->t_accept = eng_now_ns();
         peer_name(&sa, c->pname, sizeof(c->pname));
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &e)) {
@@ -247,16 +374,24 @@ static void *listener_main(void *arg)
     struct epoll_event ev[64];
 
     for (;;) {
-        int n = epoll_wait(l->epfd, ev, 64, l->paused ? 20 : -1);
+        /* unfinished handshakes are timed: look at them every 50 ms */
+        int n = epoll_wait(l->epfd, ev, 64, l->paused ? 20 : l->conns ? 50 : -1);
+        bool acc = false;
         for (int i = 0; i < n; i++) {
             void *p = ev[i].data.ptr;
             if (p == &l->evfd)
                 return NULL;
             if (p == &l->lfd)
-                accept_all(l);
+                acc = true;
             else
                 hs_event(l, p, ev[i].events);
         }
+        /* after the batch: accepting may close a handshake with an event
+         * in it (hs_evict_oldest) */
+        if (acc)
+            accept_all(l);
+        if (l->conns)
+            hs_expire(l, eng_now_ns());
         if (l->paused && eng_now_ns() >= l->resume) {
             struct epoll_event e = {.events = EPOLLIN, .data.ptr = &l->lfd};
             epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->lfd, &e);

@@ -54,6 +54,14 @@ static int local_peer_gen(struct eng_transport *tp, struct eng_segment *seg, uin
 
     if (process_vm_readv((pid_t)seg->hello.pid, &l, 1, &r, 1, 0) != (ssize_t)sizeof(*gen)) {
         int err = errno ? errno : EIO;
+        if (err == ESRCH) {
+            /* the process the segment was opened on is gone for good */
+            eng_err(tp->eng,
+                    "segment %s: the peer's process %u is gone (exited or restarted); "
+                    "its requests fail with ESTALE: close and reopen the segment",
+                    seg->name, seg->hello.pid);
+            return -ESRCH;
+        }
         eng_err(tp->eng, "segment %s: reading the peer's registration state (pid %u): %s",
                 seg->name, seg->hello.pid, strerror(err));
         return -err;
@@ -125,11 +133,14 @@ static int local_refresh(struct eng_transport *tp, struct eng_segment *seg, uint
     if (ret)
         goto out_unlock;
     if (h.pid != seg->hello.pid || h.probe_addr != seg->hello.probe_addr ||
-        h.probe_value != seg->hello.probe_value || memcmp(h.boot_id, seg->hello.boot_id, 16)) {
-        eng_err(eng, "segment %s: another engine answers there now (pid %u, was %u); reopen it",
+        h.probe_value != seg->hello.probe_value || memcmp(h.boot_id, seg->hello.boot_id, 16) ||
+        memcmp(h.instance_id, seg->hello.instance_id, sizeof(h.instance_id))) {
+        eng_err(eng,
+                "segment %s: another engine instance answers there now (pid %u, was %u); "
+                "its requests fail with ESTALE: close and reopen the segment",
                 seg->name, h.pid, seg->hello.pid);
         free(regions);
-        ret = -ECONNRESET;
+        ret = -ESRCH;
         goto out_unlock;
     }
     eng_dbg(eng, "segment %s: %u regions (generation %llu)", seg->name, h.nregions,
@@ -207,8 +218,13 @@ static int local_check(struct eng_transport *tp, struct eng_task *t)
     return ret;
 }
 
+/* -ESRCH inside this file: the peer is not the process the segment was
+ * opened on (-ESTALE is a stale region list, refreshed); the task fails
+ * with -ESTALE, the caller must reopen the segment. */
 static void local_fail(struct eng_task *t, int err)
 {
+    if (err == -ESRCH)
+        err = -ESTALE;
     eng_task_set_slices(t, 1);
     eng_task_slice_done(t, 0, err);
 }

@@ -108,15 +108,101 @@ void eng_hello_self(struct eng_ctx *eng, struct eng_hello *h)
     h->probe_addr = eng->p.local_serve ? (uint64_t)(uintptr_t)&eng->words : 0;
     h->probe_value = eng->words.probe;
     strcpy(h->name, eng->name);
+    memcpy(h->instance_id, eng->instance_id, 16);
 }
-/* One attempt: connect, HELLO
-, HELLO_ACK into *h and *regions_p. */
+
+void eng_hello_initiator(struct eng_ctx *eng, const uint8_t nonce[ENG_NONCE_BYTES],
+                         struct eng_hello *h)
+{
+    eng_hello_self(eng, h);
+    memcpy(h->nonce, nonce, ENG_NONCE_BYTES);
+    if (eng->auth.len) {
+        struct eng_hello bare = {.flags = ENG_HELLO_AUTH}; /* no name either */
+        memcpy(bare.nonce, nonce, ENG_NONCE_BYTES);
+        *h = bare;
+    }
+}
+
+int eng_meta_auth_answer(struct eng_ctx *eng, const char *who, const struct eng_frame *f,
+                         const uint8_t *p, const uint8_t nonce[ENG_NONCE_BYTES], uint8_t *out,
+                         size_t *out_len)
+{
+    struct eng_frame r = {.type = ENG_F_AUTH, .id = f->id};
+    uint8_t proof[ENG_MAC_BYTES];
+    int ret = 0;
+
+    *out_len = 0;
+    if (f->status == -ENOKEY) {
+        eng_err(eng,
+                "segment %s: the peer has no engine.auth_key_file and refuses our "
+                "authenticated handshake",
+                who);
+        return -ENOKEY;
+    }
+    if (f->status) {
+        eng_err(eng, "segment %s: the peer refused the handshake: %s", who,
+                eng->auth.len ? "authentication failed (its engine.auth_key_file holds another key)"
+                              : "it requires authentication; set engine.auth_key_file to its key");
+        return -EACCES;
+    }
+    if (!eng->auth.len) {
+        eng_err(eng,
+                "segment %s: the peer requires authentication; set engine.auth_key_file to "
+                "its key",
+                who);
+        r.status = -ENOKEY;
+        ret = -EACCES;
+    } else {
+        eng_auth_proof(&eng->auth, true, nonce, p, proof);
+        if (!eng_auth_equal(proof, p + ENG_NONCE_BYTES)) {
+            eng_err(eng,
+                    "segment %s: authentication failed: the peer's engine.auth_key_file "
+                    "holds another key",
+                    who);
+            r.status = -EACCES;
+            ret = -EACCES;
+        } else {
+            r.payload_len = ENG_AUTH_BYTES;
+            memcpy(out + ENG_FRAME_BYTES, nonce, ENG_NONCE_BYTES);
+            eng_auth_proof(&eng->auth, false, nonce, p, out + ENG_FRAME_BYTES + ENG_NONCE_BYTES);
+        }
+    }
+    eng_frame_encode(&r, out);
+    *out_len = ENG_FRAME_BYTES + r.payload_len;
+    return ret;
+}
+
+/* The target's AUTH challenge (header in f, already read): answered; then
+ * the next header is read into hdr. */
+static int meta_auth(struct eng_ctx *eng, const struct eng_segment *seg, int fd, uint64_t deadline,
+                     const uint8_t nonce[ENG_NONCE_BYTES], struct eng_frame *f, uint8_t *hdr)
+{
+    uint8_t p[ENG_AUTH_BYTES], out[ENG_FRAME_BYTES + ENG_AUTH_BYTES];
+    size_t out_len;
+    int ret = 0;
+
+    if (f->payload_len)
+        ret = io_all(fd, p, sizeof(p), false, deadline);
+    if (ret)
+        return ret;
+    ret = eng_meta_auth_answer(eng, seg->name, f, f->payload_len ? p : NULL, nonce, out, &out_len);
+    if (out_len && io_all(fd, out, out_len, true, deadline) && !ret)
+        ret = -ECONNRESET;
+    if (!ret)
+        ret = io_all(fd, hdr, ENG_FRAME_BYTES, false, deadline);
+    if (!ret)
+        ret = eng_frame_parse(hdr, ENG_FRAME_BYTES, f);
+    return ret;
+}
+
+/* One attempt: connect, HELLO, (AUTH,) HELLO_ACK into *h and *regions_p. */
 static int meta_once(struct eng_ctx *eng, const struct eng_segment *seg, uint64_t deadline,
                      struct eng_hello *h, struct eng_region_desc **regions_p)
 {
     struct eng_region_desc *regions = NULL;
     uint8_t hdr[ENG_FRAME_BYTES];
     uint8_t hello[ENG_HELLO_BYTES];
+    uint8_t nonce[ENG_NONCE_BYTES];
     struct eng_hello self;
     struct eng_frame f = {.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
     uint8_t *buf = NULL;
@@ -138,7 +224,8 @@ static int meta_once(struct eng_ctx *eng, const struct eng_segment *seg, uint64_
         ret = -err;
         goto out_close;
     }
-    eng_hello_self(eng, &self);
+    eng_random(nonce, sizeof(nonce));
+    eng_hello_initiator(eng, nonce, &self);
     eng_frame_encode(&f, hdr);
     eng_hello_encode(&self, NULL, 0, hello);
     ret = io_all(fd, hdr, sizeof(hdr), true, deadline);
@@ -149,6 +236,18 @@ static int meta_once(struct eng_ctx *eng, const struct eng_segment *seg, uint64_
     if (ret)
         goto out_close;
     ret = eng_frame_parse(hdr, sizeof(hdr), &f);
+    if (!ret && f.type == ENG_F_AUTH) {
+        ret = meta_auth(eng, seg, fd, deadline, nonce, &f, hdr);
+        if (ret && ret != -EPROTO && ret != -EBADMSG)
+            goto out_close; /* refused (logged), or the connection failed */
+    } else if (!ret && f.type == ENG_F_HELLO_ACK && eng->auth.len) {
+        eng_err(eng,
+                "segment %s: the peer answered without authenticating (it has no "
+                "engine.auth_key_file); refused",
+                seg->name);
+        ret = -EACCES;
+        goto out_close;
+    }
     if (ret || f.type != ENG_F_HELLO_ACK || f.status) {
         eng_err(eng, "segment %s: handshake answered with %s", seg->name,
                 ret == -EPROTO ? "another protocol version"
@@ -195,7 +294,7 @@ int eng_meta_fetch(struct eng_ctx *eng, const struct eng_segment *seg, struct en
 
     for (int attempt = 1; attempt <= eng->p.connect_attempts; attempt++) {
         ret = meta_once(eng, seg, deadline, h, regions_p);
-        if (!ret || ret == -EPROTO || ret == -EBADMSG)
+        if (!ret || ret == -EPROTO || ret == -EBADMSG || ret == -EACCES || ret == -ENOKEY)
             break;
         uint64_t wait = (uint64_t)eng_backoff_ms(eng->p.connect_backoff_ms,
                                                  eng->p.connect_backoff_max_ms, attempt) *

@@ -39,6 +39,13 @@ struct eng_params {
     char metadata[512];    /* "p2p" or "etcd://..." */
     char etcd_prefix[256]; /* key prefix of published segments */
     int etcd_ttl_s;
+    char auth_key_file[PATH_MAX]; /* "" = no authentication */
+    int handshake_timeout_ms;
+    int serve_idle_timeout_ms; /* 0 = never */
+    int serve_stall_timeout_ms;
+    int serve_max_queued;
+    uint64_t serve_max_queued_bytes;
+    int unregister_timeout_ms;
     int log_level;
     char log_file[PATH_MAX]; /* "" = stderr */
     /* staging of cuda:N memory: this engine's pinned pools (cuda.*) */

@@ -94,10 +94,16 @@ int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f)
         if (f->payload_len)
             return -EBADMSG;
         break;
+    case ENG_F_AUTH:
+        if (f->payload_len != (f->status ? 0 : ENG_AUTH_BYTES))
+            return -EBADMSG;
+        break;
     }
     return 0;
 }
 
+/* Hello layout: boot_id 16, pid 4, nregions 4, probe_addr 8, probe_value 8,
+ * name 64, instance_id 16, nonce 16, flags 4, reserved 4; then the regions. */
 size_t eng_hello_encode(const struct eng_hello *h, const struct eng_region_desc *r, uint32_t n,
                         uint8_t *buf)
 {
@@ -109,6 +115,10 @@ size_t eng_hello_encode(const struct eng_hello *h, const struct eng_region_desc 
     memset(buf + 40, 0, ENG_NAME_MAX);
     size_t nl = strnlen(h->name, ENG_NAME_MAX - 1);
     memcpy(buf + 40, h->name, nl);
+    memcpy(buf + 104, h->instance_id, 16);
+    memcpy(buf + 120, h->nonce, 16);
+    put32(buf + 136, h->flags);
+    put32(buf + 140, 0);
     for (uint32_t i = 0; i < n; i++) {
         uint8_t *d = buf + ENG_HELLO_BYTES + (size_t)ENG_REGION_BYTES * i;
         put64(d, r[i].addr);
@@ -132,6 +142,11 @@ int eng_hello_parse(const uint8_t *buf, size_t len, struct eng_hello *h, struct 
     if (!memchr(buf + 40, '\0', ENG_NAME_MAX))
         return -EBADMSG;
     memcpy(h->name, buf + 40, ENG_NAME_MAX);
+    memcpy(h->instance_id, buf + 104, 16);
+    memcpy(h->nonce, buf + 120, 16);
+    h->flags = get32(buf + 136);
+    if ((h->flags & ~ENG_HELLO_FLAGS) || get32(buf + 140))
+        return -EBADMSG;
     if (h->nregions > ENG_MAX_REGIONS ||
         len != ENG_HELLO_BYTES + (size_t)h->nregions * ENG_REGION_BYTES)
         return -EBADMSG;

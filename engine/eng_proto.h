@@ -4,7 +4,12 @@
  * protocol version; a peer speaking another version is refused at HELLO.
  *
  *   HELLO      initiator -> target, payload = struct eng_hello (no regions)
- *   HELLO_ACK  target -> initiator, payload = struct eng_hello + regions
+ *   AUTH       target -> initiator: the challenge (its nonce and proof);
+ *              initiator -> target: the response (its proof); status < 0
+ *              and no payload: a refusal (eng_auth.h), then the sender closes
+ *   HELLO_ACK  target -> initiator, payload = struct eng_hello + regions;
+ *              with authentication, sent only once the initiator's proof
+ *              was checked: nothing about the target goes out before
  *   READ       request len bytes at addr, no payload
  *   READ_RESP  status 0: payload = the len bytes; status < 0: no payload
  *   WRITE      payload = len bytes to store at addr
@@ -21,12 +26,13 @@
 #include <stdint.h>
 
 #define ENG_MAGIC 0x4d485354u /* "TSHM" */
-#define ENG_VERSION 2         /* 2: region descriptors carry flags */
+#define ENG_VERSION 3         /* 2: region descriptors carry flags; 3: instance id, nonce, AUTH */
 #define ENG_FRAME_BYTES 56
 #define ENG_SLICE_MAX (64u << 20) /* largest data payload of one frame */
 #define ENG_MAX_REGIONS 4096      /* regions announced in HELLO_ACK */
 #define ENG_NAME_MAX 64
-#define ENG_HELLO_BYTES (16 + 4 + 4 + 8 + 8 + ENG_NAME_MAX)
+#define ENG_HELLO_BYTES (16 + 4 + 4 + 8 + 8 + ENG_NAME_MAX + 16 + 16 + 4 + 4)
+#define ENG_AUTH_BYTES (16 + 32) /* AUTH payload: nonce, proof (HMAC-SHA256) */
 #define ENG_REGION_BYTES 24
 #define ENG_CTRL_MAX (ENG_HELLO_BYTES + ENG_MAX_REGIONS * ENG_REGION_BYTES)
 
@@ -37,7 +43,8 @@ enum eng_frame_type {
     ENG_F_READ_RESP,
     ENG_F_WRITE,
     ENG_F_WRITE_ACK,
-    ENG_F_MAX_TYPE = ENG_F_WRITE_ACK,
+    ENG_F_AUTH,
+    ENG_F_MAX_TYPE = ENG_F_AUTH,
 };
 
 /* A decoded frame header. */
@@ -60,7 +67,17 @@ struct eng_hello {
     uint64_t probe_addr;     /* address of a word a same-host peer may read ... */
     uint64_t probe_value;    /* ... and find this value in: process_vm_* works */
     char name[ENG_NAME_MAX]; /* NUL-terminated */
+    /* random per engine start: a peer restarted at the same address has
+     * another one, and the segments opened on the old one fail (-ESTALE) */
+    uint8_t instance_id[16];
+    uint8_t nonce[16]; /* HELLO: the initiator's challenge nonce */
+    uint32_t flags;    /* ENG_HELLO_* */
 };
+
+/* HELLO: the initiator has an engine.auth_key_file and wants the target
+ * to prove it has the same key. */
+#define ENG_HELLO_AUTH 0x1u
+#define ENG_HELLO_FLAGS ENG_HELLO_AUTH
 
 /* A region in HELLO_ACK: addr, len, flags, 4 reserved bytes (zero). */
 #define ENG_REGION_DEVICE 0x1u /* GPU memory: only the tcp transport reaches it */

@@ -6,6 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* after a revocation, how long the closing of connections may take */
+#define REVOKE_WAIT_NS (5 * 1000000000ull)
+
 /* Index of the first region with addr > a. */
 static size_t reg_upper(struct teshim_engine *eng, uint64_t a)
 {
@@ -77,6 +80,52 @@ err_unlock:
     return ret;
 }
 
+/*
+ * Peers' requests already admitted finish before the memory goes. A peer
+ * that does not read its answers would hold them for ever: after
+ * engine.unregister_timeout_ms the region is revoked, the tcp workers
+ * close the connections whose answers use it (their requests fail at the
+ * peer), and this returns -ETIMEDOUT. Should the requests still not end
+ * (a device copy that never completes), the region is left allocated and
+ * -EBUSY returned: the memory must then stay valid.
+ */
+static int region_drain(struct teshim_engine *eng, struct eng_region *r)
+{
+    uint64_t t0 = eng_now_ns(), to = (uint64_t)eng->ctx.p.unregister_timeout_ms * 1000000ull;
+    bool revoked = false;
+    int ret = 0;
+
+    while (atomic_load(&r->users)) {
+        uint64_t waited = eng_now_ns() - t0;
+        if (!revoked && waited > to) {
+            revoked = true;
+            eng_err(&eng->ctx,
+                    "unregister: [%p, +%llu) still used by %d peer requests after %d ms; "
+                    "closing the connections that carry them",
+                    (void *)(uintptr_t)r->addr, (unsigned long long)r->len, atomic_load(&r->users),
+                    eng->ctx.p.unregister_timeout_ms);
+            atomic_store(&r->revoked, true);
+            atomic_fetch_add(&eng->ctx.revoking, 1);
+        }
+        if (revoked && waited > to + REVOKE_WAIT_NS) {
+            eng_err(&eng->ctx,
+                    "unregister: [%p, +%llu) still used %d s after its connections were "
+                    "closed; keep the memory valid",
+                    (void *)(uintptr_t)r->addr, (unsigned long long)r->len,
+                    (int)(REVOKE_WAIT_NS / 1000000000ull));
+            ret = -EBUSY;
+            break;
+        }
+        usleep(revoked ? 1000 : 100);
+    }
+    if (revoked)
+        atomic_fetch_sub(&eng->ctx.revoking, 1);
+    if (ret)
+        return ret; /* r stays allocated: answers still refer to it */
+    free(r);
+    return revoked ? -ETIMEDOUT : 0;
+}
+
 int eng_region_remove(struct teshim_engine *eng, uint64_t a)
 {
     struct eng_region *r = NULL;
@@ -93,11 +142,7 @@ int eng_region_remove(struct teshim_engine *eng, uint64_t a)
     pthread_rwlock_unlock(&eng->reg_lock);
     if (!r)
         return -ENOENT;
-    /* peers' requests already admitted finish before the memory goes */
-    while (atomic_load(&r->users))
-        usleep(100);
-    free(r);
-    return 0;
+    return region_drain(eng, r);
 }
 
 int eng_region_device(struct teshim_engine *eng, uint64_t a, uint64_t len, int *dev_p)

@@ -31,6 +31,7 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
     memcpy(&p->sa, &seg->sa, sizeof(p->sa));
     p->salen = seg->salen;
     p->pid = seg->hello.pid;
+    memcpy(p->instance_id, seg->hello.instance_id, sizeof(p->instance_id));
     p->serial = eng->p.same_host_send == ENG_SAME_HOST_SERIAL &&
                 !memcmp(seg->hello.boot_id, eng->boot_id, sizeof(eng->boot_id));
     p->n = n;
@@ -139,6 +140,7 @@ static int tcp_adopt(struct eng_transport *base, int fd, const char *pname)
     tcp_conn_locks_init(c);
     pthread_mutex_init(&c->stage_lock, NULL);
     atomic_store(&c->state, C_READY);
+    c->t_rx = c->t_tx = eng_now_ns();
     snprintf(c->pname, sizeof(c->pname), "%s", pname);
     tcp_sock_opts(base->eng, fd);
     tcp_post_cmd(c, CMD_ADOPT);

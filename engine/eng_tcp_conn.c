@@ -68,6 +68,14 @@ static void epoll_set(struct tcp_conn *c, uint32_t ev)
     epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
 }
 
+/* Watch for what the connection waits for: requests unless paused, room
+ * to send when the socket was full. Under c->lock. */
+void tcp_conn_arm_locked(struct tcp_conn *c)
+{
+    if (c->fd >= 0)
+        epoll_set(c, (c->rpaused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0));
+}
+
 void *tcp_conn_stage_take(struct tcp_conn *c, uint64_t len)
 {
     void *p = NULL;
@@ -162,6 +170,9 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
     sq = c->sq;
     iq = c->iq;
     c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
+    c->q_n = 0;
+    c->q_bytes = 0;
+    c->rpaused = false;
     if ((sq || iq || rs) && c->peer) {
         atomic_fetch_add(&eng->st.conn_broken, 1);
         eng_warn(eng, "peer %s: connection lost with requests on it: %s", c->pname,
@@ -207,6 +218,17 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
         c->wnext = c->w->graveyard;
         c->w->graveyard = c;
     }
+}
+
+/* Whether the answers queued unsent on an accepted connection reach
+ * engine.serve.max_queued(_bytes) (paused: while above half of them).
+ * Under c->lock. */
+bool tcp_conn_backlogged(struct tcp_conn *c)
+{
+    const struct eng_params *p = &tcp_conn_eng(c)->p;
+    int div = c->rpaused ? 2 : 1;
+
+    return c->q_n >= p->serve_max_queued / div || c->q_bytes >= p->serve_max_queued_bytes / div;
 }
 
 /*
@@ -275,11 +297,13 @@ int tcp_conn_flush(struct tcp_conn *c)
             }
             if (!c->want_out) {
                 c->want_out = true;
-                epoll_set(c, EPOLLIN | EPOLLOUT);
+                tcp_conn_arm_locked(c);
             }
             full = true;
             break;
         }
+        if (n > 0)
+            c->t_tx = eng_now_ns();
         while (n > 0) {
             struct tcp_slice *s = c->sq;
             size_t rem = ENG_FRAME_BYTES + s->len - s->sent;
@@ -299,15 +323,24 @@ int tcp_conn_flush(struct tcp_conn *c)
                     c->iq = s;
                 c->iq_tail = s;
             } else {
+                c->q_n--;
+                c->q_bytes -= s->qlen;
                 tcp_slice_free(s);
             }
         }
     }
     /* nothing left, or only what waits for a device copy or a reset */
+    bool rearm = false;
     if (!ret && !full && c->want_out) {
         c->want_out = false;
-        epoll_set(c, EPOLLIN);
+        rearm = true;
     }
+    if (c->rpaused && !tcp_conn_backlogged(c)) {
+        c->rpaused = false; /* the peer read enough: its requests again */
+        rearm = true;
+    }
+    if (rearm)
+        tcp_conn_arm_locked(c);
     c->sending = false;
     pthread_mutex_unlock(&c->send_lock);
     return ret;
@@ -316,6 +349,13 @@ int tcp_conn_flush(struct tcp_conn *c)
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s)
 {
     s->next = NULL;
+    if (!c->sq)
+        c->t_tx = eng_now_ns(); /* a stall is timed from the first unsent answer */
+    if (!s->task) {
+        s->qlen = s->len;
+        c->q_n++;
+        c->q_bytes += s->qlen;
+    }
     if (c->sq_tail)
         c->sq_tail->next = s;
     else
@@ -342,7 +382,7 @@ void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out)
         pthread_mutex_lock(&out->lock);
         if (out->want_out) {
             out->want_out = false;
-            epoll_set(out, EPOLLIN);
+            tcp_conn_arm_locked(out);
         }
         pthread_mutex_unlock(&out->lock);
     }
@@ -459,9 +499,11 @@ void tcp_conn_connected(struct tcp_conn *c)
         return;
     }
     eng_frame_encode(&f, buf);
-    eng_hello_self(eng, &self);
+    eng_random(c->nonce, sizeof(c->nonce));
+    c->authed = false;
+    eng_hello_initiator(eng, c->nonce, &self);
     eng_hello_encode(&self, NULL, 0, buf + ENG_FRAME_BYTES);
-    /* a fresh socket takes 144 bytes at once */
+    /* a fresh socket takes 200 bytes at once */
     if (send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf)) {
         tcp_connect_failed(c, -errno);
         return;

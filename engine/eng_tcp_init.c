@@ -40,6 +40,10 @@ int tcp_initiator_header(struct tcp_conn *c)
     struct tcp_slice *s;
 
     if (atomic_load(&c->state) == C_HANDSHAKE) {
+        if (f->type == ENG_F_AUTH && f->payload_len)
+            return tcp_start_ctrl(c, f->payload_len); /* the challenge */
+        if (f->type == ENG_F_AUTH)
+            return tcp_initiator_ctrl(c); /* a refusal */
         if (f->type != ENG_F_HELLO_ACK || f->status)
             return -EBADMSG;
         return tcp_start_ctrl(c, f->payload_len);
@@ -71,18 +75,56 @@ int tcp_initiator_header(struct tcp_conn *c)
     }
 }
 
-int tcp_initiator_hello_ack(struct tcp_conn *c)
+/* The target's AUTH frame in c->rf (its payload in c->ctrl): answered
+ * (the socket is fresh and takes it whole), or the refusal is final. */
+static int initiator_auth(struct tcp_conn *c)
+{
+    struct eng_ctx *eng = tcp_conn_eng(c);
+    uint8_t out[ENG_FRAME_BYTES + ENG_AUTH_BYTES];
+    size_t out_len;
+    int ret = eng_meta_auth_answer(eng, c->pname, &c->rf, c->ctrl, c->nonce, out, &out_len);
+
+    free(c->ctrl);
+    c->ctrl = NULL;
+    if (out_len && send(c->fd, out, out_len, MSG_NOSIGNAL) != (ssize_t)out_len && !ret)
+        ret = -ECONNRESET;
+    if (!ret)
+        c->authed = true;
+    return ret;
+}
+
+int tcp_initiator_ctrl(struct tcp_conn *c)
 {
     struct eng_ctx *eng = tcp_conn_eng(c);
     struct eng_hello h;
-    int ret = eng_hello_parse(c->ctrl, c->rf.payload_len, &h, NULL, 0);
+    int ret;
 
+    if (c->rf.type == ENG_F_AUTH)
+        return initiator_auth(c);
+    ret = eng_hello_parse(c->ctrl, c->rf.payload_len, &h, NULL, 0);
     free(c->ctrl);
     c->ctrl = NULL;
     if (ret)
         return ret;
-    if (h.pid != c->peer->pid)
-        eng_info(eng, "peer %s: restarted (pid %u, was %u)", c->pname, h.pid, c->peer->pid);
+    if (eng->auth.len && !c->authed) {
+        eng_err(eng,
+                "segment %s: the peer answered without authenticating (it has no "
+                "engine.auth_key_file); refused",
+                c->pname);
+        return -EACCES;
+    }
+    c->authed = false;
+    if (memcmp(h.instance_id, c->peer->instance_id, sizeof(h.instance_id))) {
+        /* a restarted peer at the same address: its registrations are not
+         * the ones the segment was opened on */
+        atomic_store(&c->peer->stale, true);
+        eng_err(eng,
+                "segment %s: another engine instance answers at the peer's address (it "
+                "restarted, pid %u, was %u); its requests fail with ESTALE: close and "
+                "reopen the segment",
+                c->pname, h.pid, c->peer->pid);
+        return -ESTALE;
+    }
     pthread_mutex_lock(&c->lock);
     atomic_store(&c->state, C_READY);
     c->attempts = 0;
@@ -175,9 +217,14 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
     struct tcp_block *b;
     uint64_t now = eng_now_ns();
 
-    if (atomic_load(&tp->stop)) {
+    if (atomic_load(&tp->stop) || atomic_load(&p->stale)) {
+        if (atomic_load(&p->stale))
+            eng_err(eng,
+                    "segment %s: the peer restarted since the segment was opened; close "
+                    "and reopen it",
+                    t->seg->name);
         eng_task_set_slices(t, 1);
-        eng_task_slice_done(t, 0, -ECANCELED);
+        eng_task_slice_done(t, 0, atomic_load(&p->stale) ? -ESTALE : -ECANCELED);
         return;
     }
     b = malloc(sizeof(*b) + n * sizeof(struct tcp_slice));

@@ -70,6 +70,7 @@ struct tcp_slice {
     void *owned;             /* freed when sent */
     uint32_t len;            /* payload bytes to send */
     uint32_t xfer;           /* bytes the slice moves */
+    uint32_t qlen;           /* target: payload bytes counted in c->q_bytes */
     size_t sent;             /* of header + payload */
     uint64_t seq, raddr, t_start;
     uint8_t op;
@@ -120,8 +121,19 @@ struct tcp_conn {
     /* the request last rejected with a message: its other slices only count */
     uint64_t rej_addr, rej_len, rej_at;
     uint8_t rej_type;
-    uint8_t *ctrl; /* HELLO_ACK being read (initiator) */
+    uint8_t *ctrl; /* HELLO_ACK or AUTH being read (initiator) */
     size_t ctrl_got;
+    uint8_t nonce[ENG_NONCE_BYTES]; /* of our HELLO (initiator) */
+    bool authed;                    /* the target proved the key (initiator) */
+    /* accepted connections: answers queued unsent and their payload bytes;
+     * over engine.serve.max_queued(_bytes) the worker stops reading the
+     * peer's requests (rpaused) until it has read half of them. t_tx: when
+     * the send side last moved (or had nothing to send); all under lock */
+    int q_n;
+    uint64_t q_bytes;
+    bool rpaused;
+    uint64_t t_tx;
+    uint64_t t_rx; /* last bytes received, worker only */
     /* connection establishment, outgoing only */
     int attempts;
     uint64_t t_first, t_next, t_used;
@@ -140,6 +152,8 @@ struct tcp_peer {
     struct sockaddr_storage sa;
     socklen_t salen;
     uint32_t pid;
+    uint8_t instance_id[16]; /* the peer's at the segment's open */
+    atomic_bool stale;       /* another instance answers there now: -ESTALE */
     atomic_uint rr;
     atomic_int refs;
     bool serial;               /* one sending thread at a time: peer_send */
@@ -193,6 +207,8 @@ void tcp_slice_finish(struct tcp_slice *s, int err);
 void tcp_conn_reset(struct tcp_conn *c, int err);
 int tcp_conn_flush(struct tcp_conn *c);
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s);
+void tcp_conn_arm_locked(struct tcp_conn *c);
+bool tcp_conn_backlogged(struct tcp_conn *c);
 void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out);
 int tcp_start_ctrl(struct tcp_conn *c, uint32_t len);
 void tcp_connect_failed(struct tcp_conn *c, int err);
@@ -207,11 +223,12 @@ int tcp_send_answer(struct tcp_conn *c, uint8_t type, const struct eng_frame *re
 int tcp_serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame *req,
                      struct eng_region *reg, void *stage);
 int tcp_target_header(struct tcp_conn *c);
+void tcp_target_tick(struct tcp_conn *c, uint64_t now);
 
 /* ---- initiator side (eng_tcp_init.c): requests out, answers in ------------- */
 
 int tcp_initiator_header(struct tcp_conn *c);
-int tcp_initiator_hello_ack(struct tcp_conn *c);
+int tcp_initiator_ctrl(struct tcp_conn *c);
 void tcp_submit_begin(struct eng_transport *base);
 void tcp_submit_end(struct eng_transport *base);
 void tcp_start(struct eng_transport *base, struct eng_task *t);

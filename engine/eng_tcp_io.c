@@ -41,7 +41,7 @@ static int on_body_done(struct tcp_conn *c)
     int stage = c->rstage;
     c->rstage = R_HDR;
     if (stage == R_CTRL)
-        return tcp_initiator_hello_ack(c);
+        return tcp_initiator_ctrl(c);
     if (c->peer) {
         struct tcp_slice *s = c->rslice;
         c->rslice = NULL;
@@ -100,11 +100,33 @@ static int read_acks(struct tcp_conn *c, bool *done)
     return 1;
 }
 
+/* Target: too many answers wait for the peer to read them. Send what the
+ * socket takes; if still too many, stop reading its requests (the flush
+ * that drains them reads again). True when paused. */
+static bool target_backpressure(struct tcp_conn *c, int *ret)
+{
+    bool paused = false;
+
+    pthread_mutex_lock(&c->lock);
+    if (tcp_conn_backlogged(c)) {
+        c->deferred = 0;
+        *ret = tcp_conn_flush(c);
+        if (!*ret && tcp_conn_backlogged(c)) {
+            c->rpaused = paused = true;
+            tcp_conn_arm_locked(c);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return paused || *ret;
+}
+
 static int conn_read(struct tcp_conn *c)
 {
     for (int loops = 0; loops < 32; loops++) {
         struct iovec iov[2];
-        int k = 1;
+        int k = 1, bp = 0;
+        if (!c->peer && target_backpressure(c, &bp))
+            return bp;
         if (c->peer && c->rstage == R_HDR && !c->rgot && atomic_load(&c->state) == C_READY) {
             bool done;
             int ret = read_acks(c, &done);
@@ -146,6 +168,8 @@ static int conn_read(struct tcp_conn *c)
             return -ECONNRESET;
         size_t got = (size_t)n;
         int ret = 0;
+        if (!c->peer)
+            c->t_rx = eng_now_ns();
         switch (c->rstage) {
         case R_HDR:
             c->rgot += got;
@@ -225,7 +249,13 @@ static void conn_event(struct tcp_conn *c, uint32_t ev)
                     strerror(-ret));
         else if (ret != -ECONNRESET || c->peer)
             eng_dbg(tcp_conn_eng(c), "peer %s: connection closed: %s", c->pname, strerror(-ret));
-        tcp_conn_reset(c, ret == -EBADMSG || ret == -EPROTO ? -EPROTO : -ECONNRESET);
+        /* what the tasks see: a refused handshake or a restarted peer as
+         * such, any other failure as a reset */
+        if (ret == -EBADMSG)
+            ret = -EPROTO;
+        else if (ret != -EPROTO && ret != -EACCES && ret != -ENOKEY && ret != -ESTALE)
+            ret = -ECONNRESET;
+        tcp_conn_reset(c, ret);
     }
 }
 
@@ -289,8 +319,10 @@ static void tick(struct tcp_worker *w, uint64_t now)
     eng_limiter_expire(eng, now);
     for (struct tcp_conn *c = w->conns, *next; c; c = next) {
         next = c->wnext;
-        if (!c->peer)
+        if (!c->peer) {
+            tcp_target_tick(c, now);
             continue;
+        }
         int st = atomic_load(&c->state);
         if (st == C_CONNECTING && c->fd < 0 && now >= c->t_next) {
             tcp_conn_connect(c);

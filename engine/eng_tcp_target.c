@@ -64,11 +64,11 @@ static void device_copied(void *arg, int err)
     struct eng_frame f = {
         .type = s->op, .status = err, .id = s->seq, .addr = s->raddr, .len = s->xfer};
 
+    pthread_mutex_lock(&c->lock);
     if (err)
         s->len = 0;
     f.payload_len = s->len;
     eng_frame_encode(&f, s->hdr);
-    pthread_mutex_lock(&c->lock);
     s->wait = false;
     if (c->fd >= 0 && tcp_conn_flush(c))
         shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
@@ -148,6 +148,44 @@ static void reject(struct tcp_conn *c, const char *what)
     c->rej_at = now;
     eng_warn(eng, "peer %s: %s [0x%llx, +%llu) outside remote-accessible registrations: rejected",
              c->pname, what, (unsigned long long)c->rf.req_addr, (unsigned long long)c->rf.req_len);
+}
+
+/*
+ * The timers of an accepted connection (worker, on its tick): a peer that
+ * leaves its answers unread (the socket full) for
+ * engine.serve.stall_timeout_ms, one silent for engine.serve.idle_timeout_ms,
+ * and one whose answers use a region being unregistered
+ * (teshim_unregister's bound passed) lose the connection.
+ */
+void tcp_target_tick(struct tcp_conn *c, uint64_t now)
+{
+    struct eng_ctx *eng = tcp_conn_eng(c);
+    uint64_t stall_to = (uint64_t)eng->p.serve_stall_timeout_ms * 1000000ull;
+    uint64_t idle_to = (uint64_t)eng->p.serve_idle_timeout_ms * 1000000ull;
+    const char *why = NULL;
+    bool idle = false;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->sq && c->want_out && now > c->t_tx && now - c->t_tx > stall_to)
+        why = "the peer does not read its answers";
+    else if (!c->sq && c->rstage == R_HDR && !c->rgot && idle_to && now > c->t_rx &&
+             now - c->t_rx > idle_to)
+        why = "idle", idle = true;
+    if (!why && atomic_load(&eng->revoking)) {
+        bool hit = c->rreg && atomic_load(&c->rreg->revoked);
+        for (struct tcp_slice *s = c->sq; s && !hit; s = s->next)
+            hit = s->reg && atomic_load(&s->reg->revoked);
+        if (hit)
+            why = "its requests use a region being unregistered";
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!why)
+        return;
+    if (idle)
+        eng_dbg(eng, "peer %s: idle connection closed", c->pname);
+    else
+        eng_warn(eng, "peer %s: closing the connection: %s", c->pname, why);
+    tcp_conn_reset(c, -ECONNRESET);
 }
 
 int tcp_target_header(struct tcp_conn *c)

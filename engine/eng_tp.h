@@ -11,6 +11,7 @@
 #ifndef TESHIM_ENG_TP_H
 #define TESHIM_ENG_TP_H
 
+#include "eng_auth.h"
 #include "eng_base.h"
 #include "eng_copy.h"
 #include "eng_params.h"
@@ -37,7 +38,13 @@ struct eng_ctx {
     struct eng_logger log;
     char name[ENG_NAME_MAX];
     uint8_t boot_id[16];
-    uint8_t instance_id[16]; /* random, per engine start */
+    /* random per engine start (HELLO_ACK): peers tell a restart from a
+     * reconnection, and a metadata backend may publish it */
+    uint8_t instance_id[16];
+    struct eng_auth_key auth; /* engine.auth_key_file; len 0 = none */
+    /* regions unregistered while peers' answers still use them: the tcp
+     * workers close the connections holding such answers */
+    atomic_int revoking;
     /* Read by same-host peers with process_vm_readv at the address HELLO
      * announces (probe_addr): the probe value, then the generation of
      * unregistrations, bumped by every teshim_unregister so a peer's cached
@@ -132,8 +139,9 @@ int eng_tp_stage_wrap(struct eng_transport *inner, struct eng_transport **tp_p);
 struct eng_region {
     uint64_t addr, len;
     bool remote;
-    int cuda_dev;     /* -1 = host memory */
-    atomic_int users; /* peer requests using the region right now */
+    int cuda_dev;        /* -1 = host memory */
+    atomic_int users;    /* peer requests using the region right now */
+    atomic_bool revoked; /* unregistered while still used: connections close */
 };
 
 /* An open remote segment. */
@@ -225,7 +233,22 @@ int eng_meta_fetch(struct eng_ctx *eng, const struct eng_segment *seg, struct en
                    struct eng_region_desc **regions_p);
 /* Parse "host:port" ("[v6]:port") into sa; 0 or -EINVAL / -EHOSTUNREACH. */
 int eng_parse_hostport(const char *s, bool passive, struct sockaddr_storage *sa, socklen_t *len);
-/* Our identity block for HELLO. */
+/* Our identity block for HELLO_ACK. */
 void eng_hello_self(struct eng_ctx *eng, struct eng_hello *h);
+/* HELLO of an initiator: with a key, only the flag and the nonce (nothing
+ * of us before the peer proved the key). */
+void eng_hello_initiator(struct eng_ctx *eng, const uint8_t nonce[ENG_NONCE_BYTES],
+                         struct eng_hello *h);
+/*
+ * The initiator's answer to the target's AUTH frame f (payload p, NULL for
+ * a refusal) on a connection whose HELLO carried nonce: checks the target's
+ * proof and writes our response (header and payload, ENG_FRAME_BYTES +
+ * ENG_AUTH_BYTES, or a bare refusal) into out, its length in *out_len.
+ * 0 to go on (send out, then wait for HELLO_ACK), or -EACCES / -ENOKEY,
+ * logged naming the segment who (send out, then close).
+ */
+int eng_meta_auth_answer(struct eng_ctx *eng, const char *who, const struct eng_frame *f,
+                         const uint8_t *p, const uint8_t nonce[ENG_NONCE_BYTES], uint8_t *out,
+                         size_t *out_len);
 
 #endif

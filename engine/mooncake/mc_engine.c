@@ -61,8 +61,8 @@ static int mc_code(int err)
         return TESHIM_MC_ERR_MEMORY;
     case -ENOTSUP:
         return TESHIM_MC_ERR_NOT_IMPLEMENTED;
-    case -ESTALE:    /* etcd: the segment's peer restarted ... */
-    case -EHOSTDOWN: /* ... or left: reopen it */
+    case -ESTALE:    /* the segment's peer restarted (handshake or etcd) ... */
+    case -EHOSTDOWN: /* ... or left (etcd): reopen it */
         return TESHIM_MC_ERR_METADATA;
     case -ECONNREFUSED:
     case -ECONNRESET:

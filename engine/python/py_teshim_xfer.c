@@ -65,7 +65,9 @@ static int te_unregister_one(te_engine *self, PyObject *buf)
     ts = te_unlock(self);
     ret = teshim_unregister(self->eng, b.addr);
     te_relock(self, ts);
-    if (ret) {
+    /* -ETIMEDOUT: peers' requests were cut off, the registration is gone
+     * all the same: its object is let go, then the error raised */
+    if (ret && ret != -ETIMEDOUT) {
         te_raise(ret, "unregister %p", b.addr);
         return -1;
     }
@@ -81,6 +83,13 @@ static int te_unregister_one(te_engine *self, PyObject *buf)
     if (mv)
         PyDict_DelItem(self->regs, key);
     Py_DECREF(key);
+    if (ret) {
+        te_raise(ret,
+                 "unregister %p: peers' requests still used it; their connections were "
+                 "closed",
+                 b.addr);
+        return -1;
+    }
     return 0;
 }
 
@@ -289,7 +298,7 @@ PyObject *te_free_managed_buffer(te_engine *self, PyObject *args)
     ts = te_unlock(self);
     ret = teshim_unregister(self->eng, p);
     te_relock(self, ts);
-    if (ret)
+    if (ret && ret != -ETIMEDOUT) /* -ETIMEDOUT: unregistered, peers cut off */
         return te_result(self, te_raise(ret, "free_managed_buffer %p", p), TE_FAIL_ERRNO);
     munmap(p, (size_t)len);
     if (PyDict_DelItem(self->managed, key))

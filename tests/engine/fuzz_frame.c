@@ -3,7 +3,9 @@
  * HELLO/HELLO_ACK payload. Built with clang -fsanitize=fuzzer (libFuzzer)
  * when available; fuzz_replay.c runs the same entry point over the seed
  * corpus in every build. A header that parses must encode back to the
- * same bytes, and a parsed HELLO must describe only non-wrapping regions.
+ * same bytes, an AUTH frame carries a nonce and a proof or (a refusal)
+ * nothing, and a parsed HELLO must have known flags and describe only
+ * non-wrapping regions.
  */
 #include "eng_proto.h"
 
@@ -28,12 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (f.addr < f.req_addr || f.addr + f.len > f.req_addr + f.req_len || !f.len ||
              f.len > ENG_SLICE_MAX))
             abort();
+        if (f.type == ENG_F_AUTH && f.payload_len != (f.status ? 0u : ENG_AUTH_BYTES))
+            abort();
         if ((f.type == ENG_F_HELLO || f.type == ENG_F_HELLO_ACK) && size > ENG_FRAME_BYTES) {
             size_t n = size - ENG_FRAME_BYTES;
             if (n > f.payload_len)
                 n = f.payload_len;
             if (eng_hello_parse(data + ENG_FRAME_BYTES, n, &h, r, 8) == 0) {
-                if (!memchr(h.name, '\0', sizeof(h.name)))
+                if (!memchr(h.name, '\0', sizeof(h.name)) || (h.flags & ~ENG_HELLO_FLAGS))
                     abort();
                 for (uint32_t i = 0; i < h.nregions && i < 8; i++)
                     if (!r[i].len || r[i].addr + r[i].len < r[i].addr)

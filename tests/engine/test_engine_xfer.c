@@ -189,7 +189,7 @@ END_TEST
  * A request of many slices outside the registrations is rejected slice by
  * slice (each counted) but logged once per connection it used, so a peer
  * cannot flood the log; the same request repeated a second later is
- * logged again.
+ * counted in the log's "(repeated N times ...)" of its cause (5 s).
  */
 START_TEST(rejections_logged_once_per_request)
 {
@@ -217,6 +217,10 @@ START_TEST(rejections_logged_once_per_request)
     r.opcode = TESHIM_OP_READ;
     struct teshim_task_status st3 = eng_test_one(p.ini, &r);
     int reads_later = eng_test_log_lines(&log, "read [0x");
+    /* within the log's 5 s per cause the repeat is counted, not written:
+     * the count comes with the target's logger closing */
+    pair_down(&p);
+    int counted = eng_test_log_lines(&log, "(repeated");
     eng_test_log_release(&log);
     ck_assert_int_eq(st.error, -EFAULT);
     ck_assert_int_eq(st2.error, -EFAULT);
@@ -227,8 +231,8 @@ START_TEST(rejections_logged_once_per_request)
     ck_assert_int_le(reads, 2);
     ck_assert_int_ge(writes, 1);
     ck_assert_int_le(writes, 2);
-    ck_assert_int_gt(reads_later, reads);
-    pair_down(&p);
+    ck_assert_int_eq(reads_later, reads);
+    ck_assert_int_ge(counted, 1);
 }
 END_TEST
 

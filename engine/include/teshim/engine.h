@@ -122,10 +122,15 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
 /*
  * Remove the registration starting at addr (-ENOENT if none). Requests
  * peers submit after it returns fail with -EFAULT, over every transport.
- * Waits until no tcp peer request is using it; same-host (local) peers
- * copy without running code here, so one already copying when this is
- * called may still complete: quiesce those peers before freeing memory
- * they may still be copying.
+ * Waits until no tcp peer request is using it, at most
+ * engine.unregister_timeout_ms: then the connections of the peers whose
+ * requests still use it (a peer that does not read its answers) are
+ * closed, their requests fail at the peer, and -ETIMEDOUT is returned
+ * once they released it (the registration is gone, the memory free to
+ * reuse). -EBUSY (logged) if even that did not release it: the memory
+ * must stay valid. Same-host (local) peers copy without running code
+ * here, so one already copying when this is called may still complete:
+ * quiesce those peers before freeing memory they may still be copying.
  */
 int teshim_unregister(struct teshim_engine *eng, void *addr);
 
@@ -136,7 +141,12 @@ int teshim_unregister(struct teshim_engine *eng, void *addr);
  * peer registers later are usable without reopening) (retrying with backoff
  * within engine.connect_timeout_ms) and choose the data path. Returns the
  * handle in *seg_p. -EINVAL for a malformed name, -ECONNREFUSED /
- * -ETIMEDOUT / -EHOSTUNREACH when the peer cannot be reached.
+ * -ETIMEDOUT / -EHOSTUNREACH when the peer cannot be reached, -EACCES when
+ * the peer requires engine.auth_key_file and ours is missing or holds
+ * another key, -ENOKEY when ours is set and the peer has none. A segment
+ * is bound to the peer's engine instance: once another instance answers at
+ * its address (the peer restarted), its requests fail with -ESTALE and it
+ * must be closed and opened again.
  * With etcd metadata, name is first looked up in etcd (the local_name a
  * peer engine published): its address is handshaken with and the key is
  * watched, so requests to a peer that restarted (another instance id
