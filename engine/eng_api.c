@@ -375,9 +375,13 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
     if (ret)
         goto err_free;
     seg->nregions = seg->hello.nregions;
-    if (published && strcmp(seg->hello.name, name)) {
-        eng_err(ctx_of(eng), "segment_open: %s: the engine at %s is '%s' (stale record?)", name,
-                rec.addr, seg->hello.name);
+    if (published && (strcmp(seg->hello.name, name) ||
+                      memcmp(seg->hello.instance_id, rec.instance_id, sizeof(rec.instance_id)))) {
+        /* the address answers, but not with the instance etcd published */
+        eng_err(ctx_of(eng),
+                "segment_open: %s: the engine at %s is '%s', not the instance "
+                "published under that name (stale record?)",
+                name, rec.addr, seg->hello.name);
         ret = -ESTALE;
         goto err_free;
     }

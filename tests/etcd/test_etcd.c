@@ -387,6 +387,39 @@ START_TEST(host_port_names_open_directly)
 }
 END_TEST
 
+/* A record whose address answers with another instance than the one it
+ * names (a stale record, or a name taken over by hand) is refused at open:
+ * the handshake's instance id must be the published one. */
+START_TEST(record_of_another_instance_is_refused)
+{
+    struct etcd s;
+    struct target t;
+    struct ini in;
+    struct eng_test_log l;
+    teshim_segment_t again;
+    char cmd[512];
+
+    start_all(&s, &t, &in, "30", 41);
+    /* the same record, but another instance id, put by etcdctl */
+    snprintf(cmd, sizeof(cmd),
+             "e='ETCDCTL_API=3 etcdctl --endpoints=http://%s'; k=/teshim/segments/tgt; "
+             "v=$(eval $e get $k --print-value-only) && "
+             "v=$(printf %%s \"$v\" | sed 's/\"instance_id\":\"[0-9a-f]*\"/"
+             "\"instance_id\":\"00000000000000000000000000000000\"/') && "
+             "eval $e put $k \"'$v'\" >/dev/null",
+             s.spec + strlen("etcd://"));
+    ck_assert_int_eq(system(cmd), 0);
+    l = eng_test_log_capture();
+    ck_assert_int_eq(teshim_segment_open(in.e, "tgt", &again), -ESTALE);
+    ck_assert_int_eq(eng_test_log_lines(&l, "not the instance published under that name"), 1);
+    eng_test_log_release(&l);
+    ck_assert_int_eq(teshim_segment_close(in.e, in.seg), 0);
+    target_quit(&t);
+    ini_close(&in);
+    etcd_stop(&s);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
     tcase_add_test(tc, by_name_checksum_then_kill9_lease_expiry);
@@ -395,6 +428,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, etcd_down_at_start_names_the_endpoint);
     tcase_add_test(tc, etcd_lost_later_keeps_open_segments);
     tcase_add_test(tc, host_port_names_open_directly);
+    tcase_add_test(tc, record_of_another_instance_is_refused);
 }
 
 int main(int argc, char **argv)
