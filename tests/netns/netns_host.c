@@ -115,6 +115,16 @@ static void *monitor(void *arg)
     return NULL;
 }
 
+/* Renames PATH.tmp to PATH. */
+static int publish(const char *tmp)
+{
+    char final[512];
+    size_t n = strlen(tmp) - 4;
+
+    snprintf(final, sizeof(final), "%.*s", (int)n, tmp);
+    return rename(tmp, final);
+}
+
 /* Waits up to 120 s for DIR/name; 0 when it appeared. */
 static int wait_file(const char *name, char *path, size_t pathlen)
 {
@@ -266,7 +276,9 @@ static int run_sender(FILE *res)
         bad = 1;
     }
 out:
-    snprintf(path, sizeof(path), "%s/done.%d", cfg.dir, cfg.id);
+    /* Written aside and renamed: a target polling for the name must never
+     * read a file still being written (it would see no completed round). */
+    snprintf(path, sizeof(path), "%s/done.%d.tmp", cfg.dir, cfg.id);
     FILE *f = fopen(path, "w");
     if (!f) {
         perror(path);
@@ -274,7 +286,10 @@ out:
     }
     fprintf(f, "rounds %d bytes %llu seconds %.4f\n", bad ? -1 : rounds, (unsigned long long)bytes,
             el);
-    fclose(f);
+    if (fclose(f) || publish(path)) {
+        perror(path);
+        return -1;
+    }
     return bad ? -1 : 0;
 }
 
@@ -494,12 +509,8 @@ int main(int argc, char **argv)
             "registered_kib %llu\nok %d\n",
             (unsigned long long)peak_active, (unsigned long long)peak_waiting, cfg.max_inflight,
             vm_hwm_kib(), (unsigned long long)(registered >> 10), !bad);
-    fclose(res);
-    {
-        char final[512];
-        snprintf(final, sizeof(final), "%s/result.%d", cfg.dir, cfg.id);
-        rename(path, final);
-    }
+    if (fclose(res) || publish(path))
+        bad = 1;
     teshim_engine_destroy(eng);
     return bad;
 }
