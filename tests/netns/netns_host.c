@@ -294,34 +294,47 @@ out:
 }
 
 /* Checks each sender's slot against the pattern of its last round. */
-static int check_senders(const unsigned char *region, FILE *res)
+static int check_senders(unsigned char *region, FILE *res)
 {
     unsigned char *want = aligned_alloc(4096, cfg.slot);
-    int bad = 0;
+    int rounds[MAX_HOSTS], bad = 0, ret;
 
     if (!want)
         return -1;
     for (int s = 0; s < cfg.nsenders; s++) {
         char name[32], path[512];
-        int src = cfg.senders[s], rounds = -1;
+        int src = cfg.senders[s];
         FILE *f;
-        int64_t d;
 
+        rounds[s] = -1;
         snprintf(name, sizeof(name), "done.%d", src);
         if (wait_file(name, path, sizeof(path))) {
             bad = 1;
             continue;
         }
         f = fopen(path, "r");
-        if (!f || fscanf(f, "rounds %d", &rounds) != 1 || rounds < 1) {
+        if (!f || fscanf(f, "rounds %d", &rounds[s]) != 1 || rounds[s] < 1) {
             fprintf(stderr, "netns_host %d: sender %d reports no completed round\n", cfg.id, src);
+            rounds[s] = -1;
             bad = 1;
-            if (f)
-                fclose(f);
-            continue;
         }
-        fclose(f);
-        fill_pattern(want, cfg.slot, src, cfg.id, rounds - 1);
+        if (f)
+            fclose(f);
+    }
+    /* Every sender is done with the region. Unregistering waits until no
+     * peer request uses it: what the I/O threads wrote is ours to read. */
+    ret = teshim_unregister(eng, region);
+    if (ret) {
+        fprintf(stderr, "netns_host %d: unregister: %s\n", cfg.id, strerror(-ret));
+        bad = 1;
+    }
+    for (int s = 0; s < cfg.nsenders && !ret; s++) {
+        int src = cfg.senders[s];
+        int64_t d;
+
+        if (rounds[s] < 1)
+            continue;
+        fill_pattern(want, cfg.slot, src, cfg.id, rounds[s] - 1);
         d = first_diff(want, region + (uint64_t)src * cfg.slot, cfg.slot);
         fprintf(res, "slot_from_%d %s\n", src, d < 0 ? "ok" : "bad");
         if (d >= 0) {
@@ -511,6 +524,12 @@ int main(int argc, char **argv)
             vm_hwm_kib(), (unsigned long long)(registered >> 10), !bad);
     if (fclose(res) || publish(path))
         bad = 1;
+    /* The engine first: its registrations name these buffers. */
     teshim_engine_destroy(eng);
+    free(region);
+    for (int t = 0; t < cfg.ntargets; t++) {
+        free(cfg.targets[t].buf);
+        free(cfg.targets[t].check);
+    }
     return bad;
 }
