@@ -48,6 +48,22 @@ static int adopt(void *arg, int fd, const char *pname)
     return -EOPNOTSUPP;
 }
 
+/* A HELLO's trailer: every transport appends its answer. */
+static int hello(void *arg, int fd, const uint8_t *in, size_t in_len, uint8_t *out, size_t max,
+                 size_t *out_len)
+{
+    struct teshim_engine *eng = arg;
+    size_t pos = 0;
+
+    for (int i = 0; i < eng->ntps; i++) {
+        int ret = eng->tps[i]->ops.hello(eng->tps[i], fd, in, in_len, out, max, &pos);
+        if (ret)
+            return ret;
+    }
+    *out_len = pos;
+    return 0;
+}
+
 int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_engine **eng_p)
 {
     struct teshim_engine_opts copy = {0}, *opts = &copy;
@@ -104,8 +120,8 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     if (ret)
         goto err_locks;
     if (opts->listen) {
-        ret =
-            eng_listener_start(&eng->ctx, eng->listen_host, adopt, eng, &eng->port, &eng->listener);
+        ret = eng_listener_start(&eng->ctx, eng->listen_host, adopt, hello, eng, &eng->port,
+                                 &eng->listener);
         if (ret)
             goto err_transports;
     }
@@ -126,6 +142,7 @@ err_locks:
     pthread_mutex_destroy(&eng->seg_lock);
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
+    eng_params_free(&eng->ctx.p);
 err_free:
     free(eng);
     return ret;
@@ -174,6 +191,7 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     pthread_mutex_destroy(&eng->seg_lock);
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
+    eng_params_free(&eng->ctx.p);
     free(eng);
 }
 
@@ -208,7 +226,21 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
         if (ret)
             return ret;
     }
-    return eng_region_add(eng, a, len, remote_accessible, dev);
+    ret = eng_region_add(eng, a, len, remote_accessible, dev);
+    if (ret)
+        return ret;
+    /* the transports that register memory with a device (rdma) */
+    struct eng_region r = {.addr = a, .len = len, .remote = remote_accessible, .cuda_dev = dev};
+    for (int i = 0; i < eng->ntps; i++) {
+        ret = eng->tps[i]->ops.reg(eng->tps[i], &r);
+        if (ret) {
+            while (i-- > 0)
+                eng->tps[i]->ops.unreg(eng->tps[i], &r);
+            eng_region_remove(eng, a);
+            return ret;
+        }
+    }
+    return 0;
 }
 
 int teshim_unregister(struct teshim_engine *eng, void *addr)
@@ -223,6 +255,9 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
         eng_err(ctx_of(eng), "unregister: no registration starts at %p", addr);
         return -ENOENT;
     }
+    struct eng_region r = {.addr = a};
+    for (int i = 0; i < eng->ntps; i++)
+        eng->tps[i]->ops.unreg(eng->tps[i], &r);
     return 0;
 }
 
@@ -236,6 +271,7 @@ static int seg_open_path(struct teshim_engine *eng, struct eng_segment *seg)
 {
     const char *want = eng->ctx.p.transport == ENG_TP_TCP     ? "tcp"
                        : eng->ctx.p.transport == ENG_TP_LOCAL ? "local"
+                       : eng->ctx.p.transport == ENG_TP_RDMA  ? "rdma"
                                                               : NULL;
     int first = 0, ret = -EOPNOTSUPP;
 
@@ -275,7 +311,8 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
         eng_err(ctx_of(eng), "segment_open: '%s' is not a reachable host:port", name);
         goto err_free;
     }
-    ret = eng_meta_fetch(&eng->ctx, seg, &seg->hello, &seg->regions);
+    ret = eng_meta_fetch_ex(&eng->ctx, seg, NULL, 0, &seg->hello, &seg->regions, &seg->trailer,
+                            &seg->trailer_len, NULL);
     if (ret)
         goto err_free;
     seg->nregions = seg->hello.nregions;

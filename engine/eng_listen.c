@@ -30,14 +30,15 @@ struct hs_conn {
     uint8_t hdr[ENG_FRAME_BYTES];
     size_t got; /* of the header, then of the payload */
     struct eng_frame f;
-    uint8_t hello[ENG_HELLO_BYTES];
-    uint8_t *out; /* HELLO_ACK being sent */
+    uint8_t *hello; /* HELLO payload (f.payload_len bytes) */
+    uint8_t *out;   /* HELLO_ACK being sent */
     size_t out_len, sent;
 };
 
 struct eng_listener {
     struct eng_ctx *eng;
     eng_adopt_fn adopt;
+    eng_hello_fn hello;
     void *adopt_arg;
     int lfd, epfd, evfd;
     bool paused;
@@ -60,6 +61,7 @@ static void hs_close(struct eng_listener *l, struct hs_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     free(c->out);
+    free(c->hello);
     free(c);
 }
 
@@ -75,31 +77,39 @@ static void hs_reject(struct eng_listener *l, struct hs_conn *c, int ret)
     atomic_fetch_add(&l->eng->st.peer_rejected, 1);
 }
 
-/* The HELLO is whole: encode HELLO_ACK into c->out. */
+/* The HELLO is whole: encode HELLO_ACK into c->out, the transports'
+ * answers to the HELLO's trailer after the regions. */
 static int hs_answer(struct eng_listener *l, struct hs_conn *c)
 {
     struct eng_hello peer, self;
     struct eng_region_desc *regs;
     struct eng_frame f = {.type = ENG_F_HELLO_ACK, .id = c->f.id};
+    size_t off, tlen = 0;
     uint32_t n;
     int ret;
 
-    ret = eng_hello_parse(c->hello, sizeof(c->hello), &peer, NULL, 0);
+    ret = eng_hello_parse(c->hello, c->f.payload_len, &peer, NULL, 0);
     if (ret || peer.nregions)
         return -EBADMSG;
     ret = eng_region_list(l->eng, &regs, &n);
     if (ret)
         return ret;
-    c->out = malloc(ENG_FRAME_BYTES + ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES);
+    off = ENG_FRAME_BYTES + ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES;
+    c->out = malloc(off + ENG_TRAILER_MAX);
     if (!c->out) {
         free(regs);
         return -ENOMEM;
     }
     eng_hello_self(l->eng, &self);
-    f.payload_len = (uint32_t)eng_hello_encode(&self, regs, n, c->out + ENG_FRAME_BYTES);
+    eng_hello_encode(&self, regs, n, c->out + ENG_FRAME_BYTES);
     free(regs);
+    ret = l->hello(l->adopt_arg, c->fd, c->hello + ENG_HELLO_BYTES,
+                   c->f.payload_len - ENG_HELLO_BYTES, c->out + off, ENG_TRAILER_MAX, &tlen);
+    if (ret)
+        return ret;
+    f.payload_len = (uint32_t)(off - ENG_FRAME_BYTES + tlen);
     eng_frame_encode(&f, c->out);
-    c->out_len = ENG_FRAME_BYTES + f.payload_len;
+    c->out_len = off + tlen;
     eng_dbg(l->eng, "peer %s: hello from %s", c->pname, peer.name);
     return 0;
 }
@@ -113,7 +123,7 @@ static int hs_read(struct eng_listener *l, struct hs_conn *c)
         bool in_hdr = c->got < ENG_FRAME_BYTES;
         uint8_t *dst = in_hdr ? c->hdr + c->got : c->hello + (c->got - ENG_FRAME_BYTES);
         size_t want =
-            in_hdr ? ENG_FRAME_BYTES - c->got : ENG_FRAME_BYTES + ENG_HELLO_BYTES - c->got;
+            in_hdr ? ENG_FRAME_BYTES - c->got : ENG_FRAME_BYTES + c->f.payload_len - c->got;
         ssize_t n = recv(c->fd, dst, want, 0);
 
         if (n < 0)
@@ -129,8 +139,11 @@ static int hs_read(struct eng_listener *l, struct hs_conn *c)
                 hs_reject(l, c, ret);
                 return ret;
             }
+            c->hello = malloc(c->f.payload_len);
+            if (!c->hello)
+                return -ENOMEM;
         }
-        if (c->got == ENG_FRAME_BYTES + ENG_HELLO_BYTES) {
+        if (c->got == ENG_FRAME_BYTES + c->f.payload_len) {
             int ret = hs_answer(l, c);
             return ret ? ret : 1;
         }
@@ -321,8 +334,8 @@ err_log:
     return ret;
 }
 
-int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt, void *arg,
-                       int *port_p, struct eng_listener **l_p)
+int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt,
+                       eng_hello_fn hello, void *arg, int *port_p, struct eng_listener **l_p)
 {
     struct eng_listener *l = calloc(1, sizeof(*l));
     struct epoll_event e = {.events = EPOLLIN};
@@ -334,6 +347,7 @@ int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt
     }
     l->eng = eng;
     l->adopt = adopt;
+    l->hello = hello;
     l->adopt_arg = arg;
     l->lfd = l->epfd = l->evfd = -1;
     ret = listen_bind(l, host, port_p);

@@ -36,6 +36,7 @@ enum teshim_transport {
     TESHIM_TRANSPORT_AUTO,        /* local for same-host peers that permit it, else tcp */
     TESHIM_TRANSPORT_TCP,
     TESHIM_TRANSPORT_LOCAL, /* same-host process_vm_*; falls back to tcp when not permitted */
+    TESHIM_TRANSPORT_RDMA,  /* RC queue pairs over libibverbs; falls back to tcp without devices */
 };
 
 /* How threads send to a tcp peer on the same host (engine.tcp.same_host_send). */

@@ -1,0 +1,393 @@
+/*
+ * The rdma transport against the emulated libibverbs (tests/verbs_emu),
+ * run once per personality (IB, RoCE; RDMA_PERS). The suite's environment
+ * points LD_LIBRARY_PATH at the emulation and gives it a registry of its
+ * own; each case (forked) sets the engine.* / rdma.* parameters it needs
+ * in its environment before the engines read the policy.
+ */
+#include "eng_test.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#define REGION (8u << 20)
+#define PEER_ADDR ((void *)0x5e0000000000ull) /* the same in every peer process */
+
+static struct teshim_engine_opts rdma_opts(bool listen)
+{
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_RDMA, listen);
+    o.no_policy = false; /* the case's TESHIM_* settings apply */
+    o.request_timeout_ms = 2000;
+    return o;
+}
+
+static void *region(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    return p;
+}
+
+struct pair {
+    struct teshim_engine *tgt, *ini;
+    char *remote, *local, *back;
+    teshim_segment_t seg;
+};
+
+static void pair_open(struct pair *p)
+{
+    struct teshim_engine_opts to = rdma_opts(true), io = rdma_opts(false);
+
+    p->tgt = eng_test_create(&to);
+    p->ini = eng_test_create(&io);
+    p->remote = region(REGION);
+    p->local = region(REGION);
+    p->back = region(REGION);
+    ck_assert_int_eq(teshim_register(p->tgt, p->remote, REGION, "cpu", true), 0);
+    ck_assert_int_eq(teshim_register(p->ini, p->local, REGION, "cpu", false), 0);
+    ck_assert_int_eq(teshim_register(p->ini, p->back, REGION, "cpu", false), 0);
+    p->seg = eng_test_open(p->ini, teshim_engine_port(p->tgt));
+    ck_assert_str_eq(teshim_segment_transport(p->ini, p->seg), "rdma");
+}
+
+static void pair_close(struct pair *p)
+{
+    teshim_engine_destroy(p->ini);
+    teshim_engine_destroy(p->tgt);
+    munmap(p->remote, REGION);
+    munmap(p->local, REGION);
+    munmap(p->back, REGION);
+}
+
+/* WRITE local[0, len) to remote+off, READ it back into back, compare. */
+static void roundtrip(struct pair *p, uint64_t off, size_t len, uint32_t seed)
+{
+    struct teshim_request w = {TESHIM_OP_WRITE, p->local, p->seg,
+                               (uint64_t)(uintptr_t)p->remote + off, len};
+    struct teshim_request r = {TESHIM_OP_READ, p->back, p->seg,
+                               (uint64_t)(uintptr_t)p->remote + off, len};
+
+    eng_test_fill(p->local, len, seed);
+    memset(p->back, 0, len);
+    struct teshim_task_status st = eng_test_one(p->ini, &w);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    ck_assert_uint_eq(st.transferred, len);
+    ck_assert(eng_test_sum(p->remote + off, len) == eng_test_sum(p->local, len));
+    st = eng_test_one(p->ini, &r);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    ck_assert(eng_test_sum(p->back, len) == eng_test_sum(p->local, len));
+}
+
+START_TEST(integrity_sizes)
+{
+    static const size_t sizes[] = {1, 7, 4096, 65535, 65536 + 3, 1u << 20, (3u << 20) + 17};
+    struct pair p;
+
+    setenv("TESHIM_ENGINE_RDMA_SLICE_BYTES", "64K", 1);
+    pair_open(&p);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        roundtrip(&p, i * 13, sizes[i], (uint32_t)i + 1);
+    /* many requests of one batch at once, more slices than a queue pair takes */
+    teshim_batch_t b;
+    struct teshim_request rq[32];
+    eng_test_fill(p.local, REGION, 77);
+    for (int i = 0; i < 32; i++)
+        rq[i] =
+            (struct teshim_request){TESHIM_OP_WRITE, p.local + i * (REGION / 32), p.seg,
+                                    (uint64_t)(uintptr_t)p.remote + i * (REGION / 32), REGION / 32};
+    ck_assert_int_eq(teshim_batch_alloc(p.ini, 32, &b), 0);
+    ck_assert_int_eq(teshim_submit(p.ini, b, rq, 32), 0);
+    ck_assert_int_ge(teshim_batch_wait(p.ini, b, 20000), 0);
+    for (int i = 0; i < 32; i++) {
+        struct teshim_task_status st;
+        ck_assert_int_eq(teshim_task_status(p.ini, b, (size_t)i, &st), 0);
+        ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    }
+    ck_assert_int_eq(teshim_batch_free(p.ini, b), 0);
+    ck_assert(eng_test_sum(p.remote, REGION) == eng_test_sum(p.local, REGION));
+    pair_close(&p);
+}
+END_TEST
+
+/* Lines of the emulation's record with every one of the given pieces. */
+static int record_lines(const char *path, const char *a, const char *b, const char *c)
+{
+    char line[4096];
+    int n = 0;
+    FILE *f = fopen(path, "r");
+
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, a) && (!b || strstr(line, b)) && (!c || strstr(line, c)))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static char record_path[64];
+
+static void record_to_file(void)
+{
+    snprintf(record_path, sizeof(record_path), "/tmp/teshim-rdma-rec-%d", (int)getpid());
+    unlink(record_path);
+    setenv("VERBS_EMU_RECORD", record_path, 1);
+}
+
+START_TEST(multi_qp)
+{
+    struct pair p;
+
+    setenv("TESHIM_ENGINE_RDMA_QPS_PER_PEER", "4", 1);
+    setenv("TESHIM_ENGINE_RDMA_SLICE_BYTES", "64K", 1);
+    record_to_file();
+    pair_open(&p);
+    roundtrip(&p, 0, 4u << 20, 3);
+    pair_close(&p);
+    /* 4 queue pairs each side, all taken to RTS */
+    ck_assert_int_eq(record_lines(record_path, "\"create_qp", "\"ret\":0", NULL), 8);
+    ck_assert_int_eq(record_lines(record_path, "\"modify_qp\"", "\"qp_state\":3", "\"ret\":0"), 8);
+    unlink(record_path);
+}
+END_TEST
+
+START_TEST(two_devices)
+{
+    struct pair p;
+
+    setenv("VERBS_EMU_DEVICES", "2", 1);
+    setenv("TESHIM_ENGINE_RDMA_QPS_PER_PEER", "1", 1);
+    setenv("TESHIM_ENGINE_RDMA_SLICE_BYTES", "64K", 1);
+    record_to_file();
+    pair_open(&p);
+    roundtrip(&p, 100, 2u << 20, 4);
+    pair_close(&p);
+    /* every region registered on both devices; queue pairs on both */
+    ck_assert_int_ge(record_lines(record_path, "\"reg_mr\"", "\"dev\":\"emu0\"", "\"ret\":0"), 4);
+    ck_assert_int_ge(record_lines(record_path, "\"reg_mr\"", "\"dev\":\"emu1\"", "\"ret\":0"), 4);
+    ck_assert_int_eq(record_lines(record_path, "\"create_qp", "\"dev\":\"emu0\"", "\"ret\":0"), 2);
+    ck_assert_int_eq(record_lines(record_path, "\"create_qp", "\"dev\":\"emu1\"", "\"ret\":0"), 2);
+    unlink(record_path);
+}
+END_TEST
+
+START_TEST(out_of_bounds)
+{
+    struct pair p;
+
+    pair_open(&p);
+    uint64_t base = (uint64_t)(uintptr_t)p.remote;
+    struct teshim_request bad[] = {
+        {TESHIM_OP_WRITE, p.local, p.seg, base + REGION - 100, 4096}, /* straddles the end */
+        {TESHIM_OP_READ, p.back, p.seg, base - 4096, 4096},           /* before it */
+        {TESHIM_OP_READ, p.back, p.seg, base + REGION + (1u << 20), 8},
+    };
+    memset(p.remote, 0x5a, REGION);
+    for (size_t i = 0; i < 3; i++) {
+        struct teshim_task_status st = eng_test_one(p.ini, &bad[i]);
+        ck_assert_int_eq(st.state, TESHIM_TASK_FAILED);
+        ck_assert_int_eq(st.error, -EFAULT);
+    }
+    /* nothing written; the segment still works */
+    for (size_t i = 0; i < REGION; i += 4096)
+        ck_assert_int_eq(p.remote[i], 0x5a);
+    roundtrip(&p, 0, 65536, 9);
+    pair_close(&p);
+}
+END_TEST
+
+START_TEST(policy_recorded)
+{
+    struct pair p;
+
+    setenv("TESHIM_RDMA_RELAXED_ORDERING", "on", 1);
+    setenv("TESHIM_RDMA_TRAFFIC_CLASS", "106", 1);
+    setenv("TESHIM_RDMA_SERVICE_LEVEL", "5", 1);
+    record_to_file();
+    pair_open(&p);
+    char *small = region(4096);
+    ck_assert_int_eq(teshim_register(p.ini, small, 4096, "cpu", false), 0);
+    roundtrip(&p, 0, 65536, 5);
+    pair_close(&p);
+    munmap(small, 4096);
+    /* data registrations with IBV_ACCESS_RELAXED_ORDERING (1 << 20), the
+     * small one without (rdma.relaxed_ordering_min_bytes) */
+    char len8m[64], len4k[64];
+    snprintf(len8m, sizeof(len8m), "\"length\":%u", REGION);
+    snprintf(len4k, sizeof(len4k), "\"length\":4096,");
+    int ro = 0;
+    char line[4096];
+    FILE *f = fopen(record_path, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *a = strstr(line, "\"access\":");
+        if (!strstr(line, "\"reg_mr\"") || !a)
+            continue;
+        unsigned long acc = strtoul(a + 9, NULL, 10);
+        if (strstr(line, len8m))
+            ro += (acc & (1ul << 20)) != 0 ? 1 : -100;
+        if (strstr(line, len4k))
+            ck_assert_uint_eq(acc & (1ul << 20), 0);
+    }
+    fclose(f);
+    ck_assert_int_eq(ro, 3);
+    /* RTR of both sides: service level always, traffic class in the GRH (RoCE) */
+    ck_assert_int_eq(record_lines(record_path, "\"qp_state\":2", "\"ah_attr.sl\":5", NULL), 4);
+    const char *pers = getenv("VERBS_EMU_PERSONALITY");
+    ck_assert_int_eq(
+        record_lines(record_path, "\"qp_state\":2", "\"ah_attr.grh.traffic_class\":106", NULL),
+        pers && !strcmp(pers, "roce") ? 4 : 0);
+    unlink(record_path);
+}
+END_TEST
+
+/* A target in a child process: registers REGION at PEER_ADDR filled from
+ * seed, listens on port (0 = any), then waits to be killed. Its port is
+ * returned, its pid in *pid_p. */
+static int peer_spawn(int port, uint32_t seed, pid_t *pid_p)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (!pid) {
+        char listen[64];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+        struct teshim_engine_opts o = rdma_opts(true);
+        o.listen = listen;
+        struct teshim_engine *e = NULL;
+        void *mem = mmap(PEER_ADDR, REGION, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        int p = -1;
+        if (mem == PEER_ADDR) {
+            eng_test_fill(mem, REGION, seed);
+            /* the old peer's port may take a moment to be free */
+            for (int i = 0; i < 100 && teshim_engine_create(&o, &e); i++)
+                usleep(50000);
+            if (e && !teshim_register(e, mem, REGION, "cpu", true))
+                p = teshim_engine_port(e);
+        }
+        if (write(fds[1], &p, sizeof(p)) != sizeof(p) || p < 0)
+            _exit(2);
+        for (;;)
+            pause();
+    }
+    int p = -1;
+    close(fds[1]);
+    ck_assert_int_eq(read(fds[0], &p, sizeof(p)), (ssize_t)sizeof(p));
+    close(fds[0]);
+    ck_assert_int_gt(p, 0);
+    *pid_p = pid;
+    return p;
+}
+
+static void peer_kill(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+}
+
+/* READ the peer's first len bytes into buf. */
+static struct teshim_task_status peer_read(struct teshim_engine *e, teshim_segment_t s, char *buf,
+                                           size_t len)
+{
+    struct teshim_request r = {TESHIM_OP_READ, buf, s, (uint64_t)(uintptr_t)PEER_ADDR, len};
+    return eng_test_one(e, &r);
+}
+
+START_TEST(peer_death)
+{
+    struct teshim_engine_opts o = rdma_opts(false);
+    struct teshim_engine *ini = eng_test_create(&o);
+    char *buf = region(REGION), *want = region(REGION);
+    pid_t pid;
+    int port = peer_spawn(0, 11, &pid);
+
+    ck_assert_int_eq(teshim_register(ini, buf, REGION, "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, port);
+    ck_assert_str_eq(teshim_segment_transport(ini, s), "rdma");
+    struct teshim_task_status st = peer_read(ini, s, buf, REGION);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    eng_test_fill(want, REGION, 11);
+    ck_assert(eng_test_sum(buf, REGION) == eng_test_sum(want, REGION));
+
+    /* a batch in flight when the peer dies fails, within the timeout */
+    teshim_batch_t b;
+    struct teshim_request rq[8];
+    for (int i = 0; i < 8; i++)
+        rq[i] =
+            (struct teshim_request){TESHIM_OP_READ, buf, s, (uint64_t)(uintptr_t)PEER_ADDR, REGION};
+    ck_assert_int_eq(teshim_batch_alloc(ini, 8, &b), 0);
+    ck_assert_int_eq(teshim_submit(ini, b, rq, 8), 0);
+    uint64_t t0 = (uint64_t)time(NULL);
+    peer_kill(pid);
+    ck_assert_int_ge(teshim_batch_wait(ini, b, 20000), 0);
+    ck_assert_uint_le((uint64_t)time(NULL) - t0, 2 * o.request_timeout_ms / 1000 + 2);
+    /* after the death, no request completes (the ones before may) */
+    st = peer_read(ini, s, buf, 4096);
+    ck_assert_int_ne(st.state, TESHIM_TASK_COMPLETED);
+    ck_assert_int_eq(teshim_batch_free(ini, b), 0);
+    teshim_engine_destroy(ini);
+}
+END_TEST
+
+START_TEST(peer_restart)
+{
+    setenv("TESHIM_LOG_LEVEL", "info", 1);
+    struct teshim_engine_opts o = rdma_opts(false);
+    struct teshim_engine *ini = eng_test_create(&o);
+    char *buf = region(REGION), *want = region(REGION);
+    pid_t pid;
+    int port = peer_spawn(0, 21, &pid);
+
+    ck_assert_int_eq(teshim_register(ini, buf, REGION, "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, port);
+    ck_assert_int_eq(peer_read(ini, s, buf, REGION).state, TESHIM_TASK_COMPLETED);
+    peer_kill(pid);
+    /* a new process on the same address: new queue pairs, new keys */
+    ck_assert_int_eq(peer_spawn(port, 22, &pid), port);
+    struct eng_test_log log = eng_test_log_capture();
+    struct teshim_task_status st = peer_read(ini, s, buf, REGION);
+    for (int i = 0; i < 50 && st.state != TESHIM_TASK_COMPLETED; i++) {
+        usleep(100000); /* the old connection's end may still be in flight */
+        st = peer_read(ini, s, buf, REGION);
+    }
+    int restarted = eng_test_log_lines(&log, "the peer restarted");
+    eng_test_log_release(&log);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    eng_test_fill(want, REGION, 22);
+    ck_assert(eng_test_sum(buf, REGION) == eng_test_sum(want, REGION));
+    ck_assert_int_ge(restarted, 1);
+    peer_kill(pid);
+    teshim_engine_destroy(ini);
+}
+END_TEST
+
+Suite *rdma_suite(void);
+
+Suite *rdma_suite(void)
+{
+    Suite *s = suite_create("engine_rdma");
+    TCase *tc = tcase_create("rdma");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, integrity_sizes);
+    tcase_add_test(tc, multi_qp);
+    tcase_add_test(tc, two_devices);
+    tcase_add_test(tc, out_of_bounds);
+    tcase_add_test(tc, policy_recorded);
+    tcase_add_test(tc, peer_death);
+    tcase_add_test(tc, peer_restart);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *r = srunner_create(rdma_suite());
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
