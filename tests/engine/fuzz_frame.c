@@ -3,7 +3,8 @@
  * HELLO/HELLO_ACK payload. Built with clang -fsanitize=fuzzer (libFuzzer)
  * when available; fuzz_replay.c runs the same entry point over the seed
  * corpus in every build. A header that parses must encode back to the
- * same bytes, and a parsed HELLO must describe only non-wrapping regions.
+ * same bytes, and a parsed HELLO must describe only non-wrapping regions
+ * and a trailer whose records lie inside it.
  */
 #include "eng_proto.h"
 
@@ -37,6 +38,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     abort();
                 for (uint32_t i = 0; i < h.nregions && i < 8; i++)
                     if (!r[i].len || r[i].addr + r[i].len < r[i].addr)
+                        abort();
+                /* a parsed trailer's records lie inside it */
+                size_t off = eng_hello_trailer_off(&h);
+                const uint8_t *v, *tr = data + ENG_FRAME_BYTES + off;
+                uint32_t vl;
+                for (uint16_t t = 0; t < 4; t++)
+                    if (!eng_tlv_find(tr, n - off, t, &v, &vl) &&
+                        (v < tr || v + vl > tr + (n - off)))
                         abort();
             }
         }
