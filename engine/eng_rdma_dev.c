@@ -44,8 +44,7 @@ static int rdma_syms(struct rdma_fns *f)
         !f->close_device || !f->query_device || !f->query_port || !f->query_gid || !f->alloc_pd ||
         !f->dealloc_pd || !f->reg_mr || !f->dereg_mr || !f->create_cq || !f->destroy_cq ||
         !f->create_qp || !f->destroy_qp || !f->modify_qp) {
-        dlclose(f->lib);
-        f->lib = NULL;
+        f->lib = NULL; /* an incomplete library: left loaded, as a complete one */
         return -ENOENT;
     }
     return 0;
@@ -148,8 +147,8 @@ void rdma_unload(struct rdma_tp *rt)
     for (int i = 0; i < rt->ndev; i++)
         dev_close(rt, &rt->dev[i]);
     rt->ndev = 0;
-    if (rt->f.lib)
-        dlclose(rt->f.lib);
+    /* never dlclose'd: a provider (or the emulation) may keep threads of
+     * its own running in the library after the last device is closed */
     rt->f.lib = NULL;
 }
 
