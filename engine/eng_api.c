@@ -422,6 +422,7 @@ int teshim_engine_stats(struct teshim_engine *eng, struct teshim_engine_stats *s
     s->accepted = atomic_load(&eng->ctx.st.accepted);
     s->peer_rejected = atomic_load(&eng->ctx.st.peer_rejected);
     s->local_fallbacks = atomic_load(&eng->ctx.st.local_fallbacks);
+    s->rdma_staged = atomic_load(&eng->ctx.rdma_staged);
     return 0;
 }
 

@@ -8,13 +8,15 @@
 #include "eng_test.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
 #define REGION (8u << 20)
-#define PEER_ADDR ((void *)0x5e0000000000ull) /* the same in every peer process */
+/* the same in every peer process; application memory for ASan and TSan */
+#define PEER_ADDR ((void *)0x7e9000000000ull)
 
 static struct teshim_engine_opts rdma_opts(bool listen)
 {
@@ -313,7 +315,9 @@ static void spawner_stop(struct spawner *sp)
 static int peer_spawn(struct spawner *sp, int port, uint32_t seed, pid_t *pid_p)
 {
     int cmd[2] = {port, (int)seed}, a[2];
+    struct pollfd pf = {.fd = sp->ans, .events = POLLIN};
     ck_assert_int_eq(write(sp->req, cmd, sizeof(cmd)), (ssize_t)sizeof(cmd));
+    ck_assert_int_eq(poll(&pf, 1, 30000), 1); /* a peer that died says nothing */
     ck_assert_int_eq(read(sp->ans, a, sizeof(a)), (ssize_t)sizeof(a));
     ck_assert_int_gt(a[0], 0);
     *pid_p = a[1];

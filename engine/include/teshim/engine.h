@@ -250,6 +250,7 @@ struct teshim_engine_stats {
     uint64_t accepted;        /* incoming connections accepted */
     uint64_t peer_rejected;   /* peer requests refused (bounds, malformed) */
     uint64_t local_fallbacks; /* segments that asked for local and got tcp */
+    uint64_t rdma_staged;     /* rdma slices of unregistered local memory staged */
 };
 
 /* Fill *stats_p with the engine's counters. */
