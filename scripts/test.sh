@@ -40,8 +40,8 @@ if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
         # are there); cuda_engine is kept out of TSan, see docs/testing.md
         if [ -f /usr/local/cuda/include/cuda_runtime_api.h ]; then
             case $san in
-            address) tests+=(cuda_engine cuda_serve cuda_copy) ;;
-            thread) tests+=(cuda_serve cuda_copy) ;;
+            address) tests+=(cuda_engine cuda_engine_rdma cuda_serve cuda_copy) ;;
+            thread) tests+=(cuda_engine_rdma cuda_serve cuda_copy) ;;
             esac
         fi
         echo "== engine suites under ${san} sanitizer ($sb)"
