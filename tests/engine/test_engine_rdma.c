@@ -140,16 +140,27 @@ static void record_to_file(void)
     setenv("VERBS_EMU_RECORD", record_path, 1);
 }
 
-START_TEST(multi_qp)
+/* A pair recorded by the emulation: one round trip of len bytes (and a
+ * small registration of the initiator's, when asked), then closed. */
+static void recorded_roundtrip(size_t len, bool small_region)
 {
     struct pair p;
+    char *small = region(4096);
 
-    setenv("TESHIM_ENGINE_RDMA_QPS_PER_PEER", "4", 1);
-    setenv("TESHIM_ENGINE_RDMA_SLICE_BYTES", "64K", 1);
     record_to_file();
     pair_open(&p);
-    roundtrip(&p, 0, 4u << 20, 3);
+    if (small_region)
+        ck_assert_int_eq(teshim_register(p.ini, small, 4096, "cpu", false), 0);
+    roundtrip(&p, 100, len, 3);
     pair_close(&p);
+    munmap(small, 4096);
+}
+
+START_TEST(multi_qp)
+{
+    setenv("TESHIM_ENGINE_RDMA_QPS_PER_PEER", "4", 1);
+    setenv("TESHIM_ENGINE_RDMA_SLICE_BYTES", "64K", 1);
+    recorded_roundtrip(4u << 20, false);
     /* 4 queue pairs each side, all taken to RTS */
     ck_assert_int_eq(record_lines(record_path, "\"create_qp", "\"ret\":0", NULL), 8);
     ck_assert_int_eq(record_lines(record_path, "\"modify_qp\"", "\"qp_state\":3", "\"ret\":0"), 8);
@@ -159,15 +170,10 @@ END_TEST
 
 START_TEST(two_devices)
 {
-    struct pair p;
-
     setenv("VERBS_EMU_DEVICES", "2", 1);
     setenv("TESHIM_ENGINE_RDMA_QPS_PER_PEER", "1", 1);
     setenv("TESHIM_ENGINE_RDMA_SLICE_BYTES", "64K", 1);
-    record_to_file();
-    pair_open(&p);
-    roundtrip(&p, 100, 2u << 20, 4);
-    pair_close(&p);
+    recorded_roundtrip(2u << 20, false);
     /* every region registered on both devices; queue pairs on both */
     ck_assert_int_ge(record_lines(record_path, "\"reg_mr\"", "\"dev\":\"emu0\"", "\"ret\":0"), 4);
     ck_assert_int_ge(record_lines(record_path, "\"reg_mr\"", "\"dev\":\"emu1\"", "\"ret\":0"), 4);
@@ -204,18 +210,10 @@ END_TEST
 
 START_TEST(policy_recorded)
 {
-    struct pair p;
-
     setenv("TESHIM_RDMA_RELAXED_ORDERING", "on", 1);
     setenv("TESHIM_RDMA_TRAFFIC_CLASS", "106", 1);
     setenv("TESHIM_RDMA_SERVICE_LEVEL", "5", 1);
-    record_to_file();
-    pair_open(&p);
-    char *small = region(4096);
-    ck_assert_int_eq(teshim_register(p.ini, small, 4096, "cpu", false), 0);
-    roundtrip(&p, 0, 65536, 5);
-    pair_close(&p);
-    munmap(small, 4096);
+    recorded_roundtrip(65536, true);
     /* data registrations with IBV_ACCESS_RELAXED_ORDERING (1 << 20), the
      * small one without (rdma.relaxed_ordering_min_bytes) */
     char len8m[64], len4k[64];
