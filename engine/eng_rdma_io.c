@@ -366,8 +366,10 @@ static void tick(struct rdma_tp *rt, uint64_t now)
     struct rdma_wr *fail = NULL;
 
     pthread_mutex_lock(&rt->lk);
+    /* a request posted after now was read is younger than now: no
+     * unsigned wrap into an instant timeout */
     for (struct rdma_conn *c = rt->conns; c; c = c->next)
-        if (c->fly_head && now - c->fly_head->t_post > limit)
+        if (c->fly_head && now > c->fly_head->t_post && now - c->fly_head->t_post > limit)
             rdma_conn_break(rt, c, -ETIMEDOUT, "a work request timed out");
     pump(rt, &fail); /* fails what waits on a broken connection */
     pthread_mutex_unlock(&rt->lk);
