@@ -164,6 +164,14 @@ START_TEST(multi_qp)
     /* 4 queue pairs each side, all taken to RTS */
     ck_assert_int_eq(record_lines(record_path, "\"create_qp", "\"ret\":0", NULL), 8);
     ck_assert_int_eq(record_lines(record_path, "\"modify_qp\"", "\"qp_state\":3", "\"ret\":0"), 8);
+    /* RoCE: the RoCE v2 GID of 127.0.0.0/8 (the emulation's index 3); IB:
+     * by LID, no GRH */
+    const char *pers = getenv("VERBS_EMU_PERSONALITY");
+    bool roce = pers && !strcmp(pers, "roce");
+    ck_assert_int_eq(record_lines(record_path, "\"qp_state\":2",
+                                  roce ? "\"ah_attr.grh.sgid_index\":3" : "\"ah_attr.is_global\":0",
+                                  "\"ret\":0"),
+                     8);
     unlink(record_path);
 }
 END_TEST
