@@ -5,8 +5,12 @@
  *   teshim-bench --mode target --listen HOST:PORT [--buffer-size N]
  *   teshim-bench --mode initiator --segment HOST:PORT --operation read|write
  *                --block-size N --batch-size N --threads N --duration S
- *                --transport tcp|local [--json FILE]
+ *                --transport tcp|local|rdma [--json FILE]
  *   teshim-bench --mode memcpy --block-size N --batch-size N --duration S
+ *
+ * --transport rdma needs libibverbs with a device on both sides (the
+ * emulated one of tests/verbs_emu: scripts/emulated-verbs); a segment that
+ * falls back to tcp is an error, so a figure is never mislabelled.
  *
  * --location cuda:N puts the target's buffer, or the initiator's, in device
  * memory of CUDA device N (the runtime, libcudart.so.13 or .12, is
@@ -187,7 +191,7 @@ static void usage(void)
             "usage: teshim-bench --mode target --listen HOST:PORT [--buffer-size N]\n"
             "       teshim-bench --mode initiator --segment HOST:PORT --operation read|write\n"
             "                    --block-size N --batch-size N --threads N --duration S\n"
-            "                    --transport tcp|local [--json FILE]\n"
+            "                    --transport tcp|local|rdma [--json FILE]\n"
             "       teshim-bench --mode memcpy --block-size N --batch-size N --duration S\n"
             "options: --io-threads N --slice-bytes N --conns-per-peer N (engine overrides)\n"
             "         --buffer-size N (target, default 256M), --hugepages (THP-advised buffers)\n"
@@ -331,6 +335,8 @@ static int run_initiator(struct args *a)
         o.transport = TESHIM_TRANSPORT_TCP;
     else if (!strcmp(a->transport, "local"))
         o.transport = TESHIM_TRANSPORT_LOCAL;
+    else if (!strcmp(a->transport, "rdma"))
+        o.transport = TESHIM_TRANSPORT_RDMA;
     else
         usage();
     /* enough in flight for every thread's whole batch */
@@ -343,6 +349,11 @@ static int run_initiator(struct args *a)
     ret = teshim_segment_open(eng, a->segment, &seg);
     if (ret) {
         fprintf(stderr, "teshim-bench: open %s: %s\n", a->segment, strerror(-ret));
+        goto out_engine;
+    }
+    if (strcmp(teshim_segment_transport(eng, seg), a->transport) && strcmp(a->transport, "local")) {
+        fprintf(stderr, "teshim-bench: %s asked for, the segment uses %s\n", a->transport,
+                teshim_segment_transport(eng, seg));
         goto out_engine;
     }
     if (teshim_segment_regions(eng, seg, &reg, 1) < 1 || reg.len < a->block * a->batch) {

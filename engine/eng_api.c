@@ -85,6 +85,22 @@ static int publish_self(struct teshim_engine *eng)
     return eng->meta->ops->publish(eng->meta, &r);
 }
 
+/* A HELLO's trailer: every transport appends its answer. */
+static int hello(void *arg, int fd, const uint8_t *in, size_t in_len, uint8_t *out, size_t max,
+                 size_t *out_len)
+{
+    struct teshim_engine *eng = arg;
+    size_t pos = 0;
+
+    for (int i = 0; i < eng->ntps; i++) {
+        int ret = eng->tps[i]->ops.hello(eng->tps[i], fd, in, in_len, out, max, &pos);
+        if (ret)
+            return ret;
+    }
+    *out_len = pos;
+    return 0;
+}
+
 int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_engine **eng_p)
 {
     struct teshim_engine_opts copy = {0}, *opts = &copy;
@@ -148,8 +164,8 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
     if (ret)
         goto err_locks;
     if (opts->listen) {
-        ret =
-            eng_listener_start(&eng->ctx, eng->listen_host, adopt, eng, &eng->port, &eng->listener);
+        ret = eng_listener_start(&eng->ctx, eng->listen_host, adopt, hello, eng, &eng->port,
+                                 &eng->listener);
         if (ret)
             goto err_transports;
     }
@@ -181,6 +197,7 @@ err_locks:
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
     eng_auth_key_clear(&eng->ctx.auth);
+    eng_params_free(&eng->ctx.p);
 err_free:
     free(eng);
     return ret;
@@ -235,6 +252,7 @@ void teshim_engine_destroy(struct teshim_engine *eng)
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
     eng_auth_key_clear(&eng->ctx.auth);
+    eng_params_free(&eng->ctx.p);
     free(eng);
 }
 
@@ -270,9 +288,22 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
             return ret;
     }
     ret = eng_region_add(eng, a, len, remote_accessible, dev);
-    if (!ret && remote_accessible)
+    if (ret)
+        return ret;
+    /* the transports that register memory with a device (rdma) */
+    struct eng_region r = {.addr = a, .len = len, .remote = remote_accessible, .cuda_dev = dev};
+    for (int i = 0; i < eng->ntps; i++) {
+        ret = eng->tps[i]->ops.reg(eng->tps[i], &r);
+        if (ret) {
+            while (i-- > 0)
+                eng->tps[i]->ops.unreg(eng->tps[i], &r);
+            eng_region_remove(eng, a);
+            return ret;
+        }
+    }
+    if (remote_accessible)
         publish_self(eng); /* the summary; sent in the background */
-    return ret;
+    return 0;
 }
 
 int teshim_unregister(struct teshim_engine *eng, void *addr)
@@ -286,6 +317,12 @@ int teshim_unregister(struct teshim_engine *eng, void *addr)
     int ret = eng_region_remove(eng, a);
     if (ret == -ENOENT)
         eng_err(ctx_of(eng), "unregister: no registration starts at %p", addr);
+    if (ret == 0 || ret == -ETIMEDOUT) {
+        /* gone from the table: the device registrations (rdma) go too */
+        struct eng_region r = {.addr = a};
+        for (int i = 0; i < eng->ntps; i++)
+            eng->tps[i]->ops.unreg(eng->tps[i], &r);
+    }
     if (ret != -ENOENT)
         publish_self(eng); /* the summary; sent in the background */
     return ret;
@@ -301,6 +338,7 @@ static int seg_open_path(struct teshim_engine *eng, struct eng_segment *seg)
 {
     const char *want = eng->ctx.p.transport == ENG_TP_TCP     ? "tcp"
                        : eng->ctx.p.transport == ENG_TP_LOCAL ? "local"
+                       : eng->ctx.p.transport == ENG_TP_RDMA  ? "rdma"
                                                               : NULL;
     int first = 0, ret = -EOPNOTSUPP;
 
@@ -371,7 +409,8 @@ int teshim_segment_open(struct teshim_engine *eng, const char *name, teshim_segm
     if (ret < 0)
         goto err_free;
     published = ret;
-    ret = eng_meta_fetch(&eng->ctx, seg, &seg->hello, &seg->regions);
+    ret = eng_meta_fetch_ex(&eng->ctx, seg, NULL, 0, &seg->hello, &seg->regions, &seg->trailer,
+                            &seg->trailer_len, NULL);
     if (ret)
         goto err_free;
     seg->nregions = seg->hello.nregions;
@@ -500,6 +539,7 @@ int teshim_engine_stats(struct teshim_engine *eng, struct teshim_engine_stats *s
     s->accepted = atomic_load(&eng->ctx.st.accepted);
     s->peer_rejected = atomic_load(&eng->ctx.st.peer_rejected);
     s->local_fallbacks = atomic_load(&eng->ctx.st.local_fallbacks);
+    s->rdma_staged = atomic_load(&eng->ctx.rdma_staged);
     return 0;
 }
 

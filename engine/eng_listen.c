@@ -32,18 +32,19 @@ struct hs_conn {
     uint8_t hdr[ENG_FRAME_BYTES];
     size_t got; /* of the header, then of the payload */
     struct eng_frame f;
-    uint8_t in[ENG_HELLO_BYTES]; /* HELLO, or the AUTH response */
+    uint8_t *hello;                  /* HELLO payload: identity + trailer */
+    uint32_t hello_len;              /* its bytes (c->f is the AUTH frame's after a challenge) */
+    uint8_t auth_in[ENG_AUTH_BYTES]; /* the AUTH response */
     uint8_t nonce_i[ENG_NONCE_BYTES], nonce_t[ENG_NONCE_BYTES];
     uint8_t *out; /* AUTH or HELLO_ACK being sent */
     size_t out_len, sent;
     enum { HS_NEXT_READ, HS_NEXT_ADOPT, HS_NEXT_CLOSE } next_step; /* once out is sent */
 };
 
-_Static_assert(ENG_AUTH_BYTES <= ENG_HELLO_BYTES, "hs_conn.in holds both payloads");
-
 struct eng_listener {
     struct eng_ctx *eng;
     eng_adopt_fn adopt;
+    eng_hello_fn hello;
     void *adopt_arg;
     int lfd, epfd, evfd;
     bool paused;
@@ -66,6 +67,7 @@ static void hs_close(struct eng_listener *l, struct hs_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     free(c->out);
+    free(c->hello);
     free(c);
 }
 
@@ -106,28 +108,36 @@ static int hs_auth_frame(struct eng_listener *l, struct hs_conn *c, int status)
     return 0;
 }
 
-/* Authenticated, or no authentication: encode HELLO_ACK into c->out. */
+/* Authenticated, or no authentication: encode HELLO_ACK into c->out, the
+ * transports' answers to the HELLO's trailer after the regions. */
 static int hs_answer(struct eng_listener *l, struct hs_conn *c)
 {
     struct eng_hello self;
     struct eng_region_desc *regs;
     struct eng_frame f = {.type = ENG_F_HELLO_ACK, .id = c->f.id};
+    size_t off, tlen = 0;
     uint32_t n;
     int ret;
 
     ret = eng_region_list(l->eng, &regs, &n);
     if (ret)
         return ret;
-    c->out = malloc(ENG_FRAME_BYTES + ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES);
+    off = ENG_FRAME_BYTES + ENG_HELLO_BYTES + (size_t)n * ENG_REGION_BYTES;
+    c->out = malloc(off + ENG_TRAILER_MAX);
     if (!c->out) {
         free(regs);
         return -ENOMEM;
     }
     eng_hello_self(l->eng, &self);
-    f.payload_len = (uint32_t)eng_hello_encode(&self, regs, n, c->out + ENG_FRAME_BYTES);
+    eng_hello_encode(&self, regs, n, c->out + ENG_FRAME_BYTES);
     free(regs);
+    ret = l->hello(l->adopt_arg, c->fd, c->hello + ENG_HELLO_BYTES, c->hello_len - ENG_HELLO_BYTES,
+                   c->out + off, ENG_TRAILER_MAX, &tlen);
+    if (ret)
+        return ret;
+    f.payload_len = (uint32_t)(off - ENG_FRAME_BYTES + tlen);
     eng_frame_encode(&f, c->out);
-    c->out_len = ENG_FRAME_BYTES + f.payload_len;
+    c->out_len = off + tlen;
     c->sent = 0;
     c->next_step = HS_NEXT_ADOPT;
     return 0;
@@ -139,7 +149,7 @@ static int hs_hello(struct eng_listener *l, struct hs_conn *c)
     struct eng_hello peer;
     bool key = l->eng->auth.len > 0;
 
-    if (eng_hello_parse(c->in, ENG_HELLO_BYTES, &peer, NULL, 0) || peer.nregions)
+    if (eng_hello_parse(c->hello, c->hello_len, &peer, NULL, 0) || peer.nregions)
         return -EBADMSG;
     eng_dbg(l->eng, "peer %s: hello from %s", c->pname, peer.name);
     memcpy(c->nonce_i, peer.nonce, sizeof(c->nonce_i));
@@ -172,7 +182,7 @@ static int hs_auth(struct eng_listener *l, struct hs_conn *c)
         return -EACCES;
     }
     eng_auth_proof(&l->eng->auth, false, c->nonce_i, c->nonce_t, proof);
-    if (!eng_auth_equal(proof, c->in + ENG_NONCE_BYTES)) {
+    if (!eng_auth_equal(proof, c->auth_in + ENG_NONCE_BYTES)) {
         eng_warn(l->eng, "peer %s: authentication failed (another key); refused", c->pname);
         return hs_auth_frame(l, c, -EACCES);
     }
@@ -187,7 +197,8 @@ static int hs_read(struct eng_listener *l, struct hs_conn *c)
     for (;;) {
         bool in_hdr = c->got < ENG_FRAME_BYTES;
         size_t plen = in_hdr ? 0 : c->f.payload_len;
-        uint8_t *dst = in_hdr ? c->hdr + c->got : c->in + (c->got - ENG_FRAME_BYTES);
+        uint8_t *body = c->auth ? c->auth_in : c->hello;
+        uint8_t *dst = in_hdr ? c->hdr + c->got : body + (c->got - ENG_FRAME_BYTES);
         size_t want = in_hdr ? ENG_FRAME_BYTES - c->got : ENG_FRAME_BYTES + plen - c->got;
         ssize_t n = want ? recv(c->fd, dst, want, 0) : 0;
 
@@ -205,6 +216,17 @@ static int hs_read(struct eng_listener *l, struct hs_conn *c)
                 return ret;
             }
             plen = c->f.payload_len;
+            if (!c->auth) {
+                /* identity and trailer, kept until the answer is made */
+                free(c->hello);
+                c->hello = malloc(plen ? plen : 1);
+                if (!c->hello)
+                    return -ENOMEM;
+                c->hello_len = (uint32_t)plen;
+            } else if (plen > sizeof(c->auth_in)) {
+                hs_reject(l, c, -EBADMSG);
+                return -EBADMSG;
+            }
         }
         if (c->got >= ENG_FRAME_BYTES && c->got == ENG_FRAME_BYTES + plen) {
             int ret;
@@ -456,8 +478,8 @@ err_log:
     return ret;
 }
 
-int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt, void *arg,
-                       int *port_p, struct eng_listener **l_p)
+int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt,
+                       eng_hello_fn hello, void *arg, int *port_p, struct eng_listener **l_p)
 {
     struct eng_listener *l = calloc(1, sizeof(*l));
     struct epoll_event e = {.events = EPOLLIN};
@@ -469,6 +491,7 @@ int eng_listener_start(struct eng_ctx *eng, const char *host, eng_adopt_fn adopt
     }
     l->eng = eng;
     l->adopt = adopt;
+    l->hello = hello;
     l->adopt_arg = arg;
     l->lfd = l->epfd = l->evfd = -1;
     ret = listen_bind(l, host, port_p);

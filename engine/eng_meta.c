@@ -195,16 +195,27 @@ static int meta_auth(struct eng_ctx *eng, const struct eng_segment *seg, int fd,
     return ret;
 }
 
+/* What one handshake sends and returns besides the identity. */
+struct meta_io {
+    const uint8_t *out; /* our trailer */
+    size_t out_len;
+    uint8_t **trailer_p; /* the peer's, or NULL */
+    uint32_t *trailer_len_p;
+    int *fd_p; /* keep the connection */
+};
+
 /* One attempt: connect, HELLO, (AUTH,) HELLO_ACK into *h and *regions_p. */
 static int meta_once(struct eng_ctx *eng, const struct eng_segment *seg, uint64_t deadline,
-                     struct eng_hello *h, struct eng_region_desc **regions_p)
+                     struct eng_hello *h, struct eng_region_desc **regions_p,
+                     const struct meta_io *io)
 {
     struct eng_region_desc *regions = NULL;
     uint8_t hdr[ENG_FRAME_BYTES];
     uint8_t hello[ENG_HELLO_BYTES];
     uint8_t nonce[ENG_NONCE_BYTES];
     struct eng_hello self;
-    struct eng_frame f = {.type = ENG_F_HELLO, .payload_len = ENG_HELLO_BYTES};
+    struct eng_frame f = {.type = ENG_F_HELLO,
+                          .payload_len = (uint32_t)(ENG_HELLO_BYTES + io->out_len)};
     uint8_t *buf = NULL;
     int fd, ret, err = 0;
     socklen_t el = sizeof(err);
@@ -231,6 +242,8 @@ static int meta_once(struct eng_ctx *eng, const struct eng_segment *seg, uint64_
     ret = io_all(fd, hdr, sizeof(hdr), true, deadline);
     if (!ret)
         ret = io_all(fd, hello, sizeof(hello), true, deadline);
+    if (!ret && io->out_len)
+        ret = io_all(fd, (void *)io->out, io->out_len, true, deadline);
     if (!ret)
         ret = io_all(fd, hdr, sizeof(hdr), false, deadline);
     if (ret)
@@ -272,8 +285,18 @@ static int meta_once(struct eng_ctx *eng, const struct eng_segment *seg, uint64_
         eng_err(eng, "segment %s: malformed handshake from the peer", seg->name);
         goto out_free;
     }
+    if (io->trailer_p) {
+        size_t off = eng_hello_trailer_off(h);
+        *io->trailer_len_p = (uint32_t)(f.payload_len - off);
+        memmove(buf, buf + off, f.payload_len - off);
+        *io->trailer_p = buf;
+        buf = NULL;
+    }
     free(buf);
-    close(fd);
+    if (io->fd_p)
+        *io->fd_p = fd;
+    else
+        close(fd);
     *regions_p = regions;
     return 0;
 
@@ -288,12 +311,20 @@ out_close:
 int eng_meta_fetch(struct eng_ctx *eng, const struct eng_segment *seg, struct eng_hello *h,
                    struct eng_region_desc **regions_p)
 {
+    return eng_meta_fetch_ex(eng, seg, NULL, 0, h, regions_p, NULL, NULL, NULL);
+}
+
+int eng_meta_fetch_ex(struct eng_ctx *eng, const struct eng_segment *seg, const uint8_t *out,
+                      size_t out_len, struct eng_hello *h, struct eng_region_desc **regions_p,
+                      uint8_t **trailer_p, uint32_t *trailer_len_p, int *fd_p)
+{
+    const struct meta_io io = {out, out_len, trailer_p, trailer_len_p, fd_p};
     uint64_t start = eng_now_ns();
     uint64_t deadline = start + (uint64_t)eng->p.connect_timeout_ms * 1000000ull;
     int ret = -ETIMEDOUT;
 
     for (int attempt = 1; attempt <= eng->p.connect_attempts; attempt++) {
-        ret = meta_once(eng, seg, deadline, h, regions_p);
+        ret = meta_once(eng, seg, deadline, h, regions_p, &io);
         if (!ret || ret == -EPROTO || ret == -EBADMSG || ret == -EACCES || ret == -ENOKEY)
             break;
         uint64_t wait = (uint64_t)eng_backoff_ms(eng->p.connect_backoff_ms,

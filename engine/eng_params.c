@@ -59,6 +59,17 @@ static const struct param_row rows[] = {
     ROW(cuda_chunk, CUDA_BOUNCE_CHUNK_BYTES),
     ROW(cuda_threads, CUDA_COPY_THREADS),
     ROW(cuda_pinned_max, CUDA_PINNED_MAX_BYTES),
+    ROW(rdma_devices, ENGINE_RDMA_DEVICES),
+    ROW(rdma_qps, ENGINE_RDMA_QPS_PER_PEER),
+    ROW(rdma_slice, ENGINE_RDMA_SLICE_BYTES),
+    ROW(rdma_max_wr, ENGINE_RDMA_MAX_WR),
+    ROW(rdma_cq_depth, ENGINE_RDMA_CQ_DEPTH),
+    ROW(rdma_mtu, ENGINE_RDMA_MTU),
+    ROW(rdma_timeout, ENGINE_RDMA_TIMEOUT),
+    ROW(rdma_retry_cnt, ENGINE_RDMA_RETRY_CNT),
+    ROW(rdma_rnr_retry, ENGINE_RDMA_RNR_RETRY),
+    ROW(rdma_gid_index, ENGINE_RDMA_GID_INDEX),
+    ROW(rdma_stage_bytes, ENGINE_RDMA_STAGE_BYTES),
 };
 
 /* A field of struct teshim_engine_opts that overrides a table row (0 = no). */
@@ -159,7 +170,7 @@ static int fill_from_policy(const struct teshim_engine_opts *o, struct eng_param
     }
     /* derived: fewer buffers when that many chunks exceed the pinned cap */
     p->cuda_buffers = (int)pol_cuda_buffers(cfg);
-    free(cfg);
+    p->pol = cfg; /* the rdma.* decisions */
     return 0;
 }
 
@@ -198,17 +209,20 @@ int eng_params_load(const struct teshim_engine_opts *o, struct eng_params *p)
 
     if (!ret)
         ret = apply_overrides(o, p);
-    if (ret)
-        return ret;
-    if (o->transport > TESHIM_TRANSPORT_LOCAL || (int)o->transport < 0) {
+    if (!ret && (o->transport > TESHIM_TRANSPORT_RDMA || (int)o->transport < 0)) {
         eng_log(NULL, ENG_LOG_ERROR, "engine_create: unknown transport %d", (int)o->transport);
-        return -EINVAL;
+        ret = -EINVAL;
+    }
+    if (ret) {
+        eng_params_free(p);
+        return ret;
     }
     if (o->transport)
         p->transport = (int)o->transport - 1;
     if (o->same_host_send > TESHIM_SAME_HOST_PARALLEL || (int)o->same_host_send < 0) {
         eng_log(NULL, ENG_LOG_ERROR, "engine_create: unknown same_host_send %d",
                 (int)o->same_host_send);
+        eng_params_free(p);
         return -EINVAL;
     }
     if (o->same_host_send)
@@ -222,4 +236,47 @@ int eng_params_load(const struct teshim_engine_opts *o, struct eng_params *p)
     if (p->same_host_send == ENG_SAME_HOST_AUTO)
         p->same_host_send = usable_cpus() <= 4 ? ENG_SAME_HOST_SERIAL : ENG_SAME_HOST_PARALLEL;
     return 0;
+}
+
+void eng_params_free(struct eng_params *p)
+{
+    free(p->pol);
+    p->pol = NULL;
+}
+
+int eng_params_rdma_access(const struct eng_params *p, const char *dev, uint64_t len, int access,
+                           bool iova2)
+{
+    const struct pol_config *cfg = p->pol;
+    struct pol_rdma_mr mr = {
+        .device = dev, .length = len, .access = access, .iova2_available = iova2};
+    int out = access;
+
+    if (!cfg)
+        return access;
+    /* auto: only where the device's PCIe function has relaxed ordering on */
+    if (pol_int(cfg, POL_RDMA_RELAXED_ORDERING) == POL_RO_AUTO)
+        mr.dev_ro_capable = pol_pcie_relaxed_ordering(pol_str(cfg, POL_RDMA_SYSFS_ROOT), dev) == 1;
+    pol_rdma_mr_access(cfg, &mr, &out);
+    return out;
+}
+
+void eng_params_rdma_qp(const struct eng_params *p, const char *dev, bool is_global, uint8_t *tc,
+                        uint8_t *sl)
+{
+    /* IBV_QP_AV: the transition carries an address vector */
+    struct pol_rdma_qp qp = {.device = dev,
+                             .attr_mask = 1 << 7,
+                             .is_global = is_global,
+                             .traffic_class = *tc,
+                             .sl = *sl};
+    struct pol_rdma_qp_dec dec;
+
+    if (!p->pol)
+        return;
+    pol_rdma_qp_attrs(p->pol, &qp, &dec);
+    if (dec.tc == POL_INJECT)
+        *tc = dec.traffic_class;
+    if (dec.sl == POL_INJECT)
+        *sl = dec.service_level;
 }

@@ -17,7 +17,9 @@ struct teshim_engine_opts;
 enum eng_same_host { ENG_SAME_HOST_AUTO, ENG_SAME_HOST_SERIAL, ENG_SAME_HOST_PARALLEL };
 
 /* engine.transport, in the table's order */
-enum eng_transport_pref { ENG_TP_AUTO, ENG_TP_TCP, ENG_TP_LOCAL };
+enum eng_transport_pref { ENG_TP_AUTO, ENG_TP_TCP, ENG_TP_LOCAL, ENG_TP_RDMA };
+
+struct pol_config;
 
 struct eng_params {
     int transport; /* enum eng_transport_pref */
@@ -53,7 +55,36 @@ struct eng_params {
     int cuda_buffers;
     int cuda_threads; /* host copy threads of a bounced copy; 0 = auto */
     uint64_t cuda_pinned_max;
+    /* engine.rdma.* */
+    char rdma_devices[256]; /* "" = every device */
+    int rdma_qps;
+    uint64_t rdma_slice;
+    int rdma_max_wr;
+    int rdma_cq_depth;
+    int rdma_mtu; /* 0 = auto, else enum ibv_mtu */
+    int rdma_timeout;
+    int rdma_retry_cnt;
+    int rdma_rnr_retry;
+    int rdma_gid_index; /* -1 = auto */
+    uint64_t rdma_stage_bytes;
+    /* the effective policy table, for the rdma.* decisions below */
+    struct pol_config *pol;
 };
+
+/* The decisions of the shim's RDMA policy (policy/pol_decide.c), for the
+ * engine's own registrations and queue pairs. */
+/* Access flags of a registration of len bytes on device dev: access with
+ * IBV_ACCESS_RELAXED_ORDERING added where the policy says so (iova2: the
+ * library has ibv_reg_mr_iova2, which the flag needs). */
+int eng_params_rdma_access(const struct eng_params *p, const char *dev, uint64_t len, int access,
+                           bool iova2);
+/* Traffic class and service level for a transition with an address
+ * vector: *tc and *sl are set to the policy's values where it sets them,
+ * else left as they are (is_global: the AV has a GRH). */
+void eng_params_rdma_qp(const struct eng_params *p, const char *dev, bool is_global, uint8_t *tc,
+                        uint8_t *sl);
+/* Free what eng_params_load allocated. */
+void eng_params_free(struct eng_params *p);
 
 /*
  * Fill p from the policy (defaults < profile < file < environment; the

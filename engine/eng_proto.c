@@ -17,6 +17,13 @@ static void put64(uint8_t *p, uint64_t v)
     memcpy(p, &v, 8);
 }
 
+static uint16_t get16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return le16toh(v);
+}
+
 static uint32_t get32(const uint8_t *p)
 {
     uint32_t v;
@@ -70,10 +77,9 @@ int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f)
     switch (f->type) {
     case ENG_F_HELLO:
     case ENG_F_HELLO_ACK:
-        if (f->payload_len < ENG_HELLO_BYTES || f->payload_len > ENG_CTRL_MAX ||
-            (f->payload_len - ENG_HELLO_BYTES) % ENG_REGION_BYTES)
+        if (f->payload_len < ENG_HELLO_BYTES || f->payload_len > ENG_CTRL_MAX)
             return -EBADMSG;
-        if (f->type == ENG_F_HELLO && f->payload_len != ENG_HELLO_BYTES)
+        if (f->type == ENG_F_HELLO && f->payload_len > ENG_HELLO_BYTES + ENG_TRAILER_MAX)
             return -EBADMSG;
         break;
     case ENG_F_READ:
@@ -147,9 +153,15 @@ int eng_hello_parse(const uint8_t *buf, size_t len, struct eng_hello *h, struct 
     h->flags = get32(buf + 136);
     if ((h->flags & ~ENG_HELLO_FLAGS) || get32(buf + 140))
         return -EBADMSG;
-    if (h->nregions > ENG_MAX_REGIONS ||
-        len != ENG_HELLO_BYTES + (size_t)h->nregions * ENG_REGION_BYTES)
+    if (h->nregions > ENG_MAX_REGIONS || len < eng_hello_trailer_off(h) ||
+        len - eng_hello_trailer_off(h) > ENG_TRAILER_MAX)
         return -EBADMSG;
+    for (size_t at = eng_hello_trailer_off(h); at < len;) {
+        if (len - at < ENG_TLV_BYTES || get16(buf + at + 2) ||
+            get32(buf + at + 4) > len - at - ENG_TLV_BYTES)
+            return -EBADMSG;
+        at += ENG_TLV_BYTES + get32(buf + at + 4);
+    }
     for (uint32_t i = 0; i < h->nregions; i++) {
         const uint8_t *d = buf + ENG_HELLO_BYTES + (size_t)ENG_REGION_BYTES * i;
         uint64_t a = get64(d), l = get64(d + 8);
@@ -163,4 +175,40 @@ int eng_hello_parse(const uint8_t *buf, size_t len, struct eng_hello *h, struct 
         }
     }
     return 0;
+}
+
+size_t eng_hello_trailer_off(const struct eng_hello *h)
+{
+    return ENG_HELLO_BYTES + (size_t)h->nregions * ENG_REGION_BYTES;
+}
+
+int eng_tlv_put(uint8_t *buf, size_t max, size_t *pos, uint16_t type, const void *val, uint32_t len)
+{
+    if (*pos > max || max - *pos < ENG_TLV_BYTES + (size_t)len)
+        return -ENOSPC;
+    uint16_t t = htole16(type);
+    memcpy(buf + *pos, &t, 2);
+    memset(buf + *pos + 2, 0, 2);
+    put32(buf + *pos + 4, len);
+    if (len)
+        memcpy(buf + *pos + ENG_TLV_BYTES, val, len);
+    *pos += ENG_TLV_BYTES + len;
+    return 0;
+}
+
+int eng_tlv_find(const uint8_t *trailer, size_t len, uint16_t type, const uint8_t **val_p,
+                 uint32_t *len_p)
+{
+    for (size_t at = 0; len - at >= ENG_TLV_BYTES;) {
+        uint32_t l = get32(trailer + at + 4);
+        if (l > len - at - ENG_TLV_BYTES)
+            break;
+        if (get16(trailer + at) == type) {
+            *val_p = trailer + at + ENG_TLV_BYTES;
+            *len_p = l;
+            return 0;
+        }
+        at += ENG_TLV_BYTES + l;
+    }
+    return -ENOENT;
 }

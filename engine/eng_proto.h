@@ -4,12 +4,15 @@
  * protocol version; a peer speaking another version is refused at HELLO.
  *
  *   HELLO      initiator -> target, payload = struct eng_hello (no regions)
+ *              + trailer
  *   AUTH       target -> initiator: the challenge (its nonce and proof);
  *              initiator -> target: the response (its proof); status < 0
  *              and no payload: a refusal (eng_auth.h), then the sender closes
- *   HELLO_ACK  target -> initiator, payload = struct eng_hello + regions;
- *              with authentication, sent only once the initiator's proof
- *              was checked: nothing about the target goes out before
+ *   HELLO_ACK  target -> initiator, payload = struct eng_hello + regions
+ *              + trailer; with authentication, sent only once the
+ *              initiator's proof was checked: nothing about the target
+ *              goes out before that (the transports answer the HELLO's
+ *              trailer only then too)
  *   READ       request len bytes at addr, no payload
  *   READ_RESP  status 0: payload = the len bytes; status < 0: no payload
  *   WRITE      payload = len bytes to store at addr
@@ -26,7 +29,8 @@
 #include <stdint.h>
 
 #define ENG_MAGIC 0x4d485354u /* "TSHM" */
-#define ENG_VERSION 3         /* 2: region descriptors carry flags; 3: instance id, nonce, AUTH */
+#define ENG_VERSION 3 /* 2: region descriptors carry flags; 3: instance id, nonce, AUTH, trailer   \
+                       */
 #define ENG_FRAME_BYTES 56
 #define ENG_SLICE_MAX (64u << 20) /* largest data payload of one frame */
 #define ENG_MAX_REGIONS 4096      /* regions announced in HELLO_ACK */
@@ -34,7 +38,9 @@
 #define ENG_HELLO_BYTES (16 + 4 + 4 + 8 + 8 + ENG_NAME_MAX + 16 + 16 + 4 + 4)
 #define ENG_AUTH_BYTES (16 + 32) /* AUTH payload: nonce, proof (HMAC-SHA256) */
 #define ENG_REGION_BYTES 24
-#define ENG_CTRL_MAX (ENG_HELLO_BYTES + ENG_MAX_REGIONS * ENG_REGION_BYTES)
+#define ENG_TLV_BYTES 8              /* type 2, reserved 2, length 4 */
+#define ENG_TRAILER_MAX (512u << 10) /* all TLVs of one hello */
+#define ENG_CTRL_MAX (ENG_HELLO_BYTES + ENG_MAX_REGIONS * ENG_REGION_BYTES + ENG_TRAILER_MAX)
 
 enum eng_frame_type {
     ENG_F_HELLO = 1,
@@ -89,6 +95,28 @@ struct eng_region_desc {
     uint32_t flags;
 };
 
+/*
+ * The trailer of HELLO and HELLO_ACK: after the regions, a list of
+ * transport records, each type (2 bytes), reserved (2, zero), length (4)
+ * and that many bytes. A transport reads the types it knows and skips the
+ * others, so any transport can announce what its data path needs (the
+ * rdma transport: devices, GIDs, LIDs, queue pairs, rkeys).
+ */
+enum eng_tlv_type {
+    ENG_TLV_RDMA_DEVS = 1, /* the rdma transport's devices and region keys */
+    ENG_TLV_RDMA_QPS,      /* the rdma transport's queue pairs of one connection */
+};
+
+/* Append a record to buf[*pos, max); 0 or -ENOSPC. */
+int eng_tlv_put(uint8_t *buf, size_t max, size_t *pos, uint16_t type, const void *val,
+                uint32_t len);
+/* The first record of type in trailer[0, len): 0 with *val_p and *len_p set,
+ * or -ENOENT. The trailer must have passed eng_hello_parse. */
+int eng_tlv_find(const uint8_t *trailer, size_t len, uint16_t type, const uint8_t **val_p,
+                 uint32_t *len_p);
+/* Offset of the trailer in a parsed hello payload. */
+size_t eng_hello_trailer_off(const struct eng_hello *h);
+
 /* Encode f into buf[ENG_FRAME_BYTES]. */
 void eng_frame_encode(const struct eng_frame *f, uint8_t *buf);
 
@@ -105,9 +133,11 @@ size_t eng_hello_encode(const struct eng_hello *h, const struct eng_region_desc 
 
 /*
  * Decode a HELLO/HELLO_ACK payload; regions (up to max) are written to r.
- * Checks the name is terminated, the region count matches the length, and
- * every region is non-empty without wrapping, with known flags and zero
- * reserved bytes. 0 or -EBADMSG.
+ * Checks the name is terminated, the regions fit the length, every region
+ * is non-empty without wrapping, with known flags and zero reserved bytes,
+ * and what follows them is a well-formed trailer (records with zero
+ * reserved bytes ending exactly at len, within ENG_TRAILER_MAX).
+ * 0 or -EBADMSG.
  */
 int eng_hello_parse(const uint8_t *buf, size_t len, struct eng_hello *h, struct eng_region_desc *r,
                     uint32_t max);

@@ -36,6 +36,7 @@ void eng_seg_free(struct eng_segment *seg)
     pthread_mutex_destroy(&seg->refresh_lock);
     pthread_rwlock_destroy(&seg->regions_lock);
     free(seg->regions);
+    free(seg->trailer);
     free(seg);
 }
 

@@ -28,6 +28,7 @@ struct eng_transport;
 struct eng_task;
 struct eng_segment;
 struct eng_meta_watch;
+struct eng_region;
 
 /*
  * The part of an engine its transports see. The public teshim_engine
@@ -60,7 +61,10 @@ struct eng_ctx {
             conn_reuse, conn_retries, conn_closed_idle, conn_broken, connections, accepted,
             peer_rejected, local_fallbacks;
     } st;
-    atomic_int dev_ops;    /* device copies queued or running (eng_copy.c) */
+    atomic_int dev_ops; /* device copies queued or running (eng_copy.c) */
+    /* slices of unregistered local memory staged through the rdma
+     * transport's registered pool */
+    atomic_uint_fast64_t rdma_staged;
     struct eng_copy *copy; /* cuda.* pools and staging, made by eng_copy_open */
 };
 
@@ -111,6 +115,17 @@ struct eng_transport_ops {
      * pname names the peer in messages. 0 (fd is the transport's), or
      * -EOPNOTSUPP (the stub: a transport without connections of its own). */
     int (*adopt)(struct eng_transport *tp, int fd, const char *pname);
+    /* Answer the trailer of a HELLO that arrived on fd (in[0, in_len), the
+     * records of every transport): append this transport's records to
+     * out at *pos (eng_tlv_put), up to max. A transport that sets up state
+     * for the peer here may then take fd in adopt. Stub: 0, nothing. */
+    int (*hello)(struct eng_transport *tp, int fd, const uint8_t *in, size_t in_len, uint8_t *out,
+                 size_t max, size_t *pos);
+    /* A registration was added / is being removed (after the engine's own
+     * list took it out, no peer request uses it). reg may fail the
+     * registration (-errno, logged). Stubs: 0 / nothing. */
+    int (*reg)(struct eng_transport *tp, const struct eng_region *r);
+    void (*unreg)(struct eng_transport *tp, const struct eng_region *r);
 };
 
 struct eng_transport {
@@ -127,6 +142,7 @@ void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
 /* Transport constructors, one per row of the list. */
 int eng_local_create(struct eng_ctx *eng, struct eng_transport **tp_p);
 int eng_tcp_create(struct eng_ctx *eng, struct eng_transport **tp_p);
+int eng_rdma_create(struct eng_ctx *eng, struct eng_transport **tp_p);
 /* Create every transport of the list, each in its staging wrapper, into
  * tps (at most max) in preference order; *n_p set. On failure the ones made
  * are destroyed. */
@@ -151,6 +167,8 @@ struct eng_segment {
     struct sockaddr_storage sa;
     socklen_t salen;
     struct eng_hello hello; /* the peer's identity at open */
+    uint8_t *trailer;       /* its HELLO_ACK's transport records (malloc'ed) */
+    uint32_t trailer_len;
     pthread_rwlock_t regions_lock;
     struct eng_region_desc *regions; /* under regions_lock */
     uint32_t nregions;
@@ -231,6 +249,16 @@ void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *region
  * *regions_p, with engine.connect_* retries. seg is not modified. */
 int eng_meta_fetch(struct eng_ctx *eng, const struct eng_segment *seg, struct eng_hello *h,
                    struct eng_region_desc **regions_p);
+/*
+ * The same with transport records: out[0, out_len) is sent as the HELLO's
+ * trailer; the HELLO_ACK's trailer is returned in *trailer_p (malloc'ed,
+ * *trailer_len_p bytes; may be NULL when not wanted). With fd_p, the
+ * connection of the attempt that succeeded is kept open and returned in
+ * *fd_p (non-blocking), for a transport that ties state to it.
+ */
+int eng_meta_fetch_ex(struct eng_ctx *eng, const struct eng_segment *seg, const uint8_t *out,
+                      size_t out_len, struct eng_hello *h, struct eng_region_desc **regions_p,
+                      uint8_t **trailer_p, uint32_t *trailer_len_p, int *fd_p);
 /* Parse "host:port" ("[v6]:port") into sa; 0 or -EINVAL / -EHOSTUNREACH. */
 int eng_parse_hostport(const char *s, bool passive, struct sockaddr_storage *sa, socklen_t *len);
 /* Our identity block for HELLO_ACK. */

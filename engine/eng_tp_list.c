@@ -12,6 +12,7 @@ static const struct {
     int (*create)(struct eng_ctx *eng, struct eng_transport **tp_p);
 } transports[] = {
     {"local", eng_local_create},
+    {"rdma", eng_rdma_create},
     {"tcp", eng_tcp_create},
 };
 

@@ -128,6 +128,22 @@ static int stage_adopt(struct eng_transport *tp, int fd, const char *pname)
     return inner_of(tp)->ops.adopt(inner_of(tp), fd, pname);
 }
 
+static int stage_hello(struct eng_transport *tp, int fd, const uint8_t *in, size_t in_len,
+                       uint8_t *out, size_t max, size_t *pos)
+{
+    return inner_of(tp)->ops.hello(inner_of(tp), fd, in, in_len, out, max, pos);
+}
+
+static int stage_reg(struct eng_transport *tp, const struct eng_region *r)
+{
+    return inner_of(tp)->ops.reg(inner_of(tp), r);
+}
+
+static void stage_unreg(struct eng_transport *tp, const struct eng_region *r)
+{
+    inner_of(tp)->ops.unreg(inner_of(tp), r);
+}
+
 /* The inner transport fails what it has; a READ it completed meanwhile
  * copies to its device before the engine goes. */
 static void stage_destroy(struct eng_transport *tp)
@@ -153,6 +169,9 @@ int eng_tp_stage_wrap(struct eng_transport *inner, struct eng_transport **tp_p)
         .submit_end = stage_submit_end,
         .reaches = stage_reaches,
         .adopt = stage_adopt,
+        .hello = stage_hello,
+        .reg = stage_reg,
+        .unreg = stage_unreg,
     };
 
     if (!st) {

@@ -39,6 +39,21 @@ static int stub_adopt(struct eng_transport *tp, int fd, const char *pname)
     return -EOPNOTSUPP;
 }
 
+static int stub_hello(struct eng_transport *tp, int fd, const uint8_t *in, size_t in_len,
+                      uint8_t *out, size_t max, size_t *pos)
+{
+    return 0;
+}
+
+static int stub_reg(struct eng_transport *tp, const struct eng_region *r)
+{
+    return 0;
+}
+
+static void stub_unreg(struct eng_transport *tp, const struct eng_region *r)
+{
+}
+
 static const struct eng_transport_ops stub_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "unsupported",
@@ -50,6 +65,9 @@ static const struct eng_transport_ops stub_ops = {
     .submit_end = stub_submit_mark,
     .reaches = stub_reaches,
     .adopt = stub_adopt,
+    .hello = stub_hello,
+    .reg = stub_reg,
+    .unreg = stub_unreg,
 };
 
 void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
@@ -71,5 +89,8 @@ void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
     TAKE(submit_end);
     TAKE(reaches);
     TAKE(adopt);
+    TAKE(hello);
+    TAKE(reg);
+    TAKE(unreg);
 #undef TAKE
 }

@@ -31,7 +31,8 @@ logs+=("$build/Testing/Temporary/LastTest.log")
 
 if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
     engine_tests=(check_engine_api check_engine_xfer check_engine_send check_engine_fault
-                  check_engine_inject check_engine_etcd check_engine_hostile)
+                  check_engine_inject check_engine_etcd check_engine_hostile
+                  check_engine_rdma_ib check_engine_rdma_roce)
     for san in address thread; do
         sb="$root/build-$san"
         tests=("${engine_tests[@]}")
@@ -40,8 +41,8 @@ if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
         # are there); cuda_engine is kept out of TSan, see docs/testing.md
         if [ -f /usr/local/cuda/include/cuda_runtime_api.h ]; then
             case $san in
-            address) tests+=(cuda_engine cuda_serve cuda_copy) ;;
-            thread) tests+=(cuda_serve cuda_copy) ;;
+            address) tests+=(cuda_engine cuda_engine_rdma cuda_serve cuda_copy) ;;
+            thread) tests+=(cuda_engine_rdma cuda_serve cuda_copy) ;;
             esac
         fi
         echo "== engine suites under ${san} sanitizer ($sb)"

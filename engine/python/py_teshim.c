@@ -248,6 +248,8 @@ static int te_parse_transport(const char *s, enum teshim_transport *t)
         *t = TESHIM_TRANSPORT_TCP;
     else if (!strcmp(s, "local"))
         *t = TESHIM_TRANSPORT_LOCAL;
+    else if (!strcmp(s, "rdma"))
+        *t = TESHIM_TRANSPORT_RDMA;
     else
         return -1;
     return 0;
@@ -310,7 +312,8 @@ static int te_init(te_engine *self, PyObject *args, PyObject *kw)
                                      &raise_errors))
         return -1;
     if (te_parse_transport(transport, &t)) {
-        PyErr_Format(PyExc_ValueError, "transport '%s': auto, tcp, local or default", transport);
+        PyErr_Format(PyExc_ValueError, "transport '%s': auto, tcp, local, rdma or default",
+                     transport);
         return -1;
     }
     self->raise_errors = raise_errors;
@@ -613,7 +616,7 @@ static PyObject *te_get_first_buffer_address(te_engine *self, PyObject *args)
 
 PyDoc_STRVAR(te_segment_transport_doc,
              "segment_transport(name) -> str\n\n"
-             "The data path of a peer's segment: 'tcp' or 'local' (same host).");
+             "The data path of a peer's segment: 'tcp', 'local' (same host) or 'rdma'.");
 
 static PyObject *te_segment_transport(te_engine *self, PyObject *args)
 {
@@ -662,7 +665,7 @@ PyDoc_STRVAR(te_stats_doc,
              "stats() -> dict\n\n"
              "The engine's counters: submitted, finished, failed, active, waiting,\n"
              "bytes, conn_new, conn_reuse, conn_retries, conn_closed_idle, conn_broken,\n"
-             "connections, accepted, peer_rejected, local_fallbacks.");
+             "connections, accepted, peer_rejected, local_fallbacks, rdma_staged.");
 
 static PyObject *te_stats(te_engine *self, PyObject *unused)
 {
@@ -675,7 +678,7 @@ static PyObject *te_stats(te_engine *self, PyObject *unused)
     if (ret)
         return te_raise(ret, "stats");
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", (unsigned long long)st.submitted,
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", (unsigned long long)st.submitted,
         "finished", (unsigned long long)st.finished, "failed", (unsigned long long)st.failed,
         "active", (unsigned long long)st.active, "waiting", (unsigned long long)st.waiting, "bytes",
         (unsigned long long)st.bytes, "conn_new", (unsigned long long)st.conn_new, "conn_reuse",
@@ -684,7 +687,7 @@ static PyObject *te_stats(te_engine *self, PyObject *unused)
         (unsigned long long)st.conn_broken, "connections", (unsigned long long)st.connections,
         "accepted", (unsigned long long)st.accepted, "peer_rejected",
         (unsigned long long)st.peer_rejected, "local_fallbacks",
-        (unsigned long long)st.local_fallbacks);
+        (unsigned long long)st.local_fallbacks, "rdma_staged", (unsigned long long)st.rdma_staged);
 }
 
 static PyObject *te_get_segment_name(te_engine *self, void *unused)
@@ -773,7 +776,7 @@ PyDoc_STRVAR(te_type_doc,
              "''). teshim's way: TransferEngine('127.0.0.1:0') starts it at once,\n"
              "listening on HOST:PORT (port 0 = any), announced as local_name or\n"
              "'host:port'. transport: 'auto' (same-host peers by process_vm_*, others\n"
-             "tcp), 'tcp', 'local' or None (engine.transport of the policy table).\n\n"
+             "tcp), 'tcp', 'local', 'rdma' or None (engine.transport of the policy table).\n\n"
              "Failures raise teshim.Error (an OSError: .errno, .strerror). With\n"
              "raise_errors=False the Mooncake-named methods return Mooncake's failure\n"
              "values instead (a negative errno; 0 for a batch id; -1 for a batch\n"

@@ -4,8 +4,8 @@
  * when available; fuzz_replay.c runs the same entry point over the seed
  * corpus in every build. A header that parses must encode back to the
  * same bytes, an AUTH frame carries a nonce and a proof or (a refusal)
- * nothing, and a parsed HELLO must have known flags and describe only
- * non-wrapping regions.
+ * nothing, and a parsed HELLO must have known flags, describe only
+ * non-wrapping regions and a trailer whose records lie inside it.
  */
 #include "eng_proto.h"
 
@@ -41,6 +41,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     abort();
                 for (uint32_t i = 0; i < h.nregions && i < 8; i++)
                     if (!r[i].len || r[i].addr + r[i].len < r[i].addr)
+                        abort();
+                /* a parsed trailer's records lie inside it */
+                size_t off = eng_hello_trailer_off(&h);
+                const uint8_t *v, *tr = data + ENG_FRAME_BYTES + off;
+                uint32_t vl;
+                for (uint16_t t = 0; t < 4; t++)
+                    if (!eng_tlv_find(tr, n - off, t, &v, &vl) &&
+                        (v < tr || v + vl > tr + (n - off)))
                         abort();
             }
         }

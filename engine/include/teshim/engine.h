@@ -36,6 +36,7 @@ enum teshim_transport {
     TESHIM_TRANSPORT_AUTO,        /* local for same-host peers that permit it, else tcp */
     TESHIM_TRANSPORT_TCP,
     TESHIM_TRANSPORT_LOCAL, /* same-host process_vm_*; falls back to tcp when not permitted */
+    TESHIM_TRANSPORT_RDMA,  /* RC queue pairs over libibverbs; falls back to tcp without devices */
 };
 
 /* How threads send to a tcp peer on the same host (engine.tcp.same_host_send). */
@@ -268,6 +269,7 @@ struct teshim_engine_stats {
     uint64_t accepted;        /* incoming connections accepted */
     uint64_t peer_rejected;   /* peer requests refused (bounds, malformed) */
     uint64_t local_fallbacks; /* segments that asked for local and got tcp */
+    uint64_t rdma_staged;     /* rdma slices of unregistered local memory staged */
 };
 
 /* Fill *stats_p with the engine's counters. */
