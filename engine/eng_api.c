@@ -518,10 +518,14 @@ int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)
     return 0;
 }
 
-int teshim_engine_stats(struct teshim_engine *eng, struct teshim_engine_stats *s)
+int teshim_engine_stats_size(struct teshim_engine *eng, struct teshim_engine_stats *stats_p,
+                             size_t size)
 {
-    if (!eng || !s) {
-        eng_err(ctx_of(eng), "engine_stats: NULL argument");
+    struct teshim_engine_stats st, *s = &st;
+
+    if (!eng || !stats_p || size < TESHIM_ENGINE_STATS_SIZE_V1) {
+        eng_err(ctx_of(eng), "engine_stats: %s",
+                eng && stats_p ? "size smaller than the first release's struct" : "NULL argument");
         return -EINVAL;
     }
     s->submitted = atomic_load(&eng->ctx.st.submitted);
@@ -540,7 +544,15 @@ int teshim_engine_stats(struct teshim_engine *eng, struct teshim_engine_stats *s
     s->peer_rejected = atomic_load(&eng->ctx.st.peer_rejected);
     s->local_fallbacks = atomic_load(&eng->ctx.st.local_fallbacks);
     s->rdma_staged = atomic_load(&eng->ctx.rdma_staged);
+    memcpy(stats_p, s, size < sizeof(st) ? size : sizeof(st));
     return 0;
+}
+
+/* The exported name, for programs built before the struct grew (the
+ * parentheses keep the header's macro out). */
+int(teshim_engine_stats)(struct teshim_engine *eng, struct teshim_engine_stats *stats_p)
+{
+    return teshim_engine_stats_size(eng, stats_p, TESHIM_ENGINE_STATS_SIZE_V1);
 }
 
 const char *teshim_task_state_name(enum teshim_task_state s)

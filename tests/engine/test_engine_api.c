@@ -268,7 +268,22 @@ START_TEST(policy_table_read_and_overridden)
         teshim_engine_destroy(ini);
     }
     unsetenv("TESHIM_ENGINE_TCP_CONNS_PER_PEER");
-    ck_assert_int_eq(teshim_engine_stats(t, NULL), -EINVAL);
+    ck_assert_int_eq(teshim_engine_stats_size(t, NULL, sizeof(struct teshim_engine_stats)),
+                     -EINVAL);
+    /* a program built against the first release's struct: nothing written past it */
+    {
+        struct {
+            struct teshim_engine_stats st;
+            unsigned char guard[16];
+        } old;
+        memset(&old, 0xa5, sizeof(old));
+        /* the exported function, not the macro: what an old binary calls */
+        ck_assert_int_eq((teshim_engine_stats)(t, &old.st), 0);
+        for (size_t i = TESHIM_ENGINE_STATS_SIZE_V1; i < sizeof(old); i++)
+            ck_assert_uint_eq(((unsigned char *)&old)[i], 0xa5);
+        ck_assert_int_eq(teshim_engine_stats_size(t, &old.st, TESHIM_ENGINE_STATS_SIZE_V1 - 8),
+                         -EINVAL);
+    }
     teshim_engine_destroy(t);
 }
 END_TEST

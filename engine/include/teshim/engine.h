@@ -272,8 +272,22 @@ struct teshim_engine_stats {
     uint64_t rdma_staged;     /* rdma slices of unregistered local memory staged */
 };
 
-/* Fill *stats_p with the engine's counters. */
-int teshim_engine_stats(struct teshim_engine *eng, struct teshim_engine_stats *stats_p);
+/* The struct as the first release had it (up to local_fallbacks). */
+#define TESHIM_ENGINE_STATS_SIZE_V1 offsetof(struct teshim_engine_stats, rdma_staged)
+
+/*
+ * Fill the first size bytes of *stats_p with the engine's counters (size:
+ * sizeof(struct teshim_engine_stats) as the caller was built; the struct
+ * only grows at its end). teshim_engine_stats() is a macro passing the
+ * caller's sizeof; the exported function of that name, which programs
+ * built before the struct grew call, fills TESHIM_ENGINE_STATS_SIZE_V1
+ * bytes only. -EINVAL for NULL or a size below TESHIM_ENGINE_STATS_SIZE_V1.
+ */
+int teshim_engine_stats_size(struct teshim_engine *eng, struct teshim_engine_stats *stats_p,
+                             size_t size);
+int(teshim_engine_stats)(struct teshim_engine *eng, struct teshim_engine_stats *stats_p);
+#define teshim_engine_stats(eng, stats_p)                                                          \
+    teshim_engine_stats_size((eng), (stats_p), sizeof(*(stats_p)))
 
 /* Text of a task state ("waiting", "pending", ...). */
 const char *teshim_task_state_name(enum teshim_task_state s);
