@@ -278,6 +278,23 @@ int rdma_hello(struct eng_transport *tp, int fd, const uint8_t *in, size_t in_le
     return put_devs(rt, gid_idx, true, out, max, pos);
 }
 
+/* A handshake's answer comes from the engine instance the segment was
+ * opened on; another one (the peer restarted at the same address) has other
+ * registrations and keys: the segment is stale for good, its requests fail
+ * with -ESTALE until it is closed and opened again (as over tcp). */
+static int rdma_same_instance(struct rdma_tp *rt, struct rdma_conn *c, const struct eng_hello *h)
+{
+    if (!memcmp(h->instance_id, c->seg->hello.instance_id, sizeof(h->instance_id)))
+        return 0;
+    if (!atomic_exchange(&c->stale, true))
+        eng_err(rt->base.eng,
+                "segment %s: another engine instance answers at the peer's address (it "
+                "restarted, pid %u, was %u); its requests fail with ESTALE: close and "
+                "reopen the segment",
+                c->seg->name, h->pid, c->seg->hello.pid);
+    return -ESTALE;
+}
+
 /* Initiator: replace our queue pairs (fresh ones in INIT) and the peer's
  * identity, keys and region list from a new handshake. */
 int rdma_seg_connect(struct rdma_tp *rt, struct eng_segment *seg, struct rdma_conn *c)
@@ -318,6 +335,8 @@ int rdma_seg_connect(struct rdma_tp *rt, struct eng_segment *seg, struct rdma_co
         ret = put_qps(qps, nq, out, ENG_TRAILER_MAX, &pos);
     if (!ret)
         ret = eng_meta_fetch_ex(eng, seg, out, pos, &h, &regions, &tr, &trlen, &fd);
+    if (!ret)
+        ret = rdma_same_instance(rt, c, &h);
     if (ret)
         goto out_free;
     const struct rdma_w_qp *w = get_qps(tr, trlen, &n);
@@ -341,13 +360,7 @@ int rdma_seg_connect(struct rdma_tp *rt, struct eng_segment *seg, struct rdma_co
     }
     if (ret)
         goto out_free;
-    if (c->peer_pid && (h.pid != c->peer_pid || h.probe_value != c->peer_probe))
-        eng_info(eng,
-                 "segment %s: the peer restarted (pid %u, was %u); reconnected with its "
-                 "new keys",
-                 seg->name, h.pid, c->peer_pid);
     c->peer_pid = h.pid;
-    c->peer_probe = h.probe_value;
     eng_seg_set_regions(seg, regions, h.nregions, 0);
     regions = NULL;
     pthread_mutex_lock(&rt->lk);
@@ -390,12 +403,12 @@ int rdma_refresh(struct rdma_tp *rt, struct rdma_conn *c)
     ret = eng_meta_fetch_ex(eng, seg, NULL, 0, &h, &regions, &tr, &trlen, NULL);
     if (ret)
         return ret;
-    if (h.pid != c->peer_pid || h.probe_value != c->peer_probe) {
-        /* its keys are not ours to use: reconnect */
+    ret = rdma_same_instance(rt, c, &h);
+    if (ret) {
+        /* its keys are not ours to use */
         pthread_mutex_lock(&rt->lk);
-        rdma_conn_break(rt, c, -ECONNRESET, "the peer restarted");
+        rdma_conn_break(rt, c, -ESTALE, "the peer restarted");
         pthread_mutex_unlock(&rt->lk);
-        ret = -ECONNRESET;
         goto out;
     }
     pthread_mutex_lock(&rt->lk);

@@ -148,7 +148,7 @@ struct rdma_conn {
     struct rdma_wr *fly_head, *fly_tail; /* in flight, oldest first */
     /* initiator: the peer's instance, devices and keys */
     uint32_t peer_pid;
-    uint64_t peer_probe;
+    atomic_bool stale; /* another instance answers at the peer's address: -ESTALE */
     int rndev;
     struct rdma_w_dev rdevs[RDMA_MAX_DEVS];
     struct rdma_rkey *rkeys;

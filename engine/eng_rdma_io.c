@@ -199,6 +199,10 @@ static int start_check(struct rdma_tp *rt, struct rdma_conn *c, struct eng_task 
     int ret = 0;
     bool broken;
 
+    if (atomic_load(&c->stale)) {
+        eng_err(eng, "segment %s: the peer restarted; close and reopen the segment", t->seg->name);
+        return -ESTALE;
+    }
     pthread_mutex_lock(&rt->lk);
     broken = c->broken;
     if (broken && c->out) {

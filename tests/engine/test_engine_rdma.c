@@ -405,20 +405,27 @@ START_TEST(peer_restart)
     teshim_segment_t s = eng_test_open(ini, port);
     ck_assert_int_eq(peer_read(ini, s, buf, REGION).state, TESHIM_TASK_COMPLETED);
     peer_kill(pid);
-    /* a new process on the same address: new queue pairs, new keys */
+    /* a new process on the same address: another instance, other keys */
     ck_assert_int_eq(peer_spawn(&sp, port, 22, &pid), port);
     struct eng_test_log log = eng_test_log_capture();
     struct teshim_task_status st = peer_read(ini, s, buf, REGION);
-    for (int i = 0; i < 50 && st.state != TESHIM_TASK_COMPLETED; i++) {
+    for (int i = 0; i < 50 && st.error != -ESTALE; i++) {
         usleep(100000); /* the old connection's end may still be in flight */
         st = peer_read(ini, s, buf, REGION);
     }
-    int restarted = eng_test_log_lines(&log, "the peer restarted");
+    int restarted = eng_test_log_lines(&log, "another engine instance answers");
     eng_test_log_release(&log);
-    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    /* the old segment is never served by the new instance ... */
+    ck_assert_int_eq(st.state, TESHIM_TASK_FAILED);
+    ck_assert_int_eq(st.error, -ESTALE);
+    ck_assert_int_eq(restarted, 1);
+    ck_assert_int_eq(peer_read(ini, s, buf, REGION).error, -ESTALE);
+    /* ... a reopened one is: new queue pairs, new keys, its data */
+    ck_assert_int_eq(teshim_segment_close(ini, s), 0);
+    s = eng_test_open(ini, port);
+    ck_assert_int_eq(peer_read(ini, s, buf, REGION).state, TESHIM_TASK_COMPLETED);
     eng_test_fill(want, REGION, 22);
     ck_assert(eng_test_sum(buf, REGION) == eng_test_sum(want, REGION));
-    ck_assert_int_ge(restarted, 1);
     peer_kill(pid);
     teshim_engine_destroy(ini);
     spawner_stop(&sp);
