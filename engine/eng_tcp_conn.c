@@ -22,10 +22,12 @@ void tcp_conn_locks_init(struct tcp_conn *c)
 {
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->send_lock, NULL);
+    pthread_mutex_init(&c->rx_lock, NULL);
 }
 
 void tcp_conn_locks_destroy(struct tcp_conn *c)
 {
+    pthread_mutex_destroy(&c->rx_lock);
     pthread_mutex_destroy(&c->send_lock);
     pthread_mutex_destroy(&c->lock);
 }
@@ -66,6 +68,13 @@ static void epoll_set(struct tcp_conn *c, uint32_t ev)
 {
     struct epoll_event e = {.events = ev, .data.ptr = c};
     epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
+}
+
+/* What the worker's epoll watches c for: input unless a waiter reads it,
+ * room to send when the socket was full. c->lock held. */
+void tcp_conn_watch(struct tcp_conn *c)
+{
+    epoll_set(c, (c->rx_waiter ? 0u : (uint32_t)EPOLLIN) | (c->want_out ? (uint32_t)EPOLLOUT : 0u));
 }
 
 void *tcp_conn_stage_take(struct tcp_conn *c, uint64_t len)
@@ -127,8 +136,10 @@ void tcp_slice_free(struct tcp_slice *s)
 /* Finish an initiator slice (no lock held) or drop a target answer. */
 void tcp_slice_finish(struct tcp_slice *s, int err)
 {
-    if (s->task)
+    if (s->task) {
+        atomic_fetch_sub(&s->conn->inflight, 1);
         eng_task_slice_done(s->task, err ? 0 : s->xfer, err);
+    }
     tcp_slice_free(s);
 }
 
@@ -144,13 +155,25 @@ static void finish_list(struct tcp_slice *s, int err)
 /*
  * Close the socket and fail everything queued or outstanding on it. An
  * outgoing connection goes back to IDLE (reconnected on demand); an
- * accepted one is freed after the current epoll batch. Worker only.
+ * accepted one is freed after the current epoll batch. err 0 is an idle
+ * close: it does nothing if a request came meanwhile. Worker only.
  */
 void tcp_conn_reset(struct tcp_conn *c, int err)
 {
     struct eng_ctx *eng = tcp_conn_eng(c);
-    struct tcp_slice *sq, *iq, *rs = c->rslice;
+    struct tcp_slice *sq, *iq, *rs;
 
+    /* a waiter reading the socket (tcp_progress) leaves when it is shut
+     * down; the receive side is then ours */
+    if (pthread_mutex_trylock(&c->rx_lock)) {
+        pthread_mutex_lock(&c->lock);
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_lock(&c->rx_lock);
+    }
+    rs = c->rslice;
+    atomic_store(&c->rx_err, 0);
     /* a thread in sendmsg uses the fd and the queued slices: tell it to
      * stop after this call, and wait for it */
     pthread_mutex_lock(&c->lock);
@@ -159,6 +182,16 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
     pthread_mutex_lock(&c->send_lock);
     pthread_mutex_lock(&c->lock);
     c->resetting = false;
+    if (!err && (c->sq || c->iq || rs)) {
+        /* an idle close overtaken by a request: the connection stays, and
+         * what a sender left when it saw resetting goes out */
+        pthread_mutex_unlock(&c->send_lock);
+        if (atomic_load(&c->state) == C_READY && tcp_conn_flush(c))
+            shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_unlock(&c->rx_lock);
+        return;
+    }
     sq = c->sq;
     iq = c->iq;
     c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
@@ -192,6 +225,7 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
     c->ctrl = NULL;
     c->rstage = R_HDR;
     c->rgot = 0;
+    pthread_mutex_unlock(&c->rx_lock);
     if (rs)
         tcp_slice_finish(rs, err);
     finish_list(iq, err);
@@ -275,7 +309,7 @@ int tcp_conn_flush(struct tcp_conn *c)
             }
             if (!c->want_out) {
                 c->want_out = true;
-                epoll_set(c, EPOLLIN | EPOLLOUT);
+                tcp_conn_watch(c);
             }
             full = true;
             break;
@@ -306,7 +340,7 @@ int tcp_conn_flush(struct tcp_conn *c)
     /* nothing left, or only what waits for a device copy or a reset */
     if (!ret && !full && c->want_out) {
         c->want_out = false;
-        epoll_set(c, EPOLLIN);
+        tcp_conn_watch(c);
     }
     c->sending = false;
     pthread_mutex_unlock(&c->send_lock);
@@ -342,7 +376,7 @@ void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out)
         pthread_mutex_lock(&out->lock);
         if (out->want_out) {
             out->want_out = false;
-            epoll_set(out, EPOLLIN);
+            tcp_conn_watch(out);
         }
         pthread_mutex_unlock(&out->lock);
     }

@@ -128,6 +128,14 @@ static int stage_adopt(struct eng_transport *tp, int fd, const char *pname)
     return inner_of(tp)->ops.adopt(inner_of(tp), fd, pname);
 }
 
+/* A device task ends with a copy the waiter cannot help: it sleeps. */
+static int stage_progress(struct eng_transport *tp, struct eng_task *t, uint64_t deadline_ns)
+{
+    if (t->cuda_dev >= 0)
+        return -EAGAIN;
+    return inner_of(tp)->ops.progress(inner_of(tp), t, deadline_ns);
+}
+
 /* The inner transport fails what it has; a READ it completed meanwhile
  * copies to its device before the engine goes. */
 static void stage_destroy(struct eng_transport *tp)
@@ -153,6 +161,7 @@ int eng_tp_stage_wrap(struct eng_transport *inner, struct eng_transport **tp_p)
         .submit_end = stage_submit_end,
         .reaches = stage_reaches,
         .adopt = stage_adopt,
+        .progress = stage_progress,
     };
 
     if (!st) {

@@ -39,6 +39,11 @@ static int stub_adopt(struct eng_transport *tp, int fd, const char *pname)
     return -EOPNOTSUPP;
 }
 
+static int stub_progress(struct eng_transport *tp, struct eng_task *t, uint64_t deadline_ns)
+{
+    return -EAGAIN;
+}
+
 static const struct eng_transport_ops stub_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "unsupported",
@@ -50,6 +55,7 @@ static const struct eng_transport_ops stub_ops = {
     .submit_end = stub_submit_mark,
     .reaches = stub_reaches,
     .adopt = stub_adopt,
+    .progress = stub_progress,
 };
 
 void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
@@ -71,5 +77,6 @@ void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
     TAKE(submit_end);
     TAKE(reaches);
     TAKE(adopt);
+    TAKE(progress);
 #undef TAKE
 }
