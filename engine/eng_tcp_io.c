@@ -106,6 +106,10 @@ static int conn_read(struct tcp_conn *c)
     for (int loops = 0; loops < 32; loops++) {
         struct iovec iov[2];
         int k = 1;
+        /* the peer owes nothing more: no read to learn that the socket is
+         * empty (what came unasked is read on the next call, and fails) */
+        if (loops && c->peer && c->rstage == R_HDR && !c->rgot && !atomic_load(&c->inflight))
+            return 0;
         if (c->peer && c->rstage == R_HDR && !c->rgot && atomic_load(&c->state) == C_READY) {
             bool done;
             int ret = read_acks(c, &done);
@@ -214,21 +218,8 @@ int tcp_progress(struct eng_transport *base, struct eng_task *t, uint64_t deadli
         tcp_conn_watch(c);
     }
     pthread_mutex_unlock(&c->lock);
-    while (fd >= 0) {
-        if (task_finished(t)) {
-            ret = 0;
-            break;
-        }
-        int err = conn_read(c);
-        if (err) {
-            atomic_store(&c->rx_err, err);
-            shutdown(fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
-            break;
-        }
-        if (task_finished(t)) {
-            ret = 0;
-            break;
-        }
+    /* poll first: the answer is rarely there yet when the waiter comes */
+    while (fd >= 0 && !task_finished(t)) {
         int ms = 200; /* a bound on the wait, not a poll interval: input ends it */
         if (deadline_ns) {
             uint64_t now = eng_now_ns();
@@ -240,8 +231,17 @@ int tcp_progress(struct eng_transport *base, struct eng_task *t, uint64_t deadli
                 ms = (int)((deadline_ns - now + 999999) / 1000000);
         }
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        poll(&pfd, 1, ms);
+        if (poll(&pfd, 1, ms) <= 0)
+            continue;
+        int err = conn_read(c);
+        if (err) {
+            atomic_store(&c->rx_err, err);
+            shutdown(fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+            break;
+        }
     }
+    if (fd >= 0 && task_finished(t))
+        ret = 0;
     if (fd >= 0) {
         pthread_mutex_lock(&c->lock);
         c->rx_waiter = false;
