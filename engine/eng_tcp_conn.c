@@ -23,10 +23,12 @@ void tcp_conn_locks_init(struct tcp_conn *c)
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->send_lock, NULL);
     pthread_mutex_init(&c->rx_lock, NULL);
+    pthread_cond_init(&c->acct, NULL);
 }
 
 void tcp_conn_locks_destroy(struct tcp_conn *c)
 {
+    pthread_cond_destroy(&c->acct);
     pthread_mutex_destroy(&c->rx_lock);
     pthread_mutex_destroy(&c->send_lock);
     pthread_mutex_destroy(&c->lock);
@@ -251,7 +253,8 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
  * submitting threads never sleep on c->lock across a copy. A caller that
  * finds it taken has only queued and returns at once: the owner sees its
  * slices (queued under c->lock) before it lets go. Slices move to iq
- * under c->send_lock before the worker can look for their answers there.
+ * under c->lock after each sendmsg, and a reader waiting for them is
+ * woken then (tcp_conn_pop_answered).
  */
 int tcp_conn_flush(struct tcp_conn *c)
 {
@@ -336,6 +339,8 @@ int tcp_conn_flush(struct tcp_conn *c)
                 tcp_slice_free(s);
             }
         }
+        if (c->acct_waiters)
+            pthread_cond_broadcast(&c->acct);
     }
     /* nothing left, or only what waits for a device copy or a reset */
     if (!ret && !full && c->want_out) {
@@ -343,8 +348,41 @@ int tcp_conn_flush(struct tcp_conn *c)
         tcp_conn_watch(c);
     }
     c->sending = false;
+    if (c->acct_waiters)
+        pthread_cond_broadcast(&c->acct);
     pthread_mutex_unlock(&c->send_lock);
     return ret;
+}
+
+/*
+ * The slice an answer (type op, id, addr, len) is for, taken off iq; NULL
+ * if it is not the oldest outstanding one (a protocol error). Answers come
+ * in order, so when iq is empty the slice is the one a sender's sendmsg
+ * is taking right now: its answer came before the sender moved it to iq,
+ * and this waits for that (one sendmsg at most).
+ */
+struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t op, uint64_t id, uint64_t addr,
+                                        uint64_t len)
+{
+    struct tcp_slice *s;
+
+    pthread_mutex_lock(&c->lock);
+    while (!c->iq && c->sending) {
+        c->acct_waiters++;
+        pthread_cond_wait(&c->acct, &c->lock);
+        c->acct_waiters--;
+    }
+    s = c->iq;
+    if (s && s->seq == id && s->op == op && s->xfer == len && s->raddr == addr) {
+        c->iq = s->next;
+        if (!c->iq)
+            c->iq_tail = NULL;
+        s->next = NULL;
+    } else {
+        s = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return s;
 }
 
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s)

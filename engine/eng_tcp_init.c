@@ -19,19 +19,7 @@
 
 static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
 {
-    struct tcp_slice *s;
-    pthread_mutex_lock(&c->send_lock);
-    s = c->iq;
-    if (s && s->seq == c->rf.id && s->op == op && s->xfer == c->rf.len && s->raddr == c->rf.addr) {
-        c->iq = s->next;
-        if (!c->iq)
-            c->iq_tail = NULL;
-        s->next = NULL;
-    } else {
-        s = NULL;
-    }
-    pthread_mutex_unlock(&c->send_lock);
-    return s;
+    return tcp_conn_pop_answered(c, op, c->rf.id, c->rf.addr, c->rf.len);
 }
 
 int tcp_initiator_header(struct tcp_conn *c)

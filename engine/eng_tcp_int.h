@@ -44,7 +44,10 @@
  * callbacks are never made with c->lock or send_lock held. c->lock is only held for
  * queue updates, never across sendmsg: one thread at a time sends, the
  * owner of c->sending, which holds c->send_lock for as long (see
- * tcp_conn_flush). c->iq is under c->send_lock, taken before c->lock. An
+ * tcp_conn_flush). c->iq is under c->lock: the sender moves what a sendmsg
+ * took there after the call, and a reader whose answer came first (its
+ * slice not on iq yet) waits on c->acct for that, never for a whole flush
+ * (it used to take send_lock, held while MiBs were copied). An
  * accepted connection with device copies in flight (c->refs) is freed
  * only after they finished.
  */
@@ -117,11 +120,13 @@ struct tcp_conn {
     bool in_read;         /* answers queued while reading go out together ... */
     uint64_t deferred;    /* ... unless this many payload bytes wait for them */
     pthread_mutex_t lock;
-    pthread_mutex_t send_lock;      /* held by the sending thread; guards iq */
+    pthread_mutex_t send_lock;      /* held by the sending thread */
+    pthread_cond_t acct;            /* a sendmsg's slices are on iq now, under lock */
+    int acct_waiters;               /* readers waiting for that, under lock */
     bool sending;                   /* a thread owns the send side, under lock */
     bool resetting;                 /* conn_reset waits for the sender, under lock */
     struct tcp_slice *sq, *sq_tail; /* to send; head may be partly sent */
-    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator), send_lock */
+    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator), under lock */
     uint64_t seq;
     /* receive side, under rx_lock */
     pthread_mutex_t rx_lock;
@@ -211,6 +216,8 @@ void tcp_slice_finish(struct tcp_slice *s, int err);
 void tcp_conn_reset(struct tcp_conn *c, int err);
 int tcp_conn_flush(struct tcp_conn *c);
 void tcp_conn_watch(struct tcp_conn *c);
+struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t op, uint64_t id, uint64_t addr,
+                                        uint64_t len);
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s);
 void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out);
 int tcp_start_ctrl(struct tcp_conn *c, uint32_t len);

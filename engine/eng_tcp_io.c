@@ -75,10 +75,10 @@ static int read_acks(struct tcp_conn *c, bool *done)
     size_t k = 0;
 
     *done = false;
-    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
     for (struct tcp_slice *s = c->iq; s && k < 32 && s->op == TESHIM_OP_WRITE; s = s->next)
         k++;
-    pthread_mutex_unlock(&c->send_lock);
+    pthread_mutex_unlock(&c->lock);
     if (k < 2)
         return 0;
     ssize_t n = recv(c->fd, buf, k * ENG_FRAME_BYTES, MSG_DONTWAIT);
@@ -379,7 +379,6 @@ static void tick(struct tcp_worker *w, uint64_t now)
             }
             /* a waiter may have read an answer after now was taken */
             uint64_t used = atomic_load(&c->t_used);
-            pthread_mutex_lock(&c->send_lock);
             pthread_mutex_lock(&c->lock);
             struct tcp_slice *head = c->iq ? c->iq : c->sq;
             busy = busy || head;
@@ -387,7 +386,6 @@ static void tick(struct tcp_worker *w, uint64_t now)
              * younger than now */
             bool late = head && now > head->t_start && now - head->t_start > req_to;
             pthread_mutex_unlock(&c->lock);
-            pthread_mutex_unlock(&c->send_lock);
             if (late) {
                 eng_err(eng, "peer %s: request unanswered for %d ms, resetting the connection",
                         c->pname, eng->p.request_timeout_ms);
