@@ -267,21 +267,28 @@ static void *submit_thread(void *arg)
     return NULL;
 }
 
-START_TEST(concurrent_submitters)
+/* Four threads running fn against p; each must count ok_each successes. */
+static void four_threads(struct pair *p, void *(*fn)(void *), int ok_each)
 {
-    struct pair p;
     pthread_t th[4];
     struct submitter s[4];
 
-    pair_up(&p, _i, 6);
     for (int i = 0; i < 4; i++) {
-        s[i] = (struct submitter){&p, i, 0};
-        pthread_create(&th[i], NULL, submit_thread, &s[i]);
+        s[i] = (struct submitter){p, i, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, fn, &s[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
-        ck_assert_int_eq(s[i].ok, 32);
+        ck_assert_int_eq(s[i].ok, ok_each);
     }
+}
+
+START_TEST(concurrent_submitters)
+{
+    struct pair p;
+
+    pair_up(&p, _i, 6);
+    four_threads(&p, submit_thread, 32);
     pair_down(&p);
 }
 END_TEST
@@ -344,17 +351,12 @@ START_TEST(completes_without_polling)
 }
 END_TEST
 
-struct single {
-    struct pair *p;
-    int idx, ok;
-};
-
 /* One request per batch, waited for: the waiter reads its answer itself
  * while other threads' waiters and the I/O threads read the same
  * connections. */
 static void *single_thread(void *arg)
 {
-    struct single *s = arg;
+    struct submitter *s = arg;
     enum { SZ = 4096, N = 200 };
     char *l = s->p->lmem + (size_t)s->idx * SZ;
     char *t = s->p->tmem + GUARD + (size_t)s->idx * SZ;
@@ -383,18 +385,9 @@ static void *single_thread(void *arg)
 START_TEST(concurrent_single_requests)
 {
     struct pair p;
-    pthread_t th[4];
-    struct single s[4];
 
     pair_up(&p, _i, 256);
-    for (int i = 0; i < 4; i++) {
-        s[i] = (struct single){&p, i, 0};
-        ck_assert_int_eq(pthread_create(&th[i], NULL, single_thread, &s[i]), 0);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(th[i], NULL);
-        ck_assert_int_eq(s[i].ok, 200);
-    }
+    four_threads(&p, single_thread, 200);
     /* answers read by waiters keep their connections in use (the timer
      * once subtracted a waiter's later clock reading from its own: the
      * difference wrapped around, an idle close under traffic) */
