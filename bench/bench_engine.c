@@ -16,8 +16,12 @@
  * memory of CUDA device N (the runtime, libcudart.so.13 or .12, is
  * dlopen'ed: the bench runs without CUDA otherwise).
  *
- * Sizes take K/M/G suffixes (powers of two). The initiator's last line is
- * "throughput X GB/s" with GB = 10^9 bytes.
+ * Sizes take K/M/G suffixes (powers of two). The initiator prints the
+ * engine's per-request latency (submit to completion, p50/p99), then
+ * "batch_round_trip p50 X us p99 Y us" (teshim_submit called to
+ * teshim_batch_wait returned, per batch: with --batch-size 1 a request's
+ * round trip as the application sees it), and last "throughput X GB/s"
+ * with GB = 10^9 bytes.
  */
 #include "teshim/engine.h"
 
@@ -51,6 +55,8 @@ struct worker {
     uint64_t bytes, requests, failed;
     uint64_t *lat;
     size_t nlat, caplat;
+    uint64_t *rtt; /* per batch: teshim_submit called to teshim_batch_wait returned */
+    size_t nrtt, caprtt;
     int err;
     bool no_thread; /* pthread_create failed: nothing to join */
 };
@@ -67,6 +73,28 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Append v to a growing array; false without memory (the sample is lost). */
+static bool push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 4096;
+        uint64_t *p = realloc(*v, c * sizeof(*p));
+        if (!p)
+            return false;
+        *v = p;
+        *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return true;
 }
 
 static int parse_size(const char *s, uint64_t *out)
@@ -270,6 +298,7 @@ static void *initiator_thread(void *arg)
             w->err = ret;
             break;
         }
+        uint64_t t0 = now_ns();
         ret = teshim_submit(w->eng, b, reqs, a->batch);
         if (ret < 0) {
             w->err = ret;
@@ -277,6 +306,7 @@ static void *initiator_thread(void *arg)
             break;
         }
         teshim_batch_wait(w->eng, b, -1);
+        push_u64(&w->rtt, &w->nrtt, &w->caprtt, now_ns() - t0);
         for (uint64_t i = 0; i < a->batch; i++) {
             struct teshim_task_status st;
             if (teshim_task_status(w->eng, b, i, &st))
@@ -287,15 +317,7 @@ static void *initiator_thread(void *arg)
                 continue;
             }
             w->bytes += st.transferred;
-            if (w->nlat == w->caplat) {
-                size_t cap = w->caplat ? w->caplat * 2 : 4096;
-                uint64_t *n = realloc(w->lat, cap * sizeof(*n));
-                if (!n)
-                    continue;
-                w->lat = n;
-                w->caplat = cap;
-            }
-            w->lat[w->nlat++] = st.latency_ns;
+            push_u64(&w->lat, &w->nlat, &w->caplat, st.latency_ns);
         }
         teshim_batch_free(w->eng, b);
     }
@@ -312,6 +334,24 @@ static int cmp_u64(const void *x, const void *y)
     return a < b ? -1 : a > b;
 }
 
+/* Append a worker's samples to all (its array freed); sorted later. */
+static void merge_samples(uint64_t **all, size_t *n, uint64_t *mine, size_t nmine)
+{
+    uint64_t *p = realloc(*all, (*n + nmine + 1) * sizeof(*p));
+    if (p) {
+        *all = p;
+        memcpy(p + *n, mine, nmine * sizeof(*p));
+        *n += nmine;
+    }
+    free(mine);
+}
+
+/* The p-th percentile (0..99) of n sorted samples, in microseconds. */
+static double pct_us(const uint64_t *v, size_t n, unsigned p)
+{
+    return n ? (double)v[(n * p) / 100] / 1e3 : 0;
+}
+
 static int run_initiator(struct args *a)
 {
     struct teshim_engine_opts o = {.size = sizeof(o),
@@ -322,9 +362,9 @@ static int run_initiator(struct args *a)
     struct teshim_region reg;
     struct worker *w;
     teshim_segment_t seg;
-    uint64_t bytes = 0, requests = 0, failed = 0, *lat = NULL;
+    uint64_t bytes = 0, requests = 0, failed = 0, *lat = NULL, *rtt = NULL;
     bool worker_failed = false;
-    size_t nlat = 0;
+    size_t nlat = 0, nrtt = 0;
     double t0, el;
     int ret, rc = 1;
 
@@ -387,18 +427,14 @@ static int run_initiator(struct args *a)
         bytes += w[i].bytes;
         requests += w[i].requests;
         failed += w[i].failed;
-        uint64_t *n = realloc(lat, (nlat + w[i].nlat + 1) * sizeof(*lat));
-        if (n) {
-            lat = n;
-            memcpy(lat + nlat, w[i].lat, w[i].nlat * sizeof(*lat));
-            nlat += w[i].nlat;
-        }
-        free(w[i].lat);
+        merge_samples(&lat, &nlat, w[i].lat, w[i].nlat);
+        merge_samples(&rtt, &nrtt, w[i].rtt, w[i].nrtt);
     }
     free(w);
     qsort(lat, nlat, sizeof(*lat), cmp_u64);
-    double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0;
-    double p99 = nlat ? (double)lat[(nlat * 99) / 100] / 1e3 : 0;
+    qsort(rtt, nrtt, sizeof(*rtt), cmp_u64);
+    double p50 = pct_us(lat, nlat, 50), p99 = pct_us(lat, nlat, 99);
+    double r50 = pct_us(rtt, nrtt, 50), r99 = pct_us(rtt, nrtt, 99);
     double gbps = (double)bytes / el / 1e9;
     printf("transport %s location %s operation %s block_size %llu batch_size %llu threads %d "
            "duration %.2f s\n",
@@ -407,6 +443,9 @@ static int run_initiator(struct args *a)
     printf("requests %llu failed %llu bytes %llu\n", (unsigned long long)requests,
            (unsigned long long)failed, (unsigned long long)bytes);
     printf("latency p50 %.1f us p99 %.1f us\n", p50, p99);
+    /* what the application sees: with batch 1, a request's round trip
+     * (what sockperf ping-pong --full-rtt measures for a socket) */
+    printf("batch_round_trip p50 %.1f us p99 %.1f us\n", r50, r99);
     printf("throughput %.3f GB/s\n", gbps);
     if (a->json) {
         FILE *f = fopen(a->json, "w");
@@ -416,15 +455,18 @@ static int run_initiator(struct args *a)
                     "\"operation\":\"%s\","
                     "\"block_size\":%llu,\"batch_size\":%llu,\"threads\":%d,"
                     "\"duration_s\":%.3f,\"requests\":%llu,\"failed\":%llu,\"bytes\":%llu,"
-                    "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,\"throughput_gbps\":%.4f}\n",
+                    "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,"
+                    "\"batch_round_trip_p50_us\":%.1f,\"batch_round_trip_p99_us\":%.1f,"
+                    "\"throughput_gbps\":%.4f}\n",
                     teshim_segment_transport(eng, seg), a->location, a->op,
                     (unsigned long long)a->block, (unsigned long long)a->batch, a->threads, el,
                     (unsigned long long)requests, (unsigned long long)failed,
-                    (unsigned long long)bytes, p50, p99, gbps);
+                    (unsigned long long)bytes, p50, p99, r50, r99, gbps);
             fclose(f);
         }
     }
     free(lat);
+    free(rtt);
     rc = failed || !bytes || worker_failed ? 1 : 0;
 out_engine:
     teshim_engine_destroy(eng);

@@ -254,6 +254,8 @@ int teshim_submit(struct teshim_engine *eng, teshim_batch_t id, const struct tes
         t->dev_ptr = NULL;
         t->stage = NULL;
         t->next = NULL;
+        t->seg_id = reqs[i].segment;
+        atomic_store(&t->tp_priv, NULL);
         atomic_store(&t->state, TESHIM_TASK_WAITING);
         /* one for the task, one until this call has queued it (the task
          * may finish before the transport's submit_end touched the peer) */
@@ -308,6 +310,45 @@ int teshim_task_status(struct teshim_engine *eng, teshim_batch_t id, size_t task
     return ret;
 }
 
+/*
+ * The waiter of a batch down to one unfinished task helps that task along
+ * itself (ops.progress: tcp reads the answer of a small request on the
+ * waiter's thread) instead of sleeping until another thread finished it.
+ * The task's segment is held open meanwhile (its busy count, taken under
+ * seg_lock while it is still in the table). Returns when the task finished,
+ * the deadline passed or the transport cannot help; the caller then
+ * sleeps as before.
+ */
+static void batch_progress(struct teshim_engine *eng, struct eng_batch *b, uint64_t deadline_ns)
+{
+    struct eng_task *t = NULL;
+    struct eng_segment *s = NULL;
+
+    pthread_mutex_lock(&b->lock);
+    if (atomic_load(&b->unfinished) == 1) {
+        for (size_t i = b->n; i-- > 0 && !t;)
+            if (atomic_load(&b->tasks[i].state) == TESHIM_TASK_PENDING)
+                t = &b->tasks[i];
+    }
+    pthread_mutex_unlock(&b->lock);
+    if (!t)
+        return;
+    pthread_mutex_lock(&eng->seg_lock);
+    if (t->seg_id >= 0 && (size_t)t->seg_id < eng->nsegs)
+        s = eng->segs[t->seg_id];
+    /* compared, not dereferenced: t may have finished and its segment gone */
+    if (s && (s == t->seg || s->dev_path == t->seg) &&
+        atomic_load(&t->state) == TESHIM_TASK_PENDING)
+        atomic_fetch_add(&s->busy, 1);
+    else
+        s = NULL;
+    pthread_mutex_unlock(&eng->seg_lock);
+    if (!s)
+        return;
+    t->tp->ops.progress(t->tp, t, deadline_ns);
+    atomic_fetch_sub(&s->busy, 1);
+}
+
 int teshim_batch_wait(struct teshim_engine *eng, teshim_batch_t id, int timeout_ms)
 {
     struct eng_batch *b;
@@ -336,6 +377,9 @@ int teshim_batch_wait(struct teshim_engine *eng, teshim_batch_t id, int timeout_
             dl.tv_nsec -= 1000000000L;
         }
     }
+    if (timeout_ms)
+        batch_progress(eng, b,
+                       timeout_ms > 0 ? eng_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0);
     pthread_mutex_lock(&b->lock);
     while (atomic_load(&b->unfinished) && !ret) {
         if (timeout_ms < 0)

@@ -36,6 +36,7 @@ static const struct param_row rows[] = {
     ROW(max_conns, ENGINE_TCP_MAX_CONNS),
     ROW(nodelay, ENGINE_TCP_NODELAY),
     ROW(sockbuf, ENGINE_TCP_SOCKBUF_BYTES),
+    ROW(inline_bytes, ENGINE_TCP_INLINE_BYTES),
     ROW(max_inflight, ENGINE_MAX_INFLIGHT),
     ROW(connect_attempts, ENGINE_CONNECT_ATTEMPTS),
     ROW(connect_backoff_ms, ENGINE_CONNECT_BACKOFF_MS),

@@ -30,6 +30,7 @@ struct eng_params {
     int max_conns;
     bool nodelay;
     int sockbuf;
+    uint64_t inline_bytes; /* 0 = no latency path */
     int max_inflight;
     int connect_attempts;
     int connect_backoff_ms;

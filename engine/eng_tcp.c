@@ -157,6 +157,7 @@ static const struct eng_transport_ops tcp_ops = {
     .submit_begin = tcp_submit_begin,
     .submit_end = tcp_submit_end,
     .adopt = tcp_adopt,
+    .progress = tcp_progress,
 };
 
 int eng_tcp_create(struct eng_ctx *eng, struct eng_transport **tp_p)

@@ -22,10 +22,14 @@ void tcp_conn_locks_init(struct tcp_conn *c)
 {
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->send_lock, NULL);
+    pthread_mutex_init(&c->rx_lock, NULL);
+    pthread_cond_init(&c->acct, NULL);
 }
 
 void tcp_conn_locks_destroy(struct tcp_conn *c)
 {
+    pthread_cond_destroy(&c->acct);
+    pthread_mutex_destroy(&c->rx_lock);
     pthread_mutex_destroy(&c->send_lock);
     pthread_mutex_destroy(&c->lock);
 }
@@ -68,12 +72,14 @@ static void epoll_set(struct tcp_conn *c, uint32_t ev)
     epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
 }
 
-/* Watch for what the connection waits for: requests unless paused, room
- * to send when the socket was full. Under c->lock. */
-void tcp_conn_arm_locked(struct tcp_conn *c)
+/* What the worker's epoll watches c for: input unless a waiter reads it
+ * or the peer has too many answers unread (backpressure), room to send
+ * when the socket was full. c->lock held. */
+void tcp_conn_watch(struct tcp_conn *c)
 {
     if (c->fd >= 0)
-        epoll_set(c, (c->rpaused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0));
+        epoll_set(c, (c->rx_waiter || c->rpaused ? 0u : (uint32_t)EPOLLIN) |
+                         (c->want_out ? (uint32_t)EPOLLOUT : 0u));
 }
 
 void *tcp_conn_stage_take(struct tcp_conn *c, uint64_t len)
@@ -135,8 +141,10 @@ void tcp_slice_free(struct tcp_slice *s)
 /* Finish an initiator slice (no lock held) or drop a target answer. */
 void tcp_slice_finish(struct tcp_slice *s, int err)
 {
-    if (s->task)
+    if (s->task) {
+        atomic_fetch_sub(&s->conn->inflight, 1);
         eng_task_slice_done(s->task, err ? 0 : s->xfer, err);
+    }
     tcp_slice_free(s);
 }
 
@@ -152,13 +160,25 @@ static void finish_list(struct tcp_slice *s, int err)
 /*
  * Close the socket and fail everything queued or outstanding on it. An
  * outgoing connection goes back to IDLE (reconnected on demand); an
- * accepted one is freed after the current epoll batch. Worker only.
+ * accepted one is freed after the current epoll batch. err 0 is an idle
+ * close: it does nothing if a request came meanwhile. Worker only.
  */
 void tcp_conn_reset(struct tcp_conn *c, int err)
 {
     struct eng_ctx *eng = tcp_conn_eng(c);
-    struct tcp_slice *sq, *iq, *rs = c->rslice;
+    struct tcp_slice *sq, *iq, *rs;
 
+    /* a waiter reading the socket (tcp_progress) leaves when it is shut
+     * down; the receive side is then ours */
+    if (pthread_mutex_trylock(&c->rx_lock)) {
+        pthread_mutex_lock(&c->lock);
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_lock(&c->rx_lock);
+    }
+    rs = c->rslice;
+    atomic_store(&c->rx_err, 0);
     /* a thread in sendmsg uses the fd and the queued slices: tell it to
      * stop after this call, and wait for it */
     pthread_mutex_lock(&c->lock);
@@ -167,6 +187,16 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
     pthread_mutex_lock(&c->send_lock);
     pthread_mutex_lock(&c->lock);
     c->resetting = false;
+    if (!err && (c->sq || c->iq || rs)) {
+        /* an idle close overtaken by a request: the connection stays, and
+         * what a sender left when it saw resetting goes out */
+        pthread_mutex_unlock(&c->send_lock);
+        if (atomic_load(&c->state) == C_READY && tcp_conn_flush(c))
+            shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_unlock(&c->rx_lock);
+        return;
+    }
     sq = c->sq;
     iq = c->iq;
     c->sq = c->sq_tail = c->iq = c->iq_tail = NULL;
@@ -203,6 +233,7 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
     c->ctrl = NULL;
     c->rstage = R_HDR;
     c->rgot = 0;
+    pthread_mutex_unlock(&c->rx_lock);
     if (rs)
         tcp_slice_finish(rs, err);
     finish_list(iq, err);
@@ -239,7 +270,8 @@ bool tcp_conn_backlogged(struct tcp_conn *c)
  * submitting threads never sleep on c->lock across a copy. A caller that
  * finds it taken has only queued and returns at once: the owner sees its
  * slices (queued under c->lock) before it lets go. Slices move to iq
- * under c->send_lock before the worker can look for their answers there.
+ * under c->lock after each sendmsg, and a reader waiting for them is
+ * woken then (tcp_conn_pop_answered).
  */
 int tcp_conn_flush(struct tcp_conn *c)
 {
@@ -297,7 +329,7 @@ int tcp_conn_flush(struct tcp_conn *c)
             }
             if (!c->want_out) {
                 c->want_out = true;
-                tcp_conn_arm_locked(c);
+                tcp_conn_watch(c);
             }
             full = true;
             break;
@@ -328,6 +360,8 @@ int tcp_conn_flush(struct tcp_conn *c)
                 tcp_slice_free(s);
             }
         }
+        if (c->acct_waiters)
+            pthread_cond_broadcast(&c->acct);
     }
     /* nothing left, or only what waits for a device copy or a reset */
     bool rearm = false;
@@ -340,10 +374,43 @@ int tcp_conn_flush(struct tcp_conn *c)
         rearm = true;
     }
     if (rearm)
-        tcp_conn_arm_locked(c);
+        tcp_conn_watch(c);
     c->sending = false;
+    if (c->acct_waiters)
+        pthread_cond_broadcast(&c->acct);
     pthread_mutex_unlock(&c->send_lock);
     return ret;
+}
+
+/*
+ * The slice an answer (type op, id, addr, len) is for, taken off iq; NULL
+ * if it is not the oldest outstanding one (a protocol error). Answers come
+ * in order, so when iq is empty the slice is the one a sender's sendmsg
+ * is taking right now: its answer came before the sender moved it to iq,
+ * and this waits for that (one sendmsg at most).
+ */
+struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t op, uint64_t id, uint64_t addr,
+                                        uint64_t len)
+{
+    struct tcp_slice *s;
+
+    pthread_mutex_lock(&c->lock);
+    while (!c->iq && c->sending) {
+        c->acct_waiters++;
+        pthread_cond_wait(&c->acct, &c->lock);
+        c->acct_waiters--;
+    }
+    s = c->iq;
+    if (s && s->seq == id && s->op == op && s->xfer == len && s->raddr == addr) {
+        c->iq = s->next;
+        if (!c->iq)
+            c->iq_tail = NULL;
+        s->next = NULL;
+    } else {
+        s = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return s;
 }
 
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s)
@@ -382,7 +449,7 @@ void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out)
         pthread_mutex_lock(&out->lock);
         if (out->want_out) {
             out->want_out = false;
-            tcp_conn_arm_locked(out);
+            tcp_conn_watch(out);
         }
         pthread_mutex_unlock(&out->lock);
     }

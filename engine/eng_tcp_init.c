@@ -19,19 +19,7 @@
 
 static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
 {
-    struct tcp_slice *s;
-    pthread_mutex_lock(&c->send_lock);
-    s = c->iq;
-    if (s && s->seq == c->rf.id && s->op == op && s->xfer == c->rf.len && s->raddr == c->rf.addr) {
-        c->iq = s->next;
-        if (!c->iq)
-            c->iq_tail = NULL;
-        s->next = NULL;
-    } else {
-        s = NULL;
-    }
-    pthread_mutex_unlock(&c->send_lock);
-    return s;
+    return tcp_conn_pop_answered(c, op, c->rf.id, c->rf.addr, c->rf.len);
 }
 
 int tcp_initiator_header(struct tcp_conn *c)
@@ -193,6 +181,26 @@ static bool plug_add(struct tcp_conn *c)
     return true;
 }
 
+/* For a latency-path request: the first ready connection with nothing
+ * queued or unanswered (it does not wait behind others' slices, and a
+ * peer answering one request at a time keeps to one connection), else the
+ * ready one with the least. */
+static struct tcp_conn *pick_idle_conn(struct tcp_peer *p)
+{
+    struct tcp_conn *best = NULL;
+    unsigned least = UINT_MAX;
+
+    for (int k = 0; k < p->n && least; k++) {
+        struct tcp_conn *c = &p->conns[k];
+        unsigned n = atomic_load(&c->inflight);
+        if (n < least && atomic_load(&c->state) == C_READY) {
+            best = c;
+            least = n;
+        }
+    }
+    return best;
+}
+
 static struct tcp_conn *pick_conn(struct tcp_peer *p)
 {
     unsigned i = atomic_fetch_add(&p->rr, 1);
@@ -213,7 +221,9 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
     struct eng_ctx *eng = base->eng;
     struct tcp_peer *p = t->seg->tp_priv;
     uint64_t sl = eng->p.slice_bytes;
-    unsigned n = (unsigned)((t->len + sl - 1) / sl);
+    /* the latency path: one frame, whatever the slice size */
+    bool inl = t->len <= eng->p.inline_bytes;
+    unsigned n = inl ? 1 : (unsigned)((t->len + sl - 1) / sl);
     struct tcp_block *b;
     uint64_t now = eng_now_ns();
 
@@ -239,8 +249,10 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
     for (unsigned i = 0; i < n; i++) {
         struct tcp_slice *s = &b->s[i];
         uint64_t off = (uint64_t)i * sl;
-        uint32_t len = (uint32_t)(t->len - off < sl ? t->len - off : sl);
-        struct tcp_conn *c = pick_conn(p);
+        uint32_t len = (uint32_t)(inl || t->len - off < sl ? t->len - off : sl);
+        struct tcp_conn *c = inl ? pick_idle_conn(p) : NULL;
+        if (!c)
+            c = pick_conn(p);
         struct eng_frame f = {.type = t->op == TESHIM_OP_READ ? ENG_F_READ : ENG_F_WRITE,
                               .addr = t->raddr + off,
                               .len = len,
@@ -251,6 +263,7 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         memset(s, 0, sizeof(*s));
         s->task = t;
         s->block = b;
+        s->conn = c;
         s->data = t->local + off;
         s->xfer = len;
         s->raddr = f.addr;
@@ -258,6 +271,9 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         s->t_start = now;
         if (t->op == TESHIM_OP_WRITE)
             s->len = f.payload_len = len;
+        atomic_fetch_add(&c->inflight, 1);
+        if (inl)
+            atomic_store(&t->tp_priv, c); /* a waiter may read its answer (tcp_progress) */
         pthread_mutex_lock(&c->lock);
         s->seq = f.id = ++c->seq;
         eng_frame_encode(&f, s->hdr);

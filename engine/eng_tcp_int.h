@@ -26,12 +26,28 @@
  * completed; the I/O thread never waits for the device, and answers on a
  * connection stay in request order.
  *
+ * Latency path (engine.tcp.inline_bytes): a request up to that size goes
+ * as one frame on the peer's least busy connection, sent by the
+ * submitting thread; a thread that waits for it alone (teshim_batch_wait,
+ * ops.progress) reads the connection itself and completes it, instead of
+ * sleeping until the worker read the answer and woke it: one wake-up per
+ * round trip fewer. Meanwhile the worker's epoll does not watch the
+ * socket for input (c->rx_waiter), so it is not woken for nothing; the
+ * waiter watches again when it leaves, so what arrives after it left is
+ * the worker's as before: no progress depends on a waiter.
+ *
  * Locking: a connection's send side (queues, fd, state) is under c->lock;
- * its receive side and its life cycle belong to its worker. Task
- * callbacks are never made with a lock held. c->lock is only held for
+ * its receive side is under c->rx_lock, held by the worker while it reads
+ * and by a waiter that reads (tcp_progress); its life cycle belongs to its
+ * worker (tcp_conn_reset shuts the socket down to send a waiter away before
+ * it takes rx_lock). rx_lock comes before send_lock and c->lock. Task
+ * callbacks are never made with c->lock or send_lock held. c->lock is only held for
  * queue updates, never across sendmsg: one thread at a time sends, the
  * owner of c->sending, which holds c->send_lock for as long (see
- * tcp_conn_flush). c->iq is under c->send_lock, taken before c->lock. An
+ * tcp_conn_flush). c->iq is under c->lock: the sender moves what a sendmsg
+ * took there after the call, and a reader whose answer came first (its
+ * slice not on iq yet) waits on c->acct for that, never for a whole flush
+ * (it used to take send_lock, held while MiBs were copied). An
  * accepted connection with device copies in flight (c->refs) is freed
  * only after they finished.
  */
@@ -99,16 +115,22 @@ struct tcp_conn {
     int fd;
     atomic_int state;
     bool want_out, dead;
-    bool in_read;      /* answers queued while reading go out together ... */
-    uint64_t deferred; /* ... unless this many payload bytes wait for them */
+    bool rx_waiter;       /* a waiter reads (tcp_progress): no EPOLLIN, under lock */
+    atomic_int rx_err;    /* what a waiter's read failed with, for the worker's reset */
+    atomic_uint inflight; /* initiator: slices queued or unanswered */
+    bool in_read;         /* answers queued while reading go out together ... */
+    uint64_t deferred;    /* ... unless this many payload bytes wait for them */
     pthread_mutex_t lock;
-    pthread_mutex_t send_lock;      /* held by the sending thread; guards iq */
+    pthread_mutex_t send_lock;      /* held by the sending thread */
+    pthread_cond_t acct;            /* a sendmsg's slices are on iq now, under lock */
+    int acct_waiters;               /* readers waiting for that, under lock */
     bool sending;                   /* a thread owns the send side, under lock */
     bool resetting;                 /* conn_reset waits for the sender, under lock */
     struct tcp_slice *sq, *sq_tail; /* to send; head may be partly sent */
-    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator), send_lock */
+    struct tcp_slice *iq, *iq_tail; /* sent, answer awaited (initiator), under lock */
     uint64_t seq;
-    /* receive side, worker only */
+    /* receive side, under rx_lock */
+    pthread_mutex_t rx_lock;
     int rstage;
     uint8_t rhdr[ENG_FRAME_BYTES];
     size_t rgot;
@@ -136,7 +158,8 @@ struct tcp_conn {
     uint64_t t_rx; /* last bytes received, worker only */
     /* connection establishment, outgoing only */
     int attempts;
-    uint64_t t_first, t_next, t_used;
+    uint64_t t_first, t_next;
+    _Atomic uint64_t t_used;
     char pname[64];
     /* device memory served (accepted connections) */
     atomic_int refs; /* device copies in flight: the worker frees c after */
@@ -206,8 +229,10 @@ void tcp_slice_free(struct tcp_slice *s);
 void tcp_slice_finish(struct tcp_slice *s, int err);
 void tcp_conn_reset(struct tcp_conn *c, int err);
 int tcp_conn_flush(struct tcp_conn *c);
+void tcp_conn_watch(struct tcp_conn *c);
+struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t op, uint64_t id, uint64_t addr,
+                                        uint64_t len);
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s);
-void tcp_conn_arm_locked(struct tcp_conn *c);
 bool tcp_conn_backlogged(struct tcp_conn *c);
 void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out);
 int tcp_start_ctrl(struct tcp_conn *c, uint32_t len);
@@ -238,5 +263,6 @@ void tcp_start(struct eng_transport *base, struct eng_task *t);
 void tcp_run_cmds(struct tcp_worker *w);
 void tcp_graveyard_sweep(struct tcp_worker *w);
 void *tcp_worker_main(void *arg);
+int tcp_progress(struct eng_transport *base, struct eng_task *t, uint64_t deadline_ns);
 
 #endif

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,10 +75,10 @@ static int read_acks(struct tcp_conn *c, bool *done)
     size_t k = 0;
 
     *done = false;
-    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
     for (struct tcp_slice *s = c->iq; s && k < 32 && s->op == TESHIM_OP_WRITE; s = s->next)
         k++;
-    pthread_mutex_unlock(&c->send_lock);
+    pthread_mutex_unlock(&c->lock);
     if (k < 2)
         return 0;
     ssize_t n = recv(c->fd, buf, k * ENG_FRAME_BYTES, MSG_DONTWAIT);
@@ -113,7 +114,7 @@ static bool target_backpressure(struct tcp_conn *c, int *ret)
         *ret = tcp_conn_flush(c);
         if (!*ret && tcp_conn_backlogged(c)) {
             c->rpaused = paused = true;
-            tcp_conn_arm_locked(c);
+            tcp_conn_watch(c);
         }
     }
     pthread_mutex_unlock(&c->lock);
@@ -127,6 +128,10 @@ static int conn_read(struct tcp_conn *c)
         int k = 1, bp = 0;
         if (!c->peer && target_backpressure(c, &bp))
             return bp;
+        /* the peer owes nothing more: no read to learn that the socket is
+         * empty (what came unasked is read on the next call, and fails) */
+        if (loops && c->peer && c->rstage == R_HDR && !c->rgot && !atomic_load(&c->inflight))
+            return 0;
         if (c->peer && c->rstage == R_HDR && !c->rgot && atomic_load(&c->state) == C_READY) {
             bool done;
             int ret = read_acks(c, &done);
@@ -208,6 +213,69 @@ static int conn_read(struct tcp_conn *c)
     return 0;
 }
 
+static bool task_finished(struct eng_task *t)
+{
+    return atomic_load(&t->state) >= TESHIM_TASK_COMPLETED;
+}
+
+/*
+ * ops.progress: the waiter for the one-frame request t reads t's
+ * connection itself, and so completes t (and whatever answers come
+ * before it) without waiting for the worker to wake it. The worker's
+ * epoll stops watching the socket for input meanwhile and watches again
+ * before this returns. Blocks in poll, never spins. A reset by the worker
+ * (request timeout, engine destroy) shuts the socket down, which ends the
+ * wait; a read error is left to the worker (c->rx_err).
+ */
+int tcp_progress(struct eng_transport *base, struct eng_task *t, uint64_t deadline_ns)
+{
+    struct tcp_conn *c = atomic_load(&t->tp_priv);
+    int fd = -1, ret = -EAGAIN;
+
+    if (!c || pthread_mutex_trylock(&c->rx_lock))
+        return -EAGAIN; /* not a one-frame request, or the worker is reading */
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load(&c->state) == C_READY && c->fd >= 0 && !c->resetting &&
+        !atomic_load(&c->rx_err)) {
+        fd = c->fd;
+        c->rx_waiter = true;
+        tcp_conn_watch(c);
+    }
+    pthread_mutex_unlock(&c->lock);
+    /* poll first: the answer is rarely there yet when the waiter comes */
+    while (fd >= 0 && !task_finished(t)) {
+        int ms = 200; /* a bound on the wait, not a poll interval: input ends it */
+        if (deadline_ns) {
+            uint64_t now = eng_now_ns();
+            if (now >= deadline_ns) {
+                ret = -ETIMEDOUT;
+                break;
+            }
+            if (deadline_ns - now < 200000000ull)
+                ms = (int)((deadline_ns - now + 999999) / 1000000);
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, ms) <= 0)
+            continue;
+        int err = conn_read(c);
+        if (err) {
+            atomic_store(&c->rx_err, err);
+            shutdown(fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
+            break;
+        }
+    }
+    if (fd >= 0 && task_finished(t))
+        ret = 0;
+    if (fd >= 0) {
+        pthread_mutex_lock(&c->lock);
+        c->rx_waiter = false;
+        tcp_conn_watch(c);
+        pthread_mutex_unlock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->rx_lock);
+    return ret;
+}
+
 static void conn_event(struct tcp_conn *c, uint32_t ev)
 {
     int st = atomic_load(&c->state);
@@ -220,10 +288,15 @@ static void conn_event(struct tcp_conn *c, uint32_t ev)
             tcp_conn_connected(c);
         return;
     }
-    if (ev & EPOLLIN) {
+    /* a waiter's read failed: it shut the socket down, the reset is ours */
+    ret = atomic_exchange(&c->rx_err, 0);
+    /* input a waiter reads (tcp_progress) is its own: it watches again for
+     * the worker when it leaves */
+    if (!ret && (ev & EPOLLIN) && !pthread_mutex_trylock(&c->rx_lock)) {
         c->in_read = !c->peer;
         ret = conn_read(c);
         c->in_read = false;
+        pthread_mutex_unlock(&c->rx_lock);
         if (!ret && !c->peer) {
             pthread_mutex_lock(&c->lock);
             c->deferred = 0;
@@ -330,20 +403,26 @@ static void tick(struct tcp_worker *w, uint64_t now)
                    now - c->t_first > conn_to) {
             tcp_connect_failed(c, -ETIMEDOUT);
         } else if (st == C_READY) {
-            pthread_mutex_lock(&c->send_lock);
+            /* a waiter reading it (rx_lock taken) makes it busy too */
+            bool busy = pthread_mutex_trylock(&c->rx_lock) != 0;
+            if (!busy) {
+                busy = c->rslice != NULL;
+                pthread_mutex_unlock(&c->rx_lock);
+            }
+            /* a waiter may have read an answer after now was taken */
+            uint64_t used = atomic_load(&c->t_used);
             pthread_mutex_lock(&c->lock);
             struct tcp_slice *head = c->iq ? c->iq : c->sq;
-            bool busy = head || c->rslice;
+            busy = busy || head;
             /* a slice queued while this tick waited for the locks is
              * younger than now */
             bool late = head && now > head->t_start && now - head->t_start > req_to;
             pthread_mutex_unlock(&c->lock);
-            pthread_mutex_unlock(&c->send_lock);
             if (late) {
                 eng_err(eng, "peer %s: request unanswered for %d ms, resetting the connection",
                         c->pname, eng->p.request_timeout_ms);
                 tcp_conn_reset(c, -ETIMEDOUT);
-            } else if (!busy && idle_to && now - c->t_used > idle_to) {
+            } else if (!busy && idle_to && now > used && now - used > idle_to) {
                 eng_dbg(eng, "peer %s: idle connection closed", c->pname);
                 atomic_fetch_add(&eng->st.conn_closed_idle, 1);
                 tcp_conn_reset(c, 0);

@@ -126,6 +126,16 @@ struct eng_transport_ops {
      * registration (-errno, logged). Stubs: 0 / nothing. */
     int (*reg)(struct eng_transport *tp, const struct eng_region *r);
     void (*unreg)(struct eng_transport *tp, const struct eng_region *r);
+    /* Help the started, unfinished task t along from the calling thread, a
+     * waiter that would otherwise sleep until a transport thread finished
+     * it (teshim_batch_wait): the transport may read t's answer itself, so
+     * the waiter completes t with no hand-off. 0 once t finished;
+     * -ETIMEDOUT when deadline_ns (eng_now_ns clock; 0 = none) passed
+     * first; -EAGAIN when it cannot help now (the caller sleeps as
+     * before). The transport's threads complete t all the same when nobody
+     * calls this: no progress may depend on it. The caller keeps t's
+     * segment open meanwhile. Stub: -EAGAIN. */
+    int (*progress)(struct eng_transport *tp, struct eng_task *t, uint64_t deadline_ns);
 };
 
 struct eng_transport {
@@ -207,10 +217,13 @@ struct eng_task {
     /* called when the last slice is done: eng_task_finish, or the staging
      * wrapper's completion for a device task (its copy to the device) */
     void (*done)(struct eng_task *t, int err);
-    int cuda_dev;  /* local memory on this CUDA device; -1 = host memory */
-    char *dev_ptr; /* device tasks: the caller's device address while local
-                      points at the host staging buffer */
-    void *stage;   /* device tasks: the host staging buffer */
+    int cuda_dev;            /* local memory on this CUDA device; -1 = host memory */
+    char *dev_ptr;           /* device tasks: the caller's device address while local
+                                points at the host staging buffer */
+    void *stage;             /* device tasks: the host staging buffer */
+    teshim_segment_t seg_id; /* the request's segment, as the caller named it */
+    void *_Atomic tp_priv;   /* the transport's, for progress (tcp: the connection of
+                                a one-frame request); NULL at submit */
 };
 
 /* ---- services a transport calls ------------------------------------------ */

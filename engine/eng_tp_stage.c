@@ -144,6 +144,14 @@ static void stage_unreg(struct eng_transport *tp, const struct eng_region *r)
     inner_of(tp)->ops.unreg(inner_of(tp), r);
 }
 
+/* A device task ends with a copy the waiter cannot help: it sleeps. */
+static int stage_progress(struct eng_transport *tp, struct eng_task *t, uint64_t deadline_ns)
+{
+    if (t->cuda_dev >= 0)
+        return -EAGAIN;
+    return inner_of(tp)->ops.progress(inner_of(tp), t, deadline_ns);
+}
+
 /* The inner transport fails what it has; a READ it completed meanwhile
  * copies to its device before the engine goes. */
 static void stage_destroy(struct eng_transport *tp)
@@ -172,6 +180,7 @@ int eng_tp_stage_wrap(struct eng_transport *inner, struct eng_transport **tp_p)
         .hello = stage_hello,
         .reg = stage_reg,
         .unreg = stage_unreg,
+        .progress = stage_progress,
     };
 
     if (!st) {

@@ -54,6 +54,11 @@ static void stub_unreg(struct eng_transport *tp, const struct eng_region *r)
 {
 }
 
+static int stub_progress(struct eng_transport *tp, struct eng_task *t, uint64_t deadline_ns)
+{
+    return -EAGAIN;
+}
+
 static const struct eng_transport_ops stub_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "unsupported",
@@ -68,6 +73,7 @@ static const struct eng_transport_ops stub_ops = {
     .hello = stub_hello,
     .reg = stub_reg,
     .unreg = stub_unreg,
+    .progress = stub_progress,
 };
 
 void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
@@ -92,5 +98,6 @@ void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
     TAKE(hello);
     TAKE(reg);
     TAKE(unreg);
+    TAKE(progress);
 #undef TAKE
 }

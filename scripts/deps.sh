@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build_pkgs=(gcc make cmake pkg-config check libibverbs-dev libcurl4-openssl-dev libjson-c-dev)
-test_pkgs=(ibverbs-utils perftest iperf3 socat curl tcpdump iproute2 procps gnuplot-nox
+test_pkgs=(ibverbs-utils perftest iperf3 sockperf socat curl tcpdump iproute2 procps gnuplot-nox
            clang libclang-rt-14-dev binutils dpkg-dev shellcheck python3-dev python3-numpy
            etcd-server etcd-client)
 demo_pkgs=(ibverbs-utils perftest iperf3 socat procps)

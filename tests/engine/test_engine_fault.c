@@ -176,6 +176,59 @@ START_TEST(batch_wait_blocks_nobody_else)
 END_TEST
 
 /*
+ * A waiter that gives up leaves the connection to the I/O thread: a small
+ * request's waiter reads its answer itself (the latency path) and the
+ * worker's epoll stops watching the socket meanwhile; after batch_wait
+ * timed out on a stopped target, the target resumes and the answer must
+ * still be read and the task completed, with nobody waiting or polling
+ * (and well before the request timeout).
+ */
+START_TEST(waiter_gone_answer_still_read)
+{
+    char *tbuf = aligned_alloc(4096, TSIZE);
+    static char l[4096];
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
+    struct teshim_engine_stats es;
+    struct teshim_task_status st;
+    struct teshim_engine *ini;
+    teshim_batch_t b;
+    struct tgt t1;
+
+    memset(tbuf, 0x42, TSIZE);
+    target_fork(&t1, tbuf, TSIZE, false);
+    int port = target_start(&t1, 0);
+    o.request_timeout_ms = 30000;
+    ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
+    teshim_segment_t s = eng_test_open(ini, port);
+    struct teshim_request r = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
+    ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED); /* connected */
+    memset(l, 0, sizeof(l));
+    kill(t1.pid, SIGSTOP);
+    waitpid(t1.pid, NULL, WUNTRACED);
+    ck_assert_int_eq(teshim_batch_alloc(ini, 1, &b), 0);
+    ck_assert_int_eq(teshim_submit(ini, b, &r, 1), 0);
+    ck_assert_int_eq(teshim_batch_wait(ini, b, 200), -ETIMEDOUT);
+    kill(t1.pid, SIGCONT);
+    for (int k = 0; k < 1000; k++) {
+        ck_assert_int_eq(teshim_engine_stats(ini, &es), 0);
+        if (es.finished == 2)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_eq(es.finished, 2);
+    ck_assert_int_eq(teshim_task_status(ini, b, 0, &st), 0);
+    ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+    ck_assert_int_eq(l[0], 0x42);
+    ck_assert_int_eq(l[sizeof(l) - 1], 0x42);
+    ck_assert_int_eq(teshim_batch_free(ini, b), 0);
+    teshim_engine_destroy(ini);
+    target_kill(&t1);
+    free(tbuf);
+}
+END_TEST
+
+/*
  * With 64 file descriptors, 6 targets and an initiator opening 4
  * connections to each cannot all get theirs: everything must still end in
  * a final state, cleanly, and the process must survive.
@@ -550,6 +603,7 @@ int main(void)
     tcase_add_test(tc, killed_target_fails_tasks_and_restart_needs_reopen);
     tcase_add_test(tc, hung_target_times_out);
     tcase_add_test(tc, batch_wait_blocks_nobody_else);
+    tcase_add_test(tc, waiter_gone_answer_still_read);
     tcase_add_test(tc, fd_limit_fails_cleanly);
     tcase_add_test(tc, malformed_frames_close_only_that_connection);
     tcase_add_test(tc, queued_requests_time_out_behind_stuck_ones);
