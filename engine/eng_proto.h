@@ -29,8 +29,9 @@
 #include <stdint.h>
 
 #define ENG_MAGIC 0x4d485354u /* "TSHM" */
-#define ENG_VERSION 3 /* 2: region descriptors carry flags; 3: instance id, nonce, AUTH, trailer   \
-                       */
+#define ENG_VERSION                                                                                \
+    3 /* 2: region descriptors carry flags; 3: instance id, nonce, AUTH, trailer                   \
+       */
 #define ENG_FRAME_BYTES 56
 #define ENG_SLICE_MAX (64u << 20) /* largest data payload of one frame */
 #define ENG_MAX_REGIONS 4096      /* regions announced in HELLO_ACK */
