@@ -17,12 +17,22 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
+/* The answer type of a request frame type (a slice's is its hdr[5], the
+ * type byte of eng_frame_encode's layout). */
+static uint8_t answer_type(uint8_t req)
+{
+    return req == ENG_F_READ    ? ENG_F_READ_RESP
+           : req == ENG_F_WRITE ? ENG_F_WRITE_ACK
+                                : ENG_F_LOCAL_ACK;
+}
+
+static struct tcp_slice *pop_answered(struct tcp_conn *c)
 {
     struct tcp_slice *s;
     pthread_mutex_lock(&c->send_lock);
     s = c->iq;
-    if (s && s->seq == c->rf.id && s->op == op && s->xfer == c->rf.len && s->raddr == c->rf.addr) {
+    if (s && s->seq == c->rf.id && answer_type(s->hdr[5]) == c->rf.type && s->xfer == c->rf.len &&
+        s->raddr == c->rf.addr) {
         c->iq = s->next;
         if (!c->iq)
             c->iq_tail = NULL;
@@ -50,14 +60,15 @@ int tcp_initiator_header(struct tcp_conn *c)
     }
     switch (f->type) {
     case ENG_F_WRITE_ACK:
-        s = pop_answered(c, TESHIM_OP_WRITE);
+    case ENG_F_LOCAL_ACK:
+        s = pop_answered(c);
         if (!s)
             return -EBADMSG;
         c->t_used = eng_now_ns();
         tcp_slice_finish(s, f->status);
         return 0;
     case ENG_F_READ_RESP:
-        s = pop_answered(c, TESHIM_OP_READ);
+        s = pop_answered(c);
         if (!s)
             return -EBADMSG;
         c->t_used = eng_now_ns();
@@ -234,6 +245,8 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         eng_task_slice_done(t, 0, -ENOMEM);
         return;
     }
+    /* the target's device memory is out of process_vm_*'s reach */
+    bool local = p->local && !eng_seg_in_device(t->seg, t->raddr, t->len);
     atomic_store(&b->left, n);
     eng_task_set_slices(t, n);
     for (unsigned i = 0; i < n; i++) {
@@ -241,11 +254,14 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         uint64_t off = (uint64_t)i * sl;
         uint32_t len = (uint32_t)(t->len - off < sl ? t->len - off : sl);
         struct tcp_conn *c = pick_conn(p);
-        struct eng_frame f = {.type = t->op == TESHIM_OP_READ ? ENG_F_READ : ENG_F_WRITE,
-                              .addr = t->raddr + off,
-                              .len = len,
-                              .req_addr = t->raddr,
-                              .req_len = t->len};
+        struct eng_frame f = {
+            .type = local ? (t->op == TESHIM_OP_READ ? ENG_F_LOCAL_READ : ENG_F_LOCAL_WRITE)
+                    : t->op == TESHIM_OP_READ ? ENG_F_READ
+                                              : ENG_F_WRITE,
+            .addr = t->raddr + off,
+            .len = len,
+            .req_addr = t->raddr,
+            .req_len = t->len};
         int ret = 0;
 
         memset(s, 0, sizeof(*s));
@@ -256,8 +272,15 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         s->raddr = f.addr;
         s->op = (uint8_t)t->op;
         s->t_start = now;
-        if (t->op == TESHIM_OP_WRITE)
+        if (local) {
+            /* the target copies: it gets where, not what */
+            struct eng_local_req lr = {.addr = (uint64_t)(uintptr_t)s->data, .pid = p->self};
+            eng_local_req_encode(&lr, s->lreq);
+            s->data = (char *)s->lreq;
+            s->len = f.payload_len = ENG_LOCAL_BYTES;
+        } else if (t->op == TESHIM_OP_WRITE) {
             s->len = f.payload_len = len;
+        }
         pthread_mutex_lock(&c->lock);
         s->seq = f.id = ++c->seq;
         eng_frame_encode(&f, s->hdr);

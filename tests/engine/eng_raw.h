@@ -86,7 +86,9 @@ struct tgt {
     int go, res;
 };
 
-static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
+/* ... serving same-host peers in mode (engine.local.mode) */
+static inline void target_fork_mode(struct tgt *t, char *tbuf, size_t len, bool fill,
+                                    enum teshim_local_mode mode)
 {
     int go[2], res[2];
     ck_assert_int_eq(pipe(go), 0);
@@ -98,6 +100,7 @@ static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
         struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
         struct teshim_engine *e;
         int port;
+        o.local_mode = mode;
         close(go[1]);
         close(res[0]);
         if (read(go[0], &port, sizeof(port)) != sizeof(port))
@@ -118,6 +121,12 @@ static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
     close(res[1]);
     t->go = go[1];
     t->res = res[0];
+}
+
+/* ... letting same-host initiators copy (the local transport) */
+static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
+{
+    target_fork_mode(t, tbuf, len, fill, TESHIM_LOCAL_MODE_INITIATOR);
 }
 
 /* Start the target on port (0 = any); returns the port it listens on. */
