@@ -98,6 +98,112 @@ static int grant_ptrace(uint32_t pid)
     return ret;
 }
 
+/* "%08X...:%04X" as /proc/net/tcp{,6} print an endpoint. */
+static void endpoint_str(const struct sockaddr_storage *ss, char *buf, size_t n)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        snprintf(buf, n, "%08X:%04X", a->sin_addr.s_addr, ntohs(a->sin_port));
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        uint32_t w[4];
+        memcpy(w, &a->sin6_addr, sizeof(w));
+        snprintf(buf, n, "%08X%08X%08X%08X:%04X", w[0], w[1], w[2], w[3], ntohs(a->sin6_port));
+    }
+}
+
+#define MAX_INODES 64
+
+/* Inodes of this network namespace's tcp sockets (family's table) whose
+ * local endpoint is local and remote one is remote; a NULL local matches
+ * any listening socket on port. The count found, at most max. */
+static int tcp_inodes(int family, const char *local, const char *remote, unsigned port,
+                      unsigned long *inodes, int max)
+{
+    char l[64], r[64], line[512];
+    unsigned long inode;
+    unsigned st;
+    int n = 0;
+
+    FILE *f = fopen(family == AF_INET ? "/proc/net/tcp" : "/proc/net/tcp6", "re");
+    if (!f)
+        return 0;
+    while (n < max && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%*s %63s %63s %x %*s %*s %*s %*s %*s %lu", l, r, &st, &inode) != 4)
+            continue;
+        char *colon = strrchr(l, ':');
+        if (local ? !strcmp(l, local) && !strcmp(r, remote)
+                  : st == 0x0A && colon && strtoul(colon + 1, NULL, 16) == port)
+            inodes[n++] = inode;
+    }
+    fclose(f);
+    return n;
+}
+
+/* pid holds one of the sockets inodes[n]. */
+static bool pid_holds(uint32_t pid, const unsigned long *inodes, int n)
+{
+    char path[64], link[64];
+    struct dirent *e;
+    bool own = false;
+
+    snprintf(path, sizeof(path), "/proc/%" PRIu32 "/fd", pid);
+    DIR *d = n ? opendir(path) : NULL;
+    if (!d)
+        return false;
+    while (!own && (e = readdir(d))) {
+        ssize_t len = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
+        unsigned long ino;
+        if (len <= 0)
+            continue;
+        link[len] = '\0';
+        if (sscanf(link, "socket:[%lu]", &ino) != 1)
+            continue;
+        for (int i = 0; i < n && !own; i++)
+            own = ino == inodes[i];
+    }
+    closedir(d);
+    return own;
+}
+
+/* pid holds the socket at the other end of c's connection (same host,
+ * same network namespace). */
+static bool owns_peer_end(struct tcp_conn *c, uint32_t pid)
+{
+    struct sockaddr_storage me, peer;
+    socklen_t ml = sizeof(me), pl = sizeof(peer);
+    char want_l[64], want_r[64];
+    unsigned long inodes[MAX_INODES];
+
+    if (getsockname(c->fd, (struct sockaddr *)&me, &ml) ||
+        getpeername(c->fd, (struct sockaddr *)&peer, &pl) ||
+        (peer.ss_family != AF_INET && peer.ss_family != AF_INET6))
+        return false;
+    endpoint_str(&peer, want_l, sizeof(want_l));
+    endpoint_str(&me, want_r, sizeof(want_r));
+    return pid_holds(pid, inodes,
+                     tcp_inodes(peer.ss_family, want_l, want_r, 0, inodes, MAX_INODES));
+}
+
+/* The process at pid here is the segment's target: it listens on the
+ * port we reach it at in our network namespace (so it is in our pid
+ * namespace too, and the pid it announced is the one we see). */
+static bool pid_is_target(const struct eng_segment *seg)
+{
+    unsigned long inodes[MAX_INODES];
+    int fam = seg->sa.ss_family;
+    unsigned port = ntohs(fam == AF_INET ? ((const struct sockaddr_in *)&seg->sa)->sin_port
+                                         : ((const struct sockaddr_in6 *)&seg->sa)->sin6_port);
+    int n;
+
+    if (fam != AF_INET && fam != AF_INET6)
+        return false;
+    /* a dual-stack listener is in tcp6 even for IPv4 peers */
+    n = tcp_inodes(AF_INET, NULL, NULL, port, inodes, MAX_INODES);
+    n += tcp_inodes(AF_INET6, NULL, NULL, port, inodes + n, MAX_INODES - n);
+    return pid_holds(seg->hello.pid, inodes, n);
+}
+
 bool tcp_local_usable(struct eng_ctx *eng, struct eng_segment *seg)
 {
     const struct eng_hello *h = &seg->hello;
@@ -107,6 +213,13 @@ bool tcp_local_usable(struct eng_ctx *eng, struct eng_segment *seg)
         return false;
     if (eng->p.local_mode != ENG_LOCAL_TARGET && !(h->flags & ENG_HELLO_LOCAL_TARGET))
         return false; /* the local transport copies, or the peer is elsewhere */
+    if (!pid_is_target(seg)) {
+        eng_info(eng,
+                 "segment %s: pid %u is not the process listening at the segment's port here "
+                 "(another pid or network namespace, or not readable): data goes over tcp",
+                 seg->name, h->pid);
+        return false;
+    }
     if (!target_may_trace_us(h->pid)) {
         eng_info(eng,
                  "segment %s: pid %u (same host) may not ptrace this process (other user, or "
@@ -133,74 +246,6 @@ int tcp_local_header(struct tcp_conn *c)
     c->rstatus = 0;
     c->rstage = R_PAYLOAD;
     return 0;
-}
-
-/* "%08X...:%04X" as /proc/net/tcp{,6} print an endpoint. */
-static void endpoint_str(const struct sockaddr_storage *ss, char *buf, size_t n)
-{
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        snprintf(buf, n, "%08X:%04X", a->sin_addr.s_addr, ntohs(a->sin_port));
-    } else {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        uint32_t w[4];
-        memcpy(w, &a->sin6_addr, sizeof(w));
-        snprintf(buf, n, "%08X%08X%08X%08X:%04X", w[0], w[1], w[2], w[3], ntohs(a->sin6_port));
-    }
-}
-
-/* The inode of the socket at the other end of fd (same host, same network
- * namespace); 0 if not found. */
-static unsigned long peer_inode(int fd)
-{
-    struct sockaddr_storage me, peer;
-    socklen_t ml = sizeof(me), pl = sizeof(peer);
-    char want_l[64], want_r[64], l[64], r[64], line[512];
-    unsigned long inode, found = 0;
-
-    if (getsockname(fd, (struct sockaddr *)&me, &ml) ||
-        getpeername(fd, (struct sockaddr *)&peer, &pl))
-        return 0;
-    if (peer.ss_family != AF_INET && peer.ss_family != AF_INET6)
-        return 0;
-    endpoint_str(&peer, want_l, sizeof(want_l));
-    endpoint_str(&me, want_r, sizeof(want_r));
-    FILE *f = fopen(peer.ss_family == AF_INET ? "/proc/net/tcp" : "/proc/net/tcp6", "re");
-    if (!f)
-        return 0;
-    while (!found && fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "%*s %63s %63s %*s %*s %*s %*s %*s %*s %lu", l, r, &inode) == 3 &&
-            !strcmp(l, want_l) && !strcmp(r, want_r))
-            found = inode;
-    }
-    fclose(f);
-    return found;
-}
-
-/* pid holds the socket at the other end of c's connection. */
-static bool owns_peer_end(struct tcp_conn *c, uint32_t pid)
-{
-    unsigned long inode = peer_inode(c->fd);
-    char path[64], want[64], link[64];
-    struct dirent *e;
-    bool own = false;
-
-    if (!inode)
-        return false;
-    snprintf(want, sizeof(want), "socket:[%lu]", inode);
-    snprintf(path, sizeof(path), "/proc/%" PRIu32 "/fd", pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return false;
-    while (!own && (e = readdir(d))) {
-        ssize_t n = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
-        if (n > 0) {
-            link[n] = '\0';
-            own = !strcmp(link, want);
-        }
-    }
-    closedir(d);
-    return own;
 }
 
 /* 0, or why pid may not be copied to or from on c. */

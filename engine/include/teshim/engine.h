@@ -136,9 +136,11 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
  * closed, their requests fail at the peer, and -ETIMEDOUT is returned
  * once they released it (the registration is gone, the memory free to
  * reuse). -EBUSY (logged) if even that did not release it: the memory
- * must stay valid. Same-host (local) peers copy without running code
- * here, so one already copying when this is called may still complete:
- * quiesce those peers before freeing memory they may still be copying.
+ * must stay valid. Same-host peers in engine.local.mode = target are
+ * served here like tcp peers; in initiator mode (the "local" path) they
+ * copy without running code here, so one already copying when this is
+ * called may still complete: quiesce those peers before freeing memory
+ * they may still be copying.
  */
 int teshim_unregister(struct teshim_engine *eng, void *addr);
 
