@@ -12,6 +12,8 @@
 #include "eng_raw.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <sys/prctl.h>
 #include <sys/uio.h>
@@ -281,6 +283,94 @@ START_TEST(second_target_gets_tcp_under_yama)
 }
 END_TEST
 
+/* A fake target on a socket of ours: every HELLO is answered with a
+ * HELLO_ACK of the same host (the initiator's boot id) that announces the
+ * target-checked path and pid, which is another process than the one
+ * listening. */
+struct fake {
+    int lfd;
+    uint32_t pid;
+    int fds[8], n;
+};
+
+static void *fake_main(void *arg)
+{
+    struct fake *fk = arg;
+    static const uint8_t inst[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+    while (fk->n < 8) {
+        struct pollfd pfd = {fk->lfd, POLLIN, 0};
+        if (poll(&pfd, 1, 1000) != 1)
+            break;
+        int fd = accept(fk->lfd, NULL, NULL);
+        uint8_t in[ENG_FRAME_BYTES + ENG_HELLO_BYTES], out[ENG_FRAME_BYTES + ENG_HELLO_BYTES + 24];
+        struct eng_hello h;
+        struct eng_frame f;
+        if (fd < 0)
+            break;
+        fk->fds[fk->n++] = fd;
+        if (recv(fd, in, sizeof(in), MSG_WAITALL) != (ssize_t)sizeof(in) ||
+            eng_frame_parse(in, ENG_FRAME_BYTES, &f) || f.type != ENG_F_HELLO ||
+            eng_hello_parse(in + ENG_FRAME_BYTES, ENG_HELLO_BYTES, &h, NULL, 0))
+            continue;
+        struct eng_hello a = {.pid = fk->pid,
+                              .probe_addr = 0x1000,
+                              .probe_value = 1,
+                              .name = "fake",
+                              .flags = ENG_HELLO_LOCAL_TARGET};
+        struct eng_region_desc r = {.addr = 0x100000, .len = 4096};
+        memcpy(a.boot_id, h.boot_id, 16);
+        memcpy(a.instance_id, inst, 16);
+        f = (struct eng_frame){.type = ENG_F_HELLO_ACK, .id = f.id};
+        f.payload_len = (uint32_t)eng_hello_encode(&a, &r, 1, out + ENG_FRAME_BYTES);
+        eng_frame_encode(&f, out);
+        if (send(fd, out, ENG_FRAME_BYTES + f.payload_len, MSG_NOSIGNAL) < 0)
+            break;
+    }
+    return NULL;
+}
+
+/* The pid a target announces must be the process listening at the
+ * segment's port here: another one (a target in another pid namespace, or
+ * a lying one) is never let to ptrace the initiator; the data goes over
+ * tcp. */
+START_TEST(announced_pid_not_the_listener_gets_tcp)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sa);
+    struct fake fk = {0};
+    pthread_t th;
+
+    pid_t other = fork();
+    ck_assert_int_ge(other, 0);
+    if (other == 0) {
+        for (;;)
+            pause();
+    }
+    fk.pid = (uint32_t)other;
+    fk.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fk.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(fk.lfd, 16), 0);
+    ck_assert_int_eq(getsockname(fk.lfd, (struct sockaddr *)&sa, &sl), 0);
+    ck_assert_int_eq(pthread_create(&th, NULL, fake_main, &fk), 0);
+    n_ptracer_pid = 0;
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_AUTO, false);
+    o.local_mode = TESHIM_LOCAL_MODE_TARGET;
+    struct teshim_engine *ini = eng_test_create(&o);
+    teshim_segment_t s = eng_test_open(ini, ntohs(sa.sin_port));
+    ck_assert_str_eq(teshim_segment_transport(ini, s), "tcp");
+    ck_assert_int_eq(n_ptracer_pid, 0);
+    teshim_engine_destroy(ini);
+    pthread_join(th, NULL);
+    for (int i = 0; i < fk.n; i++)
+        close(fk.fds[i]);
+    close(fk.lfd);
+    kill(other, SIGKILL);
+    waitpid(other, NULL, 0);
+}
+END_TEST
+
 /* ---- data between processes, both modes ---------------------------------- */
 
 START_TEST(integrity_between_processes)
@@ -408,6 +498,7 @@ static Suite *local_suite(void)
     tcase_add_test(tc, hostile_local_requests_refused);
     tcase_add_test(tc, target_mode_sets_no_ptracer_any);
     tcase_add_test(tc, second_target_gets_tcp_under_yama);
+    tcase_add_test(tc, announced_pid_not_the_listener_gets_tcp);
     tcase_add_loop_test(tc, integrity_between_processes, 0, 2);
     tcase_add_test(tc, third_process_cannot_read_target_mode_target);
     suite_add_tcase(s, tc);
