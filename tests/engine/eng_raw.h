@@ -107,11 +107,15 @@ static inline void target_fork_mode(struct tgt *t, char *tbuf, size_t len, bool 
             _exit(0);
         eng_test_name(addr, sizeof(addr), port);
         o.listen = addr;
-        if (teshim_engine_create(&o, &e) || teshim_register(e, tbuf, len, "cpu", true))
+        if (teshim_engine_create(&o, &e))
             _exit(3);
         port = teshim_engine_port(e);
+        /* filled before it is registered: the registration's lock orders
+         * the fill before the I/O threads' copies (ThreadSanitizer) */
         if (fill)
             memset(tbuf, port & 0xff, len);
+        if (teshim_register(e, tbuf, len, "cpu", true))
+            _exit(3);
         if (write(res[1], &port, sizeof(port)) != sizeof(port))
             _exit(4);
         for (;;)
