@@ -133,6 +133,18 @@ static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
     target_fork_mode(t, tbuf, len, fill, TESHIM_LOCAL_MODE_INITIATOR);
 }
 
+/* An initiator made with o, l[len] registered, its segment on the target
+ * at port (opened in *s) on the data path want. */
+static inline struct teshim_engine *ini_open(struct teshim_engine_opts o, void *l, size_t len,
+                                             int port, const char *want, teshim_segment_t *s)
+{
+    struct teshim_engine *ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(ini, l, len, "cpu", false), 0);
+    *s = eng_test_open(ini, port);
+    ck_assert_str_eq(teshim_segment_transport(ini, *s), want);
+    return ini;
+}
+
 /* Start the target on port (0 = any); returns the port it listens on. */
 static inline int target_start(struct tgt *t, int port)
 {

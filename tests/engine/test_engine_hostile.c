@@ -589,10 +589,8 @@ START_TEST(dead_local_peer_logs_a_bounded_number_of_lines)
     int port = target_start(&t1, 0);
     struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_LOCAL, false);
     o.max_inflight = PER;
-    struct teshim_engine *ini = eng_test_create(&o);
-    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
-    teshim_segment_t s = eng_test_open(ini, port);
-    ck_assert_str_eq(teshim_segment_transport(ini, s), "local");
+    teshim_segment_t s;
+    struct teshim_engine *ini = ini_open(o, l, sizeof(l), port, "local", &s);
     target_kill(&t1);
 
     struct eng_test_log log = eng_test_log_capture();

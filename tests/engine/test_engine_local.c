@@ -222,10 +222,9 @@ START_TEST(target_mode_sets_no_ptracer_any)
     ck_assert_int_eq(teshim_register(t, tbuf, sizeof(tbuf), "cpu", true), 0);
     o = eng_test_opts(TESHIM_TRANSPORT_AUTO, false);
     o.local_mode = TESHIM_LOCAL_MODE_TARGET;
-    struct teshim_engine *ini = eng_test_create(&o);
-    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
-    teshim_segment_t s = eng_test_open(ini, teshim_engine_port(t));
-    ck_assert_str_eq(teshim_segment_transport(ini, s), "local-target");
+    teshim_segment_t s;
+    struct teshim_engine *ini =
+        ini_open(o, l, sizeof(l), teshim_engine_port(t), "local-target", &s);
     struct teshim_request r = {TESHIM_OP_READ, l, s, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
     ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED);
     /* nobody asked for everyone; the initiator named its target */
@@ -254,10 +253,9 @@ START_TEST(second_target_gets_tcp_under_yama)
     fake_yama = true;
     n_ptracer_pid = 0;
     struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_AUTO, false);
-    struct teshim_engine *ini = eng_test_create(&o); /* policy default: target */
-    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
-    teshim_segment_t sa = eng_test_open(ini, pa), sb = eng_test_open(ini, pb);
-    ck_assert_str_eq(teshim_segment_transport(ini, sa), "local-target");
+    teshim_segment_t sa; /* the policy's default mode: target */
+    struct teshim_engine *ini = ini_open(o, l, sizeof(l), pa, "local-target", &sa);
+    teshim_segment_t sb = eng_test_open(ini, pb);
     ck_assert_uint_eq(last_ptracer, (unsigned long)a.pid);
     ck_assert_str_eq(teshim_segment_transport(ini, sb), "tcp");
     ck_assert_int_eq(n_ptracer_pid, 1);
@@ -384,10 +382,8 @@ START_TEST(integrity_between_processes)
     int port = target_start(&t, 0);
     struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_AUTO, false);
     o.local_mode = mode;
-    struct teshim_engine *ini = eng_test_create(&o);
-    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
-    teshim_segment_t s = eng_test_open(ini, port);
-    ck_assert_str_eq(teshim_segment_transport(ini, s), _i ? "local-target" : "local");
+    teshim_segment_t s;
+    struct teshim_engine *ini = ini_open(o, l, sizeof(l), port, _i ? "local-target" : "local", &s);
     uint64_t base = (uint64_t)(uintptr_t)tbuf;
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         size_t n = sizes[k], off = 3 + 17 * k;
