@@ -300,7 +300,8 @@ int tcp_local_serve(struct tcp_conn *c)
         atomic_fetch_add(&eng->st.peer_rejected, 1);
         return -EBADMSG;
     }
-    status = check_initiator(c, lr.pid);
+    /* engine.local.serve = off: same-host peers get plain READ/WRITE only */
+    status = eng->p.local_serve ? check_initiator(c, lr.pid) : -EOPNOTSUPP;
     if (!status) {
         reg = eng_region_get(eng, f->req_addr, f->req_len);
         if (!reg) {

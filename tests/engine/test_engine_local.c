@@ -202,6 +202,38 @@ START_TEST(hostile_local_requests_refused)
 }
 END_TEST
 
+/* engine.local.serve = off: LOCAL frames are refused, nothing copied */
+START_TEST(local_frames_refused_when_not_served)
+{
+    static char reg[65536], mine[4096];
+    struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_AUTO, true);
+    struct teshim_engine *t;
+
+    setenv("TESHIM_CONFIG", "/dev/null", 1);
+    setenv("TESHIM_ENGINE_LOCAL_SERVE", "off", 1);
+    o.no_policy = false;
+    ck_assert_int_eq(teshim_engine_create(&o, &t), 0);
+    unsetenv("TESHIM_ENGINE_LOCAL_SERVE");
+    unsetenv("TESHIM_CONFIG");
+    memset(reg, 0x11, sizeof(reg));
+    memset(mine, 0x5a, sizeof(mine));
+    ck_assert_int_eq(teshim_register(t, reg, sizeof(reg), "cpu", true), 0);
+    int fd = raw_connect(teshim_engine_port(t));
+    raw_hello(fd);
+    uint64_t base = (uint64_t)(uintptr_t)reg;
+    ck_assert_int_eq(
+        local_req(fd, ENG_F_LOCAL_READ, 1, base, 4096, base, 4096, mine, (uint32_t)getpid()),
+        -EOPNOTSUPP);
+    ck_assert_int_eq(
+        local_req(fd, ENG_F_LOCAL_WRITE, 2, base, 4096, base, 4096, mine, (uint32_t)getpid()),
+        -EOPNOTSUPP);
+    all_bytes(mine, sizeof(mine), 0x5a);
+    all_bytes(reg, sizeof(reg), 0x11);
+    close(fd);
+    teshim_engine_destroy(t);
+}
+END_TEST
+
 /* ---- who lets whom ptrace ------------------------------------------------ */
 
 START_TEST(target_mode_sets_no_ptracer_any)
@@ -492,6 +524,7 @@ static Suite *local_suite(void)
     TCase *tc = tcase_create("local");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, hostile_local_requests_refused);
+    tcase_add_test(tc, local_frames_refused_when_not_served);
     tcase_add_test(tc, target_mode_sets_no_ptracer_any);
     tcase_add_test(tc, second_target_gets_tcp_under_yama);
     tcase_add_test(tc, announced_pid_not_the_listener_gets_tcp);
