@@ -84,6 +84,8 @@ static int grant_ptrace(uint32_t pid)
 
     pthread_mutex_lock(&grant_lock);
     if (granted != -1 && granted != (long)pid) {
+        /* alive: keeps it (one we may not signal is root's, which needs
+         * none); Yama drops a grant when its tracer exits */
         if (granted > 0 && kill((pid_t)granted, 0) == 0) {
             ret = -EBUSY;
         } else if (prctl(PR_SET_PTRACER, (unsigned long)pid, 0, 0, 0) == 0) {
