@@ -175,9 +175,10 @@ int teshim_engine_create(const struct teshim_engine_opts *user, struct teshim_en
         ret = publish_self(eng);
     if (ret)
         goto err_listener;
-    if (opts->listen && eng->ctx.p.local_serve) {
+    if (opts->listen && eng->ctx.p.local_serve && eng->ctx.p.local_mode == ENG_LOCAL_INITIATOR) {
         /* Yama ptrace_scope 1 would refuse process_vm_* from peers; without
-         * Yama this fails with EINVAL, which is fine. */
+         * Yama this fails with EINVAL, which is fine. In target mode the
+         * peers never access us: they let us access them (eng_tcp_local.c) */
         prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
     }
     *eng_p = eng;
@@ -484,7 +485,7 @@ int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t id,
 const char *teshim_segment_transport(struct teshim_engine *eng, teshim_segment_t id)
 {
     struct eng_segment *s = eng ? eng_seg_lookup(eng, id) : NULL;
-    return s ? s->tp->ops.name : NULL;
+    return !s ? NULL : s->local_target ? "local-target" : s->tp->ops.name;
 }
 
 int teshim_segment_close(struct teshim_engine *eng, teshim_segment_t id)

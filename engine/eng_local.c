@@ -13,7 +13,9 @@
  * (engine.tcp.slice_bytes) copied by the submitting thread and
  * io_threads - 1 helper threads together. Used only when the handshake shows the
  * same boot id and a probe read of the peer's memory returns the value it
- * announced (same host, same pid namespace, ptrace permitted).
+ * announced (same host, same pid namespace, ptrace permitted), and only in
+ * engine.local.mode = initiator on both sides: in target mode the tcp
+ * transport carries LOCAL_* frames and the target copies (eng_tcp_local.c).
  */
 #include "eng_tp.h"
 
@@ -81,6 +83,12 @@ static int local_seg_open(struct eng_transport *tp, struct eng_segment *seg)
     if (!seg->hello.probe_addr) {
         eng_info(eng, "segment %s: peer does not serve same-host access", seg->name);
         return -EPERM;
+    }
+    if (eng->p.local_mode == ENG_LOCAL_TARGET || (seg->hello.flags & ENG_HELLO_LOCAL_TARGET)) {
+        /* the target checks and copies: LOCAL_* frames on tcp (eng_tcp_local.c) */
+        eng_info(eng, "segment %s: same host, engine.local.mode = target (%s): the target copies",
+                 seg->name, eng->p.local_mode == ENG_LOCAL_TARGET ? "here" : "the peer's setting");
+        return -EOPNOTSUPP;
     }
     if (process_vm_readv((pid_t)seg->hello.pid, &l, 1, &r, 1, 0) != (ssize_t)sizeof(v)) {
         int err = errno;

@@ -108,6 +108,8 @@ void eng_hello_self(struct eng_ctx *eng, struct eng_hello *h)
     h->probe_addr = eng->p.local_serve ? (uint64_t)(uintptr_t)&eng->words : 0;
     h->probe_value = eng->words.probe;
     strcpy(h->name, eng->name);
+    if (eng->p.local_serve && eng->p.local_mode == ENG_LOCAL_TARGET)
+        h->flags = ENG_HELLO_LOCAL_TARGET;
     memcpy(h->instance_id, eng->instance_id, 16);
 }
 

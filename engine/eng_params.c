@@ -45,6 +45,7 @@ static const struct param_row rows[] = {
     ROW(idle_timeout_ms, ENGINE_IDLE_TIMEOUT_MS),
     ROW(request_timeout_ms, ENGINE_REQUEST_TIMEOUT_MS),
     ROW(local_serve, ENGINE_LOCAL_SERVE),
+    ROW(local_mode, ENGINE_LOCAL_MODE),
     ROW(metadata, ENGINE_METADATA),
     ROW(etcd_prefix, ENGINE_ETCD_PREFIX),
     ROW(etcd_ttl_s, ENGINE_ETCD_TTL_S),
@@ -228,6 +229,12 @@ int eng_params_load(const struct teshim_engine_opts *o, struct eng_params *p)
     }
     if (o->same_host_send)
         p->same_host_send = (int)o->same_host_send - 1;
+    if (o->local_mode > TESHIM_LOCAL_MODE_INITIATOR || (int)o->local_mode < 0) {
+        eng_log(NULL, ENG_LOG_ERROR, "engine_create: unknown local_mode %d", (int)o->local_mode);
+        return -EINVAL;
+    }
+    if (o->local_mode)
+        p->local_mode = (int)o->local_mode - 1;
     if (p->log_level > ENG_LOG_DEBUG)
         p->log_level = ENG_LOG_DEBUG;
     if (!p->io_threads) {

@@ -21,6 +21,9 @@ enum eng_transport_pref { ENG_TP_AUTO, ENG_TP_TCP, ENG_TP_LOCAL, ENG_TP_RDMA };
 
 struct pol_config;
 
+/* engine.local.mode, in the table's order */
+enum eng_local_mode { ENG_LOCAL_TARGET, ENG_LOCAL_INITIATOR };
+
 struct eng_params {
     int transport; /* enum eng_transport_pref */
     int io_threads;
@@ -39,6 +42,7 @@ struct eng_params {
     int idle_timeout_ms; /* 0 = never */
     int request_timeout_ms;
     bool local_serve;
+    int local_mode;        /* enum eng_local_mode */
     char metadata[512];    /* "p2p" or "etcd://..." */
     char etcd_prefix[256]; /* key prefix of published segments */
     int etcd_ttl_s;

@@ -84,8 +84,12 @@ int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f)
         break;
     case ENG_F_READ:
     case ENG_F_WRITE:
+    case ENG_F_LOCAL_READ:
+    case ENG_F_LOCAL_WRITE:
         if (f->status || !f->len || f->len > ENG_SLICE_MAX ||
-            f->payload_len != (f->type == ENG_F_WRITE ? f->len : 0))
+            f->payload_len != (f->type == ENG_F_WRITE  ? f->len
+                               : f->type == ENG_F_READ ? 0
+                                                       : ENG_LOCAL_BYTES))
             return -EBADMSG;
         /* the slice lies inside its request, neither wraps */
         if (f->addr + f->len < f->addr || f->req_addr + f->req_len < f->req_addr ||
@@ -100,12 +104,31 @@ int eng_frame_parse(const uint8_t *buf, size_t len, struct eng_frame *f)
         if (f->payload_len)
             return -EBADMSG;
         break;
+    case ENG_F_LOCAL_ACK:
+        if (f->payload_len || !f->len || f->len > ENG_SLICE_MAX)
+            return -EBADMSG;
+        break;
     case ENG_F_AUTH:
         if (f->payload_len != (f->status ? 0 : ENG_AUTH_BYTES))
             return -EBADMSG;
         break;
     }
     return 0;
+}
+
+/* Layout: addr 8, pid 4, reserved 4. */
+void eng_local_req_encode(const struct eng_local_req *r, uint8_t *buf)
+{
+    put64(buf, r->addr);
+    put32(buf + 8, r->pid);
+    put32(buf + 12, 0);
+}
+
+int eng_local_req_parse(const uint8_t *buf, struct eng_local_req *r)
+{
+    r->addr = get64(buf);
+    r->pid = get32(buf + 8);
+    return !r->pid || get32(buf + 12) ? -EBADMSG : 0;
 }
 
 /* Hello layout: boot_id 16, pid 4, nregions 4, probe_addr 8, probe_value 8,

@@ -17,6 +17,12 @@
  *   READ_RESP  status 0: payload = the len bytes; status < 0: no payload
  *   WRITE      payload = len bytes to store at addr
  *   WRITE_ACK  status of a WRITE, no payload
+ *   LOCAL_READ, LOCAL_WRITE  same-host peers, target-checked
+ *              (engine.local.mode = target): like READ/WRITE, but the
+ *              payload is the initiator's buffer (struct eng_local_req:
+ *              its pid and the address of the slice's local bytes); the
+ *              target checks the request and copies with process_vm_*
+ *   LOCAL_ACK  status of a LOCAL_READ/LOCAL_WRITE, no payload
  * Requests are answered in order on a connection; id echoes the request's.
  * A READ/WRITE slice also names the whole request it is part of, so the
  * target refuses every slice of a request that is not entirely inside one
@@ -29,9 +35,7 @@
 #include <stdint.h>
 
 #define ENG_MAGIC 0x4d485354u /* "TSHM" */
-#define ENG_VERSION                                                                                \
-    3 /* 2: region descriptors carry flags; 3: instance id, nonce, AUTH, trailer                   \
-       */
+#define ENG_VERSION 4 /* 2: region flags; 3: instance id, nonce, AUTH, trailer; 4: LOCAL_* */
 #define ENG_FRAME_BYTES 56
 #define ENG_SLICE_MAX (64u << 20) /* largest data payload of one frame */
 #define ENG_MAX_REGIONS 4096      /* regions announced in HELLO_ACK */
@@ -41,6 +45,7 @@
 #define ENG_REGION_BYTES 24
 #define ENG_TLV_BYTES 8              /* type 2, reserved 2, length 4 */
 #define ENG_TRAILER_MAX (512u << 10) /* all TLVs of one hello */
+#define ENG_LOCAL_BYTES 16 /* LOCAL_READ/LOCAL_WRITE payload: local addr 8, pid 4, reserved 4 */
 #define ENG_CTRL_MAX (ENG_HELLO_BYTES + ENG_MAX_REGIONS * ENG_REGION_BYTES + ENG_TRAILER_MAX)
 
 enum eng_frame_type {
@@ -51,7 +56,10 @@ enum eng_frame_type {
     ENG_F_WRITE,
     ENG_F_WRITE_ACK,
     ENG_F_AUTH,
-    ENG_F_MAX_TYPE = ENG_F_AUTH,
+    ENG_F_LOCAL_READ,
+    ENG_F_LOCAL_WRITE,
+    ENG_F_LOCAL_ACK,
+    ENG_F_MAX_TYPE = ENG_F_LOCAL_ACK,
 };
 
 /* A decoded frame header. */
@@ -84,7 +92,11 @@ struct eng_hello {
 /* HELLO: the initiator has an engine.auth_key_file and wants the target
  * to prove it has the same key. */
 #define ENG_HELLO_AUTH 0x1u
-#define ENG_HELLO_FLAGS ENG_HELLO_AUTH
+/* HELLO_ACK: same-host peers get this target's memory only through
+ * LOCAL_* frames it checks (engine.local.mode = target), never with their
+ * own process_vm_* */
+#define ENG_HELLO_LOCAL_TARGET 0x2u
+#define ENG_HELLO_FLAGS (ENG_HELLO_AUTH | ENG_HELLO_LOCAL_TARGET)
 
 /* A region in HELLO_ACK: addr, len, flags, 4 reserved bytes (zero). */
 #define ENG_REGION_DEVICE 0x1u /* GPU memory: only the tcp transport reaches it */
@@ -117,6 +129,18 @@ int eng_tlv_find(const uint8_t *trailer, size_t len, uint16_t type, const uint8_
                  uint32_t *len_p);
 /* Offset of the trailer in a parsed hello payload. */
 size_t eng_hello_trailer_off(const struct eng_hello *h);
+
+/* The payload of LOCAL_READ/LOCAL_WRITE. */
+struct eng_local_req {
+    uint64_t addr; /* the slice's bytes in the initiator's memory */
+    uint32_t pid;  /* the initiator (checked against the connection's owner) */
+};
+
+void eng_local_req_encode(const struct eng_local_req *r, uint8_t *buf);
+
+/* Decode buf[ENG_LOCAL_BYTES]: 0, or -EBADMSG (reserved bytes not zero,
+ * pid 0). */
+int eng_local_req_parse(const uint8_t *buf, struct eng_local_req *r);
 
 /* Encode f into buf[ENG_FRAME_BYTES]. */
 void eng_frame_encode(const struct eng_frame *f, uint8_t *buf);

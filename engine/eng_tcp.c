@@ -34,6 +34,8 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
     memcpy(p->instance_id, seg->hello.instance_id, sizeof(p->instance_id));
     p->serial = eng->p.same_host_send == ENG_SAME_HOST_SERIAL &&
                 !memcmp(seg->hello.boot_id, eng->boot_id, sizeof(eng->boot_id));
+    p->local = seg->local_target = tcp_local_usable(eng, seg);
+    p->self = (uint32_t)getpid();
     p->n = n;
     atomic_store(&p->refs, n);
     uint64_t now = eng_now_ns();

@@ -389,8 +389,17 @@ int tcp_conn_flush(struct tcp_conn *c)
  * is taking right now: its answer came before the sender moved it to iq,
  * and this waits for that (one sendmsg at most).
  */
-struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t op, uint64_t id, uint64_t addr,
-                                        uint64_t len)
+/* The answer type of a request frame type (a slice's is its hdr[5], the
+ * type byte of eng_frame_encode's layout). */
+static uint8_t answer_type(uint8_t req)
+{
+    return req == ENG_F_READ    ? ENG_F_READ_RESP
+           : req == ENG_F_WRITE ? ENG_F_WRITE_ACK
+                                : ENG_F_LOCAL_ACK;
+}
+
+struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t answer, uint64_t id,
+                                        uint64_t addr, uint64_t len)
 {
     struct tcp_slice *s;
 
@@ -401,7 +410,8 @@ struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t op, uint64_t
         c->acct_waiters--;
     }
     s = c->iq;
-    if (s && s->seq == id && s->op == op && s->xfer == len && s->raddr == addr) {
+    if (s && s->seq == id && answer_type(s->hdr[5]) == answer && s->xfer == len &&
+        s->raddr == addr) {
         c->iq = s->next;
         if (!c->iq)
             c->iq_tail = NULL;

@@ -17,9 +17,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static struct tcp_slice *pop_answered(struct tcp_conn *c, uint8_t op)
+static struct tcp_slice *pop_answered(struct tcp_conn *c)
 {
-    return tcp_conn_pop_answered(c, op, c->rf.id, c->rf.addr, c->rf.len);
+    return tcp_conn_pop_answered(c, c->rf.type, c->rf.id, c->rf.addr, c->rf.len);
 }
 
 int tcp_initiator_header(struct tcp_conn *c)
@@ -38,14 +38,15 @@ int tcp_initiator_header(struct tcp_conn *c)
     }
     switch (f->type) {
     case ENG_F_WRITE_ACK:
-        s = pop_answered(c, TESHIM_OP_WRITE);
+    case ENG_F_LOCAL_ACK:
+        s = pop_answered(c);
         if (!s)
             return -EBADMSG;
         c->t_used = eng_now_ns();
         tcp_slice_finish(s, f->status);
         return 0;
     case ENG_F_READ_RESP:
-        s = pop_answered(c, TESHIM_OP_READ);
+        s = pop_answered(c);
         if (!s)
             return -EBADMSG;
         c->t_used = eng_now_ns();
@@ -244,6 +245,8 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         eng_task_slice_done(t, 0, -ENOMEM);
         return;
     }
+    /* the target's device memory is out of process_vm_*'s reach */
+    bool local = p->local && !eng_seg_in_device(t->seg, t->raddr, t->len);
     atomic_store(&b->left, n);
     eng_task_set_slices(t, n);
     for (unsigned i = 0; i < n; i++) {
@@ -253,11 +256,14 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         struct tcp_conn *c = inl ? pick_idle_conn(p) : NULL;
         if (!c)
             c = pick_conn(p);
-        struct eng_frame f = {.type = t->op == TESHIM_OP_READ ? ENG_F_READ : ENG_F_WRITE,
-                              .addr = t->raddr + off,
-                              .len = len,
-                              .req_addr = t->raddr,
-                              .req_len = t->len};
+        struct eng_frame f = {
+            .type = local ? (t->op == TESHIM_OP_READ ? ENG_F_LOCAL_READ : ENG_F_LOCAL_WRITE)
+                    : t->op == TESHIM_OP_READ ? ENG_F_READ
+                                              : ENG_F_WRITE,
+            .addr = t->raddr + off,
+            .len = len,
+            .req_addr = t->raddr,
+            .req_len = t->len};
         int ret = 0;
 
         memset(s, 0, sizeof(*s));
@@ -269,8 +275,15 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         s->raddr = f.addr;
         s->op = (uint8_t)t->op;
         s->t_start = now;
-        if (t->op == TESHIM_OP_WRITE)
+        if (local) {
+            /* the target copies: it gets where, not what */
+            struct eng_local_req lr = {.addr = (uint64_t)(uintptr_t)s->data, .pid = p->self};
+            eng_local_req_encode(&lr, s->lreq);
+            s->data = (char *)s->lreq;
+            s->len = f.payload_len = ENG_LOCAL_BYTES;
+        } else if (t->op == TESHIM_OP_WRITE) {
             s->len = f.payload_len = len;
+        }
         atomic_fetch_add(&c->inflight, 1);
         if (inl)
             atomic_store(&t->tp_priv, c); /* a waiter may read its answer (tcp_progress) */

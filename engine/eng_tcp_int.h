@@ -91,6 +91,7 @@ struct tcp_slice {
     uint64_t seq, raddr, t_start;
     uint8_t op;
     uint8_t hdr[ENG_FRAME_BYTES];
+    uint8_t lreq[ENG_LOCAL_BYTES]; /* payload of a LOCAL_READ/LOCAL_WRITE (initiator) */
 };
 
 struct tcp_block {
@@ -167,6 +168,11 @@ struct tcp_conn {
     void *stages[CONN_STAGES]; /* kept for the next request */
     int nstages;
     void *rstaging; /* a WRITE for device memory is received here */
+    /* LOCAL_* requests (accepted connections, eng_tcp_local.c): the
+     * payload being read, and the initiator's pid once checked to own the
+     * connection's other end (0: not yet; -1: refused) */
+    uint8_t lreq[ENG_LOCAL_BYTES];
+    int64_t lpid;
 };
 
 struct tcp_peer {
@@ -180,6 +186,8 @@ struct tcp_peer {
     atomic_uint rr;
     atomic_int refs;
     bool serial;               /* one sending thread at a time: peer_send */
+    bool local;                /* same host, target-checked: LOCAL_* frames */
+    uint32_t self;             /* our pid, in LOCAL_* frames */
     atomic_int sending, again; /* peer_send's owner flag and its doorbell */
     int n;
     struct tcp_conn conns[];
@@ -230,8 +238,8 @@ void tcp_slice_finish(struct tcp_slice *s, int err);
 void tcp_conn_reset(struct tcp_conn *c, int err);
 int tcp_conn_flush(struct tcp_conn *c);
 void tcp_conn_watch(struct tcp_conn *c);
-struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t op, uint64_t id, uint64_t addr,
-                                        uint64_t len);
+struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t answer, uint64_t id,
+                                        uint64_t addr, uint64_t len);
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s);
 bool tcp_conn_backlogged(struct tcp_conn *c);
 void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out);
@@ -248,7 +256,14 @@ int tcp_send_answer(struct tcp_conn *c, uint8_t type, const struct eng_frame *re
 int tcp_serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame *req,
                      struct eng_region *reg, void *stage);
 int tcp_target_header(struct tcp_conn *c);
+void tcp_target_reject(struct tcp_conn *c, const char *what);
 void tcp_target_tick(struct tcp_conn *c, uint64_t now);
+
+/* ---- same host, target-checked (eng_tcp_local.c) ------------------------- */
+
+bool tcp_local_usable(struct eng_ctx *eng, struct eng_segment *seg);
+int tcp_local_header(struct tcp_conn *c);
+int tcp_local_serve(struct tcp_conn *c);
 
 /* ---- initiator side (eng_tcp_init.c): requests out, answers in ------------- */
 

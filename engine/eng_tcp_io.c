@@ -28,7 +28,12 @@ static int on_header(struct tcp_conn *c)
         atomic_fetch_add(&tcp_conn_eng(c)->st.peer_rejected, 1);
         return ret;
     }
-    ret = c->peer ? tcp_initiator_header(c) : tcp_target_header(c);
+    if (c->peer)
+        ret = tcp_initiator_header(c);
+    else if (c->rf.type == ENG_F_LOCAL_READ || c->rf.type == ENG_F_LOCAL_WRITE)
+        ret = tcp_local_header(c);
+    else
+        ret = tcp_target_header(c);
     if (ret == -EBADMSG) {
         eng_warn(tcp_conn_eng(c), "peer %s: unexpected frame type %u, closing the connection",
                  c->pname, c->rf.type);
@@ -49,6 +54,8 @@ static int on_body_done(struct tcp_conn *c)
         tcp_slice_finish(s, 0);
         return 0;
     }
+    if (c->rf.type == ENG_F_LOCAL_READ || c->rf.type == ENG_F_LOCAL_WRITE)
+        return tcp_local_serve(c);
     if (c->rstaging) {
         struct eng_region *reg = c->rreg;
         void *buf = c->rstaging;

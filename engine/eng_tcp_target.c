@@ -133,7 +133,7 @@ int tcp_serve_device(struct tcp_conn *c, uint8_t type, const struct eng_frame *r
  * rejected slice by slice), and again after a second for a peer that
  * repeats the same request.
  */
-static void reject(struct tcp_conn *c, const char *what)
+void tcp_target_reject(struct tcp_conn *c, const char *what)
 {
     struct eng_ctx *eng = tcp_conn_eng(c);
     uint64_t now = eng_now_ns();
@@ -199,7 +199,7 @@ int tcp_target_header(struct tcp_conn *c)
         reg = eng_region_get(tcp_conn_eng(c), f->req_addr, f->req_len);
         c->rleft = f->len;
         if (!reg) {
-            reject(c, "write");
+            tcp_target_reject(c, "write");
             c->rstatus = -EFAULT;
             c->rstage = R_DISCARD;
             return 0;
@@ -223,7 +223,7 @@ int tcp_target_header(struct tcp_conn *c)
     case ENG_F_READ:
         reg = eng_region_get(tcp_conn_eng(c), f->req_addr, f->req_len);
         if (!reg)
-            reject(c, "read");
+            tcp_target_reject(c, "read");
         else if (reg->cuda_dev >= 0)
             return tcp_serve_device(c, ENG_F_READ_RESP, f, reg, NULL);
         return tcp_send_answer(c, ENG_F_READ_RESP, f, reg ? 0 : -EFAULT, reg, NULL, 0);

@@ -189,7 +189,8 @@ struct eng_segment {
     uint64_t t_refresh;
     struct eng_transport *tp; /* the data path */
     void *tp_priv;
-    atomic_int busy; /* unfinished requests */
+    bool local_target; /* tcp carries LOCAL_* frames: the target copies */
+    atomic_int busy;   /* unfinished requests */
     /* another transport's path to the part of the peer tp does not reach
      * (its device memory from the local transport); made on first use */
     struct eng_segment *dev_path;

@@ -616,7 +616,8 @@ static PyObject *te_get_first_buffer_address(te_engine *self, PyObject *args)
 
 PyDoc_STRVAR(te_segment_transport_doc,
              "segment_transport(name) -> str\n\n"
-             "The data path of a peer's segment: 'tcp', 'local' (same host) or 'rdma'.");
+             "The data path of a peer's segment: 'tcp', 'rdma', 'local' (same host, the\n"
+             "initiator copies) or 'local-target' (same host, the target checks and copies).");
 
 static PyObject *te_segment_transport(te_engine *self, PyObject *args)
 {

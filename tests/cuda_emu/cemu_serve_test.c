@@ -31,6 +31,7 @@ static unsigned char *lhost; /* the initiator's host buffer */
 static void *ldev;           /* the initiator's device buffer */
 static int transport = TESHIM_TRANSPORT_TCP;
 static bool with_policy;
+static enum teshim_local_mode local_mode; /* of both engines; 0: eng_test_opts' */
 
 static void fill(unsigned char *p, size_t n, unsigned seed)
 {
@@ -47,6 +48,8 @@ static void setup(void)
     o.slice_bytes = 256 * 1024;
     o.request_timeout_ms = 20000;
     o.no_policy = !with_policy;
+    if (local_mode)
+        o.local_mode = local_mode;
     target = eng_test_create(&o);
     o.listen = NULL;
     ini = eng_test_create(&o);
@@ -66,6 +69,15 @@ static void setup(void)
 static void setup_local(void)
 {
     transport = TESHIM_TRANSPORT_AUTO;
+    local_mode = TESHIM_LOCAL_MODE_INITIATOR;
+    setup();
+}
+
+/* the same host, the target copying (engine.local.mode = target) */
+static void setup_local_target(void)
+{
+    transport = TESHIM_TRANSPORT_AUTO;
+    local_mode = TESHIM_LOCAL_MODE_TARGET;
     setup();
 }
 
@@ -388,10 +400,12 @@ END_TEST
 START_TEST(same_host_peer_reaches_device_memory_over_tcp)
 {
     /* process_vm_* cannot reach device memory: the segment's data path is
-     * local, device requests take a tcp path made for them. */
+     * local, device requests take a tcp path made for them (local-target:
+     * READ/WRITE frames instead of LOCAL_* ones). */
     int err;
 
-    ck_assert_str_eq(teshim_segment_transport(ini, seg), "local");
+    ck_assert_str_eq(teshim_segment_transport(ini, seg),
+                     local_mode == TESHIM_LOCAL_MODE_TARGET ? "local-target" : "local");
     host_round_trip(300 * 1024, 4);
     fill(thost, 65536, 3);
     ck_assert_uint_eq(run(TESHIM_OP_READ, lhost, (uint64_t)(uintptr_t)thost, 65536, 1, &err), 0);
@@ -434,6 +448,11 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("local");
     tcase_add_checked_fixture(tc, setup_local, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, same_host_peer_reaches_device_memory_over_tcp);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("local_target");
+    tcase_add_checked_fixture(tc, setup_local_target, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, same_host_peer_reaches_device_memory_over_tcp);
     suite_add_tcase(s, tc);

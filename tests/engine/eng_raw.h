@@ -86,7 +86,9 @@ struct tgt {
     int go, res;
 };
 
-static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
+/* ... serving same-host peers in mode (engine.local.mode) */
+static inline void target_fork_mode(struct tgt *t, char *tbuf, size_t len, bool fill,
+                                    enum teshim_local_mode mode)
 {
     int go[2], res[2];
     ck_assert_int_eq(pipe(go), 0);
@@ -98,17 +100,22 @@ static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
         struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_TCP, true);
         struct teshim_engine *e;
         int port;
+        o.local_mode = mode;
         close(go[1]);
         close(res[0]);
         if (read(go[0], &port, sizeof(port)) != sizeof(port))
             _exit(0);
         eng_test_name(addr, sizeof(addr), port);
         o.listen = addr;
-        if (teshim_engine_create(&o, &e) || teshim_register(e, tbuf, len, "cpu", true))
+        if (teshim_engine_create(&o, &e))
             _exit(3);
         port = teshim_engine_port(e);
+        /* filled before it is registered: the registration's lock orders
+         * the fill before the I/O threads' copies (ThreadSanitizer) */
         if (fill)
             memset(tbuf, port & 0xff, len);
+        if (teshim_register(e, tbuf, len, "cpu", true))
+            _exit(3);
         if (write(res[1], &port, sizeof(port)) != sizeof(port))
             _exit(4);
         for (;;)
@@ -118,6 +125,24 @@ static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
     close(res[1]);
     t->go = go[1];
     t->res = res[0];
+}
+
+/* ... letting same-host initiators copy (the local transport) */
+static inline void target_fork(struct tgt *t, char *tbuf, size_t len, bool fill)
+{
+    target_fork_mode(t, tbuf, len, fill, TESHIM_LOCAL_MODE_INITIATOR);
+}
+
+/* An initiator made with o, l[len] registered, its segment on the target
+ * at port (opened in *s) on the data path want. */
+static inline struct teshim_engine *ini_open(struct teshim_engine_opts o, void *l, size_t len,
+                                             int port, const char *want, teshim_segment_t *s)
+{
+    struct teshim_engine *ini = eng_test_create(&o);
+    ck_assert_int_eq(teshim_register(ini, l, len, "cpu", false), 0);
+    *s = eng_test_open(ini, port);
+    ck_assert_str_eq(teshim_segment_transport(ini, *s), want);
+    return ini;
 }
 
 /* Start the target on port (0 = any); returns the port it listens on. */

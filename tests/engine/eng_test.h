@@ -31,6 +31,11 @@ static inline struct teshim_engine_opts eng_test_opts(enum teshim_transport tr, 
         /* the same on every host (auto depends on its cores); the suites'
          * peers are all on this host. check_engine_xfer runs both modes. */
         .same_host_send = TESHIM_SAME_HOST_SERIAL,
+        /* TESHIM_TRANSPORT_LOCAL: the local transport, the initiator
+         * copies; the target-checked same-host path (local-target) is
+         * asked for with local_mode = TESHIM_LOCAL_MODE_TARGET */
+        .local_mode =
+            tr == TESHIM_TRANSPORT_LOCAL ? TESHIM_LOCAL_MODE_INITIATOR : TESHIM_LOCAL_MODE_DEFAULT,
     };
     return o;
 }

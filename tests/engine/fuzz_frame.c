@@ -4,11 +4,14 @@
  * when available; fuzz_replay.c runs the same entry point over the seed
  * corpus in every build. A header that parses must encode back to the
  * same bytes, an AUTH frame carries a nonce and a proof or (a refusal)
- * nothing, and a parsed HELLO must have known flags, describe only
- * non-wrapping regions and a trailer whose records lie inside it.
+ * nothing, a LOCAL_READ/LOCAL_WRITE exactly a struct eng_local_req (which
+ * parses only with a pid and zero reserved bytes) and a LOCAL_ACK nothing,
+ * and a parsed HELLO must have known flags, describe only non-wrapping
+ * regions and a trailer whose records lie inside it.
  */
 #include "eng_proto.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +29,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         eng_frame_encode(&f, again);
         if (memcmp(again, data, ENG_FRAME_BYTES))
             abort();
-        if ((f.type == ENG_F_READ || f.type == ENG_F_WRITE) &&
+        bool lreq = f.type == ENG_F_LOCAL_READ || f.type == ENG_F_LOCAL_WRITE;
+        if ((lreq && f.payload_len != ENG_LOCAL_BYTES) ||
+            (f.type == ENG_F_LOCAL_ACK && (f.payload_len || !f.len)))
+            abort();
+        if ((f.type == ENG_F_READ || f.type == ENG_F_WRITE || lreq) &&
             (f.addr < f.req_addr || f.addr + f.len > f.req_addr + f.req_len || !f.len ||
              f.len > ENG_SLICE_MAX))
             abort();
@@ -53,8 +60,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
     }
-    /* the payload parser on its own, from any offset */
+    /* the payload parsers on their own, from any offset */
     if (size)
         eng_hello_parse(data + 1, size - 1, &h, r, 8);
+    if (size >= ENG_FRAME_BYTES + ENG_LOCAL_BYTES) {
+        struct eng_local_req lr;
+        uint8_t back[ENG_LOCAL_BYTES];
+        if (eng_local_req_parse(data + ENG_FRAME_BYTES, &lr) == 0) {
+            eng_local_req_encode(&lr, back);
+            if (!lr.pid || memcmp(back, data + ENG_FRAME_BYTES, ENG_LOCAL_BYTES))
+                abort();
+        }
+    }
     return 0;
 }

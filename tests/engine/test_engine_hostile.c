@@ -407,18 +407,22 @@ START_TEST(auth_same_key_works_others_refused)
     keys_setup();
     key_write("k1", "first shared secret, 32 bytes!!\n", 0600, k1, sizeof(k1));
     key_write("k2", "other shared secret, 32 bytes!!\n", 0400, k2, sizeof(k2));
-    ck_assert_int_eq(create_keyed(TESHIM_TRANSPORT_TCP, true, k1, &t), 0);
+    /* a target that lets same-host initiators copy, or asks to copy itself */
+    ck_assert_int_eq(create_keyed(TESHIM_TRANSPORT_LOCAL, true, k1, &t), 0);
     memset(tbuf, 0x33, sizeof(tbuf));
     ck_assert_int_eq(teshim_register(t, tbuf, sizeof(tbuf), "cpu", true), 0);
     eng_test_name(name, sizeof(name), teshim_engine_port(t));
     struct teshim_request r = {TESHIM_OP_READ, l, 0, (uint64_t)(uintptr_t)tbuf, sizeof(l)};
 
-    enum teshim_transport trs[] = {TESHIM_TRANSPORT_TCP, TESHIM_TRANSPORT_LOCAL};
-    for (int i = 0; i < 2; i++) {
+    /* auto: engine.local.mode's default, target */
+    enum teshim_transport trs[] = {TESHIM_TRANSPORT_TCP, TESHIM_TRANSPORT_LOCAL,
+                                   TESHIM_TRANSPORT_AUTO};
+    const char *path[] = {"tcp", "local", "local-target"};
+    for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(create_keyed(trs[i], false, k1, &ini), 0);
         ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
         ck_assert_int_eq(teshim_segment_open(ini, name, &s), 0);
-        ck_assert_str_eq(teshim_segment_transport(ini, s), i ? "local" : "tcp");
+        ck_assert_str_eq(teshim_segment_transport(ini, s), path[i]);
         memset(l, 0, sizeof(l));
         r.segment = s;
         ck_assert_int_eq(eng_test_one(ini, &r).state, TESHIM_TASK_COMPLETED);
@@ -585,10 +589,8 @@ START_TEST(dead_local_peer_logs_a_bounded_number_of_lines)
     int port = target_start(&t1, 0);
     struct teshim_engine_opts o = eng_test_opts(TESHIM_TRANSPORT_LOCAL, false);
     o.max_inflight = PER;
-    struct teshim_engine *ini = eng_test_create(&o);
-    ck_assert_int_eq(teshim_register(ini, l, sizeof(l), "cpu", false), 0);
-    teshim_segment_t s = eng_test_open(ini, port);
-    ck_assert_str_eq(teshim_segment_transport(ini, s), "local");
+    teshim_segment_t s;
+    struct teshim_engine *ini = ini_open(o, l, sizeof(l), port, "local", &s);
     target_kill(&t1);
 
     struct eng_test_log log = eng_test_log_capture();

@@ -13,18 +13,23 @@
 
 /* The loop index of the tests: tcp with one sender per connection (as to
  * a peer on another host), tcp with one sender at a time (a same-host peer
- * on a small host: engine.tcp.same_host_send), the local transport. */
+ * on a small host: engine.tcp.same_host_send), the local transport (the
+ * initiator copies), the target-checked same-host path (the target copies,
+ * asked for by both sides here). */
 static const struct variant {
     enum teshim_transport transport;
     enum teshim_same_host_send send;
+    enum teshim_local_mode mode;
     const char *name;
 } variants[] = {
-    {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_PARALLEL, "tcp"},
-    {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_SERIAL, "tcp"},
-    {TESHIM_TRANSPORT_LOCAL, TESHIM_SAME_HOST_DEFAULT, "local"},
+    {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_PARALLEL, 0, "tcp"},
+    {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_SERIAL, 0, "tcp"},
+    {TESHIM_TRANSPORT_LOCAL, TESHIM_SAME_HOST_DEFAULT, TESHIM_LOCAL_MODE_INITIATOR, "local"},
+    {TESHIM_TRANSPORT_AUTO, TESHIM_SAME_HOST_DEFAULT, TESHIM_LOCAL_MODE_TARGET, "local-target"},
 };
 #define NVARIANTS ((int)(sizeof(variants) / sizeof(variants[0])))
-#define IS_TCP(i) (variants[i].transport == TESHIM_TRANSPORT_TCP)
+/* the target checks the requests (tcp, local-target), not the initiator */
+#define IS_TCP(i) (strcmp(variants[i].name, "local") != 0)
 
 #define TBUF (8u << 20)
 #define GUARD 4096
@@ -40,9 +45,11 @@ static void pair_up(struct pair *p, int idx, int max_inflight)
 {
     struct teshim_engine_opts o = eng_test_opts(variants[idx].transport, true);
 
+    o.local_mode = variants[idx].mode;
     p->t = eng_test_create(&o);
     o = eng_test_opts(variants[idx].transport, false);
     o.same_host_send = variants[idx].send;
+    o.local_mode = variants[idx].mode;
     o.max_inflight = max_inflight;
     p->ini = eng_test_create(&o);
     p->tmem = aligned_alloc(4096, TBUF + 2 * GUARD);

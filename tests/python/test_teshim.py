@@ -141,7 +141,7 @@ class TwoProcesses(unittest.TestCase):
         t = self.target
         self.assertEqual(self.eng.get_first_buffer_address(t.name), t.addr)
         self.assertEqual(self.eng.segment_regions(t.name), [(t.addr, N, False)])
-        self.assertIn(self.eng.segment_transport(t.name), ("tcp", "local"))
+        self.assertIn(self.eng.segment_transport(t.name), ("tcp", "local", "local-target"))
         self.assertEqual(self.eng.send_probe(t.name), 0)
         addr = self.eng.allocate_managed_buffer(8192)
         self.assertNotEqual(addr, 0)

@@ -39,6 +39,13 @@ enum teshim_transport {
     TESHIM_TRANSPORT_RDMA,  /* RC queue pairs over libibverbs; falls back to tcp without devices */
 };
 
+/* Who copies between same-host peers (engine.local.mode). */
+enum teshim_local_mode {
+    TESHIM_LOCAL_MODE_DEFAULT = 0, /* engine.local.mode from the policy table */
+    TESHIM_LOCAL_MODE_TARGET,      /* the target checks each request and copies */
+    TESHIM_LOCAL_MODE_INITIATOR,   /* the initiator copies straight into the target */
+};
+
 /* How threads send to a tcp peer on the same host (engine.tcp.same_host_send). */
 enum teshim_same_host_send {
     TESHIM_SAME_HOST_DEFAULT = 0, /* engine.tcp.same_host_send from the policy table */
@@ -75,6 +82,7 @@ struct teshim_engine_opts {
     /* fields added later: a caller built before them passes a smaller size
      * (at least TESHIM_ENGINE_OPTS_SIZE_V1), and they take the policy's value */
     enum teshim_same_host_send same_host_send; /* engine.tcp.same_host_send */
+    enum teshim_local_mode local_mode;         /* engine.local.mode */
 };
 
 /* The size of the options before same_host_send: the least opts.size taken. */
@@ -129,9 +137,11 @@ int teshim_register(struct teshim_engine *eng, void *addr, size_t len, const cha
  * closed, their requests fail at the peer, and -ETIMEDOUT is returned
  * once they released it (the registration is gone, the memory free to
  * reuse). -EBUSY (logged) if even that did not release it: the memory
- * must stay valid. Same-host (local) peers copy without running code
- * here, so one already copying when this is called may still complete:
- * quiesce those peers before freeing memory they may still be copying.
+ * must stay valid. Same-host peers in engine.local.mode = target are
+ * served here like tcp peers; in initiator mode (the "local" path) they
+ * copy without running code here, so one already copying when this is
+ * called may still complete: quiesce those peers before freeing memory
+ * they may still be copying.
  */
 int teshim_unregister(struct teshim_engine *eng, void *addr);
 
@@ -176,8 +186,10 @@ int teshim_segment_regions(struct teshim_engine *eng, teshim_segment_t seg,
                            struct teshim_region *regions, size_t max);
 
 /*
- * Name of the data path used for a segment: "tcp" or "local"; NULL for an
- * invalid handle.
+ * Name of the data path used for a segment: "tcp", "local" (same host,
+ * the initiator copies: engine.local.mode = initiator on both sides) or
+ * "local-target" (same host, the target checks each request and copies;
+ * frames on tcp connections); NULL for an invalid handle.
  */
 const char *teshim_segment_transport(struct teshim_engine *eng, teshim_segment_t seg);
 
