@@ -198,8 +198,8 @@ err_locks:
     pthread_rwlock_destroy(&eng->reg_lock);
     eng_logger_close(&eng->ctx.log);
     eng_auth_key_clear(&eng->ctx.auth);
-    eng_params_free(&eng->ctx.p);
 err_free:
+    eng_params_free(&eng->ctx.p); /* also a refused key file's engine */
     free(eng);
     return ret;
 }
