@@ -64,6 +64,22 @@ static void *dev_alloc(void)
     return dev;
 }
 
+/* One request of SPAN bytes between local and the peer's remote. */
+static void one(struct pair *p, int op, void *local, teshim_segment_t seg, void *remote)
+{
+    struct teshim_request q = {op, local, seg, (uint64_t)(uintptr_t)remote, SPAN};
+
+    ck_assert_int_eq(eng_test_one(p->ini, &q).state, TESHIM_TASK_COMPLETED);
+}
+
+/* The segment closed, the initiator's and the peer's buffers unregistered. */
+static void round_end(struct pair *p, teshim_segment_t seg, void *mine, void *peers)
+{
+    ck_assert_int_eq(teshim_segment_close(p->ini, seg), 0);
+    ck_assert_int_eq(teshim_unregister(p->ini, mine), 0);
+    ck_assert_int_eq(teshim_unregister(p->tgt, peers), 0);
+}
+
 /* Device memory as the local buffer of a WRITE then a READ to a host
  * region of the peer; the data arrives intact both ways. */
 static void local_device_round(struct pair *p)
@@ -82,19 +98,15 @@ static void local_device_round(struct pair *p)
     /* a pageable copy may still be landing: the engine's stream does not
      * wait for the application's */
     ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
-    struct teshim_request w = {TESHIM_OP_WRITE, dev, seg, (uint64_t)(uintptr_t)remote, SPAN};
-    ck_assert_int_eq(eng_test_one(p->ini, &w).state, TESHIM_TASK_COMPLETED);
+    one(p, TESHIM_OP_WRITE, dev, seg, remote);
     ck_assert(eng_test_sum(remote, SPAN) == eng_test_sum(host, SPAN));
 
     eng_test_fill(remote, SPAN, 6);
-    struct teshim_request r = {TESHIM_OP_READ, dev, seg, (uint64_t)(uintptr_t)remote, SPAN};
-    ck_assert_int_eq(eng_test_one(p->ini, &r).state, TESHIM_TASK_COMPLETED);
+    one(p, TESHIM_OP_READ, dev, seg, remote);
     ck_assert_int_eq(cudaMemcpy(back, dev, SPAN, cudaMemcpyDeviceToHost), cudaSuccess);
     ck_assert(eng_test_sum(back, SPAN) == eng_test_sum(remote, SPAN));
 
-    ck_assert_int_eq(teshim_segment_close(p->ini, seg), 0);
-    ck_assert_int_eq(teshim_unregister(p->ini, dev), 0);
-    ck_assert_int_eq(teshim_unregister(p->tgt, remote), 0);
+    round_end(p, seg, dev, remote);
     cudaFree(dev);
     free(remote);
     free(host);
@@ -115,21 +127,17 @@ static void remote_device_round(struct pair *p)
     ck_assert_str_eq(teshim_segment_transport(p->ini, seg), "rdma");
 
     eng_test_fill(local, SPAN, 7);
-    struct teshim_request w = {TESHIM_OP_WRITE, local, seg, (uint64_t)(uintptr_t)dev, SPAN};
-    ck_assert_int_eq(eng_test_one(p->ini, &w).state, TESHIM_TASK_COMPLETED);
+    one(p, TESHIM_OP_WRITE, local, seg, dev);
     ck_assert_int_eq(cudaMemcpy(back, dev, SPAN, cudaMemcpyDeviceToHost), cudaSuccess);
     ck_assert(eng_test_sum(back, SPAN) == eng_test_sum(local, SPAN));
 
     eng_test_fill(back, SPAN, 8);
     ck_assert_int_eq(cudaMemcpy(dev, back, SPAN, cudaMemcpyHostToDevice), cudaSuccess);
     ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
-    struct teshim_request r = {TESHIM_OP_READ, local, seg, (uint64_t)(uintptr_t)dev, SPAN};
-    ck_assert_int_eq(eng_test_one(p->ini, &r).state, TESHIM_TASK_COMPLETED);
+    one(p, TESHIM_OP_READ, local, seg, dev);
     ck_assert(eng_test_sum(local, SPAN) == eng_test_sum(back, SPAN));
 
-    ck_assert_int_eq(teshim_segment_close(p->ini, seg), 0);
-    ck_assert_int_eq(teshim_unregister(p->ini, local), 0);
-    ck_assert_int_eq(teshim_unregister(p->tgt, dev), 0);
+    round_end(p, seg, local, dev);
     cudaFree(dev);
     free(local);
     free(back);
@@ -191,17 +199,29 @@ START_TEST(device_memory_direct)
 }
 END_TEST
 
-START_TEST(device_memory_off)
+/* Peer memory there, engine.rdma.gpu_direct=mode: a WRITE and a READ from
+ * device memory stage staged slices; nothing counts as a fallback. */
+static void with_peer_memory(const char *mode, uint64_t staged)
 {
-    /* peer memory there, but engine.rdma.gpu_direct=off: staged */
     setenv("VERBS_EMU_PEER_MEMORY", "1", 1);
-    setenv("TESHIM_ENGINE_RDMA_GPU_DIRECT", "off", 1);
+    setenv("TESHIM_ENGINE_RDMA_GPU_DIRECT", mode, 1);
     struct pair p = pair_new();
 
     local_device_round(&p);
-    ck_assert_uint_eq(stats(p.ini).rdma_staged, 2 * SLICES);
+    ck_assert_uint_eq(stats(p.ini).rdma_staged, staged);
     ck_assert_uint_eq(stats(p.ini).rdma_gpu_fallbacks, 0);
     pair_free(&p);
+}
+
+START_TEST(device_memory_off)
+{
+    with_peer_memory("off", 2 * SLICES);
+}
+END_TEST
+
+START_TEST(gpu_direct_on_with_peer_memory)
+{
+    with_peer_memory("on", 0);
 }
 END_TEST
 
@@ -227,18 +247,6 @@ START_TEST(gpu_direct_on_without_peer_memory)
     eng_test_log_release(&log);
     cudaFree(dev);
     free(host);
-}
-END_TEST
-
-START_TEST(gpu_direct_on_with_peer_memory)
-{
-    setenv("VERBS_EMU_PEER_MEMORY", "1", 1);
-    setenv("TESHIM_ENGINE_RDMA_GPU_DIRECT", "on", 1);
-    struct pair p = pair_new();
-
-    local_device_round(&p);
-    ck_assert_uint_eq(stats(p.ini).rdma_staged, 0);
-    pair_free(&p);
 }
 END_TEST
 
