@@ -147,10 +147,6 @@ START_TEST(device_memory_staged)
 {
     unsetenv("VERBS_EMU_PEER_MEMORY");
     setenv("TESHIM_LOG_LEVEL", "info", 1);
-    /* the path to the peer's device memory is the first other transport
-     * that opens, which must be tcp here: the local one (process_vm_*)
-     * does not reach device memory either */
-    setenv("TESHIM_ENGINE_LOCAL_SERVE", "off", 1);
     struct eng_test_log log = eng_test_log_capture();
     struct pair p = pair_new();
 
@@ -162,7 +158,9 @@ START_TEST(device_memory_staged)
     ck_assert_uint_eq(st.rdma_gpu_fallbacks, 1);
 
     /* the peer's device region: not registered there, reached over tcp
-     * (connections beyond the segment's handshake) */
+     * (connections beyond the segment's handshake), not over the local
+     * transport, which opens a same-host peer but cannot reach its device
+     * memory either */
     remote_device_round(&p);
     st = stats(p.ini);
     ck_assert_uint_eq(st.rdma_staged, 2 * SLICES);
@@ -173,6 +171,7 @@ START_TEST(device_memory_staged)
     ck_assert_int_eq(eng_test_log_lines(&log, "no peer memory for cuda:0: ibv_reg_mr: Bad address; "
                                               "staging through the pool"),
                      2);
+    ck_assert_int_eq(eng_test_log_lines(&log, "the peer's device memory goes over tcp"), 1);
     eng_test_log_release(&log);
 }
 END_TEST
