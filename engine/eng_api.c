@@ -545,6 +545,7 @@ int teshim_engine_stats_size(struct teshim_engine *eng, struct teshim_engine_sta
     s->peer_rejected = atomic_load(&eng->ctx.st.peer_rejected);
     s->local_fallbacks = atomic_load(&eng->ctx.st.local_fallbacks);
     s->rdma_staged = atomic_load(&eng->ctx.rdma_staged);
+    s->rdma_gpu_fallbacks = atomic_load(&eng->ctx.rdma_gpu_fallbacks);
     memcpy(stats_p, s, size < sizeof(st) ? size : sizeof(st));
     return 0;
 }

@@ -108,13 +108,15 @@ int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t id)
     return 0;
 }
 
-/* The tcp path of a same-host segment, for the peer's device memory. */
 /*
- * The path of a segment to what its transport does not reach (a same-host
- * peer's device memory, which process_vm_* cannot): the first other
- * transport of the list that opens a bare copy of the segment.
+ * The path of a segment to what its transport does not reach (a peer's
+ * device memory, which process_vm_* cannot reach, nor rdma without peer
+ * memory): the first other transport of the list that opens a bare copy
+ * of the segment and reaches [addr, +len) on it (the local transport opens
+ * a same-host peer but does not reach its device memory either).
  */
-static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_segment *s)
+static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_segment *s,
+                                        uint64_t addr, uint64_t len)
 {
     struct eng_segment *d;
 
@@ -126,9 +128,17 @@ static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_se
         d->sa = s->sa;
         d->salen = s->salen;
         d->hello = s->hello;
-        for (int i = 0; i < eng->ntps && !d->tp; i++)
-            if (eng->tps[i] != s->tp && !eng->tps[i]->ops.seg_open(eng->tps[i], d))
-                d->tp = eng->tps[i];
+        for (int i = 0; i < eng->ntps && !d->tp; i++) {
+            struct eng_transport *tp = eng->tps[i];
+            if (tp == s->tp || tp->ops.seg_open(tp, d))
+                continue;
+            if (tp->ops.reaches(tp, d, addr, len)) {
+                d->tp = tp;
+                break;
+            }
+            tp->ops.seg_close(tp, d);
+            eng_seg_set_regions(d, NULL, 0, 0); /* the list its open fetched */
+        }
         if (!d->tp) {
             free(d);
             d = NULL;
@@ -173,7 +183,7 @@ static int check_request(struct teshim_engine *eng, const struct teshim_request 
         return gone;
     }
     if (!s->tp->ops.reaches(s->tp, s, r->remote_offset, r->length)) {
-        s = seg_dev_path(eng, s);
+        s = seg_dev_path(eng, s, r->remote_offset, r->length);
         if (!s) {
             eng_err(ctx_of(eng), "submit: no path to the device memory of segment %lld",
                     (long long)r->segment);

@@ -72,6 +72,7 @@ static const struct param_row rows[] = {
     ROW(rdma_rnr_retry, ENGINE_RDMA_RNR_RETRY),
     ROW(rdma_gid_index, ENGINE_RDMA_GID_INDEX),
     ROW(rdma_stage_bytes, ENGINE_RDMA_STAGE_BYTES),
+    ROW(rdma_gpu_direct, ENGINE_RDMA_GPU_DIRECT),
 };
 
 /* A field of struct teshim_engine_opts that overrides a table row (0 = no). */

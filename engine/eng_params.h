@@ -72,9 +72,13 @@ struct eng_params {
     int rdma_rnr_retry;
     int rdma_gid_index; /* -1 = auto */
     uint64_t rdma_stage_bytes;
+    int rdma_gpu_direct; /* ENG_GPU_DIRECT_* */
     /* the effective policy table, for the rdma.* decisions below */
     struct pol_config *pol;
 };
+
+/* engine.rdma.gpu_direct, in the order of its table row */
+enum { ENG_GPU_DIRECT_AUTO, ENG_GPU_DIRECT_OFF, ENG_GPU_DIRECT_ON };
 
 /* The decisions of the shim's RDMA policy (policy/pol_decide.c), for the
  * engine's own registrations and queue pairs. */

@@ -85,15 +85,16 @@ static int rdma_adopt(struct eng_transport *tp, int fd, const char *pname)
     return 0;
 }
 
-/* Device memory is not registered here: the staging wrapper moves it
- * through host memory, and peers reach our device memory over tcp. */
+/* Device memory is registered directly where the driver allows it (peer
+ * memory); otherwise the staging wrapper moves it through host memory and
+ * peers reach it over tcp. */
 static int rdma_reg(struct eng_transport *tp, const struct eng_region *r)
 {
     struct rdma_tp *rt = (struct rdma_tp *)tp;
 
-    if (!rt->ndev || r->cuda_dev >= 0)
+    if (!rt->ndev)
         return 0;
-    return rdma_mr_add(rt, r);
+    return r->cuda_dev >= 0 ? rdma_mr_add_device(rt, r) : rdma_mr_add(rt, r);
 }
 
 static void rdma_unreg(struct eng_transport *tp, const struct eng_region *r)
@@ -104,10 +105,20 @@ static void rdma_unreg(struct eng_transport *tp, const struct eng_region *r)
         rdma_mr_del(rt, r->addr);
 }
 
+/* A peer's device memory only where it announced a key for it. */
 static bool rdma_reaches(struct eng_transport *tp, struct eng_segment *seg, uint64_t addr,
                          uint64_t len)
 {
-    return !eng_seg_in_device(seg, addr, len);
+    return !eng_seg_in_device(seg, addr, len) ||
+           rdma_remote_keyed((struct rdma_tp *)tp, seg->tp_priv, addr, len);
+}
+
+/* Local device memory registered with the NIC goes unstaged. */
+static bool rdma_direct(struct eng_transport *tp, const void *local, uint64_t len)
+{
+    struct rdma_tp *rt = (struct rdma_tp *)tp;
+
+    return rt->ndev && rdma_registered(rt, (uint64_t)(uintptr_t)local, len);
 }
 
 static void rdma_destroy(struct eng_transport *tp)
@@ -142,6 +153,7 @@ static const struct eng_transport_ops rdma_ops = {
     .hello = rdma_hello,
     .reg = rdma_reg,
     .unreg = rdma_unreg,
+    .direct = rdma_direct,
 };
 
 int eng_rdma_create(struct eng_ctx *eng, struct eng_transport **tp_p)

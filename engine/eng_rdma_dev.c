@@ -154,8 +154,10 @@ void rdma_unload(struct rdma_tp *rt)
 
 /* Register [addr, addr+len) on device d, with relaxed ordering where the
  * policy says so (the flag needs ibv_reg_mr_iova2, as verbs.h's macro
- * does for flags it cannot see at compile time). */
-static struct ibv_mr *reg_one(struct rdma_tp *rt, int d, void *addr, uint64_t len, int access)
+ * does for flags it cannot see at compile time). quiet: a failure is the
+ * caller's to report (errno kept). */
+static struct ibv_mr *reg_one(struct rdma_tp *rt, int d, void *addr, uint64_t len, int access,
+                              bool quiet)
 {
     struct eng_ctx *eng = rt->base.eng;
     int acc =
@@ -166,17 +168,19 @@ static struct ibv_mr *reg_one(struct rdma_tp *rt, int d, void *addr, uint64_t le
         mr = rt->f.reg_mr_iova2(rt->dev[d].pd, addr, len, (uint64_t)(uintptr_t)addr, (unsigned)acc);
         if (mr)
             return mr;
-        eng_warn(eng, "rdma: %s: registration with relaxed ordering refused (%m); without",
-                 rt->dev[d].name);
+        if (!quiet)
+            eng_warn(eng, "rdma: %s: registration with relaxed ordering refused (%m); without",
+                     rt->dev[d].name);
     }
     mr = rt->f.reg_mr(rt->dev[d].pd, addr, len, access);
-    if (!mr)
+    if (!mr && !quiet)
         eng_err(eng, "rdma: %s: registering [%p, +%llu): %m", rt->dev[d].name, addr,
                 (unsigned long long)len);
     return mr;
 }
 
-int rdma_mr_add(struct rdma_tp *rt, const struct eng_region *r)
+/* Register r on every device; 0 or -errno (errno set too). */
+static int mr_add(struct rdma_tp *rt, const struct eng_region *r, bool quiet)
 {
     int access =
         IBV_ACCESS_LOCAL_WRITE | (r->remote ? IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE : 0);
@@ -184,11 +188,13 @@ int rdma_mr_add(struct rdma_tp *rt, const struct eng_region *r)
     size_t i;
 
     for (int d = 0; d < rt->ndev; d++) {
-        m.mr[d] = reg_one(rt, d, (void *)(uintptr_t)r->addr, r->len, access);
+        m.mr[d] = reg_one(rt, d, (void *)(uintptr_t)r->addr, r->len, access, quiet);
         if (!m.mr[d]) {
+            int err = errno ? errno : EIO;
             while (d-- > 0)
                 rt->f.dereg_mr(m.mr[d]);
-            return -errno ? -errno : -EIO;
+            errno = err;
+            return -err;
         }
     }
     pthread_rwlock_wrlock(&rt->mr_lock);
@@ -200,6 +206,7 @@ int rdma_mr_add(struct rdma_tp *rt, const struct eng_region *r)
             for (int d = 0; d < rt->ndev; d++)
                 rt->f.dereg_mr(m.mr[d]);
             eng_err(rt->base.eng, "rdma: no memory for %zu registrations", cap);
+            errno = ENOMEM;
             return -ENOMEM;
         }
         rt->mrs = n;
@@ -211,6 +218,46 @@ int rdma_mr_add(struct rdma_tp *rt, const struct eng_region *r)
     rt->mrs[i] = m;
     rt->nmrs++;
     pthread_rwlock_unlock(&rt->mr_lock);
+    return 0;
+}
+
+int rdma_mr_add(struct rdma_tp *rt, const struct eng_region *r)
+{
+    return mr_add(rt, r, false);
+}
+
+/*
+ * A cuda:N region: registered with the NIC itself where the driver allows
+ * it (peer memory: nvidia-peermem, or the emulation's switch), so its
+ * slices go zero-copy and peers reach it over rdma; else, under
+ * engine.rdma.gpu_direct=auto, staged as before (counted, logged once),
+ * and under =on the registration fails.
+ */
+int rdma_mr_add_device(struct rdma_tp *rt, const struct eng_region *r)
+{
+    struct eng_ctx *eng = rt->base.eng;
+    int mode = eng->p.rdma_gpu_direct;
+
+    if (mode == ENG_GPU_DIRECT_OFF)
+        return 0;
+    int ret = mr_add(rt, r, true);
+    if (!ret) {
+        eng_dbg(eng, "rdma: cuda:%d [0x%llx, +%llu) registered directly (peer memory)", r->cuda_dev,
+                (unsigned long long)r->addr, (unsigned long long)r->len);
+        return 0;
+    }
+    if (mode == ENG_GPU_DIRECT_ON) {
+        eng_err(eng,
+                "register cuda:%d [0x%llx, +%llu): engine.rdma.gpu_direct=on but the NIC cannot "
+                "register device memory (no peer memory: ibv_reg_mr: %s)",
+                r->cuda_dev, (unsigned long long)r->addr, (unsigned long long)r->len,
+                strerror(-ret));
+        return ret;
+    }
+    atomic_fetch_add(&eng->rdma_gpu_fallbacks, 1);
+    if (!atomic_exchange(&rt->gpu_fallback_logged, true))
+        eng_info(eng, "rdma: no peer memory for cuda:%d: ibv_reg_mr: %s; staging through the pool",
+                 r->cuda_dev, strerror(-ret));
     return 0;
 }
 
@@ -256,6 +303,11 @@ uint32_t rdma_lkey(struct rdma_tp *rt, uint64_t addr, uint64_t len, int dev)
     return key;
 }
 
+bool rdma_registered(struct rdma_tp *rt, uint64_t addr, uint64_t len)
+{
+    return rdma_lkey(rt, addr, len, 0) != 0;
+}
+
 int rdma_rkeys(struct rdma_tp *rt, struct rdma_rkey **out, uint32_t *n)
 {
     uint32_t k = 0;
@@ -297,7 +349,7 @@ int rdma_pool_open(struct rdma_tp *rt)
         goto err;
     }
     for (int d = 0; d < rt->ndev; d++) {
-        rt->pool_mr[d] = reg_one(rt, d, rt->pool, n * chunk, IBV_ACCESS_LOCAL_WRITE);
+        rt->pool_mr[d] = reg_one(rt, d, rt->pool, n * chunk, IBV_ACCESS_LOCAL_WRITE, false);
         if (!rt->pool_mr[d])
             goto err;
     }

@@ -175,17 +175,22 @@ struct rdma_tp {
     int epfd, evfd;
     pthread_t th;
     bool started, stop;
-    atomic_bool idle; /* the completion thread may sleep: ring evfd */
+    atomic_bool idle;                /* the completion thread may sleep: ring evfd */
+    atomic_bool gpu_fallback_logged; /* "no peer memory" said once */
 };
 
 /* eng_rdma_dev.c */
 int rdma_load(struct rdma_tp *rt);
 void rdma_unload(struct rdma_tp *rt);
 int rdma_mr_add(struct rdma_tp *rt, const struct eng_region *r);
+/* A cuda:N region, by engine.rdma.gpu_direct: 0 also when it is staged. */
+int rdma_mr_add_device(struct rdma_tp *rt, const struct eng_region *r);
 void rdma_mr_del(struct rdma_tp *rt, uint64_t addr);
 void rdma_mr_free_all(struct rdma_tp *rt);
 /* The lkey of [addr, addr+len) on device dev; 0 = not registered. */
 uint32_t rdma_lkey(struct rdma_tp *rt, uint64_t addr, uint64_t len, int dev);
+/* Whether [addr, addr+len) lies in one local registration (its devices). */
+bool rdma_registered(struct rdma_tp *rt, uint64_t addr, uint64_t len);
 /* The remote-accessible registrations as rkey entries (malloc'ed). */
 int rdma_rkeys(struct rdma_tp *rt, struct rdma_rkey **out, uint32_t *n);
 int rdma_pool_open(struct rdma_tp *rt);
@@ -218,5 +223,7 @@ int rdma_refresh(struct rdma_tp *rt, struct rdma_conn *c);
 int rdma_thread_start(struct rdma_tp *rt);
 void rdma_thread_stop(struct rdma_tp *rt);
 void rdma_start(struct eng_transport *tp, struct eng_task *t);
+/* Whether the peer of c announced a key for [addr, addr+len). */
+bool rdma_remote_keyed(struct rdma_tp *rt, struct rdma_conn *c, uint64_t addr, uint64_t len);
 
 #endif

@@ -192,7 +192,16 @@ static void task_fail(struct eng_task *t, int err)
     eng_task_slice_done(t, 0, err);
 }
 
-/* Connected, keys for the whole request, inside the peer's regions. */
+bool rdma_remote_keyed(struct rdma_tp *rt, struct rdma_conn *c, uint64_t addr, uint64_t len)
+{
+    pthread_mutex_lock(&rt->lk);
+    bool found = c && rkey_of(c, addr, len, 0, NULL);
+    pthread_mutex_unlock(&rt->lk);
+    return found;
+}
+
+/* Connected, keys for the whole request, inside the peer's regions (host
+ * memory, or device memory it registered directly: it has a key). */
 static int start_check(struct rdma_tp *rt, struct rdma_conn *c, struct eng_task *t)
 {
     struct eng_ctx *eng = rt->base.eng;
@@ -223,10 +232,9 @@ static int start_check(struct rdma_tp *rt, struct rdma_conn *c, struct eng_task 
         }
     }
     for (int pass = 0; pass < 2; pass++) {
-        pthread_mutex_lock(&rt->lk);
-        bool found = rkey_of(c, t->raddr, t->len, 0, NULL);
-        pthread_mutex_unlock(&rt->lk);
-        if (found && !eng_seg_check(t->seg, t->raddr, t->len, 0))
+        if (rdma_remote_keyed(rt, c, t->raddr, t->len) &&
+            (!eng_seg_check(t->seg, t->raddr, t->len, 0) ||
+             eng_seg_in_device(t->seg, t->raddr, t->len)))
             return 0;
         if (pass)
             break;

@@ -29,9 +29,12 @@ struct eng_segment *eng_seg_lookup(struct teshim_engine *eng, teshim_segment_t i
     return s;
 }
 
-/* The device path is a bare segment: no list, no locks of its own. */
+/* The device path is a bare segment: no locks of its own; the list its
+ * transport may have fetched. */
 void eng_seg_free(struct eng_segment *seg)
 {
+    if (seg->dev_path)
+        free(seg->dev_path->regions);
     free(seg->dev_path);
     pthread_mutex_destroy(&seg->refresh_lock);
     pthread_rwlock_destroy(&seg->regions_lock);

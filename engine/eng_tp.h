@@ -65,6 +65,9 @@ struct eng_ctx {
     /* slices of unregistered local memory staged through the rdma
      * transport's registered pool */
     atomic_uint_fast64_t rdma_staged;
+    /* cuda:N registrations the rdma transport could not register directly
+     * (no peer memory): staged instead */
+    atomic_uint_fast64_t rdma_gpu_fallbacks;
     struct eng_copy *copy; /* cuda.* pools and staging, made by eng_copy_open */
 };
 
@@ -136,6 +139,10 @@ struct eng_transport_ops {
      * calls this: no progress may depend on it. The caller keeps t's
      * segment open meanwhile. Stub: -EAGAIN. */
     int (*progress)(struct eng_transport *tp, struct eng_task *t, uint64_t deadline_ns);
+    /* Whether the transport moves local device memory [local, +len) itself
+     * (registered with its NIC: peer memory, GPUDirect); the staging
+     * wrapper then starts the device task on it unstaged. Stub: false. */
+    bool (*direct)(struct eng_transport *tp, const void *local, uint64_t len);
 };
 
 struct eng_transport {

@@ -75,7 +75,8 @@ static void stage_start(struct eng_transport *tp, struct eng_task *t)
     struct eng_transport *inner = inner_of(tp);
     int err;
 
-    if (t->cuda_dev < 0) {
+    /* host memory, or device memory the inner transport registered */
+    if (t->cuda_dev < 0 || inner->ops.direct(inner, t->local, t->len)) {
         inner->ops.start(inner, t);
         return;
     }
@@ -144,12 +145,18 @@ static void stage_unreg(struct eng_transport *tp, const struct eng_region *r)
     inner_of(tp)->ops.unreg(inner_of(tp), r);
 }
 
-/* A device task ends with a copy the waiter cannot help: it sleeps. */
+/* A device task ends with a copy the waiter cannot help: it sleeps (a
+ * direct one too: the rdma transport has no progress of its own). */
 static int stage_progress(struct eng_transport *tp, struct eng_task *t, uint64_t deadline_ns)
 {
     if (t->cuda_dev >= 0)
         return -EAGAIN;
     return inner_of(tp)->ops.progress(inner_of(tp), t, deadline_ns);
+}
+
+static bool stage_direct(struct eng_transport *tp, const void *local, uint64_t len)
+{
+    return inner_of(tp)->ops.direct(inner_of(tp), local, len);
 }
 
 /* The inner transport fails what it has; a READ it completed meanwhile
@@ -181,6 +188,7 @@ int eng_tp_stage_wrap(struct eng_transport *inner, struct eng_transport **tp_p)
         .reg = stage_reg,
         .unreg = stage_unreg,
         .progress = stage_progress,
+        .direct = stage_direct,
     };
 
     if (!st) {

@@ -59,6 +59,11 @@ static int stub_progress(struct eng_transport *tp, struct eng_task *t, uint64_t 
     return -EAGAIN;
 }
 
+static bool stub_direct(struct eng_transport *tp, const void *local, uint64_t len)
+{
+    return false;
+}
+
 static const struct eng_transport_ops stub_ops = {
     .size = sizeof(struct eng_transport_ops),
     .name = "unsupported",
@@ -74,6 +79,7 @@ static const struct eng_transport_ops stub_ops = {
     .reg = stub_reg,
     .unreg = stub_unreg,
     .progress = stub_progress,
+    .direct = stub_direct,
 };
 
 void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
@@ -99,5 +105,6 @@ void eng_transport_init(struct eng_transport *tp, struct eng_ctx *eng,
     TAKE(reg);
     TAKE(unreg);
     TAKE(progress);
+    TAKE(direct);
 #undef TAKE
 }

@@ -666,7 +666,8 @@ PyDoc_STRVAR(te_stats_doc,
              "stats() -> dict\n\n"
              "The engine's counters: submitted, finished, failed, active, waiting,\n"
              "bytes, conn_new, conn_reuse, conn_retries, conn_closed_idle, conn_broken,\n"
-             "connections, accepted, peer_rejected, local_fallbacks, rdma_staged.");
+             "connections, accepted, peer_rejected, local_fallbacks, rdma_staged,\n"
+             "rdma_gpu_fallbacks.");
 
 static PyObject *te_stats(te_engine *self, PyObject *unused)
 {
@@ -679,7 +680,7 @@ static PyObject *te_stats(te_engine *self, PyObject *unused)
     if (ret)
         return te_raise(ret, "stats");
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", (unsigned long long)st.submitted,
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", (unsigned long long)st.submitted,
         "finished", (unsigned long long)st.finished, "failed", (unsigned long long)st.failed,
         "active", (unsigned long long)st.active, "waiting", (unsigned long long)st.waiting, "bytes",
         (unsigned long long)st.bytes, "conn_new", (unsigned long long)st.conn_new, "conn_reuse",
@@ -688,7 +689,8 @@ static PyObject *te_stats(te_engine *self, PyObject *unused)
         (unsigned long long)st.conn_broken, "connections", (unsigned long long)st.connections,
         "accepted", (unsigned long long)st.accepted, "peer_rejected",
         (unsigned long long)st.peer_rejected, "local_fallbacks",
-        (unsigned long long)st.local_fallbacks, "rdma_staged", (unsigned long long)st.rdma_staged);
+        (unsigned long long)st.local_fallbacks, "rdma_staged", (unsigned long long)st.rdma_staged,
+        "rdma_gpu_fallbacks", (unsigned long long)st.rdma_gpu_fallbacks);
 }
 
 static PyObject *te_get_segment_name(te_engine *self, void *unused)

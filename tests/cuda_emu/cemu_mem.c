@@ -170,6 +170,34 @@ void cemu_where(const void *ptr, struct cemu_where *w)
     pthread_mutex_unlock(&mem_lock);
 }
 
+/*
+ * The peer-memory client (what nvidia-peermem is to the kernel's RDMA
+ * core), for the emulated libibverbs when VERBS_EMU_PEER_MEMORY=1: 0 and
+ * *view, the read-write view of the device bytes (a shared mapping of the
+ * device memfd, reachable with process_vm_readv/writev), when [addr,
+ * addr+len) lies inside one device allocation; -ENOENT outside device
+ * memory, -EFAULT for a range that leaves its allocation.
+ */
+CEMU_EXPORT int cemu_peer_mem_get(const void *addr, size_t len, void **view);
+CEMU_EXPORT int cemu_peer_mem_get(const void *addr, size_t len, void **view)
+{
+    const char *p = addr;
+    int rc = -ENOENT;
+
+    pthread_mutex_lock(&mem_lock);
+    if (dev_app && p >= dev_app && p < dev_app + dev_size) {
+        size_t off = (size_t)(p - dev_app);
+        long i = block_at(off);
+        rc = -EFAULT;
+        if (i >= 0 && len <= blocks[i].off + blocks[i].len - off) {
+            *view = dev_rw + off;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&mem_lock);
+    return rc;
+}
+
 void cemu_where_span(const void *ptr, size_t span, struct cemu_where *w)
 {
     cemu_where(ptr, w);

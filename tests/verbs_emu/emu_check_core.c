@@ -463,6 +463,36 @@ START_TEST(test_typed_stubs)
 }
 END_TEST
 
+/* Pages without access (where CUDA device pointers live) cannot be pinned:
+ * EFAULT, as on a system without peer memory; the switch alone does not
+ * help where no emulated driver claims them. */
+START_TEST(test_reg_no_access)
+{
+    struct ibv_context *ctx = open_dev(0);
+    struct ibv_pd *pd = ibv_alloc_pd(ctx);
+    size_t n = 1 << 16;
+    char *p = mmap(NULL, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct ibv_mr *mr;
+
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    for (int pm = 0; pm < 2; pm++) {
+        if (pm)
+            setenv("VERBS_EMU_PEER_MEMORY", "1", 1);
+        errno = 0;
+        ck_assert_ptr_null(ibv_reg_mr(pd, p + 4096, 8192, IBV_ACCESS_LOCAL_WRITE));
+        ck_assert_int_eq(errno, EFAULT);
+    }
+    unsetenv("VERBS_EMU_PEER_MEMORY");
+    ck_assert_int_eq(mprotect(p, n, PROT_READ | PROT_WRITE), 0);
+    mr = ibv_reg_mr(pd, p + 4096, 8192, IBV_ACCESS_LOCAL_WRITE);
+    ck_assert_ptr_nonnull(mr);
+    ck_assert_int_eq(ibv_dereg_mr(mr), 0);
+    munmap(p, n);
+    ibv_dealloc_pd(pd);
+    ibv_close_device(ctx);
+}
+END_TEST
+
 /* --- state machine --------------------------------------------------- */
 
 START_TEST(test_state_machine)
@@ -1201,6 +1231,7 @@ int main(void)
     tcase_add_test(dev, test_devices);
     tcase_add_test(dev, test_export_table);
     tcase_add_test(dev, test_typed_stubs);
+    tcase_add_test(dev, test_reg_no_access);
     tcase_add_test(qp, test_state_machine);
     tcase_add_loop_test(rdma, test_write_read, 0, 2);
     tcase_add_test(rdma, test_write_out_of_bounds);

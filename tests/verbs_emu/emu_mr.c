@@ -5,15 +5,82 @@
  *
  * VERBS_EMU_REJECT_ACCESS=<mask> makes registrations whose access flags
  * contain any bit of mask fail with EINVAL, like drivers that reject
- * IBV_ACCESS_RELAXED_ORDERING (for fallback tests). */
+ * IBV_ACCESS_RELAXED_ORDERING (for fallback tests).
+ *
+ * Pinning, as the kernel's ib_umem_get does it: a range inside a mapping
+ * without access (PROT_NONE, which is where CUDA device pointers live, and
+ * the emulated runtime's device memory) cannot be pinned: EFAULT ("Bad
+ * address"), as on a system without peer memory. VERBS_EMU_PEER_MEMORY=1
+ * loads the peer-memory client, as nvidia-peermem does: the emulated CUDA
+ * driver (cemu_peer_mem_get of the libcuda.so.1 the process loaded) claims
+ * its device
+ * memory and hands the view where its bytes are reachable, which the
+ * registry keeps, so one-sided WRITE/READ move device bytes through it. */
 #include "emu.h"
 
 #include <dlfcn.h>
 #include "emu_registry.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The peer-memory client's entry: 0 and *view when [addr, +len) lies in
+ * one device allocation, -errno otherwise. */
+typedef int (*emu_peer_get_fn)(const void *addr, size_t len, void **view);
+
+/* Whether a mapping without any access overlaps [addr, addr+len). */
+static int emu_no_access(uint64_t addr, uint64_t len)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    char line[512];
+    int hit = 0;
+
+    if (f == NULL)
+        return 0;
+    while (!hit && fgets(line, sizeof(line), f) != NULL) {
+        unsigned long long lo, hi;
+        char perms[8];
+
+        if (sscanf(line, "%llx-%llx %7s", &lo, &hi, perms) == 3 && lo < addr + len && addr < hi &&
+            strncmp(perms, "---", 3) == 0)
+            hit = 1;
+        /* a longer line: skip the rest of it */
+        while (strchr(line, '\n') == NULL && fgets(line, sizeof(line), f) != NULL)
+            ;
+    }
+    fclose(f);
+    return hit;
+}
+
+/* Pin [addr, +len) for a registration: 0 and *view, or an errno. */
+static int emu_pin(uint64_t addr, uint64_t len, uint64_t *view)
+{
+    const char *pm = getenv("VERBS_EMU_PEER_MEMORY");
+
+    *view = addr;
+    if (pm != NULL && strcmp(pm, "1") == 0) {
+        emu_peer_get_fn get;
+        void *v;
+
+        /* the driver the process loaded (never loaded here) */
+        void *drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        int rc = -ENOENT;
+
+        if (drv != NULL) {
+            *(void **)&get = dlsym(drv, "cemu_peer_mem_get");
+            if (get != NULL)
+                rc = get((const void *)(uintptr_t)addr, (size_t)len, &v);
+            dlclose(drv);
+        }
+        if (rc == 0) {
+            *view = (uint64_t)(uintptr_t)v;
+            return 0;
+        }
+    }
+    return emu_no_access(addr, len) ? EFAULT : 0;
+}
 
 static uint32_t emu_pd_next = 1;
 
@@ -81,8 +148,13 @@ static struct ibv_mr *emu_reg(const char *entry, struct ibv_pd *pd, void *addr, 
     if (rc == 0) {
         /* a dma-buf has no address in this process: it is registered but
          * no remote access can reach it */
-        rc = -emu_reg_mr_add(pd->handle, (uint64_t)(uintptr_t)addr, length,
-                             dmabuf_fd >= 0 ? 0 : access, &key);
+        uint64_t view = (uint64_t)(uintptr_t)addr;
+
+        if (dmabuf_fd < 0)
+            rc = emu_pin((uint64_t)(uintptr_t)addr, length, &view);
+        if (rc == 0)
+            rc = -emu_reg_mr_add(pd->handle, (uint64_t)(uintptr_t)addr, length, view,
+                                 dmabuf_fd >= 0 ? 0 : access, &key);
         if (rc != 0) {
             free(m);
             m = NULL;

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #define EMU_REG_MAGIC 0x74657368696d7631ull /* "teshimv1" */
-#define EMU_REG_VERSION 2
+#define EMU_REG_VERSION 3
 #define EMU_REG_MRS 8192
 #define EMU_REG_QPS 4096
 #define EMU_KEY_FIRST 0x1000u
@@ -82,8 +82,9 @@ static const char *emu_reg_path(char *buf, size_t len)
     const char *env = getenv("VERBS_EMU_REGISTRY");
 
     if (env != NULL && env[0] != '\0')
-        return env;
-    snprintf(buf, len, "/dev/shm/teshim-verbs-emu.%u", (unsigned)getuid());
+        snprintf(buf, len, "%s.v%d", env, EMU_REG_VERSION);
+    else
+        snprintf(buf, len, "/dev/shm/teshim-verbs-emu.%u.v%d", (unsigned)getuid(), EMU_REG_VERSION);
     return buf;
 }
 
@@ -110,7 +111,7 @@ static int emu_reg_init_file(int fd, struct emu_registry *reg)
 
 int emu_reg_open(void)
 {
-    char pathbuf[128];
+    char pathbuf[4096];
     const char *path;
     struct emu_registry *reg;
     struct stat st;
@@ -240,7 +241,8 @@ static struct emu_reg_qp *emu_qp_slot(uint32_t qpn)
     return NULL;
 }
 
-int emu_reg_mr_add(uint32_t pd, uint64_t addr, uint64_t length, uint32_t access, uint32_t *key_p)
+int emu_reg_mr_add(uint32_t pd, uint64_t addr, uint64_t length, uint64_t view, uint32_t access,
+                   uint32_t *key_p)
 {
     struct emu_reg_mr *slot;
     uint32_t key;
@@ -265,6 +267,7 @@ int emu_reg_mr_add(uint32_t pd, uint64_t addr, uint64_t length, uint32_t access,
     slot->start_time = emu_my_start();
     slot->addr = addr;
     slot->length = length;
+    slot->view = view;
     slot->access = access;
     __atomic_store_n(&slot->key, key, __ATOMIC_RELEASE);
     *key_p = key;
@@ -287,6 +290,7 @@ int emu_reg_mr_update(uint32_t key, uint32_t pd, uint64_t addr, uint64_t length,
         slot->pd = pd;
         slot->addr = addr;
         slot->length = length;
+        slot->view = addr;
         slot->access = access;
     }
     emu_reg_unlock();

@@ -2,7 +2,9 @@
  * user share (a file in /dev/shm, VERBS_EMU_REGISTRY overrides the path).
  * A remote access names only an rkey and a QP number; the registry tells
  * which process owns them and what they allow. Entries of processes that
- * died are reaped whenever a process opens the registry or adds an entry. */
+ * died are reaped whenever a process opens the registry or adds an entry.
+ * The file's name ends in the layout's version (".v3"): programs built
+ * with another layout use another file. */
 #ifndef TESHIM_EMU_REGISTRY_H
 #define TESHIM_EMU_REGISTRY_H
 
@@ -17,6 +19,10 @@ struct emu_reg_mr {
     uint64_t start_time;
     uint64_t addr;
     uint64_t length;
+    /* where the owner's bytes of [addr, +length) are reachable with
+     * process_vm_*: addr itself, or for device memory registered through
+     * the peer-memory client, the emulated runtime's read-write view */
+    uint64_t view;
 };
 
 struct emu_reg_qp {
@@ -32,10 +38,13 @@ struct emu_reg_qp {
 /* Open (create on first use) the registry; 0 or -errno. Idempotent. */
 int emu_reg_open(void);
 
-/* Add a memory region owned by this process; sets *key_p to a key unique
- * among live entries (used as both lkey and rkey). 0 or -errno. */
-int emu_reg_mr_add(uint32_t pd, uint64_t addr, uint64_t length, uint32_t access, uint32_t *key_p);
-/* Change an entry of this process (rereg). 0 or -ENOENT. */
+/* Add a memory region owned by this process, its bytes reachable at view;
+ * sets *key_p to a key unique among live entries (used as both lkey and
+ * rkey). 0 or -errno. */
+int emu_reg_mr_add(uint32_t pd, uint64_t addr, uint64_t length, uint64_t view, uint32_t access,
+                   uint32_t *key_p);
+/* Change an entry of this process (rereg; its bytes then at addr). 0 or
+ * -ENOENT. */
 int emu_reg_mr_update(uint32_t key, uint32_t pd, uint64_t addr, uint64_t length, uint32_t access);
 int emu_reg_mr_del(uint32_t key);
 /* Copy the entry with this key (any process); 0 or -ENOENT. */

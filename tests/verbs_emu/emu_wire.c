@@ -155,10 +155,15 @@ void emu_qp_flush_locked(struct emu_qp *q)
 
 /* --- local memory checks -------------------------------------------- */
 
-static int emu_lkey_ok(const struct ibv_sge *sge, uint32_t pd, unsigned int need)
+/* The sge's lkey is ours, in pd, covers it and allows need; *view (when
+ * not NULL) is where this process reaches its bytes: the registration's
+ * view (device memory registered through the peer-memory client). */
+static int emu_lkey_ok(const struct ibv_sge *sge, uint32_t pd, unsigned int need, void **view)
 {
     struct emu_reg_mr m;
 
+    if (view != NULL)
+        *view = (void *)(uintptr_t)sge->addr;
     if (sge->length == 0)
         return 1;
     if (emu_reg_mr_find(sge->lkey, &m) != 0 || m.pid != getpid() || m.pd != pd)
@@ -166,6 +171,8 @@ static int emu_lkey_ok(const struct ibv_sge *sge, uint32_t pd, unsigned int need
     if (sge->addr < m.addr || sge->addr + sge->length > m.addr + m.length ||
         sge->addr + sge->length < sge->addr)
         return 0;
+    if (view != NULL)
+        *view = (void *)(uintptr_t)(m.view + (sge->addr - m.addr));
     return (m.access & need) == need;
 }
 
@@ -189,6 +196,7 @@ static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct 
     struct emu_qp *q;
     uint32_t slots;
     struct emu_rwr *w;
+    void *views[EMU_MAX_SGE];
     uint32_t pd;
     size_t room = 0, off = 0;
     int wc_status = IBV_WC_SUCCESS;
@@ -217,7 +225,7 @@ static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct 
     pd = q->qpx.qp_base.pd->handle;
     if (m->op == EMU_MSG_SEND) {
         for (int i = 0; i < w->num_sge; i++) {
-            if (!emu_lkey_ok(&w->sge[i], pd, IBV_ACCESS_LOCAL_WRITE)) {
+            if (!emu_lkey_ok(&w->sge[i], pd, IBV_ACCESS_LOCAL_WRITE, &views[i])) {
                 wc_status = IBV_WC_LOC_PROT_ERR;
                 break;
             }
@@ -228,7 +236,7 @@ static void emu_respond(const struct emu_msg *m, const uint8_t *payload, struct 
         for (int i = 0; wc_status == IBV_WC_SUCCESS && i < w->num_sge && off < m->len; i++) {
             size_t n = w->sge[i].length < m->len - off ? w->sge[i].length : m->len - off;
 
-            memcpy((void *)(uintptr_t)w->sge[i].addr, payload + off, n);
+            memcpy(views[i], payload + off, n);
             off += n;
         }
     }
@@ -546,7 +554,7 @@ static bool emu_av_reaches(const struct ibv_ah_attr *ah, uint32_t dev_index)
     return false;
 }
 
-static int emu_rdma(const struct emu_swr *s, const struct emu_exec *x, const struct emu_reg_qp *rq,
+static int emu_rdma(const struct emu_swr *s, void *const *views, const struct emu_reg_qp *rq,
                     size_t len)
 {
     struct iovec local[EMU_MAX_SGE], remote;
@@ -570,12 +578,12 @@ static int emu_rdma(const struct emu_swr *s, const struct emu_exec *x, const str
         for (int i = 0; i < s->num_sge; i++) {
             if (s->sge[i].length == 0)
                 continue;
-            local[nl].iov_base = (void *)(uintptr_t)s->sge[i].addr;
+            local[nl].iov_base = views[i];
             local[nl].iov_len = s->sge[i].length;
             nl++;
         }
     }
-    remote.iov_base = (void *)(uintptr_t)s->raddr;
+    remote.iov_base = (void *)(uintptr_t)(m.view + (s->raddr - m.addr));
     remote.iov_len = len;
     if (s->opcode == IBV_WR_RDMA_READ)
         n = process_vm_readv(rq->pid, local, nl, &remote, 1, 0);
@@ -597,6 +605,7 @@ static int emu_execute(struct emu_qp *q, uint64_t idx, const struct emu_swr *s,
                        const struct emu_exec *x, uint32_t *byte_len)
 {
     unsigned int lneed = s->opcode == IBV_WR_RDMA_READ ? IBV_ACCESS_LOCAL_WRITE : 0;
+    void *views[EMU_MAX_SGE];
     struct emu_reg_qp rq;
     struct emu_msg m;
     uint8_t *payload = NULL;
@@ -607,7 +616,7 @@ static int emu_execute(struct emu_qp *q, uint64_t idx, const struct emu_swr *s,
         len = s->inl_len;
     } else {
         for (int i = 0; i < s->num_sge; i++) {
-            if (!emu_lkey_ok(&s->sge[i], x->pd, lneed))
+            if (!emu_lkey_ok(&s->sge[i], x->pd, lneed, &views[i]))
                 return IBV_WC_LOC_PROT_ERR;
             len += s->sge[i].length;
         }
@@ -632,9 +641,9 @@ static int emu_execute(struct emu_qp *q, uint64_t idx, const struct emu_swr *s,
     switch (s->opcode) {
     case IBV_WR_RDMA_WRITE:
     case IBV_WR_RDMA_READ:
-        return emu_rdma(s, x, &rq, len);
+        return emu_rdma(s, views, &rq, len);
     case IBV_WR_RDMA_WRITE_WITH_IMM:
-        st = emu_rdma(s, x, &rq, len);
+        st = emu_rdma(s, views, &rq, len);
         if (st != IBV_WC_SUCCESS)
             return st;
         m.op = EMU_MSG_WRITE_IMM;
@@ -658,7 +667,7 @@ static int emu_execute(struct emu_qp *q, uint64_t idx, const struct emu_swr *s,
         if (payload == NULL)
             return IBV_WC_LOC_QP_OP_ERR;
         for (int i = 0; i < s->num_sge; i++) {
-            memcpy(payload + off, (void *)(uintptr_t)s->sge[i].addr, s->sge[i].length);
+            memcpy(payload + off, views[i], s->sge[i].length);
             off += s->sge[i].length;
         }
     }

@@ -276,12 +276,13 @@ struct teshim_engine_stats {
     uint64_t conn_reuse;   /* slices sent on an already established connection */
     uint64_t conn_retries; /* connection attempts that failed and were retried */
     uint64_t conn_closed_idle;
-    uint64_t conn_broken;     /* connections lost with work on them */
-    uint64_t connections;     /* outgoing connections open now */
-    uint64_t accepted;        /* incoming connections accepted */
-    uint64_t peer_rejected;   /* peer requests refused (bounds, malformed) */
-    uint64_t local_fallbacks; /* segments that asked for local and got tcp */
-    uint64_t rdma_staged;     /* rdma slices of unregistered local memory staged */
+    uint64_t conn_broken;        /* connections lost with work on them */
+    uint64_t connections;        /* outgoing connections open now */
+    uint64_t accepted;           /* incoming connections accepted */
+    uint64_t peer_rejected;      /* peer requests refused (bounds, malformed) */
+    uint64_t local_fallbacks;    /* segments that asked for local and got tcp */
+    uint64_t rdma_staged;        /* rdma slices of unregistered local memory staged */
+    uint64_t rdma_gpu_fallbacks; /* cuda:N registrations without peer memory (staged) */
 };
 
 /* The struct as the first release had it (up to local_fallbacks). */
