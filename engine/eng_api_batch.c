@@ -115,6 +115,21 @@ int teshim_batch_free(struct teshim_engine *eng, teshim_batch_t id)
  * of the segment and reaches [addr, +len) on it (the local transport opens
  * a same-host peer but does not reach its device memory either).
  */
+/* d's region list: a copy of s's (NULL when out of memory: no list). */
+static void seg_copy_regions(struct eng_segment *d, struct eng_segment *s)
+{
+    struct eng_region_desc *r = NULL;
+    uint32_t n = 0;
+
+    pthread_rwlock_rdlock(&s->regions_lock);
+    if (s->nregions && (r = malloc(s->nregions * sizeof(*r)))) {
+        memcpy(r, s->regions, s->nregions * sizeof(*r));
+        n = s->nregions;
+    }
+    pthread_rwlock_unlock(&s->regions_lock);
+    eng_seg_set_regions(d, r, n, 0);
+}
+
 static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_segment *s,
                                         uint64_t addr, uint64_t len)
 {
@@ -130,7 +145,10 @@ static struct eng_segment *seg_dev_path(struct teshim_engine *eng, struct eng_se
         d->hello = s->hello;
         for (int i = 0; i < eng->ntps && !d->tp; i++) {
             struct eng_transport *tp = eng->tps[i];
-            if (tp == s->tp || tp->ops.seg_open(tp, d))
+            if (tp == s->tp)
+                continue;
+            seg_copy_regions(d, s); /* so the transport sees which ranges are device memory */
+            if (tp->ops.seg_open(tp, d))
                 continue;
             if (tp->ops.reaches(tp, d, addr, len)) {
                 d->tp = tp;
