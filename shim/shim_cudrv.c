@@ -487,23 +487,12 @@ static shim_CUresult bounce(const struct dcall *c, const struct pol_cuda_copy_de
         *o = SHIM_C_FALLBACKS;
         return call_real(c, fn);
     }
-    if (c->is2d) {
-        if (dec->dir == POL_CUDA_H2D)
-            err = scc_xfer_start_2d(&x, pool, SCC_DIR_H2D, (void *)c->src, c->spitch, c->dst,
-                                    c->dpitch, c->width, c->height, stream,
-                                    c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
-        else
-            err = scc_xfer_start_2d(&x, pool, SCC_DIR_D2H, c->dst, c->dpitch, (void *)c->src,
-                                    c->spitch, c->width, c->height, stream, SCC_WAIT_ALL);
-        if (err) { /* nothing was issued */
-            *o = SHIM_C_FALLBACKS;
-            return call_real(c, fn);
-        }
-    } else if (dec->dir == POL_CUDA_H2D) {
-        scc_xfer_start(&x, pool, SCC_DIR_H2D, (void *)c->src, c->dst, c->n, stream,
-                       c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
-    } else {
-        scc_xfer_start(&x, pool, SCC_DIR_D2H, c->dst, (void *)c->src, c->n, stream, SCC_WAIT_ALL);
+    err = shim_cuda_xfer_start(&x, pool, dec->dir == POL_CUDA_H2D, c->dst, c->dpitch, c->src,
+                               c->spitch, c->is2d ? c->width : c->n, c->is2d ? c->height : 0,
+                               stream, c->async);
+    if (err) { /* nothing was issued */
+        *o = SHIM_C_FALLBACKS;
+        return call_real(c, fn);
     }
     err = scc_xfer_run(&x);
     if (err) {

@@ -108,12 +108,10 @@ static cudaError_t do_memcpy(void *dst, const void *src, size_t n, enum cudaMemc
         return cudaSuccess;
     if (!dst || !src)
         return cudaErrorInvalidValue;
-    cemu_where_span(dst, n, &wd);
-    cemu_where_span(src, n, &ws);
+    if (!cemu_where_copy(dst, n, src, n, &wd, &ws))
+        return cudaErrorInvalidValue;
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
-    if ((dd && (!wd.valid || wd.avail < n)) || (sd && (!ws.valid || ws.avail < n)))
-        return cudaErrorInvalidValue;
     if ((kind == cudaMemcpyHostToHost && (dd || sd)) ||
         (kind == cudaMemcpyHostToDevice && (!dd || sd)) ||
         (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||
@@ -189,12 +187,10 @@ static cudaError_t do_memcpy2d(void *dst, size_t dpitch, const void *src, size_t
         return cudaErrorInvalidValue;
     dspan = span2d(dpitch, width, height);
     sspan = span2d(spitch, width, height);
-    cemu_where_span(dst, dspan, &wd);
-    cemu_where_span(src, sspan, &ws);
+    if (!cemu_where_copy(dst, dspan, src, sspan, &wd, &ws))
+        return cudaErrorInvalidValue;
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
-    if ((dd && (!wd.valid || wd.avail < dspan)) || (sd && (!ws.valid || ws.avail < sspan)))
-        return cudaErrorInvalidValue;
     if ((kind == cudaMemcpyHostToHost && (dd || sd)) ||
         (kind == cudaMemcpyHostToDevice && (!dd || sd)) ||
         (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||

@@ -300,6 +300,62 @@ void cemu_count_copy(enum cemu_dir dir, enum cemu_host_type ht, size_t n, bool i
         atomic_fetch_add(&copies2d, 1);
 }
 
+/* The direction of a copy from ws to wd and the host memory type it is
+ * counted under (*ht); counted. */
+static enum cemu_dir classify(const struct cemu_where *wd, const struct cemu_where *ws, size_t n,
+                              bool is2d, enum cemu_host_type *ht)
+{
+    bool dd = wd->kind == CEMU_MEM_DEVICE, sd = ws->kind == CEMU_MEM_DEVICE;
+    enum cemu_dir dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
+
+    if (dir == CEMU_H2D)
+        *ht = host_type(ws->kind);
+    else if (dir == CEMU_D2H)
+        *ht = host_type(wd->kind);
+    else if (dir == CEMU_H2H)
+        *ht = ws->kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd->kind);
+    else
+        *ht = CEMU_HOST_NONE;
+    cemu_count_copy(dir, *ht, n, is2d);
+    return dir;
+}
+
+/*
+ * Submit h rows of w bytes (dpitch, spitch apart; a 1D copy is one row)
+ * with the "API synchronization behavior": a captured stream records it;
+ * a pageable host-to-device copy is staged packed (pitch = width) at the
+ * call, as the driver stages pageable rows, the synchronous form first
+ * waiting for the stream; the synchronous forms of the others but
+ * device-to-device, and async ones with pageable memory, return after
+ * completion.
+ */
+static CUresult submit_rows(struct CUstream_st *st, enum cemu_dir dir, enum cemu_host_type ht,
+                            void *dst, size_t dpitch, const char *src, size_t spitch, size_t w,
+                            size_t h, bool async)
+{
+    uint64_t seq;
+
+    if (cemu_stream_capturing(st)) {
+        cemu_submit_copy2d(st, dst, dpitch, src, spitch, w, h, NULL);
+        return CUDA_SUCCESS;
+    }
+    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
+        char *stage = malloc(w * h);
+        if (!stage)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        if (!async)
+            cemu_stream_wait_seq(st, cemu_submit_marker(st));
+        for (size_t r = 0; r < h; r++)
+            memcpy(stage + r * w, src + r * spitch, w);
+        cemu_submit_copy2d(st, dst, dpitch, stage, w, w, h, stage);
+        return CUDA_SUCCESS;
+    }
+    seq = cemu_submit_copy2d(st, dst, dpitch, src, spitch, w, h, NULL);
+    if (async ? ht == CEMU_HOST_PAGEABLE : dir != CEMU_D2D)
+        cemu_stream_wait_seq(st, seq);
+    return CUDA_SUCCESS;
+}
+
 /* What a driver copy function requires of its two sides. */
 enum side { ANY, DEV, HOST };
 
@@ -310,57 +366,23 @@ static CUresult drv_copy(void *dst, const void *src, size_t n, CUstream h, enum 
     struct CUstream_st *st;
     enum cemu_dir dir;
     enum cemu_host_type ht;
-    bool dd, sd, wait;
-    uint64_t seq;
+    bool dd, sd;
 
     ENTER();
     if (n == 0)
         return CUDA_SUCCESS;
     if (!dst || !src)
         return CUDA_ERROR_INVALID_VALUE;
-    cemu_where_span(dst, n, &wd);
-    cemu_where_span(src, n, &ws);
+    if (!cemu_where_copy(dst, n, src, n, &wd, &ws))
+        return CUDA_ERROR_INVALID_VALUE;
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
-    if ((dd && (!wd.valid || wd.avail < n)) || (sd && (!ws.valid || ws.avail < n)))
-        return CUDA_ERROR_INVALID_VALUE;
     if ((need_dst == DEV && !dd) || (need_dst == HOST && dd) || (need_src == DEV && !sd) ||
         (need_src == HOST && sd))
         return CUDA_ERROR_INVALID_VALUE;
     st = cemu_stream_get(h, fl);
-    dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
-    if (dir == CEMU_H2D)
-        ht = host_type(ws.kind);
-    else if (dir == CEMU_D2H)
-        ht = host_type(wd.kind);
-    else if (dir == CEMU_H2H)
-        ht = ws.kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd.kind);
-    else
-        ht = CEMU_HOST_NONE;
-    cemu_count_copy(dir, ht, n, false);
-
-    if (cemu_stream_capturing(st)) {
-        cemu_submit_copy(st, wd.rw, ws.rw, n, 0, NULL);
-        return CUDA_SUCCESS;
-    }
-    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
-        void *stage = malloc(n);
-        if (!stage)
-            return CUDA_ERROR_OUT_OF_MEMORY;
-        if (!async)
-            cemu_stream_wait_seq(st, cemu_submit_marker(st));
-        memcpy(stage, src, n);
-        cemu_submit_copy(st, wd.rw, stage, n, 0, stage);
-        return CUDA_SUCCESS;
-    }
-    seq = cemu_submit_copy(st, wd.rw, ws.rw, n, 0, NULL);
-    if (async)
-        wait = ht == CEMU_HOST_PAGEABLE;
-    else
-        wait = dir != CEMU_D2D;
-    if (wait)
-        cemu_stream_wait_seq(st, seq);
-    return CUDA_SUCCESS;
+    dir = classify(&wd, &ws, n, false, &ht);
+    return submit_rows(st, dir, ht, wd.rw, n, ws.rw, n, n, 1, async);
 }
 
 #define DP(p) ((void *)(uintptr_t)(p))
@@ -474,8 +496,7 @@ static CUresult drv_copy2d(const CUDA_MEMCPY2D *p, CUstream h, enum cemu_flavour
     enum cemu_host_type ht;
     size_t w, hgt, dspan, sspan, n;
     char *dst, *src;
-    bool dd, sd, wait;
-    uint64_t seq;
+    bool dd, sd;
 
     ENTER();
     if (!p)
@@ -490,52 +511,17 @@ static CUresult drv_copy2d(const CUDA_MEMCPY2D *p, CUstream h, enum cemu_flavour
                  w, hgt, &dst, &dspan) ||
         __builtin_mul_overflow(w, hgt, &n))
         return CUDA_ERROR_INVALID_VALUE;
-    cemu_where_span(dst, dspan, &wd);
-    cemu_where_span(src, sspan, &ws);
+    if (!cemu_where_copy(dst, dspan, src, sspan, &wd, &ws))
+        return CUDA_ERROR_INVALID_VALUE;
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
-    if ((dd && (!wd.valid || wd.avail < dspan)) || (sd && (!ws.valid || ws.avail < sspan)))
-        return CUDA_ERROR_INVALID_VALUE;
     if (!side_is(p->dstMemoryType, dd) || !side_is(p->srcMemoryType, sd))
         return CUDA_ERROR_INVALID_VALUE;
     st = cemu_stream_get(h, fl);
     if (!st)
         return CUDA_ERROR_INVALID_HANDLE;
-    dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
-    if (dir == CEMU_H2D)
-        ht = host_type(ws.kind);
-    else if (dir == CEMU_D2H)
-        ht = host_type(wd.kind);
-    else if (dir == CEMU_H2H)
-        ht = ws.kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd.kind);
-    else
-        ht = CEMU_HOST_NONE;
-    cemu_count_copy(dir, ht, n, true);
-
-    if (cemu_stream_capturing(st)) {
-        cemu_submit_copy2d(st, wd.rw, p->dstPitch, ws.rw, p->srcPitch, w, hgt, NULL);
-        return CUDA_SUCCESS;
-    }
-    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
-        /* Staged packed (pitch = width), as the driver stages pageable rows. */
-        char *stage = malloc(n);
-        if (!stage)
-            return CUDA_ERROR_OUT_OF_MEMORY;
-        if (!async)
-            cemu_stream_wait_seq(st, cemu_submit_marker(st));
-        for (size_t r = 0; r < hgt; r++)
-            memcpy(stage + r * w, src + r * p->srcPitch, w);
-        cemu_submit_copy2d(st, wd.rw, p->dstPitch, stage, w, w, hgt, stage);
-        return CUDA_SUCCESS;
-    }
-    seq = cemu_submit_copy2d(st, wd.rw, p->dstPitch, ws.rw, p->srcPitch, w, hgt, NULL);
-    if (async)
-        wait = ht == CEMU_HOST_PAGEABLE;
-    else
-        wait = dir != CEMU_D2D;
-    if (wait)
-        cemu_stream_wait_seq(st, seq);
-    return CUDA_SUCCESS;
+    dir = classify(&wd, &ws, n, true, &ht);
+    return submit_rows(st, dir, ht, wd.rw, p->dstPitch, ws.rw, p->srcPitch, w, hgt, async);
 }
 
 DRV_EXPORT CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *p)

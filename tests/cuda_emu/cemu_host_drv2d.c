@@ -22,22 +22,17 @@
 #include <cuda.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cemu_host.h"
 #include "cemu_test.h"
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        CUresult e_ = (call);                                                                      \
-        if (e_ != CUDA_SUCCESS) {                                                                  \
-            fprintf(stderr, "%s:%d: %s: %d\n", __FILE__, __LINE__, #call, (int)e_);                \
-            exit(2);                                                                               \
-        }                                                                                          \
-    } while (0)
+#define CK(call) CK_CU(call)
 
 typedef CUresult (*copy_fn)(const CUDA_MEMCPY2D *);
 typedef CUresult (*copy_async_fn)(const CUDA_MEMCPY2D *, CUstream);
@@ -45,43 +40,18 @@ typedef CUresult (*copy_async_fn)(const CUDA_MEMCPY2D *, CUstream);
 static copy_fn copy2d = cuMemcpy2D;
 static copy_fn copy2d_unaligned = cuMemcpy2DUnaligned;
 static copy_async_fn copy2d_async = cuMemcpy2DAsync;
-static uint64_t checksum = 1469598103934665603ull;
 
-static void sum(const void *p, size_t n)
+/* The source and destination members of a CUDA_MEMCPY2D have one layout
+ * (X, Y, type, host, device, array, pitch): swap them. */
+_Static_assert(offsetof(CUDA_MEMCPY2D, WidthInBytes) == 2 * offsetof(CUDA_MEMCPY2D, dstXInBytes),
+               "CUDA_MEMCPY2D sides");
+static void flip(CUDA_MEMCPY2D *p)
 {
-    const unsigned char *c = p;
+    unsigned char src[offsetof(CUDA_MEMCPY2D, dstXInBytes)];
 
-    for (size_t i = 0; i < n; i++)
-        checksum = (checksum ^ c[i]) * 1099511628211ull;
-}
-
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (unsigned char)((i * 131u + seed * 7u + (i >> 12)) & 0xff);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-
-    if (!p)
-        exit(2);
-    return p;
-}
-
-static void *get(const char *name)
-{
-#ifdef CUDA_API_PER_THREAD_DEFAULT_STREAM
-    cuuint64_t flags = CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
-#else
-    cuuint64_t flags = CU_GET_PROC_ADDRESS_LEGACY_STREAM;
-#endif
-    void *fn = NULL;
-    CUdriverProcAddressQueryResult st;
-
-    CK(cuGetProcAddress(name, &fn, 12000, flags, &st));
-    return fn;
+    memcpy(src, p, sizeof(src));
+    memcpy(p, &p->dstXInBytes, sizeof(src));
+    memcpy(&p->dstXInBytes, src, sizeof(src));
 }
 
 /* A host-to-device (h2d) or device-to-host copy of h rows of w bytes: the
@@ -90,31 +60,21 @@ static void *get(const char *name)
 static CUDA_MEMCPY2D desc(bool h2d, void *host, size_t hx, size_t hy, size_t hp, CUdeviceptr dev,
                           size_t dp, size_t w, size_t h, bool unified)
 {
-    CUmemorytype dt = unified ? CU_MEMORYTYPE_UNIFIED : CU_MEMORYTYPE_DEVICE;
     CUDA_MEMCPY2D p;
 
     memset(&p, 0, sizeof(p));
-    if (h2d) {
-        p.srcMemoryType = CU_MEMORYTYPE_HOST;
-        p.srcHost = host;
-        p.srcXInBytes = hx;
-        p.srcY = hy;
-        p.srcPitch = hp;
-        p.dstMemoryType = dt;
-        p.dstDevice = dev;
-        p.dstPitch = dp;
-    } else {
-        p.dstMemoryType = CU_MEMORYTYPE_HOST;
-        p.dstHost = host;
-        p.dstXInBytes = hx;
-        p.dstY = hy;
-        p.dstPitch = hp;
-        p.srcMemoryType = dt;
-        p.srcDevice = dev;
-        p.srcPitch = dp;
-    }
+    p.srcMemoryType = CU_MEMORYTYPE_HOST;
+    p.srcHost = host;
+    p.srcXInBytes = hx;
+    p.srcY = hy;
+    p.srcPitch = hp;
+    p.dstMemoryType = unified ? CU_MEMORYTYPE_UNIFIED : CU_MEMORYTYPE_DEVICE;
+    p.dstDevice = dev;
+    p.dstPitch = dp;
     p.WidthInBytes = w;
     p.Height = h;
+    if (!h2d)
+        flip(&p);
     return p;
 }
 
@@ -195,18 +155,6 @@ static void roundtrip(void)
 }
 
 /* ---- ordering: a synchronous 2D D2H must see a held stream's write ------- */
-
-static volatile int copy_done;
-static CUstream writer;
-
-static void *releaser(void *arg)
-{
-    (void)arg;
-    while (!__atomic_load_n(&copy_done, __ATOMIC_ACQUIRE) && cemu_test_blocked_ops() == 0)
-        usleep(1000);
-    cemu_test_release_stream(writer);
-    return NULL;
-}
 
 static int ordering(void)
 {
@@ -346,9 +294,9 @@ int main(int argc, char **argv)
     len = strlen(mode);
     if (len > 7 && strcmp(mode + len - 7, "-lookup") == 0) {
         mode[len - 7] = '\0';
-        copy2d = (copy_fn)get("cuMemcpy2D");
-        copy2d_unaligned = (copy_fn)get("cuMemcpy2DUnaligned");
-        copy2d_async = (copy_async_fn)get("cuMemcpy2DAsync");
+        copy2d = (copy_fn)lookup_fn("cuMemcpy2D", 12000);
+        copy2d_unaligned = (copy_fn)lookup_fn("cuMemcpy2DUnaligned", 12000);
+        copy2d_async = (copy_async_fn)lookup_fn("cuMemcpy2DAsync", 12000);
     }
     if (strcmp(mode, "roundtrip") == 0) {
         roundtrip();

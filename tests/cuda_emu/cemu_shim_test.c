@@ -1013,6 +1013,13 @@ END_TEST
 START_TEST(driver_api_2d_ordering_and_errors)
 {
     static const char *const hosts[] = {"CEMU_HOST_DRV_2D", "CEMU_HOST_DRV_2D_PTDS"};
+    /* CUDA_ERROR_INVALID_VALUE, or success with nothing to copy. */
+    static const char *const codes[] = {"width-above-src-pitch 1\n",
+                                        "x-beyond-pitch 1\n",
+                                        "pitch-above-max 1\n",
+                                        "array 1\n",
+                                        "overrun 1\n",
+                                        "zero-height 0\n"};
 
     for (int h = 0; h < 2; h++) {
         struct run r;
@@ -1026,10 +1033,8 @@ START_TEST(driver_api_2d_ordering_and_errors)
         ck_assert_int_eq(counter(&r, m2d, "injected"), 1);
         same_output(need(hosts[h]), "errors-lookup", &r);
         same_output(need(hosts[h]), "errors", &r);
-        ck_assert_ptr_nonnull(strstr(r.out, "width-above-src-pitch 1\n"));
-        ck_assert_ptr_nonnull(strstr(r.out, "array 1\n"));
-        ck_assert_ptr_nonnull(strstr(r.out, "overrun 1\n"));
-        ck_assert_ptr_nonnull(strstr(r.out, "zero-height 0\n"));
+        for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+            ck_assert_msg(strstr(r.out, codes[i]), "no \"%s\" in %s", codes[i], r.out);
         /* Twelve calls, nine of them errors (the overrun's bounce failed
          * and the driver then made the call itself), the last one bounced. */
         ck_assert_int_eq(counter(&r, m2d, "calls"), 12);
