@@ -17,10 +17,13 @@
  * points: pageable <-> device copies above the threshold are chunked through
  * reused pinned buffers, on the stream the call named (the NULL stream read
  * as CU_STREAM_LEGACY or CU_STREAM_PER_THREAD by the flavour), returning no
- * earlier than the original would have. A copy is routed once: a call made
+ * earlier than the original would have; the 2D wrappers (cuMemcpy2D,
+ * cuMemcpy2DUnaligned, cuMemcpy2DAsync) route a CUDA_MEMCPY2D between host
+ * and device (or unified) memory types as the runtime's 2D hooks do, rows
+ * packed in the pinned buffers. A copy is routed once: a call made
  * while a teshim hook runs on the thread (a runtime hook making its copy,
  * teshim's own chunks) passes through untouched. Pinned, managed,
- * device-to-device, small and captured copies pass through. The opt-in
+ * device-to-device, array, small and captured copies pass through. The opt-in
  * register cache is the runtime hooks' only: a driver-level copy that
  * policy wants only registered passes through.
  */
