@@ -190,6 +190,10 @@ static int ordering(void)
         return 3;
     }
     expect_rows(out, b, 0, P, W, H, "ordering");
+    CK(cuMemFree(dev));
+    CK(cuMemFreeHost(b));
+    free(a);
+    free(out);
     return 0;
 }
 
@@ -218,6 +222,11 @@ static void asynchold(void)
     CK(copy2d(&down));
     expect_rows(dst, ref, 0, P, W, H, "async 2D copy on a held stream");
     sum(dst, P * H);
+    CK(cuStreamDestroy(s));
+    CK(cuMemFree(dev));
+    free(src);
+    free(ref);
+    free(dst);
 }
 
 /* ---- bad arguments ------------------------------------------------------------ */
