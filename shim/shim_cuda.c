@@ -365,24 +365,13 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
         *o = SHIM_C_FALLBACKS;
         return owned_pass(c);
     }
-    if (c->is2d) {
-        if (dec->dir == POL_CUDA_H2D)
-            err = scc_xfer_start_2d(&x, pool, SCC_DIR_H2D, (void *)c->src, c->spitch, c->dst,
-                                    c->dpitch, c->width, c->height, stream,
-                                    c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
-        else
-            err = scc_xfer_start_2d(&x, pool, SCC_DIR_D2H, c->dst, c->dpitch, (void *)c->src,
-                                    c->spitch, c->width, c->height, stream, SCC_WAIT_ALL);
-        if (err) {
-            /* No cudaMemcpy2DAsync in this runtime: nothing was issued. */
-            *o = SHIM_C_FALLBACKS;
-            return owned_pass(c);
-        }
-    } else if (dec->dir == POL_CUDA_H2D) {
-        scc_xfer_start(&x, pool, SCC_DIR_H2D, (void *)c->src, c->dst, c->n, stream,
-                       c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
-    } else {
-        scc_xfer_start(&x, pool, SCC_DIR_D2H, c->dst, (void *)c->src, c->n, stream, SCC_WAIT_ALL);
+    err = shim_cuda_xfer_start(&x, pool, dec->dir == POL_CUDA_H2D, c->dst, c->dpitch, c->src,
+                               c->spitch, c->is2d ? c->width : c->n, c->is2d ? c->height : 0,
+                               stream, c->async);
+    if (err) {
+        /* No cudaMemcpy2DAsync in this runtime: nothing was issued. */
+        *o = SHIM_C_FALLBACKS;
+        return owned_pass(c);
     }
     err = scc_xfer_run(&x);
     if (err) {
@@ -392,6 +381,26 @@ static shim_cudaError_t copy_injected(const struct cu_call *c, struct cuda_rt *r
     *o = SHIM_C_INJECTED;
     shim_count_bytes(c->id, c->n);
     return CUABI_SUCCESS;
+}
+
+int shim_cuda_xfer_start(struct scc_xfer *x, struct scc_pool *pool, bool h2d, void *dst,
+                         size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                         struct CUstream_st *stream, bool async)
+{
+    enum scc_wait wait = !h2d ? SCC_WAIT_ALL : async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM;
+
+    if (height == 0) {
+        if (h2d)
+            scc_xfer_start(x, pool, SCC_DIR_H2D, (void *)src, dst, width, stream, wait);
+        else
+            scc_xfer_start(x, pool, SCC_DIR_D2H, dst, (void *)src, width, stream, wait);
+        return 0;
+    }
+    if (h2d)
+        return scc_xfer_start_2d(x, pool, SCC_DIR_H2D, (void *)src, spitch, dst, dpitch, width,
+                                 height, stream, wait);
+    return scc_xfer_start_2d(x, pool, SCC_DIR_D2H, dst, dpitch, (void *)src, spitch, width, height,
+                             stream, wait);
 }
 
 /* The runtime version of each CUDA row: RT_12 or RT_13 by its TAG. */

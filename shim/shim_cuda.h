@@ -53,6 +53,19 @@ extern struct scc_budget shim_cuda_budget;
 /* Once per process: the budget's cap, the pools' thread-exit key, fork. */
 void shim_cuda_once(void);
 
+/*
+ * Start a bounced copy for either level (the runtime hooks, the driver
+ * wrappers): h2d from pageable src to device dst, or device src to
+ * pageable dst; height 0 for a 1D copy of width bytes, else height rows of
+ * width bytes at the pitches. An async H2D is to return once its source
+ * is consumed, a synchronous one once issued (the stream orders the rest),
+ * a D2H once complete. scc_xfer_start_2d's answer (nothing started when
+ * not 0), 0 for 1D.
+ */
+int shim_cuda_xfer_start(struct scc_xfer *x, struct scc_pool *pool, bool h2d, void *dst,
+                         size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                         struct CUstream_st *stream, bool async);
+
 /* ---- the register cache (shim_cuda_rc.c) --------------------------------- */
 
 struct rc_entry;

@@ -17,10 +17,13 @@
  * points: pageable <-> device copies above the threshold are chunked through
  * reused pinned buffers, on the stream the call named (the NULL stream read
  * as CU_STREAM_LEGACY or CU_STREAM_PER_THREAD by the flavour), returning no
- * earlier than the original would have. A copy is routed once: a call made
+ * earlier than the original would have; the 2D wrappers (cuMemcpy2D,
+ * cuMemcpy2DUnaligned, cuMemcpy2DAsync) route a CUDA_MEMCPY2D between host
+ * and device (or unified) memory types as the runtime's 2D hooks do, rows
+ * packed in the pinned buffers. A copy is routed once: a call made
  * while a teshim hook runs on the thread (a runtime hook making its copy,
  * teshim's own chunks) passes through untouched. Pinned, managed,
- * device-to-device, small and captured copies pass through. The opt-in
+ * device-to-device, array, small and captured copies pass through. The opt-in
  * register cache is the runtime hooks' only: a driver-level copy that
  * policy wants only registered passes through.
  */
@@ -75,6 +78,10 @@ static const struct wrapped wrapped[] = {
      SHIM_HK_cuMemcpyDtoHAsync_v2_ptsz_drv},
     {"cuMemcpy", 4000, SHIM_HK_cuMemcpy_drv, SHIM_HK_cuMemcpy_ptds_drv},
     {"cuMemcpyAsync", 4000, SHIM_HK_cuMemcpyAsync_drv, SHIM_HK_cuMemcpyAsync_ptsz_drv},
+    {"cuMemcpy2D", 3020, SHIM_HK_cuMemcpy2D_v2_drv, SHIM_HK_cuMemcpy2D_v2_ptds_drv},
+    {"cuMemcpy2DUnaligned", 3020, SHIM_HK_cuMemcpy2DUnaligned_v2_drv,
+     SHIM_HK_cuMemcpy2DUnaligned_v2_ptds_drv},
+    {"cuMemcpy2DAsync", 3020, SHIM_HK_cuMemcpy2DAsync_v2_drv, SHIM_HK_cuMemcpy2DAsync_v2_ptsz_drv},
 };
 
 /* The wrapper for real function p of row id, adopting p; p itself when the
@@ -174,6 +181,7 @@ struct drv {
     shim_CUresult (*htod_async)(shim_CUdeviceptr dst, const void *src, size_t n,
                                 struct CUstream_st *s);
     shim_CUresult (*dtoh_async)(void *dst, shim_CUdeviceptr src, size_t n, struct CUstream_st *s);
+    shim_CUresult (*copy2d_async)(const struct cuabi_memcpy2d *p, struct CUstream_st *s);
     shim_CUresult (*event_create)(struct CUevent_st **e, unsigned flags);
     shim_CUresult (*event_destroy)(struct CUevent_st *e);
     shim_CUresult (*event_record)(struct CUevent_st *e, struct CUstream_st *s);
@@ -216,6 +224,7 @@ static void drv_resolve(void)
     DRV_SYM(mem_free_host, "cuMemFreeHost", 2000);
     DRV_SYM(htod_async, "cuMemcpyHtoDAsync", 3020);
     DRV_SYM(dtoh_async, "cuMemcpyDtoHAsync", 3020);
+    DRV_SYM(copy2d_async, "cuMemcpy2DAsync", 3020);
     DRV_SYM(event_create, "cuEventCreate", 2000);
     DRV_SYM(event_destroy, "cuEventDestroy", 4000);
     DRV_SYM(event_record, "cuEventRecord", 2000);
@@ -247,6 +256,27 @@ static int a_memcpy_async(void *dst, const void *src, size_t n, int kind, struct
     if (kind == CUABI_MEMCPY_H2D)
         return drv.htod_async((shim_CUdeviceptr)(uintptr_t)dst, src, n, s);
     return drv.dtoh_async(dst, (shim_CUdeviceptr)(uintptr_t)src, n, s);
+}
+
+/* Host rows to or from device rows, as the component's chunks need them. */
+static int a_memcpy2d_async(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                            size_t height, int kind, struct CUstream_st *s)
+{
+    bool h2d = kind == CUABI_MEMCPY_H2D;
+    struct cuabi_memcpy2d p = {
+        .srcMemoryType = h2d ? CUABI_CU_MEMORYTYPE_HOST : CUABI_CU_MEMORYTYPE_DEVICE,
+        .srcHost = src,
+        .srcDevice = (shim_CUdeviceptr)(uintptr_t)src,
+        .srcPitch = spitch,
+        .dstMemoryType = h2d ? CUABI_CU_MEMORYTYPE_DEVICE : CUABI_CU_MEMORYTYPE_HOST,
+        .dstHost = dst,
+        .dstDevice = (shim_CUdeviceptr)(uintptr_t)dst,
+        .dstPitch = dpitch,
+        .WidthInBytes = width,
+        .Height = height,
+    };
+
+    return drv.copy2d_async(&p, s);
 }
 
 static int a_event_create(struct CUevent_st **e, unsigned flags)
@@ -283,7 +313,7 @@ static const struct scc_api drv_api = {
     .event_record = a_event_record,
     .event_query = a_event_query,
     .event_synchronize = a_event_synchronize,
-    .memcpy2d_async = NULL,
+    .memcpy2d_async = a_memcpy2d_async,
 };
 
 /* ---- per-thread pools ------------------------------------------------------ */
@@ -373,12 +403,28 @@ struct dcall {
     const void *src;
     size_t n;
     struct CUstream_st *stream;
+    /* 2D only: the call's argument and, where teshim may bounce it, its
+     * rows (dst and src their first bytes); width 0 when it may not. */
+    bool is2d;
+    const struct cuabi_memcpy2d *p2d;
+    size_t dpitch, spitch, width, height;
 };
 
 static shim_CUresult call_real(const struct dcall *c, void *fn)
 {
     shim_CUdeviceptr d = (shim_CUdeviceptr)(uintptr_t)c->dst;
     shim_CUdeviceptr s = (shim_CUdeviceptr)(uintptr_t)c->src;
+
+    if (c->is2d && c->async) {
+        shim_fn_cuMemcpy2DAsync_v2_drv f;
+        memcpy(&f, &fn, sizeof(f));
+        return f(c->p2d, c->stream);
+    }
+    if (c->is2d) {
+        shim_fn_cuMemcpy2D_v2_drv f;
+        memcpy(&f, &fn, sizeof(f));
+        return f(c->p2d);
+    }
 
     if (c->kind == CUABI_MEMCPY_H2D && c->async) {
         shim_fn_cuMemcpyHtoDAsync_v2_drv f;
@@ -444,11 +490,13 @@ static shim_CUresult bounce(const struct dcall *c, const struct pol_cuda_copy_de
         *o = SHIM_C_FALLBACKS;
         return call_real(c, fn);
     }
-    if (dec->dir == POL_CUDA_H2D)
-        scc_xfer_start(&x, pool, SCC_DIR_H2D, (void *)c->src, c->dst, c->n, stream,
-                       c->async ? SCC_WAIT_SOURCE : SCC_WAIT_STREAM);
-    else
-        scc_xfer_start(&x, pool, SCC_DIR_D2H, c->dst, (void *)c->src, c->n, stream, SCC_WAIT_ALL);
+    err = shim_cuda_xfer_start(&x, pool, dec->dir == POL_CUDA_H2D, c->dst, c->dpitch, c->src,
+                               c->spitch, c->is2d ? c->width : c->n, c->is2d ? c->height : 0,
+                               stream, c->async);
+    if (err) { /* nothing was issued */
+        *o = SHIM_C_FALLBACKS;
+        return call_real(c, fn);
+    }
     err = scc_xfer_run(&x);
     if (err) {
         shim_log_once(POL_LOG_INFO, "cuda driver: bounced copy failed (error %d); made unchanged",
@@ -476,6 +524,8 @@ static shim_CUresult copy_hook(const struct dcall *c, void *fn)
     int status = 0;
 
     v = pol_cuda_copy_quick(shim_cfg(), c->n);
+    if (v == POL_INJECT && c->is2d && !c->width)
+        v = POL_NOT_APPLICABLE; /* a 2D copy teshim leaves to the driver */
     if (v != POL_INJECT) {
         o = shim_verdict_ctr(v);
         rc = call_real(c, fn);
@@ -517,8 +567,71 @@ out:
 static shim_CUresult drv_copy(enum shim_hook_id id, void *fn, bool async, bool pt, int kind,
                               void *dst, const void *src, size_t n, struct CUstream_st *s)
 {
-    struct dcall c = {id, async, pt, kind, dst, src, n, s};
+    struct dcall c = {id, async, pt, kind, dst, src, n, s, false, NULL, 0, 0, 0, 0};
 
+    return copy_hook(&c, fn);
+}
+
+/* One side of a CUDA_MEMCPY2D as teshim may bounce it: its memory type
+ * (host, device, or unified: the pointer tells) and first byte. false for
+ * arrays and other types, X + width beyond the pitch, a pitch above
+ * cudaDevAttrMaxPitch of current GPUs (2^31 - 1), a geometry that
+ * overflows: the driver's own business (or error). */
+static bool side_2d(int type, const void *hp, shim_CUdeviceptr dp, size_t x, size_t y, size_t pitch,
+                    size_t width, size_t height, void **at)
+{
+    uintptr_t base = type == CUABI_CU_MEMORYTYPE_HOST ? (uintptr_t)hp : (uintptr_t)dp;
+    size_t end, span;
+
+    if (type != CUABI_CU_MEMORYTYPE_HOST && type != CUABI_CU_MEMORYTYPE_DEVICE &&
+        type != CUABI_CU_MEMORYTYPE_UNIFIED)
+        return false;
+    if (!base || pitch > (size_t)INT32_MAX || __builtin_add_overflow(x, width, &end) ||
+        end > pitch || __builtin_mul_overflow(y, pitch, &end) ||
+        __builtin_add_overflow(end, x, &end) || __builtin_add_overflow(base, end, &base) ||
+        __builtin_mul_overflow(height - 1, pitch, &span) ||
+        __builtin_add_overflow(span, width, &span) || __builtin_add_overflow(base, span, &end))
+        return false;
+    *at = (void *)base;
+    return true;
+}
+
+/*
+ * The bodies of the 2D wrappers. The memory types give the kind: a host
+ * side to a device or unified one is H2D, the reverse D2H, unified on both
+ * sides Default (the pointers tell, as for cuMemcpy); the policy then
+ * checks the pointers against it, as for the 1D copies, so only pageable
+ * host memory to or from device memory is bounced. Host-to-host and
+ * device-to-device types, arrays and what side_2d refuses pass through.
+ */
+static shim_CUresult drv_copy2d(enum shim_hook_id id, void *fn, bool async, bool pt,
+                                const struct cuabi_memcpy2d *p, struct CUstream_st *s)
+{
+    struct dcall c = {.id = id, .async = async, .ptds = pt, .stream = s, .is2d = true, .p2d = p};
+    int st, dt;
+    void *src;
+
+    if (!p || __builtin_mul_overflow(p->WidthInBytes, p->Height, &c.n))
+        return copy_hook(&c, fn);
+    st = p->srcMemoryType;
+    dt = p->dstMemoryType;
+    if (!p->WidthInBytes || !p->Height || (st == dt && st != CUABI_CU_MEMORYTYPE_UNIFIED) ||
+        !side_2d(st, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcPitch,
+                 p->WidthInBytes, p->Height, &src) ||
+        !side_2d(dt, p->dstHost, p->dstDevice, p->dstXInBytes, p->dstY, p->dstPitch,
+                 p->WidthInBytes, p->Height, &c.dst))
+        return copy_hook(&c, fn);
+    c.src = src;
+    if (st == CUABI_CU_MEMORYTYPE_HOST || dt == CUABI_CU_MEMORYTYPE_DEVICE)
+        c.kind = CUABI_MEMCPY_H2D;
+    else if (dt == CUABI_CU_MEMORYTYPE_HOST || st == CUABI_CU_MEMORYTYPE_DEVICE)
+        c.kind = CUABI_MEMCPY_D2H;
+    else
+        c.kind = CUABI_MEMCPY_DEFAULT;
+    c.spitch = p->srcPitch;
+    c.dpitch = p->dstPitch;
+    c.width = p->WidthInBytes;
+    c.height = p->Height;
     return copy_hook(&c, fn);
 }
 
@@ -527,8 +640,10 @@ static shim_CUresult drv_copy(enum shim_hook_id id, void *fn, bool async, bool p
     drv_copy(id, fn, false, pt, kind, DEVP(dst), DEVP(src), n, NULL)
 #define DRV_COPY_ASYNC(id, fn, rt, pt, kind, dst, src, n, s)                                       \
     drv_copy(id, fn, true, pt, kind, DEVP(dst), DEVP(src), n, s)
+#define DRV_COPY2D(id, fn, rt, pt, p) drv_copy2d(id, fn, false, pt, p, NULL)
+#define DRV_COPY2D_ASYNC(id, fn, rt, pt, p, s) drv_copy2d(id, fn, true, pt, p, s)
 
-/* The 12 copy wrappers, generated from their rows (cuGetProcAddress and
+/* The 18 copy wrappers, generated from their rows (cuGetProcAddress and
  * cuGetProcAddress_v2 are written by hand, above). */
 #define HOOK(...) SHIM_GENERATE(__VA_ARGS__)
 #include "shim_hooks_cudrv.def"

@@ -29,5 +29,6 @@ struct cuabi_ptr_attrs;
  * cudaStream_t. */
 typedef int shim_CUresult;
 typedef unsigned long long shim_CUdeviceptr;
+struct cuabi_memcpy2d; /* CUDA_MEMCPY2D */
 
 #endif

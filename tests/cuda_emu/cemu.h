@@ -50,6 +50,16 @@ void cemu_where(const void *ptr, struct cemu_where *w);
  * registered range and reaches past it goes through the application's view
  * (the pinned alias covers the registration only). */
 void cemu_where_span(const void *ptr, size_t span, struct cemu_where *w);
+/* Where the dst and src of a copy lie, each over its span; false when a
+ * device side is not allocated for all of its span (invalid value). */
+static inline bool cemu_where_copy(const void *dst, size_t dspan, const void *src, size_t sspan,
+                                   struct cemu_where *wd, struct cemu_where *ws)
+{
+    cemu_where_span(dst, dspan, wd);
+    cemu_where_span(src, sspan, ws);
+    return !(wd->kind == CEMU_MEM_DEVICE && (!wd->valid || wd->avail < dspan)) &&
+           !(ws->kind == CEMU_MEM_DEVICE && (!ws->valid || ws->avail < sspan));
+}
 cudaError_t cemu_dev_alloc(void **p, size_t size);
 cudaError_t cemu_dev_free(void *p);
 /* Pinned host ranges: allocate (MallocHost/HostAlloc), register, release. */

@@ -19,6 +19,8 @@
  * A process forked after the runtime initialised gets
  * cudaErrorInitializationError from every call, as with a real driver.
  */
+#include <cuda.h>
+
 #include "cemu.h"
 #include "cemu_core.h"
 #include "cemu_stub.h"
@@ -74,20 +76,6 @@ static cudaError_t ret(cudaError_t e)
             return ret(e_);                                                                        \
     } while (0)
 
-static enum cemu_host_type host_type(enum cemu_mem_kind k)
-{
-    switch (k) {
-    case CEMU_MEM_PINNED:
-        return CEMU_HOST_PINNED;
-    case CEMU_MEM_MANAGED:
-        return CEMU_HOST_MANAGED;
-    case CEMU_MEM_DEVICE:
-        return CEMU_HOST_NONE;
-    default:
-        return CEMU_HOST_PAGEABLE;
-    }
-}
-
 /* A CUresult of the driver as the runtime reports it: the codes the
  * emulated driver returns for copies share their values with cudaError_t
  * (invalid value, out of memory, not initialised). */
@@ -97,6 +85,7 @@ static cudaError_t from_cu(int r)
 }
 
 #define DEVP(p) ((unsigned long long)(uintptr_t)(p))
+#define STREAM(s, fl) cemu_stream_get((s), (fl))
 
 /*
  * Check kind against where the pointers lie, then make the copy through
@@ -119,12 +108,10 @@ static cudaError_t do_memcpy(void *dst, const void *src, size_t n, enum cudaMemc
         return cudaSuccess;
     if (!dst || !src)
         return cudaErrorInvalidValue;
-    cemu_where_span(dst, n, &wd);
-    cemu_where_span(src, n, &ws);
+    if (!cemu_where_copy(dst, n, src, n, &wd, &ws))
+        return cudaErrorInvalidValue;
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
-    if ((dd && (!wd.valid || wd.avail < n)) || (sd && (!ws.valid || ws.avail < n)))
-        return cudaErrorInvalidValue;
     if ((kind == cudaMemcpyHostToHost && (dd || sd)) ||
         (kind == cudaMemcpyHostToDevice && (!dd || sd)) ||
         (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||
@@ -155,16 +142,40 @@ static size_t span2d(size_t pitch, size_t width, size_t height)
     return span;
 }
 
+/* The driver's memory type of a side a kind names (host, device, or
+ * unified addressing for cudaMemcpyDefault). */
+static CUmemorytype mem_type(enum cudaMemcpyKind kind, bool dst)
+{
+    switch (kind) {
+    case cudaMemcpyHostToHost:
+        return CU_MEMORYTYPE_HOST;
+    case cudaMemcpyHostToDevice:
+        return dst ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+    case cudaMemcpyDeviceToHost:
+        return dst ? CU_MEMORYTYPE_HOST : CU_MEMORYTYPE_DEVICE;
+    case cudaMemcpyDeviceToDevice:
+        return CU_MEMORYTYPE_DEVICE;
+    default:
+        return CU_MEMORYTYPE_UNIFIED;
+    }
+}
+
+/*
+ * Check the runtime's rules (pitches, kind against where the pointers lie),
+ * then make the copy through the driver entry points NVIDIA's runtime
+ * looks up for the family (FACTS.md): cuMemcpy2DUnaligned for cudaMemcpy2D,
+ * cuMemcpy2DAsync for cudaMemcpy2DAsync, with a CUDA_MEMCPY2D whose memory
+ * types the kind names. The stream handle is passed as given.
+ */
 static cudaError_t do_memcpy2d(void *dst, size_t dpitch, const void *src, size_t spitch,
                                size_t width, size_t height, enum cudaMemcpyKind kind,
-                               struct CUstream_st *st, bool async)
+                               cudaStream_t s, enum cemu_flavour fl, bool async)
 {
     struct cemu_where wd, ws;
-    enum cemu_dir dir;
-    enum cemu_host_type ht;
-    bool dd, sd, wait;
+    bool dd, sd;
     size_t dspan, sspan, n;
-    uint64_t seq;
+    int f = fl == CEMU_PTSZ_API;
+    CUDA_MEMCPY2D p;
 
     if ((unsigned)kind > cudaMemcpyDefault)
         return cudaErrorInvalidMemcpyDirection;
@@ -172,16 +183,14 @@ static cudaError_t do_memcpy2d(void *dst, size_t dpitch, const void *src, size_t
         return cudaErrorInvalidPitchValue;
     if (width == 0 || height == 0)
         return cudaSuccess;
-    if (!dst || !src || !st)
+    if (!dst || !src || !STREAM(s, fl))
         return cudaErrorInvalidValue;
     dspan = span2d(dpitch, width, height);
     sspan = span2d(spitch, width, height);
-    cemu_where_span(dst, dspan, &wd);
-    cemu_where_span(src, sspan, &ws);
+    if (!cemu_where_copy(dst, dspan, src, sspan, &wd, &ws))
+        return cudaErrorInvalidValue;
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
-    if ((dd && (!wd.valid || wd.avail < dspan)) || (sd && (!ws.valid || ws.avail < sspan)))
-        return cudaErrorInvalidValue;
     if ((kind == cudaMemcpyHostToHost && (dd || sd)) ||
         (kind == cudaMemcpyHostToDevice && (!dd || sd)) ||
         (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||
@@ -189,41 +198,18 @@ static cudaError_t do_memcpy2d(void *dst, size_t dpitch, const void *src, size_t
         return cudaErrorInvalidValue;
     if (__builtin_mul_overflow(width, height, &n))
         return cudaErrorInvalidValue;
-    dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
-    if (dir == CEMU_H2D)
-        ht = host_type(ws.kind);
-    else if (dir == CEMU_D2H)
-        ht = host_type(wd.kind);
-    else if (dir == CEMU_H2H)
-        ht = ws.kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd.kind);
-    else
-        ht = CEMU_HOST_NONE;
-    cemu_count_copy(dir, ht, n, true);
-
-    if (cemu_stream_capturing(st)) {
-        cemu_submit_copy2d(st, wd.rw, dpitch, ws.rw, spitch, width, height, NULL);
-        return cudaSuccess;
-    }
-    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
-        /* Staged packed (pitch = width), as the driver stages pageable rows. */
-        char *stage = malloc(n);
-        if (!stage)
-            return cudaErrorMemoryAllocation;
-        if (!async)
-            cemu_stream_wait_seq(st, cemu_submit_marker(st));
-        for (size_t r = 0; r < height; r++)
-            memcpy(stage + r * width, (const char *)src + r * spitch, width);
-        cemu_submit_copy2d(st, wd.rw, dpitch, stage, width, width, height, stage);
-        return cudaSuccess;
-    }
-    seq = cemu_submit_copy2d(st, wd.rw, dpitch, ws.rw, spitch, width, height, NULL);
-    if (async)
-        wait = ht == CEMU_HOST_PAGEABLE;
-    else
-        wait = dir != CEMU_D2D;
-    if (wait)
-        cemu_stream_wait_seq(st, seq);
-    return cudaSuccess;
+    memset(&p, 0, sizeof(p));
+    p.srcMemoryType = mem_type(kind, false);
+    p.srcHost = src;
+    p.srcDevice = DEVP(src);
+    p.srcPitch = spitch;
+    p.dstMemoryType = mem_type(kind, true);
+    p.dstHost = dst;
+    p.dstDevice = DEVP(dst);
+    p.dstPitch = dpitch;
+    p.WidthInBytes = width;
+    p.Height = height;
+    return from_cu(async ? cemu_drv.copy2d_async[f](&p, s) : cemu_drv.copy2d[f](&p));
 }
 
 static cudaError_t do_memset(void *p, int value, size_t n, struct CUstream_st *st, bool async)
@@ -242,8 +228,6 @@ static cudaError_t do_memset(void *p, int value, size_t n, struct CUstream_st *s
         cemu_stream_wait_seq(st, seq);
     return cudaSuccess;
 }
-
-#define STREAM(s, fl) cemu_stream_get((s), (fl))
 
 /* ---- device and errors ------------------------------------------------ */
 
@@ -507,16 +491,16 @@ CEMU_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, 
                                      size_t width, size_t height, enum cudaMemcpyKind kind)
 {
     ENTER();
-    return ret(do_memcpy2d(dst, dpitch, src, spitch, width, height, kind,
-                           STREAM(NULL, CEMU_LEGACY_API), false));
+    return ret(
+        do_memcpy2d(dst, dpitch, src, spitch, width, height, kind, NULL, CEMU_LEGACY_API, false));
 }
 
 CEMU_EXPORT cudaError_t cudaMemcpy2D_ptds(void *dst, size_t dpitch, const void *src, size_t spitch,
                                           size_t width, size_t height, enum cudaMemcpyKind kind)
 {
     ENTER();
-    return ret(do_memcpy2d(dst, dpitch, src, spitch, width, height, kind,
-                           STREAM(NULL, CEMU_PTSZ_API), false));
+    return ret(
+        do_memcpy2d(dst, dpitch, src, spitch, width, height, kind, NULL, CEMU_PTSZ_API, false));
 }
 
 CEMU_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
@@ -524,8 +508,8 @@ CEMU_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *
                                           cudaStream_t s)
 {
     ENTER();
-    return ret(do_memcpy2d(dst, dpitch, src, spitch, width, height, kind,
-                           STREAM(s, CEMU_LEGACY_API), true));
+    return ret(
+        do_memcpy2d(dst, dpitch, src, spitch, width, height, kind, s, CEMU_LEGACY_API, true));
 }
 
 CEMU_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const void *src,
@@ -533,8 +517,7 @@ CEMU_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const v
                                                enum cudaMemcpyKind kind, cudaStream_t s)
 {
     ENTER();
-    return ret(
-        do_memcpy2d(dst, dpitch, src, spitch, width, height, kind, STREAM(s, CEMU_PTSZ_API), true));
+    return ret(do_memcpy2d(dst, dpitch, src, spitch, width, height, kind, s, CEMU_PTSZ_API, true));
 }
 
 CEMU_EXPORT cudaError_t cudaMemset(void *p, int value, size_t n)

@@ -104,6 +104,9 @@ struct cemu_drv_copy {
     int (*dtoh_async[2])(void *dst, unsigned long long src, size_t n, struct CUstream_st *s);
     int (*any_async[2])(unsigned long long dst, unsigned long long src, size_t n,
                         struct CUstream_st *s);
+    /* cuMemcpy2DUnaligned and cuMemcpy2DAsync (their CUDA_MEMCPY2D). */
+    int (*copy2d[2])(const struct CUDA_MEMCPY2D_st *p);
+    int (*copy2d_async[2])(const struct CUDA_MEMCPY2D_st *p, struct CUstream_st *s);
 };
 extern struct cemu_drv_copy cemu_drv;
 

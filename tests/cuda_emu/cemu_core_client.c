@@ -7,8 +7,8 @@
  * legacy stream, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM for the
  * per-thread flavour). The machinery shared with the driver comes through
  * cuGetExportTable (cemu_core.h); the copy entry points (cemu_drv) are what
- * cudaMemcpy and cudaMemcpyAsync call, so a teshim that substitutes its own
- * cuGetProcAddress sees them as it would in a real process.
+ * cudaMemcpy, cudaMemcpyAsync and the cudaMemcpy2D family call, so a teshim that substitutes its
+ * own cuGetProcAddress sees them as it would in a real process.
  */
 #include <cuda.h>
 #include <dlfcn.h>
@@ -72,7 +72,9 @@ cudaError_t cemu_core_connect(void)
              get("cuMemcpy", f ? 7000 : 4000, fl, &cemu_drv.any[f]) &&
              get("cuMemcpyHtoDAsync", v, fl, &cemu_drv.htod_async[f]) &&
              get("cuMemcpyDtoHAsync", v, fl, &cemu_drv.dtoh_async[f]) &&
-             get("cuMemcpyAsync", f ? 7000 : 4000, fl, &cemu_drv.any_async[f]);
+             get("cuMemcpyAsync", f ? 7000 : 4000, fl, &cemu_drv.any_async[f]) &&
+             get("cuMemcpy2DUnaligned", v, fl, &cemu_drv.copy2d[f]) &&
+             get("cuMemcpy2DAsync", v, fl, &cemu_drv.copy2d_async[f]);
     }
     if (!ok)
         return cudaErrorInsufficientDriver;

@@ -1,7 +1,8 @@
 /*
  * The emulated CUDA driver, libcuda.so.1: the driver API a program or a
  * runtime reaches (cuInit, devices and primary contexts, memory, host
- * registration, the copy family with its _ptds/_ptsz flavours, streams,
+ * registration, the copy family with its _ptds/_ptsz flavours (2D
+ * included: cuMemcpy2D, cuMemcpy2DUnaligned, cuMemcpy2DAsync), streams,
  * events, cuGetProcAddress with versions and flags, cuGetExportTable), over
  * the memory and stream machinery of cemu_mem.c and cemu_stream.c, which
  * the emulated runtime shares through the export table (cemu_core.h).
@@ -299,6 +300,62 @@ void cemu_count_copy(enum cemu_dir dir, enum cemu_host_type ht, size_t n, bool i
         atomic_fetch_add(&copies2d, 1);
 }
 
+/* The direction of a copy from ws to wd and the host memory type it is
+ * counted under (*ht); counted. */
+static enum cemu_dir classify(const struct cemu_where *wd, const struct cemu_where *ws, size_t n,
+                              bool is2d, enum cemu_host_type *ht)
+{
+    bool dd = wd->kind == CEMU_MEM_DEVICE, sd = ws->kind == CEMU_MEM_DEVICE;
+    enum cemu_dir dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
+
+    if (dir == CEMU_H2D)
+        *ht = host_type(ws->kind);
+    else if (dir == CEMU_D2H)
+        *ht = host_type(wd->kind);
+    else if (dir == CEMU_H2H)
+        *ht = ws->kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd->kind);
+    else
+        *ht = CEMU_HOST_NONE;
+    cemu_count_copy(dir, *ht, n, is2d);
+    return dir;
+}
+
+/*
+ * Submit h rows of w bytes (dpitch, spitch apart; a 1D copy is one row)
+ * with the "API synchronization behavior": a captured stream records it;
+ * a pageable host-to-device copy is staged packed (pitch = width) at the
+ * call, as the driver stages pageable rows, the synchronous form first
+ * waiting for the stream; the synchronous forms of the others but
+ * device-to-device, and async ones with pageable memory, return after
+ * completion.
+ */
+static CUresult submit_rows(struct CUstream_st *st, enum cemu_dir dir, enum cemu_host_type ht,
+                            void *dst, size_t dpitch, const char *src, size_t spitch, size_t w,
+                            size_t h, bool async)
+{
+    uint64_t seq;
+
+    if (cemu_stream_capturing(st)) {
+        cemu_submit_copy2d(st, dst, dpitch, src, spitch, w, h, NULL);
+        return CUDA_SUCCESS;
+    }
+    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
+        char *stage = malloc(w * h);
+        if (!stage)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        if (!async)
+            cemu_stream_wait_seq(st, cemu_submit_marker(st));
+        for (size_t r = 0; r < h; r++)
+            memcpy(stage + r * w, src + r * spitch, w);
+        cemu_submit_copy2d(st, dst, dpitch, stage, w, w, h, stage);
+        return CUDA_SUCCESS;
+    }
+    seq = cemu_submit_copy2d(st, dst, dpitch, src, spitch, w, h, NULL);
+    if (async ? ht == CEMU_HOST_PAGEABLE : dir != CEMU_D2D)
+        cemu_stream_wait_seq(st, seq);
+    return CUDA_SUCCESS;
+}
+
 /* What a driver copy function requires of its two sides. */
 enum side { ANY, DEV, HOST };
 
@@ -309,57 +366,23 @@ static CUresult drv_copy(void *dst, const void *src, size_t n, CUstream h, enum 
     struct CUstream_st *st;
     enum cemu_dir dir;
     enum cemu_host_type ht;
-    bool dd, sd, wait;
-    uint64_t seq;
+    bool dd, sd;
 
     ENTER();
     if (n == 0)
         return CUDA_SUCCESS;
     if (!dst || !src)
         return CUDA_ERROR_INVALID_VALUE;
-    cemu_where_span(dst, n, &wd);
-    cemu_where_span(src, n, &ws);
+    if (!cemu_where_copy(dst, n, src, n, &wd, &ws))
+        return CUDA_ERROR_INVALID_VALUE;
     dd = wd.kind == CEMU_MEM_DEVICE;
     sd = ws.kind == CEMU_MEM_DEVICE;
-    if ((dd && (!wd.valid || wd.avail < n)) || (sd && (!ws.valid || ws.avail < n)))
-        return CUDA_ERROR_INVALID_VALUE;
     if ((need_dst == DEV && !dd) || (need_dst == HOST && dd) || (need_src == DEV && !sd) ||
         (need_src == HOST && sd))
         return CUDA_ERROR_INVALID_VALUE;
     st = cemu_stream_get(h, fl);
-    dir = sd ? (dd ? CEMU_D2D : CEMU_D2H) : (dd ? CEMU_H2D : CEMU_H2H);
-    if (dir == CEMU_H2D)
-        ht = host_type(ws.kind);
-    else if (dir == CEMU_D2H)
-        ht = host_type(wd.kind);
-    else if (dir == CEMU_H2H)
-        ht = ws.kind == CEMU_MEM_PAGEABLE ? CEMU_HOST_PAGEABLE : host_type(wd.kind);
-    else
-        ht = CEMU_HOST_NONE;
-    cemu_count_copy(dir, ht, n, false);
-
-    if (cemu_stream_capturing(st)) {
-        cemu_submit_copy(st, wd.rw, ws.rw, n, 0, NULL);
-        return CUDA_SUCCESS;
-    }
-    if (dir == CEMU_H2D && ht == CEMU_HOST_PAGEABLE) {
-        void *stage = malloc(n);
-        if (!stage)
-            return CUDA_ERROR_OUT_OF_MEMORY;
-        if (!async)
-            cemu_stream_wait_seq(st, cemu_submit_marker(st));
-        memcpy(stage, src, n);
-        cemu_submit_copy(st, wd.rw, stage, n, 0, stage);
-        return CUDA_SUCCESS;
-    }
-    seq = cemu_submit_copy(st, wd.rw, ws.rw, n, 0, NULL);
-    if (async)
-        wait = ht == CEMU_HOST_PAGEABLE;
-    else
-        wait = dir != CEMU_D2D;
-    if (wait)
-        cemu_stream_wait_seq(st, seq);
-    return CUDA_SUCCESS;
+    dir = classify(&wd, &ws, n, false, &ht);
+    return submit_rows(st, dir, ht, wd.rw, n, ws.rw, n, n, 1, async);
 }
 
 #define DP(p) ((void *)(uintptr_t)(p))
@@ -422,6 +445,114 @@ DRV_EXPORT CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CU
 DRV_EXPORT CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h)
 {
     return drv_copy(DP(dst), DP(src), n, h, CEMU_PTSZ_API, true, ANY, ANY);
+}
+
+/* ---- 2D copies --------------------------------------------------------------- */
+
+/* CU_DEVICE_ATTRIBUTE_MAX_PITCH of current NVIDIA GPUs. */
+#define CEMU_MAX_PITCH ((size_t)INT32_MAX)
+
+/* One side of a CUDA_MEMCPY2D: its first byte (Host or Device + Y * Pitch
+ * + XInBytes) and the bytes its rows span, or false for what the driver
+ * refuses with CUDA_ERROR_INVALID_VALUE: a memory type other than host,
+ * device or unified (arrays are not emulated: no array handle is valid),
+ * X + width beyond the pitch, a pitch above CEMU_MAX_PITCH, a NULL base, a
+ * geometry that overflows. */
+static bool side_2d(CUmemorytype type, const void *host, CUdeviceptr dev, size_t x, size_t y,
+                    size_t pitch, size_t width, size_t height, char **at, size_t *span)
+{
+    uintptr_t base = type == CU_MEMORYTYPE_HOST ? (uintptr_t)host : (uintptr_t)dev;
+    size_t off, end;
+
+    if (type != CU_MEMORYTYPE_HOST && type != CU_MEMORYTYPE_DEVICE && type != CU_MEMORYTYPE_UNIFIED)
+        return false;
+    if (pitch > CEMU_MAX_PITCH || __builtin_add_overflow(x, width, &end) || end > pitch || !base)
+        return false;
+    if (__builtin_mul_overflow(y, pitch, &off) || __builtin_add_overflow(off, x, &off) ||
+        __builtin_add_overflow(base, off, &base) ||
+        __builtin_mul_overflow(height - 1, pitch, span) ||
+        __builtin_add_overflow(*span, width, span))
+        return false;
+    *at = (char *)base;
+    return true;
+}
+
+/* Where a side lies agrees with its memory type (unified: anywhere). */
+static bool side_is(CUmemorytype type, bool on_device)
+{
+    return type == CU_MEMORYTYPE_UNIFIED || (type == CU_MEMORYTYPE_DEVICE) == on_device;
+}
+
+/*
+ * cuMemcpy2D, cuMemcpy2DUnaligned and cuMemcpy2DAsync: height rows of
+ * width bytes, with the synchronisation rules of the 1D copies (cemu_api.c,
+ * "API synchronization behavior"). Width or height 0 copies nothing.
+ */
+static CUresult drv_copy2d(const CUDA_MEMCPY2D *p, CUstream h, enum cemu_flavour fl, bool async)
+{
+    struct cemu_where wd, ws;
+    struct CUstream_st *st;
+    enum cemu_dir dir;
+    enum cemu_host_type ht;
+    size_t w, hgt, dspan, sspan, n;
+    char *dst, *src;
+    bool dd, sd;
+
+    ENTER();
+    if (!p)
+        return CUDA_ERROR_INVALID_VALUE;
+    w = p->WidthInBytes;
+    hgt = p->Height;
+    if (w == 0 || hgt == 0)
+        return CUDA_SUCCESS;
+    if (!side_2d(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcPitch,
+                 w, hgt, &src, &sspan) ||
+        !side_2d(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstXInBytes, p->dstY, p->dstPitch,
+                 w, hgt, &dst, &dspan) ||
+        __builtin_mul_overflow(w, hgt, &n))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!cemu_where_copy(dst, dspan, src, sspan, &wd, &ws))
+        return CUDA_ERROR_INVALID_VALUE;
+    dd = wd.kind == CEMU_MEM_DEVICE;
+    sd = ws.kind == CEMU_MEM_DEVICE;
+    if (!side_is(p->dstMemoryType, dd) || !side_is(p->srcMemoryType, sd))
+        return CUDA_ERROR_INVALID_VALUE;
+    st = cemu_stream_get(h, fl);
+    if (!st)
+        return CUDA_ERROR_INVALID_HANDLE;
+    dir = classify(&wd, &ws, n, true, &ht);
+    return submit_rows(st, dir, ht, wd.rw, p->dstPitch, ws.rw, p->srcPitch, w, hgt, async);
+}
+
+DRV_EXPORT CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *p)
+{
+    return drv_copy2d(p, NULL, CEMU_LEGACY_API, false);
+}
+
+DRV_EXPORT CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *p)
+{
+    return drv_copy2d(p, NULL, CEMU_PTSZ_API, false);
+}
+
+/* Any pitch the emulation accepts is one cuMemcpy2D accepts: the same copy. */
+DRV_EXPORT CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *p)
+{
+    return drv_copy2d(p, NULL, CEMU_LEGACY_API, false);
+}
+
+DRV_EXPORT CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *p)
+{
+    return drv_copy2d(p, NULL, CEMU_PTSZ_API, false);
+}
+
+DRV_EXPORT CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *p, CUstream h)
+{
+    return drv_copy2d(p, h, CEMU_LEGACY_API, true);
+}
+
+DRV_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *p, CUstream h)
+{
+    return drv_copy2d(p, h, CEMU_PTSZ_API, true);
 }
 
 /* ---- streams and events --------------------------------------------------------- */
@@ -596,6 +727,12 @@ static const struct proc procs[] = {
     P("cuMemcpy", 7000, true, cuMemcpy_ptds),
     P("cuMemcpyAsync", 4000, false, cuMemcpyAsync),
     P("cuMemcpyAsync", 7000, true, cuMemcpyAsync_ptsz),
+    P("cuMemcpy2D", 3020, false, cuMemcpy2D_v2),
+    P("cuMemcpy2D", 7000, true, cuMemcpy2D_v2_ptds),
+    P("cuMemcpy2DUnaligned", 3020, false, cuMemcpy2DUnaligned_v2),
+    P("cuMemcpy2DUnaligned", 7000, true, cuMemcpy2DUnaligned_v2_ptds),
+    P("cuMemcpy2DAsync", 3020, false, cuMemcpy2DAsync_v2),
+    P("cuMemcpy2DAsync", 7000, true, cuMemcpy2DAsync_v2_ptsz),
     P("cuStreamCreate", 2000, false, cuStreamCreate),
     P("cuStreamDestroy", 4000, false, cuStreamDestroy_v2),
     P("cuStreamSynchronize", 2000, false, cuStreamSynchronize),

@@ -20,6 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Per thread, so concurrent threads stay deterministic. */
+#define CEMU_CHECKSUM_TLS __thread
+#include "cemu_host.h"
 #include "cemu_test.h"
 
 #define CK(call)                                                                                   \
@@ -31,24 +34,8 @@
         }                                                                                          \
     } while (0)
 
-/* Per thread, so concurrent threads stay deterministic; threads XOR theirs
- * into combined, order-independent. */
-static __thread uint64_t checksum = 1469598103934665603ull;
+/* Threads XOR their checksums into combined, order-independent. */
 static uint64_t combined;
-
-static void sum(const void *p, size_t n)
-{
-    const unsigned char *c = p;
-
-    for (size_t i = 0; i < n; i++)
-        checksum = (checksum ^ c[i]) * 1099511628211ull;
-}
-
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (unsigned char)((i * 131u + seed * 7u + (i >> 12)) & 0xff);
-}
 
 static void expect_same(const void *a, const void *b, size_t n, const char *what)
 {
@@ -130,20 +117,6 @@ static void roundtrip(size_t n, unsigned seed)
 }
 
 /* ---- ordering: a synchronous D2H must see a held stream's earlier write ---- */
-
-static volatile int copy_done;
-static cudaStream_t writer;
-
-static void *releaser(void *arg)
-{
-    (void)arg;
-    /* Release once the copy waits for the writer (correct) or has returned
-     * without waiting (wrong): never a race on the outcome. */
-    while (!__atomic_load_n(&copy_done, __ATOMIC_ACQUIRE) && cemu_test_blocked_ops() == 0)
-        usleep(1000);
-    cemu_test_release_stream(writer);
-    return NULL;
-}
 
 static int ordering(size_t n)
 {

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cemu_host.h"
 #include "cemu_test.h"
 
 #define CK(call)                                                                                   \
@@ -29,31 +30,6 @@
             exit(2);                                                                               \
         }                                                                                          \
     } while (0)
-
-static uint64_t checksum = 1469598103934665603ull;
-
-static void sum(const void *p, size_t n)
-{
-    const unsigned char *c = p;
-
-    for (size_t i = 0; i < n; i++)
-        checksum = (checksum ^ c[i]) * 1099511628211ull;
-}
-
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (unsigned char)((i * 131u + seed * 7u + (i >> 12)) & 0xff);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-
-    if (!p)
-        exit(2);
-    return p;
-}
 
 static void expect_clean(void)
 {
@@ -234,18 +210,6 @@ static void errors(void)
 }
 
 /* ---- ordering: a synchronous 2D D2H must see a held stream's write ------- */
-
-static volatile int copy_done;
-static cudaStream_t writer;
-
-static void *releaser(void *arg)
-{
-    (void)arg;
-    while (!__atomic_load_n(&copy_done, __ATOMIC_ACQUIRE) && cemu_test_blocked_ops() == 0)
-        usleep(1000);
-    cemu_test_release_stream(writer);
-    return NULL;
-}
 
 static int ordering(void)
 {

@@ -17,41 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        CUresult e_ = (call);                                                                      \
-        if (e_ != CUDA_SUCCESS) {                                                                  \
-            fprintf(stderr, "%s:%d: %s: %d\n", __FILE__, __LINE__, #call, (int)e_);                \
-            exit(2);                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "cemu_host.h"
+
+#define CK(call) CK_CU(call)
 
 typedef CUresult (*htod_fn)(CUdeviceptr, const void *, size_t);
 typedef CUresult (*dtoh_fn)(void *, CUdeviceptr, size_t);
 typedef CUresult (*htod_async_fn)(CUdeviceptr, const void *, size_t, CUstream);
 typedef CUresult (*dtoh_async_fn)(void *, CUdeviceptr, size_t, CUstream);
-
-static uint64_t checksum = 1469598103934665603ull;
-
-static void sum(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        checksum = (checksum ^ p[i]) * 1099511628211ull;
-}
-
-static void *get(const char *name, int version)
-{
-#ifdef CUDA_API_PER_THREAD_DEFAULT_STREAM
-    cuuint64_t flags = CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
-#else
-    cuuint64_t flags = CU_GET_PROC_ADDRESS_LEGACY_STREAM;
-#endif
-    void *fn = NULL;
-    CUdriverProcAddressQueryResult st;
-
-    CK(cuGetProcAddress(name, &fn, version, flags, &st));
-    return fn;
-}
 
 int main(int argc, char **argv)
 {
@@ -76,10 +49,10 @@ int main(int argc, char **argv)
     CK(cuMemAlloc(&d, n));
     CK(cuStreamCreate(&s, CU_STREAM_DEFAULT));
     if (lookup) {
-        htod = (htod_fn)get("cuMemcpyHtoD", 12000);
-        dtoh = (dtoh_fn)get("cuMemcpyDtoH", 12000);
-        htod_async = (htod_async_fn)get("cuMemcpyHtoDAsync", 12000);
-        dtoh_async = (dtoh_async_fn)get("cuMemcpyDtoHAsync", 12000);
+        htod = (htod_fn)lookup_fn("cuMemcpyHtoD", 12000);
+        dtoh = (dtoh_fn)lookup_fn("cuMemcpyDtoH", 12000);
+        htod_async = (htod_async_fn)lookup_fn("cuMemcpyHtoDAsync", 12000);
+        dtoh_async = (dtoh_async_fn)lookup_fn("cuMemcpyDtoHAsync", 12000);
     }
     for (unsigned round = 0; round < 4; round++) {
         for (size_t i = 0; i < n; i++)

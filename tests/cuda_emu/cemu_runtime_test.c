@@ -80,6 +80,7 @@ static const struct {
     ABI(CUABI_CU_POINTER_ATTRIBUTE_IS_MANAGED, CU_POINTER_ATTRIBUTE_IS_MANAGED),
     ABI(CUABI_CU_MEMORYTYPE_HOST, CU_MEMORYTYPE_HOST),
     ABI(CUABI_CU_MEMORYTYPE_DEVICE, CU_MEMORYTYPE_DEVICE),
+    ABI(CUABI_CU_MEMORYTYPE_ARRAY, CU_MEMORYTYPE_ARRAY),
     ABI(CUABI_CU_MEMORYTYPE_UNIFIED, CU_MEMORYTYPE_UNIFIED),
     ABI(CUABI_CU_GET_PROC_ADDRESS_PER_THREAD, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM)};
 #undef ABI
@@ -102,6 +103,28 @@ START_TEST(abi_values)
                       offsetof(struct cudaPointerAttributes, hostPointer));
     ck_assert_uint_eq(sizeof(enum cudaMemcpyKind), sizeof(int));
     ck_assert_uint_eq(sizeof(cudaError_t), sizeof(int));
+    /* CUDA_MEMCPY2D, member by member. */
+    ck_assert_uint_eq(sizeof(struct cuabi_memcpy2d), sizeof(CUDA_MEMCPY2D));
+    ck_assert_uint_eq(sizeof(CUmemorytype), sizeof(int));
+#define M2D_AT(m) ck_assert_uint_eq(offsetof(struct cuabi_memcpy2d, m), offsetof(CUDA_MEMCPY2D, m))
+    M2D_AT(srcXInBytes);
+    M2D_AT(srcY);
+    M2D_AT(srcMemoryType);
+    M2D_AT(srcHost);
+    M2D_AT(srcDevice);
+    M2D_AT(srcArray);
+    M2D_AT(srcPitch);
+    M2D_AT(dstXInBytes);
+    M2D_AT(dstY);
+    M2D_AT(dstMemoryType);
+    M2D_AT(dstHost);
+    M2D_AT(dstDevice);
+    M2D_AT(dstArray);
+    M2D_AT(dstPitch);
+    M2D_AT(WidthInBytes);
+    M2D_AT(Height);
+#undef M2D_AT
+    ck_assert_uint_eq(sizeof(((struct cuabi_memcpy2d *)0)->srcDevice), sizeof(CUdeviceptr));
 }
 END_TEST
 

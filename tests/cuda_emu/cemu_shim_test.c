@@ -927,6 +927,124 @@ START_TEST(lookups_counted_inside_another_hook)
 }
 END_TEST
 
+/* ---- 2D copies at the driver level ------------------------------------------ */
+
+/* cemu_host_drv2d roundtrip: 5 geometries (w * h bytes), each copied both
+ * ways with cuMemcpy2D, cuMemcpy2DUnaligned, and twice with cuMemcpy2DAsync. */
+#define DRV2D_GEOMS 5
+#define DRV2D_BYTES (4096 * 256 + 1001 * 700 + 997 * 300 + 70000 * 9 + 513 * 2000)
+
+/* A static runtime's cudaMemcpy2D and cudaMemcpy2DAsync arrive at the
+ * driver's cuMemcpy2DUnaligned and cuMemcpy2DAsync: bounced there. */
+START_TEST(static_runtime_2d_bounced_at_driver_level)
+{
+    static const char *const modes[] = {"ordering", "errors", "passthrough", "asynchold"};
+    struct run r;
+
+    same_output(need("CEMU_HOST_STATIC_2D"), "roundtrip", &r);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DUnaligned_v2"), "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DAsync_v2"), "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DUnaligned_v2"), "bytes"), 2 * RT2D_BYTES * 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DAsync_v2"), "bytes"), 2 * RT2D_BYTES * 2);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DAsync_v2"), "fallbacks"), 0);
+    ck_assert_int_eq(counter(&r, M2D, "calls"), 0);
+
+    same_output(need("CEMU_HOST_STATIC_2D_PTDS"), "roundtrip", &r);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DUnaligned_v2_ptds"), "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DAsync_v2_ptsz"), "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DUnaligned_v2"), "calls"), 0);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DAsync_v2"), "calls"), 0);
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        same_output(need("CEMU_HOST_STATIC_2D"), modes[i], &r);
+        same_output(need("CEMU_HOST_STATIC_2D_PTDS"), modes[i], &r);
+    }
+}
+END_TEST
+
+/* A shared runtime's 2D copy is bounced by the runtime hook; its chunks
+ * reach the driver wrappers from inside it and pass through uncounted. */
+START_TEST(shared_runtime_2d_routed_once)
+{
+    struct run r;
+
+    same_output(need("CEMU_HOST_2D"), "roundtrip", &r);
+    ck_assert_int_eq(counter(&r, M2D, "injected"), RT2D_CALLS);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DUnaligned_v2"), "calls"), 0);
+    ck_assert_int_eq(counter(&r, DRV("cuMemcpy2DAsync_v2"), "calls"), 0);
+}
+END_TEST
+
+/* A driver-API host under the cuda-pinned profile, linked names and
+ * cuGetProcAddress lookups, legacy and per-thread builds. */
+START_TEST(driver_api_2d_bounced)
+{
+    static const char *const hosts[] = {"CEMU_HOST_DRV_2D", "CEMU_HOST_DRV_2D_PTDS"};
+    static const char *const pinned[] = {"TESHIM_PROFILE=cuda-pinned", NULL};
+
+    for (int h = 0; h < 2; h++)
+        for (int lookup = 0; lookup < 2; lookup++) {
+            struct run r;
+            const char *sfx = h ? "_ptds" : "";
+            char sync[96], unal[96], async[96];
+            same_output_with(need(hosts[h]), lookup ? "roundtrip-lookup" : "roundtrip", pinned, &r);
+            snprintf(sync, sizeof(sync), "cuMemcpy2D_v2%s@TESHIM_CUDA_DRIVER", sfx);
+            snprintf(unal, sizeof(unal), "cuMemcpy2DUnaligned_v2%s@TESHIM_CUDA_DRIVER", sfx);
+            snprintf(async, sizeof(async), "cuMemcpy2DAsync_v2%s@TESHIM_CUDA_DRIVER",
+                     h ? "_ptsz" : "");
+            ck_assert_int_eq(counter(&r, sync, "injected"), 2 * DRV2D_GEOMS);
+            ck_assert_int_eq(counter(&r, unal, "injected"), 2 * DRV2D_GEOMS);
+            ck_assert_int_eq(counter(&r, async, "injected"), 4 * DRV2D_GEOMS);
+            ck_assert_int_eq(counter(&r, sync, "bytes"), 2 * DRV2D_BYTES);
+            ck_assert_int_eq(counter(&r, async, "bytes"), 4 * DRV2D_BYTES);
+            ck_assert_int_eq(counter(&r, sync, "errors") + counter(&r, async, "errors") +
+                                 counter(&r, sync, "fallbacks") + counter(&r, async, "fallbacks"),
+                             0);
+            if (h)
+                ck_assert_int_eq(counter(&r, DRV("cuMemcpy2D_v2"), "calls") +
+                                     counter(&r, DRV("cuMemcpy2DAsync_v2"), "calls"),
+                                 0);
+        }
+}
+END_TEST
+
+/* Stream order kept, an async pageable source consumed at return, and the
+ * driver's own errors for bad arguments, with and without teshim. */
+START_TEST(driver_api_2d_ordering_and_errors)
+{
+    static const char *const hosts[] = {"CEMU_HOST_DRV_2D", "CEMU_HOST_DRV_2D_PTDS"};
+    /* CUDA_ERROR_INVALID_VALUE, or success with nothing to copy. */
+    static const char *const codes[] = {"width-above-src-pitch 1\n",
+                                        "x-beyond-pitch 1\n",
+                                        "pitch-above-max 1\n",
+                                        "array 1\n",
+                                        "overrun 1\n",
+                                        "zero-height 0\n"};
+
+    for (int h = 0; h < 2; h++) {
+        struct run r;
+        const char *m2d = h ? DRV("cuMemcpy2D_v2_ptds") : DRV("cuMemcpy2D_v2");
+        const char *a2d = h ? DRV("cuMemcpy2DAsync_v2_ptsz") : DRV("cuMemcpy2DAsync_v2");
+
+        same_output(need(hosts[h]), "ordering", &r);
+        ck_assert_int_eq(counter(&r, m2d, "injected"), 1);
+        same_output(need(hosts[h]), "asynchold", &r);
+        ck_assert_int_eq(counter(&r, a2d, "injected"), 1);
+        ck_assert_int_eq(counter(&r, m2d, "injected"), 1);
+        same_output(need(hosts[h]), "errors-lookup", &r);
+        same_output(need(hosts[h]), "errors", &r);
+        for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+            ck_assert_msg(strstr(r.out, codes[i]), "no \"%s\" in %s", codes[i], r.out);
+        /* Twelve calls, nine of them errors (the overrun's bounce failed
+         * and the driver then made the call itself), the last one bounced. */
+        ck_assert_int_eq(counter(&r, m2d, "calls"), 12);
+        ck_assert_int_eq(counter(&r, m2d, "errors"), 9);
+        ck_assert_int_eq(counter(&r, m2d, "injected"), 1);
+        ck_assert_int_eq(counter(&r, a2d, "errors"), 2);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_shim");
@@ -981,6 +1099,10 @@ int main(void)
     tcase_add_test(tc, driver_api_host_bounced);
     tcase_add_test(tc, one_pinned_budget_for_both_levels);
     tcase_add_test(tc, lookups_counted_inside_another_hook);
+    tcase_add_test(tc, static_runtime_2d_bounced_at_driver_level);
+    tcase_add_test(tc, shared_runtime_2d_routed_once);
+    tcase_add_test(tc, driver_api_2d_bounced);
+    tcase_add_test(tc, driver_api_2d_ordering_and_errors);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -8,6 +8,8 @@
 #ifndef TESHIM_CUDA_ABI_H
 #define TESHIM_CUDA_ABI_H
 
+#include <stddef.h>
+
 struct CUstream_st;
 struct CUevent_st;
 
@@ -68,8 +70,30 @@ struct cuabi_ptr_attrs {
 #define CUABI_CU_POINTER_ATTRIBUTE_IS_MANAGED 8
 #define CUABI_CU_MEMORYTYPE_HOST 1
 #define CUABI_CU_MEMORYTYPE_DEVICE 2
+#define CUABI_CU_MEMORYTYPE_ARRAY 3
 #define CUABI_CU_MEMORYTYPE_UNIFIED 4
 /* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
 #define CUABI_CU_GET_PROC_ADDRESS_PER_THREAD 2
+
+/* CUDA_MEMCPY2D (CUDA_MEMCPY2D_v2, CUDA 3.2 on: size_t geometry), the
+ * argument of cuMemcpy2D_v2, cuMemcpy2DUnaligned_v2, cuMemcpy2DAsync_v2.
+ * A side's address is Host (CU_MEMORYTYPE_HOST) or Device (DEVICE,
+ * UNIFIED) + Y * Pitch + XInBytes; Array for CU_MEMORYTYPE_ARRAY. The
+ * memory types are a 4-byte enum (CUmemorytype), padded to 8. */
+struct cuabi_memcpy2d {
+    size_t srcXInBytes, srcY;
+    int srcMemoryType;
+    const void *srcHost;
+    unsigned long long srcDevice;
+    void *srcArray;
+    size_t srcPitch;
+    size_t dstXInBytes, dstY;
+    int dstMemoryType;
+    void *dstHost;
+    unsigned long long dstDevice;
+    void *dstArray;
+    size_t dstPitch;
+    size_t WidthInBytes, Height;
+};
 
 #endif
