@@ -10,8 +10,6 @@ Run: PYTHONPATH=build/python python3 tests/etcd/test_etcd_py.py -v
 (`--serve SPEC SEED` is the target process the test starts.)
 """
 import errno
-import hashlib
-import json
 import os
 import shutil
 import socket
@@ -26,15 +24,10 @@ import numpy
 
 import teshim
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from teshim_peer import Target, digest, pattern, serve_array  # noqa: E402
+
 N = (1 << 20) + 7
-
-
-def pattern(n, seed):
-    return numpy.random.default_rng(seed).integers(0, 256, n, dtype=numpy.uint8)
-
-
-def digest(arr):
-    return hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
 
 
 def free_port():
@@ -47,30 +40,7 @@ def serve(spec, seed):
     """Target process: serve an array under the name 'localhost'."""
     eng = teshim.TransferEngine()
     eng.initialize("localhost", spec, "tcp", "")
-    arr = pattern(N, seed)
-    eng.register_memory(arr)
-    print(json.dumps({"name": eng.segment_name, "addr": arr.ctypes.data}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "sum":
-            print(digest(arr), flush=True)
-    eng.close()
-
-
-class Target:
-    def __init__(self, spec, seed):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", spec, str(seed)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        info = json.loads(self.proc.stdout.readline())
-        self.name, self.addr = info["name"], info["addr"]
-
-    def digest(self):
-        self.proc.stdin.write("sum\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def stop(self):
-        self.proc.stdin.close()
-        return self.proc.wait(timeout=20)
+    serve_array(eng, pattern(N, seed))
 
 
 class Etcd:
@@ -111,7 +81,7 @@ class ByNameThroughEtcd(unittest.TestCase):
         self.etcd.stop()
 
     def test_numpy_by_name_and_peer_exit(self):
-        t = Target(self.etcd.spec, 1)
+        t = Target(__file__, self.etcd.spec, "1")
         self.assertEqual(t.name, "localhost")
         eng = teshim.TransferEngine()
         self.assertEqual(eng.initialize("127.0.0.1", self.etcd.spec, "tcp", ""), 0)
@@ -128,7 +98,7 @@ class ByNameThroughEtcd(unittest.TestCase):
         # the target leaves (its key is revoked) and another takes the name
         self.assertEqual(t.stop(), 0)
         time.sleep(0.5)  # the watch's DELETE event
-        t2 = Target(self.etcd.spec, 3)
+        t2 = Target(__file__, self.etcd.spec, "3")
         with self.assertRaises(teshim.Error) as cm:
             eng.transfer_sync_read(t.name, got, t.addr)
         self.assertEqual(cm.exception.errno, errno.EHOSTDOWN)

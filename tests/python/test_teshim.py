@@ -7,8 +7,6 @@ Run: PYTHONPATH=build/python python3 tests/python/test_teshim.py -v
 (`test_teshim.py --serve` is the target process the tests start.)
 """
 import errno
-import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -20,58 +18,22 @@ import unittest
 import numpy
 
 import teshim
+from teshim_peer import Target, digest, pattern, serve_array
 
 N = (1 << 20) + 123  # bytes the target serves
-
-
-def pattern(n, seed):
-    return numpy.random.default_rng(seed).integers(0, 256, n, dtype=numpy.uint8)
-
-
-def digest(arr):
-    return hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
 
 
 def serve():
     """Target process: serve a numpy array; answer 'sum' with its digest."""
     eng = teshim.TransferEngine()
     eng.initialize("127.0.0.1", "P2PHANDSHAKE", "tcp", "")
-    arr = pattern(N, 1)
-    eng.register_memory(arr)
-    print(json.dumps({"name": eng.segment_name, "addr": arr.ctypes.data}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "sum":
-            print(digest(arr), flush=True)
-    eng.close()
-
-
-class Target:
-    """The target process, started and stopped by the tests."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        info = json.loads(self.proc.stdout.readline())
-        self.name, self.addr = info["name"], info["addr"]
-
-    def digest(self):
-        self.proc.stdin.write("sum\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def stop(self):
-        self.proc.stdin.close()
-        try:
-            return self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
+    serve_array(eng, pattern(N, 1))
 
 
 class TwoProcesses(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.target = Target()
+        cls.target = Target(__file__)
 
     @classmethod
     def tearDownClass(cls):
