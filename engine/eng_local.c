@@ -140,13 +140,8 @@ static int local_refresh(struct eng_transport *tp, struct eng_segment *seg, uint
     ret = eng_meta_fetch(eng, seg, &h, &regions);
     if (ret)
         goto out_unlock;
-    if (h.pid != seg->hello.pid || h.probe_addr != seg->hello.probe_addr ||
-        h.probe_value != seg->hello.probe_value || memcmp(h.boot_id, seg->hello.boot_id, 16) ||
-        memcmp(h.instance_id, seg->hello.instance_id, sizeof(h.instance_id))) {
-        eng_err(eng,
-                "segment %s: another engine instance answers there now (pid %u, was %u); "
-                "its requests fail with ESTALE: close and reopen the segment",
-                seg->name, h.pid, seg->hello.pid);
+    /* the instance id is random per engine: a new pid, probe or boot means a new one */
+    if (eng_seg_same_instance(eng, seg->name, seg->hello.instance_id, seg->hello.pid, &h)) {
         free(regions);
         ret = -ESRCH;
         goto out_unlock;

@@ -278,21 +278,15 @@ int rdma_hello(struct eng_transport *tp, int fd, const uint8_t *in, size_t in_le
     return put_devs(rt, gid_idx, true, out, max, pos);
 }
 
-/* A handshake's answer comes from the engine instance the segment was
- * opened on; another one (the peer restarted at the same address) has other
- * registrations and keys: the segment is stale for good, its requests fail
- * with -ESTALE until it is closed and opened again (as over tcp). */
+/* A handshake's answer from another engine instance than the segment was
+ * opened on makes the segment stale for good (as over tcp). */
 static int rdma_same_instance(struct rdma_tp *rt, struct rdma_conn *c, const struct eng_hello *h)
 {
-    if (!memcmp(h->instance_id, c->seg->hello.instance_id, sizeof(h->instance_id)))
-        return 0;
-    if (!atomic_exchange(&c->stale, true))
-        eng_err(rt->base.eng,
-                "segment %s: another engine instance answers at the peer's address (it "
-                "restarted, pid %u, was %u); its requests fail with ESTALE: close and "
-                "reopen the segment",
-                c->seg->name, h->pid, c->seg->hello.pid);
-    return -ESTALE;
+    int ret = eng_seg_same_instance(rt->base.eng, c->seg->name, c->seg->hello.instance_id,
+                                    c->seg->hello.pid, h);
+    if (ret)
+        atomic_store(&c->stale, true);
+    return ret;
 }
 
 /* Initiator: replace our queue pairs (fresh ones in INIT) and the peer's

@@ -75,6 +75,19 @@ bool eng_seg_in_device(struct eng_segment *seg, uint64_t a, uint64_t len)
     return in;
 }
 
+int eng_seg_same_instance(struct eng_ctx *eng, const char *name, const uint8_t opened_id[16],
+                          uint32_t opened_pid, const struct eng_hello *h)
+{
+    if (!memcmp(h->instance_id, opened_id, sizeof(h->instance_id)))
+        return 0;
+    eng_err(eng,
+            "segment %s: another engine instance answers at the peer's address (it "
+            "restarted, pid %u, was %u); its requests fail with ESTALE: close and "
+            "reopen the segment",
+            name, h->pid, opened_pid);
+    return -ESTALE;
+}
+
 void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,
                          uint64_t gen)
 {

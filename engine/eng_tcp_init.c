@@ -103,15 +103,8 @@ int tcp_initiator_ctrl(struct tcp_conn *c)
         return -EACCES;
     }
     c->authed = false;
-    if (memcmp(h.instance_id, c->peer->instance_id, sizeof(h.instance_id))) {
-        /* a restarted peer at the same address: its registrations are not
-         * the ones the segment was opened on */
+    if (eng_seg_same_instance(eng, c->pname, c->peer->instance_id, c->peer->pid, &h)) {
         atomic_store(&c->peer->stale, true);
-        eng_err(eng,
-                "segment %s: another engine instance answers at the peer's address (it "
-                "restarted, pid %u, was %u); its requests fail with ESTALE: close and "
-                "reopen the segment",
-                c->pname, h.pid, c->peer->pid);
         return -ESTALE;
     }
     pthread_mutex_lock(&c->lock);

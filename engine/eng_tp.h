@@ -261,6 +261,12 @@ int eng_seg_check(struct eng_segment *seg, uint64_t addr, uint64_t len, uint64_t
 /* True if [addr, addr+len) lies in a region the peer announced as device
  * memory (ENG_REGION_DEVICE). */
 bool eng_seg_in_device(struct eng_segment *seg, uint64_t addr, uint64_t len);
+/* Whether a handshake's answer h comes from the engine instance a segment
+ * was opened on (its instance id and pid from that open): 0, or -ESTALE,
+ * logged (the peer restarted at its address: other registrations, other
+ * keys; the segment's requests fail until it is closed and opened again). */
+int eng_seg_same_instance(struct eng_ctx *eng, const char *name, const uint8_t opened_id[16],
+                          uint32_t opened_pid, const struct eng_hello *h);
 /* Install a fetched list (taking ownership) valid for generation gen. */
 void eng_seg_set_regions(struct eng_segment *seg, struct eng_region_desc *regions, uint32_t n,
                          uint64_t gen);
