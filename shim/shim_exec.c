@@ -236,6 +236,17 @@ static void gather_args(char **argv, size_t argc, const char *arg, va_list ap)
         argv[i] = va_arg(ap, char *); /* argv[argc] is the terminating NULL */
 }
 
+/* Declare char *argv[] on the hook's stack from its variadic list after
+ * arg, one pass to count and one to gather; ap is left started after the
+ * terminating NULL (execle reads its environment there), the caller ends it. */
+#define SHIM_EXEC_ARGV(argv, arg, ap)                                                              \
+    va_start(ap, arg);                                                                             \
+    size_t argv##_n = count_args(ap);                                                              \
+    va_end(ap);                                                                                    \
+    char *argv[argv##_n + 1];                                                                      \
+    va_start(ap, arg);                                                                             \
+    gather_args(argv, argv##_n, arg, ap)
+
 int shim_hook_execl_libc(const char *path, const char *arg, ...)
 {
     shim_fn_execv_libc real = SHIM_REAL(execv, libc);
@@ -245,12 +256,7 @@ int shim_hook_execl_libc(const char *path, const char *arg, ...)
         errno = ENOSYS;
         return -1;
     }
-    va_start(ap, arg);
-    size_t argc = count_args(ap);
-    va_end(ap);
-    char *argv[argc + 1];
-    va_start(ap, arg);
-    gather_args(argv, argc, arg, ap);
+    SHIM_EXEC_ARGV(argv, arg, ap);
     va_end(ap);
     bool counted = before_exec(SHIM_HK_execl_libc);
     return exec_failed(SHIM_HK_execl_libc, counted, execv_env(real, path, argv));
@@ -265,12 +271,7 @@ int shim_hook_execlp_libc(const char *file, const char *arg, ...)
         errno = ENOSYS;
         return -1;
     }
-    va_start(ap, arg);
-    size_t argc = count_args(ap);
-    va_end(ap);
-    char *argv[argc + 1];
-    va_start(ap, arg);
-    gather_args(argv, argc, arg, ap);
+    SHIM_EXEC_ARGV(argv, arg, ap);
     va_end(ap);
     bool counted = before_exec(SHIM_HK_execlp_libc);
     return exec_failed(SHIM_HK_execlp_libc, counted, execvp_env(real, file, argv));
@@ -285,12 +286,7 @@ int shim_hook_execle_libc(const char *path, const char *arg, ...)
         errno = ENOSYS;
         return -1;
     }
-    va_start(ap, arg);
-    size_t argc = count_args(ap);
-    va_end(ap);
-    char *argv[argc + 1];
-    va_start(ap, arg);
-    gather_args(argv, argc, arg, ap);
+    SHIM_EXEC_ARGV(argv, arg, ap);
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
     bool counted = before_exec(SHIM_HK_execle_libc);
