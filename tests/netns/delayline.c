@@ -186,6 +186,7 @@ int main(int argc, char **argv)
     long delay_us = -1, limit = 10000;
     unsigned char *buf;
     struct sigaction sa = {.sa_handler = on_signal};
+    sigset_t stop_sigs, wait_mask;
 
     for (int i = 1; i < argc; i++) {
         char *end, *colon;
@@ -226,6 +227,15 @@ int main(int argc, char **argv)
     buf = malloc(FRAME_MAX);
     if (!buf)
         return 1;
+    /* the signals are taken only inside ppoll (its mask unblocks them):
+     * one arriving between the stop check and the wait would otherwise be
+     * handled before the wait, which then sleeps without a timeout */
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGTERM);
+    sigaddset(&stop_sigs, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop_sigs, &wait_mask);
+    sigdelset(&wait_mask, SIGTERM);
+    sigdelset(&wait_mask, SIGINT);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     for (int i = 0; i < ndirs; i++)
@@ -251,7 +261,7 @@ int main(int argc, char **argv)
                                    .tv_nsec = (long)(wait % 1000000000u)};
             tsp = &ts;
         }
-        if (ppoll(pfd, (nfds_t)ndirs, tsp, NULL) < 0) {
+        if (ppoll(pfd, (nfds_t)ndirs, tsp, &wait_mask) < 0) {
             if (errno == EINTR)
                 continue;
             fprintf(stderr, "delayline: poll: %m\n");
