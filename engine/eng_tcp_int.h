@@ -16,7 +16,9 @@
  * straight from/into the user's buffers. The submitting thread writes a
  * slice itself when the socket has room (no hand-off); the rest goes out
  * from the worker on EPOLLOUT. Answers come back in order on each
- * connection and are matched to the oldest outstanding slice by id.
+ * connection and are matched to the oldest outstanding slice by id. Runs
+ * of payload-less frames are read in one call: WRITE acknowledgements on
+ * the initiator, READ requests on the target (eng_tcp_io.c).
  *
  * Requests for the target's device memory (cuda:N registrations) are
  * served through host staging buffers each connection keeps for reuse: a

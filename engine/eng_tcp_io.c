@@ -68,7 +68,25 @@ static int on_body_done(struct tcp_conn *c)
     return tcp_send_answer(c, ENG_F_WRITE_ACK, &c->rf, c->rstatus, NULL, NULL, 0);
 }
 
-/* Read what is there; 0 when drained, -errno to reset the connection. */
+/* n bytes of payload-less frames, read into buf in one call: each whole
+ * header is handled in turn, a partial last one stays in c->rhdr for the
+ * next read. 1, or on_header's error. */
+static int take_headers(struct tcp_conn *c, const uint8_t *buf, size_t n)
+{
+    for (size_t off = 0; off < n;) {
+        size_t m = n - off < ENG_FRAME_BYTES ? n - off : ENG_FRAME_BYTES;
+        memcpy(c->rhdr, buf + off, m);
+        c->rgot = m;
+        off += m;
+        if (m == ENG_FRAME_BYTES) {
+            int ret = on_header(c);
+            if (ret)
+                return ret;
+        }
+    }
+    return 1;
+}
+
 /*
  * Initiator: answers to WRITEs are bare headers, so when k of them lead
  * the outstanding queue they are read in one call of exactly k headers
@@ -94,18 +112,59 @@ static int read_acks(struct tcp_conn *c, bool *done)
     if (n == 0)
         return -ECONNRESET;
     *done = (size_t)n < k * ENG_FRAME_BYTES;
-    for (size_t off = 0; off < (size_t)n;) {
-        size_t m = (size_t)n - off < ENG_FRAME_BYTES ? (size_t)n - off : ENG_FRAME_BYTES;
-        memcpy(c->rhdr, buf + off, m);
-        c->rgot = m;
-        off += m;
-        if (m == ENG_FRAME_BYTES) {
-            int ret = on_header(c);
-            if (ret)
-                return ret;
-        }
+    return take_headers(c, buf, (size_t)n);
+}
+
+/*
+ * Target: READ requests carry no payload, so a run of them is read in one
+ * call instead of one readv per header. Looked at only after a READ (a
+ * flood of reads comes in runs; a stream of writes is not peeked at): a
+ * peek shows how many whole READ headers lead the socket, and a recv takes
+ * exactly those, never a byte of a WRITE's payload (which goes straight to
+ * registered memory), and no more than the answer queue has room for.
+ * Returns 1 when it read, 0 when the head is not such a run (or *done:
+ * nothing to read), -errno to reset the connection.
+ */
+static int read_requests(struct tcp_conn *c, bool *done)
+{
+    const struct eng_params *p = &tcp_conn_eng(c)->p;
+    uint8_t buf[32 * ENG_FRAME_BYTES];
+    uint64_t bytes_room, bytes = 0;
+    size_t k, room;
+    ssize_t n;
+
+    *done = false;
+    pthread_mutex_lock(&c->lock);
+    room = c->q_n < p->serve_max_queued ? (size_t)(p->serve_max_queued - c->q_n) : 0;
+    bytes_room =
+        c->q_bytes < p->serve_max_queued_bytes ? p->serve_max_queued_bytes - c->q_bytes : 0;
+    pthread_mutex_unlock(&c->lock);
+    if (room > 32)
+        room = 32;
+    if (room < 2)
+        return 0;
+    n = recv(c->fd, buf, room * ENG_FRAME_BYTES, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN ? (*done = true, 0) : -errno;
+    if (n == 0)
+        return -ECONNRESET;
+    for (k = 0; (k + 1) * ENG_FRAME_BYTES <= (size_t)n; k++) {
+        struct eng_frame f;
+        if (eng_frame_parse(buf + k * ENG_FRAME_BYTES, ENG_FRAME_BYTES, &f) ||
+            f.type != ENG_F_READ || f.payload_len || (bytes += f.len) > bytes_room)
+            break;
     }
-    return 1;
+    if (k < 2)
+        return 0;
+    /* only this thread reads the socket (rx_lock): what was peeked is there */
+    n = recv(c->fd, buf, k * ENG_FRAME_BYTES, MSG_DONTWAIT);
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return -ECONNRESET;
+    c->t_rx = eng_now_ns();
+    *done = (size_t)n < k * ENG_FRAME_BYTES;
+    return take_headers(c, buf, (size_t)n);
 }
 
 /* Target: too many answers wait for the peer to read them. Send what the
@@ -128,6 +187,7 @@ static bool target_backpressure(struct tcp_conn *c, int *ret)
     return paused || *ret;
 }
 
+/* Read what is there; 0 when drained, -errno to reset the connection. */
 static int conn_read(struct tcp_conn *c)
 {
     for (int loops = 0; loops < 32; loops++) {
@@ -142,6 +202,14 @@ static int conn_read(struct tcp_conn *c)
         if (c->peer && c->rstage == R_HDR && !c->rgot && atomic_load(&c->state) == C_READY) {
             bool done;
             int ret = read_acks(c, &done);
+            if (ret < 0 || done)
+                return ret < 0 ? ret : 0;
+            if (ret)
+                continue;
+        }
+        if (!c->peer && c->rstage == R_HDR && !c->rgot && c->rf.type == ENG_F_READ) {
+            bool done;
+            int ret = read_requests(c, &done);
             if (ret < 0 || done)
                 return ret < 0 ? ret : 0;
             if (ret)

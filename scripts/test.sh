@@ -30,7 +30,7 @@ rm -f "$build/Testing/Temporary/LastTestsFailed.log" # ctest leaves an old one
 logs+=("$build/Testing/Temporary/LastTest.log")
 
 if [ "${TESHIM_SKIP_SANITIZERS:-0}" != 1 ]; then
-    engine_tests=(check_engine_api check_engine_xfer check_engine_send check_engine_fault
+    engine_tests=(check_engine_api check_engine_xfer check_engine_send check_engine_recv check_engine_fault
                   check_engine_inject check_engine_etcd check_engine_hostile check_engine_local
                   check_engine_rdma_ib check_engine_rdma_roce)
     for san in address thread; do
