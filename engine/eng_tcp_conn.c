@@ -251,15 +251,26 @@ void tcp_conn_reset(struct tcp_conn *c, int err)
     }
 }
 
-/* Whether the answers queued unsent on an accepted connection reach
- * engine.serve.max_queued(_bytes) (paused: while above half of them).
- * Under c->lock. */
-bool tcp_conn_backlogged(struct tcp_conn *c)
+/* How many more answers (and *bytes more bytes) an accepted connection
+ * may queue unsent before engine.serve.max_queued(_bytes) (paused: half of
+ * them). Under c->lock. */
+size_t tcp_conn_room(struct tcp_conn *c, uint64_t *bytes)
 {
     const struct eng_params *p = &tcp_conn_eng(c)->p;
     int div = c->rpaused ? 2 : 1;
+    int n = p->serve_max_queued / div;
+    uint64_t b = p->serve_max_queued_bytes / div;
 
-    return c->q_n >= p->serve_max_queued / div || c->q_bytes >= p->serve_max_queued_bytes / div;
+    *bytes = c->q_bytes < b ? b - c->q_bytes : 0;
+    return c->q_n < n ? (size_t)(n - c->q_n) : 0;
+}
+
+/* Whether that room is used up. Under c->lock. */
+bool tcp_conn_backlogged(struct tcp_conn *c)
+{
+    uint64_t bytes;
+
+    return !tcp_conn_room(c, &bytes) || !bytes;
 }
 
 /*

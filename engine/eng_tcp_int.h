@@ -243,6 +243,7 @@ void tcp_conn_watch(struct tcp_conn *c);
 struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t answer, uint64_t id,
                                         uint64_t addr, uint64_t len);
 void tcp_conn_enqueue_locked(struct tcp_conn *c, struct tcp_slice *s);
+size_t tcp_conn_room(struct tcp_conn *c, uint64_t *bytes);
 bool tcp_conn_backlogged(struct tcp_conn *c);
 void tcp_peer_send(struct tcp_peer *p, struct tcp_conn *out);
 int tcp_start_ctrl(struct tcp_conn *c, uint32_t len);

@@ -127,7 +127,6 @@ static int read_acks(struct tcp_conn *c, bool *done)
  */
 static int read_requests(struct tcp_conn *c, bool *done)
 {
-    const struct eng_params *p = &tcp_conn_eng(c)->p;
     uint8_t buf[32 * ENG_FRAME_BYTES];
     uint64_t bytes_room, bytes = 0;
     size_t k, room;
@@ -135,9 +134,7 @@ static int read_requests(struct tcp_conn *c, bool *done)
 
     *done = false;
     pthread_mutex_lock(&c->lock);
-    room = c->q_n < p->serve_max_queued ? (size_t)(p->serve_max_queued - c->q_n) : 0;
-    bytes_room =
-        c->q_bytes < p->serve_max_queued_bytes ? p->serve_max_queued_bytes - c->q_bytes : 0;
+    room = tcp_conn_room(c, &bytes_room);
     pthread_mutex_unlock(&c->lock);
     if (room > 32)
         room = 32;
