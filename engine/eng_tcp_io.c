@@ -196,17 +196,12 @@ static int conn_read(struct tcp_conn *c)
          * empty (what came unasked is read on the next call, and fails) */
         if (loops && c->peer && c->rstage == R_HDR && !c->rgot && !atomic_load(&c->inflight))
             return 0;
-        if (c->peer && c->rstage == R_HDR && !c->rgot && atomic_load(&c->state) == C_READY) {
+        /* a run of payload-less frames in one call: answers to WRITEs
+         * (initiator), READ requests after a READ (target) */
+        if (c->rstage == R_HDR && !c->rgot &&
+            (c->peer ? atomic_load(&c->state) == C_READY : c->rf.type == ENG_F_READ)) {
             bool done;
-            int ret = read_acks(c, &done);
-            if (ret < 0 || done)
-                return ret < 0 ? ret : 0;
-            if (ret)
-                continue;
-        }
-        if (!c->peer && c->rstage == R_HDR && !c->rgot && c->rf.type == ENG_F_READ) {
-            bool done;
-            int ret = read_requests(c, &done);
+            int ret = c->peer ? read_acks(c, &done) : read_requests(c, &done);
             if (ret < 0 || done)
                 return ret < 0 ? ret : 0;
             if (ret)
