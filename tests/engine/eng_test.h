@@ -5,9 +5,11 @@
 #include "teshim/engine.h"
 
 #include <check.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +40,20 @@ static inline struct teshim_engine_opts eng_test_opts(enum teshim_transport tr, 
             tr == TESHIM_TRANSPORT_LOCAL ? TESHIM_LOCAL_MODE_INITIATOR : TESHIM_LOCAL_MODE_DEFAULT,
     };
     return o;
+}
+
+/* The IPv4 port of socket fd's own end (peer false) or of its peer's; -1
+ * for anything else. The wrapped-syscall suites tell the initiator's
+ * sockets from the target's with it. */
+static inline int eng_test_sock_port(int fd, bool peer)
+{
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof(sa);
+
+    if ((peer ? getpeername : getsockname)(fd, (struct sockaddr *)&sa, &sl) ||
+        sa.ss_family != AF_INET)
+        return -1;
+    return ntohs(((struct sockaddr_in *)&sa)->sin_port);
 }
 
 static inline struct teshim_engine *eng_test_create(const struct teshim_engine_opts *o)

@@ -19,21 +19,12 @@ ssize_t __wrap_readv(int fd, const struct iovec *iov, int n);
 static atomic_int target_port; /* sockets whose own port is this are the target's */
 static atomic_int header_reads;
 
-static int local_port(int fd)
-{
-    struct sockaddr_storage sa;
-    socklen_t sl = sizeof(sa);
-
-    if (getsockname(fd, (struct sockaddr *)&sa, &sl) || sa.ss_family != AF_INET)
-        return -1;
-    return ntohs(((struct sockaddr_in *)&sa)->sin_port);
-}
-
 ssize_t __wrap_readv(int fd, const struct iovec *iov, int n)
 {
     int port = atomic_load(&target_port);
 
-    if (port && n == 1 && iov[0].iov_len == ENG_FRAME_BYTES && local_port(fd) == port)
+    if (port && n == 1 && iov[0].iov_len == ENG_FRAME_BYTES &&
+        eng_test_sock_port(fd, false) == port)
         atomic_fetch_add(&header_reads, 1);
     return __real_readv(fd, iov, n);
 }

@@ -23,23 +23,11 @@ static atomic_int target_port; /* sockets whose peer is this port are the initia
 static atomic_int in_send, max_send, calls, eagain, by_io;
 static __thread bool submitter; /* set on the test's submitting threads */
 
-static int peer_port(int fd)
-{
-    struct sockaddr_storage sa;
-    socklen_t sl = sizeof(sa);
-
-    if (getpeername(fd, (struct sockaddr *)&sa, &sl))
-        return -1;
-    if (sa.ss_family == AF_INET)
-        return ntohs(((struct sockaddr_in *)&sa)->sin_port);
-    return -1;
-}
-
 ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags)
 {
     int port = atomic_load(&target_port);
 
-    if (!port || peer_port(fd) != port)
+    if (!port || eng_test_sock_port(fd, true) != port)
         return __real_sendmsg(fd, m, flags);
     int n = atomic_fetch_add(&in_send, 1) + 1;
     int seen = atomic_load(&max_send);
