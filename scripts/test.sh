@@ -19,7 +19,8 @@ if command -v clang-format >/dev/null && [ -d .git ]; then
     git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
 fi
 if command -v shellcheck >/dev/null && [ -d .git ]; then
-    shellcheck scripts/deb.sh tests/install/*.sh tests/cli/*.sh
+    shellcheck scripts/deb.sh tests/install/*.sh tests/cli/*.sh tests/bench/*.sh tests/netns/netns-harness \
+        bench/tcp-vs-iperf3 bench/manycore-check bench/netns-scale
     shellcheck -s bash shim/cmd/teshim.bash-completion
 fi
 
