@@ -222,7 +222,7 @@ int eng_params_load(const struct teshim_engine_opts *o, struct eng_params *p)
     }
     if (o->transport)
         p->transport = (int)o->transport - 1;
-    if (o->same_host_send > TESHIM_SAME_HOST_PARALLEL || (int)o->same_host_send < 0) {
+    if (o->same_host_send > TESHIM_SAME_HOST_IO || (int)o->same_host_send < 0) {
         eng_log(NULL, ENG_LOG_ERROR, "engine_create: unknown same_host_send %d",
                 (int)o->same_host_send);
         eng_params_free(p);

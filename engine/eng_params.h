@@ -14,7 +14,12 @@
 struct teshim_engine_opts;
 
 /* engine.tcp.same_host_send, in the table's order */
-enum eng_same_host { ENG_SAME_HOST_AUTO, ENG_SAME_HOST_SERIAL, ENG_SAME_HOST_PARALLEL };
+enum eng_same_host {
+    ENG_SAME_HOST_AUTO,
+    ENG_SAME_HOST_SERIAL,
+    ENG_SAME_HOST_PARALLEL,
+    ENG_SAME_HOST_IO
+};
 
 /* engine.transport, in the table's order */
 enum eng_transport_pref { ENG_TP_AUTO, ENG_TP_TCP, ENG_TP_LOCAL, ENG_TP_RDMA };

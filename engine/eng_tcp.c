@@ -32,8 +32,9 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
     p->salen = seg->salen;
     p->pid = seg->hello.pid;
     memcpy(p->instance_id, seg->hello.instance_id, sizeof(p->instance_id));
-    p->serial = eng->p.same_host_send == ENG_SAME_HOST_SERIAL &&
-                !memcmp(seg->hello.boot_id, eng->boot_id, sizeof(eng->boot_id));
+    bool same_host = !memcmp(seg->hello.boot_id, eng->boot_id, sizeof(eng->boot_id));
+    p->serial = eng->p.same_host_send == ENG_SAME_HOST_SERIAL && same_host;
+    p->handoff = eng->p.same_host_send == ENG_SAME_HOST_IO && same_host;
     p->local = seg->local_target = tcp_local_usable(eng, seg);
     p->self = (uint32_t)getpid();
     p->n = n;

@@ -277,7 +277,7 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         } else if (t->op == TESHIM_OP_WRITE) {
             s->len = f.payload_len = len;
         }
-        atomic_fetch_add(&c->inflight, 1);
+        unsigned busy = atomic_fetch_add(&c->inflight, 1);
         if (inl)
             atomic_store(&t->tp_priv, c); /* a waiter may read its answer (tcp_progress) */
         pthread_mutex_lock(&c->lock);
@@ -301,6 +301,17 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
                 pthread_mutex_unlock(&c->lock);
                 if (!plug_add(c))
                     tcp_peer_send(p, NULL);
+                continue;
+            }
+            if (p->handoff && (!inl || busy)) {
+                /* the connection's own I/O thread sends the bulk, and a
+                 * small request that is not alone on it (unless it is at
+                 * it already): a connection's sender and its receiver on
+                 * the peer can then share a CPU, and its bytes stay in
+                 * that CPU's cache (docs/perf.md, "The slow runs") */
+                pthread_mutex_unlock(&c->lock);
+                if (!backlog)
+                    tcp_post_cmd(c, CMD_FLUSH);
                 continue;
             }
             /* send from this thread only when nothing is queued: with a

@@ -103,7 +103,7 @@ struct tcp_block {
 
 enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY };
 enum { R_HDR, R_PAYLOAD, R_DISCARD, R_CTRL };
-enum { CMD_ADD = 1, CMD_KICK = 2, CMD_CLOSE = 4, CMD_ADOPT = 8 };
+enum { CMD_ADD = 1, CMD_KICK = 2, CMD_CLOSE = 4, CMD_ADOPT = 8, CMD_FLUSH = 16 };
 
 struct tcp_worker;
 struct tcp_peer;
@@ -188,6 +188,7 @@ struct tcp_peer {
     atomic_uint rr;
     atomic_int refs;
     bool serial;               /* one sending thread at a time: peer_send */
+    bool handoff;              /* bulk is sent by each connection's I/O thread */
     bool local;                /* same host, target-checked: LOCAL_* frames */
     uint32_t self;             /* our pid, in LOCAL_* frames */
     atomic_int sending, again; /* peer_send's owner flag and its doorbell */

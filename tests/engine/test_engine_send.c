@@ -1,7 +1,9 @@
 /*
  * How threads send to a tcp peer on the same host (engine.tcp.same_host_send).
  * serial: one thread at a time, submitter or I/O thread, sends over all the
- * peer's connections; parallel: one per connection. sendmsg is wrapped
+ * peer's connections; parallel: one per connection; io: each connection's
+ * own I/O thread, never the submitter, except a small request alone on its
+ * connection (the latency path). sendmsg is wrapped
  * (-Wl,--wrap=sendmsg) to count the initiator's calls in progress at once;
  * each call is held back a little so that a second sender would be seen.
  * Small socket buffers make the sockets fill, so the I/O threads' EPOLLOUT
@@ -20,7 +22,7 @@ ssize_t __real_sendmsg(int fd, const struct msghdr *m, int flags);
 ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags);
 
 static atomic_int target_port; /* sockets whose peer is this port are the initiator's */
-static atomic_int in_send, max_send, calls, eagain, by_io;
+static atomic_int in_send, max_send, calls, eagain, by_io, by_sub;
 static __thread bool submitter; /* set on the test's submitting threads */
 
 ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags)
@@ -34,8 +36,7 @@ ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags)
     while (n > seen && !atomic_compare_exchange_weak(&max_send, &seen, n))
         ;
     atomic_fetch_add(&calls, 1);
-    if (!submitter)
-        atomic_fetch_add(&by_io, 1);
+    atomic_fetch_add(submitter ? &by_sub : &by_io, 1);
     usleep(100);
     ssize_t r = __real_sendmsg(fd, m, flags);
     int err = errno;
@@ -119,12 +120,15 @@ static const struct variant {
     const char *env; /* TESHIM_ENGINE_TCP_SAME_HOST_SEND, read when opt is DEFAULT */
     bool one_cpu;    /* created on a thread allowed one CPU only: auto means serial */
     bool serial;
+    bool io; /* the submitters send no bulk */
 } variants[] = {
-    {TESHIM_SAME_HOST_SERIAL, NULL, false, true},
-    {TESHIM_SAME_HOST_PARALLEL, NULL, false, false},
-    {TESHIM_SAME_HOST_DEFAULT, "parallel", false, false},
-    {TESHIM_SAME_HOST_DEFAULT, "serial", false, true},
-    {TESHIM_SAME_HOST_AUTO, NULL, true, true},
+    {TESHIM_SAME_HOST_SERIAL, NULL, false, true, false},
+    {TESHIM_SAME_HOST_PARALLEL, NULL, false, false, false},
+    {TESHIM_SAME_HOST_DEFAULT, "parallel", false, false, false},
+    {TESHIM_SAME_HOST_DEFAULT, "serial", false, true, false},
+    {TESHIM_SAME_HOST_AUTO, NULL, true, true, false},
+    {TESHIM_SAME_HOST_IO, NULL, false, false, true},
+    {TESHIM_SAME_HOST_DEFAULT, "io", false, false, true},
 };
 
 START_TEST(same_host_senders)
@@ -168,6 +172,19 @@ START_TEST(same_host_senders)
      * sees one (a bound of rounds keeps a failure finite) */
     for (int more = 0; !v->serial && atomic_load(&max_send) < 2 && more < 20; more++)
         ck_assert_int_eq(run_threads(&r, 2), THREADS * 2);
+    if (v->io) {
+        /* no bulk from the submitters; a small request alone on its
+         * connection (the latency path) from the submitting thread */
+        ck_assert_int_eq(atomic_load(&by_sub), 0);
+        struct teshim_request q = {TESHIM_OP_WRITE, r.lmem, r.seg, (uint64_t)(uintptr_t)r.tmem,
+                                   4096};
+        submitter = true;
+        ck_assert_int_eq(eng_test_one(r.ini, &q).state, TESHIM_TASK_COMPLETED);
+        submitter = false;
+        ck_assert_int_eq(atomic_load(&by_sub), 1);
+    } else {
+        ck_assert_int_gt(atomic_load(&by_sub), 0); /* the count sees submitters */
+    }
     atomic_store(&target_port, 0);
 
     int sends = atomic_load(&calls), full = atomic_load(&eagain), most = atomic_load(&max_send);

@@ -13,7 +13,8 @@
 
 /* The loop index of the tests: tcp with one sender per connection (as to
  * a peer on another host), tcp with one sender at a time (a same-host peer
- * on a small host: engine.tcp.same_host_send), the local transport (the
+ * on a small host: engine.tcp.same_host_send), tcp with each connection's
+ * bulk sent by its own I/O thread (same_host_send = io), the local transport (the
  * initiator copies), the target-checked same-host path (the target copies,
  * asked for by both sides here). */
 static const struct variant {
@@ -24,6 +25,7 @@ static const struct variant {
 } variants[] = {
     {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_PARALLEL, 0, "tcp"},
     {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_SERIAL, 0, "tcp"},
+    {TESHIM_TRANSPORT_TCP, TESHIM_SAME_HOST_IO, 0, "tcp"},
     {TESHIM_TRANSPORT_LOCAL, TESHIM_SAME_HOST_DEFAULT, TESHIM_LOCAL_MODE_INITIATOR, "local"},
     {TESHIM_TRANSPORT_AUTO, TESHIM_SAME_HOST_DEFAULT, TESHIM_LOCAL_MODE_TARGET, "local-target"},
 };

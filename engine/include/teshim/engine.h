@@ -52,6 +52,7 @@ enum teshim_same_host_send {
     TESHIM_SAME_HOST_AUTO,        /* serial where the process may run on 4 CPUs or fewer */
     TESHIM_SAME_HOST_SERIAL,      /* one thread at a time over all the peer's connections */
     TESHIM_SAME_HOST_PARALLEL,    /* one thread per connection */
+    TESHIM_SAME_HOST_IO,          /* each connection's bulk by its own I/O thread */
 };
 
 /*
