@@ -33,6 +33,12 @@ START_TEST(create_rejects_bad_options)
     o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
     o.same_host_send = (enum teshim_same_host_send)9;
     ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
+    o.same_host_send = (enum teshim_same_host_send)(TESHIM_SAME_HOST_IO + 1); /* one past */
+    ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
+    o.same_host_send = TESHIM_SAME_HOST_IO; /* the last one is taken */
+    ck_assert_int_eq(teshim_engine_create(&o, &e), 0);
+    teshim_engine_destroy(e);
+    e = NULL; /* the failures below must leave it so */
     o = eng_test_opts(TESHIM_TRANSPORT_TCP, false);
     o.size = TESHIM_ENGINE_OPTS_SIZE_V1 - 1;
     ck_assert_int_eq(teshim_engine_create(&o, &e), -EINVAL);
