@@ -131,6 +131,7 @@ static __thread struct {
     bool on;
     int n;
     struct tcp_conn *c[PLUG_MAX];
+    bool handoff[PLUG_MAX]; /* bulk queued behind: its I/O thread sends */
 } plug;
 
 void tcp_submit_begin(struct eng_transport *base)
@@ -153,6 +154,12 @@ void tcp_submit_end(struct eng_transport *base)
                 tcp_peer_send(c->peer, NULL);
             continue;
         }
+        if (plug.handoff[i]) {
+            /* a small request led, bulk followed: all of it is the I/O
+             * thread's (same_host_send = io) */
+            tcp_post_cmd(c, CMD_FLUSH);
+            continue;
+        }
         pthread_mutex_lock(&c->lock);
         if (atomic_load(&c->state) == C_READY && !c->want_out && tcp_conn_flush(c))
             shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
@@ -171,8 +178,18 @@ static bool plug_add(struct tcp_conn *c)
             return true;
     if (plug.n == PLUG_MAX)
         return false;
+    plug.handoff[plug.n] = false;
     plug.c[plug.n++] = c;
     return true;
+}
+
+/* true if c is in the plug, which now leaves it to its I/O thread */
+static bool plug_handoff(struct tcp_conn *c)
+{
+    for (int i = 0; plug.on && i < plug.n; i++)
+        if (plug.c[i] == c)
+            return plug.handoff[i] = true;
+    return false;
 }
 
 /* For a latency-path request: the first ready connection with nothing
@@ -310,7 +327,9 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
                  * the peer can then share a CPU, and its bytes stay in
                  * that CPU's cache (docs/perf.md, "The slow runs") */
                 pthread_mutex_unlock(&c->lock);
-                if (!backlog)
+                /* a small request before it in this submit is in the plug
+                 * (the submitter would send all at the end): hand the lot */
+                if (!plug_handoff(c) && !backlog)
                     tcp_post_cmd(c, CMD_FLUSH);
                 continue;
             }

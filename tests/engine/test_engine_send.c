@@ -182,6 +182,26 @@ START_TEST(same_host_senders)
         ck_assert_int_eq(eng_test_one(r.ini, &q).state, TESHIM_TASK_COMPLETED);
         submitter = false;
         ck_assert_int_eq(atomic_load(&by_sub), 1);
+        /* small requests that are not alone: the first on each connection
+         * would go at the submit's end, but those behind it make the lot
+         * the I/O threads' */
+        struct teshim_request qs[8];
+        teshim_batch_t b;
+        for (int i = 0; i < 8; i++)
+            qs[i] = (struct teshim_request){TESHIM_OP_WRITE, r.lmem + i * 4096, r.seg,
+                                            (uint64_t)(uintptr_t)r.tmem + (uint64_t)i * 4096, 4096};
+        submitter = true;
+        ck_assert_int_eq(teshim_batch_alloc(r.ini, 8, &b), 0);
+        ck_assert_int_eq(teshim_submit(r.ini, b, qs, 8), 0);
+        ck_assert_int_ge(teshim_batch_wait(r.ini, b, 20000), 0);
+        for (int i = 0; i < 8; i++) {
+            struct teshim_task_status st;
+            ck_assert_int_eq(teshim_task_status(r.ini, b, (size_t)i, &st), 0);
+            ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
+        }
+        ck_assert_int_eq(teshim_batch_free(r.ini, b), 0);
+        submitter = false;
+        ck_assert_int_eq(atomic_load(&by_sub), 1);
     } else {
         ck_assert_int_gt(atomic_load(&by_sub), 0); /* the count sees submitters */
     }
