@@ -34,8 +34,9 @@ static int tcp_seg_open(struct eng_transport *base, struct eng_segment *seg)
     memcpy(p->instance_id, seg->hello.instance_id, sizeof(p->instance_id));
     bool same_host = !memcmp(seg->hello.boot_id, eng->boot_id, sizeof(eng->boot_id));
     p->serial = eng->p.same_host_send == ENG_SAME_HOST_SERIAL && same_host;
-    p->handoff = eng->p.same_host_send == ENG_SAME_HOST_IO && same_host;
     p->local = seg->local_target = tcp_local_usable(eng, seg);
+    /* a local-target peer's frames carry no data: nothing to keep in a cache */
+    p->handoff = eng->p.same_host_send == ENG_SAME_HOST_IO && same_host && !p->local;
     p->self = (uint32_t)getpid();
     p->n = n;
     atomic_store(&p->refs, n);

@@ -44,15 +44,20 @@ void tcp_worker_wake(struct tcp_worker *w)
 void tcp_post_cmd(struct tcp_conn *c, int cmd)
 {
     struct tcp_worker *w = c->w;
+    bool wake;
     pthread_mutex_lock(&w->cmd_lock);
     c->cmds |= cmd;
+    /* still queued: the worker was woken for it and has not taken it off
+     * the list yet (it reads c->cmds when it does, under cmd_lock) */
+    wake = !c->queued;
     if (!c->queued) {
         c->queued = true;
         c->cnext = w->cmds;
         w->cmds = c;
     }
     pthread_mutex_unlock(&w->cmd_lock);
-    tcp_worker_wake(w);
+    if (wake)
+        tcp_worker_wake(w);
 }
 
 void tcp_sock_opts(struct eng_ctx *eng, int fd)
@@ -282,11 +287,12 @@ bool tcp_conn_backlogged(struct tcp_conn *c)
  * finds it taken has only queued and returns at once: the owner sees its
  * slices (queued under c->lock) before it lets go. Slices move to iq
  * under c->lock after each sendmsg, and a reader waiting for them is
- * woken then (tcp_conn_pop_answered).
+ * woken then (tcp_conn_pop_answered). With last set the owner stops once
+ * that slice is sent whole (what others queued behind it stays in sq).
  */
-int tcp_conn_flush(struct tcp_conn *c)
+int tcp_conn_flush_upto(struct tcp_conn *c, const struct tcp_slice *last)
 {
-    bool full = false;
+    bool full = false, upto = false;
     int ret = 0;
 
     if (c->sending)
@@ -296,7 +302,7 @@ int tcp_conn_flush(struct tcp_conn *c)
     pthread_mutex_lock(&c->send_lock);
     pthread_mutex_lock(&c->lock);
     /* the connection may have been reset while this thread waited */
-    while (c->sq && !c->resetting && atomic_load(&c->state) == C_READY) {
+    while (c->sq && !upto && !c->resetting && atomic_load(&c->state) == C_READY) {
         struct iovec iov[64];
         struct msghdr mh = {.msg_iov = iov};
         int k = 0;
@@ -320,6 +326,8 @@ int tcp_conn_flush(struct tcp_conn *c)
                 iov[k++].iov_len = l;
                 total += l;
             }
+            if (s == last)
+                break;
         }
         if (!k)
             break;
@@ -355,6 +363,7 @@ int tcp_conn_flush(struct tcp_conn *c)
                 break;
             }
             n -= (ssize_t)rem;
+            upto = s == last;
             c->sq = s->next;
             if (!c->sq)
                 c->sq_tail = NULL;
@@ -376,7 +385,7 @@ int tcp_conn_flush(struct tcp_conn *c)
     }
     /* nothing left, or only what waits for a device copy or a reset */
     bool rearm = false;
-    if (!ret && !full && c->want_out) {
+    if (!ret && !full && !upto && c->want_out) {
         c->want_out = false;
         rearm = true;
     }

@@ -131,7 +131,6 @@ static __thread struct {
     bool on;
     int n;
     struct tcp_conn *c[PLUG_MAX];
-    bool handoff[PLUG_MAX]; /* bulk queued behind: its I/O thread sends */
 } plug;
 
 void tcp_submit_begin(struct eng_transport *base)
@@ -154,12 +153,6 @@ void tcp_submit_end(struct eng_transport *base)
                 tcp_peer_send(c->peer, NULL);
             continue;
         }
-        if (plug.handoff[i]) {
-            /* a small request led, bulk followed: all of it is the I/O
-             * thread's (same_host_send = io) */
-            tcp_post_cmd(c, CMD_FLUSH);
-            continue;
-        }
         pthread_mutex_lock(&c->lock);
         if (atomic_load(&c->state) == C_READY && !c->want_out && tcp_conn_flush(c))
             shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
@@ -178,18 +171,8 @@ static bool plug_add(struct tcp_conn *c)
             return true;
     if (plug.n == PLUG_MAX)
         return false;
-    plug.handoff[plug.n] = false;
     plug.c[plug.n++] = c;
     return true;
-}
-
-/* true if c is in the plug, which now leaves it to its I/O thread */
-static bool plug_handoff(struct tcp_conn *c)
-{
-    for (int i = 0; plug.on && i < plug.n; i++)
-        if (plug.c[i] == c)
-            return plug.handoff[i] = true;
-    return false;
 }
 
 /* For a latency-path request: the first ready connection with nothing
@@ -294,7 +277,7 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
         } else if (t->op == TESHIM_OP_WRITE) {
             s->len = f.payload_len = len;
         }
-        unsigned busy = atomic_fetch_add(&c->inflight, 1);
+        atomic_fetch_add(&c->inflight, 1);
         if (inl)
             atomic_store(&t->tp_priv, c); /* a waiter may read its answer (tcp_progress) */
         pthread_mutex_lock(&c->lock);
@@ -320,16 +303,28 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
                     tcp_peer_send(p, NULL);
                 continue;
             }
-            if (p->handoff && (!inl || busy)) {
-                /* the connection's own I/O thread sends the bulk, and a
-                 * small request that is not alone on it (unless it is at
-                 * it already): a connection's sender and its receiver on
-                 * the peer can then share a CPU, and its bytes stay in
-                 * that CPU's cache (docs/perf.md, "The slow runs") */
+            if (p->handoff) {
+                /* the connection's own I/O thread sends (same_host_send =
+                 * io): a connection's sender and its receiver on the peer
+                 * can then share a CPU, and its bytes stay in that CPU's
+                 * cache (docs/perf.md, "The slow runs"). Only a small
+                 * request alone on its connection goes from here, and
+                 * nothing queued behind it meanwhile (flush_upto). */
+                /* with a backlog someone is at it already: a command
+                 * posted, the worker flushing or waiting for room, or a
+                 * thread sending a small request ahead, which posts when
+                 * it stops (below) */
+                bool post = !backlog;
+                /* alone: nothing else in flight or queued on it, counted
+                 * under the lock after ours was queued */
+                if (inl && atomic_load(&c->inflight) == 1) {
+                    ret = tcp_conn_flush_upto(c, s);
+                    post = !ret && c->sq && !c->want_out;
+                    if (ret)
+                        shutdown(c->fd, SHUT_RDWR); /* the worker resets */
+                }
                 pthread_mutex_unlock(&c->lock);
-                /* a small request before it in this submit is in the plug
-                 * (the submitter would send all at the end): hand the lot */
-                if (!plug_handoff(c) && !backlog)
+                if (post)
                     tcp_post_cmd(c, CMD_FLUSH);
                 continue;
             }

@@ -15,7 +15,9 @@
  * Data moves between sockets and registered memory with sendmsg/readv
  * straight from/into the user's buffers. The submitting thread writes a
  * slice itself when the socket has room (no hand-off); the rest goes out
- * from the worker on EPOLLOUT. Answers come back in order on each
+ * from the worker on EPOLLOUT. To a same-host peer with
+ * engine.tcp.same_host_send = io the worker sends all but a small request
+ * alone on its connection (CMD_FLUSH; tcp_start). Answers come back in order on each
  * connection and are matched to the oldest outstanding slice by id. Runs
  * of payload-less frames are read in one call: WRITE acknowledgements on
  * the initiator, READ requests on the target (eng_tcp_io.c).
@@ -30,8 +32,8 @@
  *
  * Latency path (engine.tcp.inline_bytes): a request up to that size goes
  * as one frame on the peer's least busy connection, sent by the
- * submitting thread; a thread that waits for it alone (teshim_batch_wait,
- * ops.progress) reads the connection itself and completes it, instead of
+ * submitting thread (in io mode only when it is alone on it); a thread that waits for it alone
+ * (teshim_batch_wait, ops.progress) reads the connection itself and completes it, instead of
  * sleeping until the worker read the answer and woke it: one wake-up per
  * round trip fewer. Meanwhile the worker's epoll does not watch the
  * socket for input (c->rx_waiter), so it is not woken for nothing; the
@@ -239,7 +241,11 @@ void tcp_conn_free(struct tcp_conn *c);
 void tcp_slice_free(struct tcp_slice *s);
 void tcp_slice_finish(struct tcp_slice *s, int err);
 void tcp_conn_reset(struct tcp_conn *c, int err);
-int tcp_conn_flush(struct tcp_conn *c);
+int tcp_conn_flush_upto(struct tcp_conn *c, const struct tcp_slice *last);
+static inline int tcp_conn_flush(struct tcp_conn *c)
+{
+    return tcp_conn_flush_upto(c, NULL);
+}
 void tcp_conn_watch(struct tcp_conn *c);
 struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t answer, uint64_t id,
                                         uint64_t addr, uint64_t len);

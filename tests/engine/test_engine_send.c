@@ -22,7 +22,7 @@ ssize_t __real_sendmsg(int fd, const struct msghdr *m, int flags);
 ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags);
 
 static atomic_int target_port; /* sockets whose peer is this port are the initiator's */
-static atomic_int in_send, max_send, calls, eagain, by_io, by_sub;
+static atomic_int in_send, max_send, calls, eagain, by_io, by_sub, big_sub;
 static __thread bool submitter; /* set on the test's submitting threads */
 
 ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags)
@@ -37,6 +37,11 @@ ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags)
         ;
     atomic_fetch_add(&calls, 1);
     atomic_fetch_add(submitter ? &by_sub : &by_io, 1);
+    size_t bytes = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        bytes += m->msg_iov[i].iov_len;
+    if (submitter && bytes > 8192)
+        atomic_fetch_add(&big_sub, 1); /* more than one small request's frame */
     usleep(100);
     ssize_t r = __real_sendmsg(fd, m, flags);
     int err = errno;
@@ -51,6 +56,7 @@ ssize_t __wrap_sendmsg(int fd, const struct msghdr *m, int flags)
 #define REQ (256 * 1024)
 #define NREQ 4
 #define SPAN ((size_t)REQ * NREQ)
+#define SMALL 4096 /* after the threads' parts: the small writes' own */
 
 struct run {
     struct teshim_engine *t, *ini;
@@ -93,6 +99,21 @@ static void *submit_thread(void *arg)
         }
         if (eng_test_sum(out, SPAN) == eng_test_sum(back, SPAN))
             s->ok++;
+    }
+    return NULL;
+}
+
+/* 200 writes of 4 KiB, one at a time, from a submitting thread, to a
+ * part of the target no other thread writes */
+static void *small_writes(void *arg)
+{
+    struct run *r = arg;
+
+    submitter = true;
+    for (int i = 0; i < 200; i++) {
+        struct teshim_request q = {TESHIM_OP_WRITE, r->lmem + THREADS * 2 * SPAN, r->seg,
+                                   (uint64_t)(uintptr_t)r->tmem + THREADS * SPAN, SMALL};
+        ck_assert_int_eq(eng_test_one(r->ini, &q).state, TESHIM_TASK_COMPLETED);
     }
     return NULL;
 }
@@ -158,12 +179,12 @@ START_TEST(same_host_senders)
     ck_assert_int_eq(sched_setaffinity(0, sizeof(all), &all), 0);
     unsetenv("TESHIM_ENGINE_TCP_SOCKBUF_BYTES");
     unsetenv("TESHIM_ENGINE_TCP_SAME_HOST_SEND");
-    r.tmem = aligned_alloc(4096, THREADS * SPAN);
-    r.lmem = aligned_alloc(4096, THREADS * 2 * SPAN);
+    r.tmem = aligned_alloc(4096, THREADS * SPAN + SMALL);
+    r.lmem = aligned_alloc(4096, THREADS * 2 * SPAN + SMALL);
     ck_assert_ptr_nonnull(r.tmem);
     ck_assert_ptr_nonnull(r.lmem);
-    ck_assert_int_eq(teshim_register(r.t, r.tmem, THREADS * SPAN, "cpu", true), 0);
-    ck_assert_int_eq(teshim_register(r.ini, r.lmem, THREADS * 2 * SPAN, "cpu", false), 0);
+    ck_assert_int_eq(teshim_register(r.t, r.tmem, THREADS * SPAN + SMALL, "cpu", true), 0);
+    ck_assert_int_eq(teshim_register(r.ini, r.lmem, THREADS * 2 * SPAN + SMALL, "cpu", false), 0);
     r.seg = eng_test_open(r.ini, teshim_engine_port(r.t));
     atomic_store(&target_port, teshim_engine_port(r.t));
 
@@ -182,28 +203,16 @@ START_TEST(same_host_senders)
         ck_assert_int_eq(eng_test_one(r.ini, &q).state, TESHIM_TASK_COMPLETED);
         submitter = false;
         ck_assert_int_eq(atomic_load(&by_sub), 1);
-        /* small requests that are not alone: the first on each connection
-         * would go at the submit's end, but those behind it make the lot
-         * the I/O threads' */
-        struct teshim_request qs[8];
-        teshim_batch_t b;
-        for (int i = 0; i < 8; i++)
-            qs[i] = (struct teshim_request){TESHIM_OP_WRITE, r.lmem + i * 4096, r.seg,
-                                            (uint64_t)(uintptr_t)r.tmem + (uint64_t)i * 4096, 4096};
-        submitter = true;
-        ck_assert_int_eq(teshim_batch_alloc(r.ini, 8, &b), 0);
-        ck_assert_int_eq(teshim_submit(r.ini, b, qs, 8), 0);
-        ck_assert_int_ge(teshim_batch_wait(r.ini, b, 20000), 0);
-        for (int i = 0; i < 8; i++) {
-            struct teshim_task_status st;
-            ck_assert_int_eq(teshim_task_status(r.ini, b, (size_t)i, &st), 0);
-            ck_assert_int_eq(st.state, TESHIM_TASK_COMPLETED);
-        }
-        ck_assert_int_eq(teshim_batch_free(r.ini, b), 0);
-        submitter = false;
-        ck_assert_int_eq(atomic_load(&by_sub), 1);
+        /* small requests written one at a time while four threads write
+         * bulk: a small one alone on its connection goes from its thread,
+         * but never with the bulk queued behind it meanwhile */
+        pthread_t small;
+        ck_assert_int_eq(pthread_create(&small, NULL, small_writes, &r), 0);
+        ck_assert_int_eq(run_threads(&r, 4), THREADS * 4);
+        ck_assert_int_eq(pthread_join(small, NULL), 0);
+        ck_assert_int_eq(atomic_load(&big_sub), 0);
     } else {
-        ck_assert_int_gt(atomic_load(&by_sub), 0); /* the count sees submitters */
+        ck_assert_int_gt(atomic_load(&big_sub), 0); /* the count sees submitters' bulk */
     }
     atomic_store(&target_port, 0);
 
