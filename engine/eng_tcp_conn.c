@@ -402,6 +402,17 @@ int tcp_conn_flush_upto(struct tcp_conn *c, const struct tcp_slice *last)
     return ret;
 }
 
+/* Send what is queued on a ready connection that is not waiting for room
+ * (EPOLLOUT sends it then); a failure shuts the socket down, and its
+ * worker sees the hang-up and resets. Takes c->lock. */
+void tcp_conn_push(struct tcp_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load(&c->state) == C_READY && !c->want_out && tcp_conn_flush(c))
+        shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&c->lock);
+}
+
 /*
  * The slice an answer (type op, id, addr, len) is for, taken off iq; NULL
  * if it is not the oldest outstanding one (a protocol error). Answers come

@@ -153,10 +153,7 @@ void tcp_submit_end(struct eng_transport *base)
                 tcp_peer_send(c->peer, NULL);
             continue;
         }
-        pthread_mutex_lock(&c->lock);
-        if (atomic_load(&c->state) == C_READY && !c->want_out && tcp_conn_flush(c))
-            shutdown(c->fd, SHUT_RDWR); /* the worker sees the hang-up and resets */
-        pthread_mutex_unlock(&c->lock);
+        tcp_conn_push(c);
     }
     plug.n = 0;
 }
@@ -309,11 +306,10 @@ void tcp_start(struct eng_transport *base, struct eng_task *t)
                  * can then share a CPU, and its bytes stay in that CPU's
                  * cache (docs/perf.md, "The slow runs"). Only a small
                  * request alone on its connection goes from here, and
-                 * nothing queued behind it meanwhile (flush_upto). */
-                /* with a backlog someone is at it already: a command
-                 * posted, the worker flushing or waiting for room, or a
-                 * thread sending a small request ahead, which posts when
-                 * it stops (below) */
+                 * nothing queued behind it meanwhile (flush_upto). With a
+                 * backlog someone is at it already: a command posted, the
+                 * worker flushing or waiting for room, or a thread sending
+                 * a small request ahead, which posts when it stops. */
                 bool post = !backlog;
                 /* alone: nothing else in flight or queued on it, counted
                  * under the lock after ours was queued */

@@ -17,8 +17,9 @@
  * slice itself when the socket has room (no hand-off); the rest goes out
  * from the worker on EPOLLOUT. To a same-host peer with
  * engine.tcp.same_host_send = io the worker sends all but a small request
- * alone on its connection (CMD_FLUSH; tcp_start). Answers come back in order on each
- * connection and are matched to the oldest outstanding slice by id. Runs
+ * alone on its connection (CMD_FLUSH; tcp_start). Answers come back in
+ * order on each connection and are matched to the oldest outstanding
+ * slice by id. Runs
  * of payload-less frames are read in one call: WRITE acknowledgements on
  * the initiator, READ requests on the target (eng_tcp_io.c).
  *
@@ -32,9 +33,10 @@
  *
  * Latency path (engine.tcp.inline_bytes): a request up to that size goes
  * as one frame on the peer's least busy connection, sent by the
- * submitting thread (in io mode only when it is alone on it); a thread that waits for it alone
- * (teshim_batch_wait, ops.progress) reads the connection itself and completes it, instead of
- * sleeping until the worker read the answer and woke it: one wake-up per
+ * submitting thread (in io mode only when it is alone on it); a thread
+ * that waits for it alone (teshim_batch_wait, ops.progress) reads the
+ * connection itself and completes it, instead of sleeping until the
+ * worker read the answer and woke it: one wake-up per
  * round trip fewer. Meanwhile the worker's epoll does not watch the
  * socket for input (c->rx_waiter), so it is not woken for nothing; the
  * waiter watches again when it leaves, so what arrives after it left is
@@ -246,6 +248,7 @@ static inline int tcp_conn_flush(struct tcp_conn *c)
 {
     return tcp_conn_flush_upto(c, NULL);
 }
+void tcp_conn_push(struct tcp_conn *c);
 void tcp_conn_watch(struct tcp_conn *c);
 struct tcp_slice *tcp_conn_pop_answered(struct tcp_conn *c, uint8_t answer, uint64_t id,
                                         uint64_t addr, uint64_t len);

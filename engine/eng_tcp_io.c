@@ -436,14 +436,8 @@ void tcp_run_cmds(struct tcp_worker *w)
         }
         if ((cmds & CMD_KICK) && atomic_load(&c->state) == C_CONNECTING && c->fd < 0)
             tcp_conn_connect(c);
-        if (cmds & CMD_FLUSH) {
-            /* bulk handed over by teshim_submit (same_host_send = io); a
-             * connection waiting for room sends on EPOLLOUT instead */
-            pthread_mutex_lock(&c->lock);
-            if (atomic_load(&c->state) == C_READY && !c->want_out && tcp_conn_flush(c))
-                shutdown(c->fd, SHUT_RDWR); /* its hang-up is seen next, and reset */
-            pthread_mutex_unlock(&c->lock);
-        }
+        if (cmds & CMD_FLUSH)
+            tcp_conn_push(c); /* bulk handed over by teshim_submit (io) */
         if (cmds & CMD_CLOSE) {
             tcp_conn_reset(c, -ECANCELED);
             if (c->wprev)

@@ -103,18 +103,22 @@ static void *submit_thread(void *arg)
     return NULL;
 }
 
-/* 200 writes of 4 KiB, one at a time, from a submitting thread, to a
- * part of the target no other thread writes */
+/* One write of 4 KiB, waited for, to a part of the target no other
+ * thread writes */
+static void small_write(struct run *r)
+{
+    struct teshim_request q = {TESHIM_OP_WRITE, r->lmem + THREADS * 2 * SPAN, r->seg,
+                               (uint64_t)(uintptr_t)r->tmem + THREADS * SPAN, SMALL};
+
+    ck_assert_int_eq(eng_test_one(r->ini, &q).state, TESHIM_TASK_COMPLETED);
+}
+
+/* 200 of them, one at a time, from a submitting thread */
 static void *small_writes(void *arg)
 {
-    struct run *r = arg;
-
     submitter = true;
-    for (int i = 0; i < 200; i++) {
-        struct teshim_request q = {TESHIM_OP_WRITE, r->lmem + THREADS * 2 * SPAN, r->seg,
-                                   (uint64_t)(uintptr_t)r->tmem + THREADS * SPAN, SMALL};
-        ck_assert_int_eq(eng_test_one(r->ini, &q).state, TESHIM_TASK_COMPLETED);
-    }
+    for (int i = 0; i < 200; i++)
+        small_write(arg);
     return NULL;
 }
 
@@ -197,10 +201,8 @@ START_TEST(same_host_senders)
         /* no bulk from the submitters; a small request alone on its
          * connection (the latency path) from the submitting thread */
         ck_assert_int_eq(atomic_load(&by_sub), 0);
-        struct teshim_request q = {TESHIM_OP_WRITE, r.lmem, r.seg, (uint64_t)(uintptr_t)r.tmem,
-                                   4096};
         submitter = true;
-        ck_assert_int_eq(eng_test_one(r.ini, &q).state, TESHIM_TASK_COMPLETED);
+        small_write(&r);
         submitter = false;
         ck_assert_int_eq(atomic_load(&by_sub), 1);
         /* small requests written one at a time while four threads write
